@@ -1,0 +1,201 @@
+// bpftool wrapper: always -j, every answer validated with ajv before use.
+import { Ajv, type JSONSchemaType, type ValidateFunction } from 'ajv';
+import { ToolError } from './errors.js';
+import { run } from './exec.js';
+
+const ajv = new Ajv({ allErrors: true, allowUnionTypes: true });
+
+function validator<T>(schema: object): ValidateFunction<T> {
+  return ajv.compile<T>(schema as JSONSchemaType<T>);
+}
+
+async function bpftoolJson<T>(what: string, args: string[], check: ValidateFunction<T>, input?: string): Promise<T> {
+  const argv = ['bpftool', '-j', ...args];
+  const r = await run(what, argv, { input });
+  let parsed: unknown;
+  try {
+    parsed = r.stdout.trim() === '' ? null : JSON.parse(r.stdout);
+  } catch (e) {
+    throw new ToolError(`${what}: bpftool printed invalid JSON`, argv, r.exitCode, r.stdout.slice(0, 300));
+  }
+  if (!check(parsed)) {
+    throw new ToolError(`${what}: unexpected bpftool JSON (${ajv.errorsText(check.errors)})`, argv, r.exitCode, r.stdout.slice(0, 300));
+  }
+  return parsed;
+}
+
+const hexBytes = { type: 'array', items: { type: 'string', pattern: '^0x[0-9a-f]{2}$' } };
+
+export interface RawEntry {
+  key: string[];
+  value?: string[];
+  values?: { cpu: number; value: string[] }[];
+}
+const dumpSchema = validator<RawEntry[] | null>({
+  anyOf: [
+    { type: 'null' },
+    {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['key'],
+        properties: {
+          key: hexBytes,
+          value: hexBytes,
+          values: {
+            type: 'array',
+            items: { type: 'object', required: ['cpu', 'value'], properties: { cpu: { type: 'integer' }, value: hexBytes } },
+          },
+        },
+      },
+    },
+  ],
+});
+
+export interface MapInfo {
+  id: number;
+  type: string;
+  name?: string;
+  bytes_key: number;
+  bytes_value: number;
+  max_entries: number;
+}
+const mapInfoProps = {
+  id: { type: 'integer' },
+  type: { type: 'string' },
+  name: { type: 'string' },
+  bytes_key: { type: 'integer' },
+  bytes_value: { type: 'integer' },
+  max_entries: { type: 'integer' },
+};
+const mapInfoSchema = validator<MapInfo>({
+  type: 'object',
+  required: ['id', 'type', 'bytes_key', 'bytes_value', 'max_entries'],
+  properties: mapInfoProps,
+});
+
+export interface ProgInfo {
+  id: number;
+  type: string;
+  name?: string;
+  tag: string;
+  map_ids?: number[];
+  pinned?: string[];
+}
+const progInfoItem = {
+  type: 'object',
+  required: ['id', 'type', 'tag'],
+  properties: {
+    id: { type: 'integer' },
+    type: { type: 'string' },
+    name: { type: 'string' },
+    tag: { type: 'string' },
+    map_ids: { type: 'array', items: { type: 'integer' } },
+    pinned: { type: 'array', items: { type: 'string' } },
+  },
+};
+const progInfoSchema = validator<ProgInfo>(progInfoItem);
+const progListSchema = validator<ProgInfo[] | null>({ anyOf: [{ type: 'null' }, { type: 'array', items: progInfoItem }] });
+
+/** Dump a pinned map: raw key/value bytes (per-CPU maps give one value per CPU). */
+export async function mapDump(pin: string): Promise<RawEntry[]> {
+  return (await bpftoolJson('dump map', ['map', 'dump', 'pinned', pin], dumpSchema)) ?? [];
+}
+
+export async function mapShow(pin: string): Promise<MapInfo> {
+  return bpftoolJson('show map', ['map', 'show', 'pinned', pin], mapInfoSchema);
+}
+
+export async function progShow(pin: string): Promise<ProgInfo> {
+  return bpftoolJson('show program', ['prog', 'show', 'pinned', pin], progInfoSchema);
+}
+
+/** All loaded programs, with their pin paths (`-f`). */
+export async function progList(): Promise<ProgInfo[]> {
+  return (await bpftoolJson('list programs', ['-f', 'prog', 'show'], progListSchema)) ?? [];
+}
+
+/**
+ * `bpftool prog loadall`: pins every program of OBJ under progDir; maps named
+ * in `reuse` are taken from their pins instead of being created; the others
+ * are pinned under pinMapsDir.
+ */
+export async function progLoadAll(obj: string, progDir: string, reuse: { name: string; pin: string }[], pinMapsDir: string): Promise<void> {
+  const args = ['prog', 'loadall', obj, progDir];
+  for (const r of reuse) args.push('map', 'name', r.name, 'pinned', r.pin);
+  args.push('pinmaps', pinMapsDir);
+  await run('load programs', ['bpftool', ...args]);
+}
+
+export type BatchLine = string[];
+
+/** Map updates/deletes in one bpftool process (`bpftool batch file -`). */
+export async function batch(lines: BatchLine[]): Promise<void> {
+  if (lines.length === 0) return;
+  for (const l of lines) {
+    for (const w of l) if (/\s|'|"|\\/.test(w) || w === '') throw new Error(`batch word "${w}" needs quoting`);
+  }
+  const CHUNK = 5000;
+  for (let i = 0; i < lines.length; i += CHUNK) {
+    const text = lines.slice(i, i + CHUNK).map((l) => l.join(' ')).join('\n') + '\n';
+    await run(`apply ${Math.min(CHUNK, lines.length - i)} map operations`, ['bpftool', 'batch', 'file', '-'], { input: text });
+  }
+}
+
+export function updateLine(pin: string, key: Buffer, value: Buffer, flag: 'any' | 'exist' | 'noexist' = 'any'): BatchLine {
+  return ['map', 'update', 'pinned', pin, 'key', 'hex', ...hexWords(key), 'value', 'hex', ...hexWords(value), flag];
+}
+
+export function deleteLine(pin: string, key: Buffer): BatchLine {
+  return ['map', 'delete', 'pinned', pin, 'key', 'hex', ...hexWords(key)];
+}
+
+function hexWords(b: Buffer): string[] {
+  return [...b].map((x) => x.toString(16).padStart(2, '0'));
+}
+
+// ---- BTF (for the schema test) ----
+
+export interface BtfType {
+  id: number;
+  kind: string;
+  name: string;
+  size?: number;
+  type_id?: number;
+  nr_elems?: number;
+  members?: { name: string; type_id: number; bits_offset: number }[];
+  vars?: { type_id: number; offset: number; size: number }[];
+}
+const btfSchema = validator<{ types: BtfType[] }>({
+  type: 'object',
+  required: ['types'],
+  properties: {
+    types: { type: 'array', items: { type: 'object', required: ['id', 'kind', 'name'] } },
+  },
+});
+
+export async function btfDumpFile(obj: string): Promise<BtfType[]> {
+  return (await bpftoolJson('dump BTF', ['btf', 'dump', 'file', obj], btfSchema)).types;
+}
+
+// ---- feature probes ----
+
+export interface FeatureProbe {
+  helpers: Record<string, string[]>;
+  mapTypes: Record<string, boolean>;
+}
+const featureSchema = validator<{ program_types?: object; map_types?: object; helpers?: Record<string, string[]> }>({
+  type: 'object',
+});
+
+export async function featureProbeKernel(): Promise<FeatureProbe> {
+  const j = await bpftoolJson('probe kernel features', ['feature', 'probe', 'kernel'], featureSchema);
+  const mapTypes: Record<string, boolean> = {};
+  for (const [k, v] of Object.entries(j.map_types ?? {})) mapTypes[k] = v === true;
+  return { helpers: j.helpers ?? {}, mapTypes };
+}
+
+export async function bpftoolSupportsTcx(): Promise<boolean> {
+  const r = await run('bpftool net help', ['bpftool', 'net', 'help'], { reject: false });
+  return /tcx_ingress/.test(r.stdout + r.stderr);
+}

@@ -1,0 +1,47 @@
+// Compiles BPF C with clang: the local one, or the toolchain image
+// (PODWARP_TOOLCHAIN_IMAGE, see Dockerfile) when there is no local clang.
+import path from 'node:path';
+import { FeatureMissingError } from './errors.js';
+import { run, which } from './exec.js';
+
+export interface CompileJob {
+  src: string;
+  out: string;
+  includeDirs: string[];
+  defines?: Record<string, string | number>;
+}
+
+async function multiarchInclude(): Promise<string[]> {
+  // <asm/types.h> lives under the multiarch dir on Debian/Ubuntu
+  const r = await run('ask gcc for the multiarch triplet', ['sh', '-c', 'gcc -print-multiarch 2>/dev/null || true'], { reject: false });
+  const t = r.stdout.trim();
+  return t ? [`/usr/include/${t}`] : [];
+}
+
+export function clangArgs(job: CompileJob, extraIncludes: string[]): string[] {
+  return [
+    '-O2', '-g', '-target', 'bpf', '-Wall', '-Werror', '-Wno-unused-function',
+    ...[...job.includeDirs, ...extraIncludes].flatMap((d) => ['-I', d]),
+    ...Object.entries(job.defines ?? {}).map(([k, v]) => `-D${k}=${v}`),
+    '-c', job.src, '-o', job.out,
+  ];
+}
+
+export async function compile(job: CompileJob): Promise<void> {
+  const clang = await which('clang');
+  if (clang) {
+    await run(`compile ${path.basename(job.src)}`, [clang, ...clangArgs(job, await multiarchInclude())]);
+    return;
+  }
+  const image = process.env.PODWARP_TOOLCHAIN_IMAGE;
+  if (image && (await which('docker'))) {
+    // the image has the same paths mounted at the same place
+    const root = process.cwd();
+    await run(`compile ${path.basename(job.src)} in ${image}`, [
+      'docker', 'run', '--rm', '-v', `${root}:${root}`, '-w', root, image, 'clang',
+      ...clangArgs(job, ['/usr/include/x86_64-linux-gnu', '/usr/include/aarch64-linux-gnu']),
+    ]);
+    return;
+  }
+  throw new FeatureMissingError('clang', 'no clang on PATH (apt-get install clang llvm libbpf-dev) and no PODWARP_TOOLCHAIN_IMAGE with a docker engine');
+}

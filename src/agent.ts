@@ -1,0 +1,81 @@
+// The agent: load the datapath, then keep it equal to the source's state.
+// Local source: a state file, reloaded on change (debounced) and re-checked
+// periodically (pods whose node facts are missing are retried sooner).
+// Stopping the agent leaves the datapath in place (traffic keeps flowing);
+// `podwarp uninstall` removes it.
+import fs from 'node:fs';
+import path from 'node:path';
+import { Datapath } from '../loader/datapath.js';
+import { errorMessage } from '../loader/errors.js';
+import { requireDatapathFeatures } from '../loader/features.js';
+import { build } from './build.js';
+import { log } from './log.js';
+import type { Snapshot } from './model.js';
+import { SkipLog, reconcile } from './reconciler.js';
+import { loadStateFile } from './state/load.js';
+
+export interface AgentOptions {
+  stateFile: string;
+  resyncMs?: number;
+  retryMs?: number;
+  debounceMs?: number;
+  once?: boolean;
+}
+
+export async function runAgent(opts: AgentOptions): Promise<void> {
+  // reject bad input before touching anything
+  let snapshot: Snapshot = loadStateFile(opts.stateFile).snapshot;
+  await requireDatapathFeatures();
+  const dp = await Datapath.open();
+  const reused = dp.isLoaded();
+  const objs = await build();
+  await dp.load(objs);
+  log.info({ pinRoot: dp.pinRoot, reusedMaps: reused }, 'datapath ready');
+  const skips = new SkipLog();
+  let missing = 0;
+  const pass = async () => {
+    const r = await reconcile(dp, snapshot, skips);
+    missing = r.missing.size;
+  };
+  await pass();
+  log.info({ state: opts.stateFile, pods: snapshot.pods.length }, 'ready');
+  if (opts.once) return;
+
+  let timer: NodeJS.Timeout | undefined;
+  let running = Promise.resolve();
+  const schedule = (ms: number, reload: boolean) => {
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(() => {
+      running = running.then(async () => {
+        try {
+          if (reload) {
+            snapshot = loadStateFile(opts.stateFile).snapshot;
+            log.info({ pods: snapshot.pods.length }, 'state file reloaded');
+          }
+          await pass();
+        } catch (e) {
+          // an invalid file keeps the last good state; the maps are untouched
+          log.error({ err: errorMessage(e) }, reload ? 'state file rejected; keeping previous state' : 'reconcile failed');
+        }
+        schedule(missing > 0 ? (opts.retryMs ?? 2000) : (opts.resyncMs ?? 10000), true);
+      });
+    }, ms);
+  };
+  const dir = path.dirname(path.resolve(opts.stateFile));
+  const base = path.basename(opts.stateFile);
+  const watcher = fs.watch(dir, (_ev, name) => {
+    if (name === base) schedule(opts.debounceMs ?? 100, true);
+  });
+  schedule(missing > 0 ? (opts.retryMs ?? 2000) : (opts.resyncMs ?? 10000), true);
+
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      log.info({ signal: sig }, 'agent stopping; datapath stays in place');
+      watcher.close();
+      if (timer) clearTimeout(timer);
+      void running.then(resolve);
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}

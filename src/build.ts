@@ -1,0 +1,53 @@
+// `podwarp build`: schema → build/include/pw_maps.h, bpf/*.c → build/bpf/*.o.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { compile } from '../loader/clang.js';
+import { generateHeader } from './layout/cgen.js';
+import { log } from './log.js';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const BPF_SRC = path.join(ROOT, 'bpf');
+export const BUILD = path.join(ROOT, 'build');
+export const OBJ_DIR = path.join(BUILD, 'bpf');
+export const GEN_INCLUDE = path.join(BUILD, 'include');
+
+/** Programs, one object each; the loader loads them in this order. */
+export function programSources(): string[] {
+  return fs
+    .readdirSync(BPF_SRC)
+    .filter((f) => f.endsWith('.c'))
+    .sort()
+    .map((f) => path.join(BPF_SRC, f));
+}
+
+export function objectFor(src: string): string {
+  return path.join(OBJ_DIR, path.basename(src).replace(/\.c$/, '.o'));
+}
+
+function newest(files: string[]): number {
+  return Math.max(0, ...files.map((f) => fs.statSync(f).mtimeMs));
+}
+
+/** Builds what is out of date; returns the object paths. */
+export async function build(opts: { force?: boolean } = {}): Promise<string[]> {
+  fs.mkdirSync(GEN_INCLUDE, { recursive: true });
+  fs.mkdirSync(OBJ_DIR, { recursive: true });
+  const header = path.join(GEN_INCLUDE, 'pw_maps.h');
+  const text = generateHeader();
+  if (!fs.existsSync(header) || fs.readFileSync(header, 'utf8') !== text) fs.writeFileSync(header, text);
+  const headers = [header, ...fs.readdirSync(BPF_SRC).filter((f) => f.endsWith('.h')).map((f) => path.join(BPF_SRC, f))];
+  const objs: string[] = [];
+  for (const src of programSources()) {
+    const out = objectFor(src);
+    const stale = opts.force || !fs.existsSync(out) || fs.statSync(out).mtimeMs < newest([src, ...headers]);
+    if (stale) {
+      const tmp = `${out}.tmp-${process.pid}`;
+      await compile({ src, out: tmp, includeDirs: [GEN_INCLUDE, BPF_SRC] });
+      fs.renameSync(tmp, out);
+      log.info({ object: path.relative(ROOT, out) }, 'compiled');
+    }
+    objs.push(out);
+  }
+  return objs;
+}

@@ -1,0 +1,64 @@
+// `podwarp status`: what is loaded, pinned and attached where.
+import fs from 'node:fs';
+import type { Datapath } from '../../loader/datapath.js';
+import { probe } from '../../loader/features.js';
+import { MAPS } from '../layout/schema.js';
+import { flagNames } from '../layout/codec.js';
+import { mapDef } from '../layout/schema.js';
+import { json, table } from '../table.js';
+import type { OutputFormat } from './dump.js';
+import * as bpftool from '../../loader/bpftool.js';
+
+export async function statusData(dp: Datapath) {
+  const features = await probe();
+  const loaded = fs.existsSync(dp.pinRoot);
+  const maps = [];
+  for (const m of MAPS) {
+    if (!fs.existsSync(dp.mapPin(m.name))) {
+      maps.push({ name: m.name, pinned: false });
+      continue;
+    }
+    const info = await bpftool.mapShow(dp.mapPin(m.name));
+    const entries = m.type.includes('array') ? info.max_entries : (await bpftool.mapDump(dp.mapPin(m.name))).length;
+    maps.push({ name: m.name, pinned: true, id: info.id, type: info.type, entries, maxEntries: info.max_entries });
+  }
+  const progs = [];
+  if (fs.existsSync(dp.progsDir)) {
+    for (const p of fs.readdirSync(dp.progsDir).sort()) {
+      const info = await bpftool.progShow(dp.progPin(p));
+      progs.push({ name: p, id: info.id, type: info.type, tag: info.tag });
+    }
+  }
+  const attachments = loaded && fs.existsSync(dp.mapPin('pw_ifaces')) ? await dp.attachments() : [];
+  return { pinRoot: dp.pinRoot, loaded, features, maps, programs: progs, attachments };
+}
+
+export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
+  const s = await statusData(dp);
+  if (fmt === 'json') return json(s);
+  const f = s.features;
+  let out = `pins:     ${s.pinRoot} (${s.loaded ? 'loaded' : 'not loaded'})\n`;
+  out += `kernel:   ${f.kernel}; bpf_redirect_peer ${f.redirectPeer ? 'yes' : 'NO'}; tc attach via ${f.tcAttach} (tcx: kernel ${f.tcxKernel ? 'yes' : 'no'}, bpftool ${f.tcxBpftool ? 'yes' : 'no'})\n\n`;
+  if (!s.loaded) return out;
+  out += table(
+    ['MAP', 'ID', 'TYPE', 'ENTRIES', 'MAX'],
+    s.maps.map((m) => (m.pinned ? [m.name, m.id ?? '', m.type ?? '', m.entries ?? '', m.maxEntries ?? ''] : [m.name, '-', 'not pinned', '', ''])),
+  );
+  out += '\n' + table(['PROGRAM', 'ID', 'TYPE', 'TAG'], s.programs.map((p) => [p.name, p.id, p.type, p.tag]));
+  const flagsField = mapDef('pw_ifaces').value.fields.find((x) => x.name === 'flags')!;
+  out +=
+    '\n' +
+    table(
+      ['INTERFACE', 'IFINDEX', 'HOOK', 'STATE', 'PROG-ID', 'LEDGER'],
+      s.attachments.map((a) => [
+        a.name,
+        a.ifindex,
+        'tc ingress (clsact)',
+        !a.present ? 'device gone' : a.attached ? 'attached' : 'FILTER MISSING',
+        a.progId ?? '-',
+        flagNames(flagsField, a.flags),
+      ]),
+    );
+  out += `${s.attachments.length} attachments\n`;
+  return out;
+}

@@ -1,0 +1,72 @@
+// desired(snapshot, node facts) → DesiredState. Pure: no I/O, no clock.
+import { EP_FLAGS } from './layout/schema.js';
+import { ACCELERATE_ANNOTATION, podKey, type Pod, type Snapshot } from './model.js';
+import type { NodeFacts } from './facts.js';
+
+export interface DesiredEndpoint {
+  ip: string;
+  ifindex: number;
+  flags: number;
+  mac: string;
+  gwMac: string;
+  pod: string;
+}
+
+export type SkipReason = 'host-network' | 'no-ip' | 'no-interface' | 'facts-missing';
+export type DisableReason = 'namespace-off' | 'opted-out' | 'policy-selected';
+
+export interface DesiredState {
+  /** By pod IP. */
+  endpoints: Map<string, DesiredEndpoint>;
+  /** Host interfaces to attach the tc program to, by name → ifindex. */
+  attach: Map<string, number>;
+  /** Pods that are not endpoints at all. */
+  skipped: Map<string, SkipReason>;
+  /** Endpoints present but not enabled, and why. */
+  disabled: Map<string, DisableReason>;
+  /** Namespaces with acceleration on. */
+  enabledNamespaces: string[];
+}
+
+function selects(matchLabels: Record<string, string>, pod: Pod): boolean {
+  return Object.entries(matchLabels).every(([k, v]) => pod.labels[k] === v);
+}
+
+export function desired(snap: Snapshot, facts: NodeFacts): DesiredState {
+  const nsOn = new Set(snap.namespaces.filter((n) => n.accelerate).map((n) => n.name));
+  const out: DesiredState = {
+    endpoints: new Map(),
+    attach: new Map(),
+    skipped: new Map(),
+    disabled: new Map(),
+    enabledNamespaces: [...nsOn].sort(),
+  };
+  for (const p of snap.pods) {
+    const k = podKey(p);
+    if (p.hostNetwork) {
+      out.skipped.set(k, 'host-network');
+      continue;
+    }
+    if (!p.ip) {
+      out.skipped.set(k, 'no-ip');
+      continue;
+    }
+    if (!p.hostInterface) {
+      out.skipped.set(k, 'no-interface');
+      continue;
+    }
+    const f = facts.pods.get(k);
+    if (!f) {
+      out.skipped.set(k, 'facts-missing');
+      continue;
+    }
+    let why: DisableReason | undefined;
+    if (!nsOn.has(p.namespace)) why = 'namespace-off';
+    else if (p.annotations[ACCELERATE_ANNOTATION] === 'false') why = 'opted-out';
+    else if (snap.networkPolicies.some((np) => np.namespace === p.namespace && selects(np.matchLabels, p))) why = 'policy-selected';
+    if (why) out.disabled.set(k, why);
+    out.endpoints.set(p.ip, { ip: p.ip, ifindex: f.ifindex, flags: why ? 0 : EP_FLAGS.ENABLED, mac: f.mac, gwMac: f.gwMac, pod: k });
+    out.attach.set(p.hostInterface, f.ifindex);
+  }
+  return out;
+}

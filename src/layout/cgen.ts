@@ -1,0 +1,85 @@
+// Generates build/include/pw_maps.h from schema.ts. Pure: returns the text.
+import { EP_FLAGS, IFACE_FLAGS, MAPS, TC_REASONS, layoutOf, type MapDef, type StructDef } from './schema.js';
+
+const C_TYPE = { u8: '__u8', u16: '__u16', u32: '__u32', u64: '__u64', be16: '__be16', be32: '__be32' } as const;
+const C_MAP_TYPE = {
+  hash: 'BPF_MAP_TYPE_HASH',
+  lru_hash: 'BPF_MAP_TYPE_LRU_HASH',
+  array: 'BPF_MAP_TYPE_ARRAY',
+  percpu_array: 'BPF_MAP_TYPE_PERCPU_ARRAY',
+} as const;
+
+export function maxEntriesMacro(m: MapDef): string {
+  return `${m.name.toUpperCase()}_MAX`;
+}
+
+function structC(s: StructDef): string {
+  const { size } = layoutOf(s);
+  const lines = [`/* ${s.doc} */`, `struct ${s.name} {`];
+  for (const f of s.fields) {
+    lines.push(`\t${C_TYPE[f.type]} ${f.name}${f.count ? `[${f.count}]` : ''}; /* ${f.doc} */`);
+  }
+  lines.push('};');
+  lines.push(`_Static_assert(sizeof(struct ${s.name}) == ${size}, "${s.name} size must match the TS schema");`);
+  return lines.join('\n');
+}
+
+/** Array maps need a plain 4-byte integer key in BTF (the kernel rejects a struct). */
+export function keyCType(m: MapDef): string {
+  if (m.type === 'array' || m.type === 'percpu_array') {
+    const f = m.key.fields;
+    if (f.length !== 1 || f[0]?.type !== 'u32' || f[0]?.count) throw new Error(`${m.name}: array map key must be one u32`);
+    return '__u32';
+  }
+  return `struct ${m.key.name}`;
+}
+
+function mapC(m: MapDef): string {
+  return [
+    `/* ${m.name}: ${m.doc}`,
+    ` *   writer: ${m.writer}`,
+    ` *   reader: ${m.reader}`,
+    ` *   key: struct ${m.key.name}; value: struct ${m.value.name}; max ${m.maxEntries} entries by default. */`,
+    `#ifndef ${maxEntriesMacro(m)}`,
+    `#define ${maxEntriesMacro(m)} ${m.maxEntries}`,
+    '#endif',
+    'struct {',
+    `\t__uint(type, ${C_MAP_TYPE[m.type]});`,
+    `\t__uint(max_entries, ${maxEntriesMacro(m)});`,
+    `\t__type(key, ${keyCType(m)});`,
+    `\t__type(value, struct ${m.value.name});`,
+    `} ${m.name} SEC(".maps");`,
+  ].join('\n');
+}
+
+export function generateHeader(): string {
+  const structs = new Map<string, StructDef>();
+  for (const m of MAPS) {
+    if (keyCType(m).startsWith('struct ')) structs.set(m.key.name, m.key);
+    structs.set(m.value.name, m.value);
+  }
+  const out = [
+    '/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */',
+    '/* GENERATED from src/layout/schema.ts by `podwarp build` — do not edit. */',
+    '#ifndef PW_MAPS_H',
+    '#define PW_MAPS_H',
+    '',
+    '#include <linux/types.h>',
+    '#include <linux/bpf.h>',
+    '#include <bpf/bpf_helpers.h>',
+    '',
+    ...Object.entries(EP_FLAGS).map(([k, v]) => `#define PW_EP_${k} ${v}u`),
+    ...Object.entries(IFACE_FLAGS).map(([k, v]) => `#define PW_IFACE_${k} ${v}u`),
+    '',
+    'enum pw_tc_reason {',
+    ...TC_REASONS.map((r, i) => `\tPW_TC_${r.toUpperCase()} = ${i},`),
+    '\tPW_TC__MAX,',
+    '};',
+    '',
+    ...[...structs.values()].map(structC).flatMap((s) => [s, '']),
+    ...MAPS.map(mapC).flatMap((s) => [s, '']),
+    '#endif /* PW_MAPS_H */',
+    '',
+  ];
+  return out.join('\n');
+}

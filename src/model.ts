@@ -1,0 +1,66 @@
+// Typed snapshot of the cluster as this node sees it. Every source (the local
+// state file, the Kubernetes informers) produces one of these; the rest of the
+// pipeline never knows which source it came from.
+
+export const ACCELERATE_LABEL = 'podwarp.io/accelerate';
+export const ACCELERATE_ANNOTATION = 'podwarp.io/accelerate';
+
+export interface Namespace {
+  name: string;
+  accelerate: boolean;
+  labels: Record<string, string>;
+}
+
+export interface Pod {
+  namespace: string;
+  name: string;
+  uid?: string;
+  ip?: string;
+  hostInterface?: string;
+  podInterface: string;
+  mac?: string;
+  netns?: string;
+  cgroup?: string;
+  hostNetwork: boolean;
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+}
+
+export interface NetworkPolicy {
+  namespace: string;
+  name: string;
+  /** Empty matchLabels selects every pod of the namespace. */
+  matchLabels: Record<string, string>;
+}
+
+export interface ServicePort {
+  name?: string;
+  port: number;
+  protocol: 'TCP' | 'UDP';
+  targetPort?: number | string;
+}
+
+export interface ServiceEndpoint {
+  ip: string;
+  ready: boolean;
+  terminating: boolean;
+  ports: { name?: string; port: number; protocol: 'TCP' | 'UDP' }[];
+}
+
+export interface Service {
+  namespace: string;
+  name: string;
+  clusterIP: string;
+  ports: ServicePort[];
+  endpoints: ServiceEndpoint[];
+}
+
+export interface Snapshot {
+  node?: string;
+  namespaces: Namespace[];
+  pods: Pod[];
+  networkPolicies: NetworkPolicy[];
+  services: Service[];
+}
+
+export const podKey = (p: { namespace: string; name: string }): string => `${p.namespace}/${p.name}`;

@@ -1,0 +1,61 @@
+// plan = diff(desired, actual). Pure. `actual` is read back from the pinned
+// maps and the live attachments, never remembered.
+import type { DesiredEndpoint, DesiredState } from './desired.js';
+
+export interface ActualEndpoint {
+  ip: string;
+  ifindex: number;
+  flags: number;
+  mac: string;
+  gwMac: string;
+}
+
+export interface ActualIface {
+  ifindex: number;
+  name: string;
+  flags: number;
+  /** Device exists with that name. */
+  present: boolean;
+  /** Our filter is on it. */
+  attached: boolean;
+}
+
+export interface ActualState {
+  endpoints: Map<string, ActualEndpoint>;
+  ifaces: ActualIface[];
+}
+
+export interface Plan {
+  /** Interfaces to attach (new, or our filter went missing). */
+  attach: { name: string; ifindex: number }[];
+  upsert: DesiredEndpoint[];
+  delete: string[];
+  /** Ledger entries to detach (no longer desired, or the device is gone/renamed). */
+  detach: ActualIface[];
+}
+
+const same = (a: ActualEndpoint, b: DesiredEndpoint) =>
+  a.ifindex === b.ifindex && a.flags === b.flags && a.mac === b.mac && a.gwMac === b.gwMac;
+
+export function plan(want: DesiredState, have: ActualState): Plan {
+  const p: Plan = { attach: [], upsert: [], delete: [], detach: [] };
+  const ledger = new Map(have.ifaces.map((i) => [i.name, i]));
+  for (const [name, ifindex] of want.attach) {
+    const cur = ledger.get(name);
+    if (!cur || cur.ifindex !== ifindex || !cur.present || !cur.attached) p.attach.push({ name, ifindex });
+  }
+  for (const i of have.ifaces) {
+    const wantIdx = want.attach.get(i.name);
+    if (wantIdx === undefined || wantIdx !== i.ifindex || !i.present) p.detach.push(i);
+  }
+  for (const [ip, e] of want.endpoints) {
+    const cur = have.endpoints.get(ip);
+    if (!cur || !same(cur, e)) p.upsert.push(e);
+  }
+  for (const ip of have.endpoints.keys()) if (!want.endpoints.has(ip)) p.delete.push(ip);
+  return p;
+}
+
+export function planSize(p: Plan): number {
+  return p.attach.length + p.upsert.length + p.delete.length + p.detach.length;
+}

@@ -1,0 +1,74 @@
+// One pass of the control loop: snapshot → facts → desired → read actual →
+// plan → apply. I/O only at the two ends (facts/actual in, apply out).
+import type { Datapath } from '../loader/datapath.js';
+import { desired, type DesiredState } from './desired.js';
+import { gatherFacts } from './facts.js';
+import { log } from './log.js';
+import type { Snapshot } from './model.js';
+import { plan, planSize, type ActualState, type Plan } from './plan.js';
+
+export interface ReconcileResult {
+  plan: Plan;
+  desired: DesiredState;
+  /** Pods whose node facts are not there yet: the caller should retry soon. */
+  missing: Map<string, string>;
+  ms: number;
+}
+
+export async function readActual(dp: Datapath): Promise<ActualState> {
+  const endpoints = new Map(
+    (await dp.dump('pw_endpoints')).map((e) => {
+      const ip = String(e.key.ip);
+      return [
+        ip,
+        { ip, ifindex: Number(e.value.ifindex), flags: Number(e.value.flags), mac: String(e.value.mac), gwMac: String(e.value.gw_mac) },
+      ];
+    }),
+  );
+  return { endpoints, ifaces: await dp.attachments() };
+}
+
+export async function applyPlan(dp: Datapath, p: Plan): Promise<void> {
+  const stale = p.detach.filter((i) => !i.present);
+  for (const i of stale) await dp.detach(i);
+  for (const a of p.attach) await dp.attach(a.name);
+  await dp.writeMap(
+    'pw_endpoints',
+    p.upsert.map((e) => ({ key: { ip: e.ip }, value: { ifindex: e.ifindex, flags: e.flags, mac: e.mac, gw_mac: e.gwMac } })),
+    p.delete.map((ip) => ({ ip })),
+  );
+  for (const i of p.detach.filter((x) => x.present)) await dp.detach(i);
+}
+
+/** Logs each skipped pod once per reason change, not on every pass. */
+export class SkipLog {
+  private seen = new Map<string, string>();
+  note(pod: string, reason: string): void {
+    if (this.seen.get(pod) === reason) return;
+    this.seen.set(pod, reason);
+    log.warn({ pod, reason }, 'pod not accelerated');
+  }
+  forgetExcept(pods: Set<string>): void {
+    for (const k of this.seen.keys()) if (!pods.has(k)) this.seen.delete(k);
+  }
+}
+
+export async function reconcile(dp: Datapath, snap: Snapshot, skips = new SkipLog()): Promise<ReconcileResult> {
+  const t0 = performance.now();
+  const facts = await gatherFacts(snap);
+  const want = desired(snap, facts);
+  const have = await readActual(dp);
+  const p = plan(want, have);
+  await applyPlan(dp, p);
+  for (const [pod, why] of facts.missing) skips.note(pod, why);
+  for (const [pod, why] of want.skipped) if (why !== 'facts-missing') skips.note(pod, why);
+  skips.forgetExcept(new Set([...facts.missing.keys(), ...want.skipped.keys()]));
+  const ms = Math.round(performance.now() - t0);
+  if (planSize(p) > 0) {
+    log.info(
+      { attach: p.attach.length, upsert: p.upsert.length, delete: p.delete.length, detach: p.detach.length, ms },
+      'reconciled',
+    );
+  }
+  return { plan: p, desired: want, missing: facts.missing, ms };
+}

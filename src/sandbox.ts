@@ -1,0 +1,229 @@
+// A node in miniature on this host: pods as network namespaces with veths,
+// wired like kindnet (routed /32, host veth holds the gateway address) or like
+// docker0/cni0 (one bridge), each pod's processes in its own child cgroup.
+// `up` writes a state file for the local source and a manifest for `down`.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import * as cgroup from '../loader/cgroup.js';
+import { errorMessage } from '../loader/errors.js';
+import { run } from '../loader/exec.js';
+import * as ipr from '../loader/ip.js';
+import * as iptables from '../loader/iptables.js';
+import { log } from './log.js';
+import { writeStateFile, type StateFile } from './state/load.js';
+
+export type Wiring = 'routed' | 'bridge';
+
+export interface SandboxPod {
+  namespace: string;
+  name: string;
+  ip: string;
+  netns: string;
+  hostInterface: string;
+  /** Below the cgroup2 mount. */
+  cgroup: string;
+}
+
+export interface SandboxManifest {
+  id: string;
+  wiring: Wiring;
+  subnet: string;
+  gateway: string;
+  bridge?: string;
+  cgroupRoot: string;
+  iptablesOwner?: string;
+  stateFile: string;
+  pods: SandboxPod[];
+}
+
+export interface UpOptions {
+  dir: string;
+  pods?: number;
+  namespaces?: string[];
+  wiring?: Wiring;
+  accelerate?: boolean;
+  id?: string;
+}
+
+const MANIFEST = 'sandbox.json';
+
+function cidrRange(cidr: string): [number, number] {
+  const [addr = '', lenS = '32'] = cidr.split('/');
+  const len = Number(lenS);
+  const n = addr.split('.').reduce((a, o) => a * 256 + Number(o), 0);
+  const size = 2 ** (32 - len);
+  const start = n - (n % size);
+  return [start, start + size - 1];
+}
+
+/** A free 10.x.y.0/24 with no overlapping route on the host (default routes aside). */
+async function pickSubnet(seed: number): Promise<string> {
+  const used = (await ipr.routes())
+    .map((r) => r.dst)
+    .filter((d) => d && d !== 'default' && /^\d+\.\d+\.\d+\.\d+(\/\d+)?$/.test(d))
+    .map((d) => cidrRange(d.includes('/') ? d : `${d}/32`));
+  for (let i = 0; i < 200; i++) {
+    const x = 200 + ((seed + i) % 50);
+    const y = (seed * 7 + i * 13) % 256;
+    const [a, b] = cidrRange(`10.${x}.${y}.0/24`);
+    if (!used.some(([s, e]) => s <= b && a <= e)) return `10.${x}.${y}.0/24`;
+  }
+  throw new Error('no free 10.200-249.x.0/24 subnet for the sandbox');
+}
+
+export function readManifest(dir: string): SandboxManifest {
+  return JSON.parse(fs.readFileSync(path.join(dir, MANIFEST), 'utf8')) as SandboxManifest;
+}
+
+export async function up(opts: UpOptions): Promise<SandboxManifest> {
+  const id = opts.id ?? crypto.randomBytes(2).toString('hex');
+  if (!/^[a-z0-9]{2,6}$/.test(id)) throw new Error(`sandbox id "${id}" must be 2-6 lowercase letters/digits`);
+  const wiring = opts.wiring ?? 'routed';
+  const nPods = opts.pods ?? 4;
+  const namespaces = opts.namespaces ?? ['team-a', 'team-b'];
+  if (nPods < 2 || nPods > 200) throw new Error('a sandbox has 2..200 pods');
+  fs.mkdirSync(opts.dir, { recursive: true });
+  if (fs.existsSync(path.join(opts.dir, MANIFEST))) throw new Error(`${opts.dir} already holds a sandbox; run \`podwarp sandbox down --dir ${opts.dir}\``);
+
+  const subnet = await pickSubnet(parseInt(id, 36));
+  const base = subnet.split('.').slice(0, 3).join('.');
+  const gateway = `${base}.1`;
+  const m: SandboxManifest = {
+    id,
+    wiring,
+    subnet,
+    gateway,
+    bridge: wiring === 'bridge' ? `pw${id}br` : undefined,
+    cgroupRoot: `/podwarp-sandbox-${id}`,
+    stateFile: path.resolve(opts.dir, 'state.yaml'),
+    pods: [],
+  };
+  for (let i = 0; i < nPods; i++) {
+    const namespace = namespaces[i % namespaces.length]!;
+    const name = `pod-${i}`;
+    m.pods.push({
+      namespace,
+      name,
+      ip: `${base}.${i + 2}`,
+      netns: `pw-${id}-${name}`,
+      hostInterface: `pw${id}p${i}`,
+      cgroup: `${m.cgroupRoot}/${namespace}_${name}`,
+    });
+  }
+  // the manifest first: whatever fails below, `down` knows what to remove
+  fs.writeFileSync(path.join(opts.dir, MANIFEST), JSON.stringify(m, null, 2) + '\n');
+  try {
+    await build(m);
+  } catch (e) {
+    log.error({ err: errorMessage(e) }, 'sandbox up failed; tearing down what was made');
+    await down(opts.dir);
+    throw e;
+  }
+  const state: StateFile = {
+    apiVersion: 'podwarp.io/v1alpha1',
+    kind: 'NodeState',
+    node: `sandbox-${id}`,
+    namespaces: namespaces.map((n) => ({ name: n, accelerate: opts.accelerate ?? false })),
+    pods: m.pods.map((p) => ({
+      namespace: p.namespace,
+      name: p.name,
+      ip: p.ip,
+      hostInterface: p.hostInterface,
+      netns: p.netns,
+      cgroup: p.cgroup,
+      labels: { app: p.name },
+    })),
+  };
+  writeStateFile(m.stateFile, state);
+  log.info({ id, wiring, subnet, pods: nPods }, 'sandbox up');
+  return m;
+}
+
+async function build(m: SandboxManifest): Promise<void> {
+  if (await iptables.available()) {
+    // let our interfaces forward even under a FORWARD DROP policy; removed by `down`
+    const owner = `podwarp-sandbox-${m.id}`;
+    m.iptablesOwner = owner;
+    const pattern = `pw${m.id}+`;
+    await iptables.insert({ chain: 'FORWARD', spec: ['-i', pattern, '-j', 'ACCEPT'] }, owner);
+    await iptables.insert({ chain: 'FORWARD', spec: ['-o', pattern, '-j', 'ACCEPT'] }, owner);
+  }
+  cgroup.create(m.cgroupRoot);
+  const host: string[][] = [];
+  if (m.bridge) {
+    host.push(['link', 'add', m.bridge, 'type', 'bridge']);
+    host.push(['addr', 'add', `${m.gateway}/24`, 'dev', m.bridge]);
+    host.push(['link', 'set', m.bridge, 'up']);
+  }
+  for (const p of m.pods) {
+    await ipr.netnsAdd(p.netns);
+    cgroup.create(p.cgroup);
+    host.push(['link', 'add', p.hostInterface, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', p.netns]);
+    if (m.bridge) {
+      host.push(['link', 'set', p.hostInterface, 'master', m.bridge]);
+    } else {
+      host.push(['addr', 'add', `${m.gateway}/32`, 'dev', p.hostInterface]);
+    }
+    host.push(['link', 'set', p.hostInterface, 'up']);
+    if (!m.bridge) host.push(['route', 'add', `${p.ip}/32`, 'dev', p.hostInterface, 'scope', 'link']);
+  }
+  await ipr.batch('wire sandbox host side', host);
+  // forwarding only on our own interfaces, never the host-wide switch
+  for (const dev of [...m.pods.map((p) => p.hostInterface), ...(m.bridge ? [m.bridge] : [])]) {
+    ipr.sysctl(`net.ipv4.conf.${dev}.forwarding`, '1');
+  }
+  for (const p of m.pods) {
+    const inPod: string[][] = [
+      ['link', 'set', 'lo', 'up'],
+      ['addr', 'add', m.bridge ? `${p.ip}/24` : `${p.ip}/32`, 'dev', 'eth0'],
+      ['link', 'set', 'eth0', 'up'],
+    ];
+    if (!m.bridge) inPod.push(['route', 'add', m.gateway, 'dev', 'eth0', 'scope', 'link']);
+    inPod.push(['route', 'add', 'default', 'via', m.gateway, 'dev', 'eth0']);
+    await ipr.batch(`wire pod ${p.name}`, inPod, p.netns);
+  }
+}
+
+/** Removes everything the manifest names. Idempotent; keeps going past errors and reports them. */
+export async function down(dir: string): Promise<{ removed: string[]; errors: string[] }> {
+  const file = path.join(dir, MANIFEST);
+  if (!fs.existsSync(file)) return { removed: [], errors: [] };
+  const m = readManifest(dir);
+  const removed: string[] = [];
+  const errors: string[] = [];
+  const attempt = async (what: string, f: () => Promise<unknown>) => {
+    try {
+      await f();
+      removed.push(what);
+    } catch (e) {
+      errors.push(`${what}: ${errorMessage(e)}`);
+    }
+  };
+  // processes first: a process left in a netns keeps it (and its veth) alive
+  await attempt(`cgroup ${m.cgroupRoot}`, () => cgroup.destroy(cgroup.cgroupPath(m.cgroupRoot)));
+  const nsNow = new Set(await ipr.netnsList());
+  for (const p of m.pods) if (nsNow.has(p.netns)) await attempt(`netns ${p.netns}`, () => ipr.netnsDel(p.netns));
+  const linksNow = new Set((await ipr.links()).map((l) => l.ifname));
+  for (const dev of [...m.pods.map((p) => p.hostInterface), ...(m.bridge ? [m.bridge] : [])]) {
+    if (linksNow.has(dev)) await attempt(`link ${dev}`, () => ipr.ip(`delete ${dev}`, ['link', 'del', dev]));
+  }
+  if (m.iptablesOwner && (await iptables.available())) {
+    await attempt(`iptables rules ${m.iptablesOwner}`, () => iptables.removeOwned('FORWARD', m.iptablesOwner!));
+  }
+  if (errors.length === 0) {
+    fs.rmSync(file, { force: true });
+    fs.rmSync(m.stateFile, { force: true });
+  }
+  log.info({ id: m.id, removed: removed.length, errors: errors.length }, 'sandbox down');
+  return { removed, errors };
+}
+
+/** argv to run a command inside a sandbox pod (its netns and its cgroup). */
+export function podCommand(p: SandboxPod, argv: string[]): string[] {
+  return ipr.podArgv(p.netns, cgroup.cgroupPath(p.cgroup), argv);
+}
+
+export async function execInPod(p: SandboxPod, argv: string[]): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+  return run(`run in ${p.namespace}/${p.name}`, podCommand(p, argv), { reject: false });
+}

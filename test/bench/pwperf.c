@@ -1,0 +1,368 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * pwperf — the traffic tool of podwarp's demo, tests and benchmarks.
+ *
+ *   pwperf server -p PORT                    serve until killed (fork per connection)
+ *   pwperf rr   -c IP -p PORT [-s SIZE] [-n N | -d SECS] [-w WARMUP] [-i PACE_US]
+ *        request/response: SIZE bytes each way, every response checked against
+ *        the request; prints latency percentiles (µs) as JSON
+ *   pwperf sink -c IP -p PORT [-b BYTES | -d SECS] [-s CHUNK] [-v]
+ *        bulk one way; with -v the payload is a seeded pseudo-random stream
+ *        and both ends hash it: prints throughput and whether hashes match
+ *
+ * Exit status is non-zero on any I/O error, short read or data mismatch.
+ * It is deliberately small C: a Node client would add tens of µs per round
+ * trip and drown the difference being measured.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAGIC 0x50575046u /* "PWPF" */
+enum { MODE_RR = 1, MODE_SINK = 2 };
+enum { F_VERIFY = 1 };
+
+struct hdr {
+	uint32_t magic, mode, size, flags;
+};
+
+static void die(const char *what)
+{
+	fprintf(stderr, "pwperf: %s: %s\n", what, strerror(errno));
+	exit(2);
+}
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int read_full(int fd, void *buf, size_t n)
+{
+	size_t got = 0;
+	while (got < n) {
+		ssize_t r = read(fd, (char *)buf + got, n - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		got += r;
+	}
+	return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t n)
+{
+	size_t put = 0;
+	while (put < n) {
+		ssize_t r = write(fd, (const char *)buf + put, n - put);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		put += r;
+	}
+	return 0;
+}
+
+/* Position-addressed stream: word i = splitmix64(seed + i), so chunking never matters. */
+static uint64_t splitmix(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+/* Streaming hash over a byte stream, word at a time with a carry for partial words. */
+struct hasher {
+	uint64_t h, count;
+	uint8_t carry[8];
+	int ncarry;
+};
+
+static void hash_word(struct hasher *hs, uint64_t w)
+{
+	hs->h = (hs->h ^ w) * 0x100000001b3ull;
+	hs->h ^= hs->h >> 29;
+}
+
+static void hash_update(struct hasher *hs, const uint8_t *p, size_t n)
+{
+	hs->count += n;
+	while (n && hs->ncarry) {
+		hs->carry[hs->ncarry++] = *p++;
+		n--;
+		if (hs->ncarry == 8) {
+			uint64_t w;
+			memcpy(&w, hs->carry, 8);
+			hash_word(hs, w);
+			hs->ncarry = 0;
+		}
+	}
+	while (n >= 8) {
+		uint64_t w;
+		memcpy(&w, p, 8);
+		hash_word(hs, w);
+		p += 8;
+		n -= 8;
+	}
+	while (n--)
+		hs->carry[hs->ncarry++] = *p++;
+}
+
+static uint64_t hash_final(struct hasher *hs)
+{
+	uint64_t w = 0;
+	if (hs->ncarry) {
+		memcpy(&w, hs->carry, hs->ncarry);
+		hash_word(hs, w ^ ((uint64_t)hs->ncarry << 56));
+	}
+	return hs->h ^ hs->count;
+}
+
+static void serve_conn(int fd)
+{
+	struct hdr h;
+	if (read_full(fd, &h, sizeof(h)) || ntohl(h.magic) != MAGIC)
+		exit(3);
+	uint32_t mode = ntohl(h.mode), size = ntohl(h.size), flags = ntohl(h.flags);
+	if (size == 0 || size > (64u << 20))
+		exit(3);
+	char *buf = malloc(size);
+	if (!buf)
+		exit(3);
+	if (mode == MODE_RR) {
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		while (read_full(fd, buf, size) == 0)
+			if (write_full(fd, buf, size))
+				break;
+	} else if (mode == MODE_SINK) {
+		struct hasher hs = { .h = 0xcbf29ce484222325ull };
+		for (;;) {
+			ssize_t r = read(fd, buf, size);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r < 0)
+				exit(4);
+			if (r == 0)
+				break;
+			if (flags & F_VERIFY)
+				hash_update(&hs, (uint8_t *)buf, r);
+			else
+				hs.count += r;
+		}
+		uint64_t out[2] = { hs.count, (flags & F_VERIFY) ? hash_final(&hs) : 0 };
+		write_full(fd, out, sizeof(out));
+	}
+	close(fd);
+	exit(0);
+}
+
+static void __attribute__((noreturn)) server(int port)
+{
+	int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
+	if (fd < 0)
+		die("socket");
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)))
+		die("bind");
+	if (listen(fd, 128))
+		die("listen");
+	signal(SIGCHLD, SIG_IGN);
+	printf("{\"listening\":%d}\n", port);
+	fflush(stdout);
+	for (;;) {
+		int c = accept(fd, NULL, NULL);
+		if (c < 0) {
+			if (errno == EINTR)
+				continue;
+			die("accept");
+		}
+		pid_t pid = fork();
+		if (pid == 0) {
+			close(fd);
+			serve_conn(c);
+		}
+		close(c);
+	}
+}
+
+static int dial(const char *ip, int port, uint32_t mode, uint32_t size, uint32_t flags)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
+	struct hdr h = { htonl(MAGIC), htonl(mode), htonl(size), htonl(flags) };
+	int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+	if (fd < 0)
+		die("socket");
+	if (inet_pton(AF_INET, ip, &a.sin_addr) != 1) {
+		fprintf(stderr, "pwperf: bad address %s\n", ip);
+		exit(2);
+	}
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)))
+		die("connect");
+	if (mode == MODE_RR)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (write_full(fd, &h, sizeof(h)))
+		die("write header");
+	return fd;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static int rr(const char *ip, int port, uint32_t size, long n, double secs, long warmup, long pace_us)
+{
+	int fd = dial(ip, port, MODE_RR, size, 0);
+	char *out = malloc(size), *in = malloc(size);
+	long cap = n > 0 ? n : 10000000, i, done = 0;
+	double *lat = malloc(sizeof(double) * cap), t_end, start;
+	if (!out || !in || !lat)
+		die("malloc");
+	for (i = 0; i < warmup; i++) {
+		memset(out, (int)i, size);
+		if (write_full(fd, out, size) || read_full(fd, in, size))
+			die("warmup exchange");
+	}
+	start = now();
+	t_end = secs > 0 ? start + secs : 0;
+	for (i = 0; i < cap; i++) {
+		if (t_end && now() >= t_end)
+			break;
+		uint64_t tag = splitmix(i);
+		for (uint32_t o = 0; o + 8 <= size; o += 8)
+			memcpy(out + o, &tag, 8);
+		double t0 = now();
+		if (write_full(fd, out, size) || read_full(fd, in, size)) {
+			fprintf(stderr, "pwperf: exchange %ld failed: %s\n", i, strerror(errno));
+			return 5;
+		}
+		lat[done++] = (now() - t0) * 1e6;
+		if (memcmp(out, in, size)) {
+			fprintf(stderr, "pwperf: response %ld differs from request\n", i);
+			return 6;
+		}
+		if (pace_us)
+			usleep(pace_us);
+	}
+	double elapsed = now() - start;
+	close(fd);
+	if (!done) {
+		fprintf(stderr, "pwperf: no exchange completed\n");
+		return 5;
+	}
+	double sum = 0;
+	for (i = 0; i < done; i++)
+		sum += lat[i];
+	qsort(lat, done, sizeof(double), cmp_double);
+#define PCT(p) lat[(long)((p) * (done - 1))]
+	printf("{\"mode\":\"rr\",\"n\":%ld,\"size\":%u,\"seconds\":%.3f,\"p50_us\":%.2f,\"p90_us\":%.2f,"
+	       "\"p99_us\":%.2f,\"mean_us\":%.2f,\"min_us\":%.2f,\"max_us\":%.2f}\n",
+	       done, size, elapsed, PCT(0.5), PCT(0.9), PCT(0.99), sum / done, lat[0], lat[done - 1]);
+	return 0;
+}
+
+static int sink(const char *ip, int port, uint64_t bytes, double secs, uint32_t chunk, int verify)
+{
+	if (chunk % 8) {
+		fprintf(stderr, "pwperf: chunk must be a multiple of 8\n");
+		return 2;
+	}
+	int fd = dial(ip, port, MODE_SINK, chunk, verify ? F_VERIFY : 0);
+	uint64_t *buf = calloc(chunk / 8, 8), sent = 0, word = 0, reply[2];
+	struct hasher hs = { .h = 0xcbf29ce484222325ull };
+	double start = now(), t_end = secs > 0 ? start + secs : 0;
+	if (!buf)
+		die("calloc");
+	for (;;) {
+		uint64_t n = chunk;
+		if (bytes) {
+			if (sent >= bytes)
+				break;
+			if (bytes - sent < n)
+				n = bytes - sent;
+		} else if (now() >= t_end)
+			break;
+		if (verify) {
+			for (uint32_t w = 0; w < chunk / 8; w++)
+				buf[w] = splitmix(0x5eed + word + w);
+			word += chunk / 8;
+			hash_update(&hs, (uint8_t *)buf, n);
+		}
+		if (write_full(fd, buf, n)) {
+			fprintf(stderr, "pwperf: send failed after %llu bytes: %s\n", (unsigned long long)sent, strerror(errno));
+			return 5;
+		}
+		sent += n;
+	}
+	shutdown(fd, SHUT_WR);
+	if (read_full(fd, reply, sizeof(reply))) {
+		fprintf(stderr, "pwperf: no byte count from server\n");
+		return 5;
+	}
+	double elapsed = now() - start;
+	uint64_t mine = verify ? hash_final(&hs) : 0;
+	int ok = reply[0] == sent && reply[1] == mine;
+	printf("{\"mode\":\"sink\",\"bytes\":%llu,\"received\":%llu,\"seconds\":%.4f,\"gbps\":%.3f,\"verify\":%s,"
+	       "\"hash\":\"%016llx\",\"server_hash\":\"%016llx\",\"ok\":%s}\n",
+	       (unsigned long long)sent, (unsigned long long)reply[0], elapsed, sent * 8 / elapsed / 1e9,
+	       verify ? "true" : "false", (unsigned long long)mine, (unsigned long long)reply[1], ok ? "true" : "false");
+	return ok ? 0 : 6;
+}
+
+int main(int argc, char **argv)
+{
+	const char *ip = "127.0.0.1";
+	int port = 5201, verify = 0, opt;
+	uint32_t size = 0;
+	long n = 0, warmup = 100, pace = 0;
+	double secs = 0;
+	unsigned long long bytes = 0;
+
+	if (argc < 2) {
+		fprintf(stderr, "usage: pwperf server|rr|sink [options]\n");
+		return 2;
+	}
+	const char *cmd = argv[1];
+	optind = 2;
+	while ((opt = getopt(argc, argv, "c:p:s:n:d:w:i:b:v")) != -1) {
+		switch (opt) {
+		case 'c': ip = optarg; break;
+		case 'p': port = atoi(optarg); break;
+		case 's': size = strtoul(optarg, NULL, 10); break;
+		case 'n': n = atol(optarg); break;
+		case 'd': secs = atof(optarg); break;
+		case 'w': warmup = atol(optarg); break;
+		case 'i': pace = atol(optarg); break;
+		case 'b': bytes = strtoull(optarg, NULL, 10); break;
+		case 'v': verify = 1; break;
+		default: return 2;
+		}
+	}
+	if (!strcmp(cmd, "server"))
+		server(port);
+	if (!strcmp(cmd, "rr"))
+		return rr(ip, port, size ? size : 64, n, n ? 0 : (secs ? secs : 2), warmup, pace);
+	if (!strcmp(cmd, "sink"))
+		return sink(ip, port, bytes, bytes ? 0 : (secs ? secs : 2), size ? size : 131072, verify);
+	fprintf(stderr, "pwperf: unknown command %s\n", cmd);
+	return 2;
+}
