@@ -111,9 +111,11 @@ program
   .option('--seconds <s>', 'seconds per measurement', '3')
   .option('--rounds <n>', 'alternating baseline/accelerated rounds (medians are reported)', '3')
   .option('--bridge', 'bridge wiring instead of routed')
-  .action(async (o: { seconds: string; rounds: string; bridge?: boolean }) => {
+  .option('--cpu <n|none>', 'pin client and server to one CPU (none: unpinned)', '0')
+  .action(async (o: { seconds: string; rounds: string; bridge?: boolean; cpu: string }) => {
     const { demo } = await import('./commands/demo.js');
-    await demo({ seconds: Number(o.seconds), rounds: Number(o.rounds), wiring: o.bridge ? 'bridge' : 'routed' });
+    const cpu = o.cpu === 'none' ? undefined : Number(o.cpu);
+    await demo({ seconds: Number(o.seconds), rounds: Number(o.rounds), wiring: o.bridge ? 'bridge' : 'routed', cpu });
   });
 
 try {

@@ -96,6 +96,7 @@ export async function up(opts: UpOptions): Promise<SandboxManifest> {
     gateway,
     bridge: wiring === 'bridge' ? `pw${id}br` : undefined,
     cgroupRoot: `/podwarp-sandbox-${id}`,
+    iptablesOwner: (await iptables.available()) ? `podwarp-sandbox-${id}` : undefined,
     stateFile: path.resolve(opts.dir, 'state.yaml'),
     pods: [],
   };
@@ -141,10 +142,9 @@ export async function up(opts: UpOptions): Promise<SandboxManifest> {
 }
 
 async function build(m: SandboxManifest): Promise<void> {
-  if (await iptables.available()) {
+  const owner = m.iptablesOwner;
+  if (owner) {
     // let our interfaces forward even under a FORWARD DROP policy; removed by `down`
-    const owner = `podwarp-sandbox-${m.id}`;
-    m.iptablesOwner = owner;
     const pattern = `pw${m.id}+`;
     await iptables.insert({ chain: 'FORWARD', spec: ['-i', pattern, '-j', 'ACCEPT'] }, owner);
     await iptables.insert({ chain: 'FORWARD', spec: ['-o', pattern, '-j', 'ACCEPT'] }, owner);
@@ -204,9 +204,14 @@ export async function down(dir: string): Promise<{ removed: string[]; errors: st
   await attempt(`cgroup ${m.cgroupRoot}`, () => cgroup.destroy(cgroup.cgroupPath(m.cgroupRoot)));
   const nsNow = new Set(await ipr.netnsList());
   for (const p of m.pods) if (nsNow.has(p.netns)) await attempt(`netns ${p.netns}`, () => ipr.netnsDel(p.netns));
-  const linksNow = new Set((await ipr.links()).map((l) => l.ifname));
+  // deleting a netns destroys its veth pairs asynchronously: a device that is gone by now is fine
   for (const dev of [...m.pods.map((p) => p.hostInterface), ...(m.bridge ? [m.bridge] : [])]) {
-    if (linksNow.has(dev)) await attempt(`link ${dev}`, () => ipr.ip(`delete ${dev}`, ['link', 'del', dev]));
+    await attempt(`link ${dev}`, async () => {
+      if (await ipr.link(dev)) {
+        const r = await run(`delete ${dev}`, ['ip', 'link', 'del', dev], { reject: false });
+        if (r.exitCode !== 0 && (await ipr.link(dev))) throw new Error(r.stderr.trim());
+      }
+    });
   }
   if (m.iptablesOwner && (await iptables.available())) {
     await attempt(`iptables rules ${m.iptablesOwner}`, () => iptables.removeOwned('FORWARD', m.iptablesOwner!));

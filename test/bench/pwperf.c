@@ -3,6 +3,8 @@
  * pwperf — the traffic tool of podwarp's demo, tests and benchmarks.
  *
  *   pwperf server -p PORT                    serve until killed (fork per connection)
+ *   any command: -a CPU pins the process to one CPU (both ends on one CPU
+ *   take the VM's cross-CPU wakeup cost out of latency figures, as netperf -T)
  *   pwperf rr   -c IP -p PORT [-s SIZE] [-n N | -d SECS] [-w WARMUP] [-i PACE_US]
  *        request/response: SIZE bytes each way, every response checked against
  *        the request; prints latency percentiles (µs) as JSON
@@ -24,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -343,8 +346,16 @@ int main(int argc, char **argv)
 	}
 	const char *cmd = argv[1];
 	optind = 2;
-	while ((opt = getopt(argc, argv, "c:p:s:n:d:w:i:b:v")) != -1) {
+	while ((opt = getopt(argc, argv, "c:p:s:n:d:w:i:b:va:")) != -1) {
 		switch (opt) {
+		case 'a': {
+			cpu_set_t set;
+			CPU_ZERO(&set);
+			CPU_SET(atoi(optarg), &set);
+			if (sched_setaffinity(0, sizeof(set), &set))
+				die("sched_setaffinity");
+			break;
+		}
 		case 'c': ip = optarg; break;
 		case 'p': port = atoi(optarg); break;
 		case 's': size = strtoul(optarg, NULL, 10); break;

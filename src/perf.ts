@@ -1,0 +1,95 @@
+// Traffic between sandbox pods with pwperf (test/bench/pwperf.c): used by the
+// demo, the integration tests and the benchmarks.
+import fs from 'node:fs';
+import path from 'node:path';
+import { compileHost } from '../loader/clang.js';
+import { run, spawnLong } from '../loader/exec.js';
+import { BUILD, ROOT } from './build.js';
+import { podCommand, type SandboxPod } from './sandbox.js';
+
+export const PWPERF = path.join(BUILD, 'pwperf');
+const SRC = path.join(ROOT, 'test', 'bench', 'pwperf.c');
+
+export async function ensurePwperf(): Promise<string> {
+  if (!fs.existsSync(PWPERF) || fs.statSync(PWPERF).mtimeMs < fs.statSync(SRC).mtimeMs) {
+    fs.mkdirSync(BUILD, { recursive: true });
+    await compileHost(SRC, PWPERF + '.tmp');
+    fs.renameSync(PWPERF + '.tmp', PWPERF);
+  }
+  return PWPERF;
+}
+
+export interface Server {
+  stop(): Promise<void>;
+}
+
+/** Starts `pwperf server` in a pod and waits until it listens. */
+export async function startServer(pod: SandboxPod, port: number, cpu?: number): Promise<Server> {
+  const child = spawnLong(podCommand(pod, [PWPERF, 'server', '-p', String(port), ...cpuArgs(cpu)]));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`pwperf server in ${pod.name} did not start`)), 5000);
+    child.stdout?.on('data', (d: Buffer) => {
+      if (d.toString().includes('listening')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    void child.then((r) => {
+      clearTimeout(timer);
+      reject(new Error(`pwperf server in ${pod.name} exited: ${String(r.stderr)}`));
+    });
+  });
+  return {
+    async stop() {
+      child.kill('SIGKILL');
+      await child;
+    },
+  };
+}
+
+export interface RrResult {
+  n: number;
+  p50_us: number;
+  p90_us: number;
+  p99_us: number;
+  mean_us: number;
+}
+
+export interface SinkResult {
+  bytes: number;
+  received: number;
+  seconds: number;
+  gbps: number;
+  ok: boolean;
+  hash: string;
+  server_hash: string;
+}
+
+const cpuArgs = (cpu?: number) => (cpu === undefined ? [] : ['-a', String(cpu)]);
+
+async function client<T>(pod: SandboxPod, args: string[]): Promise<T> {
+  const r = await run(`pwperf ${args[0]} from ${pod.name}`, podCommand(pod, [PWPERF, ...args]), { timeoutMs: 300_000 });
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as T;
+}
+
+export function rr(pod: SandboxPod, ip: string, port: number, o: { seconds?: number; n?: number; size?: number; paceUs?: number; cpu?: number }): Promise<RrResult> {
+  const args = ['rr', '-c', ip, '-p', String(port), '-s', String(o.size ?? 64), ...cpuArgs(o.cpu)];
+  if (o.n) args.push('-n', String(o.n));
+  else args.push('-d', String(o.seconds ?? 2));
+  if (o.paceUs) args.push('-i', String(o.paceUs), '-w', '0');
+  return client<RrResult>(pod, args);
+}
+
+export function sink(pod: SandboxPod, ip: string, port: number, o: { seconds?: number; bytes?: number; verify?: boolean; cpu?: number }): Promise<SinkResult> {
+  const args = ['sink', '-c', ip, '-p', String(port), ...cpuArgs(o.cpu)];
+  if (o.bytes) args.push('-b', String(o.bytes));
+  else args.push('-d', String(o.seconds ?? 2));
+  if (o.verify) args.push('-v');
+  return client<SinkResult>(pod, args);
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
