@@ -39,10 +39,11 @@ const same = (a: ActualEndpoint, b: DesiredEndpoint) =>
 
 export function plan(want: DesiredState, have: ActualState): Plan {
   const p: Plan = { attach: [], upsert: [], delete: [], detach: [] };
-  const ledger = new Map(have.ifaces.map((i) => [i.name, i]));
+  // a name can be in the ledger twice (pod recreated, veth name reused): match name and ifindex
+  const ledger = new Map(have.ifaces.map((i) => [`${i.name}#${i.ifindex}`, i]));
   for (const [name, ifindex] of want.attach) {
-    const cur = ledger.get(name);
-    if (!cur || cur.ifindex !== ifindex || !cur.present || !cur.attached) p.attach.push({ name, ifindex });
+    const cur = ledger.get(`${name}#${ifindex}`);
+    if (!cur || !cur.present || !cur.attached) p.attach.push({ name, ifindex });
   }
   for (const i of have.ifaces) {
     const wantIdx = want.attach.get(i.name);

@@ -1,0 +1,154 @@
+// The agent as a process: restart under traffic, live state-file changes,
+// invalid input rejected without touching the maps.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { ResultPromise } from 'execa';
+import YAML from 'yaml';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { run, spawnLong } from '../../loader/exec.js';
+import { ROOT } from '../../src/build.js';
+import { rr, startServer, type Server } from '../../src/perf.js';
+import { readActual } from '../../src/reconciler.js';
+import { counters, delta, setUp, tearDown, type Env } from './helpers.js';
+
+const CLI = path.join(ROOT, 'bin', 'podwarp');
+
+interface Agent {
+  child: ResultPromise;
+  lines: { msg: string; [k: string]: unknown }[];
+}
+
+function startAgent(env: Env, stateFile: string): Agent {
+  const child = spawnLong([CLI, 'agent', '--state', stateFile, '--resync', '1'], {
+    env: { ...process.env, PODWARP_PIN_NAME: env.pinName, PODWARP_LOG_LEVEL: 'info' } as Record<string, string>,
+  });
+  const a: Agent = { child, lines: [] };
+  let buf = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      try {
+        a.lines.push(JSON.parse(line) as Agent['lines'][number]);
+      } catch {
+        a.lines.push({ msg: line });
+      }
+    }
+  });
+  return a;
+}
+
+async function until<T>(what: string, f: () => T | Promise<T>, ms = 15_000): Promise<NonNullable<T>> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const ready = (a: Agent) => until('agent ready', () => a.lines.find((l) => l.msg === 'ready'));
+
+describe('agent process', () => {
+  let env: Env | undefined;
+  let server: Server | undefined;
+  const agents: Agent[] = [];
+
+  beforeAll(async () => {
+    env = await setUp({ load: false });
+    const st = YAML.parse(fs.readFileSync(env.m.stateFile, 'utf8')) as { namespaces: { accelerate: boolean }[] };
+    st.namespaces.forEach((n) => (n.accelerate = true));
+    fs.writeFileSync(env.m.stateFile, YAML.stringify(st));
+    server = await startServer(env.m.pods[1]!, 7200);
+  });
+
+  afterAll(async () => {
+    for (const a of agents) {
+      a.child.kill('SIGKILL');
+      await a.child;
+    }
+    await server?.stop();
+    expect(await tearDown(env)).toEqual([]);
+  });
+
+  it('survives SIGKILL and restart with a TCP connection open: maps reused, connection intact', async () => {
+    const a1 = startAgent(env!, env!.m.stateFile);
+    agents.push(a1);
+    await ready(a1);
+    const mapIds = { ep: await env!.dp.mapId('pw_endpoints'), st: await env!.dp.mapId('pw_stats') };
+    const prog1 = await env!.dp.progId('pw_tc_egress');
+    const before = await readActual(env!.dp);
+
+    // 300 verified exchanges, 10 ms apart, on one connection, across the restart
+    const conn = rr(env!.m.pods[0]!, env!.m.pods[1]!.ip, 7200, { n: 300, paceUs: 10_000, size: 256 });
+    await new Promise((r) => setTimeout(r, 700));
+    a1.child.kill('SIGKILL');
+    await a1.child;
+    const c0 = await counters(env!.dp);
+    const a2 = startAgent(env!, env!.m.stateFile);
+    agents.push(a2);
+    await ready(a2);
+    const res = await conn; // throws if pwperf saw an error or a wrong byte
+    expect(res.n).toBe(300);
+    const d = delta(c0, await counters(env!.dp));
+    expect(d.redirected).toBeGreaterThan(0); // still on the fast path after the restart
+
+    expect(await env!.dp.mapId('pw_endpoints')).toBe(mapIds.ep);
+    expect(await env!.dp.mapId('pw_stats')).toBe(mapIds.st);
+    expect(a2.lines.find((l) => l.msg === 'datapath ready')?.reusedMaps).toBe(true);
+    // the restarted agent found nothing to change
+    expect(a2.lines.filter((l) => l.msg === 'reconciled')).toEqual([]);
+    expect(await readActual(env!.dp)).toEqual({
+      endpoints: before.endpoints,
+      ifaces: before.ifaces.map((i) => ({ ...i, progId: expect.any(Number) })),
+    });
+    // filters moved to the newly loaded program
+    const prog2 = await env!.dp.progId('pw_tc_egress');
+    expect(prog2).not.toBe(prog1);
+    for (const att of await env!.dp.attachments()) expect(att.progId).toBe(prog2);
+  });
+
+  it('follows state-file edits and keeps the last good state on an invalid file', async () => {
+    const a = agents[agents.length - 1]!;
+    const st = YAML.parse(fs.readFileSync(env!.m.stateFile, 'utf8')) as { namespaces: { name: string; accelerate: boolean }[] };
+    st.namespaces.find((n) => n.name === 'team-a')!.accelerate = false;
+    fs.writeFileSync(env!.m.stateFile + '.new', YAML.stringify(st));
+    fs.renameSync(env!.m.stateFile + '.new', env!.m.stateFile);
+    const teamA = env!.m.pods.filter((p) => p.namespace === 'team-a').map((p) => p.ip);
+    await until('team-a disabled in the map', async () => {
+      const eps = (await readActual(env!.dp)).endpoints;
+      return teamA.every((ip) => eps.get(ip)?.flags === 0);
+    });
+    const good = await readActual(env!.dp);
+
+    fs.writeFileSync(env!.m.stateFile, 'apiVersion: podwarp.io/v1alpha1\nkind: NodeState\nnamespaces: []\npods: [{namespace: x}]\n');
+    await until('rejection logged', () => a.lines.find((l) => l.msg === 'state file rejected; keeping previous state'));
+    const rejected = a.lines.find((l) => l.msg === 'state file rejected; keeping previous state')!;
+    expect(String(rejected.err)).toContain("/pods/0: must have required property 'name'");
+    await new Promise((r) => setTimeout(r, 1500)); // past a resync
+    expect(await readActual(env!.dp)).toEqual(good);
+    expect(a.child.exitCode).toBeNull();
+  });
+
+  it('refuses to start on an invalid state file and touches nothing', async () => {
+    const bad = path.join(env!.dir, 'bad.yaml');
+    fs.writeFileSync(bad, 'apiVersion: podwarp.io/v1alpha1\nkind: NodeState\nnamespaces: [{name: Bad_NS}]\npods: []\n');
+    const pinName = `${env!.pinName}_bad`;
+    const r = await run('agent', [CLI, 'agent', '--state', bad, '--once'], { reject: false, env: { ...process.env, PODWARP_PIN_NAME: pinName } as Record<string, string> });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain('/namespaces/0/name: must match pattern');
+    expect(fs.existsSync(path.join(path.dirname(env!.dp.pinRoot), pinName))).toBe(false);
+  });
+
+  it('stops on SIGTERM and leaves the datapath in place', async () => {
+    const a = agents.pop()!;
+    a.child.kill('SIGTERM');
+    const r = await a.child;
+    expect(r.exitCode).toBe(0);
+    expect(env!.dp.isLoaded()).toBe(true);
+    expect((await env!.dp.attachments()).every((x) => x.attached)).toBe(true);
+  });
+});

@@ -1,0 +1,87 @@
+// Shared set-up for root tests: a sandbox and a datapath with names unique to
+// this run, and a check that nothing of either is left on the machine.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Datapath } from '../../loader/datapath.js';
+import * as bpftool from '../../loader/bpftool.js';
+import { run } from '../../loader/exec.js';
+import * as ipr from '../../loader/ip.js';
+import { cgroup2Root } from '../../loader/mounts.js';
+import { build } from '../../src/build.js';
+import { statRows } from '../../src/commands/dump.js';
+import { ensurePwperf } from '../../src/perf.js';
+import * as sandbox from '../../src/sandbox.js';
+
+export function requireRoot(): void {
+  if (process.getuid?.() !== 0) throw new Error('integration tests need root (real netns, veth, BPF): run them as root, or run `npm run test:unit`');
+}
+
+export interface Env {
+  id: string;
+  dir: string;
+  pinName: string;
+  m: sandbox.SandboxManifest;
+  dp: Datapath;
+  objs: string[];
+  progIds: number[];
+}
+
+export async function setUp(opts: { wiring?: sandbox.Wiring; pods?: number; namespaces?: string[]; load?: boolean } = {}): Promise<Env> {
+  requireRoot();
+  const id = crypto.randomBytes(2).toString('hex');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `pwtest-${id}-`));
+  const pinName = `pwtest_${id}`;
+  const objs = await build();
+  await ensurePwperf();
+  const dp = await Datapath.open(pinName);
+  const m = await sandbox.up({ dir, id, pods: opts.pods ?? 4, namespaces: opts.namespaces, wiring: opts.wiring ?? 'routed' });
+  if (opts.load !== false) await dp.load(objs);
+  return { id, dir, pinName, m, dp, objs, progIds: [] };
+}
+
+/** Tears down, then returns what is still there (must be empty). */
+export async function tearDown(env: Env | undefined): Promise<string[]> {
+  if (!env) return [];
+  if (fs.existsSync(env.dp.progsDir)) for (const p of fs.readdirSync(env.dp.progsDir)) env.progIds.push(await env.dp.progId(p));
+  await env.dp.uninstall();
+  await sandbox.down(env.dir);
+  fs.rmSync(env.dir, { recursive: true, force: true });
+  return leftovers(env);
+}
+
+export async function leftovers(env: Env): Promise<string[]> {
+  const left: string[] = [];
+  if (fs.existsSync(env.dp.pinRoot)) left.push(`pins ${env.dp.pinRoot}`);
+  for (const n of await ipr.netnsList()) if (n.startsWith(`pw-${env.id}-`)) left.push(`netns ${n}`);
+  for (const l of await ipr.links()) if (l.ifname.startsWith(`pw${env.id}`)) left.push(`link ${l.ifname}`);
+  if (fs.existsSync(path.join(cgroup2Root(), `podwarp-sandbox-${env.id}`))) left.push('cgroup');
+  const ipt = await run('iptables', ['iptables', '-w', '-S', 'FORWARD'], { reject: false });
+  if (ipt.stdout.includes(`podwarp-sandbox-${env.id}`)) left.push('iptables rules');
+  // the kernel frees a program once no pin, fd or attachment holds it
+  for (let i = 0; i < 50; i++) {
+    const live = new Set((await bpftool.progList()).map((p) => p.id));
+    const still = env.progIds.filter((id) => live.has(id));
+    if (still.length === 0) break;
+    if (i === 49) left.push(`programs ${still.join(',')}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return left;
+}
+
+export async function counters(dp: Datapath): Promise<Record<string, bigint>> {
+  return Object.fromEntries((await statRows(dp)).map((r) => [r.reason, r.packets]));
+}
+
+export function delta(a: Record<string, bigint>, b: Record<string, bigint>): Record<string, number> {
+  return Object.fromEntries(Object.keys(b).map((k) => [k, Number(b[k]! - (a[k] ?? 0n))]));
+}
+
+export async function podTx(p: sandbox.SandboxPod): Promise<number> {
+  return (await ipr.link('eth0', p.netns, true))?.stats64?.tx.packets ?? 0;
+}
+
+export async function hostTx(p: sandbox.SandboxPod): Promise<number> {
+  return (await ipr.link(p.hostInterface, undefined, true))?.stats64?.tx.packets ?? 0;
+}

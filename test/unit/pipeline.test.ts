@@ -1,0 +1,106 @@
+import { describe, expect, it } from 'vitest';
+import { desired } from '../../src/desired.js';
+import type { NodeFacts } from '../../src/facts.js';
+import { EP_FLAGS } from '../../src/layout/schema.js';
+import type { Pod, Snapshot } from '../../src/model.js';
+import { plan, planSize, type ActualState } from '../../src/plan.js';
+
+const pod = (ns: string, name: string, ip: string | undefined, iface: string | undefined, extra: Partial<Pod> = {}): Pod => ({
+  namespace: ns,
+  name,
+  ip,
+  hostInterface: iface,
+  podInterface: 'eth0',
+  hostNetwork: false,
+  labels: {},
+  annotations: {},
+  ...extra,
+});
+
+const snap: Snapshot = {
+  namespaces: [
+    { name: 'on', accelerate: true, labels: {} },
+    { name: 'off', accelerate: false, labels: {} },
+  ],
+  pods: [
+    pod('on', 'a', '10.0.0.2', 'v2'),
+    pod('on', 'b', '10.0.0.3', 'v3', { labels: { role: 'db' } }),
+    pod('on', 'c', '10.0.0.4', 'v4', { annotations: { 'podwarp.io/accelerate': 'false' } }),
+    pod('off', 'd', '10.0.0.5', 'v5'),
+    pod('on', 'host', '192.168.1.1', undefined, { hostNetwork: true }),
+    pod('on', 'pending', undefined, undefined),
+    pod('on', 'nofacts', '10.0.0.9', 'v9'),
+  ],
+  networkPolicies: [{ namespace: 'on', name: 'db-only', matchLabels: { role: 'db' } }],
+  services: [],
+};
+
+const facts: NodeFacts = {
+  pods: new Map(
+    ['a', 'b', 'c', 'd'].map((n, i) => [`${n === 'd' ? 'off' : 'on'}/${n}`, { ifindex: 10 + i, mac: `02:00:00:00:00:0${i}`, gwMac: 'ee:ee:ee:ee:ee:ee' }]),
+  ),
+  missing: new Map([['on/nofacts', 'host interface v9 not found']]),
+};
+
+describe('desired()', () => {
+  const d = desired(snap, facts);
+  it('enables only pods of enabled namespaces that are not opted out or policy-selected', () => {
+    expect(d.endpoints.get('10.0.0.2')!.flags).toBe(EP_FLAGS.ENABLED);
+    expect(d.endpoints.get('10.0.0.3')!.flags).toBe(0);
+    expect(d.endpoints.get('10.0.0.4')!.flags).toBe(0);
+    expect(d.endpoints.get('10.0.0.5')!.flags).toBe(0);
+    expect(Object.fromEntries(d.disabled)).toEqual({ 'on/b': 'policy-selected', 'on/c': 'opted-out', 'off/d': 'namespace-off' });
+  });
+  it('never makes hostNetwork, IP-less or fact-less pods endpoints', () => {
+    expect([...d.endpoints.keys()].sort()).toEqual(['10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5']);
+    expect(Object.fromEntries(d.skipped)).toEqual({ 'on/host': 'host-network', 'on/pending': 'no-ip', 'on/nofacts': 'facts-missing' });
+  });
+  it('attaches to the host veth of every endpoint', () => {
+    expect(Object.fromEntries(d.attach)).toEqual({ v2: 10, v3: 11, v4: 12, v5: 13 });
+  });
+  it('is deterministic (pure)', () => {
+    expect(desired(snap, facts)).toEqual(d);
+  });
+});
+
+describe('plan()', () => {
+  const want = desired(snap, facts);
+  const converged: ActualState = {
+    endpoints: new Map([...want.endpoints].map(([ip, e]) => [ip, { ip, ifindex: e.ifindex, flags: e.flags, mac: e.mac, gwMac: e.gwMac }])),
+    ifaces: [...want.attach].map(([name, ifindex]) => ({ name, ifindex, flags: 1, present: true, attached: true })),
+  };
+
+  it('is empty when the maps already hold the desired state', () => {
+    expect(planSize(plan(want, converged))).toBe(0);
+  });
+
+  it('writes only what differs', () => {
+    const have: ActualState = { ...converged, endpoints: new Map(converged.endpoints) };
+    have.endpoints.set('10.0.0.2', { ...have.endpoints.get('10.0.0.2')!, flags: 0 });
+    have.endpoints.set('10.9.9.9', { ip: '10.9.9.9', ifindex: 99, flags: 1, mac: '02:00:00:00:00:99', gwMac: 'ee:ee:ee:ee:ee:ee' });
+    const p = plan(want, have);
+    expect(p.upsert.map((e) => e.ip)).toEqual(['10.0.0.2']);
+    expect(p.delete).toEqual(['10.9.9.9']);
+    expect(p.attach).toEqual([]);
+  });
+
+  it('re-attaches a missing filter and detaches interfaces no longer wanted or gone', () => {
+    const have: ActualState = {
+      ...converged,
+      ifaces: [
+        ...converged.ifaces.map((i) => (i.name === 'v3' ? { ...i, attached: false } : i)),
+        { name: 'old', ifindex: 50, flags: 0, present: true, attached: true },
+        { name: 'v5', ifindex: 77, flags: 0, present: false, attached: false },
+      ],
+    };
+    const p = plan(want, have);
+    expect(p.attach).toEqual([{ name: 'v3', ifindex: 11 }]);
+    expect(p.detach.map((i) => `${i.name}:${i.ifindex}`).sort()).toEqual(['old:50', 'v5:77']);
+  });
+
+  it('deletes every endpoint when the snapshot is empty', () => {
+    const p = plan(desired({ ...snap, pods: [] }, { pods: new Map(), missing: new Map() }), converged);
+    expect(p.delete.sort()).toEqual(['10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5']);
+    expect(p.detach).toHaveLength(4);
+  });
+});

@@ -1,0 +1,109 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { InputError } from '../../loader/errors.js';
+import { loadStateFile, parseState, writeStateFile, type StateFile } from '../../src/state/load.js';
+
+const good = `
+apiVersion: podwarp.io/v1alpha1
+kind: NodeState
+node: n1
+namespaces:
+  - { name: team-a, accelerate: true }
+  - { name: team-b }
+pods:
+  - { namespace: team-a, name: web-0, ip: 10.1.0.2, hostInterface: veth0, labels: { app: web } }
+  - { namespace: team-b, name: db-0, ip: 10.1.0.3, hostInterface: veth1, annotations: { podwarp.io/accelerate: "false" } }
+  - { namespace: team-b, name: host-0, hostNetwork: true }
+networkPolicies:
+  - { namespace: team-a, name: deny, podSelector: { matchLabels: { app: web } } }
+services:
+  - namespace: team-a
+    name: web
+    clusterIP: 10.96.0.10
+    ports: [{ name: http, port: 80, targetPort: http }]
+    endpoints: [{ ip: 10.1.0.2, ports: [{ name: http, port: 8080 }] }]
+`;
+
+function problems(text: string): { path: string; message: string }[] {
+  try {
+    parseState(text);
+  } catch (e) {
+    expect(e).toBeInstanceOf(InputError);
+    return (e as InputError).problems;
+  }
+  throw new Error('expected the state to be rejected');
+}
+
+describe('state file', () => {
+  it('accepts a complete YAML file and fills defaults', () => {
+    const st = parseState(good);
+    expect(st.pods).toHaveLength(3);
+    expect(st.namespaces[1]!.accelerate).toBe(false);
+    expect(st.services![0]!.ports[0]!.protocol).toBe('TCP');
+    expect(st.services![0]!.endpoints![0]!.ready).toBe(true);
+  });
+
+  it('accepts the same content as JSON', () => {
+    const st = parseState(good);
+    expect(parseState(JSON.stringify(st))).toEqual(st);
+  });
+
+  it('reports every schema problem with its JSON path and reason', () => {
+    const bad = good
+      .replace('ip: 10.1.0.2,', 'ip: 10.1.0.300,')
+      .replace('{ name: team-b }', '{ name: team-b, accelerated: true }')
+      .replace('port: 80,', 'port: 0,');
+    expect(problems(bad)).toEqual(
+      expect.arrayContaining([
+        { path: '/namespaces/1', message: 'unknown property "accelerated"' },
+        { path: '/pods/0/ip', message: 'not an IPv4 address' },
+        { path: '/services/0/ports/0/port', message: 'must be >= 1' },
+      ]),
+    );
+  });
+
+  it('names a missing required field and a wrong kind', () => {
+    const ps = problems(good.replace('kind: NodeState', 'kind: Node').replace('name: web-0, ', ''));
+    expect(ps).toEqual(
+      expect.arrayContaining([
+        { path: '/kind', message: 'must be equal to constant: "NodeState"' },
+        { path: '/pods/0', message: "must have required property 'name'" },
+      ]),
+    );
+  });
+
+  it('checks references and uniqueness across the file', () => {
+    const ps = problems(
+      good
+        .replace('{ namespace: team-b, name: db-0, ip: 10.1.0.3, hostInterface: veth1', '{ namespace: team-c, name: db-0, ip: 10.1.0.2, hostInterface: veth0'),
+    );
+    expect(ps).toEqual([
+      { path: '/pods/1/namespace', message: 'namespace "team-c" is not listed in /namespaces' },
+      { path: '/pods/1/ip', message: 'IP 10.1.0.2 is also pod "team-a/web-0"' },
+      { path: '/pods/1/hostInterface', message: 'interface veth0 is also pod "team-a/web-0"' },
+    ]);
+  });
+
+  it('rejects text that is not YAML', () => {
+    expect(problems('pods: [')[0]!.path).toBe('');
+  });
+
+  it('never writes a file it would reject, and leaves the old file intact', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pw-state-'));
+    try {
+      const file = path.join(dir, 'state.yaml');
+      const st = parseState(good);
+      writeStateFile(file, st);
+      const before = fs.readFileSync(file, 'utf8');
+      const broken = { ...st, pods: [{ ...st.pods[0]!, ip: 'nope' }] } as StateFile;
+      expect(() => writeStateFile(file, broken)).toThrow(InputError);
+      expect(fs.readFileSync(file, 'utf8')).toBe(before);
+      expect(loadStateFile(file).snapshot.pods[0]!.labels).toEqual({ app: 'web' });
+      expect(fs.readdirSync(dir)).toEqual(['state.yaml']);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
