@@ -11,6 +11,7 @@ import * as ipr from '../../loader/ip.js';
 import { cgroup2Root } from '../../loader/mounts.js';
 import { build } from '../../src/build.js';
 import { statRows } from '../../src/commands/dump.js';
+import { TC_REASONS, type TcReason } from '../../src/layout/schema.js';
 import { ensurePwperf } from '../../src/perf.js';
 import * as sandbox from '../../src/sandbox.js';
 
@@ -74,8 +75,8 @@ export async function counters(dp: Datapath): Promise<Record<string, bigint>> {
   return Object.fromEntries((await statRows(dp)).map((r) => [r.reason, r.packets]));
 }
 
-export function delta(a: Record<string, bigint>, b: Record<string, bigint>): Record<string, number> {
-  return Object.fromEntries(Object.keys(b).map((k) => [k, Number(b[k]! - (a[k] ?? 0n))]));
+export function delta(a: Record<string, bigint>, b: Record<string, bigint>): Record<TcReason, number> {
+  return Object.fromEntries(TC_REASONS.map((k) => [k, Number((b[k] ?? 0n) - (a[k] ?? 0n))])) as Record<TcReason, number>;
 }
 
 export async function podTx(p: sandbox.SandboxPod): Promise<number> {
