@@ -2,6 +2,8 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
+    // root tests use real netns/veth/BPF on one shared machine: one file at a time
+    fileParallelism: false,
     projects: [
       {
         test: {
@@ -13,11 +15,9 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts', 'test/e2e/**/*.test.ts'],
-          // real netns/veth/BPF on one shared machine: one file at a time
-          fileParallelism: false,
-          env: { PODWARP_LOG_LEVEL: process.env.PODWARP_LOG_LEVEL ?? 'warn' },
           testTimeout: 120_000,
           hookTimeout: 120_000,
+          env: { PODWARP_LOG_LEVEL: process.env.PODWARP_LOG_LEVEL ?? 'warn' },
         },
       },
     ],
