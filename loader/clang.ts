@@ -52,3 +52,15 @@ export async function compileHost(src: string, out: string): Promise<void> {
   if (!cc) throw new FeatureMissingError('cc', 'no C compiler on PATH (apt-get install clang)');
   await run(`compile ${path.basename(src)}`, [cc, '-O2', '-Wall', '-o', out, src]);
 }
+
+/** Helper ids called by a BPF object and its program (code) sections (llvm-objdump), for the kernel-floor check. */
+export async function objectCalls(obj: string): Promise<{ helperIds: number[]; programSections: string[] }> {
+  const dis = await run('disassemble', ['llvm-objdump', '-d', obj]);
+  // helper calls have src_reg 0 (second byte 00); bpf-to-bpf calls are pc-relative
+  const helperIds = [...dis.stdout.matchAll(/\t85 00 [0-9a-f ]+\tcall (\d+)$/gm)].map((m) => Number(m[1]));
+  const hdr = await run('list sections', ['llvm-objdump', '-h', obj]);
+  const programSections = [...hdr.stdout.matchAll(/^\s*\d+\s+(\S+)\s+([0-9a-f]{8})\s+[0-9a-f]{16}\s+TEXT\s*$/gm)]
+    .filter((m) => m[1] !== '.text' || parseInt(m[2]!, 16) > 0)
+    .map((m) => m[1]!);
+  return { helperIds, programSections };
+}

@@ -1,0 +1,110 @@
+// The CLI against a live datapath, and `podwarp uninstall` removing exactly
+// what podwarp created (another tool's qdisc and filter stay).
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as bpftool from '../../loader/bpftool.js';
+import { run } from '../../loader/exec.js';
+import * as tc from '../../loader/tc.js';
+import { TC_HANDLE, TC_PRIO } from '../../loader/datapath.js';
+import { ROOT } from '../../src/build.js';
+import { loadStateFile } from '../../src/state/load.js';
+import { reconcile } from '../../src/reconciler.js';
+import { leftovers, setUp, tearDown, type Env } from './helpers.js';
+
+const CLI = path.join(ROOT, 'bin', 'podwarp');
+
+describe('CLI and uninstall', () => {
+  let env: Env | undefined;
+  const cli = (...args: string[]) =>
+    run('podwarp', [CLI, ...args], { reject: false, env: { ...process.env, PODWARP_PIN_NAME: env!.pinName } as Record<string, string> });
+
+  beforeAll(async () => {
+    env = await setUp({ pods: 4 });
+    // "another tool" owns the clsact qdisc and a filter on pod-2's veth before podwarp arrives
+    const foreign = env.m.pods[2]!.hostInterface;
+    await run('tc', ['tc', 'qdisc', 'add', 'dev', foreign, 'clsact']);
+    // a classic-BPF filter that matches nothing ("ret 0")
+    await run('tc', ['tc', 'filter', 'add', 'dev', foreign, 'egress', 'prio', '7', 'protocol', 'all', 'bpf', 'bytecode', '1,6 0 0 0,']);
+    const snap = loadStateFile(env.m.stateFile).snapshot;
+    snap.namespaces.forEach((n) => (n.accelerate = n.name === 'team-b'));
+    await reconcile(env.dp, snap);
+  });
+
+  afterAll(async () => {
+    expect(await tearDown(env)).toEqual([]);
+  });
+
+  it('dump endpoints -o json shows every pod with its flags', async () => {
+    const r = await cli('dump', 'endpoints', '-o', 'json');
+    expect(r.exitCode).toBe(0);
+    const rows = JSON.parse(r.stdout) as { ip: string; iface: string; flags: string }[];
+    expect(rows.map((x) => [x.ip, x.iface, x.flags])).toEqual(
+      env!.m.pods.map((p) => [p.ip, p.hostInterface, p.namespace === 'team-b' ? 'enabled' : '-']),
+    );
+  });
+
+  it('dump endpoints and stats print tables', async () => {
+    const e = await cli('dump', 'endpoints');
+    expect(e.stdout).toMatch(/^IP\s+IFINDEX\s+HOST-IFACE\s+FLAGS\s+POD-MAC\s+GW-MAC/);
+    expect(e.stdout).toContain(`${env!.m.pods.length} endpoints`);
+    const s = await cli('dump', 'stats', '-o', 'json');
+    expect((JSON.parse(s.stdout) as { reason: string }[]).map((x) => x.reason)).toContain('redirected');
+    expect((await cli('dump', 'stats', '-o', 'yaml')).exitCode).toBe(2);
+  });
+
+  it('status -o json lists maps, the program and every attachment', async () => {
+    const r = await cli('status', '-o', 'json');
+    expect(r.exitCode).toBe(0);
+    const s = JSON.parse(r.stdout) as {
+      maps: { name: string; pinned: boolean; entries: number }[];
+      programs: { name: string; id: number }[];
+      attachments: { name: string; attached: boolean; flags: number; progId: number }[];
+    };
+    expect(s.maps.find((m) => m.name === 'pw_endpoints')).toMatchObject({ pinned: true, entries: 4 });
+    expect(s.programs.map((p) => p.name)).toEqual(['pw_tc_egress']);
+    expect(s.attachments.map((a) => a.name).sort()).toEqual(env!.m.pods.map((p) => p.hostInterface).sort());
+    for (const a of s.attachments) {
+      expect(a.attached).toBe(true);
+      expect(a.progId).toBe(s.programs[0]!.id);
+      // podwarp records that it did not create the foreign qdisc
+      expect(a.flags & 1).toBe(a.name === env!.m.pods[2]!.hostInterface ? 0 : 1);
+    }
+  });
+
+  it('uninstall removes filters, own qdiscs, pins and programs, keeps the foreign ones, and is idempotent', async () => {
+    const progId = await env!.dp.progId('pw_tc_egress');
+    env!.progIds.push(progId);
+    // a filter podwarp attached but whose ledger entry was lost is swept too
+    const lost = env!.m.pods[3]!;
+    const idx = (await env!.dp.ifaces()).find((r) => r.name === lost.hostInterface)!.ifindex;
+    await env!.dp.writeMap('pw_ifaces', [], [{ ifindex: idx }]);
+
+    const r = await cli('uninstall');
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toContain('detached 3 interfaces, swept 1 stray filters, removed pins');
+    expect(fs.existsSync(env!.dp.pinRoot)).toBe(false);
+    for (const p of env!.m.pods) {
+      const own = p !== env!.m.pods[2] && p !== lost;
+      expect(await tc.hasClsact(p.hostInterface)).toBe(!own);
+      if (await tc.hasClsact(p.hostInterface)) {
+        expect(tc.findFilter(await tc.listFilters(p.hostInterface, 'ingress'), TC_PRIO, TC_HANDLE)).toBeUndefined();
+      }
+    }
+    // the foreign tool's filter is untouched
+    const eg = await tc.listFilters(env!.m.pods[2]!.hostInterface, 'egress');
+    expect(eg.some((f) => f.kind === 'bpf' && f.pref === 7)).toBe(true);
+    expect((await leftovers(env!)).filter((x) => x.startsWith('programs') || x.startsWith('pins'))).toEqual([]);
+    expect((await bpftool.progList()).some((p) => p.id === progId)).toBe(false);
+
+    const again = await cli('uninstall');
+    expect(again.exitCode).toBe(0);
+    expect(again.stdout).toContain('detached 0 interfaces, swept 0 stray filters, no pins');
+  });
+
+  it('dump after uninstall fails with a clear message', async () => {
+    const r = await cli('dump', 'endpoints');
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain('podwarp is not loaded');
+  });
+});
