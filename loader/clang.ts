@@ -1,5 +1,6 @@
 // Compiles BPF C with clang: the local one, or the toolchain image
 // (PODWARP_TOOLCHAIN_IMAGE, see Dockerfile) when there is no local clang.
+import fs from 'node:fs';
 import path from 'node:path';
 import { FeatureMissingError } from './errors.js';
 import { run, which } from './exec.js';
@@ -11,11 +12,11 @@ export interface CompileJob {
   defines?: Record<string, string | number>;
 }
 
-async function multiarchInclude(): Promise<string[]> {
+function multiarchInclude(): string[] {
   // <asm/types.h> lives under the multiarch dir on Debian/Ubuntu
-  const r = await run('ask gcc for the multiarch triplet', ['sh', '-c', 'gcc -print-multiarch 2>/dev/null || true'], { reject: false });
-  const t = r.stdout.trim();
-  return t ? [`/usr/include/${t}`] : [];
+  const arch = ({ x64: 'x86_64', arm64: 'aarch64' } as Record<string, string>)[process.arch] ?? process.arch;
+  const dir = `/usr/include/${arch}-linux-gnu`;
+  return fs.existsSync(dir) ? [dir] : [];
 }
 
 export function clangArgs(job: CompileJob, extraIncludes: string[]): string[] {
@@ -30,7 +31,7 @@ export function clangArgs(job: CompileJob, extraIncludes: string[]): string[] {
 export async function compile(job: CompileJob): Promise<void> {
   const clang = await which('clang');
   if (clang) {
-    await run(`compile ${path.basename(job.src)}`, [clang, ...clangArgs(job, await multiarchInclude())]);
+    await run(`compile ${path.basename(job.src)}`, [clang, ...clangArgs(job, multiarchInclude())]);
     return;
   }
   const image = process.env.PODWARP_TOOLCHAIN_IMAGE;

@@ -14,8 +14,8 @@ import { requireDatapathFeatures } from '../../loader/features.js';
 import * as ipr from '../../loader/ip.js';
 import { build } from '../build.js';
 import { log } from '../log.js';
-import type { Snapshot } from '../model.js';
-import { ensurePwperf, median, rr, sink, startServer, type Server } from '../perf.js';
+import { compare, comparisonTable, roundLine, withAccel } from '../compare.js';
+import { ensurePwperf, sink, startServer, type Server } from '../perf.js';
 import { reconcile } from '../reconciler.js';
 import * as sandbox from '../sandbox.js';
 import { loadStateFile } from '../state/load.js';
@@ -31,10 +31,6 @@ export interface DemoOptions {
 }
 
 const say = (s: string) => process.stdout.write(s);
-
-function setAccel(snap: Snapshot, on: boolean, only?: string): Snapshot {
-  return { ...snap, namespaces: snap.namespaces.map((n) => (only && n.name !== only ? n : { ...n, accelerate: on })) };
-}
 
 async function txPackets(dev: string): Promise<number> {
   return (await ipr.link(dev, undefined, true))?.stats64?.tx.packets ?? 0;
@@ -59,33 +55,13 @@ export async function demo(o: DemoOptions): Promise<void> {
     await dp.load(objs);
     servers.push(await startServer(server, 7000, o.cpu));
 
-    const res = { normal: { p50: [] as number[], p99: [] as number[], gbps: [] as number[] }, accel: { p50: [] as number[], p99: [] as number[], gbps: [] as number[] } };
-    for (let r = 1; r <= o.rounds; r++) {
-      for (const mode of ['normal', 'accel'] as const) {
-        await reconcile(dp, setAccel(base, mode === 'accel'));
-        const lat = await rr(client, server.ip, 7000, { seconds: o.seconds, cpu: o.cpu });
-        const bulk = await sink(client, server.ip, 7000, { seconds: o.seconds, cpu: o.cpu });
-        if (!bulk.ok) throw new Error(`bulk transfer lost bytes: sent ${bulk.bytes}, server got ${bulk.received}`);
-        res[mode].p50.push(lat.p50_us);
-        res[mode].p99.push(lat.p99_us);
-        res[mode].gbps.push(bulk.gbps);
-        say(`round ${r} ${mode === 'accel' ? 'accelerated' : 'normal     '}: rr p50 ${lat.p50_us.toFixed(1)}µs p99 ${lat.p99_us.toFixed(1)}µs (${lat.n} exchanges), bulk ${bulk.gbps.toFixed(2)} Gbit/s\n`);
-      }
-    }
-    const row = (name: string, unit: string, a: number[], b: number[], better: 'lower' | 'higher') => {
-      const [n, x] = [median(a), median(b)];
-      return [name, `${n.toFixed(2)} ${unit}`, `${x.toFixed(2)} ${unit}`, `${(x / n).toFixed(2)}×`, better === 'lower' ? 'lower is better' : 'higher is better'];
-    };
-    say('\n' + table(['METRIC (median)', 'NORMAL PATH', 'ACCELERATED', 'RATIO', ''], [
-      row('TCP RR latency p50', 'µs', res.normal.p50, res.accel.p50, 'lower'),
-      row('TCP RR latency p99', 'µs', res.normal.p99, res.accel.p99, 'lower'),
-      row('TCP bulk throughput', 'Gbit/s', res.normal.gbps, res.accel.gbps, 'higher'),
-    ]));
+    const c = await compare({ dp, base, client, server, port: 7000, rounds: o.rounds, seconds: o.seconds, cpu: o.cpu, onRound: (r) => say(roundLine(r)) });
+    say('\n' + comparisonTable(c));
 
     say('\n== podwarp dump endpoints\n' + (await dumpEndpoints(dp, 'table')));
 
     // disable team-a: its pod's traffic goes back to the normal path
-    await reconcile(dp, setAccel(setAccel(base, true), false, client.namespace));
+    await reconcile(dp, withAccel(withAccel(base, true), false, client.namespace));
     const before = await statRows(dp);
     const txBefore = await txPackets(server.hostInterface);
     const check = await sink(client, server.ip, 7000, { bytes: 20_000_000, verify: true });

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what podwarp needs and is missing: Debian/Ubuntu packages (clang,
+# llvm, bpftool, libbpf headers, iproute2, iptables) and the npm packages.
+# Idempotent; run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "podwarp needs root (BPF, netns, tc): run as root" >&2
+  exit 1
+fi
+major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$major" -lt 20 ]; then
+  echo "podwarp needs Node.js 20 or newer (found: $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
+
+missing=()
+command -v clang >/dev/null || missing+=(clang)
+command -v llvm-objdump >/dev/null || missing+=(llvm)
+command -v bpftool >/dev/null || missing+=(bpftool)
+[ -f /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
+command -v ip >/dev/null && command -v tc >/dev/null || missing+=(iproute2)
+command -v iptables >/dev/null || missing+=(iptables)
+[ -d "/usr/include/$(uname -m)-linux-gnu/asm" ] || [ -d /usr/include/asm ] || missing+=(linux-libc-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+    # Ubuntu ships bpftool in linux-tools
+    apt-get install -y -qq --no-install-recommends "${missing[@]/bpftool/linux-tools-common}" "linux-tools-$(uname -r)" >/dev/null
+  fi
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi

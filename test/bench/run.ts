@@ -1,0 +1,68 @@
+// Benchmark: normal path vs accelerated, both wiring styles, side by side in
+// one run (alternating rounds, medians, ratios). Not a timed test.
+//   npm run bench -- [--rounds 5] [--seconds 3] [--cpu 0|none] [--json FILE] [--smoke]
+// --smoke: 1 round of 0.5 s per wiring, to prove the benchmark runs (CI).
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { Datapath } from '../../loader/datapath.js';
+import { requireDatapathFeatures } from '../../loader/features.js';
+import { build } from '../../src/build.js';
+import { compare, comparisonTable, roundLine, type Comparison } from '../../src/compare.js';
+import { ensurePwperf, startServer } from '../../src/perf.js';
+import * as sandbox from '../../src/sandbox.js';
+import { loadStateFile } from '../../src/state/load.js';
+
+const { values } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '5' },
+    seconds: { type: 'string', default: '3' },
+    cpu: { type: 'string', default: '0' },
+    json: { type: 'string' },
+    smoke: { type: 'boolean', default: false },
+  },
+});
+const rounds = values.smoke ? 1 : Number(values.rounds);
+const seconds = values.smoke ? 0.5 : Number(values.seconds);
+const cpu = values.cpu === 'none' ? undefined : Number(values.cpu);
+
+await requireDatapathFeatures();
+const objs = await build();
+await ensurePwperf();
+const results: Record<string, Comparison> = {};
+for (const wiring of ['routed', 'bridge'] as const) {
+  const id = crypto.randomBytes(2).toString('hex');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'podwarp-bench-'));
+  const dp = await Datapath.open(`podwarp_bench_${id}`);
+  let stop: (() => Promise<void>) | undefined;
+  try {
+    const m = await sandbox.up({ dir, id, pods: 2, namespaces: ['bench-a', 'bench-b'], wiring });
+    await dp.load(objs);
+    const srv = await startServer(m.pods[1]!, 7300, cpu);
+    stop = () => srv.stop();
+    process.stdout.write(`== ${wiring}: ${rounds} rounds × ${seconds}s, ${cpu === undefined ? 'unpinned' : `pinned to CPU ${cpu}`}\n`);
+    const c = await compare({
+      dp,
+      base: loadStateFile(m.stateFile).snapshot,
+      client: m.pods[0]!,
+      server: m.pods[1]!,
+      port: 7300,
+      rounds,
+      seconds,
+      cpu,
+      onRound: (r) => process.stdout.write(roundLine(r)),
+    });
+    results[wiring] = c;
+    process.stdout.write(comparisonTable(c) + '\n');
+  } finally {
+    await stop?.();
+    await dp.uninstall();
+    await sandbox.down(dir);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+const summary = Object.fromEntries(Object.entries(results).map(([w, c]) => [w, { median: c.median, ratio: c.ratio }]));
+process.stdout.write(JSON.stringify({ rounds, seconds, cpu: cpu ?? null, results: summary }) + '\n');
+if (values.json) fs.writeFileSync(values.json, JSON.stringify({ rounds, seconds, cpu: cpu ?? null, results }, null, 2) + '\n');
