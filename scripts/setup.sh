@@ -34,5 +34,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund --loglevel=error
+  # npm 11 `ci` can refuse a lock that lacks entries for other platforms'
+  # optional packages (rollup/esbuild natives), which this registry setup
+  # does not record; `install --no-save` installs the same locked versions
+  # without rewriting the lock.
+  if ! npm ci --no-audit --no-fund --loglevel=error 2>/tmp/podwarp-npm-ci.log; then
+    echo "npm ci refused the lock file ($(grep -m1 -o 'Missing: [^ ]*' /tmp/podwarp-npm-ci.log || echo see /tmp/podwarp-npm-ci.log)); installing the locked versions with npm install --no-save" >&2
+    npm install --no-save --no-audit --no-fund --loglevel=error
+  fi
 fi
