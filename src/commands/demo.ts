@@ -30,7 +30,10 @@ export interface DemoOptions {
   cpu?: number;
 }
 
-const say = (s: string) => process.stdout.write(s);
+let stdoutGone = false;
+const say = (s: string) => {
+  if (!stdoutGone) process.stdout.write(s);
+};
 
 async function txPackets(dev: string): Promise<number> {
   return (await ipr.link(dev, undefined, true))?.stats64?.tx.packets ?? 0;
@@ -45,6 +48,19 @@ export async function demo(o: DemoOptions): Promise<void> {
   const dp = await Datapath.open(`podwarp_demo_${id}`);
   const servers: Server[] = [];
   let failed = false;
+  // a closed pipe (`| head`) or Ctrl-C must still end in the teardown below
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') stdoutGone = true;
+  });
+  let stopSignal: string | undefined;
+  const onSignal = (sig: string) => {
+    stopSignal = sig;
+    log.warn({ signal: sig }, 'demo interrupted; tearing down');
+  };
+  process.on('SIGINT', onSignal).on('SIGTERM', onSignal).on('SIGHUP', onSignal);
+  const checkStop = () => {
+    if (stopSignal) throw new Error(`interrupted by ${stopSignal}`);
+  };
   try {
     say(`== podwarp demo: ${o.wiring} sandbox, ${o.rounds} rounds × ${o.seconds}s per measurement, ${o.cpu === undefined ? 'unpinned' : `client and server pinned to CPU ${o.cpu}`}\n`);
     const m = await sandbox.up({ dir, id, pods: 4, namespaces: ['team-a', 'team-b'], wiring: o.wiring });
@@ -55,7 +71,11 @@ export async function demo(o: DemoOptions): Promise<void> {
     await dp.load(objs);
     servers.push(await startServer(server, 7000, o.cpu));
 
-    const c = await compare({ dp, base, client, server, port: 7000, rounds: o.rounds, seconds: o.seconds, cpu: o.cpu, onRound: (r) => say(roundLine(r)) });
+    const c = await compare({ dp, base, client, server, port: 7000, rounds: o.rounds, seconds: o.seconds, cpu: o.cpu, onRound: (r) => {
+      say(roundLine(r));
+      checkStop();
+    } });
+    checkStop();
     say('\n' + comparisonTable(c));
 
     say('\n== podwarp dump endpoints\n' + (await dumpEndpoints(dp, 'table')));
@@ -77,6 +97,7 @@ export async function demo(o: DemoOptions): Promise<void> {
     failed = true;
     throw e;
   } finally {
+    process.off('SIGINT', onSignal).off('SIGTERM', onSignal).off('SIGHUP', onSignal);
     for (const s of servers) await s.stop().catch(() => undefined);
     const u = await dp.uninstall().catch((e: unknown) => (log.error({ err: String(e) }, 'uninstall failed'), undefined));
     const d = await sandbox.down(dir);
