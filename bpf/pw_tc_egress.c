@@ -18,21 +18,12 @@
  * Maps: pw_endpoints (read), pw_stats (write). Layouts: build/include/pw_maps.h,
  * generated from src/layout/schema.ts.
  */
-#include "pw_maps.h"
+#include "pw_common.h"
 #include <linux/if_ether.h>
 #include <linux/ip.h>
 #include <linux/pkt_cls.h>
-#include <bpf/bpf_endian.h>
 
-static __always_inline void count(__u32 reason, struct __sk_buff *skb)
-{
-	struct pw_counter *c = bpf_map_lookup_elem(&pw_stats, &reason);
-
-	if (c) { /* per-CPU slot: plain increments are safe */
-		c->packets++;
-		c->bytes += skb->len;
-	}
-}
+#define count(reason, skb) pw_count(reason, (skb)->len)
 
 static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
 {

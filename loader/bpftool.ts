@@ -199,3 +199,57 @@ export async function bpftoolSupportsTcx(): Promise<boolean> {
   const r = await run('bpftool net help', ['bpftool', 'net', 'help'], { reject: false });
   return /tcx_ingress/.test(r.stdout + r.stderr);
 }
+
+// ---- cgroup attachments ----
+
+export interface CgroupProg {
+  id: number;
+  attach_type: string;
+  attach_flags?: string;
+  name?: string;
+}
+const cgroupShowSchema = validator<CgroupProg[] | null>({
+  anyOf: [
+    { type: 'null' },
+    {
+      type: 'array',
+      items: { type: 'object', required: ['id', 'attach_type'], properties: { id: { type: 'integer' }, attach_type: { type: 'string' }, name: { type: 'string' } } },
+    },
+  ],
+});
+
+/** Programs attached to one cgroup (absolute path). */
+export async function cgroupShow(cgroupPath: string): Promise<CgroupProg[]> {
+  return (await bpftoolJson(`list programs of ${cgroupPath}`, ['cgroup', 'show', cgroupPath], cgroupShowSchema)) ?? [];
+}
+
+/** bpftool attach-type word for each hook, and how `cgroup show` names it. */
+export const CGROUP_ATTACH = {
+  sock_ops: { word: 'sock_ops', shown: 'cgroup_sock_ops' },
+  connect4: { word: 'connect4', shown: 'cgroup_inet4_connect' },
+  getsockopt: { word: 'getsockopt', shown: 'cgroup_getsockopt' },
+} as const;
+export type CgroupHook = keyof typeof CGROUP_ATTACH;
+
+/** Multi-attach: other tools' programs on the cgroup stay and keep running. */
+export async function cgroupAttach(cgroupPath: string, hook: CgroupHook, progPin: string): Promise<void> {
+  await run(`attach ${hook} to ${cgroupPath}`, ['bpftool', 'cgroup', 'attach', cgroupPath, CGROUP_ATTACH[hook].word, 'pinned', progPin, 'multi']);
+}
+
+export async function cgroupDetach(cgroupPath: string, hook: CgroupHook, progId: number): Promise<void> {
+  await run(`detach ${hook} from ${cgroupPath}`, ['bpftool', 'cgroup', 'detach', cgroupPath, CGROUP_ATTACH[hook].word, 'id', String(progId)]);
+}
+
+/** sk_msg verdict program on a sockhash (replaces the one attached before). */
+export async function msgVerdictAttach(progPin: string, mapPin: string): Promise<void> {
+  await run('attach sk_msg verdict', ['bpftool', 'prog', 'attach', 'pinned', progPin, 'msg_verdict', 'pinned', mapPin]);
+}
+
+export async function msgVerdictDetach(progPin: string, mapPin: string): Promise<void> {
+  await run('detach sk_msg verdict', ['bpftool', 'prog', 'detach', 'pinned', progPin, 'msg_verdict', 'pinned', mapPin]);
+}
+
+/** Pins a map-element iterator; reading the pin runs it. */
+export async function iterPin(obj: string, pin: string, mapPin: string): Promise<void> {
+  await run('pin iterator', ['bpftool', 'iter', 'pin', obj, pin, 'map', 'pinned', mapPin]);
+}

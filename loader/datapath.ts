@@ -7,7 +7,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { decode, encode, type StructValue } from '../src/layout/codec.js';
-import { IFACE_FLAGS, MAPS, layoutOf, mapDef, type MapDef } from '../src/layout/schema.js';
+import { CGROUP_HOOKS, FLOW_FLAGS, IFACE_FLAGS, MAPS, layoutOf, mapDef, type MapDef } from '../src/layout/schema.js';
+import { cgroupPath as cgroupAbs } from './cgroup.js';
+import type { SockConfig } from '../src/desired.js';
 import { log } from '../src/log.js';
 import * as bpftool from './bpftool.js';
 import { ToolError } from './errors.js';
@@ -19,6 +21,43 @@ import * as tc from './tc.js';
 export const TC_PRIO = 49;
 export const TC_HANDLE = 0x7077;
 export const TC_PROG = 'pw_tc_egress';
+export const MSG_PROG = 'pw_sk_msg';
+/** Cgroup hook → ledger bit → program. */
+export const HOOK_PROGS: [bpftool.CgroupHook, number, string][] = [
+  ['sock_ops', CGROUP_HOOKS.SOCK_OPS, 'pw_sockops'],
+  ['connect4', CGROUP_HOOKS.CONNECT4, 'pw_proxy_conn4'],
+  ['getsockopt', CGROUP_HOOKS.GETSOCKOPT, 'pw_proxy_odst'],
+];
+
+export interface UninstallResult {
+  detached: string[];
+  sweptFilters: string[];
+  removedPins: boolean;
+  cgroupsDetached: string[];
+  socketsRemoved: number;
+}
+
+export interface CgroupRecord {
+  id: bigint;
+  /** Below the cgroup2 mount. */
+  path: string;
+  hooks: number;
+}
+
+export interface CgroupStatus extends CgroupRecord {
+  present: boolean;
+  attached: bpftool.CgroupHook[];
+}
+
+export function sockKeyString(k: StructValue): string {
+  return `${String(k.sip)}:${Number(k.sport)}>${String(k.dip)}:${Number(k.dport)}`;
+}
+
+export function reverseSockKey(k: StructValue): StructValue {
+  return { sip: k.dip!, dip: k.sip!, sport: k.dport!, dport: k.sport! };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export interface Entry {
   key: StructValue;
@@ -48,10 +87,12 @@ export interface AttachmentStatus extends IfaceRecord {
 export class Datapath {
   readonly mapsDir: string;
   readonly progsDir: string;
+  readonly iterDir: string;
 
   private constructor(readonly pinRoot: string) {
     this.mapsDir = path.join(pinRoot, 'maps');
     this.progsDir = path.join(pinRoot, 'progs');
+    this.iterDir = path.join(pinRoot, 'iter');
   }
 
   /** pinName: directory under the bpffs mount (default "podwarp"; tests use their own). */
@@ -79,7 +120,9 @@ export class Datapath {
    * old ones, and every recorded attachment is switched to the new program
    * with an atomic `tc filter replace`: a restart never drops traffic.
    */
-  async load(objects: string[]): Promise<void> {
+  async load(objs: string[]): Promise<void> {
+    const objects = objs.filter((o) => !o.includes('/iter/'));
+    const iterators = objs.filter((o) => o.includes('/iter/'));
     fs.mkdirSync(this.mapsDir, { recursive: true });
     fs.mkdirSync(this.progsDir, { recursive: true });
     for (const obj of objects) {
@@ -101,7 +144,164 @@ export class Datapath {
       const l = await ipr.link(rec.name);
       if (l && l.ifindex === rec.ifindex) await tc.replaceBpfFilter(rec.name, 'ingress', TC_PRIO, TC_HANDLE, this.progPin(TC_PROG));
     }
-    log.info({ pinRoot: this.pinRoot, objects: objects.map((o) => path.basename(o)) }, 'datapath loaded');
+    if (fs.existsSync(this.progPin(MSG_PROG))) await bpftool.msgVerdictAttach(this.progPin(MSG_PROG), this.mapPin('pw_sock'));
+    // cgroups podwarp attached to move to the new programs: attach new (multi), then detach the old
+    for (const rec of await this.cgroups()) await this.syncCgroupHooks(rec, rec.hooks);
+    fs.mkdirSync(this.iterDir, { recursive: true });
+    for (const it of iterators) {
+      const name = path.basename(it, '.o').replace(/_iter$/, '');
+      const tmp = path.join(this.iterDir, `${name}_new`);
+      fs.rmSync(tmp, { force: true });
+      await bpftool.iterPin(it, tmp, this.mapPin(name));
+      fs.renameSync(tmp, path.join(this.iterDir, name));
+    }
+    log.info({ pinRoot: this.pinRoot, objects: objs.map((o) => path.basename(o)) }, 'datapath loaded');
+  }
+
+  // ---- pod cgroups (socket programs) ----
+
+  async cgroups(): Promise<CgroupRecord[]> {
+    if (!fs.existsSync(this.mapPin('pw_cgroups'))) return [];
+    return (await this.dump('pw_cgroups')).map((e) => ({ id: BigInt(e.key.id as bigint), path: String(e.value.path), hooks: Number(e.value.hooks) }));
+  }
+
+  /**
+   * Makes exactly `hooks` of podwarp's programs attached to the pod cgroup
+   * `rel` (a path below the cgroup2 mount), current versions only. Other
+   * tools' programs on the cgroup are never touched (multi-attach).
+   */
+  async setCgroupHooks(rel: string, hooks: number): Promise<void> {
+    const abs = cgroupAbs(rel);
+    if (!fs.existsSync(abs)) {
+      // the pod (and its attachments) are gone: forget it
+      const gone = (await this.cgroups()).filter((c) => c.path === rel).map((c) => ({ id: c.id }));
+      await this.writeMap('pw_cgroups', [], gone);
+      if (hooks !== 0) throw new Error(`cgroup ${rel} does not exist`);
+      return;
+    }
+    const id = BigInt(fs.statSync(abs, { bigint: true }).ino);
+    const rec = { id, path: rel, hooks };
+    // the ledger first: a crash in between leaves a record, never an untracked attachment
+    const prev = (await this.cgroups()).find((c) => c.id === id);
+    if (hooks !== 0 || prev) await this.writeMap('pw_cgroups', [{ key: { id }, value: { hooks: hooks | (prev?.hooks ?? 0), path: rel } }], []);
+    await this.syncCgroupHooks(rec, hooks);
+    if (hooks === 0) await this.writeMap('pw_cgroups', [], prev ? [{ id }] : []);
+    else await this.writeMap('pw_cgroups', [{ key: { id }, value: { hooks, path: rel } }], []);
+  }
+
+  private async syncCgroupHooks(rec: CgroupRecord, hooks: number): Promise<void> {
+    const abs = cgroupAbs(rec.path);
+    if (!fs.existsSync(abs)) return; // pod gone: its attachments went with it
+    const attached = await bpftool.cgroupShow(abs);
+    for (const [hook, bit, prog] of HOOK_PROGS) {
+      const cur = fs.existsSync(this.progPin(prog)) ? await this.progId(prog) : undefined;
+      const ours = attached.filter((a) => a.attach_type === bpftool.CGROUP_ATTACH[hook].shown && a.name === prog);
+      if (hooks & bit && cur !== undefined && !ours.some((a) => a.id === cur)) await bpftool.cgroupAttach(abs, hook, this.progPin(prog));
+      for (const a of ours) if (!(hooks & bit) || a.id !== cur) await bpftool.cgroupDetach(abs, hook, a.id);
+    }
+  }
+
+  /** Ledger entries checked against what each cgroup really has attached. */
+  async cgroupAttachments(): Promise<CgroupStatus[]> {
+    const out: CgroupStatus[] = [];
+    for (const rec of await this.cgroups()) {
+      const abs = cgroupAbs(rec.path);
+      const present = fs.existsSync(abs);
+      const live = present ? await bpftool.cgroupShow(abs) : [];
+      const attached = HOOK_PROGS.filter(([hook, , prog]) => live.some((a) => a.name === prog && a.attach_type === bpftool.CGROUP_ATTACH[hook].shown)).map(([hook]) => hook);
+      out.push({ ...rec, present, attached });
+    }
+    return out.sort((a, b) => a.path.localeCompare(b.path));
+  }
+
+  // ---- socket settings and sockets ----
+
+  async readConfig(): Promise<SockConfig | undefined> {
+    if (!fs.existsSync(this.mapPin('pw_config'))) return undefined;
+    const e = (await this.dump('pw_config'))[0];
+    if (!e) return undefined;
+    const v = e.value;
+    return {
+      flags: Number(v.flags),
+      proxyUid: Number(v.proxy_uid),
+      proxyPort: Number(v.proxy_port),
+      bulkBytes: Number(v.bulk_bytes),
+      excludedPorts: (v.excluded_ports as number[]).filter((x) => x !== 0),
+    };
+  }
+
+  async writeConfig(c: SockConfig): Promise<void> {
+    if (c.excludedPorts.length > 8) throw new Error('at most 8 excluded ports');
+    const ports = [...c.excludedPorts, ...new Array<number>(8 - c.excludedPorts.length).fill(0)];
+    await this.writeMap('pw_config', [{ key: { index: 0 }, value: { flags: c.flags, proxy_uid: c.proxyUid, proxy_port: c.proxyPort, bulk_bytes: c.bulkBytes, excluded_ports: ports } }], []);
+  }
+
+  /** Connections with a direction on TCP (no peer at the first message, or marked) leave pw_sock, drained. */
+  async drainPassthrough(): Promise<number> {
+    if (!fs.existsSync(this.mapPin('pw_flows'))) return 0;
+    const pass = new Set((await this.dump('pw_flows')).filter((e) => Number(e.value.flags) & FLOW_FLAGS.PASSTHROUGH).map((e) => sockKeyString(e.key)));
+    if (pass.size === 0) return 0;
+    return (await this.drainSockets((k) => pass.has(sockKeyString(k)), 1000)).removed;
+  }
+
+  /** Reads the drain iterator: which sockets still hold redirected bytes nobody has read. */
+  async pendingSockets(): Promise<Map<string, boolean>> {
+    const pin = path.join(this.iterDir, 'pw_sock');
+    const out = new Map<string, boolean>();
+    if (!fs.existsSync(pin)) return out;
+    const buf = fs.readFileSync(pin);
+    const keyDef = mapDef('pw_sock').key;
+    for (let off = 0; off + 16 <= buf.length; off += 16) {
+      const k = decode(keyDef, buf.subarray(off, off + 12));
+      out.set(sockKeyString(k), buf.readUInt32LE(off + 12) !== 0);
+    }
+    return out;
+  }
+
+  /**
+   * Takes sockets out of pw_sock without losing a byte. Deleting a socket
+   * whose psock still queues redirected data frees that data, so: mark both
+   * directions of each connection passthrough (no new redirects), wait a
+   * grace period for sendmsg calls already past the check, then delete each
+   * socket once the drain iterator says its queue is empty. Connections
+   * still holding unread data at the deadline stay (passthrough) and are
+   * reported; a later call finishes them.
+   */
+  async drainSockets(select: (k: StructValue) => boolean, timeoutMs = 5000): Promise<{ removed: number; stuck: string[] }> {
+    const keyDef = mapDef('pw_sock').key;
+    const present = new Map((await this.dump('pw_sock')).map((e) => [sockKeyString(e.key), e.key]));
+    const chosen = new Map<string, StructValue>();
+    for (const [s, k] of present) {
+      if (!select(k)) continue;
+      chosen.set(s, k);
+      const r = reverseSockKey(k);
+      if (present.has(sockKeyString(r))) chosen.set(sockKeyString(r), r);
+    }
+    if (chosen.size === 0) return { removed: 0, stuck: [] };
+    await this.writeMap('pw_flows', [...chosen.values()].map((k) => ({ key: k, value: { flags: FLOW_FLAGS.PASSTHROUGH, bytes: 0n } })), []);
+    await sleep(20);
+    const deadline = Date.now() + timeoutMs;
+    let removed = 0;
+    for (;;) {
+      const pending = await this.pendingSockets();
+      const ready = [...chosen].filter(([s]) => pending.get(s) === false);
+      for (const [s] of [...chosen]) if (!pending.has(s)) chosen.delete(s); // closed meanwhile
+      if (ready.length) {
+        const pin = this.mapPin('pw_sock');
+        try {
+          await bpftool.batch(ready.map(([, k]) => bpftool.deleteLine(pin, encode(keyDef, k))));
+        } catch {
+          // a socket closed between the iterator and the delete: delete the rest one by one
+          for (const [, k] of ready) await bpftool.batch([bpftool.deleteLine(pin, encode(keyDef, k))]).catch(() => undefined);
+        }
+        for (const [s] of ready) chosen.delete(s);
+        removed += ready.length;
+      }
+      if (chosen.size === 0 || Date.now() > deadline) break;
+      await sleep(50);
+    }
+    if (chosen.size) log.warn({ sockets: [...chosen.keys()] }, 'sockets still hold unread redirected data; left in pw_sock (passthrough) for now');
+    return { removed, stuck: [...chosen.keys()] };
   }
 
   /** A pinned map whose layout differs from the schema cannot be reused: say so clearly. */
@@ -232,12 +432,32 @@ export class Datapath {
    * made, every pin. Idempotent. Also sweeps devices for filters at our
    * prio/handle that run one of our programs but are missing from the ledger.
    */
-  async uninstall(): Promise<{ detached: string[]; sweptFilters: string[]; removedPins: boolean }> {
+  async uninstall(opts: { force?: boolean; drainTimeoutMs?: number } = {}): Promise<UninstallResult> {
     const detached: string[] = [];
     const sweptFilters: string[] = [];
+    const cgroupsDetached: string[] = [];
+    let socketsRemoved = 0;
     const ourProgIds = new Set<number>();
     if (fs.existsSync(this.progsDir)) {
       for (const p of fs.readdirSync(this.progsDir)) ourProgIds.add(await this.progId(p));
+    }
+    // sockets first: no new ones (detach sock_ops & co), then out of the hash without losing a byte
+    for (const c of await this.cgroups()) {
+      await this.setCgroupHooks(c.path, 0).catch(async (e: unknown) => {
+        if (fs.existsSync(cgroupAbs(c.path))) throw e;
+        await this.writeMap('pw_cgroups', [], [{ id: c.id }]);
+      });
+      cgroupsDetached.push(c.path);
+    }
+    if (fs.existsSync(this.mapPin('pw_sock'))) {
+      const d = await this.drainSockets(() => true, opts.drainTimeoutMs ?? 10_000);
+      socketsRemoved = d.removed;
+      if (d.stuck.length && !opts.force) {
+        throw new Error(
+          `uninstall stopped: ${d.stuck.length} accelerated sockets still hold data their applications have not read (${d.stuck.slice(0, 4).join(', ')}${d.stuck.length > 4 ? ', …' : ''}); removing them now would lose it. Run uninstall again later, or with --force to drop it`,
+        );
+      }
+      if (fs.existsSync(this.progPin(MSG_PROG))) await bpftool.msgVerdictDetach(this.progPin(MSG_PROG), this.mapPin('pw_sock')).catch(() => undefined);
     }
     for (const r of await this.ifaces()) {
       await this.detach(r);
@@ -255,6 +475,6 @@ export class Datapath {
     }
     const removedPins = fs.existsSync(this.pinRoot);
     fs.rmSync(this.pinRoot, { recursive: true, force: true });
-    return { detached, sweptFilters, removedPins };
+    return { detached, sweptFilters, removedPins, cgroupsDetached, socketsRemoved };
   }
 }

@@ -8,9 +8,16 @@ export class ToolError extends Error {
     readonly exitCode: number | undefined,
     readonly stderr: string,
   ) {
-    super(`${what}: \`${argv.join(' ')}\` exited ${exitCode ?? 'by signal'}: ${stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    super(`${what}: \`${argv.join(' ')}\` exited ${exitCode ?? 'by signal'}: ${essence(stderr)}`);
     this.name = 'ToolError';
   }
+}
+
+/** The last lines of a tool's stderr that say something (bpftool's boilerplate dropped). */
+function essence(stderr: string): string {
+  const noise = /libbpf strict mode|If it used to work|END PROG LOAD LOG|^processed \d+ insns|^libbpf: (prog '.*': failed to load|failed to load object)/;
+  const lines = stderr.trim().split('\n').filter((l) => l.trim() && !noise.test(l));
+  return lines.slice(-3).join(' | ');
 }
 
 /** The kernel or a tool lacks a feature podwarp needs (or would prefer). */

@@ -20,6 +20,8 @@ export interface AgentOptions {
   retryMs?: number;
   debounceMs?: number;
   once?: boolean;
+  /** Socket acceleration (sockops/sk_msg); default on. */
+  sockmap?: boolean;
 }
 
 export async function runAgent(opts: AgentOptions): Promise<void> {
@@ -34,7 +36,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   const skips = new SkipLog();
   let missing = 0;
   const pass = async () => {
-    const r = await reconcile(dp, snapshot, skips);
+    const r = await reconcile(dp, snapshot, skips, { sockmap: opts.sockmap ?? true });
     missing = r.missing.size;
   };
   await pass();

@@ -12,7 +12,7 @@ export const BUILD = path.join(ROOT, 'build');
 export const OBJ_DIR = path.join(BUILD, 'bpf');
 export const GEN_INCLUDE = path.join(BUILD, 'include');
 
-/** Programs, one object each; the loader loads them in this order. */
+/** Programs, one object each (bpf/*.c), loaded with `bpftool prog loadall`. */
 export function programSources(): string[] {
   return fs
     .readdirSync(BPF_SRC)
@@ -21,8 +21,24 @@ export function programSources(): string[] {
     .map((f) => path.join(BPF_SRC, f));
 }
 
+/** Iterators (bpf/iter/*.c): standalone objects pinned with `bpftool iter pin`. */
+export function iterSources(): string[] {
+  const dir = path.join(BPF_SRC, 'iter');
+  return fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.c'))
+    .sort()
+    .map((f) => path.join(dir, f));
+}
+
 export function objectFor(src: string): string {
-  return path.join(OBJ_DIR, path.basename(src).replace(/\.c$/, '.o'));
+  const sub = path.basename(path.dirname(src)) === 'iter' ? 'iter' : '';
+  return path.join(OBJ_DIR, sub, path.basename(src).replace(/\.c$/, '.o'));
+}
+
+/** Object paths split by kind (what `build()` returns, sorted). */
+export function splitObjects(objs: string[]): { programs: string[]; iterators: string[] } {
+  return { programs: objs.filter((o) => !o.includes('/iter/')), iterators: objs.filter((o) => o.includes('/iter/')) };
 }
 
 function newest(files: string[]): number {
@@ -32,13 +48,13 @@ function newest(files: string[]): number {
 /** Builds what is out of date; returns the object paths. */
 export async function build(opts: { force?: boolean } = {}): Promise<string[]> {
   fs.mkdirSync(GEN_INCLUDE, { recursive: true });
-  fs.mkdirSync(OBJ_DIR, { recursive: true });
+  fs.mkdirSync(path.join(OBJ_DIR, 'iter'), { recursive: true });
   const header = path.join(GEN_INCLUDE, 'pw_maps.h');
   const text = generateHeader();
   if (!fs.existsSync(header) || fs.readFileSync(header, 'utf8') !== text) fs.writeFileSync(header, text);
   const headers = [header, ...fs.readdirSync(BPF_SRC).filter((f) => f.endsWith('.h')).map((f) => path.join(BPF_SRC, f))];
   const objs: string[] = [];
-  for (const src of programSources()) {
+  for (const src of [...programSources(), ...iterSources()]) {
     const out = objectFor(src);
     const stale = opts.force || !fs.existsSync(out) || fs.statSync(out).mtimeMs < newest([src, ...headers]);
     if (stale) {

@@ -33,8 +33,9 @@ program
   .requiredOption('--state <file>', 'local state file (YAML or JSON, see src/state/state.schema.json)')
   .option('--once', 'reconcile once and exit')
   .option('--resync <seconds>', 'periodic resync interval', '10')
-  .action(async (o: { state: string; once?: boolean; resync: string }) => {
-    await runAgent({ stateFile: o.state, once: o.once, resyncMs: Number(o.resync) * 1000 });
+  .option('--no-sockmap', 'tc fast path only: no sockops/sk_msg socket acceleration')
+  .action(async (o: { state: string; once?: boolean; resync: string; sockmap: boolean }) => {
+    await runAgent({ stateFile: o.state, once: o.once, resyncMs: Number(o.resync) * 1000, sockmap: o.sockmap });
   });
 
 const dump = program.command('dump').description('decode a pinned map');
@@ -57,10 +58,15 @@ program
 
 program
   .command('uninstall')
-  .description('remove every program, filter, qdisc, link and pin podwarp created (idempotent)')
-  .action(async () => {
-    const r = await (await Datapath.open()).uninstall();
-    out(`detached ${r.detached.length} interfaces, swept ${r.sweptFilters.length} stray filters, ${r.removedPins ? 'removed pins' : 'no pins'}\n`);
+  .description('remove every program, filter, qdisc, cgroup attachment and pin podwarp created (idempotent)')
+  .option('--drain-timeout <seconds>', 'how long to wait for accelerated sockets to hand over their unread data', '10')
+  .option('--force', 'remove sockets even if their unread redirected data would be lost')
+  .action(async (o: { drainTimeout: string; force?: boolean }) => {
+    const r = await (await Datapath.open()).uninstall({ force: o.force, drainTimeoutMs: Number(o.drainTimeout) * 1000 });
+    out(
+      `detached ${r.detached.length} interfaces, swept ${r.sweptFilters.length} stray filters, detached ${r.cgroupsDetached.length} cgroups, ` +
+        `moved ${r.socketsRemoved} sockets to TCP, ${r.removedPins ? 'removed pins' : 'no pins'}\n`,
+    );
   });
 
 const sb = program.command('sandbox').description('a node in miniature: pods as netns + veth + cgroup');

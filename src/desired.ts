@@ -1,5 +1,5 @@
 // desired(snapshot, node facts) → DesiredState. Pure: no I/O, no clock.
-import { EP_FLAGS } from './layout/schema.js';
+import { CGROUP_HOOKS, CONFIG_FLAGS, EP_FLAGS } from './layout/schema.js';
 import { ACCELERATE_ANNOTATION, podKey, type Pod, type Snapshot } from './model.js';
 import type { NodeFacts } from './facts.js';
 
@@ -15,6 +15,26 @@ export interface DesiredEndpoint {
 export type SkipReason = 'host-network' | 'no-ip' | 'no-interface' | 'facts-missing';
 export type DisableReason = 'namespace-off' | 'opted-out' | 'policy-selected';
 
+/** Node-wide settings of the socket programs (pw_config). */
+export interface SockConfig {
+  flags: number;
+  proxyUid: number;
+  proxyPort: number;
+  bulkBytes: number;
+  excludedPorts: number[];
+}
+
+export interface DesiredOptions {
+  /** Socket acceleration (sockops/sk_msg) for enabled pods. */
+  sockmap: boolean;
+}
+
+export const DEFAULT_OPTIONS: DesiredOptions = { sockmap: true };
+
+export function sockConfig(o: DesiredOptions): SockConfig {
+  return { flags: o.sockmap ? CONFIG_FLAGS.SOCKMAP_ON : 0, proxyUid: 1337, proxyPort: 15001, bulkBytes: 0, excludedPorts: [] };
+}
+
 export interface DesiredState {
   /** By pod IP. */
   endpoints: Map<string, DesiredEndpoint>;
@@ -26,13 +46,16 @@ export interface DesiredState {
   disabled: Map<string, DisableReason>;
   /** Namespaces with acceleration on. */
   enabledNamespaces: string[];
+  /** Pod cgroup (below the cgroup2 mount) → PW_HOOK_* bits to attach. */
+  cgroups: Map<string, number>;
+  config: SockConfig;
 }
 
 function selects(matchLabels: Record<string, string>, pod: Pod): boolean {
   return Object.entries(matchLabels).every(([k, v]) => pod.labels[k] === v);
 }
 
-export function desired(snap: Snapshot, facts: NodeFacts): DesiredState {
+export function desired(snap: Snapshot, facts: NodeFacts, opts: DesiredOptions = DEFAULT_OPTIONS): DesiredState {
   const nsOn = new Set(snap.namespaces.filter((n) => n.accelerate).map((n) => n.name));
   const out: DesiredState = {
     endpoints: new Map(),
@@ -40,6 +63,8 @@ export function desired(snap: Snapshot, facts: NodeFacts): DesiredState {
     skipped: new Map(),
     disabled: new Map(),
     enabledNamespaces: [...nsOn].sort(),
+    cgroups: new Map(),
+    config: sockConfig(opts),
   };
   for (const p of snap.pods) {
     const k = podKey(p);
@@ -67,6 +92,7 @@ export function desired(snap: Snapshot, facts: NodeFacts): DesiredState {
     if (why) out.disabled.set(k, why);
     out.endpoints.set(p.ip, { ip: p.ip, ifindex: f.ifindex, flags: why ? 0 : EP_FLAGS.ENABLED, mac: f.mac, gwMac: f.gwMac, pod: k });
     out.attach.set(p.hostInterface, f.ifindex);
+    if (!why && opts.sockmap && p.cgroup) out.cgroups.set(p.cgroup, CGROUP_HOOKS.SOCK_OPS);
   }
   return out;
 }

@@ -1,6 +1,7 @@
 // plan = diff(desired, actual). Pure. `actual` is read back from the pinned
 // maps and the live attachments, never remembered.
-import type { DesiredEndpoint, DesiredState } from './desired.js';
+import { EP_FLAGS } from './layout/schema.js';
+import type { DesiredEndpoint, DesiredState, SockConfig } from './desired.js';
 
 export interface ActualEndpoint {
   ip: string;
@@ -20,9 +21,16 @@ export interface ActualIface {
   attached: boolean;
 }
 
+export interface ActualCgroup {
+  path: string;
+  hooks: number;
+}
+
 export interface ActualState {
   endpoints: Map<string, ActualEndpoint>;
   ifaces: ActualIface[];
+  cgroups: ActualCgroup[];
+  config?: SockConfig;
 }
 
 export interface Plan {
@@ -32,13 +40,19 @@ export interface Plan {
   delete: string[];
   /** Ledger entries to detach (no longer desired, or the device is gone/renamed). */
   detach: ActualIface[];
+  /** Pod cgroups whose attached hooks must become exactly `hooks` (0: detach all). */
+  cgroups: { path: string; hooks: number }[];
+  /** Pod IPs that stop being enabled: their accelerated sockets are drained out of pw_sock. */
+  drainIps: string[];
+  /** New pw_config value, when it differs. */
+  config?: SockConfig;
 }
 
 const same = (a: ActualEndpoint, b: DesiredEndpoint) =>
   a.ifindex === b.ifindex && a.flags === b.flags && a.mac === b.mac && a.gwMac === b.gwMac;
 
 export function plan(want: DesiredState, have: ActualState): Plan {
-  const p: Plan = { attach: [], upsert: [], delete: [], detach: [] };
+  const p: Plan = { attach: [], upsert: [], delete: [], detach: [], cgroups: [], drainIps: [] };
   // a name can be in the ledger twice (pod recreated, veth name reused): match name and ifindex
   const ledger = new Map(have.ifaces.map((i) => [`${i.name}#${i.ifindex}`, i]));
   for (const [name, ifindex] of want.attach) {
@@ -54,9 +68,16 @@ export function plan(want: DesiredState, have: ActualState): Plan {
     if (!cur || !same(cur, e)) p.upsert.push(e);
   }
   for (const ip of have.endpoints.keys()) if (!want.endpoints.has(ip)) p.delete.push(ip);
+  for (const [ip, e] of have.endpoints) {
+    if (e.flags & EP_FLAGS.ENABLED && !((want.endpoints.get(ip)?.flags ?? 0) & EP_FLAGS.ENABLED)) p.drainIps.push(ip);
+  }
+  const haveCg = new Map(have.cgroups.map((c) => [c.path, c.hooks]));
+  for (const [path, hooks] of want.cgroups) if (haveCg.get(path) !== hooks) p.cgroups.push({ path, hooks });
+  for (const [path] of haveCg) if (!want.cgroups.has(path)) p.cgroups.push({ path, hooks: 0 });
+  if (!have.config || JSON.stringify(have.config) !== JSON.stringify(want.config)) p.config = want.config;
   return p;
 }
 
 export function planSize(p: Plan): number {
-  return p.attach.length + p.upsert.length + p.delete.length + p.detach.length;
+  return p.attach.length + p.upsert.length + p.delete.length + p.detach.length + p.cgroups.length + p.drainIps.length + (p.config ? 1 : 0);
 }

@@ -1,7 +1,7 @@
 // One pass of the control loop: snapshot → facts → desired → read actual →
 // plan → apply. I/O only at the two ends (facts/actual in, apply out).
-import type { Datapath } from '../loader/datapath.js';
-import { desired, type DesiredState } from './desired.js';
+import { HOOK_PROGS, type Datapath } from '../loader/datapath.js';
+import { DEFAULT_OPTIONS, desired, type DesiredOptions, type DesiredState } from './desired.js';
 import { gatherFacts } from './facts.js';
 import { log } from './log.js';
 import type { Snapshot } from './model.js';
@@ -25,18 +25,37 @@ export async function readActual(dp: Datapath): Promise<ActualState> {
       ];
     }),
   );
-  return { endpoints, ifaces: await dp.attachments() };
+  const bits = new Map(HOOK_PROGS.map(([hook, bit]) => [hook, bit]));
+  const cgroups = (await dp.cgroupAttachments()).map((c) => ({
+    path: c.path,
+    // what is really attached (a hook someone removed gets re-attached)
+    hooks: c.present ? c.attached.reduce((a, h) => a | (bits.get(h) ?? 0), 0) : -1,
+  }));
+  return { endpoints, ifaces: await dp.attachments(), cgroups, config: await dp.readConfig() };
 }
 
+/**
+ * Order matters: a pod is only an endpoint of the socket fast path once its
+ * map entry says so, and stops being one (its sockets drained out of pw_sock
+ * with no byte lost) before its entry goes away.
+ */
 export async function applyPlan(dp: Datapath, p: Plan): Promise<void> {
   const stale = p.detach.filter((i) => !i.present);
   for (const i of stale) await dp.detach(i);
   for (const a of p.attach) await dp.attach(a.name);
+  if (p.config) await dp.writeConfig(p.config);
   await dp.writeMap(
     'pw_endpoints',
     p.upsert.map((e) => ({ key: { ip: e.ip }, value: { ifindex: e.ifindex, flags: e.flags, mac: e.mac, gw_mac: e.gwMac } })),
-    p.delete.map((ip) => ({ ip })),
+    [],
   );
+  for (const c of p.cgroups.filter((x) => x.hooks !== 0)) await dp.setCgroupHooks(c.path, c.hooks);
+  for (const c of p.cgroups.filter((x) => x.hooks === 0)) await dp.setCgroupHooks(c.path, 0);
+  if (p.drainIps.length) {
+    const ips = new Set(p.drainIps);
+    await dp.drainSockets((k) => ips.has(String(k.sip)) || ips.has(String(k.dip)));
+  }
+  await dp.writeMap('pw_endpoints', [], p.delete.map((ip) => ({ ip })));
   for (const i of p.detach.filter((x) => x.present)) await dp.detach(i);
 }
 
@@ -53,20 +72,22 @@ export class SkipLog {
   }
 }
 
-export async function reconcile(dp: Datapath, snap: Snapshot, skips = new SkipLog()): Promise<ReconcileResult> {
+export async function reconcile(dp: Datapath, snap: Snapshot, skips = new SkipLog(), opts: DesiredOptions = DEFAULT_OPTIONS): Promise<ReconcileResult> {
   const t0 = performance.now();
   const facts = await gatherFacts(snap);
-  const want = desired(snap, facts);
+  const want = desired(snap, facts, opts);
   const have = await readActual(dp);
   const p = plan(want, have);
   await applyPlan(dp, p);
+  // connections the fast path could not take whole (one direction on TCP) leave pw_sock: see loader drainSockets
+  await dp.drainPassthrough();
   for (const [pod, why] of facts.missing) skips.note(pod, why);
   for (const [pod, why] of want.skipped) if (why !== 'facts-missing') skips.note(pod, why);
   skips.forgetExcept(new Set([...facts.missing.keys(), ...want.skipped.keys()]));
   const ms = Math.round(performance.now() - t0);
   if (planSize(p) > 0) {
     log.info(
-      { attach: p.attach.length, upsert: p.upsert.length, delete: p.delete.length, detach: p.detach.length, ms },
+      { attach: p.attach.length, upsert: p.upsert.length, delete: p.delete.length, detach: p.detach.length, cgroups: p.cgroups.length, drained: p.drainIps.length, ms },
       'reconciled',
     );
   }

@@ -89,9 +89,9 @@ export async function demo(o: DemoOptions): Promise<void> {
     const txAfter = await txPackets(server.hostInterface);
     say(`\n== namespace ${client.namespace} disabled: 20 MB ${client.name} → ${server.name}, ${check.ok ? 'hash ok' : 'HASH MISMATCH'}\n`);
     const deltas = after
-      .map((a, i) => [a.reason, a.packets - before[i]!.packets] as [string, bigint])
+      .map((a, i) => [`${a.program} ${a.reason}`, a.packets - before[i]!.packets] as [string, bigint])
       .filter(([, d]) => d > 0n);
-    say(table(['PW_STATS REASON', 'DELTA PACKETS'], [...deltas, ['(host veth ' + server.hostInterface + ' tx, normal path)', BigInt(txAfter - txBefore)]]));
+    say(table(['PW_STATS PROGRAM REASON', 'DELTA'], [...deltas, ['(host veth ' + server.hostInterface + ' tx, normal path)', BigInt(txAfter - txBefore)]]));
     if (!check.ok) throw new Error('transfer after disabling was corrupted');
   } catch (e) {
     failed = true;

@@ -5,7 +5,7 @@ import type { Datapath } from '../../loader/datapath.js';
 import { InputError } from '../../loader/errors.js';
 import * as ipr from '../../loader/ip.js';
 import { flagNames } from '../layout/codec.js';
-import { TC_REASONS, mapDef } from '../layout/schema.js';
+import { STAT_GROUPS, mapDef } from '../layout/schema.js';
 import { json, table } from '../table.js';
 
 export type OutputFormat = 'table' | 'json';
@@ -49,6 +49,7 @@ export async function endpointRows(dp: Datapath): Promise<EndpointRow[]> {
 const ipNum = (ip: string) => ip.split('.').reduce((a, o) => a * 256 + Number(o), 0);
 
 export interface StatRow {
+  program: string;
   reason: string;
   packets: bigint;
   bytes: bigint;
@@ -57,7 +58,9 @@ export interface StatRow {
 export async function statRows(dp: Datapath): Promise<StatRow[]> {
   requirePinned(dp, 'pw_stats');
   const c = await dp.counters('pw_stats');
-  return TC_REASONS.map((reason, i) => ({ reason, packets: c.get(i)?.packets ?? 0n, bytes: c.get(i)?.bytes ?? 0n }));
+  return STAT_GROUPS.flatMap((g) =>
+    g.reasons.map((reason, i) => ({ program: g.prog, reason, packets: c.get(g.base + i)?.packets ?? 0n, bytes: c.get(g.base + i)?.bytes ?? 0n })),
+  );
 }
 
 export async function dumpEndpoints(dp: Datapath, fmt: OutputFormat): Promise<string> {
@@ -74,5 +77,6 @@ export async function dumpEndpoints(dp: Datapath, fmt: OutputFormat): Promise<st
 export async function dumpStats(dp: Datapath, fmt: OutputFormat): Promise<string> {
   const rows = await statRows(dp);
   if (fmt === 'json') return json(rows);
-  return table(['PROGRAM', 'REASON', 'PACKETS', 'BYTES'], rows.map((r) => ['pw_tc_egress', r.reason, r.packets, r.bytes]));
+  // packets for tc, messages for sk_msg, events for the socket and cgroup hooks
+  return table(['PROGRAM', 'REASON', 'COUNT', 'BYTES'], rows.map((r) => [r.program, r.reason, r.packets, r.bytes]));
 }

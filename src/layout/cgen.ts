@@ -1,5 +1,5 @@
 // Generates build/include/pw_maps.h from schema.ts. Pure: returns the text.
-import { EP_FLAGS, IFACE_FLAGS, MAPS, TC_REASONS, layoutOf, type MapDef, type StructDef } from './schema.js';
+import { CGROUP_HOOKS, CONFIG_FLAGS, EP_FLAGS, FLOW_FLAGS, IFACE_FLAGS, MAPS, STAT_GROUPS, layoutOf, type MapDef, type StructDef } from './schema.js';
 
 const C_TYPE = { u8: '__u8', u16: '__u16', u32: '__u32', u64: '__u64', be16: '__be16', be32: '__be32' } as const;
 const C_MAP_TYPE = {
@@ -7,6 +7,7 @@ const C_MAP_TYPE = {
   lru_hash: 'BPF_MAP_TYPE_LRU_HASH',
   array: 'BPF_MAP_TYPE_ARRAY',
   percpu_array: 'BPF_MAP_TYPE_PERCPU_ARRAY',
+  sockhash: 'BPF_MAP_TYPE_SOCKHASH',
 } as const;
 
 export function maxEntriesMacro(m: MapDef): string {
@@ -47,7 +48,8 @@ function mapC(m: MapDef): string {
     `\t__uint(type, ${C_MAP_TYPE[m.type]});`,
     `\t__uint(max_entries, ${maxEntriesMacro(m)});`,
     `\t__type(key, ${keyCType(m)});`,
-    `\t__type(value, struct ${m.value.name});`,
+    // a sockhash holds sockets; its BTF value is the u64 cookie user space reads back
+    m.type === 'sockhash' ? '\t__type(value, __u64);' : `\t__type(value, struct ${m.value.name});`,
     `} ${m.name} SEC(".maps");`,
   ].join('\n');
 }
@@ -56,7 +58,7 @@ export function generateHeader(): string {
   const structs = new Map<string, StructDef>();
   for (const m of MAPS) {
     if (keyCType(m).startsWith('struct ')) structs.set(m.key.name, m.key);
-    structs.set(m.value.name, m.value);
+    if (m.type !== 'sockhash') structs.set(m.value.name, m.value);
   }
   const out = [
     '/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */',
@@ -70,10 +72,13 @@ export function generateHeader(): string {
     '',
     ...Object.entries(EP_FLAGS).map(([k, v]) => `#define PW_EP_${k} ${v}u`),
     ...Object.entries(IFACE_FLAGS).map(([k, v]) => `#define PW_IFACE_${k} ${v}u`),
+    ...Object.entries(FLOW_FLAGS).map(([k, v]) => `#define PW_FLOW_${k} ${v}u`),
+    ...Object.entries(CONFIG_FLAGS).map(([k, v]) => `#define PW_CONFIG_${k} ${v}u`),
+    ...Object.entries(CGROUP_HOOKS).map(([k, v]) => `#define PW_HOOK_${k} ${v}u`),
     '',
-    'enum pw_tc_reason {',
-    ...TC_REASONS.map((r, i) => `\tPW_TC_${r.toUpperCase()} = ${i},`),
-    '\tPW_TC__MAX,',
+    '/* pw_stats slots: PW_<PROG>_<REASON> (src/layout/schema.ts STAT_GROUPS) */',
+    'enum pw_stat_reason {',
+    ...STAT_GROUPS.flatMap((g) => g.reasons.map((r, i) => `\tPW_${g.prefix}_${r.toUpperCase()} = ${g.base + i}, /* ${g.prog} */`)),
     '};',
     '',
     ...[...structs.values()].map(structC).flatMap((s) => [s, '']),

@@ -28,7 +28,7 @@ export interface StructDef {
   fields: Field[];
 }
 
-export type MapType = 'hash' | 'lru_hash' | 'array' | 'percpu_array';
+export type MapType = 'hash' | 'lru_hash' | 'array' | 'percpu_array' | 'sockhash';
 
 export interface MapDef {
   /** ≤ 15 characters, `pw_` prefix. */
@@ -62,8 +62,8 @@ export const IFACE_FLAGS = {
 } as const;
 
 /**
- * Reasons counted by the tc program, index into pw_stats. Order is ABI:
- * append only.
+ * Reasons counted by each program in pw_stats. A program's reasons sit at
+ * `base + position`; order is ABI: append only, within a group's 16 slots.
  */
 export const TC_REASONS = [
   'redirected', // handed to bpf_redirect_peer
@@ -77,6 +77,76 @@ export const TC_REASONS = [
   'hairpin', // destination behind the same interface as the source
 ] as const;
 export type TcReason = (typeof TC_REASONS)[number];
+
+export const SOCKOPS_REASONS = [
+  'added_pod', // established pod↔pod socket put into pw_sock
+  'added_proxy', // established app↔proxy loopback socket put into pw_sock
+  'not_local', // peer is not an enabled local endpoint nor our proxy: left alone
+  'exists', // a socket with the same key is already in pw_sock: not accelerated
+  'add_failed', // bpf_sock_hash_update failed otherwise (map full, …)
+  'odst_saved', // original destination of a proxied connect keyed by 4-tuple
+  'closed', // flow state removed at TCP_CLOSE
+] as const;
+
+export const MSG_REASONS = [
+  'redirected', // message moved straight into the peer socket
+  'no_peer', // the first message found no peer in pw_sock: flow stays on TCP
+  'passthrough', // flow is on the normal TCP path (no peer at start, bulk, or disabled)
+  'to_tcp_bulk', // flow switched to TCP for good after a bulk-sized message
+  'to_tcp_off', // flow switched to TCP for good: socket acceleration switched off
+] as const;
+
+export const PROXY_REASONS = [
+  'redirected', // connect() sent to the pod's proxy, original destination saved
+  'proxy_uid', // the proxy's own connect(): left alone (no loop)
+  'loopback', // destination on loopback: left alone
+  'excluded_port', // destination port excluded
+  'not_tcp', // UDP and others: left alone
+  'odst_full', // original destination could not be saved: left alone
+] as const;
+
+export const ODST_REASONS = [
+  'answered', // SO_ORIGINAL_DST answered from pw_odst_tuple
+  'not_found', // no saved original destination for this socket
+] as const;
+
+export interface StatGroup {
+  prog: string;
+  /** C enum prefix: PW_<PREFIX>_<REASON>. */
+  prefix: string;
+  base: number;
+  reasons: readonly string[];
+}
+
+export const STAT_GROUPS: StatGroup[] = [
+  { prog: 'pw_tc_egress', prefix: 'TC', base: 0, reasons: TC_REASONS },
+  { prog: 'pw_sockops', prefix: 'SOCKOPS', base: 16, reasons: SOCKOPS_REASONS },
+  { prog: 'pw_sk_msg', prefix: 'MSG', base: 32, reasons: MSG_REASONS },
+  { prog: 'pw_proxy_conn4', prefix: 'PROXY', base: 48, reasons: PROXY_REASONS },
+  { prog: 'pw_proxy_odst', prefix: 'ODST', base: 64, reasons: ODST_REASONS },
+];
+
+/** Flow flags (pw_flow.flags). */
+export const FLOW_FLAGS = {
+  /** Messages of this socket go through TCP, never redirected again. */
+  PASSTHROUGH: 1 << 0,
+} as const;
+
+/** Cgroup hooks podwarp attaches (pw_cgroup.hooks). */
+export const CGROUP_HOOKS = {
+  /** pw_sockops at sock_ops */
+  SOCK_OPS: 1 << 0,
+  /** pw_proxy_conn4 at connect4 (sidecar pods) */
+  CONNECT4: 1 << 1,
+  /** pw_proxy_odst at getsockopt (sidecar pods) */
+  GETSOCKOPT: 1 << 2,
+} as const;
+
+/** Config (pw_config, one entry). */
+export const CONFIG_FLAGS = {
+  /** sk_msg redirects at all (cleared before sockets are removed: drain first). */
+  SOCKMAP_ON: 1 << 0,
+} as const;
 
 // ---- structs ----
 
@@ -140,6 +210,90 @@ const iface: StructDef = {
   ],
 };
 
+const sockKey: StructDef = {
+  name: 'pw_sock_key',
+  doc: 'A TCP socket by its IPv4 4-tuple, as seen from the socket (local first).',
+  fields: [
+    { name: 'sip', type: 'be32', format: 'ipv4', doc: 'local IPv4 address' },
+    { name: 'dip', type: 'be32', format: 'ipv4', doc: 'remote IPv4 address' },
+    { name: 'sport', type: 'be16', doc: 'local port, network order' },
+    { name: 'dport', type: 'be16', doc: 'remote port, network order' },
+  ],
+};
+
+const sockVal: StructDef = {
+  name: 'pw_sock_val',
+  doc: 'Value of pw_sock as user space sees it: the socket cookie.',
+  fields: [{ name: 'cookie', type: 'u64', doc: 'socket cookie' }],
+};
+
+const flow: StructDef = {
+  name: 'pw_flow',
+  doc: 'Per-socket state of the sockmap fast path.',
+  fields: [
+    { name: 'flags', type: 'u32', format: 'flags', flags: { [FLOW_FLAGS.PASSTHROUGH]: 'passthrough' }, doc: 'PW_FLOW_* flags' },
+    { name: '_pad0', type: 'u32', doc: 'explicit padding, zero' },
+    { name: 'bytes', type: 'u64', doc: 'bytes redirected so far' },
+  ],
+};
+
+const cookieKey: StructDef = {
+  name: 'pw_cookie_key',
+  doc: 'A socket cookie.',
+  fields: [{ name: 'cookie', type: 'u64', doc: 'bpf_get_socket_cookie()' }],
+};
+
+const origDst: StructDef = {
+  name: 'pw_odst',
+  doc: 'Original destination of a connect() sent to the proxy.',
+  fields: [
+    { name: 'ip', type: 'be32', format: 'ipv4', doc: 'original destination address' },
+    { name: 'port', type: 'be16', doc: 'original destination port, network order' },
+    { name: '_pad0', type: 'u16', doc: 'explicit padding, zero' },
+  ],
+};
+
+const cgroupKey: StructDef = {
+  name: 'pw_cgroup_key',
+  doc: 'A cgroup v2 by id (the inode number of its directory).',
+  fields: [{ name: 'id', type: 'u64', doc: 'cgroup id' }],
+};
+
+const cgroupRec: StructDef = {
+  name: 'pw_cgroup',
+  doc: 'Ledger entry: a pod cgroup podwarp attached programs to.',
+  fields: [
+    {
+      name: 'hooks',
+      type: 'u32',
+      format: 'flags',
+      flags: { [CGROUP_HOOKS.SOCK_OPS]: 'sock_ops', [CGROUP_HOOKS.CONNECT4]: 'connect4', [CGROUP_HOOKS.GETSOCKOPT]: 'getsockopt' },
+      doc: 'PW_HOOK_* bits attached',
+    },
+    { name: '_pad0', type: 'u32', doc: 'explicit padding, zero' },
+    { name: 'path', type: 'u8', count: 256, format: 'string', doc: 'cgroup path below the cgroup2 mount' },
+  ],
+};
+
+const configKey: StructDef = {
+  name: 'pw_config_key',
+  doc: 'Key of pw_config: always 0.',
+  fields: [{ name: 'index', type: 'u32', doc: 'always 0' }],
+};
+
+const config: StructDef = {
+  name: 'pw_config',
+  doc: 'Node-wide settings the agent writes for the socket programs.',
+  fields: [
+    { name: 'flags', type: 'u32', format: 'flags', flags: { [CONFIG_FLAGS.SOCKMAP_ON]: 'sockmap_on' }, doc: 'PW_CONFIG_* flags' },
+    { name: 'proxy_uid', type: 'u32', doc: 'uid of the sidecar proxy (Istio: 1337); its connects are not captured' },
+    { name: 'proxy_port', type: 'u16', doc: 'proxy outbound port (Istio: 15001), host order' },
+    { name: '_pad0', type: 'u16', doc: 'explicit padding, zero' },
+    { name: 'bulk_bytes', type: 'u32', doc: 'a message at least this large moves its flow to TCP for good (0: never)' },
+    { name: 'excluded_ports', type: 'u16', count: 8, doc: 'outbound destination ports never captured (0: unused slot), host order' },
+  ],
+};
+
 // ---- maps ----
 
 export const MAPS: MapDef[] = [
@@ -158,10 +312,10 @@ export const MAPS: MapDef[] = [
     type: 'percpu_array',
     key: statsKey,
     value: counter,
-    maxEntries: 64,
-    writer: 'bpf/pw_tc_egress.c (one slot per PW_TC_* reason)',
+    maxEntries: 128,
+    writer: 'every program, one slot per PW_<PROG>_<REASON> (STAT_GROUPS)',
     reader: 'CLI `podwarp dump stats`, demo, tests',
-    doc: 'Per-CPU packet/byte counters of the tc program, by reason.',
+    doc: 'Per-CPU packet (or message) and byte counters of every program, by reason.',
   },
   {
     name: 'pw_ifaces',
@@ -172,6 +326,66 @@ export const MAPS: MapDef[] = [
     writer: 'loader (loader/datapath.ts) when it attaches or detaches',
     reader: 'loader (detach, uninstall), CLI `podwarp status`',
     doc: 'Ledger of interfaces podwarp attached to, and whether it created their qdisc.',
+  },
+  {
+    name: 'pw_sock',
+    type: 'sockhash',
+    key: sockKey,
+    value: sockVal,
+    maxEntries: 65536,
+    writer: 'bpf/pw_sockops.c (established sockets); loader deletes a disabled pod\'s sockets',
+    reader: 'bpf/pw_sk_msg.c (peer lookup); CLI `podwarp dump sockets`',
+    doc: 'Accelerated TCP sockets by 4-tuple. sk_msg redirects a message to the socket keyed by the reversed tuple.',
+  },
+  {
+    name: 'pw_flows',
+    type: 'lru_hash',
+    key: sockKey,
+    value: flow,
+    maxEntries: 65536,
+    writer: 'bpf/pw_sk_msg.c (decision at first message, bulk switch), bpf/pw_sockops.c (delete at close); agent (passthrough on disable)',
+    reader: 'bpf/pw_sk_msg.c; CLI `podwarp dump sockets`',
+    doc: 'Per-socket fast-path state: redirected, or on TCP for good.',
+  },
+  {
+    name: 'pw_odst_cookie',
+    type: 'lru_hash',
+    key: cookieKey,
+    value: origDst,
+    maxEntries: 65536,
+    writer: 'bpf/pw_proxy_conn4.c at connect()',
+    reader: 'bpf/pw_sockops.c at ACTIVE_ESTABLISHED (moves it to pw_odst_tuple)',
+    doc: 'Original destination of a connect() sent to the proxy, by the app socket cookie.',
+  },
+  {
+    name: 'pw_odst_tuple',
+    type: 'lru_hash',
+    key: sockKey,
+    value: origDst,
+    maxEntries: 65536,
+    writer: 'bpf/pw_sockops.c',
+    reader: 'bpf/pw_proxy_odst.c (getsockopt SO_ORIGINAL_DST on the proxy side)',
+    doc: 'Original destination of a proxied connection, by the app socket 4-tuple.',
+  },
+  {
+    name: 'pw_cgroups',
+    type: 'hash',
+    key: cgroupKey,
+    value: cgroupRec,
+    maxEntries: 16384,
+    writer: 'loader (loader/datapath.ts) when it attaches to or detaches from a pod cgroup',
+    reader: 'loader (reload, detach, uninstall), CLI `podwarp status`',
+    doc: 'Ledger of pod cgroups podwarp attached socket programs to (multi-attach, never the root cgroup).',
+  },
+  {
+    name: 'pw_config',
+    type: 'array',
+    key: configKey,
+    value: config,
+    maxEntries: 1,
+    writer: 'agent (src/reconciler.ts)',
+    reader: 'bpf/pw_sk_msg.c, bpf/pw_proxy_conn4.c',
+    doc: 'Node-wide settings for the socket programs.',
   },
 ];
 

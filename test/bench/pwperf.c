@@ -56,6 +56,7 @@ static double now(void)
 static int read_full(int fd, void *buf, size_t n)
 {
 	size_t got = 0;
+	errno = 0;
 	while (got < n) {
 		ssize_t r = read(fd, (char *)buf + got, n - got);
 		if (r < 0 && errno == EINTR)
@@ -160,8 +161,10 @@ static void serve_conn(int fd)
 			ssize_t r = read(fd, buf, size);
 			if (r < 0 && errno == EINTR)
 				continue;
-			if (r < 0)
+			if (r < 0) {
+				fprintf(stderr, "pwperf server: read after %llu bytes: %s\n", (unsigned long long)hs.count, strerror(errno));
 				exit(4);
+			}
 			if (r == 0)
 				break;
 			if (flags & F_VERIFY)
@@ -170,7 +173,8 @@ static void serve_conn(int fd)
 				hs.count += r;
 		}
 		uint64_t out[2] = { hs.count, (flags & F_VERIFY) ? hash_final(&hs) : 0 };
-		write_full(fd, out, sizeof(out));
+		if (write_full(fd, out, sizeof(out)))
+			fprintf(stderr, "pwperf server: reply after %llu bytes: %s\n", (unsigned long long)hs.count, strerror(errno));
 	}
 	close(fd);
 	exit(0);
@@ -318,7 +322,7 @@ static int sink(const char *ip, int port, uint64_t bytes, double secs, uint32_t 
 	}
 	shutdown(fd, SHUT_WR);
 	if (read_full(fd, reply, sizeof(reply))) {
-		fprintf(stderr, "pwperf: no byte count from server\n");
+		fprintf(stderr, "pwperf: no byte count from server: %s\n", errno ? strerror(errno) : "connection closed");
 		return 5;
 	}
 	double elapsed = now() - start;

@@ -80,6 +80,7 @@ describe('agent process', () => {
     await ready(a1);
     const mapIds = { ep: await env!.dp.mapId('pw_endpoints'), st: await env!.dp.mapId('pw_stats') };
     const prog1 = await env!.dp.progId('pw_tc_egress');
+    const sockops1 = await env!.dp.progId('pw_sockops');
     const before = await readActual(env!.dp);
 
     // 300 verified exchanges, 10 ms apart, on one connection, across the restart
@@ -93,8 +94,10 @@ describe('agent process', () => {
     await ready(a2);
     const res = await conn; // throws if pwperf saw an error or a wrong byte
     expect(res.n).toBe(300);
-    const d = delta(c0, await counters(env!.dp));
-    expect(d.redirected).toBeGreaterThan(0); // still on the fast path after the restart
+    const c1 = await counters(env!.dp);
+    // still on the fast path after the restart (the socket one: both pods are enabled and have cgroups)
+    expect(delta(c0, c1, 'pw_sk_msg').redirected).toBeGreaterThan(0);
+    expect(delta(c0, c1, 'pw_sk_msg').passthrough! + delta(c0, c1, 'pw_sk_msg').no_peer!).toBe(0);
 
     expect(await env!.dp.mapId('pw_endpoints')).toBe(mapIds.ep);
     expect(await env!.dp.mapId('pw_stats')).toBe(mapIds.st);
@@ -102,9 +105,14 @@ describe('agent process', () => {
     // the restarted agent found nothing to change
     expect(a2.lines.filter((l) => l.msg === 'reconciled')).toEqual([]);
     expect(await readActual(env!.dp)).toEqual({
-      endpoints: before.endpoints,
+      ...before,
       ifaces: before.ifaces.map((i) => ({ ...i, progId: expect.any(Number) })),
     });
+    expect(before.cgroups).toHaveLength(env!.m.pods.length);
+    // cgroups moved to the new sock_ops program, the old one is gone from them
+    const sockops2 = await env!.dp.progId('pw_sockops');
+    for (const c of await env!.dp.cgroupAttachments()) expect(c.attached).toEqual(['sock_ops']);
+    expect(sockops2).not.toBe(sockops1);
     // filters moved to the newly loaded program
     const prog2 = await env!.dp.progId('pw_tc_egress');
     expect(prog2).not.toBe(prog1);

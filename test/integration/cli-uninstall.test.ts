@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as bpftool from '../../loader/bpftool.js';
 import { run } from '../../loader/exec.js';
 import * as tc from '../../loader/tc.js';
+import { cgroupPath } from '../../loader/cgroup.js';
 import { TC_HANDLE, TC_PRIO } from '../../loader/datapath.js';
 import { ROOT } from '../../src/build.js';
 import { loadStateFile } from '../../src/state/load.js';
@@ -62,11 +63,12 @@ describe('CLI and uninstall', () => {
       attachments: { name: string; attached: boolean; flags: number; progId: number }[];
     };
     expect(s.maps.find((m) => m.name === 'pw_endpoints')).toMatchObject({ pinned: true, entries: 4 });
-    expect(s.programs.map((p) => p.name)).toEqual(['pw_tc_egress']);
+    expect(s.programs.map((p) => p.name)).toEqual(['pw_proxy_conn4', 'pw_proxy_odst', 'pw_sk_msg', 'pw_sockops', 'pw_tc_egress']);
     expect(s.attachments.map((a) => a.name).sort()).toEqual(env!.m.pods.map((p) => p.hostInterface).sort());
+    const tcId = s.programs.find((p) => p.name === 'pw_tc_egress')!.id;
     for (const a of s.attachments) {
       expect(a.attached).toBe(true);
-      expect(a.progId).toBe(s.programs[0]!.id);
+      expect(a.progId).toBe(tcId);
       // podwarp records that it did not create the foreign qdisc
       expect(a.flags & 1).toBe(a.name === env!.m.pods[2]!.hostInterface ? 0 : 1);
     }
@@ -74,7 +76,9 @@ describe('CLI and uninstall', () => {
 
   it('uninstall removes filters, own qdiscs, pins and programs, keeps the foreign ones, and is idempotent', async () => {
     const progId = await env!.dp.progId('pw_tc_egress');
-    env!.progIds.push(progId);
+    for (const p of ['pw_tc_egress', 'pw_sockops', 'pw_sk_msg']) env!.progIds.push(await env!.dp.progId(p));
+    const cgPaths = (await env!.dp.cgroups()).map((c) => c.path).sort();
+    expect(cgPaths).toEqual(env!.m.pods.filter((p) => p.namespace === 'team-b').map((p) => p.cgroup).sort());
     // a filter podwarp attached but whose ledger entry was lost is swept too
     const lost = env!.m.pods[3]!;
     const idx = (await env!.dp.ifaces()).find((r) => r.name === lost.hostInterface)!.ifindex;
@@ -82,7 +86,8 @@ describe('CLI and uninstall', () => {
 
     const r = await cli('uninstall');
     expect(r.exitCode).toBe(0);
-    expect(r.stdout).toContain('detached 3 interfaces, swept 1 stray filters, removed pins');
+    expect(r.stdout).toContain('detached 3 interfaces, swept 1 stray filters, detached 2 cgroups, moved 0 sockets to TCP, removed pins');
+    for (const p of env!.m.pods) expect(await bpftool.cgroupShow(cgroupPath(p.cgroup))).toEqual([]);
     expect(fs.existsSync(env!.dp.pinRoot)).toBe(false);
     for (const p of env!.m.pods) {
       const own = p !== env!.m.pods[2] && p !== lost;
@@ -99,7 +104,7 @@ describe('CLI and uninstall', () => {
 
     const again = await cli('uninstall');
     expect(again.exitCode).toBe(0);
-    expect(again.stdout).toContain('detached 0 interfaces, swept 0 stray filters, no pins');
+    expect(again.stdout).toContain('detached 0 interfaces, swept 0 stray filters, detached 0 cgroups, moved 0 sockets to TCP, no pins');
   });
 
   it('dump after uninstall fails with a clear message', async () => {

@@ -1,4 +1,5 @@
-// tc redirect_peer fast path on a real sandbox, in both wiring styles.
+// tc redirect_peer fast path on a real sandbox, in both wiring styles
+// (socket acceleration off, so every byte crosses the tc program).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadStateFile } from '../../src/state/load.js';
 import { reconcile, readActual } from '../../src/reconciler.js';
@@ -7,6 +8,7 @@ import type { Snapshot } from '../../src/model.js';
 import { counters, delta, hostTx, podTx, setUp, tearDown, type Env } from './helpers.js';
 
 const MB16 = 16 * 1024 * 1024;
+const TC_ONLY = { sockmap: false };
 
 const withAccel = (s: Snapshot, on: Record<string, boolean>): Snapshot => ({
   ...s,
@@ -31,15 +33,15 @@ describe.each(['routed', 'bridge'] as const)('tc fast path, %s wiring', (wiring)
   });
 
   it('maps hold what the state says', async () => {
-    const r = await reconcile(env!.dp, withAccel(base, { 'team-a': true, 'team-b': true }));
+    const r = await reconcile(env!.dp, withAccel(base, { 'team-a': true, 'team-b': true }), undefined, TC_ONLY);
     expect(r.missing.size).toBe(0);
     const actual = await readActual(env!.dp);
     expect([...actual.endpoints.keys()].sort()).toEqual(env!.m.pods.map((p) => p.ip).sort());
     for (const p of env!.m.pods) expect(actual.endpoints.get(p.ip)!.flags).toBe(1);
     expect(actual.ifaces.filter((i) => i.attached && i.present).map((i) => i.name).sort()).toEqual(env!.m.pods.map((p) => p.hostInterface).sort());
     // a second pass with nothing changed writes nothing
-    const again = await reconcile(env!.dp, withAccel(base, { 'team-a': true, 'team-b': true }));
-    expect(again.plan).toEqual({ attach: [], upsert: [], delete: [], detach: [] });
+    const again = await reconcile(env!.dp, withAccel(base, { 'team-a': true, 'team-b': true }), undefined, TC_ONLY);
+    expect(again.plan).toEqual({ attach: [], upsert: [], delete: [], detach: [], cgroups: [], drainIps: [] });
   });
 
   it('redirects a multi-megabyte transfer across namespaces byte-identical, past the host stack', async () => {
@@ -60,7 +62,7 @@ describe.each(['routed', 'bridge'] as const)('tc fast path, %s wiring', (wiring)
   });
 
   it('leaves a pod of a disabled namespace on the normal path, with its reason counted', async () => {
-    await reconcile(env!.dp, withAccel(base, { 'team-a': false, 'team-b': true }));
+    await reconcile(env!.dp, withAccel(base, { 'team-a': false, 'team-b': true }), undefined, TC_ONLY);
     const [client, srv] = [env!.m.pods[0]!, env!.m.pods[1]!]; // team-a → team-b
     const c0 = await counters(env!.dp);
     const [tx0, host0] = [await podTx(client), await hostTx(srv)];
@@ -75,7 +77,7 @@ describe.each(['routed', 'bridge'] as const)('tc fast path, %s wiring', (wiring)
   });
 
   it('accelerates again when the namespace is re-enabled, inside one namespace too', async () => {
-    await reconcile(env!.dp, withAccel(base, { 'team-a': true, 'team-b': true }));
+    await reconcile(env!.dp, withAccel(base, { 'team-a': true, 'team-b': true }), undefined, TC_ONLY);
     const [client, srv] = [env!.m.pods[3]!, env!.m.pods[1]!]; // team-b → team-b
     const c0 = await counters(env!.dp);
     const r = await sink(client, srv.ip, 7100, { bytes: MB16, verify: true });

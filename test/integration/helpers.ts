@@ -11,7 +11,7 @@ import * as ipr from '../../loader/ip.js';
 import { cgroup2Root } from '../../loader/mounts.js';
 import { build } from '../../src/build.js';
 import { statRows } from '../../src/commands/dump.js';
-import { TC_REASONS, type TcReason } from '../../src/layout/schema.js';
+import { STAT_GROUPS, type TcReason } from '../../src/layout/schema.js';
 import { ensurePwperf } from '../../src/perf.js';
 import * as sandbox from '../../src/sandbox.js';
 
@@ -71,12 +71,18 @@ export async function leftovers(env: Env): Promise<string[]> {
   return left;
 }
 
+/** Every counter, keyed "program/reason". */
 export async function counters(dp: Datapath): Promise<Record<string, bigint>> {
-  return Object.fromEntries((await statRows(dp)).map((r) => [r.reason, r.packets]));
+  return Object.fromEntries((await statRows(dp)).map((r) => [`${r.program}/${r.reason}`, r.packets]));
 }
 
-export function delta(a: Record<string, bigint>, b: Record<string, bigint>): Record<TcReason, number> {
-  return Object.fromEntries(TC_REASONS.map((k) => [k, Number((b[k] ?? 0n) - (a[k] ?? 0n))])) as Record<TcReason, number>;
+/** Growth of one program's counters between two readings, by reason (default: the tc program). */
+export function delta(a: Record<string, bigint>, b: Record<string, bigint>): Record<TcReason, number>;
+export function delta(a: Record<string, bigint>, b: Record<string, bigint>, prog: string): Record<string, number>;
+export function delta(a: Record<string, bigint>, b: Record<string, bigint>, prog = 'pw_tc_egress'): Record<string, number> {
+  const g = STAT_GROUPS.find((x) => x.prog === prog);
+  if (!g) throw new Error(`no counters for ${prog}`);
+  return Object.fromEntries(g.reasons.map((r) => [r, Number((b[`${prog}/${r}`] ?? 0n) - (a[`${prog}/${r}`] ?? 0n))]));
 }
 
 export async function podTx(p: sandbox.SandboxPod): Promise<number> {

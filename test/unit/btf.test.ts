@@ -8,18 +8,19 @@ import { build } from '../../src/build.js';
 import { keyCType } from '../../src/layout/cgen.js';
 import { MAPS, SCALAR_SIZE, layoutOf, type StructDef } from '../../src/layout/schema.js';
 
-const MAP_TYPE_ID = { hash: 1, array: 2, percpu_array: 6, lru_hash: 9 } as const;
+const MAP_TYPE_ID = { hash: 1, array: 2, percpu_array: 6, lru_hash: 9, sockhash: 18 } as const;
 /** Highest helper id in Linux 5.10 (bpf_redirect_peer = 155). */
 const MAX_HELPER_5_10 = 155;
 /** libbpf section prefixes whose program and attach types exist in 5.10. */
-const SECTIONS_5_10 = [/^\.text$/, /^tc$/, /^sockops$/, /^sk_msg$/, /^cgroup\/(connect4|sendmsg4|recvmsg4|getpeername4|getsockopt)$/];
+const SECTIONS_5_10 = [/^\.text$/, /^tc$/, /^iter\/sockmap$/, /^sockops$/, /^sk_msg$/, /^cgroup\/(connect4|sendmsg4|recvmsg4|getpeername4|getsockopt)$/];
 
 let objs: string[] = [];
 const btf = new Map<string, BtfType[]>();
 
 beforeAll(async () => {
   objs = await build();
-  for (const o of objs) btf.set(o, await btfDumpFile(o));
+  // the iterator object is standalone (no podwarp maps): floor check only
+  for (const o of objs.filter((x) => !x.includes('/iter/'))) btf.set(o, await btfDumpFile(o));
 }, 60_000);
 
 function resolve(types: BtfType[], id: number): BtfType {
@@ -55,7 +56,7 @@ describe('compiled BTF matches the layout schema', () => {
     for (const [, types] of btf) {
       for (const m of MAPS) {
         if (keyCType(m).startsWith('struct ')) checkStruct(types, m.key);
-        checkStruct(types, m.value);
+        if (m.type !== 'sockhash') checkStruct(types, m.value);
       }
     }
   });
@@ -74,7 +75,8 @@ describe('compiled BTF matches the layout schema', () => {
         const key = member('key');
         if (keyCType(m) === '__u32') expect([key.kind, key.size]).toEqual(['INT', 4]);
         else expect(key.name).toBe(m.key.name);
-        expect(member('value').name).toBe(m.value.name);
+        if (m.type === 'sockhash') expect([member('value').kind, member('value').size]).toEqual(['INT', 8]);
+        else expect(member('value').name).toBe(m.value.name);
       }
     }
   });

@@ -68,6 +68,8 @@ describe('plan()', () => {
   const converged: ActualState = {
     endpoints: new Map([...want.endpoints].map(([ip, e]) => [ip, { ip, ifindex: e.ifindex, flags: e.flags, mac: e.mac, gwMac: e.gwMac }])),
     ifaces: [...want.attach].map(([name, ifindex]) => ({ name, ifindex, flags: 1, present: true, attached: true })),
+    cgroups: [...want.cgroups].map(([path, hooks]) => ({ path, hooks })),
+    config: want.config,
   };
 
   it('is empty when the maps already hold the desired state', () => {
@@ -102,5 +104,29 @@ describe('plan()', () => {
     const p = plan(desired({ ...snap, pods: [] }, { pods: new Map(), missing: new Map() }), converged);
     expect(p.delete.sort()).toEqual(['10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5']);
     expect(p.detach).toHaveLength(4);
+    // the only enabled pod's sockets are drained before its entry goes
+    expect(p.drainIps).toEqual(['10.0.0.2']);
+  });
+
+  it('attaches socket programs to enabled pods with a cgroup, and detaches when the namespace goes off', () => {
+    const withCg: Snapshot = { ...snap, pods: snap.pods.map((p) => ({ ...p, cgroup: `/pods/${p.name}` })) };
+    const on = desired(withCg, facts);
+    expect(Object.fromEntries(on.cgroups)).toEqual({ '/pods/a': 1 });
+    const have: ActualState = { ...converged, cgroups: [{ path: '/pods/a', hooks: 1 }] };
+    expect(plan(on, have).cgroups).toEqual([]);
+    const off = desired({ ...withCg, namespaces: withCg.namespaces.map((n) => ({ ...n, accelerate: false })) }, facts);
+    const p = plan(off, have);
+    expect(p.cgroups).toEqual([{ path: '/pods/a', hooks: 0 }]);
+    expect(p.drainIps).toEqual(['10.0.0.2']);
+    // a hook someone detached behind our back is put back
+    expect(plan(on, { ...have, cgroups: [{ path: '/pods/a', hooks: 0 }] }).cgroups).toEqual([{ path: '/pods/a', hooks: 1 }]);
+  });
+
+  it('writes pw_config only when it differs', () => {
+    expect(plan(want, converged).config).toBeUndefined();
+    expect(plan(want, { ...converged, config: undefined }).config).toEqual(want.config);
+    const noSock = desired(snap, facts, { sockmap: false });
+    expect(plan(noSock, converged).config?.flags).toBe(0);
+    expect(noSock.cgroups.size).toBe(0);
   });
 });
