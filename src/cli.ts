@@ -6,7 +6,7 @@ import { Datapath } from '../loader/datapath.js';
 import { FeatureMissingError, InputError, ToolError, errorMessage } from '../loader/errors.js';
 import { runAgent } from './agent.js';
 import { build } from './build.js';
-import { checkFormat, dumpEndpoints, dumpStats } from './commands/dump.js';
+import { checkFormat, dumpEndpoints, dumpSockets, dumpStats } from './commands/dump.js';
 import { status } from './commands/status.js';
 import { log } from './log.js';
 import * as sandbox from './sandbox.js';
@@ -44,6 +44,11 @@ dump
   .description('pw_endpoints: local pods the tc program may redirect to')
   .option('-o, --output <format>', 'table | json', 'table')
   .action(async (o: { output: string }) => out(await dumpEndpoints(await Datapath.open(), checkFormat(o.output))));
+dump
+  .command('sockets')
+  .description('pw_sock: accelerated TCP sockets, their flow state and unread redirected data')
+  .option('-o, --output <format>', 'table | json', 'table')
+  .action(async (o: { output: string }) => out(await dumpSockets(await Datapath.open(), checkFormat(o.output))));
 dump
   .command('stats')
   .description('pw_stats: datapath counters by reason (summed over CPUs)')

@@ -21,17 +21,27 @@ export async function ensurePwperf(): Promise<string> {
 
 export interface Server {
   stop(): Promise<void>;
+  /** JSON lines the server printed after its first (stream results). */
+  lines(): Record<string, unknown>[];
 }
 
 /** Starts `pwperf server` in a pod and waits until it listens. */
 export async function startServer(pod: SandboxPod, port: number, cpu?: number): Promise<Server> {
   const child = spawnLong(podCommand(pod, [PWPERF, 'server', '-p', String(port), ...cpuArgs(cpu)]));
+  const lines: Record<string, unknown>[] = [];
+  let buf = '';
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`pwperf server in ${pod.name} did not start`)), 5000);
     child.stdout?.on('data', (d: Buffer) => {
-      if (d.toString().includes('listening')) {
-        clearTimeout(timer);
-        resolve();
+      buf += d.toString();
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        if (line.includes('listening')) {
+          clearTimeout(timer);
+          resolve();
+        } else if (line.startsWith('{')) lines.push(JSON.parse(line) as Record<string, unknown>);
       }
     });
     void child.then((r) => {
@@ -44,6 +54,7 @@ export async function startServer(pod: SandboxPod, port: number, cpu?: number): 
       child.kill('SIGKILL');
       await child;
     },
+    lines: () => lines,
   };
 }
 
@@ -86,6 +97,22 @@ export function sink(pod: SandboxPod, ip: string, port: number, o: { seconds?: n
   else args.push('-d', String(o.seconds ?? 2));
   if (o.verify) args.push('-v');
   return client<SinkResult>(pod, args);
+}
+
+export interface StreamResult {
+  seconds: number;
+  sent: number;
+  received: number;
+  ok: boolean;
+}
+
+/** Bidirectional checksummed stream for `seconds` (see pwperf.c). Resolves even on failure: check `ok`/`error`. */
+export async function stream(pod: SandboxPod, ip: string, port: number, o: { seconds: number; paceUs?: number }): Promise<StreamResult & { error?: string }> {
+  const args = ['stream', '-c', ip, '-p', String(port), '-d', String(o.seconds), ...(o.paceUs ? ['-i', String(o.paceUs)] : [])];
+  const r = await run(`pwperf stream from ${pod.name}`, podCommand(pod, [PWPERF, ...args]), { reject: false, timeoutMs: (o.seconds + 60) * 1000 });
+  const last = r.stdout.trim().split('\n').pop() ?? '';
+  const res = last.startsWith('{') ? (JSON.parse(last) as StreamResult) : { seconds: 0, sent: 0, received: 0, ok: false };
+  return r.exitCode === 0 ? res : { ...res, ok: false, error: r.stderr.trim() || `exit ${r.exitCode}` };
 }
 
 export function median(xs: number[]): number {

@@ -4,8 +4,10 @@ import fs from 'node:fs';
 import type { Datapath } from '../../loader/datapath.js';
 import { InputError } from '../../loader/errors.js';
 import * as ipr from '../../loader/ip.js';
-import { flagNames } from '../layout/codec.js';
-import { STAT_GROUPS, mapDef } from '../layout/schema.js';
+import { decode, flagNames, fromHexBytes } from '../layout/codec.js';
+import { sockKeyString } from '../../loader/datapath.js';
+import { mapDump as bpftoolMapDump } from '../../loader/bpftool.js';
+import { FLOW_FLAGS, STAT_GROUPS, mapDef } from '../layout/schema.js';
 import { json, table } from '../table.js';
 
 export type OutputFormat = 'table' | 'json';
@@ -79,4 +81,50 @@ export async function dumpStats(dp: Datapath, fmt: OutputFormat): Promise<string
   if (fmt === 'json') return json(rows);
   // packets for tc, messages for sk_msg, events for the socket and cgroup hooks
   return table(['PROGRAM', 'REASON', 'COUNT', 'BYTES'], rows.map((r) => [r.program, r.reason, r.packets, r.bytes]));
+}
+
+export interface SocketRow {
+  local: string;
+  remote: string;
+  cookie: string;
+  /** Decision of this socket's sends: redirect, passthrough (TCP), or undecided (no message yet). */
+  flow: 'redirect' | 'passthrough' | 'undecided';
+  /** Bytes this socket has redirected into its peer. */
+  bytes: number;
+  /** Redirected data waiting in this socket for its application to read. */
+  pending: boolean;
+}
+
+export async function socketRows(dp: Datapath): Promise<SocketRow[]> {
+  requirePinned(dp, 'pw_sock');
+  const flows = new Map((await dp.dump('pw_flows')).map((e) => [sockKeyString(e.key), e.value]));
+  const pending = await dp.pendingSockets();
+  const raw = await bpftoolMapDump(dp.mapPin('pw_sock'));
+  const keyDef = mapDef('pw_sock').key;
+  return raw
+    .map((e) => {
+      const k = decode(keyDef, fromHexBytes(e.key));
+      const s = sockKeyString(k);
+      const f = flows.get(s);
+      return {
+        local: `${String(k.sip)}:${Number(k.sport)}`,
+        remote: `${String(k.dip)}:${Number(k.dport)}`,
+        cookie: fromHexBytes(e.value ?? []).readBigUInt64LE(0).toString(),
+        flow: !f ? ('undecided' as const) : Number(f.flags) & FLOW_FLAGS.PASSTHROUGH ? ('passthrough' as const) : ('redirect' as const),
+        bytes: f ? Number(f.bytes) : 0,
+        pending: pending.get(s) ?? false,
+      };
+    })
+    .sort((a, b) => (a.local + a.remote).localeCompare(b.local + b.remote));
+}
+
+export async function dumpSockets(dp: Datapath, fmt: OutputFormat): Promise<string> {
+  const rows = await socketRows(dp);
+  if (fmt === 'json') return json({ count: rows.length, sockets: rows });
+  return (
+    table(
+      ['LOCAL', 'REMOTE', 'COOKIE', 'FLOW', 'REDIRECTED-BYTES', 'UNREAD'],
+      rows.map((r) => [r.local, r.remote, r.cookie, r.flow, r.bytes, r.pending ? 'yes' : 'no']),
+    ) + `${rows.length} sockets in pw_sock\n`
+  );
 }

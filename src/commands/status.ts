@@ -30,7 +30,9 @@ export async function statusData(dp: Datapath) {
     }
   }
   const attachments = loaded && fs.existsSync(dp.mapPin('pw_ifaces')) ? await dp.attachments() : [];
-  return { pinRoot: dp.pinRoot, loaded, features, maps, programs: progs, attachments };
+  const cgroups = loaded ? (await dp.cgroupAttachments()).map((c) => ({ ...c, id: c.id.toString() })) : [];
+  const config = loaded ? await dp.readConfig() : undefined;
+  return { pinRoot: dp.pinRoot, loaded, features, maps, programs: progs, attachments, cgroups, config };
 }
 
 export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
@@ -46,6 +48,7 @@ export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
   );
   out += '\n' + table(['PROGRAM', 'ID', 'TYPE', 'TAG'], s.programs.map((p) => [p.name, p.id, p.type, p.tag]));
   const flagsField = mapDef('pw_ifaces').value.fields.find((x) => x.name === 'flags')!;
+  const hooksField = mapDef('pw_cgroups').value.fields.find((x) => x.name === 'hooks')!;
   out +=
     '\n' +
     table(
@@ -59,6 +62,13 @@ export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
         flagNames(flagsField, a.flags),
       ]),
     );
-  out += `${s.attachments.length} attachments\n`;
+  out += `${s.attachments.length} tc attachments\n`;
+  out +=
+    '\n' +
+    table(
+      ['POD CGROUP', 'HOOKS (ledger)', 'ATTACHED NOW'],
+      s.cgroups.map((c) => [c.path, flagNames(hooksField, c.hooks), c.present ? c.attached.join(',') || '-' : 'cgroup gone']),
+    );
+  out += `${s.cgroups.length} cgroup attachments; sk_msg on pw_sock; socket acceleration ${s.config && s.config.flags & 1 ? 'on' : 'off'}\n`;
   return out;
 }

@@ -11,6 +11,11 @@
  *   pwperf sink -c IP -p PORT [-b BYTES | -d SECS] [-s CHUNK] [-v]
  *        bulk one way; with -v the payload is a seeded pseudo-random stream
  *        and both ends hash it: prints throughput and whether hashes match
+ *   pwperf stream -c IP -p PORT -d SECS [-i PACE_US]
+ *        both directions at once for SECS, non-blocking I/O with poll() as
+ *        proxies do, writes of varying size; every received byte is checked
+ *        against its position in the peer's seeded stream, so a lost,
+ *        duplicated or reordered byte is caught where it happens
  *
  * Exit status is non-zero on any I/O error, short read or data mismatch.
  * It is deliberately small C: a Node client would add tens of µs per round
@@ -21,6 +26,8 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -33,7 +40,7 @@
 #include <unistd.h>
 
 #define MAGIC 0x50575046u /* "PWPF" */
-enum { MODE_RR = 1, MODE_SINK = 2 };
+enum { MODE_RR = 1, MODE_SINK = 2, MODE_STREAM = 3 };
 enum { F_VERIFY = 1 };
 
 struct hdr {
@@ -138,6 +145,100 @@ static uint64_t hash_final(struct hasher *hs)
 	return hs->h ^ hs->count;
 }
 
+/* Byte at position `pos` of the stream seeded `seed`. */
+static uint8_t stream_byte(uint64_t seed, uint64_t pos)
+{
+	uint64_t w = splitmix(seed + pos / 8);
+	return (uint8_t)(w >> (8 * (pos % 8)));
+}
+
+static void fill_stream(uint8_t *buf, size_t n, uint64_t seed, uint64_t pos)
+{
+	for (size_t i = 0; i < n; i++)
+		buf[i] = stream_byte(seed, pos + i);
+}
+
+struct stream_stats {
+	uint64_t sent, received;
+	int error;
+};
+
+/*
+ * Runs both directions on a non-blocking socket until `t_end` (client) or
+ * the peer's EOF (server); then half-closes and drains the other direction.
+ * Returns 0, or a non-zero code with a message on stderr at the first fault.
+ */
+static int run_stream(int fd, uint64_t send_seed, uint64_t recv_seed, double t_end, long pace_us, struct stream_stats *st)
+{
+	static uint8_t out[65536], in[65536];
+	uint64_t chunk_no = 0;
+	int sending = 1, peer_open = 1;
+	size_t out_len = 0, out_off = 0;
+
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	while (sending || peer_open) {
+		struct pollfd p = { .fd = fd, .events = POLLIN | (sending ? POLLOUT : 0) };
+
+		if (sending && t_end && now() >= t_end) {
+			shutdown(fd, SHUT_WR);
+			sending = 0;
+			continue;
+		}
+		if (poll(&p, 1, 200) < 0) {
+			if (errno == EINTR)
+				continue;
+			perror("pwperf: poll");
+			return 5;
+		}
+		if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+			ssize_t r = read(fd, in, sizeof(in));
+			if (r < 0 && errno != EAGAIN && errno != EINTR) {
+				fprintf(stderr, "pwperf stream: read after %llu bytes: %s\n", (unsigned long long)st->received, strerror(errno));
+				return 5;
+			}
+			if (r == 0) {
+				peer_open = 0;
+				if (!t_end && sending) { /* server: the client is done, so are we */
+					shutdown(fd, SHUT_WR);
+					sending = 0;
+				}
+			}
+			for (ssize_t i = 0; i < r; i++) {
+				if (in[i] != stream_byte(recv_seed, st->received + i)) {
+					fprintf(stderr, "pwperf stream: byte %llu is 0x%02x, expected 0x%02x\n",
+						(unsigned long long)(st->received + i), in[i], stream_byte(recv_seed, st->received + i));
+					return 6;
+				}
+			}
+			if (r > 0)
+				st->received += r;
+		}
+		if (sending && (p.revents & POLLOUT)) {
+			if (out_off == out_len) {
+				/* writes from 1 byte to 64 KiB, so messages split and merge everywhere */
+				out_len = 1 + splitmix(chunk_no++ ^ send_seed) % sizeof(out);
+				out_off = 0;
+				fill_stream(out, out_len, send_seed, st->sent);
+			}
+			ssize_t w = write(fd, out + out_off, out_len - out_off);
+			if (w < 0 && errno != EAGAIN && errno != EINTR) {
+				fprintf(stderr, "pwperf stream: write after %llu bytes: %s\n", (unsigned long long)st->sent, strerror(errno));
+				return 5;
+			}
+			if (w > 0) {
+				out_off += w;
+				st->sent += w;
+				if (out_off == out_len && pace_us)
+					usleep(pace_us);
+			}
+		}
+	}
+	return 0;
+}
+
+#define SEED_C2S 0xc25ull
+#define SEED_S2C 0x52cull
+
 static void serve_conn(int fd)
 {
 	struct hdr h;
@@ -149,6 +250,20 @@ static void serve_conn(int fd)
 	char *buf = malloc(size);
 	if (!buf)
 		exit(3);
+	if (mode == MODE_STREAM) {
+		struct stream_stats st = {};
+		int rc = run_stream(fd, SEED_S2C, SEED_C2S, 0, 0, &st);
+		/* one line per stream connection, for the caller to match with the client's */
+		printf("{\"stream_received\":%llu,\"stream_sent\":%llu,\"ok\":%s}\n", (unsigned long long)st.received,
+		       (unsigned long long)st.sent, rc ? "false" : "true");
+		fflush(stdout);
+		if (rc) { /* make the client see it: reset instead of a clean close */
+			struct linger l = { 1, 0 };
+			setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+		}
+		close(fd);
+		exit(rc);
+	}
 	if (mode == MODE_RR) {
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -335,6 +450,19 @@ static int sink(const char *ip, int port, uint64_t bytes, double secs, uint32_t 
 	return ok ? 0 : 6;
 }
 
+static int stream(const char *ip, int port, double secs, long pace_us)
+{
+	int fd = dial(ip, port, MODE_STREAM, 1, 0);
+	struct stream_stats st = {};
+	double start = now();
+	int rc = run_stream(fd, SEED_C2S, SEED_S2C, start + secs, pace_us, &st);
+
+	close(fd);
+	printf("{\"mode\":\"stream\",\"seconds\":%.3f,\"sent\":%llu,\"received\":%llu,\"ok\":%s}\n", now() - start,
+	       (unsigned long long)st.sent, (unsigned long long)st.received, rc == 0 && st.received > 0 ? "true" : "false");
+	return rc ? rc : (st.received > 0 ? 0 : 6);
+}
+
 int main(int argc, char **argv)
 {
 	const char *ip = "127.0.0.1";
@@ -376,6 +504,8 @@ int main(int argc, char **argv)
 		server(port);
 	if (!strcmp(cmd, "rr"))
 		return rr(ip, port, size ? size : 64, n, n ? 0 : (secs ? secs : 2), warmup, pace);
+	if (!strcmp(cmd, "stream"))
+		return stream(ip, port, secs ? secs : 2, pace);
 	if (!strcmp(cmd, "sink"))
 		return sink(ip, port, bytes, bytes ? 0 : (secs ? secs : 2), size ? size : 131072, verify);
 	fprintf(stderr, "pwperf: unknown command %s\n", cmd);
