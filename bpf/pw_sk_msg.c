@@ -25,10 +25,8 @@ int pw_sk_msg(struct sk_msg_md *msg)
 	struct pw_flow *f;
 	__u32 size = msg->size;
 
-	self.sip = msg->local_ip4;
-	self.dip = msg->remote_ip4;
-	self.sport = bpf_htons(msg->local_port);
-	self.dport = msg->remote_port >> 16;
+	if (!PW_SOCK_KEY(msg, &self))
+		return SK_PASS;
 	peer.sip = self.dip;
 	peer.dip = self.sip;
 	peer.sport = self.dport;
@@ -72,6 +70,8 @@ int pw_sk_msg(struct sk_msg_md *msg)
 
 		bpf_map_update_elem(&pw_flows, &self, &tcp, BPF_NOEXIST);
 		pw_count(PW_MSG_NO_PEER, size);
+		/* sk_msg may not delete from a sockhash: the agent takes such
+		 * sockets out (drainPassthrough), off the slower tcp_bpf path */
 	}
 	return SK_PASS;
 }

@@ -14,7 +14,6 @@
  */
 #include "pw_common.h"
 
-#define AF_INET 2
 #define TCP_CLOSE 7
 
 SEC("sockops")
@@ -25,12 +24,8 @@ int pw_sockops(struct bpf_sock_ops *skops)
 	int proxy_side = 0;
 	__u32 op = skops->op;
 
-	if (skops->family != AF_INET)
-		return 1;
-	k.sip = skops->local_ip4;
-	k.dip = skops->remote_ip4;
-	k.sport = bpf_htons(skops->local_port);
-	k.dport = skops->remote_port >> 16; /* be16 in the upper half (LE) */
+	if (!PW_SOCK_KEY(skops, &k))
+		return 1; /* IPv6 proper: not accelerated */
 
 	if (op == BPF_SOCK_OPS_STATE_CB) {
 		if (skops->args[1] == TCP_CLOSE && bpf_map_delete_elem(&pw_flows, &k) == 0)

@@ -22,6 +22,8 @@ export interface AgentOptions {
   once?: boolean;
   /** Socket acceleration (sockops/sk_msg); default on. */
   sockmap?: boolean;
+  /** How often passthrough sockets are swept out of pw_sock. */
+  sweepMs?: number;
 }
 
 export async function runAgent(opts: AgentOptions): Promise<void> {
@@ -63,6 +65,17 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       });
     }, ms);
   };
+  // sockets left with a direction on TCP (their peer never joined pw_sock) leave it soon, drained
+  const sweep = setInterval(() => {
+    running = running.then(async () => {
+      try {
+        const n = await dp.drainPassthrough();
+        if (n) log.info({ sockets: n }, 'passthrough sockets moved out of pw_sock');
+      } catch (e) {
+        log.error({ err: errorMessage(e) }, 'socket sweep failed');
+      }
+    });
+  }, opts.sweepMs ?? 2000);
   const dir = path.dirname(path.resolve(opts.stateFile));
   const base = path.basename(opts.stateFile);
   const watcher = fs.watch(dir, (_ev, name) => {
@@ -74,6 +87,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     const stop = (sig: string) => {
       log.info({ signal: sig }, 'agent stopping; datapath stays in place');
       watcher.close();
+      clearInterval(sweep);
       if (timer) clearTimeout(timer);
       void running.then(resolve);
     };
