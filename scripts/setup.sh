@@ -22,6 +22,7 @@ command -v bpftool >/dev/null || missing+=(bpftool)
 [ -f /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
 command -v ip >/dev/null && command -v tc >/dev/null || missing+=(iproute2)
 command -v iptables >/dev/null || missing+=(iptables)
+command -v iperf3 >/dev/null || missing+=(iperf3)
 [ -d "/usr/include/$(uname -m)-linux-gnu/asm" ] || [ -d /usr/include/asm ] || missing+=(linux-libc-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}" >&2

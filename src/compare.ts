@@ -1,14 +1,16 @@
-// Normal path vs accelerated, side by side in one run: alternating rounds
-// (normal, accelerated, normal, …) so drift hits both alike; medians and
-// ratios over the rounds. Used by `podwarp demo` and test/bench/run.ts.
+// The paths side by side in one run: alternating rounds (normal, tc, tc +
+// sockmap, normal, …) so drift hits all alike; medians over the rounds and
+// ratios against the normal path. Used by `podwarp demo` and test/bench/run.ts.
 import type { Datapath } from '../loader/datapath.js';
 import type { Snapshot } from './model.js';
-import { median, rr, sink } from './perf.js';
+import { iperf3, median, rr, sink, type Server } from './perf.js';
 import { reconcile } from './reconciler.js';
 import type { SandboxPod } from './sandbox.js';
 import { table } from './table.js';
 
-export type Mode = 'normal' | 'accel';
+export const MODES = ['normal', 'tc', 'sockmap'] as const;
+export type Mode = (typeof MODES)[number];
+export const MODE_LABEL: Record<Mode, string> = { normal: 'NORMAL PATH', tc: 'TC FAST PATH', sockmap: 'TC + SOCKMAP' };
 
 export interface RoundResult {
   round: number;
@@ -17,16 +19,27 @@ export interface RoundResult {
   p99_us: number;
   exchanges: number;
   gbps: number;
+  /** iperf3 single stream, when iperf3 is installed */
+  iperf3_gbps?: number;
 }
 
+type Metric = 'p50_us' | 'p99_us' | 'gbps' | 'iperf3_gbps';
+
 export interface Comparison {
+  modes: Mode[];
   rounds: RoundResult[];
-  median: Record<Mode, { p50_us: number; p99_us: number; gbps: number }>;
-  ratio: { p50: number; p99: number; gbps: number };
+  median: Partial<Record<Mode, Partial<Record<Metric, number>>>>;
+  /** mode / normal, per metric */
+  ratio: Partial<Record<Mode, Partial<Record<Metric, number>>>>;
 }
 
 export function withAccel(snap: Snapshot, on: boolean, only?: string): Snapshot {
   return { ...snap, namespaces: snap.namespaces.map((n) => (only && n.name !== only ? n : { ...n, accelerate: on })) };
+}
+
+/** Puts the datapath into `mode` for every namespace of `base`. */
+export async function setMode(dp: Datapath, base: Snapshot, mode: Mode): Promise<void> {
+  await reconcile(dp, withAccel(base, mode !== 'normal'), undefined, { sockmap: mode === 'sockmap' });
 }
 
 export async function compare(o: {
@@ -35,47 +48,66 @@ export async function compare(o: {
   client: SandboxPod;
   server: SandboxPod;
   port: number;
+  /** iperf3 server already listening in the server pod on this port */
+  iperf3Port?: number;
   rounds: number;
   seconds: number;
   cpu?: number;
+  modes?: Mode[];
   onRound?: (r: RoundResult) => void;
 }): Promise<Comparison> {
+  const modes = o.modes ?? [...MODES];
   const rounds: RoundResult[] = [];
   for (let round = 1; round <= o.rounds; round++) {
-    for (const mode of ['normal', 'accel'] as const) {
-      await reconcile(o.dp, withAccel(o.base, mode === 'accel'));
+    for (const mode of modes) {
+      await setMode(o.dp, o.base, mode);
       const lat = await rr(o.client, o.server.ip, o.port, { seconds: o.seconds, cpu: o.cpu });
       const bulk = await sink(o.client, o.server.ip, o.port, { seconds: o.seconds, cpu: o.cpu });
       if (!bulk.ok) throw new Error(`bulk transfer lost bytes: sent ${bulk.bytes}, server got ${bulk.received}`);
-      const r = { round, mode, p50_us: lat.p50_us, p99_us: lat.p99_us, exchanges: lat.n, gbps: bulk.gbps };
+      const r: RoundResult = { round, mode, p50_us: lat.p50_us, p99_us: lat.p99_us, exchanges: lat.n, gbps: bulk.gbps };
+      if (o.iperf3Port) r.iperf3_gbps = await iperf3(o.client, o.server.ip, o.iperf3Port, { seconds: o.seconds, cpu: o.cpu });
       rounds.push(r);
       o.onRound?.(r);
     }
   }
-  const med = (mode: Mode, k: 'p50_us' | 'p99_us' | 'gbps') => median(rounds.filter((r) => r.mode === mode).map((r) => r[k]));
-  const m = {
-    normal: { p50_us: med('normal', 'p50_us'), p99_us: med('normal', 'p99_us'), gbps: med('normal', 'gbps') },
-    accel: { p50_us: med('accel', 'p50_us'), p99_us: med('accel', 'p99_us'), gbps: med('accel', 'gbps') },
-  };
-  return {
-    rounds,
-    median: m,
-    ratio: { p50: m.accel.p50_us / m.normal.p50_us, p99: m.accel.p99_us / m.normal.p99_us, gbps: m.accel.gbps / m.normal.gbps },
-  };
+  const metrics: Metric[] = ['p50_us', 'p99_us', 'gbps', ...(o.iperf3Port ? (['iperf3_gbps'] as const) : [])];
+  const med: Comparison['median'] = {};
+  const ratio: Comparison['ratio'] = {};
+  for (const mode of modes) {
+    med[mode] = {};
+    for (const k of metrics) med[mode]![k] = median(rounds.filter((r) => r.mode === mode).map((r) => r[k]!));
+  }
+  for (const mode of modes) {
+    ratio[mode] = {};
+    for (const k of metrics) ratio[mode]![k] = med[mode]![k]! / med.normal![k]!;
+  }
+  return { modes, rounds, median: med, ratio };
 }
 
 export function roundLine(r: RoundResult): string {
-  return `round ${r.round} ${r.mode === 'accel' ? 'accelerated' : 'normal     '}: rr p50 ${r.p50_us.toFixed(1)}µs p99 ${r.p99_us.toFixed(1)}µs (${r.exchanges} exchanges), bulk ${r.gbps.toFixed(2)} Gbit/s\n`;
+  const ip = r.iperf3_gbps === undefined ? '' : `, iperf3 ${r.iperf3_gbps.toFixed(2)} Gbit/s`;
+  return `round ${r.round} ${MODE_LABEL[r.mode].toLowerCase().padEnd(12)}: rr p50 ${r.p50_us.toFixed(1)}µs p99 ${r.p99_us.toFixed(1)}µs (${r.exchanges} exchanges), bulk ${r.gbps.toFixed(2)} Gbit/s${ip}\n`;
 }
 
 export function comparisonTable(c: Comparison): string {
-  const { normal: n, accel: a } = c.median;
+  const rows: [string, Metric, string, string][] = [
+    ['TCP RR latency p50', 'p50_us', 'µs', 'lower is better'],
+    ['TCP RR latency p99', 'p99_us', 'µs', 'lower is better'],
+    ['TCP bulk (pwperf)', 'gbps', 'Gbit/s', 'higher is better'],
+    ['TCP bulk (iperf3)', 'iperf3_gbps', 'Gbit/s', 'higher is better'],
+  ];
+  const others = c.modes.filter((m) => m !== 'normal');
   return table(
-    ['METRIC (median)', 'NORMAL PATH', 'ACCELERATED', 'RATIO', ''],
-    [
-      ['TCP RR latency p50', `${n.p50_us.toFixed(2)} µs`, `${a.p50_us.toFixed(2)} µs`, `${c.ratio.p50.toFixed(2)}×`, 'lower is better'],
-      ['TCP RR latency p99', `${n.p99_us.toFixed(2)} µs`, `${a.p99_us.toFixed(2)} µs`, `${c.ratio.p99.toFixed(2)}×`, 'lower is better'],
-      ['TCP bulk throughput', `${n.gbps.toFixed(2)} Gbit/s`, `${a.gbps.toFixed(2)} Gbit/s`, `${c.ratio.gbps.toFixed(2)}×`, 'higher is better'],
-    ],
+    ['METRIC (median)', ...c.modes.map((m) => MODE_LABEL[m]), ...others.map((m) => `${m.toUpperCase()}/NORMAL`), ''],
+    rows
+      .filter(([, k]) => c.median.normal?.[k] !== undefined)
+      .map(([name, k, unit, better]) => [
+        name,
+        ...c.modes.map((m) => `${c.median[m]![k]!.toFixed(2)} ${unit}`),
+        ...others.map((m) => `${c.ratio[m]![k]!.toFixed(2)}×`),
+        better,
+      ]),
   );
 }
+
+export type { Server };

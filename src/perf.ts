@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { compileHost } from '../loader/clang.js';
-import { run, spawnLong } from '../loader/exec.js';
+import { run, spawnLong, which } from '../loader/exec.js';
 import { BUILD, ROOT } from './build.js';
 import { podCommand, type SandboxPod } from './sandbox.js';
 
@@ -113,6 +113,44 @@ export async function stream(pod: SandboxPod, ip: string, port: number, o: { sec
   const last = r.stdout.trim().split('\n').pop() ?? '';
   const res = last.startsWith('{') ? (JSON.parse(last) as StreamResult) : { seconds: 0, sent: 0, received: 0, ok: false };
   return r.exitCode === 0 ? res : { ...res, ok: false, error: r.stderr.trim() || `exit ${r.exitCode}` };
+}
+
+export async function hasIperf3(): Promise<boolean> {
+  return (await which('iperf3')) !== undefined;
+}
+
+/** `iperf3 -s` in a pod (the reference bulk tool: dual-stack listener, select() loop). */
+export async function startIperf3Server(pod: SandboxPod, port: number): Promise<Server> {
+  const child = spawnLong(podCommand(pod, ['iperf3', '-s', '-p', String(port), '--forceflush']));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`iperf3 server in ${pod.name} did not start`)), 5000);
+    child.stdout?.on('data', (d: Buffer) => {
+      if (d.toString().includes('listening')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    void child.then((r) => {
+      clearTimeout(timer);
+      reject(new Error(`iperf3 server in ${pod.name} exited: ${String(r.stderr)}`));
+    });
+  });
+  return {
+    async stop() {
+      child.kill('SIGKILL');
+      await child;
+    },
+    lines: () => [],
+  };
+}
+
+/** One iperf3 stream for `seconds`; Gbit/s received. */
+export async function iperf3(pod: SandboxPod, ip: string, port: number, o: { seconds: number; cpu?: number }): Promise<number> {
+  const args = ['iperf3', '-c', ip, '-p', String(port), '-t', String(Math.max(1, Math.round(o.seconds))), '-J'];
+  if (o.cpu !== undefined) args.push('-A', `${o.cpu},${o.cpu}`);
+  const r = await run(`iperf3 from ${pod.name}`, podCommand(pod, args), { timeoutMs: (o.seconds + 30) * 1000 });
+  const j = JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } };
+  return j.end.sum_received.bits_per_second / 1e9;
 }
 
 export function median(xs: number[]): number {

@@ -15,12 +15,12 @@ import * as ipr from '../../loader/ip.js';
 import { build } from '../build.js';
 import { log } from '../log.js';
 import { compare, comparisonTable, roundLine, withAccel } from '../compare.js';
-import { ensurePwperf, sink, startServer, type Server } from '../perf.js';
+import { ensurePwperf, hasIperf3, sink, startIperf3Server, startServer, stream, type Server } from '../perf.js';
 import { reconcile } from '../reconciler.js';
 import * as sandbox from '../sandbox.js';
 import { loadStateFile } from '../state/load.js';
 import { table } from '../table.js';
-import { dumpEndpoints, statRows } from './dump.js';
+import { dumpEndpoints, dumpSockets, statRows } from './dump.js';
 
 export interface DemoOptions {
   seconds: number;
@@ -71,14 +71,33 @@ export async function demo(o: DemoOptions): Promise<void> {
     await dp.load(objs);
     servers.push(await startServer(server, 7000, o.cpu));
 
-    const c = await compare({ dp, base, client, server, port: 7000, rounds: o.rounds, seconds: o.seconds, cpu: o.cpu, onRound: (r) => {
-      say(roundLine(r));
-      checkStop();
-    } });
+    const iperf3Port = (await hasIperf3()) ? 7001 : undefined;
+    if (iperf3Port) servers.push(await startIperf3Server(server, iperf3Port));
+    const c = await compare({
+      dp,
+      base,
+      client,
+      server,
+      port: 7000,
+      iperf3Port,
+      rounds: o.rounds,
+      seconds: o.seconds,
+      cpu: o.cpu,
+      onRound: (r) => {
+        say(roundLine(r));
+        checkStop();
+      },
+    });
     checkStop();
     say('\n' + comparisonTable(c));
 
     say('\n== podwarp dump endpoints\n' + (await dumpEndpoints(dp, 'table')));
+    // a live accelerated connection, as `podwarp dump sockets` shows it
+    const live = stream(client, server.ip, 7000, { seconds: 1.5, paceUs: 1000 });
+    await new Promise((r) => setTimeout(r, 500));
+    say('\n== podwarp dump sockets (during a 1.5 s checksummed stream)\n' + (await dumpSockets(dp, 'table')));
+    const sr = await live;
+    if (!sr.ok) throw new Error(`stream failed: ${sr.error ?? 'mismatch'}`);
 
     // disable team-a: its pod's traffic goes back to the normal path
     await reconcile(dp, withAccel(withAccel(base, true), false, client.namespace));
@@ -87,7 +106,7 @@ export async function demo(o: DemoOptions): Promise<void> {
     const check = await sink(client, server.ip, 7000, { bytes: 20_000_000, verify: true });
     const after = await statRows(dp);
     const txAfter = await txPackets(server.hostInterface);
-    say(`\n== namespace ${client.namespace} disabled: 20 MB ${client.name} → ${server.name}, ${check.ok ? 'hash ok' : 'HASH MISMATCH'}\n`);
+    say(`\n== namespace ${client.namespace} disabled: 20 MB ${client.name} → ${server.name}, ${check.ok ? 'hash ok' : 'HASH MISMATCH'}; counters that moved:\n`);
     const deltas = after
       .map((a, i) => [`${a.program} ${a.reason}`, a.packets - before[i]!.packets] as [string, bigint])
       .filter(([, d]) => d > 0n);

@@ -11,7 +11,7 @@ import { Datapath } from '../../loader/datapath.js';
 import { requireDatapathFeatures } from '../../loader/features.js';
 import { build } from '../../src/build.js';
 import { compare, comparisonTable, roundLine, type Comparison } from '../../src/compare.js';
-import { ensurePwperf, startServer } from '../../src/perf.js';
+import { ensurePwperf, hasIperf3, startIperf3Server, startServer } from '../../src/perf.js';
 import * as sandbox from '../../src/sandbox.js';
 import { loadStateFile } from '../../src/state/load.js';
 
@@ -41,7 +41,11 @@ for (const wiring of ['routed', 'bridge'] as const) {
     const m = await sandbox.up({ dir, id, pods: 2, namespaces: ['bench-a', 'bench-b'], wiring });
     await dp.load(objs);
     const srv = await startServer(m.pods[1]!, 7300, cpu);
-    stop = () => srv.stop();
+    const ip3 = (await hasIperf3()) ? await startIperf3Server(m.pods[1]!, 7301) : undefined;
+    stop = async () => {
+      await srv.stop();
+      await ip3?.stop();
+    };
     process.stdout.write(`== ${wiring}: ${rounds} rounds × ${seconds}s, ${cpu === undefined ? 'unpinned' : `pinned to CPU ${cpu}`}\n`);
     const c = await compare({
       dp,
@@ -49,6 +53,7 @@ for (const wiring of ['routed', 'bridge'] as const) {
       client: m.pods[0]!,
       server: m.pods[1]!,
       port: 7300,
+      iperf3Port: ip3 ? 7301 : undefined,
       rounds,
       seconds,
       cpu,
