@@ -40,3 +40,24 @@ export async function removeOwned(chain: string, owner: string): Promise<number>
   }
   return n;
 }
+
+/**
+ * Istio's outbound capture today, for comparison: inside the pod's network
+ * namespace, every TCP connect() not to loopback and not by the proxy uid is
+ * NAT-redirected to the proxy port.
+ */
+export async function addOutboundRedirect(netns: string, proxyPort: number, proxyUid: number): Promise<void> {
+  await run('add outbound REDIRECT', [
+    'ip', 'netns', 'exec', netns, 'iptables', '-w', '-t', 'nat', '-A', 'OUTPUT', '-p', 'tcp', '!', '-d', '127.0.0.0/8',
+    '-m', 'owner', '!', '--uid-owner', String(proxyUid), '-m', 'comment', '--comment', 'podwarp-sidecar-baseline',
+    '-j', 'REDIRECT', '--to-ports', String(proxyPort),
+  ]);
+}
+
+export async function removeOutboundRedirect(netns: string, proxyPort: number, proxyUid: number): Promise<void> {
+  await run('remove outbound REDIRECT', [
+    'ip', 'netns', 'exec', netns, 'iptables', '-w', '-t', 'nat', '-D', 'OUTPUT', '-p', 'tcp', '!', '-d', '127.0.0.0/8',
+    '-m', 'owner', '!', '--uid-owner', String(proxyUid), '-m', 'comment', '--comment', 'podwarp-sidecar-baseline',
+    '-j', 'REDIRECT', '--to-ports', String(proxyPort),
+  ], { reject: false });
+}

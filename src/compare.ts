@@ -2,6 +2,7 @@
 // sockmap, normal, …) so drift hits all alike; medians over the rounds and
 // ratios against the normal path. Used by `podwarp demo` and test/bench/run.ts.
 import type { Datapath } from '../loader/datapath.js';
+import * as iptables from '../loader/iptables.js';
 import type { Snapshot } from './model.js';
 import { iperf3, median, rr, sink, type Server } from './perf.js';
 import { reconcile } from './reconciler.js';
@@ -111,3 +112,65 @@ export function comparisonTable(c: Comparison): string {
 }
 
 export type { Server };
+
+export interface SidecarComparison {
+  rounds: { round: number; mode: 'iptables' | 'podwarp'; p50_us: number; p99_us: number }[];
+  median: Record<'iptables' | 'podwarp', { p50_us: number; p99_us: number }>;
+  ratio: { p50: number; p99: number };
+}
+
+/**
+ * App → sidecar proxy → server pod request/response: Istio's iptables
+ * REDIRECT (acceleration off, NAT rule in the app pod) against podwarp
+ * (connect4 to the proxy, SO_ORIGINAL_DST from a map, sockmap on both hops),
+ * alternating rounds. The proxy (uid `proxyUid`, port `proxyPort`) must be
+ * running in the client pod, whose snapshot entry has `sidecar: true`.
+ */
+export async function compareSidecar(o: {
+  dp: Datapath;
+  base: Snapshot;
+  client: SandboxPod;
+  server: SandboxPod;
+  port: number;
+  proxyPort: number;
+  proxyUid: number;
+  rounds: number;
+  seconds: number;
+  cpu?: number;
+  onRound?: (line: string) => void;
+}): Promise<SidecarComparison> {
+  const rounds: SidecarComparison['rounds'] = [];
+  for (let round = 1; round <= o.rounds; round++) {
+    for (const mode of ['iptables', 'podwarp'] as const) {
+      if (mode === 'iptables') {
+        await setMode(o.dp, o.base, 'normal');
+        await iptables.addOutboundRedirect(o.client.netns, o.proxyPort, o.proxyUid);
+      } else {
+        await setMode(o.dp, o.base, 'sockmap');
+      }
+      try {
+        const lat = await rr(o.client, o.server.ip, o.port, { seconds: o.seconds, cpu: o.cpu });
+        rounds.push({ round, mode, p50_us: lat.p50_us, p99_us: lat.p99_us });
+        o.onRound?.(`round ${round} ${mode === 'iptables' ? 'iptables REDIRECT' : 'podwarp          '}: app→proxy→server rr p50 ${lat.p50_us.toFixed(1)}µs p99 ${lat.p99_us.toFixed(1)}µs\n`);
+      } finally {
+        if (mode === 'iptables') await iptables.removeOutboundRedirect(o.client.netns, o.proxyPort, o.proxyUid);
+      }
+    }
+  }
+  const med = (mode: 'iptables' | 'podwarp', k: 'p50_us' | 'p99_us') => median(rounds.filter((r) => r.mode === mode).map((r) => r[k]));
+  const m = {
+    iptables: { p50_us: med('iptables', 'p50_us'), p99_us: med('iptables', 'p99_us') },
+    podwarp: { p50_us: med('podwarp', 'p50_us'), p99_us: med('podwarp', 'p99_us') },
+  };
+  return { rounds, median: m, ratio: { p50: m.podwarp.p50_us / m.iptables.p50_us, p99: m.podwarp.p99_us / m.iptables.p99_us } };
+}
+
+export function sidecarTable(c: SidecarComparison): string {
+  return table(
+    ['APP↔SIDECAR (median)', 'IPTABLES REDIRECT', 'PODWARP', 'PODWARP/IPTABLES', ''],
+    [
+      ['RR latency p50', `${c.median.iptables.p50_us.toFixed(2)} µs`, `${c.median.podwarp.p50_us.toFixed(2)} µs`, `${c.ratio.p50.toFixed(2)}×`, 'lower is better'],
+      ['RR latency p99', `${c.median.iptables.p99_us.toFixed(2)} µs`, `${c.median.podwarp.p99_us.toFixed(2)} µs`, `${c.ratio.p99.toFixed(2)}×`, 'lower is better'],
+    ],
+  );
+}

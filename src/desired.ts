@@ -92,7 +92,10 @@ export function desired(snap: Snapshot, facts: NodeFacts, opts: DesiredOptions =
     if (why) out.disabled.set(k, why);
     out.endpoints.set(p.ip, { ip: p.ip, ifindex: f.ifindex, flags: why ? 0 : EP_FLAGS.ENABLED, mac: f.mac, gwMac: f.gwMac, pod: k });
     out.attach.set(p.hostInterface, f.ifindex);
-    if (!why && opts.sockmap && p.cgroup) out.cgroups.set(p.cgroup, CGROUP_HOOKS.SOCK_OPS);
+    if (!why && opts.sockmap && p.cgroup) {
+      const sidecar = p.sidecar ? CGROUP_HOOKS.CONNECT4 | CGROUP_HOOKS.GETSOCKOPT : 0;
+      out.cgroups.set(p.cgroup, CGROUP_HOOKS.SOCK_OPS | sidecar);
+    }
   }
   return out;
 }

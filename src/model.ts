@@ -22,6 +22,8 @@ export interface Pod {
   netns?: string;
   cgroup?: string;
   hostNetwork: boolean;
+  /** Runs an Istio-style sidecar proxy: outbound connects go to it, without iptables. */
+  sidecar: boolean;
   labels: Record<string, string>;
   annotations: Record<string, string>;
 }

@@ -8,13 +8,19 @@ import { BUILD, ROOT } from './build.js';
 import { podCommand, type SandboxPod } from './sandbox.js';
 
 export const PWPERF = path.join(BUILD, 'pwperf');
-const SRC = path.join(ROOT, 'test', 'bench', 'pwperf.c');
+export const PWPROXY = path.join(BUILD, 'pwproxy');
 
+/** Builds the traffic tool and the sidecar proxy fixture (test/bench/*.c) when out of date. */
 export async function ensurePwperf(): Promise<string> {
-  if (!fs.existsSync(PWPERF) || fs.statSync(PWPERF).mtimeMs < fs.statSync(SRC).mtimeMs) {
-    fs.mkdirSync(BUILD, { recursive: true });
-    await compileHost(SRC, PWPERF + '.tmp');
-    fs.renameSync(PWPERF + '.tmp', PWPERF);
+  for (const [bin, src] of [
+    [PWPERF, path.join(ROOT, 'test', 'bench', 'pwperf.c')],
+    [PWPROXY, path.join(ROOT, 'test', 'bench', 'pwproxy.c')],
+  ] as const) {
+    if (!fs.existsSync(bin) || fs.statSync(bin).mtimeMs < fs.statSync(src).mtimeMs) {
+      fs.mkdirSync(BUILD, { recursive: true });
+      await compileHost(src, bin + '.tmp');
+      fs.renameSync(bin + '.tmp', bin);
+    }
   }
   return PWPERF;
 }
@@ -27,11 +33,20 @@ export interface Server {
 
 /** Starts `pwperf server` in a pod and waits until it listens. */
 export async function startServer(pod: SandboxPod, port: number, cpu?: number): Promise<Server> {
-  const child = spawnLong(podCommand(pod, [PWPERF, 'server', '-p', String(port), ...cpuArgs(cpu)]));
+  return startListener(pod, [PWPERF, 'server', '-p', String(port), ...cpuArgs(cpu)]);
+}
+
+/** Starts the sidecar proxy fixture in a pod (as `uid`); its lines() are one per proxied connection. */
+export async function startProxy(pod: SandboxPod, port: number, uid: number, cpu?: number): Promise<Server> {
+  return startListener(pod, [PWPROXY, '-p', String(port), '-u', String(uid), ...cpuArgs(cpu)]);
+}
+
+async function startListener(pod: SandboxPod, argv: string[]): Promise<Server> {
+  const child = spawnLong(podCommand(pod, argv));
   const lines: Record<string, unknown>[] = [];
   let buf = '';
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`pwperf server in ${pod.name} did not start`)), 5000);
+    const timer = setTimeout(() => reject(new Error(`${path.basename(argv[0]!)} in ${pod.name} did not start`)), 5000);
     child.stdout?.on('data', (d: Buffer) => {
       buf += d.toString();
       let i;
@@ -46,7 +61,7 @@ export async function startServer(pod: SandboxPod, port: number, cpu?: number): 
     });
     void child.then((r) => {
       clearTimeout(timer);
-      reject(new Error(`pwperf server in ${pod.name} exited: ${String(r.stderr)}`));
+      reject(new Error(`${path.basename(argv[0]!)} in ${pod.name} exited: ${String(r.stderr)}`));
     });
   });
   return {
@@ -64,6 +79,7 @@ export interface RrResult {
   p90_us: number;
   p99_us: number;
   mean_us: number;
+  eagain: number;
 }
 
 export interface SinkResult {
@@ -74,6 +90,8 @@ export interface SinkResult {
   ok: boolean;
   hash: string;
   server_hash: string;
+  /** Spurious EAGAINs on the blocking socket (kernel sockmap receive path), waited out. */
+  eagain: number;
 }
 
 const cpuArgs = (cpu?: number) => (cpu === undefined ? [] : ['-a', String(cpu)]);

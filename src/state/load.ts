@@ -27,6 +27,7 @@ export interface StateFile {
     netns?: string;
     cgroup?: string;
     hostNetwork?: boolean;
+    sidecar?: boolean;
     labels?: Record<string, string>;
     annotations?: Record<string, string>;
   }[];
@@ -122,6 +123,7 @@ export function toSnapshot(st: StateFile): Snapshot {
       netns: p.netns,
       cgroup: p.cgroup,
       hostNetwork: p.hostNetwork ?? false,
+      sidecar: p.sidecar ?? false,
       labels: p.labels ?? {},
       annotations: p.annotations ?? {},
     })),

@@ -12,6 +12,7 @@ const pod = (ns: string, name: string, ip: string | undefined, iface: string | u
   hostInterface: iface,
   podInterface: 'eth0',
   hostNetwork: false,
+  sidecar: false,
   labels: {},
   annotations: {},
   ...extra,
@@ -112,6 +113,8 @@ describe('plan()', () => {
     const withCg: Snapshot = { ...snap, pods: snap.pods.map((p) => ({ ...p, cgroup: `/pods/${p.name}` })) };
     const on = desired(withCg, facts);
     expect(Object.fromEntries(on.cgroups)).toEqual({ '/pods/a': 1 });
+    const withSidecar = desired({ ...withCg, pods: withCg.pods.map((p) => (p.name === 'a' ? { ...p, sidecar: true } : p)) }, facts);
+    expect(Object.fromEntries(withSidecar.cgroups)).toEqual({ '/pods/a': 7 }); // sock_ops | connect4 | getsockopt
     const have: ActualState = { ...converged, cgroups: [{ path: '/pods/a', hooks: 1 }] };
     expect(plan(on, have).cgroups).toEqual([]);
     const off = desired({ ...withCg, namespaces: withCg.namespaces.map((n) => ({ ...n, accelerate: false })) }, facts);
