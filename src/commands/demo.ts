@@ -14,8 +14,8 @@ import { requireDatapathFeatures } from '../../loader/features.js';
 import * as ipr from '../../loader/ip.js';
 import { build } from '../build.js';
 import { log } from '../log.js';
-import { compare, comparisonTable, roundLine, withAccel } from '../compare.js';
-import { ensurePwperf, hasIperf3, sink, startIperf3Server, startServer, stream, type Server } from '../perf.js';
+import { compare, compareSidecar, comparisonTable, roundLine, sidecarTable, withAccel } from '../compare.js';
+import { ensurePwperf, hasIperf3, sink, startIperf3Server, startProxy, startServer, stream, type Server } from '../perf.js';
 import { reconcile } from '../reconciler.js';
 import * as sandbox from '../sandbox.js';
 import { loadStateFile } from '../state/load.js';
@@ -67,7 +67,10 @@ export async function demo(o: DemoOptions): Promise<void> {
     const [client, server] = [m.pods[0]!, m.pods[1]!]; // team-a/pod-0 → team-b/pod-1
     say(`sandbox ${m.id}: ${m.pods.map((p) => `${p.namespace}/${p.name}=${p.ip}`).join(' ')}\n`);
     say(`client ${client.namespace}/${client.name} → server ${server.namespace}/${server.name} (${server.ip}:7000)\n\n`);
-    const base = loadStateFile(m.stateFile).snapshot;
+    // team-a/pod-2 runs an Istio-style sidecar (the pwproxy fixture, uid 1337, port 15001)
+    const snap = loadStateFile(m.stateFile).snapshot;
+    const app = m.pods[2]!;
+    const base = { ...snap, pods: snap.pods.map((p) => (p.name === app.name ? { ...p, sidecar: true } : p)) };
     await dp.load(objs);
     servers.push(await startServer(server, 7000, o.cpu));
 
@@ -90,6 +93,26 @@ export async function demo(o: DemoOptions): Promise<void> {
     });
     checkStop();
     say('\n' + comparisonTable(c));
+
+    say(`\n== app ↔ sidecar: ${app.namespace}/${app.name} → its proxy (pwproxy, uid 1337, :15001, SO_ORIGINAL_DST) → ${server.name}\n`);
+    servers.push(await startProxy(app, 15001, 1337, o.cpu));
+    const sc = await compareSidecar({
+      dp,
+      base,
+      client: app,
+      server,
+      port: 7000,
+      proxyPort: 15001,
+      proxyUid: 1337,
+      rounds: o.rounds,
+      seconds: o.seconds,
+      cpu: o.cpu,
+      onRound: (line) => {
+        say(line);
+        checkStop();
+      },
+    });
+    say('\n' + sidecarTable(sc));
 
     say('\n== podwarp dump endpoints\n' + (await dumpEndpoints(dp, 'table')));
     // a live accelerated connection, as `podwarp dump sockets` shows it

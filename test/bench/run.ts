@@ -10,8 +10,8 @@ import { parseArgs } from 'node:util';
 import { Datapath } from '../../loader/datapath.js';
 import { requireDatapathFeatures } from '../../loader/features.js';
 import { build } from '../../src/build.js';
-import { compare, comparisonTable, roundLine, type Comparison } from '../../src/compare.js';
-import { ensurePwperf, hasIperf3, startIperf3Server, startServer } from '../../src/perf.js';
+import { compare, compareSidecar, comparisonTable, roundLine, sidecarTable, type Comparison, type SidecarComparison } from '../../src/compare.js';
+import { ensurePwperf, hasIperf3, startIperf3Server, startProxy, startServer } from '../../src/perf.js';
 import * as sandbox from '../../src/sandbox.js';
 import { loadStateFile } from '../../src/state/load.js';
 
@@ -32,6 +32,7 @@ await requireDatapathFeatures();
 const objs = await build();
 await ensurePwperf();
 const results: Record<string, Comparison> = {};
+let sidecar: SidecarComparison | undefined;
 for (const wiring of ['routed', 'bridge'] as const) {
   const id = crypto.randomBytes(2).toString('hex');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'podwarp-bench-'));
@@ -61,6 +62,29 @@ for (const wiring of ['routed', 'bridge'] as const) {
     });
     results[wiring] = c;
     process.stdout.write(comparisonTable(c) + '\n');
+    if (wiring === 'routed') {
+      const proxy = await startProxy(m.pods[0]!, 15001, 1337, cpu);
+      try {
+        const snap = loadStateFile(m.stateFile).snapshot;
+        const sc = await compareSidecar({
+          dp,
+          base: { ...snap, pods: snap.pods.map((p) => (p.name === 'pod-0' ? { ...p, sidecar: true } : p)) },
+          client: m.pods[0]!,
+          server: m.pods[1]!,
+          port: 7300,
+          proxyPort: 15001,
+          proxyUid: 1337,
+          rounds,
+          seconds,
+          cpu,
+          onRound: (line) => process.stdout.write(line),
+        });
+        sidecar = sc;
+        process.stdout.write(sidecarTable(sc) + '\n');
+      } finally {
+        await proxy.stop();
+      }
+    }
   } finally {
     await stop?.();
     await dp.uninstall();
@@ -69,5 +93,6 @@ for (const wiring of ['routed', 'bridge'] as const) {
   }
 }
 const summary = Object.fromEntries(Object.entries(results).map(([w, c]) => [w, { median: c.median, ratio: c.ratio }]));
-process.stdout.write(JSON.stringify({ rounds, seconds, cpu: cpu ?? null, results: summary }) + '\n');
-if (values.json) fs.writeFileSync(values.json, JSON.stringify({ rounds, seconds, cpu: cpu ?? null, results }, null, 2) + '\n');
+const sidecarSummary = sidecar && { median: sidecar.median, ratio: sidecar.ratio };
+process.stdout.write(JSON.stringify({ rounds, seconds, cpu: cpu ?? null, results: summary, sidecar: sidecarSummary }) + '\n');
+if (values.json) fs.writeFileSync(values.json, JSON.stringify({ rounds, seconds, cpu: cpu ?? null, results, sidecar }, null, 2) + '\n');
