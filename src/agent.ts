@@ -12,6 +12,7 @@ import { build } from './build.js';
 import { log } from './log.js';
 import type { Snapshot } from './model.js';
 import { SkipLog, reconcile } from './reconciler.js';
+import { DEFAULT_OPTIONS, sockConfig, type DesiredOptions } from './desired.js';
 import { loadStateFile } from './state/load.js';
 
 export interface AgentOptions {
@@ -20,8 +21,8 @@ export interface AgentOptions {
   retryMs?: number;
   debounceMs?: number;
   once?: boolean;
-  /** Socket acceleration (sockops/sk_msg); default on. */
-  sockmap?: boolean;
+  /** Socket acceleration (sockops/sk_msg) and sidecar settings. */
+  sockets?: DesiredOptions;
   /** How often passthrough sockets are swept out of pw_sock. */
   sweepMs?: number;
 }
@@ -29,6 +30,7 @@ export interface AgentOptions {
 export async function runAgent(opts: AgentOptions): Promise<void> {
   // reject bad input before touching anything
   let snapshot: Snapshot = loadStateFile(opts.stateFile).snapshot;
+  sockConfig(opts.sockets ?? DEFAULT_OPTIONS);
   await requireDatapathFeatures();
   const dp = await Datapath.open();
   const reused = dp.isLoaded();
@@ -38,7 +40,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   const skips = new SkipLog();
   let missing = 0;
   const pass = async () => {
-    const r = await reconcile(dp, snapshot, skips, { sockmap: opts.sockmap ?? true });
+    const r = await reconcile(dp, snapshot, skips, opts.sockets ?? DEFAULT_OPTIONS);
     missing = r.missing.size;
   };
   await pass();

@@ -34,8 +34,23 @@ program
   .option('--once', 'reconcile once and exit')
   .option('--resync <seconds>', 'periodic resync interval', '10')
   .option('--no-sockmap', 'tc fast path only: no sockops/sk_msg socket acceleration')
-  .action(async (o: { state: string; once?: boolean; resync: string; sockmap: boolean }) => {
-    await runAgent({ stateFile: o.state, once: o.once, resyncMs: Number(o.resync) * 1000, sockmap: o.sockmap });
+  .option('--proxy-uid <uid>', 'sidecar proxy uid, never captured', '1337')
+  .option('--proxy-port <port>', 'sidecar outbound port', '15001')
+  .option('--exclude-outbound-ports <list>', 'comma-separated destination ports never sent to the sidecar (≤ 8)', '')
+  .action(async (o: { state: string; once?: boolean; resync: string; sockmap: boolean; proxyUid: string; proxyPort: string; excludeOutboundPorts: string }) => {
+    const int = (v: string, what: string, max: number) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0 || n > max) throw new InputError(`${what}: "${v}" is not an integer in 0..${max}`);
+      return n;
+    };
+    const sockets = {
+      sockmap: o.sockmap,
+      proxyUid: int(o.proxyUid, '--proxy-uid', 2 ** 32 - 1),
+      proxyPort: int(o.proxyPort, '--proxy-port', 65535),
+      excludedPorts: o.excludeOutboundPorts.split(',').filter(Boolean).map((p) => int(p, '--exclude-outbound-ports', 65535)),
+    };
+    if (sockets.excludedPorts.length > 8) throw new InputError('--exclude-outbound-ports: at most 8 ports');
+    await runAgent({ stateFile: o.state, once: o.once, resyncMs: Number(o.resync) * 1000, sockets });
   });
 
 const dump = program.command('dump').description('decode a pinned map');

@@ -27,12 +27,26 @@ export interface SockConfig {
 export interface DesiredOptions {
   /** Socket acceleration (sockops/sk_msg) for enabled pods. */
   sockmap: boolean;
+  /** Sidecar proxy uid: its own connects are never captured (Istio: 1337). */
+  proxyUid?: number;
+  /** Sidecar outbound port (Istio: 15001). */
+  proxyPort?: number;
+  /** Outbound destination ports never sent to the sidecar (at most 8). */
+  excludedPorts?: number[];
 }
 
 export const DEFAULT_OPTIONS: DesiredOptions = { sockmap: true };
 
 export function sockConfig(o: DesiredOptions): SockConfig {
-  return { flags: o.sockmap ? CONFIG_FLAGS.SOCKMAP_ON : 0, proxyUid: 1337, proxyPort: 15001, bulkBytes: 0, excludedPorts: [] };
+  const excludedPorts = [...new Set(o.excludedPorts ?? [])].sort((a, b) => a - b);
+  if (excludedPorts.length > 8) throw new Error(`at most 8 excluded outbound ports (got ${excludedPorts.length})`);
+  return {
+    flags: o.sockmap ? CONFIG_FLAGS.SOCKMAP_ON : 0,
+    proxyUid: o.proxyUid ?? 1337,
+    proxyPort: o.proxyPort ?? 15001,
+    bulkBytes: 0,
+    excludedPorts,
+  };
 }
 
 export interface DesiredState {

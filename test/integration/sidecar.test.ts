@@ -79,6 +79,20 @@ describe('sidecar acceleration', () => {
     expect(delta(c0, await counters(env!.dp), 'pw_proxy_conn4').loopback).toBe(1);
   });
 
+  it('leaves excluded destination ports alone', async () => {
+    await reconcile(env!.dp, accel(true), undefined, { sockmap: true, excludedPorts: [7501] });
+    const app = env!.m.pods[0]!;
+    const before = proxy!.lines().length;
+    const c0 = await counters(env!.dp);
+    expect((await sink(app, env!.m.pods[2]!.ip, 7501, { bytes: 1 << 20, verify: true })).ok).toBe(true);
+    expect((await sink(app, env!.m.pods[1]!.ip, 7500, { bytes: 1 << 20, verify: true })).ok).toBe(true);
+    const px = delta(c0, await counters(env!.dp), 'pw_proxy_conn4');
+    expect(px.excluded_port).toBe(1);
+    expect(px.redirected).toBe(1);
+    expect(proxy!.lines().slice(before)).toEqual([{ odst: `${env!.m.pods[1]!.ip}:7500`, ok: true, n: 0 }]);
+    await reconcile(env!.dp, accel(true));
+  });
+
   it('stops capturing when the namespace is disabled', async () => {
     await reconcile(env!.dp, { ...base, namespaces: base.namespaces.map((n) => ({ ...n, accelerate: n.name !== 'team-a' })) });
     const app = env!.m.pods[0]!;
