@@ -60,3 +60,17 @@ export async function which(cmd: string): Promise<string | undefined> {
   const r = await run(`look up ${cmd}`, ['sh', '-c', `command -v ${cmd}`], { reject: false });
   return r.exitCode === 0 ? r.stdout.trim() : undefined;
 }
+
+/** Calls `onLine` for every complete line a child writes on `stream`. */
+export function onLines(stream: NodeJS.ReadableStream | null | undefined, onLine: (line: string) => void): void {
+  let buf = '';
+  stream?.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      onLine(line);
+    }
+  });
+}

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { compileHost } from '../loader/clang.js';
-import { run, spawnLong, which } from '../loader/exec.js';
+import { onLines, run, spawnLong, which } from '../loader/exec.js';
 import { BUILD, ROOT } from './build.js';
 import { podCommand, type SandboxPod } from './sandbox.js';
 
@@ -44,20 +44,13 @@ export async function startProxy(pod: SandboxPod, port: number, uid: number, cpu
 async function startListener(pod: SandboxPod, argv: string[]): Promise<Server> {
   const child = spawnLong(podCommand(pod, argv));
   const lines: Record<string, unknown>[] = [];
-  let buf = '';
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${path.basename(argv[0]!)} in ${pod.name} did not start`)), 5000);
-    child.stdout?.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        if (line.includes('listening')) {
-          clearTimeout(timer);
-          resolve();
-        } else if (line.startsWith('{')) lines.push(JSON.parse(line) as Record<string, unknown>);
-      }
+    onLines(child.stdout, (line) => {
+      if (line.includes('listening')) {
+        clearTimeout(timer);
+        resolve();
+      } else if (line.startsWith('{')) lines.push(JSON.parse(line) as Record<string, unknown>);
     });
     void child.then((r) => {
       clearTimeout(timer);

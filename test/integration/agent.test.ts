@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { ResultPromise } from 'execa';
 import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { run, spawnLong } from '../../loader/exec.js';
+import { onLines, run, spawnLong } from '../../loader/exec.js';
 import { ROOT } from '../../src/build.js';
 import { rr, startServer, type Server } from '../../src/perf.js';
 import { readActual } from '../../src/reconciler.js';
@@ -23,18 +23,11 @@ function startAgent(env: Env, stateFile: string): Agent {
     env: { ...process.env, PODWARP_PIN_NAME: env.pinName, PODWARP_LOG_LEVEL: 'info' } as Record<string, string>,
   });
   const a: Agent = { child, lines: [] };
-  let buf = '';
-  child.stderr?.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      try {
-        a.lines.push(JSON.parse(line) as Agent['lines'][number]);
-      } catch {
-        a.lines.push({ msg: line });
-      }
+  onLines(child.stderr, (line) => {
+    try {
+      a.lines.push(JSON.parse(line) as Agent['lines'][number]);
+    } catch {
+      a.lines.push({ msg: line });
     }
   });
   return a;
