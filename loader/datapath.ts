@@ -10,6 +10,7 @@ import { decode, encode, type StructValue } from '../src/layout/codec.js';
 import { CGROUP_HOOKS, FLOW_FLAGS, IFACE_FLAGS, MAPS, layoutOf, mapDef, type MapDef } from '../src/layout/schema.js';
 import { cgroupPath as cgroupAbs } from './cgroup.js';
 import type { SockConfig } from '../src/desired.js';
+import { feKey, type ActualServices, type Frontend, type Proto, type SvcPlan } from '../src/services.js';
 import { log } from '../src/log.js';
 import * as bpftool from './bpftool.js';
 import { ToolError } from './errors.js';
@@ -27,6 +28,10 @@ export const HOOK_PROGS: [bpftool.CgroupHook, number, string][] = [
   ['sock_ops', CGROUP_HOOKS.SOCK_OPS, 'pw_sockops'],
   ['connect4', CGROUP_HOOKS.CONNECT4, 'pw_proxy_conn4'],
   ['getsockopt', CGROUP_HOOKS.GETSOCKOPT, 'pw_proxy_odst'],
+  ['connect4', CGROUP_HOOKS.LB, 'pw_lb_conn4'],
+  ['sendmsg4', CGROUP_HOOKS.LB, 'pw_lb_send4'],
+  ['recvmsg4', CGROUP_HOOKS.LB, 'pw_lb_recv4'],
+  ['getpeername4', CGROUP_HOOKS.LB, 'pw_lb_peer4'],
 ];
 
 export interface UninstallResult {
@@ -46,7 +51,10 @@ export interface CgroupRecord {
 
 export interface CgroupStatus extends CgroupRecord {
   present: boolean;
-  attached: bpftool.CgroupHook[];
+  /** podwarp programs attached to the cgroup now */
+  attached: string[];
+  /** ledger bits whose programs are all attached now */
+  liveHooks: number;
 }
 
 export function sockKeyString(k: StructValue): string {
@@ -208,10 +216,66 @@ export class Datapath {
       const abs = cgroupAbs(rec.path);
       const present = fs.existsSync(abs);
       const live = present ? await bpftool.cgroupShow(abs) : [];
-      const attached = HOOK_PROGS.filter(([hook, , prog]) => live.some((a) => a.name === prog && a.attach_type === bpftool.CGROUP_ATTACH[hook].shown)).map(([hook]) => hook);
-      out.push({ ...rec, present, attached });
+      const attached = HOOK_PROGS.filter(([hook, , prog]) => live.some((a) => a.name === prog && a.attach_type === bpftool.CGROUP_ATTACH[hook].shown)).map(([, , prog]) => prog);
+      // a ledger bit counts as attached when every program of it is
+      const live_hooks = [...new Set(HOOK_PROGS.map(([, bit]) => bit))]
+        .filter((bit) => HOOK_PROGS.filter(([, b]) => b === bit).every(([, , prog]) => attached.includes(prog)))
+        .reduce((a, b) => a | b, 0);
+      out.push({ ...rec, present, attached, liveHooks: live_hooks });
     }
     return out.sort((a, b) => a.path.localeCompare(b.path));
+  }
+
+  // ---- services ----
+
+  async readServices(): Promise<ActualServices> {
+    const have: ActualServices = { masters: new Map(), slots: new Map(), backends: new Map() };
+    if (!fs.existsSync(this.mapPin('pw_svc'))) return have;
+    for (const e of await this.dump('pw_svc')) {
+      const fe = { ip: String(e.key.ip), port: Number(e.key.port), proto: Number(e.key.proto) as Proto };
+      const slot = Number(e.key.slot);
+      const k = feKey(fe);
+      if (slot === 0) have.masters.set(k, { fe, count: Number(e.value.count) });
+      else {
+        if (!have.slots.has(k)) have.slots.set(k, new Map());
+        have.slots.get(k)!.set(slot, Number(e.value.backend_id));
+      }
+    }
+    for (const e of await this.dump('pw_backends')) {
+      have.backends.set(Number(e.key.id), { ip: String(e.value.ip), port: Number(e.value.port), proto: Number(e.value.proto) as Proto });
+    }
+    return have;
+  }
+
+  async serviceCapacity(): Promise<{ svc: number; backends: number }> {
+    return { svc: (await this.mapShowCached('pw_svc')).max_entries, backends: (await this.mapShowCached('pw_backends')).max_entries };
+  }
+
+  private mapInfo = new Map<string, bpftool.MapInfo>();
+  private async mapShowCached(name: string): Promise<bpftool.MapInfo> {
+    let i = this.mapInfo.get(name);
+    if (!i) {
+      i = await bpftool.mapShow(this.mapPin(name));
+      this.mapInfo.set(name, i);
+    }
+    return i;
+  }
+
+  /** Applies a service plan in four ordered batches (see src/services.ts). */
+  async applyServices(p: SvcPlan): Promise<void> {
+    const svc = mapDef('pw_svc');
+    const be = mapDef('pw_backends');
+    const svcPin = this.mapPin('pw_svc');
+    const bePin = this.mapPin('pw_backends');
+    const svcKeyOf = (fe: Frontend, slot: number) => encode(svc.key, { ip: fe.ip, port: fe.port, proto: fe.proto, slot });
+    await bpftool.batch(p.backendsUpsert.map((x) => bpftool.updateLine(bePin, encode(be.key, { id: x.id }), encode(be.value, { ip: x.b.ip, port: x.b.port, proto: x.b.proto }))));
+    await bpftool.batch(p.slotsUpsert.map((x) => bpftool.updateLine(svcPin, svcKeyOf(x.fe, x.slot), encode(svc.value, { backend_id: x.id, count: 0 }))));
+    await bpftool.batch(p.mastersUpsert.map((x) => bpftool.updateLine(svcPin, svcKeyOf(x.fe, 0), encode(svc.value, { backend_id: 0, count: x.count }))));
+    await bpftool.batch([
+      ...p.mastersDelete.map((fe) => bpftool.deleteLine(svcPin, svcKeyOf(fe, 0))),
+      ...p.slotsDelete.map((x) => bpftool.deleteLine(svcPin, svcKeyOf(x.fe, x.slot))),
+      ...p.backendsDelete.map((id) => bpftool.deleteLine(bePin, encode(be.key, { id }))),
+    ]);
   }
 
   // ---- socket settings and sockets ----

@@ -33,6 +33,8 @@ export interface DesiredOptions {
   proxyPort?: number;
   /** Outbound destination ports never sent to the sidecar (at most 8). */
   excludedPorts?: number[];
+  /** Service load balancing at the socket for enabled pods (default on). */
+  lb?: boolean;
 }
 
 export const DEFAULT_OPTIONS: DesiredOptions = { sockmap: true };
@@ -106,9 +108,10 @@ export function desired(snap: Snapshot, facts: NodeFacts, opts: DesiredOptions =
     if (why) out.disabled.set(k, why);
     out.endpoints.set(p.ip, { ip: p.ip, ifindex: f.ifindex, flags: why ? 0 : EP_FLAGS.ENABLED, mac: f.mac, gwMac: f.gwMac, pod: k });
     out.attach.set(p.hostInterface, f.ifindex);
-    if (!why && opts.sockmap && p.cgroup) {
+    if (!why && p.cgroup && (opts.sockmap || opts.lb !== false)) {
       const sidecar = p.sidecar ? CGROUP_HOOKS.CONNECT4 | CGROUP_HOOKS.GETSOCKOPT : 0;
-      out.cgroups.set(p.cgroup, CGROUP_HOOKS.SOCK_OPS | sidecar);
+      const sock = opts.sockmap ? CGROUP_HOOKS.SOCK_OPS | sidecar : 0;
+      out.cgroups.set(p.cgroup, sock | (opts.lb === false ? 0 : CGROUP_HOOKS.LB));
     }
   }
   return out;

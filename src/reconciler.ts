@@ -1,14 +1,16 @@
 // One pass of the control loop: snapshot → facts → desired → read actual →
 // plan → apply. I/O only at the two ends (facts/actual in, apply out).
-import { HOOK_PROGS, type Datapath } from '../loader/datapath.js';
+import type { Datapath } from '../loader/datapath.js';
 import { DEFAULT_OPTIONS, desired, type DesiredOptions, type DesiredState } from './desired.js';
 import { gatherFacts } from './facts.js';
 import { log } from './log.js';
 import type { Snapshot } from './model.js';
 import { plan, planSize, type ActualState, type Plan } from './plan.js';
+import { desiredServices, planServices, svcPlanSize, type SvcPlan } from './services.js';
 
 export interface ReconcileResult {
   plan: Plan;
+  services: SvcPlan;
   desired: DesiredState;
   /** Pods whose node facts are not there yet: the caller should retry soon. */
   missing: Map<string, string>;
@@ -25,11 +27,10 @@ export async function readActual(dp: Datapath): Promise<ActualState> {
       ];
     }),
   );
-  const bits = new Map(HOOK_PROGS.map(([hook, bit]) => [hook, bit]));
   const cgroups = (await dp.cgroupAttachments()).map((c) => ({
     path: c.path,
     // what is really attached (a hook someone removed gets re-attached)
-    hooks: c.present ? c.attached.reduce((a, h) => a | (bits.get(h) ?? 0), 0) : -1,
+    hooks: c.present ? c.liveHooks : -1,
   }));
   return { endpoints, ifaces: await dp.attachments(), cgroups, config: await dp.readConfig() };
 }
@@ -39,7 +40,7 @@ export async function readActual(dp: Datapath): Promise<ActualState> {
  * map entry says so, and stops being one (its sockets drained out of pw_sock
  * with no byte lost) before its entry goes away.
  */
-export async function applyPlan(dp: Datapath, p: Plan): Promise<void> {
+export async function applyPlan(dp: Datapath, p: Plan, svc?: SvcPlan): Promise<void> {
   const stale = p.detach.filter((i) => !i.present);
   for (const i of stale) await dp.detach(i);
   for (const a of p.attach) await dp.attach(a.name);
@@ -49,6 +50,7 @@ export async function applyPlan(dp: Datapath, p: Plan): Promise<void> {
     p.upsert.map((e) => ({ key: { ip: e.ip }, value: { ifindex: e.ifindex, flags: e.flags, mac: e.mac, gw_mac: e.gwMac } })),
     [],
   );
+  if (svc) await dp.applyServices(svc);
   for (const c of p.cgroups.filter((x) => x.hooks !== 0)) await dp.setCgroupHooks(c.path, c.hooks);
   for (const c of p.cgroups.filter((x) => x.hooks === 0)) await dp.setCgroupHooks(c.path, 0);
   if (p.drainIps.length) {
@@ -78,18 +80,22 @@ export async function reconcile(dp: Datapath, snap: Snapshot, skips = new SkipLo
   const want = desired(snap, facts, opts);
   const have = await readActual(dp);
   const p = plan(want, have);
-  await applyPlan(dp, p);
+  const svcWant = desiredServices(snap);
+  const svc = planServices(svcWant.services, await dp.readServices(), await dp.serviceCapacity());
+  if (svc.dropped.length) log.error({ services: svc.dropped }, 'service maps full: these services are left to kube-proxy (not written at all)');
+  for (const u of svcWant.unresolved) skips.note(`endpoint ${u}`, 'named target port not found in the endpoint ports');
+  await applyPlan(dp, p, svc);
   // connections the fast path could not take whole (one direction on TCP) leave pw_sock: see loader drainSockets
   await dp.drainPassthrough();
   for (const [pod, why] of facts.missing) skips.note(pod, why);
   for (const [pod, why] of want.skipped) if (why !== 'facts-missing') skips.note(pod, why);
   skips.forgetExcept(new Set([...facts.missing.keys(), ...want.skipped.keys()]));
   const ms = Math.round(performance.now() - t0);
-  if (planSize(p) > 0) {
+  if (planSize(p) + svcPlanSize(svc) > 0) {
     log.info(
-      { attach: p.attach.length, upsert: p.upsert.length, delete: p.delete.length, detach: p.detach.length, cgroups: p.cgroups.length, drained: p.drainIps.length, ms },
+      { attach: p.attach.length, upsert: p.upsert.length, delete: p.delete.length, detach: p.detach.length, cgroups: p.cgroups.length, drained: p.drainIps.length, svcOps: svcPlanSize(svc), ms },
       'reconciled',
     );
   }
-  return { plan: p, desired: want, missing: facts.missing, ms };
+  return { plan: p, services: svc, desired: want, missing: facts.missing, ms };
 }

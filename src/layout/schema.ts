@@ -110,6 +110,15 @@ export const ODST_REASONS = [
   'not_found', // no saved original destination for this socket
 ] as const;
 
+export const LB_REASONS = [
+  'translated', // connect()/sendmsg() to a service sent to a backend
+  'no_backend', // service known but no ready backend: normal path
+  'not_service', // destination is not a service: untouched
+  'slot_missing', // a slot or backend was not there (must stay 0: update ordering)
+  'rev_nat', // recvmsg/getpeername answered with the service address
+  'rev_nat_full', // the UDP reverse translation could not be saved
+] as const;
+
 export interface StatGroup {
   prog: string;
   /** C enum prefix: PW_<PREFIX>_<REASON>. */
@@ -124,6 +133,7 @@ export const STAT_GROUPS: StatGroup[] = [
   { prog: 'pw_sk_msg', prefix: 'MSG', base: 32, reasons: MSG_REASONS },
   { prog: 'pw_proxy_conn4', prefix: 'PROXY', base: 48, reasons: PROXY_REASONS },
   { prog: 'pw_proxy_odst', prefix: 'ODST', base: 64, reasons: ODST_REASONS },
+  { prog: 'pw_lb', prefix: 'LB', base: 80, reasons: LB_REASONS },
 ];
 
 /** Flow flags (pw_flow.flags). */
@@ -140,7 +150,11 @@ export const CGROUP_HOOKS = {
   CONNECT4: 1 << 1,
   /** pw_proxy_odst at getsockopt (sidecar pods) */
   GETSOCKOPT: 1 << 2,
+  /** pw_lb_conn4, pw_lb_send4, pw_lb_recv4, pw_lb_peer4 (service load balancing) */
+  LB: 1 << 3,
 } as const;
+
+export const PROTO = { TCP: 6, UDP: 17 } as const;
 
 /** Config (pw_config, one entry). */
 export const CONFIG_FLAGS = {
@@ -267,11 +281,72 @@ const cgroupRec: StructDef = {
       name: 'hooks',
       type: 'u32',
       format: 'flags',
-      flags: { [CGROUP_HOOKS.SOCK_OPS]: 'sock_ops', [CGROUP_HOOKS.CONNECT4]: 'connect4', [CGROUP_HOOKS.GETSOCKOPT]: 'getsockopt' },
+      flags: { [CGROUP_HOOKS.SOCK_OPS]: 'sock_ops', [CGROUP_HOOKS.CONNECT4]: 'connect4', [CGROUP_HOOKS.GETSOCKOPT]: 'getsockopt', [CGROUP_HOOKS.LB]: 'lb' },
       doc: 'PW_HOOK_* bits attached',
     },
     { name: '_pad0', type: 'u32', doc: 'explicit padding, zero' },
     { name: 'path', type: 'u8', count: 256, format: 'string', doc: 'cgroup path below the cgroup2 mount' },
+  ],
+};
+
+const svcKey: StructDef = {
+  name: 'pw_svc_key',
+  doc: 'A service frontend and one of its slots (0: the master entry).',
+  fields: [
+    { name: 'ip', type: 'be32', format: 'ipv4', doc: 'ClusterIP' },
+    { name: 'port', type: 'be16', doc: 'service port, network order' },
+    { name: 'proto', type: 'u8', doc: 'IPPROTO_TCP (6) or IPPROTO_UDP (17)' },
+    { name: '_pad0', type: 'u8', doc: 'explicit padding, zero' },
+    { name: 'slot', type: 'u16', doc: '0: master entry; 1..count: backend slots' },
+    { name: '_pad1', type: 'u16', doc: 'explicit padding, zero' },
+  ],
+};
+
+const svcVal: StructDef = {
+  name: 'pw_svc',
+  doc: 'Master entry (slot 0): how many backends; slot entry: which backend.',
+  fields: [
+    { name: 'backend_id', type: 'u32', doc: 'slot entry: id in pw_backends (0 in the master entry)' },
+    { name: 'count', type: 'u16', doc: 'master entry: number of ready backends (slots 1..count)' },
+    { name: '_pad0', type: 'u16', doc: 'explicit padding, zero' },
+  ],
+};
+
+const backendKey: StructDef = {
+  name: 'pw_backend_key',
+  doc: 'A backend id.',
+  fields: [{ name: 'id', type: 'u32', doc: 'backend id (1..)' }],
+};
+
+const backendVal: StructDef = {
+  name: 'pw_backend',
+  doc: 'A backend address.',
+  fields: [
+    { name: 'ip', type: 'be32', format: 'ipv4', doc: 'endpoint IPv4 address' },
+    { name: 'port', type: 'be16', doc: 'target port, network order' },
+    { name: 'proto', type: 'u8', doc: 'IPPROTO_TCP or IPPROTO_UDP' },
+    { name: '_pad0', type: 'u8', doc: 'explicit padding, zero' },
+  ],
+};
+
+const revNatKey: StructDef = {
+  name: 'pw_revnat_key',
+  doc: 'A UDP socket and the backend it talks to.',
+  fields: [
+    { name: 'cookie', type: 'u64', doc: 'socket cookie' },
+    { name: 'ip', type: 'be32', format: 'ipv4', doc: 'backend address' },
+    { name: 'port', type: 'be16', doc: 'backend port, network order' },
+    { name: '_pad0', type: 'u16', doc: 'explicit padding, zero' },
+  ],
+};
+
+const revNatVal: StructDef = {
+  name: 'pw_revnat',
+  doc: 'The service address the socket asked for.',
+  fields: [
+    { name: 'ip', type: 'be32', format: 'ipv4', doc: 'ClusterIP' },
+    { name: 'port', type: 'be16', doc: 'service port, network order' },
+    { name: '_pad0', type: 'u16', doc: 'explicit padding, zero' },
   ],
 };
 
@@ -366,6 +441,36 @@ export const MAPS: MapDef[] = [
     writer: 'bpf/pw_sockops.c',
     reader: 'bpf/pw_proxy_odst.c (getsockopt SO_ORIGINAL_DST on the proxy side)',
     doc: 'Original destination of a proxied connection, by the app socket 4-tuple.',
+  },
+  {
+    name: 'pw_svc',
+    type: 'hash',
+    key: svcKey,
+    value: svcVal,
+    maxEntries: 262144,
+    writer: 'reconciler, in order: backends → slots → master → prune (src/services.ts)',
+    reader: 'bpf/pw_lb.h (pw_lb_conn4, pw_lb_send4); CLI `podwarp dump services`',
+    doc: 'Service frontends: slot 0 holds the backend count, slots 1..count the backend ids.',
+  },
+  {
+    name: 'pw_backends',
+    type: 'hash',
+    key: backendKey,
+    value: backendVal,
+    maxEntries: 131072,
+    writer: 'reconciler (written before any slot points to them, deleted after none does)',
+    reader: 'bpf/pw_lb.h; CLI `podwarp dump backends`',
+    doc: 'Service backends by id.',
+  },
+  {
+    name: 'pw_revnat',
+    type: 'lru_hash',
+    key: revNatKey,
+    value: revNatVal,
+    maxEntries: 65536,
+    writer: 'bpf/pw_lb_conn4.c, bpf/pw_lb_send4.c (every translation)',
+    reader: 'bpf/pw_lb_recv4.c (UDP replies), bpf/pw_lb_peer4.c (getpeername)',
+    doc: 'Reverse translation by socket cookie and backend: UDP replies and getpeername() show the ClusterIP.',
   },
   {
     name: 'pw_cgroups',

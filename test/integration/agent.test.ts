@@ -104,7 +104,7 @@ describe('agent process', () => {
     expect(before.cgroups).toHaveLength(env!.m.pods.length);
     // cgroups moved to the new sock_ops program, the old one is gone from them
     const sockops2 = await env!.dp.progId('pw_sockops');
-    for (const c of await env!.dp.cgroupAttachments()) expect(c.attached).toEqual(['sock_ops']);
+    for (const c of await env!.dp.cgroupAttachments()) expect(c.attached).toEqual(['pw_sockops']);
     expect(sockops2).not.toBe(sockops1);
     // filters moved to the newly loaded program
     const prog2 = await env!.dp.progId('pw_tc_egress');

@@ -112,17 +112,19 @@ describe('plan()', () => {
   it('attaches socket programs to enabled pods with a cgroup, and detaches when the namespace goes off', () => {
     const withCg: Snapshot = { ...snap, pods: snap.pods.map((p) => ({ ...p, cgroup: `/pods/${p.name}` })) };
     const on = desired(withCg, facts);
-    expect(Object.fromEntries(on.cgroups)).toEqual({ '/pods/a': 1 });
+    expect(Object.fromEntries(on.cgroups)).toEqual({ '/pods/a': 9 }); // sock_ops | lb
     const withSidecar = desired({ ...withCg, pods: withCg.pods.map((p) => (p.name === 'a' ? { ...p, sidecar: true } : p)) }, facts);
-    expect(Object.fromEntries(withSidecar.cgroups)).toEqual({ '/pods/a': 7 }); // sock_ops | connect4 | getsockopt
-    const have: ActualState = { ...converged, cgroups: [{ path: '/pods/a', hooks: 1 }] };
+    expect(Object.fromEntries(withSidecar.cgroups)).toEqual({ '/pods/a': 15 }); // sock_ops | connect4 | getsockopt | lb
+    expect(Object.fromEntries(desired(withCg, facts, { sockmap: false }).cgroups)).toEqual({ '/pods/a': 8 }); // lb only
+    expect(desired(withCg, facts, { sockmap: false, lb: false }).cgroups.size).toBe(0);
+    const have: ActualState = { ...converged, cgroups: [{ path: '/pods/a', hooks: 9 }] };
     expect(plan(on, have).cgroups).toEqual([]);
     const off = desired({ ...withCg, namespaces: withCg.namespaces.map((n) => ({ ...n, accelerate: false })) }, facts);
     const p = plan(off, have);
     expect(p.cgroups).toEqual([{ path: '/pods/a', hooks: 0 }]);
     expect(p.drainIps).toEqual(['10.0.0.2']);
     // a hook someone detached behind our back is put back
-    expect(plan(on, { ...have, cgroups: [{ path: '/pods/a', hooks: 0 }] }).cgroups).toEqual([{ path: '/pods/a', hooks: 1 }]);
+    expect(plan(on, { ...have, cgroups: [{ path: '/pods/a', hooks: 0 }] }).cgroups).toEqual([{ path: '/pods/a', hooks: 9 }]);
   });
 
   it('carries sidecar settings into pw_config, excluded ports de-duplicated and bounded', () => {
@@ -136,6 +138,5 @@ describe('plan()', () => {
     expect(plan(want, { ...converged, config: undefined }).config).toEqual(want.config);
     const noSock = desired(snap, facts, { sockmap: false });
     expect(plan(noSock, converged).config?.flags).toBe(0);
-    expect(noSock.cgroups.size).toBe(0);
   });
 });

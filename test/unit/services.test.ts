@@ -1,0 +1,113 @@
+import { describe, expect, it } from 'vitest';
+import type { Service, Snapshot } from '../../src/model.js';
+import { assignBackendIds, desiredServices, planServices, svcPlanSize, type ActualServices, type BackendAddr } from '../../src/services.js';
+
+const svc = (over: Partial<Service> = {}): Service => ({
+  namespace: 'shop',
+  name: 'web',
+  clusterIP: '10.96.0.10',
+  ports: [
+    { name: 'http', port: 80, protocol: 'TCP', targetPort: 'http' },
+    { name: 'dns', port: 53, protocol: 'UDP', targetPort: 5353 },
+  ],
+  endpoints: [
+    { ip: '10.1.0.3', ready: true, terminating: false, ports: [{ name: 'http', port: 8080, protocol: 'TCP' }] },
+    { ip: '10.1.0.2', ready: true, terminating: false, ports: [{ name: 'http', port: 8081, protocol: 'TCP' }] },
+    { ip: '10.1.0.4', ready: false, terminating: false, ports: [{ name: 'http', port: 8080, protocol: 'TCP' }] },
+    { ip: '10.1.0.5', ready: true, terminating: true, ports: [{ name: 'http', port: 8080, protocol: 'TCP' }] },
+    { ip: '10.1.0.6', ready: true, terminating: false, ports: [] },
+  ],
+  ...over,
+});
+const snap = (services: Service[]): Snapshot => ({ namespaces: [], pods: [], networkPolicies: [], services });
+const empty = (): ActualServices => ({ masters: new Map(), slots: new Map(), backends: new Map() });
+const BIG = { svc: 1 << 20, backends: 1 << 20 };
+
+/** What the maps hold after applying `p` to `have` (the applier's effect, for tests). */
+function applied(have: ActualServices, p: ReturnType<typeof planServices>): ActualServices {
+  const out: ActualServices = { masters: new Map(have.masters), slots: new Map([...have.slots].map(([k, v]) => [k, new Map(v)])), backends: new Map(have.backends) };
+  const k = (f: { ip: string; port: number; proto: number }) => `${f.ip}:${f.port}/${f.proto}`;
+  for (const b of p.backendsUpsert) out.backends.set(b.id, b.b);
+  for (const s of p.slotsUpsert) {
+    if (!out.slots.has(k(s.fe))) out.slots.set(k(s.fe), new Map());
+    out.slots.get(k(s.fe))!.set(s.slot, s.id);
+  }
+  for (const m of p.mastersUpsert) out.masters.set(k(m.fe), { fe: m.fe, count: m.count });
+  for (const fe of p.mastersDelete) out.masters.delete(k(fe));
+  for (const s of p.slotsDelete) out.slots.get(k(s.fe))?.delete(s.slot);
+  for (const [key, v] of out.slots) if (v.size === 0) out.slots.delete(key);
+  for (const id of p.backendsDelete) out.backends.delete(id);
+  return out;
+}
+
+describe('desiredServices()', () => {
+  const { services, unresolved } = desiredServices(snap([svc()]));
+  it('resolves named target ports through the endpoint ports and skips not-ready and terminating endpoints', () => {
+    expect(services.get('10.96.0.10:80/6')!.backends).toEqual([
+      { ip: '10.1.0.2', port: 8081, proto: 6 },
+      { ip: '10.1.0.3', port: 8080, proto: 6 },
+    ]);
+    expect(unresolved).toEqual(['shop/web:http → 10.1.0.6']);
+  });
+  it('uses a numeric targetPort when the endpoint lists no port of that name', () => {
+    expect(services.get('10.96.0.10:53/17')!.backends.map((b) => `${b.ip}:${b.port}`)).toEqual(['10.1.0.2:5353', '10.1.0.3:5353', '10.1.0.6:5353']);
+  });
+});
+
+describe('assignBackendIds()', () => {
+  it('keeps existing ids and fills the smallest free ones', () => {
+    const b = (ip: string): BackendAddr => ({ ip, port: 80, proto: 6 });
+    const ids = assignBackendIds([b('10.0.0.1'), b('10.0.0.2'), b('10.0.0.3')], new Map([['10.0.0.2:80/6', 1], ['10.9.9.9:80/6', 2]]));
+    expect([...ids]).toEqual([['10.0.0.2:80/6', 1], ['10.0.0.1:80/6', 3], ['10.0.0.3:80/6', 4]]);
+  });
+});
+
+describe('planServices()', () => {
+  it('writes everything from cold and nothing once converged', () => {
+    const want = desiredServices(snap([svc()])).services;
+    const p = planServices(want, empty(), BIG);
+    expect(p.backendsUpsert).toHaveLength(5); // 2 TCP + 3 UDP addresses
+    expect(p.mastersUpsert.map((m) => m.count).sort()).toEqual([2, 3]);
+    expect(planServices(want, applied(empty(), p), BIG)).toEqual({ ...p, backendsUpsert: [], slotsUpsert: [], mastersUpsert: [], dropped: [] });
+    expect(svcPlanSize(planServices(want, applied(empty(), p), BIG))).toBe(0);
+  });
+
+  it('shrinks a service: new slots, then the count, then prunes the slot and the backend', () => {
+    const want1 = desiredServices(snap([svc()])).services;
+    const have = applied(empty(), planServices(want1, empty(), BIG));
+    const s2 = svc();
+    s2.endpoints = s2.endpoints.filter((e) => e.ip !== '10.1.0.2');
+    const p = planServices(desiredServices(snap([s2])).services, have, BIG);
+    expect(p.mastersUpsert).toHaveLength(2);
+    expect(p.mastersUpsert).toEqual(
+      expect.arrayContaining([
+        { fe: { ip: '10.96.0.10', port: 80, proto: 6 }, count: 1 },
+        { fe: { ip: '10.96.0.10', port: 53, proto: 17 }, count: 2 },
+      ]),
+    );
+    expect(p.slotsDelete.map((x) => `${x.fe.port}#${x.slot}`).sort()).toEqual(['53#3', '80#2']);
+    expect(p.backendsDelete).toHaveLength(2); // 10.1.0.2:8081/tcp and 10.1.0.2:5353/udp
+    // backends that stay keep their ids: no backend is rewritten
+    expect(p.backendsUpsert).toEqual([]);
+  });
+
+  it('removes a service master first, then its slots and unreferenced backends', () => {
+    const want = desiredServices(snap([svc()])).services;
+    const have = applied(empty(), planServices(want, empty(), BIG));
+    const p = planServices(new Map(), have, BIG);
+    expect(p.mastersDelete).toHaveLength(2);
+    expect(p.slotsDelete).toHaveLength(5);
+    expect(p.backendsDelete).toHaveLength(5);
+    expect(applied(have, p)).toEqual(empty());
+  });
+
+  it('leaves out whole services that would not fit, never half of one', () => {
+    const a = svc({ name: 'a', clusterIP: '10.96.0.1', ports: [{ name: 'http', port: 80, protocol: 'TCP', targetPort: 'http' }] });
+    const b = svc({ name: 'b', clusterIP: '10.96.0.2', ports: [{ name: 'http', port: 80, protocol: 'TCP', targetPort: 'http' }] });
+    const want = desiredServices(snap([a, b])).services;
+    const p = planServices(want, empty(), { svc: 4, backends: 100 }); // room for one service (master + 2 slots)
+    expect(p.dropped).toEqual(['shop/b:http']);
+    expect(p.mastersUpsert).toEqual([{ fe: { ip: '10.96.0.1', port: 80, proto: 6 }, count: 2 }]);
+    expect(p.slotsUpsert).toHaveLength(2);
+  });
+});
