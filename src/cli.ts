@@ -6,7 +6,7 @@ import { Datapath } from '../loader/datapath.js';
 import { FeatureMissingError, InputError, ToolError, errorMessage } from '../loader/errors.js';
 import { runAgent } from './agent.js';
 import { build } from './build.js';
-import { checkFormat, dumpEndpoints, dumpSockets, dumpStats } from './commands/dump.js';
+import { checkFormat, dumpBackends, dumpEndpoints, dumpServices, dumpSockets, dumpStats } from './commands/dump.js';
 import { status } from './commands/status.js';
 import { log } from './log.js';
 import * as sandbox from './sandbox.js';
@@ -37,7 +37,8 @@ program
   .option('--proxy-uid <uid>', 'sidecar proxy uid, never captured', '1337')
   .option('--proxy-port <port>', 'sidecar outbound port', '15001')
   .option('--exclude-outbound-ports <list>', 'comma-separated destination ports never sent to the sidecar (≤ 8)', '')
-  .action(async (o: { state: string; once?: boolean; resync: string; sockmap: boolean; proxyUid: string; proxyPort: string; excludeOutboundPorts: string }) => {
+  .option('--no-lb', 'no service load balancing at connect() (kube-proxy rules only)')
+  .action(async (o: { state: string; once?: boolean; resync: string; sockmap: boolean; lb: boolean; proxyUid: string; proxyPort: string; excludeOutboundPorts: string }) => {
     const int = (v: string, what: string, max: number) => {
       const n = Number(v);
       if (!Number.isInteger(n) || n < 0 || n > max) throw new InputError(`${what}: "${v}" is not an integer in 0..${max}`);
@@ -45,6 +46,7 @@ program
     };
     const sockets = {
       sockmap: o.sockmap,
+      lb: o.lb,
       proxyUid: int(o.proxyUid, '--proxy-uid', 2 ** 32 - 1),
       proxyPort: int(o.proxyPort, '--proxy-port', 65535),
       excludedPorts: o.excludeOutboundPorts.split(',').filter(Boolean).map((p) => int(p, '--exclude-outbound-ports', 65535)),
@@ -64,6 +66,16 @@ dump
   .description('pw_sock: accelerated TCP sockets, their flow state and unread redirected data')
   .option('-o, --output <format>', 'table | json', 'table')
   .action(async (o: { output: string }) => out(await dumpSockets(await Datapath.open(), checkFormat(o.output))));
+dump
+  .command('services')
+  .description('pw_svc: service frontends, their backend count (slot 0) and each slot')
+  .option('-o, --output <format>', 'table | json', 'table')
+  .action(async (o: { output: string }) => out(await dumpServices(await Datapath.open(), checkFormat(o.output))));
+dump
+  .command('backends')
+  .description('pw_backends: service backends by id')
+  .option('-o, --output <format>', 'table | json', 'table')
+  .action(async (o: { output: string }) => out(await dumpBackends(await Datapath.open(), checkFormat(o.output))));
 dump
   .command('stats')
   .description('pw_stats: datapath counters by reason (summed over CPUs)')

@@ -110,6 +110,40 @@ export function sink(pod: SandboxPod, ip: string, port: number, o: { seconds?: n
   return client<SinkResult>(pod, args);
 }
 
+export interface ConnResult {
+  connections: number;
+  errors: number;
+  peer_mismatch: number;
+  per_second: number;
+  backends: Record<string, number>;
+}
+
+/** New connections one after another to ip:port (a ClusterIP): rate, errors, backend spread. */
+export async function conn(pod: SandboxPod, ip: string, port: number, o: { seconds?: number; n?: number; cpu?: number }): Promise<ConnResult & { error?: string }> {
+  const args = ['conn', '-c', ip, '-p', String(port), ...(o.n ? ['-n', String(o.n)] : ['-d', String(o.seconds ?? 2)]), ...cpuArgs(o.cpu)];
+  const r = await run(`pwperf conn from ${pod.name}`, podCommand(pod, [PWPERF, ...args]), { reject: false, timeoutMs: 300_000 });
+  const last = r.stdout.trim().split('\n').pop() ?? '';
+  if (!last.startsWith('{')) throw new Error(`pwperf conn: ${r.stderr.trim()}`);
+  const res = JSON.parse(last) as ConnResult;
+  return r.exitCode === 0 ? res : { ...res, error: r.stderr.trim() };
+}
+
+export interface UdpResult {
+  replies: number;
+  errors: number;
+  wrong_source: number;
+  peer_ok: boolean;
+  backends: Record<string, number>;
+}
+
+/** UDP requests to ip:port; every reply must come from ip:port. */
+export async function udp(pod: SandboxPod, ip: string, port: number, o: { n: number; connected?: boolean }): Promise<UdpResult & { error?: string }> {
+  const args = ['udp', '-c', ip, '-p', String(port), '-n', String(o.n), ...(o.connected ? ['-C'] : [])];
+  const r = await run(`pwperf udp from ${pod.name}`, podCommand(pod, [PWPERF, ...args]), { reject: false, timeoutMs: 120_000 });
+  const res = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as UdpResult;
+  return r.exitCode === 0 ? res : { ...res, error: r.stderr.trim() || `exit ${r.exitCode}` };
+}
+
 export interface StreamResult {
   seconds: number;
   sent: number;

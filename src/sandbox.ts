@@ -215,6 +215,7 @@ export async function down(dir: string): Promise<{ removed: string[]; errors: st
   }
   if (m.iptablesOwner && (await iptables.available())) {
     await attempt(`iptables rules ${m.iptablesOwner}`, () => iptables.removeOwned('FORWARD', m.iptablesOwner!));
+    await attempt(`kube-proxy-style services`, () => iptables.removeKubeProxy(kubeProxyPrefix(m), m.iptablesOwner!));
   }
   if (errors.length === 0) {
     fs.rmSync(file, { force: true });
@@ -222,6 +223,18 @@ export async function down(dir: string): Promise<{ removed: string[]; errors: st
   }
   log.info({ id: m.id, removed: removed.length, errors: errors.length }, 'sandbox down');
   return { removed, errors };
+}
+
+export const kubeProxyPrefix = (m: SandboxManifest): string => `PW-${m.id}`;
+/** Service ClusterIPs of the sandbox: never on any interface, only DNAT'd or rewritten at connect(). */
+export const VIP_RANGE = '10.97.0.0/16';
+export const vip = (i: number): string => `10.97.${Math.floor(i / 250)}.${(i % 250) + 1}`;
+
+/** kube-proxy-style iptables rules for these services (the normal path of service traffic). */
+export async function installServices(m: SandboxManifest, services: iptables.KubeProxyService[]): Promise<void> {
+  if (!m.iptablesOwner) throw new Error('iptables is not available: no kube-proxy-style rules');
+  await iptables.removeKubeProxy(kubeProxyPrefix(m), m.iptablesOwner);
+  await iptables.installKubeProxy(kubeProxyPrefix(m), m.iptablesOwner, `pw${m.id}+`, VIP_RANGE, services);
 }
 
 /** argv to run a command inside a sandbox pod (its netns and its cgroup). */

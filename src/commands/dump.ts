@@ -128,3 +128,49 @@ export async function dumpSockets(dp: Datapath, fmt: OutputFormat): Promise<stri
     ) + `${rows.length} sockets in pw_sock\n`
   );
 }
+
+export interface ServiceRow {
+  frontend: string;
+  proto: 'TCP' | 'UDP';
+  count: number;
+  slots: { slot: number; backendId: number; backend: string }[];
+}
+
+const PROTO_NAME: Record<number, 'TCP' | 'UDP'> = { 6: 'TCP', 17: 'UDP' };
+
+export async function serviceRows(dp: Datapath): Promise<ServiceRow[]> {
+  requirePinned(dp, 'pw_svc');
+  const have = await dp.readServices();
+  const addr = (id: number) => {
+    const b = have.backends.get(id);
+    return b ? `${b.ip}:${b.port}` : '(missing)';
+  };
+  const keys = new Set([...have.masters.keys(), ...have.slots.keys()]);
+  return [...keys].sort().map((k) => {
+    const m = have.masters.get(k);
+    const [a = '', proto] = k.split('/');
+    const slots = [...(have.slots.get(k) ?? new Map<number, number>())].sort((x, y) => x[0] - y[0]).map(([slot, id]) => ({ slot, backendId: id, backend: addr(id) }));
+    return { frontend: a, proto: PROTO_NAME[Number(proto)] ?? 'TCP', count: m?.count ?? -1, slots };
+  });
+}
+
+/** In the style of `cilium bpf lb list`: the frontend with its master entry, then each slot. */
+export async function dumpServices(dp: Datapath, fmt: OutputFormat): Promise<string> {
+  const rows = await serviceRows(dp);
+  if (fmt === 'json') return json(rows);
+  const lines: (string | number)[][] = [];
+  for (const r of rows) {
+    lines.push([`${r.frontend} (${r.proto})`, 0, r.count < 0 ? '(no master entry)' : `(${r.count} backends)`]);
+    for (const s of r.slots) lines.push(['', s.slot, `${s.backend} (id ${s.backendId})`]);
+  }
+  return table(['SERVICE ADDRESS', 'SLOT', 'BACKEND ADDRESS'], lines) + `${rows.length} frontends\n`;
+}
+
+export async function dumpBackends(dp: Datapath, fmt: OutputFormat): Promise<string> {
+  requirePinned(dp, 'pw_backends');
+  const rows = [...(await dp.readServices()).backends]
+    .sort((a, b) => a[0] - b[0])
+    .map(([id, b]) => ({ id, address: `${b.ip}:${b.port}`, proto: PROTO_NAME[b.proto] ?? String(b.proto) }));
+  if (fmt === 'json') return json(rows);
+  return table(['ID', 'ADDRESS', 'PROTO'], rows.map((r) => [r.id, r.address, r.proto])) + `${rows.length} backends\n`;
+}

@@ -11,6 +11,14 @@
  *   pwperf sink -c IP -p PORT [-b BYTES | -d SECS] [-s CHUNK] [-v]
  *        bulk one way; with -v the payload is a seeded pseudo-random stream
  *        and both ends hash it: prints throughput and whether hashes match
+ *   pwperf conn -c IP -p PORT [-n N | -d SECS]
+ *        new connections one after another: connect, learn which backend
+ *        answered, check getpeername() is the address dialled, close;
+ *        prints the connection rate and the count per backend (services)
+ *   pwperf udp -c IP -p PORT [-n N] [-C]
+ *        UDP requests (unconnected sendto, or connected with -C): every
+ *        reply must come from the address dialled; count per backend
+ *   (the server answers UDP on the same port too)
  *   pwperf stream -c IP -p PORT -d SECS [-i PACE_US]
  *        both directions at once for SECS, non-blocking I/O with poll() as
  *        proxies do, writes of varying size; every received byte is checked
@@ -40,7 +48,7 @@
 #include <unistd.h>
 
 #define MAGIC 0x50575046u /* "PWPF" */
-enum { MODE_RR = 1, MODE_SINK = 2, MODE_STREAM = 3 };
+enum { MODE_RR = 1, MODE_SINK = 2, MODE_STREAM = 3, MODE_ID = 4 };
 enum { F_VERIFY = 1 };
 
 struct hdr {
@@ -253,11 +261,8 @@ static int run_stream(int fd, uint64_t send_seed, uint64_t recv_seed, double t_e
 #define SEED_C2S 0xc25ull
 #define SEED_S2C 0x52cull
 
-static void serve_conn(int fd)
+static void serve_conn(int fd, struct hdr h)
 {
-	struct hdr h;
-	if (read_full(fd, &h, sizeof(h)) || ntohl(h.magic) != MAGIC)
-		exit(3);
 	uint32_t mode = ntohl(h.mode), size = ntohl(h.size), flags = ntohl(h.flags);
 	if (size == 0 || size > (64u << 20))
 		exit(3);
@@ -321,6 +326,31 @@ static void __attribute__((noreturn)) server(int port)
 	if (listen(fd, 128))
 		die("listen");
 	signal(SIGCHLD, SIG_IGN);
+	int ufd = socket(AF_INET, SOCK_DGRAM, 0);
+	if (ufd < 0 || bind(ufd, (struct sockaddr *)&a, sizeof(a)))
+		die("udp bind");
+	if (fork() == 0) { /* UDP: echo the request, prefixed with the address that answered */
+		uint8_t buf[2048];
+		for (;;) {
+			struct sockaddr_in from;
+			socklen_t fl = sizeof(from);
+			ssize_t r = recvfrom(ufd, buf + 8, sizeof(buf) - 8, 0, (struct sockaddr *)&from, &fl);
+			if (r < 0)
+				continue;
+			/* which local address was hit: connect a throwaway socket back and ask */
+			int t = socket(AF_INET, SOCK_DGRAM, 0);
+			struct sockaddr_in me = {};
+			socklen_t ml = sizeof(me);
+			connect(t, (struct sockaddr *)&from, sizeof(from));
+			getsockname(t, (struct sockaddr *)&me, &ml);
+			close(t);
+			memset(buf, 0, 8);
+			memcpy(buf, &me.sin_addr.s_addr, 4);
+			memcpy(buf + 4, &a.sin_port, 2);
+			sendto(ufd, buf, r + 8, 0, (struct sockaddr *)&from, fl);
+		}
+	}
+	close(ufd);
 	printf("{\"listening\":%d}\n", port);
 	fflush(stdout);
 	for (;;) {
@@ -330,10 +360,31 @@ static void __attribute__((noreturn)) server(int port)
 				continue;
 			die("accept");
 		}
-		pid_t pid = fork();
-		if (pid == 0) {
+		/* the header is read here; identity requests are answered inline (no
+		 * fork), so `conn` measures connection setup, not process creation */
+		struct hdr h;
+		struct timeval tv = { .tv_sec = 2 };
+		setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		if (read_full(c, &h, sizeof(h)) || ntohl(h.magic) != MAGIC) {
+			close(c);
+			continue;
+		}
+		tv.tv_sec = 0;
+		setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		if (ntohl(h.mode) == MODE_ID) {
+			struct sockaddr_in me;
+			socklen_t l = sizeof(me);
+			uint8_t id[8] = {};
+			getsockname(c, (struct sockaddr *)&me, &l);
+			memcpy(id, &me.sin_addr.s_addr, 4);
+			memcpy(id + 4, &me.sin_port, 2);
+			write_full(c, id, sizeof(id));
+			close(c);
+			continue;
+		}
+		if (fork() == 0) {
 			close(fd);
-			serve_conn(c);
+			serve_conn(c, h);
 		}
 		close(c);
 	}
@@ -464,6 +515,119 @@ static int sink(const char *ip, int port, uint64_t bytes, double secs, uint32_t 
 	return ok ? 0 : 6;
 }
 
+/* Per-backend counts for conn/udp. */
+struct tally {
+	char addr[64][24];
+	long n[64];
+	int used;
+};
+
+static void tally_add(struct tally *t, const uint8_t id[8])
+{
+	char a[24];
+	struct in_addr in;
+	uint16_t port;
+	memcpy(&in.s_addr, id, 4);
+	memcpy(&port, id + 4, 2);
+	snprintf(a, sizeof(a), "%s:%u", inet_ntoa(in), ntohs(port));
+	for (int i = 0; i < t->used; i++)
+		if (!strcmp(t->addr[i], a)) {
+			t->n[i]++;
+			return;
+		}
+	if (t->used < 64) {
+		strcpy(t->addr[t->used], a);
+		t->n[t->used++] = 1;
+	}
+}
+
+static void tally_print(const struct tally *t)
+{
+	printf("\"backends\":{");
+	for (int i = 0; i < t->used; i++)
+		printf("%s\"%s\":%ld", i ? "," : "", t->addr[i], t->n[i]);
+	printf("}");
+}
+
+static int conn(const char *ip, int port, long n, double secs)
+{
+	struct sockaddr_in want = { .sin_family = AF_INET, .sin_port = htons(port) };
+	struct tally t = {};
+	long done = 0, errors = 0, peer_mismatch = 0;
+	double start = now(), t_end = n ? 0 : start + secs;
+
+	inet_pton(AF_INET, ip, &want.sin_addr);
+	while (n ? done + errors < n : now() < t_end) {
+		struct sockaddr_in peer;
+		socklen_t pl = sizeof(peer);
+		struct hdr h = { htonl(MAGIC), htonl(MODE_ID), htonl(1), 0 };
+		uint8_t id[8];
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+		if (fd < 0 || connect(fd, (struct sockaddr *)&want, sizeof(want)) || write_full(fd, &h, sizeof(h)) ||
+		    read_full(fd, id, sizeof(id))) {
+			if (errors < 5)
+				fprintf(stderr, "pwperf conn: connection %ld failed: %s\n", done + errors, strerror(errno));
+			errors++;
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
+		if (getpeername(fd, (struct sockaddr *)&peer, &pl) || peer.sin_addr.s_addr != want.sin_addr.s_addr || peer.sin_port != want.sin_port)
+			peer_mismatch++;
+		tally_add(&t, id);
+		close(fd);
+		done++;
+	}
+	double el = now() - start;
+	printf("{\"mode\":\"conn\",\"connections\":%ld,\"errors\":%ld,\"peer_mismatch\":%ld,\"seconds\":%.3f,\"per_second\":%.1f,",
+	       done, errors, peer_mismatch, el, done / el);
+	tally_print(&t);
+	printf("}\n");
+	return errors || peer_mismatch ? 7 : 0;
+}
+
+static int udp(const char *ip, int port, long n, int connected)
+{
+	struct sockaddr_in want = { .sin_family = AF_INET, .sin_port = htons(port) };
+	struct tally t = {};
+	long ok = 0, errors = 0, wrong_source = 0;
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	struct timeval tv = { .tv_sec = 1 };
+
+	inet_pton(AF_INET, ip, &want.sin_addr);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (connected && connect(fd, (struct sockaddr *)&want, sizeof(want)))
+		die("udp connect");
+	for (long i = 0; i < (n ? n : 100); i++) {
+		uint8_t req[16], rep[64];
+		struct sockaddr_in from;
+		socklen_t fl = sizeof(from);
+		uint64_t tag = splitmix(i);
+		memcpy(req, &tag, 8);
+		memcpy(req + 8, &tag, 8);
+		ssize_t w = connected ? send(fd, req, sizeof(req), 0) : sendto(fd, req, sizeof(req), 0, (struct sockaddr *)&want, sizeof(want));
+		ssize_t r = w < 0 ? -1 : recvfrom(fd, rep, sizeof(rep), 0, (struct sockaddr *)&from, &fl);
+		if (r != (ssize_t)sizeof(req) + 8 || memcmp(rep + 8, req, sizeof(req))) {
+			errors++;
+			continue;
+		}
+		if (from.sin_addr.s_addr != want.sin_addr.s_addr || from.sin_port != want.sin_port)
+			wrong_source++;
+		tally_add(&t, rep);
+		ok++;
+	}
+	struct sockaddr_in peer;
+	socklen_t pl = sizeof(peer);
+	int peer_ok = !connected || (!getpeername(fd, (struct sockaddr *)&peer, &pl) && peer.sin_addr.s_addr == want.sin_addr.s_addr &&
+				     peer.sin_port == want.sin_port);
+	printf("{\"mode\":\"udp\",\"connected\":%s,\"replies\":%ld,\"errors\":%ld,\"wrong_source\":%ld,\"peer_ok\":%s,",
+	       connected ? "true" : "false", ok, errors, wrong_source, peer_ok ? "true" : "false");
+	tally_print(&t);
+	printf("}\n");
+	return errors || wrong_source || !peer_ok ? 7 : 0;
+}
+
 static int stream(const char *ip, int port, double secs, long pace_us)
 {
 	int fd = dial(ip, port, MODE_STREAM, 1, 0);
@@ -492,8 +656,10 @@ int main(int argc, char **argv)
 	}
 	const char *cmd = argv[1];
 	optind = 2;
-	while ((opt = getopt(argc, argv, "c:p:s:n:d:w:i:b:va:")) != -1) {
+	int connected = 0;
+	while ((opt = getopt(argc, argv, "c:p:s:n:d:w:i:b:va:C")) != -1) {
 		switch (opt) {
+		case 'C': connected = 1; break;
 		case 'a': {
 			cpu_set_t set;
 			CPU_ZERO(&set);
@@ -518,6 +684,10 @@ int main(int argc, char **argv)
 		server(port);
 	if (!strcmp(cmd, "rr"))
 		return rr(ip, port, size ? size : 64, n, n ? 0 : (secs ? secs : 2), warmup, pace);
+	if (!strcmp(cmd, "conn"))
+		return conn(ip, port, n, n ? 0 : (secs ? secs : 2));
+	if (!strcmp(cmd, "udp"))
+		return udp(ip, port, n, connected);
 	if (!strcmp(cmd, "stream"))
 		return stream(ip, port, secs ? secs : 2, pace);
 	if (!strcmp(cmd, "sink"))
