@@ -31,7 +31,7 @@ export interface RawEntry {
   value?: string[];
   values?: { cpu: number; value: string[] }[];
 }
-const dumpSchema = validator<RawEntry[] | null>({
+const dumpSchema = validator<(RawEntry | { key: string[]; value: { error: string } })[] | null>({
   anyOf: [
     { type: 'null' },
     {
@@ -41,7 +41,8 @@ const dumpSchema = validator<RawEntry[] | null>({
         required: ['key'],
         properties: {
           key: hexBytes,
-          value: hexBytes,
+          // an entry deleted between bpftool's get-next-key and lookup comes as {"error": …}
+          value: { anyOf: [hexBytes, { type: 'object', required: ['error'], properties: { error: { type: 'string' } } }] },
           values: {
             type: 'array',
             items: { type: 'object', required: ['cpu', 'value'], properties: { cpu: { type: 'integer' }, value: hexBytes } },
@@ -99,7 +100,9 @@ const progListSchema = validator<ProgInfo[] | null>({ anyOf: [{ type: 'null' }, 
 
 /** Dump a pinned map: raw key/value bytes (per-CPU maps give one value per CPU). */
 export async function mapDump(pin: string): Promise<RawEntry[]> {
-  return (await bpftoolJson('dump map', ['map', 'dump', 'pinned', pin], dumpSchema)) ?? [];
+  const all = (await bpftoolJson('dump map', ['map', 'dump', 'pinned', pin], dumpSchema)) ?? [];
+  // entries that vanished while bpftool walked the map are not there any more
+  return all.filter((e): e is RawEntry => !(e.value && !Array.isArray(e.value)));
 }
 
 export async function mapShow(pin: string): Promise<MapInfo> {

@@ -141,7 +141,8 @@ export class Datapath {
         await this.checkCompatible(reuse.map((r) => mapDef(r.name)));
         await bpftool.progLoadAll(obj, path.join(stage, 'progs'), reuse, path.join(stage, 'maps'));
         for (const m of fs.readdirSync(path.join(stage, 'maps'))) {
-          if (!fs.existsSync(this.mapPin(m))) fs.renameSync(path.join(stage, 'maps', m), this.mapPin(m));
+          // only the schema's maps are shared; an object's own .rodata/.bss stays with its programs
+          if (MAPS.some((x) => x.name === m) && !fs.existsSync(this.mapPin(m))) fs.renameSync(path.join(stage, 'maps', m), this.mapPin(m));
         }
         for (const p of fs.readdirSync(path.join(stage, 'progs'))) fs.renameSync(path.join(stage, 'progs', p), this.progPin(p));
       } finally {

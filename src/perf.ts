@@ -60,7 +60,8 @@ async function startListener(pod: SandboxPod, argv: string[]): Promise<Server> {
   return {
     async stop() {
       child.kill('SIGKILL');
-      await child;
+      // a forked helper may still hold the output pipe: do not wait on it forever
+      await Promise.race([child, new Promise((r) => setTimeout(r, 2000))]);
     },
     lines: () => lines,
   };

@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -331,6 +332,8 @@ static void __attribute__((noreturn)) server(int port)
 		die("udp bind");
 	if (fork() == 0) { /* UDP: echo the request, prefixed with the address that answered */
 		uint8_t buf[2048];
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* goes with the server */
+		freopen("/dev/null", "w", stdout);
 		for (;;) {
 			struct sockaddr_in from;
 			socklen_t fl = sizeof(from);
@@ -383,6 +386,7 @@ static void __attribute__((noreturn)) server(int port)
 			continue;
 		}
 		if (fork() == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
 			close(fd);
 			serve_conn(c, h);
 		}

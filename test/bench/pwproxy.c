@@ -21,6 +21,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,6 +136,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		if (fork() == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL); /* goes with the proxy */
 			close(fd);
 			serve(c);
 		}

@@ -1,0 +1,130 @@
+// Service load balancing at connect(): real ClusterIP traffic from sandbox
+// pods, kube-proxy-style iptables rules as the normal path for disabled pods,
+// and a churn test while connects hammer the service.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as bpftool from '../../loader/bpftool.js';
+import { cgroupPath } from '../../loader/cgroup.js';
+import * as iptables from '../../loader/iptables.js';
+import { serviceRows } from '../../src/commands/dump.js';
+import type { Service, Snapshot } from '../../src/model.js';
+import { conn, startServer, udp, type Server } from '../../src/perf.js';
+import { reconcile } from '../../src/reconciler.js';
+import { installServices, kubeProxyPrefix, vip } from '../../src/sandbox.js';
+import { loadStateFile } from '../../src/state/load.js';
+import { counters, delta, setUp, tearDown, type Env } from './helpers.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('service load balancing at connect()', () => {
+  let env: Env | undefined;
+  let base: Snapshot;
+  const servers: Server[] = [];
+  const WEB = vip(0);
+  const DNS = vip(1);
+
+  const web = (ips: string[]): Service => ({
+    namespace: 'team-b',
+    name: 'web',
+    clusterIP: WEB,
+    ports: [{ name: 'http', port: 80, protocol: 'TCP', targetPort: 'http' }],
+    endpoints: ips.map((ip) => ({ ip, ready: true, terminating: false, ports: [{ name: 'http', port: 8080, protocol: 'TCP' as const }] })),
+  });
+  const dns = (ips: string[]): Service => ({
+    namespace: 'team-b',
+    name: 'dns',
+    clusterIP: DNS,
+    ports: [{ name: 'dns', port: 53, protocol: 'UDP', targetPort: 8080 }],
+    endpoints: ips.map((ip) => ({ ip, ready: true, terminating: false, ports: [] })),
+  });
+  const snap = (on: boolean, webIps: string[], dnsIps: string[]): Snapshot => ({
+    ...base,
+    namespaces: base.namespaces.map((n) => ({ ...n, accelerate: on })),
+    services: [web(webIps), dns(dnsIps)],
+  });
+
+  beforeAll(async () => {
+    env = await setUp({ pods: 4, namespaces: ['team-a', 'team-b'] });
+    base = loadStateFile(env.m.stateFile).snapshot;
+    for (const p of env.m.pods.slice(1)) servers.push(await startServer(p, 8080));
+    const backends = env.m.pods.slice(1).map((p) => ({ ip: p.ip, port: 8080 }));
+    await installServices(env.m, [
+      { vip: WEB, port: 80, proto: 'tcp', backends },
+      { vip: DNS, port: 53, proto: 'udp', backends: [backends[0]!, backends[2]!] },
+    ]);
+  });
+
+  afterAll(async () => {
+    for (const s of servers) await s.stop();
+    expect(await tearDown(env)).toEqual([]);
+  });
+
+  const pods = () => env!.m.pods;
+
+  it('writes each service as a master entry with its count and one slot per ready backend', async () => {
+    await reconcile(env!.dp, snap(true, [pods()[1]!.ip, pods()[2]!.ip, pods()[3]!.ip], [pods()[1]!.ip, pods()[3]!.ip]));
+    const rows = await serviceRows(env!.dp);
+    expect(rows.map((r) => [r.frontend, r.proto, r.count, r.slots.map((s) => s.backend)])).toEqual([
+      [`${WEB}:80`, 'TCP', 3, [`${pods()[1]!.ip}:8080`, `${pods()[2]!.ip}:8080`, `${pods()[3]!.ip}:8080`]],
+      [`${DNS}:53`, 'UDP', 2, [`${pods()[1]!.ip}:8080`, `${pods()[3]!.ip}:8080`]],
+    ]);
+    const names = (await bpftool.cgroupShow(cgroupPath(pods()[0]!.cgroup))).map((p) => p.name).sort();
+    expect(names).toEqual(['pw_lb_conn4', 'pw_lb_peer4', 'pw_lb_recv4', 'pw_lb_send4', 'pw_sockops']);
+  });
+
+  it('spreads new connections over every backend, getpeername() shows the ClusterIP, no NAT rule is used', async () => {
+    const c0 = await counters(env!.dp);
+    const nat0 = await iptables.kubeProxyPackets(kubeProxyPrefix(env!.m));
+    const r = await conn(pods()[0]!, WEB, 80, { n: 300 });
+    expect(r.error).toBeUndefined();
+    expect(r).toMatchObject({ connections: 300, errors: 0, peer_mismatch: 0 });
+    const spread = Object.values(r.backends);
+    expect(Object.keys(r.backends).sort()).toEqual(pods().slice(1).map((p) => `${p.ip}:8080`).sort());
+    expect(Math.min(...spread)).toBeGreaterThan(50); // 100 expected each
+    expect(delta(c0, await counters(env!.dp), 'pw_lb').translated).toBe(300);
+    expect(await iptables.kubeProxyPackets(kubeProxyPrefix(env!.m))).toBe(nat0);
+  });
+
+  it('answers UDP through the ClusterIP, replies come from the ClusterIP, one backend per socket', async () => {
+    const u = await udp(pods()[0]!, DNS, 53, { n: 50 });
+    expect(u.error).toBeUndefined();
+    expect(u).toMatchObject({ replies: 50, errors: 0, wrong_source: 0 });
+    expect(Object.values(u.backends)).toEqual([50]);
+    const c = await udp(pods()[0]!, DNS, 53, { n: 20, connected: true });
+    expect(c).toMatchObject({ replies: 20, errors: 0, wrong_source: 0, peer_ok: true });
+  });
+
+  it('leaves a disabled namespace to the kube-proxy rules', async () => {
+    await reconcile(env!.dp, { ...snap(true, [pods()[1]!.ip, pods()[2]!.ip, pods()[3]!.ip], [pods()[1]!.ip, pods()[3]!.ip]), namespaces: base.namespaces.map((n) => ({ ...n, accelerate: n.name !== 'team-a' })) });
+    expect(await bpftool.cgroupShow(cgroupPath(pods()[0]!.cgroup))).toEqual([]);
+    const c0 = await counters(env!.dp);
+    const nat0 = await iptables.kubeProxyPackets(kubeProxyPrefix(env!.m));
+    const r = await conn(pods()[0]!, WEB, 80, { n: 60 });
+    expect(r).toMatchObject({ connections: 60, errors: 0, peer_mismatch: 0 });
+    expect(delta(c0, await counters(env!.dp), 'pw_lb').translated).toBe(0);
+    expect((await iptables.kubeProxyPackets(kubeProxyPrefix(env!.m))) - nat0).toBeGreaterThanOrEqual(60);
+  });
+
+  it('survives backend churn under a stream of connects with zero failures', async () => {
+    const all = [pods()[1]!.ip, pods()[2]!.ip, pods()[3]!.ip];
+    await reconcile(env!.dp, snap(true, all, all));
+    const c0 = await counters(env!.dp);
+    const hammer = conn(pods()[0]!, WEB, 80, { seconds: 5 });
+    const sets = [[all[0]!], [all[0]!, all[1]!], all, [all[2]!], [all[1]!, all[2]!], all, [all[1]!]];
+    let updates = 0;
+    const end = Date.now() + 4500;
+    while (Date.now() < end) {
+      await reconcile(env!.dp, snap(true, sets[updates % sets.length]!, all));
+      updates++;
+      await sleep(20);
+    }
+    const r = await hammer;
+    const d = delta(c0, await counters(env!.dp), 'pw_lb');
+    expect(updates).toBeGreaterThan(10);
+    expect(r.error).toBeUndefined();
+    expect(r.errors).toBe(0);
+    expect(r.peer_mismatch).toBe(0);
+    expect(r.connections).toBeGreaterThan(500);
+    expect(d.slot_missing).toBe(0);
+    expect(d.translated).toBe(r.connections);
+  });
+});
