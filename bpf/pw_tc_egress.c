@@ -22,6 +22,8 @@
 #include <linux/if_ether.h>
 #include <linux/ip.h>
 #include <linux/pkt_cls.h>
+#include <linux/tcp.h>
+#include <linux/in.h>
 
 #define count(reason, skb) pw_count(reason, (skb)->len)
 
@@ -80,6 +82,50 @@ int pw_tc_egress(struct __sk_buff *skb)
 	if (dst->ifindex == skb->ingress_ifindex) {
 		count(PW_TC_HAIRPIN, skb);
 		return TC_ACT_OK;
+	}
+
+	/*
+	 * Only traffic that needs no NAT may skip the host. A TCP connection is
+	 * redirected when this program saw its SYN go from one enabled pod to
+	 * another; a reply of a connection kube-proxy DNATed (the client dialled
+	 * a ClusterIP) looks pod-to-pod too, but needs conntrack's reverse NAT,
+	 * and its SYN was never seen here. UDP has no start to see: it is
+	 * redirected only while every service is resolved at connect().
+	 */
+	if (ip->protocol == IPPROTO_TCP) {
+		struct tcphdr *tcp = (void *)ip + ip->ihl * 4;
+		struct pw_ct_key ck = {}, rk = {};
+
+		if ((void *)(tcp + 1) > data_end || (ip->frag_off & bpf_htons(0x1fff))) {
+			count(PW_TC_UNTRACKED, skb);
+			return TC_ACT_OK;
+		}
+		ck.saddr = ip->saddr;
+		ck.daddr = ip->daddr;
+		ck.sport = tcp->source;
+		ck.dport = tcp->dest;
+		if (tcp->syn && !tcp->ack) {
+			struct pw_ct seen = {};
+
+			bpf_map_update_elem(&pw_ct, &ck, &seen, BPF_ANY);
+		} else {
+			rk.saddr = ck.daddr;
+			rk.daddr = ck.saddr;
+			rk.sport = ck.dport;
+			rk.dport = ck.sport;
+			if (!bpf_map_lookup_elem(&pw_ct, &ck) && !bpf_map_lookup_elem(&pw_ct, &rk)) {
+				count(PW_TC_UNTRACKED, skb);
+				return TC_ACT_OK;
+			}
+		}
+		/* the TCP header pointer is not used below: packet pointers stay valid */
+	} else if (ip->protocol == IPPROTO_UDP) {
+		struct pw_config *cfg = pw_cfg();
+
+		if (!cfg || !(cfg->flags & PW_CONFIG_TC_UDP)) {
+			count(PW_TC_UDP_NAT_UNSAFE, skb);
+			return TC_ACT_OK;
+		}
 	}
 
 	if (!mac_eq(eth->h_dest, dst->mac)) {

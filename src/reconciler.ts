@@ -7,6 +7,7 @@ import { log } from './log.js';
 import type { Snapshot } from './model.js';
 import { plan, planSize, type ActualState, type Plan } from './plan.js';
 import { desiredServices, planServices, svcPlanSize, type SvcPlan } from './services.js';
+import { CONFIG_FLAGS } from './layout/schema.js';
 
 export interface ReconcileResult {
   plan: Plan;
@@ -79,9 +80,11 @@ export async function reconcile(dp: Datapath, snap: Snapshot, skips = new SkipLo
   const facts = await gatherFacts(snap);
   const want = desired(snap, facts, opts);
   const have = await readActual(dp);
-  const p = plan(want, have);
   const svcWant = desiredServices(snap);
   const svc = planServices(svcWant.services, await dp.readServices(), await dp.serviceCapacity());
+  // UDP may skip the host only while no service traffic of an enabled pod is NATed by kube-proxy
+  if (opts.lb !== false && svc.dropped.length === 0) want.config = { ...want.config, flags: want.config.flags | CONFIG_FLAGS.TC_UDP };
+  const p = plan(want, have);
   if (svc.dropped.length) log.error({ services: svc.dropped }, 'service maps full: these services are left to kube-proxy (not written at all)');
   for (const u of svcWant.unresolved) skips.note(`endpoint ${u}`, 'named target port not found in the endpoint ports');
   await applyPlan(dp, p, svc);

@@ -75,6 +75,8 @@ export const TC_REASONS = [
   'dst_disabled', // destination pod not enabled
   'ttl_expired', // TTL ≤ 1: let the stack send ICMP time exceeded
   'hairpin', // destination behind the same interface as the source
+  'untracked', // TCP packet of a connection the program did not see start (older, or NATed by kube-proxy): normal path
+  'udp_nat_unsafe', // UDP while kube-proxy may NAT it for enabled pods (socket LB off or incomplete): normal path
 ] as const;
 export type TcReason = (typeof TC_REASONS)[number];
 
@@ -160,6 +162,8 @@ export const PROTO = { TCP: 6, UDP: 17 } as const;
 export const CONFIG_FLAGS = {
   /** sk_msg redirects at all (cleared before sockets are removed: drain first). */
   SOCKMAP_ON: 1 << 0,
+  /** every service is resolved at connect(): no pod↔pod UDP is NATed, the tc program may redirect UDP */
+  TC_UDP: 1 << 1,
 } as const;
 
 // ---- structs ----
@@ -350,6 +354,23 @@ const revNatVal: StructDef = {
   ],
 };
 
+const ctKey: StructDef = {
+  name: 'pw_ct_key',
+  doc: 'A TCP connection, in the direction of its SYN.',
+  fields: [
+    { name: 'saddr', type: 'be32', format: 'ipv4', doc: 'client address' },
+    { name: 'daddr', type: 'be32', format: 'ipv4', doc: 'server address' },
+    { name: 'sport', type: 'be16', doc: 'client port, network order' },
+    { name: 'dport', type: 'be16', doc: 'server port, network order' },
+  ],
+};
+
+const ctVal: StructDef = {
+  name: 'pw_ct',
+  doc: 'Seen starting on the fast path.',
+  fields: [{ name: 'flags', type: 'u32', doc: 'reserved, 0' }],
+};
+
 const configKey: StructDef = {
   name: 'pw_config_key',
   doc: 'Key of pw_config: always 0.',
@@ -441,6 +462,16 @@ export const MAPS: MapDef[] = [
     writer: 'bpf/pw_sockops.c',
     reader: 'bpf/pw_proxy_odst.c (getsockopt SO_ORIGINAL_DST on the proxy side)',
     doc: 'Original destination of a proxied connection, by the app socket 4-tuple.',
+  },
+  {
+    name: 'pw_ct',
+    type: 'lru_hash',
+    key: ctKey,
+    value: ctVal,
+    maxEntries: 262144,
+    writer: 'bpf/pw_tc_egress.c (a SYN between two enabled pods)',
+    reader: 'bpf/pw_tc_egress.c (later packets of either direction)',
+    doc: 'TCP connections the tc program saw start: only those are redirected, so a connection NATed by kube-proxy (its replies need the reverse NAT) or older than the attachment stays on the normal path.',
   },
   {
     name: 'pw_svc',

@@ -104,7 +104,7 @@ describe('agent process', () => {
     expect(before.cgroups).toHaveLength(env!.m.pods.length);
     // cgroups moved to the new sock_ops program, the old one is gone from them
     const sockops2 = await env!.dp.progId('pw_sockops');
-    for (const c of await env!.dp.cgroupAttachments()) expect(c.attached).toEqual(['pw_sockops']);
+    for (const c of await env!.dp.cgroupAttachments()) expect(c.attached.sort()).toEqual(['pw_lb_conn4', 'pw_lb_peer4', 'pw_lb_recv4', 'pw_lb_send4', 'pw_sockops']);
     expect(sockops2).not.toBe(sockops1);
     // filters moved to the newly loaded program
     const prog2 = await env!.dp.progId('pw_tc_egress');
@@ -119,9 +119,10 @@ describe('agent process', () => {
     fs.writeFileSync(env!.m.stateFile + '.new', YAML.stringify(st));
     fs.renameSync(env!.m.stateFile + '.new', env!.m.stateFile);
     const teamA = env!.m.pods.filter((p) => p.namespace === 'team-a').map((p) => p.ip);
-    await until('team-a disabled in the map', async () => {
-      const eps = (await readActual(env!.dp)).endpoints;
-      return teamA.every((ip) => eps.get(ip)?.flags === 0);
+    const teamACg = env!.m.pods.filter((p) => p.namespace === 'team-a').map((p) => p.cgroup);
+    await until('team-a disabled in the maps and detached from its cgroups', async () => {
+      const a = await readActual(env!.dp);
+      return teamA.every((ip) => a.endpoints.get(ip)?.flags === 0) && a.cgroups.every((c) => !teamACg.includes(c.path));
     });
     const good = await readActual(env!.dp);
 

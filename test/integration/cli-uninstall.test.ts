@@ -63,7 +63,7 @@ describe('CLI and uninstall', () => {
       attachments: { name: string; attached: boolean; flags: number; progId: number }[];
     };
     expect(s.maps.find((m) => m.name === 'pw_endpoints')).toMatchObject({ pinned: true, entries: 4 });
-    expect(s.programs.map((p) => p.name)).toEqual(['pw_proxy_conn4', 'pw_proxy_odst', 'pw_sk_msg', 'pw_sockops', 'pw_tc_egress']);
+    expect(s.programs.map((p) => p.name)).toEqual(['pw_lb_conn4', 'pw_lb_peer4', 'pw_lb_recv4', 'pw_lb_send4', 'pw_proxy_conn4', 'pw_proxy_odst', 'pw_sk_msg', 'pw_sockops', 'pw_tc_egress']);
     expect(s.attachments.map((a) => a.name).sort()).toEqual(env!.m.pods.map((p) => p.hostInterface).sort());
     const tcId = s.programs.find((p) => p.name === 'pw_tc_egress')!.id;
     for (const a of s.attachments) {

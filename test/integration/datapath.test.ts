@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadStateFile } from '../../src/state/load.js';
 import { reconcile, readActual } from '../../src/reconciler.js';
-import { sink, startServer, type Server } from '../../src/perf.js';
+import { sink, startServer, stream, type Server } from '../../src/perf.js';
 import type { Snapshot } from '../../src/model.js';
 import { counters, delta, hostTx, podTx, setUp, tearDown, type Env } from './helpers.js';
 
@@ -74,6 +74,22 @@ describe.each(['routed', 'bridge'] as const)('tc fast path, %s wiring', (wiring)
     expect(d.src_disabled).toBeGreaterThanOrEqual(tx - d.not_ipv4);
     expect(d.dst_disabled).toBeGreaterThan(0); // the server's replies to a disabled pod
     expect(host).toBeGreaterThanOrEqual(tx - 10); // delivered by the host stack
+  });
+
+  it('keeps a connection opened before acceleration on the normal path, intact', async () => {
+    await reconcile(env!.dp, withAccel(base, { 'team-a': false, 'team-b': false }), undefined, TC_ONLY);
+    const [client, srv] = [env!.m.pods[0]!, env!.m.pods[1]!];
+    const running = stream(client, srv.ip, 7100, { seconds: 2 });
+    await new Promise((r) => setTimeout(r, 500));
+    const c0 = await counters(env!.dp);
+    await reconcile(env!.dp, withAccel(base, { 'team-a': true, 'team-b': true }), undefined, TC_ONLY);
+    await new Promise((r) => setTimeout(r, 500));
+    const d = delta(c0, await counters(env!.dp));
+    const r = await running;
+    expect(r.error).toBeUndefined();
+    expect(r.ok).toBe(true);
+    expect(d.untracked).toBeGreaterThan(0); // its SYN was not seen: it stays where it started
+    expect(d.redirected).toBe(0);
   });
 
   it('accelerates again when the namespace is re-enabled, inside one namespace too', async () => {

@@ -104,6 +104,20 @@ describe('service load balancing at connect()', () => {
     expect((await iptables.kubeProxyPackets(kubeProxyPrefix(env!.m))) - nat0).toBeGreaterThanOrEqual(60);
   });
 
+  it('keeps connections kube-proxy NATs between two enabled pods working (their replies need conntrack)', async () => {
+    // socket LB off: the ClusterIP is DNATed by the host; both pods enabled, so the tc program
+    // sees the backend's replies as pod-to-pod, but it never saw their SYN: normal path
+    await reconcile(env!.dp, snap(true, [pods()[1]!.ip, pods()[2]!.ip, pods()[3]!.ip], [pods()[1]!.ip, pods()[3]!.ip]), undefined, { sockmap: false, lb: false });
+    const c0 = await counters(env!.dp);
+    const r = await conn(pods()[0]!, WEB, 80, { n: 60 });
+    expect(r).toMatchObject({ connections: 60, errors: 0, peer_mismatch: 0 });
+    const d = delta(c0, await counters(env!.dp));
+    expect(d.untracked).toBeGreaterThan(60);
+    const u = await udp(pods()[0]!, DNS, 53, { n: 10 });
+    expect(u).toMatchObject({ replies: 10, errors: 0, wrong_source: 0 });
+    expect(delta(c0, await counters(env!.dp)).udp_nat_unsafe).toBeGreaterThanOrEqual(10);
+  });
+
   it('survives backend churn under a stream of connects with zero failures', async () => {
     const all = [pods()[1]!.ip, pods()[2]!.ip, pods()[3]!.ip];
     await reconcile(env!.dp, snap(true, all, all));
