@@ -104,19 +104,24 @@ int pw_tc_egress(struct __sk_buff *skb)
 		ck.daddr = ip->daddr;
 		ck.sport = tcp->source;
 		ck.dport = tcp->dest;
+		rk.saddr = ck.daddr;
+		rk.daddr = ck.saddr;
+		rk.sport = ck.dport;
+		rk.dport = ck.sport;
 		if (tcp->syn && !tcp->ack) {
 			struct pw_ct seen = {};
 
 			bpf_map_update_elem(&pw_ct, &ck, &seen, BPF_ANY);
-		} else {
-			rk.saddr = ck.daddr;
-			rk.daddr = ck.saddr;
-			rk.sport = ck.dport;
-			rk.dport = ck.sport;
-			if (!bpf_map_lookup_elem(&pw_ct, &ck) && !bpf_map_lookup_elem(&pw_ct, &rk)) {
-				count(PW_TC_UNTRACKED, skb);
-				return TC_ACT_OK;
-			}
+		} else if (!bpf_map_lookup_elem(&pw_ct, &ck) && !bpf_map_lookup_elem(&pw_ct, &rk)) {
+			count(PW_TC_UNTRACKED, skb);
+			return TC_ACT_OK;
+		} else if (tcp->fin || tcp->rst) {
+			/* the connection ends: forget it now, so a later connection that
+			 * reuses the 4-tuple through kube-proxy's NAT is not taken for it.
+			 * Its last packets still go through here; the rest, unknown now,
+			 * take the normal path, where nothing needs translating. */
+			bpf_map_delete_elem(&pw_ct, &ck);
+			bpf_map_delete_elem(&pw_ct, &rk);
 		}
 		/* the TCP header pointer is not used below: packet pointers stay valid */
 	} else if (ip->protocol == IPPROTO_UDP) {

@@ -382,6 +382,11 @@ static void __attribute__((noreturn)) server(int port)
 			memcpy(id, &me.sin_addr.s_addr, 4);
 			memcpy(id + 4, &me.sin_port, 2);
 			write_full(c, id, sizeof(id));
+			/* the client closes first, as HTTP clients do: TIME_WAIT stays on
+			 * its side, and a reused client port never meets one here */
+			tv.tv_sec = 2;
+			setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+			read(c, id, 1);
 			close(c);
 			continue;
 		}
@@ -567,7 +572,12 @@ static int conn(const char *ip, int port, long n, double secs)
 		struct hdr h = { htonl(MAGIC), htonl(MODE_ID), htonl(1), 0 };
 		uint8_t id[8];
 		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		struct timeval cto = { .tv_sec = 2 }; /* a lost SYN is an error, not a 2-minute stall */
 
+		if (fd >= 0) {
+			setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &cto, sizeof(cto));
+			setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &cto, sizeof(cto));
+		}
 		if (fd < 0 || connect(fd, (struct sockaddr *)&want, sizeof(want)) || write_full(fd, &h, sizeof(h)) ||
 		    read_full(fd, id, sizeof(id))) {
 			if (errors < 5)

@@ -31,6 +31,8 @@ const cpu = values.cpu === 'none' ? undefined : Number(values.cpu);
 await requireDatapathFeatures();
 const objs = await build();
 await ensurePwperf();
+let current: (() => Promise<void>) | undefined;
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(sig, () => void (current?.() ?? Promise.resolve()).finally(() => process.exit(130)));
 const results: Record<string, Comparison> = {};
 let sidecar: SidecarComparison | undefined;
 for (const wiring of ['routed', 'bridge'] as const) {
@@ -38,6 +40,14 @@ for (const wiring of ['routed', 'bridge'] as const) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'podwarp-bench-'));
   const dp = await Datapath.open(`podwarp_bench_${id}`);
   let stop: (() => Promise<void>) | undefined;
+  let done: Promise<void> | undefined;
+  const teardown = async () => {
+    await stop?.();
+    await dp.uninstall({ force: true }).catch(() => undefined);
+    await sandbox.down(dir);
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  current = () => (done ??= teardown());
   try {
     const m = await sandbox.up({ dir, id, pods: 2, namespaces: ['bench-a', 'bench-b'], wiring });
     await dp.load(objs);
@@ -86,10 +96,7 @@ for (const wiring of ['routed', 'bridge'] as const) {
       }
     }
   } finally {
-    await stop?.();
-    await dp.uninstall();
-    await sandbox.down(dir);
-    fs.rmSync(dir, { recursive: true, force: true });
+    await (done ??= teardown());
   }
 }
 const summary = Object.fromEntries(Object.entries(results).map(([w, c]) => [w, { median: c.median, ratio: c.ratio }]));

@@ -47,6 +47,15 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'podwarp-bench-svc-'));
 const dp = await Datapath.open(`podwarp_bench_${id}`);
 const servers: Server[] = [];
 const results: Record<string, unknown>[] = [];
+let cleaning: Promise<void> | undefined;
+const cleanup = async () => {
+  for (const s of servers) await s.stop();
+  await dp.uninstall({ force: true }).catch(() => undefined);
+  await sandbox.down(dir);
+  fs.rmSync(dir, { recursive: true, force: true });
+};
+// Ctrl-C / SIGTERM still end in the teardown
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(sig, () => void (cleaning ??= cleanup()).finally(() => process.exit(130)));
 try {
   const m = await sandbox.up({ dir, id, pods: 3, namespaces: ['bench-a', 'bench-b'] });
   await dp.load(objs);
@@ -105,8 +114,5 @@ try {
   say(JSON.stringify({ rounds, seconds, cpu: cpu ?? null, results }) + '\n');
   if (values.json) fs.writeFileSync(values.json, JSON.stringify({ rounds, seconds, cpu: cpu ?? null, results }, null, 2) + '\n');
 } finally {
-  for (const s of servers) await s.stop();
-  await dp.uninstall().catch(() => undefined);
-  await sandbox.down(dir);
-  fs.rmSync(dir, { recursive: true, force: true });
+  await (cleaning ??= cleanup());
 }
