@@ -109,17 +109,26 @@ int pw_tc_egress(struct __sk_buff *skb)
 		rk.sport = ck.dport;
 		rk.dport = ck.sport;
 		if (tcp->syn && !tcp->ack) {
-			struct pw_ct seen = {};
+			struct pw_ct seen = { .state = PW_CT_SYN_SEEN };
 
 			bpf_map_update_elem(&pw_ct, &ck, &seen, BPF_ANY);
+		} else if (tcp->syn) {
+			/* SYN-ACK: ours only if it answers a SYN seen here. A connection
+			 * kube-proxy DNATed may reuse the 4-tuple of an old one; its SYN
+			 * went to the ClusterIP and never reset the entry: forget it. */
+			struct pw_ct *e = bpf_map_lookup_elem(&pw_ct, &rk);
+
+			if (!e || e->state != PW_CT_SYN_SEEN) {
+				if (e)
+					bpf_map_delete_elem(&pw_ct, &rk);
+				count(PW_TC_UNTRACKED, skb);
+				return TC_ACT_OK;
+			}
+			e->state = PW_CT_ESTABLISHED;
 		} else if (!bpf_map_lookup_elem(&pw_ct, &ck) && !bpf_map_lookup_elem(&pw_ct, &rk)) {
 			count(PW_TC_UNTRACKED, skb);
 			return TC_ACT_OK;
-		} else if (tcp->fin || tcp->rst) {
-			/* the connection ends: forget it now, so a later connection that
-			 * reuses the 4-tuple through kube-proxy's NAT is not taken for it.
-			 * Its last packets still go through here; the rest, unknown now,
-			 * take the normal path, where nothing needs translating. */
+		} else if (tcp->rst) {
 			bpf_map_delete_elem(&pw_ct, &ck);
 			bpf_map_delete_elem(&pw_ct, &rk);
 		}

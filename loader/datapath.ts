@@ -9,6 +9,7 @@ import path from 'node:path';
 import { decode, encode, type StructValue } from '../src/layout/codec.js';
 import { CGROUP_HOOKS, FLOW_FLAGS, IFACE_FLAGS, MAPS, layoutOf, mapDef, type MapDef } from '../src/layout/schema.js';
 import { cgroupPath as cgroupAbs } from './cgroup.js';
+import { mapSizes } from '../src/build.js';
 import type { SockConfig } from '../src/desired.js';
 import { feKey, type ActualServices, type Frontend, type Proto, type SvcPlan } from '../src/services.js';
 import { log } from '../src/log.js';
@@ -374,6 +375,15 @@ export class Datapath {
     for (const m of defs) {
       const info = await bpftool.mapShow(this.mapPin(m.name));
       const want = { key: layoutOf(m.key).size, value: layoutOf(m.value).size };
+      const entries = mapSizes(process.env.PODWARP_MAP_SIZES)[m.name] ?? m.maxEntries;
+      if (info.max_entries !== entries) {
+        throw new ToolError(
+          `pinned map ${m.name} holds ${info.max_entries} entries, this build ${entries} (PODWARP_MAP_SIZES); a map cannot be resized in place: run \`podwarp uninstall\` first`,
+          ['bpftool', 'map', 'show', 'pinned', this.mapPin(m.name)],
+          0,
+          '',
+        );
+      }
       if (info.bytes_key !== want.key || info.bytes_value !== want.value) {
         throw new ToolError(
           `pinned map ${m.name} has key/value ${info.bytes_key}/${info.bytes_value} bytes, schema says ${want.key}/${want.value}; run \`podwarp uninstall\` to drop the old datapath`,

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { compile } from '../loader/clang.js';
+import { InputError } from '../loader/errors.js';
 import { generateHeader } from './layout/cgen.js';
 import { log } from './log.js';
 
@@ -45,12 +46,23 @@ function newest(files: string[]): number {
   return Math.max(0, ...files.map((f) => fs.statSync(f).mtimeMs));
 }
 
+/** "pw_svc=524288,pw_backends=262144" → sizes by map name. */
+export function mapSizes(spec: string | undefined): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const part of (spec ?? '').split(',').filter(Boolean)) {
+    const [name = '', n = ''] = part.split('=');
+    if (!/^\d+$/.test(n)) throw new InputError(`PODWARP_MAP_SIZES: "${part}" is not map=entries`);
+    out[name.trim()] = Number(n);
+  }
+  return out;
+}
+
 /** Builds what is out of date; returns the object paths. */
 export async function build(opts: { force?: boolean } = {}): Promise<string[]> {
   fs.mkdirSync(GEN_INCLUDE, { recursive: true });
   fs.mkdirSync(path.join(OBJ_DIR, 'iter'), { recursive: true });
   const header = path.join(GEN_INCLUDE, 'pw_maps.h');
-  const text = generateHeader();
+  const text = generateHeader(mapSizes(process.env.PODWARP_MAP_SIZES));
   if (!fs.existsSync(header) || fs.readFileSync(header, 'utf8') !== text) fs.writeFileSync(header, text);
   const headers = [header, ...fs.readdirSync(BPF_SRC).filter((f) => f.endsWith('.h')).map((f) => path.join(BPF_SRC, f))];
   const objs: string[] = [];

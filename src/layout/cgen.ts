@@ -1,5 +1,5 @@
 // Generates build/include/pw_maps.h from schema.ts. Pure: returns the text.
-import { CGROUP_HOOKS, CONFIG_FLAGS, EP_FLAGS, FLOW_FLAGS, IFACE_FLAGS, MAPS, STAT_GROUPS, layoutOf, type MapDef, type StructDef } from './schema.js';
+import { CGROUP_HOOKS, CONFIG_FLAGS, CT_STATE, EP_FLAGS, FLOW_FLAGS, IFACE_FLAGS, MAPS, STAT_GROUPS, layoutOf, type MapDef, type StructDef } from './schema.js';
 
 const C_TYPE = { u8: '__u8', u16: '__u16', u32: '__u32', u64: '__u64', be16: '__be16', be32: '__be32' } as const;
 const C_MAP_TYPE = {
@@ -35,15 +35,13 @@ export function keyCType(m: MapDef): string {
   return `struct ${m.key.name}`;
 }
 
-function mapC(m: MapDef): string {
+function mapC(m: MapDef, size: number): string {
   return [
     `/* ${m.name}: ${m.doc}`,
     ` *   writer: ${m.writer}`,
     ` *   reader: ${m.reader}`,
-    ` *   key: struct ${m.key.name}; value: struct ${m.value.name}; max ${m.maxEntries} entries by default. */`,
-    `#ifndef ${maxEntriesMacro(m)}`,
-    `#define ${maxEntriesMacro(m)} ${m.maxEntries}`,
-    '#endif',
+    ` *   key: struct ${m.key.name}; value: struct ${m.value.name}; ${m.maxEntries} entries by default. */`,
+    `#define ${maxEntriesMacro(m)} ${size}`,
     'struct {',
     `\t__uint(type, ${C_MAP_TYPE[m.type]});`,
     `\t__uint(max_entries, ${maxEntriesMacro(m)});`,
@@ -54,7 +52,12 @@ function mapC(m: MapDef): string {
   ].join('\n');
 }
 
-export function generateHeader(): string {
+/** `sizes` overrides maps' max entries by name (PODWARP_MAP_SIZES at build time). */
+export function generateHeader(sizes: Record<string, number> = {}): string {
+  for (const [name, n] of Object.entries(sizes)) {
+    if (!MAPS.some((m) => m.name === name)) throw new Error(`map size for unknown map ${name}`);
+    if (!Number.isInteger(n) || n < 1 || n > 1 << 26) throw new Error(`map size for ${name} must be 1..${1 << 26}`);
+  }
   const structs = new Map<string, StructDef>();
   for (const m of MAPS) {
     if (keyCType(m).startsWith('struct ')) structs.set(m.key.name, m.key);
@@ -75,6 +78,7 @@ export function generateHeader(): string {
     ...Object.entries(FLOW_FLAGS).map(([k, v]) => `#define PW_FLOW_${k} ${v}u`),
     ...Object.entries(CONFIG_FLAGS).map(([k, v]) => `#define PW_CONFIG_${k} ${v}u`),
     ...Object.entries(CGROUP_HOOKS).map(([k, v]) => `#define PW_HOOK_${k} ${v}u`),
+    ...Object.entries(CT_STATE).map(([k, v]) => `#define PW_CT_${k} ${v}u`),
     '',
     '/* pw_stats slots: PW_<PROG>_<REASON> (src/layout/schema.ts STAT_GROUPS) */',
     'enum pw_stat_reason {',
@@ -82,7 +86,7 @@ export function generateHeader(): string {
     '};',
     '',
     ...[...structs.values()].map(structC).flatMap((s) => [s, '']),
-    ...MAPS.map(mapC).flatMap((s) => [s, '']),
+    ...MAPS.map((m) => mapC(m, sizes[m.name] ?? m.maxEntries)).flatMap((s) => [s, '']),
     '#endif /* PW_MAPS_H */',
     '',
   ];

@@ -158,6 +158,9 @@ export const CGROUP_HOOKS = {
 
 export const PROTO = { TCP: 6, UDP: 17 } as const;
 
+/** pw_ct.state */
+export const CT_STATE = { SYN_SEEN: 1, ESTABLISHED: 2 } as const;
+
 /** Config (pw_config, one entry). */
 export const CONFIG_FLAGS = {
   /** sk_msg redirects at all (cleared before sockets are removed: drain first). */
@@ -367,8 +370,8 @@ const ctKey: StructDef = {
 
 const ctVal: StructDef = {
   name: 'pw_ct',
-  doc: 'Seen starting on the fast path.',
-  fields: [{ name: 'flags', type: 'u32', doc: 'reserved, 0' }],
+  doc: 'How far the fast path saw the connection start.',
+  fields: [{ name: 'state', type: 'u32', doc: 'PW_CT_SYN_SEEN (1), PW_CT_ESTABLISHED (2: its SYN-ACK answered that SYN)' }],
 };
 
 const configKey: StructDef = {
@@ -469,9 +472,9 @@ export const MAPS: MapDef[] = [
     key: ctKey,
     value: ctVal,
     maxEntries: 262144,
-    writer: 'bpf/pw_tc_egress.c (a SYN between two enabled pods)',
+    writer: 'bpf/pw_tc_egress.c (SYN between two enabled pods; SYN-ACK that answers it; RST)',
     reader: 'bpf/pw_tc_egress.c (later packets of either direction)',
-    doc: 'TCP connections the tc program saw start: only those are redirected, so a connection NATed by kube-proxy (its replies need the reverse NAT) or older than the attachment stays on the normal path.',
+    doc: 'TCP connections the tc program saw start: only those are redirected, so a connection NATed by kube-proxy (its replies need the reverse NAT) or older than the attachment stays on the normal path. Entries end at RST or by LRU eviction; a SYN-ACK that answers no SYN seen here drops a stale entry.',
   },
   {
     name: 'pw_svc',

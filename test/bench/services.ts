@@ -83,6 +83,8 @@ try {
     await sandbox.installServices(m, svcList.map((s) => ({ vip: s.vip, port: 80, proto: 'tcp', backends: s.backends })));
     const iptMs = performance.now() - t0;
     const snap = (on: boolean): Snapshot => ({ ...base, namespaces: base.namespaces.map((x) => ({ ...x, accelerate: on })), services });
+    // cold: the service maps empty first
+    await reconcile(dp, { ...snap(true), services: [] }, undefined, { sockmap: false, lb: true });
     t0 = performance.now();
     const cold = await reconcile(dp, snap(true), undefined, { sockmap: false, lb: true });
     const coldMs = performance.now() - t0;

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { generateHeader, keyCType } from '../../src/layout/cgen.js';
+import { mapSizes } from '../../src/build.js';
 import { decode, encode, fromHexBytes, ipv4ToBytes, macToBytes, toHexBytes } from '../../src/layout/codec.js';
 import { MAPS, TC_REASONS, layoutOf, type StructDef } from '../../src/layout/schema.js';
 
@@ -48,6 +49,14 @@ describe('C header generation', () => {
   it('uses a plain u32 key for array maps (the kernel rejects struct keys there)', () => {
     expect(h).toMatch(/BPF_MAP_TYPE_PERCPU_ARRAY\);\n\t__uint\(max_entries, PW_STATS_MAX\);\n\t__type\(key, __u32\);/);
   });
+  it('takes map sizes from the build environment, and rejects bad ones', () => {
+    expect(generateHeader({ pw_svc: 1000 })).toContain('#define PW_SVC_MAX 1000');
+    expect(generateHeader()).toContain('#define PW_SVC_MAX 262144');
+    expect(() => generateHeader({ pw_nope: 1 })).toThrow(/unknown map pw_nope/);
+    expect(mapSizes('pw_svc=5, pw_backends=7')).toEqual({ pw_svc: 5, pw_backends: 7 });
+    expect(() => mapSizes('pw_svc=lots')).toThrow(/not map=entries/);
+  });
+
   it('numbers the tc reasons in schema order', () => {
     TC_REASONS.forEach((r, i) => expect(h).toContain(`PW_TC_${r.toUpperCase()} = ${i},`));
   });
