@@ -293,13 +293,14 @@ export class Datapath {
       proxyPort: Number(v.proxy_port),
       bulkBytes: Number(v.bulk_bytes),
       excludedPorts: (v.excluded_ports as number[]).filter((x) => x !== 0),
+      svcDropped: Number(v.svc_dropped),
     };
   }
 
   async writeConfig(c: SockConfig): Promise<void> {
     if (c.excludedPorts.length > 8) throw new Error('at most 8 excluded ports');
     const ports = [...c.excludedPorts, ...new Array<number>(8 - c.excludedPorts.length).fill(0)];
-    await this.writeMap('pw_config', [{ key: { index: 0 }, value: { flags: c.flags, proxy_uid: c.proxyUid, proxy_port: c.proxyPort, bulk_bytes: c.bulkBytes, excluded_ports: ports } }], []);
+    await this.writeMap('pw_config', [{ key: { index: 0 }, value: { flags: c.flags, proxy_uid: c.proxyUid, proxy_port: c.proxyPort, bulk_bytes: c.bulkBytes, excluded_ports: ports, svc_dropped: c.svcDropped } }], []);
   }
 
   /** Connections with a direction on TCP (no peer at the first message, or marked) leave pw_sock, drained. */

@@ -22,6 +22,8 @@ export interface SockConfig {
   proxyPort: number;
   bulkBytes: number;
   excludedPorts: number[];
+  /** Services left out whole for want of map space (a gauge the agent keeps in pw_config). */
+  svcDropped: number;
 }
 
 export interface DesiredOptions {
@@ -48,6 +50,7 @@ export function sockConfig(o: DesiredOptions): SockConfig {
     proxyPort: o.proxyPort ?? 15001,
     bulkBytes: 0,
     excludedPorts,
+    svcDropped: 0,
   };
 }
 

@@ -84,6 +84,7 @@ export async function reconcile(dp: Datapath, snap: Snapshot, skips = new SkipLo
   const svc = planServices(svcWant.services, await dp.readServices(), await dp.serviceCapacity());
   // UDP may skip the host only while no service traffic of an enabled pod is NATed by kube-proxy
   if (opts.lb !== false && svc.dropped.length === 0) want.config = { ...want.config, flags: want.config.flags | CONFIG_FLAGS.TC_UDP };
+  want.config = { ...want.config, svcDropped: svc.dropped.length };
   const p = plan(want, have);
   if (svc.dropped.length) log.error({ services: svc.dropped }, 'service maps full: these services are left to kube-proxy (not written at all)');
   for (const u of svcWant.unresolved) skips.note(`endpoint ${u}`, 'named target port not found in the endpoint ports');

@@ -70,5 +70,6 @@ export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
       s.cgroups.map((c) => [c.path, flagNames(hooksField, c.hooks), c.present ? c.attached.join(',') || '-' : 'cgroup gone']),
     );
   out += `${s.cgroups.length} cgroup attachments; sk_msg on pw_sock; socket acceleration ${s.config && s.config.flags & 1 ? 'on' : 'off'}\n`;
+  if (s.config?.svcDropped) out += `WARNING: ${s.config.svcDropped} services left to kube-proxy: pw_svc/pw_backends are full (PODWARP_MAP_SIZES)\n`;
   return out;
 }

@@ -390,6 +390,7 @@ const config: StructDef = {
     { name: '_pad0', type: 'u16', doc: 'explicit padding, zero' },
     { name: 'bulk_bytes', type: 'u32', doc: 'a message at least this large moves its flow to TCP for good (0: never)' },
     { name: 'excluded_ports', type: 'u16', count: 8, doc: 'outbound destination ports never captured (0: unused slot), host order' },
+    { name: 'svc_dropped', type: 'u32', doc: 'gauge: services the agent left out because pw_svc/pw_backends would not hold them' },
   ],
 };
 

@@ -129,7 +129,7 @@ describe('plan()', () => {
 
   it('carries sidecar settings into pw_config, excluded ports de-duplicated and bounded', () => {
     const d = desired(snap, facts, { sockmap: true, proxyUid: 1000, proxyPort: 15100, excludedPorts: [443, 22, 443] });
-    expect(d.config).toEqual({ flags: 1, proxyUid: 1000, proxyPort: 15100, bulkBytes: 0, excludedPorts: [22, 443] });
+    expect(d.config).toEqual({ flags: 1, proxyUid: 1000, proxyPort: 15100, bulkBytes: 0, excludedPorts: [22, 443], svcDropped: 0 });
     expect(() => desired(snap, facts, { sockmap: true, excludedPorts: [1, 2, 3, 4, 5, 6, 7, 8, 9] })).toThrow(/at most 8/);
   });
 
