@@ -62,7 +62,7 @@ export async function applyPlan(dp: Datapath, p: Plan, svc?: SvcPlan): Promise<v
   for (const i of p.detach.filter((x) => x.present)) await dp.detach(i);
 }
 
-/** Logs each skipped pod once per reason change, not on every pass. */
+/** Logs each skipped pod (or unresolvable endpoint) once per reason change, not on every pass. */
 export class SkipLog {
   private seen = new Map<string, string>();
   note(pod: string, reason: string): void {
@@ -93,7 +93,7 @@ export async function reconcile(dp: Datapath, snap: Snapshot, skips = new SkipLo
   await dp.drainPassthrough();
   for (const [pod, why] of facts.missing) skips.note(pod, why);
   for (const [pod, why] of want.skipped) if (why !== 'facts-missing') skips.note(pod, why);
-  skips.forgetExcept(new Set([...facts.missing.keys(), ...want.skipped.keys()]));
+  skips.forgetExcept(new Set([...facts.missing.keys(), ...want.skipped.keys(), ...svcWant.unresolved.map((u) => `endpoint ${u}`)]));
   const ms = Math.round(performance.now() - t0);
   if (planSize(p) + svcPlanSize(svc) > 0) {
     log.info(
