@@ -6,7 +6,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Datapath } from '../loader/datapath.js';
-import { errorMessage } from '../loader/errors.js';
+import { InputError, errorMessage } from '../loader/errors.js';
+import { AgentMetrics } from './metrics.js';
 import { requireDatapathFeatures } from '../loader/features.js';
 import { build } from './build.js';
 import { log } from './log.js';
@@ -25,6 +26,8 @@ export interface AgentOptions {
   sockets?: DesiredOptions;
   /** How often passthrough sockets are swept out of pw_sock. */
   sweepMs?: number;
+  /** host:port for /metrics, /healthz, /readyz ('' = off). */
+  metricsAddr?: string;
 }
 
 export async function runAgent(opts: AgentOptions): Promise<void> {
@@ -38,10 +41,18 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   await dp.load(objs);
   log.info({ pinRoot: dp.pinRoot, reusedMaps: reused }, 'datapath ready');
   const skips = new SkipLog();
+  const metrics = new AgentMetrics(dp);
+  const http = opts.metricsAddr ? metrics.listen(opts.metricsAddr) : undefined;
   let missing = 0;
   const pass = async () => {
-    const r = await reconcile(dp, snapshot, skips, opts.sockets ?? DEFAULT_OPTIONS);
-    missing = r.missing.size;
+    try {
+      const r = await reconcile(dp, snapshot, skips, opts.sockets ?? DEFAULT_OPTIONS);
+      missing = r.missing.size;
+      metrics.pass(r);
+    } catch (e) {
+      metrics.failed('reconcile', errorMessage(e));
+      throw e;
+    }
   };
   await pass();
   log.info({ state: opts.stateFile, pods: snapshot.pods.length }, 'ready');
@@ -61,7 +72,8 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
           await pass();
         } catch (e) {
           // an invalid file keeps the last good state; the maps are untouched
-          log.error({ err: errorMessage(e) }, reload ? 'state file rejected; keeping previous state' : 'reconcile failed');
+          if (e instanceof InputError) metrics.errors.inc({ reason: 'state_rejected' });
+          log.error({ err: errorMessage(e) }, e instanceof InputError ? 'state file rejected; keeping previous state' : 'reconcile failed');
         }
         schedule(missing > 0 ? (opts.retryMs ?? 2000) : (opts.resyncMs ?? 10000), true);
       });
@@ -74,6 +86,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         const n = await dp.drainPassthrough();
         if (n) log.info({ sockets: n }, 'passthrough sockets moved out of pw_sock');
       } catch (e) {
+        metrics.errors.inc({ reason: 'sweep' });
         log.error({ err: errorMessage(e) }, 'socket sweep failed');
       }
     });
@@ -90,6 +103,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       log.info({ signal: sig }, 'agent stopping; datapath stays in place');
       watcher.close();
       clearInterval(sweep);
+      http?.close();
       if (timer) clearTimeout(timer);
       void running.then(resolve);
     };

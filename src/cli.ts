@@ -10,6 +10,7 @@ import { checkFormat, dumpBackends, dumpEndpoints, dumpServices, dumpSockets, du
 import { status } from './commands/status.js';
 import { log } from './log.js';
 import * as sandbox from './sandbox.js';
+import { loadStateFile, writeStateFile } from './state/load.js';
 
 const program = new Command('podwarp')
   .description('eBPF-accelerated datapath manager for Kubernetes nodes')
@@ -38,7 +39,8 @@ program
   .option('--proxy-port <port>', 'sidecar outbound port', '15001')
   .option('--exclude-outbound-ports <list>', 'comma-separated destination ports never sent to the sidecar (≤ 8)', '')
   .option('--no-lb', 'no service load balancing at connect() (kube-proxy rules only)')
-  .action(async (o: { state: string; once?: boolean; resync: string; sockmap: boolean; lb: boolean; proxyUid: string; proxyPort: string; excludeOutboundPorts: string }) => {
+  .option('--metrics-addr <host:port>', '/metrics, /healthz, /readyz (empty: off)', '127.0.0.1:9464')
+  .action(async (o: { state: string; once?: boolean; resync: string; sockmap: boolean; lb: boolean; proxyUid: string; proxyPort: string; excludeOutboundPorts: string; metricsAddr: string }) => {
     const int = (v: string, what: string, max: number) => {
       const n = Number(v);
       if (!Number.isInteger(n) || n < 0 || n > max) throw new InputError(`${what}: "${v}" is not an integer in 0..${max}`);
@@ -52,8 +54,25 @@ program
       excludedPorts: o.excludeOutboundPorts.split(',').filter(Boolean).map((p) => int(p, '--exclude-outbound-ports', 65535)),
     };
     if (sockets.excludedPorts.length > 8) throw new InputError('--exclude-outbound-ports: at most 8 ports');
-    await runAgent({ stateFile: o.state, once: o.once, resyncMs: Number(o.resync) * 1000, sockets });
+    await runAgent({ stateFile: o.state, once: o.once, resyncMs: Number(o.resync) * 1000, sockets, metricsAddr: o.once ? '' : o.metricsAddr });
   });
+
+for (const [verb, on] of [['enable', true], ['disable', false]] as const) {
+  program
+    .command(verb)
+    .description(`${verb} acceleration for a namespace (local source: edits the state file; a running agent follows it)`)
+    .argument('<namespace>')
+    .requiredOption('--state <file>', 'local state file (the Kubernetes source will set the podwarp.io/accelerate label instead)')
+    .action((ns: string, o: { state: string }) => {
+      const { state } = loadStateFile(o.state);
+      const n = state.namespaces.find((x) => x.name === ns);
+      if (!n) throw new InputError(`namespace "${ns}" is not in ${o.state} (known: ${state.namespaces.map((x) => x.name).join(', ') || 'none'})`);
+      const was = n.accelerate ?? false;
+      n.accelerate = on;
+      writeStateFile(o.state, state);
+      out(`namespace ${ns}: acceleration ${on ? 'on' : 'off'}${was === on ? ' (unchanged)' : ''}\n`);
+    });
+}
 
 const dump = program.command('dump').description('decode a pinned map');
 dump

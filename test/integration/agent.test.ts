@@ -19,7 +19,7 @@ interface Agent {
 }
 
 function startAgent(env: Env, stateFile: string): Agent {
-  const child = spawnLong([CLI, 'agent', '--state', stateFile, '--resync', '1'], {
+  const child = spawnLong([CLI, 'agent', '--state', stateFile, '--resync', '1', '--metrics-addr', '127.0.0.1:0'], {
     env: { ...process.env, PODWARP_PIN_NAME: env.pinName, PODWARP_LOG_LEVEL: 'info' } as Record<string, string>,
   });
   const a: Agent = { child, lines: [] };
@@ -112,12 +112,29 @@ describe('agent process', () => {
     for (const att of await env!.dp.attachments()) expect(att.progId).toBe(prog2);
   });
 
-  it('follows state-file edits and keeps the last good state on an invalid file', async () => {
+  it('serves /readyz, /healthz and /metrics with the maps and datapath counters', async () => {
     const a = agents[agents.length - 1]!;
-    const st = YAML.parse(fs.readFileSync(env!.m.stateFile, 'utf8')) as { namespaces: { name: string; accelerate: boolean }[] };
-    st.namespaces.find((n) => n.name === 'team-a')!.accelerate = false;
-    fs.writeFileSync(env!.m.stateFile + '.new', YAML.stringify(st));
-    fs.renameSync(env!.m.stateFile + '.new', env!.m.stateFile);
+    const addr = String((await until('metrics address', () => a.lines.find((l) => l.msg === 'metrics and health endpoints listening')))!.addr);
+    const get = async (p: string) => {
+      const r = await fetch(`http://${addr}${p}`);
+      return { status: r.status, body: await r.text() };
+    };
+    expect(await get('/healthz')).toEqual({ status: 200, body: 'ok\n' });
+    expect((await get('/readyz')).status).toBe(200);
+    const m = (await get('/metrics')).body;
+    expect(m).toContain(`podwarp_endpoints{state="enabled"} ${env!.m.pods.length}`);
+    expect(m).toMatch(/podwarp_datapath_events\{program="pw_sk_msg",reason="redirected"\} [1-9]\d*/);
+    expect(m).toMatch(/podwarp_sync_duration_seconds_count [1-9]/);
+    expect(m).toContain('podwarp_services_dropped 0');
+  });
+
+  it('follows `podwarp disable` (a state-file edit) and keeps the last good state on an invalid file', async () => {
+    const a = agents[agents.length - 1]!;
+    const d = await run('podwarp disable', [CLI, 'disable', 'team-a', '--state', env!.m.stateFile]);
+    expect(d.stdout).toBe('namespace team-a: acceleration off\n');
+    const unknown = await run('podwarp enable', [CLI, 'enable', 'nope', '--state', env!.m.stateFile], { reject: false });
+    expect(unknown.exitCode).toBe(2);
+    expect(unknown.stderr).toContain('namespace "nope" is not in');
     const teamA = env!.m.pods.filter((p) => p.namespace === 'team-a').map((p) => p.ip);
     const teamACg = env!.m.pods.filter((p) => p.namespace === 'team-a').map((p) => p.cgroup);
     await until('team-a disabled in the maps and detached from its cgroups', async () => {
@@ -127,12 +144,14 @@ describe('agent process', () => {
     const good = await readActual(env!.dp);
 
     fs.writeFileSync(env!.m.stateFile, 'apiVersion: podwarp.io/v1alpha1\nkind: NodeState\nnamespaces: []\npods: [{namespace: x}]\n');
+    const addr = String(a.lines.find((l) => l.msg === 'metrics and health endpoints listening')!.addr);
     await until('rejection logged', () => a.lines.find((l) => l.msg === 'state file rejected; keeping previous state'));
     const rejected = a.lines.find((l) => l.msg === 'state file rejected; keeping previous state')!;
     expect(String(rejected.err)).toContain("/pods/0: must have required property 'name'");
     await new Promise((r) => setTimeout(r, 1500)); // past a resync
     expect(await readActual(env!.dp)).toEqual(good);
     expect(a.child.exitCode).toBeNull();
+    expect(await (await fetch(`http://${addr}/metrics`)).text()).toContain('podwarp_errors_total{reason="state_rejected"}');
   });
 
   it('refuses to start on an invalid state file and touches nothing', async () => {
