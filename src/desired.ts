@@ -54,6 +54,16 @@ export function sockConfig(o: DesiredOptions): SockConfig {
   };
 }
 
+/**
+ * pw_config once the services are planned: UDP may skip the host only while
+ * every service is resolved at connect() (socket LB on, none left out), and
+ * the number left out is kept as a gauge.
+ */
+export function withServiceOutcome(c: SockConfig, opts: DesiredOptions, dropped: number): SockConfig {
+  const udp = opts.lb !== false && dropped === 0 ? CONFIG_FLAGS.TC_UDP : 0;
+  return { ...c, flags: (c.flags & ~CONFIG_FLAGS.TC_UDP) | udp, svcDropped: dropped };
+}
+
 export interface DesiredState {
   /** By pod IP. */
   endpoints: Map<string, DesiredEndpoint>;

@@ -1,13 +1,12 @@
 // One pass of the control loop: snapshot → facts → desired → read actual →
 // plan → apply. I/O only at the two ends (facts/actual in, apply out).
 import type { Datapath } from '../loader/datapath.js';
-import { DEFAULT_OPTIONS, desired, type DesiredOptions, type DesiredState } from './desired.js';
+import { DEFAULT_OPTIONS, desired, withServiceOutcome, type DesiredOptions, type DesiredState } from './desired.js';
 import { gatherFacts } from './facts.js';
 import { log } from './log.js';
 import type { Snapshot } from './model.js';
 import { plan, planSize, type ActualState, type Plan } from './plan.js';
 import { desiredServices, planServices, svcPlanSize, type SvcPlan } from './services.js';
-import { CONFIG_FLAGS } from './layout/schema.js';
 
 export interface ReconcileResult {
   plan: Plan;
@@ -82,9 +81,7 @@ export async function reconcile(dp: Datapath, snap: Snapshot, skips = new SkipLo
   const have = await readActual(dp);
   const svcWant = desiredServices(snap);
   const svc = planServices(svcWant.services, await dp.readServices(), await dp.serviceCapacity());
-  // UDP may skip the host only while no service traffic of an enabled pod is NATed by kube-proxy
-  if (opts.lb !== false && svc.dropped.length === 0) want.config = { ...want.config, flags: want.config.flags | CONFIG_FLAGS.TC_UDP };
-  want.config = { ...want.config, svcDropped: svc.dropped.length };
+  want.config = withServiceOutcome(want.config, opts, svc.dropped.length);
   const p = plan(want, have);
   if (svc.dropped.length) log.error({ services: svc.dropped }, 'service maps full: these services are left to kube-proxy (not written at all)');
   for (const u of svcWant.unresolved) skips.note(`endpoint ${u}`, 'named target port not found in the endpoint ports');

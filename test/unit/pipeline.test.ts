@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { desired } from '../../src/desired.js';
+import { desired, withServiceOutcome } from '../../src/desired.js';
 import type { NodeFacts } from '../../src/facts.js';
 import { EP_FLAGS } from '../../src/layout/schema.js';
 import type { Pod, Snapshot } from '../../src/model.js';
@@ -131,6 +131,13 @@ describe('plan()', () => {
     const d = desired(snap, facts, { sockmap: true, proxyUid: 1000, proxyPort: 15100, excludedPorts: [443, 22, 443] });
     expect(d.config).toEqual({ flags: 1, proxyUid: 1000, proxyPort: 15100, bulkBytes: 0, excludedPorts: [22, 443], svcDropped: 0 });
     expect(() => desired(snap, facts, { sockmap: true, excludedPorts: [1, 2, 3, 4, 5, 6, 7, 8, 9] })).toThrow(/at most 8/);
+  });
+
+  it('lets UDP skip the host only while every service is resolved at connect()', () => {
+    const c = desired(snap, facts).config;
+    expect(withServiceOutcome(c, { sockmap: true }, 0)).toMatchObject({ flags: 3, svcDropped: 0 });
+    expect(withServiceOutcome(c, { sockmap: true }, 2)).toMatchObject({ flags: 1, svcDropped: 2 });
+    expect(withServiceOutcome(c, { sockmap: true, lb: false }, 0).flags).toBe(1);
   });
 
   it('writes pw_config only when it differs', () => {
