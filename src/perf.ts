@@ -1,10 +1,14 @@
 // Traffic between sandbox pods with pwperf (test/bench/pwperf.c): used by the
 // demo, the integration tests and the benchmarks.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { compileHost } from '../loader/clang.js';
 import { onLines, run, spawnLong, which } from '../loader/exec.js';
-import { BUILD, ROOT } from './build.js';
+import { BUILD, ROOT, build } from './build.js';
+import { Datapath } from '../loader/datapath.js';
+import { requireDatapathFeatures } from '../loader/features.js';
 import { podCommand, type SandboxPod } from './sandbox.js';
 
 export const PWPERF = path.join(BUILD, 'pwperf');
@@ -203,4 +207,19 @@ export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** Built objects and tools, after the kernel feature check (once per run). */
+export async function prepareTools(): Promise<string[]> {
+  await requireDatapathFeatures();
+  const objs = await build();
+  await ensurePwperf();
+  return objs;
+}
+
+/** A scratch sandbox directory and a datapath under its own pin name, never the agent's. */
+export async function scratchDatapath(kind: string): Promise<{ id: string; dir: string; dp: Datapath }> {
+  const id = crypto.randomBytes(2).toString('hex');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `podwarp-${kind}-`));
+  return { id, dir, dp: await Datapath.open(`podwarp_${kind.replace(/-/g, '_')}_${id}`) };
 }

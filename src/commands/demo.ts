@@ -5,17 +5,11 @@
 //  3. dump the endpoints map
 //  4. disable one namespace; show its traffic back on the normal path (counters)
 //  5. tear everything down (datapath and sandbox), also on failure
-import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { Datapath } from '../../loader/datapath.js';
-import { requireDatapathFeatures } from '../../loader/features.js';
 import * as ipr from '../../loader/ip.js';
-import { build } from '../build.js';
 import { log } from '../log.js';
 import { compare, compareSidecar, comparisonTable, roundLine, sidecarTable, withAccel } from '../compare.js';
-import { ensurePwperf, hasIperf3, sink, startIperf3Server, startProxy, startServer, stream, type Server } from '../perf.js';
+import { hasIperf3, prepareTools, scratchDatapath, sink, startIperf3Server, startProxy, startServer, stream, type Server } from '../perf.js';
 import { reconcile } from '../reconciler.js';
 import * as sandbox from '../sandbox.js';
 import { loadStateFile } from '../state/load.js';
@@ -40,12 +34,8 @@ async function txPackets(dev: string): Promise<number> {
 }
 
 export async function demo(o: DemoOptions): Promise<void> {
-  await requireDatapathFeatures();
-  const objs = await build();
-  await ensurePwperf();
-  const id = crypto.randomBytes(2).toString('hex');
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'podwarp-demo-'));
-  const dp = await Datapath.open(`podwarp_demo_${id}`);
+  const objs = await prepareTools();
+  const { id, dir, dp } = await scratchDatapath('demo');
   const servers: Server[] = [];
   let failed = false;
   // a closed pipe (`| head`) or Ctrl-C must still end in the teardown below

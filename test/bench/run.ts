@@ -2,16 +2,10 @@
 // one run (alternating rounds, medians, ratios). Not a timed test.
 //   npm run bench -- [--rounds 5] [--seconds 3] [--cpu 0|none] [--json FILE] [--smoke]
 // --smoke: 1 round of 0.5 s per wiring, to prove the benchmark runs (CI).
-import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { Datapath } from '../../loader/datapath.js';
-import { requireDatapathFeatures } from '../../loader/features.js';
-import { build } from '../../src/build.js';
 import { compare, compareSidecar, comparisonTable, roundLine, sidecarTable, type Comparison, type SidecarComparison } from '../../src/compare.js';
-import { ensurePwperf, hasIperf3, startIperf3Server, startProxy, startServer } from '../../src/perf.js';
+import { hasIperf3, prepareTools, scratchDatapath, startIperf3Server, startProxy, startServer } from '../../src/perf.js';
 import * as sandbox from '../../src/sandbox.js';
 import { loadStateFile } from '../../src/state/load.js';
 
@@ -28,17 +22,13 @@ const rounds = values.smoke ? 1 : Number(values.rounds);
 const seconds = values.smoke ? 0.5 : Number(values.seconds);
 const cpu = values.cpu === 'none' ? undefined : Number(values.cpu);
 
-await requireDatapathFeatures();
-const objs = await build();
-await ensurePwperf();
+const objs = await prepareTools();
 let current: (() => Promise<void>) | undefined;
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(sig, () => void (current?.() ?? Promise.resolve()).finally(() => process.exit(130)));
 const results: Record<string, Comparison> = {};
 let sidecar: SidecarComparison | undefined;
 for (const wiring of ['routed', 'bridge'] as const) {
-  const id = crypto.randomBytes(2).toString('hex');
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'podwarp-bench-'));
-  const dp = await Datapath.open(`podwarp_bench_${id}`);
+  const { id, dir, dp } = await scratchDatapath('bench');
   let stop: (() => Promise<void>) | undefined;
   let done: Promise<void> | undefined;
   const teardown = async () => {

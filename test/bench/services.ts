@@ -6,16 +6,10 @@
 // only in how the ClusterIP is resolved: DNAT per packet (iptables, the
 // target service last in the services chain, as kube-proxy's linear match
 // has it) or one rewrite at connect() (podwarp).
-import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { Datapath } from '../../loader/datapath.js';
-import { requireDatapathFeatures } from '../../loader/features.js';
-import { build } from '../../src/build.js';
 import type { Service, Snapshot } from '../../src/model.js';
-import { conn, ensurePwperf, median, startServer, type Server } from '../../src/perf.js';
+import { conn, median, prepareTools, scratchDatapath, startServer, type Server } from '../../src/perf.js';
 import { reconcile } from '../../src/reconciler.js';
 import * as sandbox from '../../src/sandbox.js';
 import { loadStateFile } from '../../src/state/load.js';
@@ -39,12 +33,8 @@ const seconds = values.smoke ? 0.5 : Number(values.seconds);
 const cpu = values.cpu === 'none' ? undefined : Number(values.cpu);
 const say = (s: string) => process.stdout.write(s);
 
-await requireDatapathFeatures();
-const objs = await build();
-await ensurePwperf();
-const id = crypto.randomBytes(2).toString('hex');
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'podwarp-bench-svc-'));
-const dp = await Datapath.open(`podwarp_bench_${id}`);
+const objs = await prepareTools();
+const { id, dir, dp } = await scratchDatapath('bench-svc');
 const servers: Server[] = [];
 const results: Record<string, unknown>[] = [];
 let cleaning: Promise<void> | undefined;
