@@ -1,28 +1,39 @@
 # podwarp image: the clang/bpftool toolchain and the agent in one.
 #
-#   docker build -t podwarp .
+#   docker build -t podwarp:dev .
 #   # compile BPF on a host without clang:
-#   PODWARP_TOOLCHAIN_IMAGE=podwarp ./bin/podwarp build
+#   PODWARP_TOOLCHAIN_IMAGE=podwarp:dev ./bin/podwarp build
+#   # run it as the node agent (DaemonSet, RBAC): deploy/podwarp.yaml, deploy/README.md
 #
-# The agent needs the host's bpffs, cgroup2 and network namespace (see
-# deploy/ once the Kubernetes source lands). Node 20 comes from the official
-# image; the toolchain from Debian bookworm.
+# Node 20 comes from the official image; the toolchain from Debian bookworm.
+# What the agent runs at run time: bpftool, tc and ip (iproute2), mount (bpffs
+# if the host has none), nsenter (util-linux: pod network namespaces by PID),
+# clang only if the objects built here are out of date. `podwarp demo` also
+# compiles test/bench/*.c with clang (libc6-dev) and uses iptables.
 FROM node:20-bookworm-slim
 
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      clang llvm bpftool libbpf-dev linux-libc-dev iproute2 iptables ca-certificates \
+      clang llvm bpftool libbpf-dev linux-libc-dev libc6-dev iproute2 iptables \
+      util-linux mount ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/podwarp
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund
+# what `podwarp build` reads: bpf/*.c, bpf/*.h, bpf/iter/*.c and the layout
+# schema in src/ (it generates build/include/pw_maps.h); bin/ and loader/ run it
 COPY bin ./bin
 COPY bpf ./bpf
 COPY loader ./loader
 COPY src ./src
-COPY test/bench/pwperf.c ./test/bench/pwperf.c
-RUN ./bin/podwarp build
+# traffic tool and sidecar fixture of `podwarp demo` (built on first use)
+COPY test/bench/pwperf.c test/bench/pwproxy.c ./test/bench/
+# objects built now are up to date when the agent starts (no clang at start-up);
+# the symlink puts podwarp on PATH for `kubectl exec … -- podwarp dump …`
+RUN ./bin/podwarp build \
+ && ln -s /opt/podwarp/bin/podwarp /usr/local/bin/podwarp \
+ && podwarp --help >/dev/null
 
 ENTRYPOINT ["/opt/podwarp/bin/podwarp"]
 CMD ["--help"]

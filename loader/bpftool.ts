@@ -130,31 +130,42 @@ export async function progLoadAll(obj: string, progDir: string, reuse: { name: s
   await run('load programs', ['bpftool', ...args]);
 }
 
-export type BatchLine = string[];
+/** One bpftool batch command line (words separated by single spaces, none needing quotes). */
+export type BatchLine = string;
 
-/** Map updates/deletes in one bpftool process (`bpftool batch file -`). */
-export async function batch(lines: BatchLine[]): Promise<void> {
-  if (lines.length === 0) return;
-  for (const l of lines) {
-    for (const w of l) if (/\s|'|"|\\/.test(w) || w === '') throw new Error(`batch word "${w}" needs quoting`);
-  }
+/**
+ * Map updates/deletes in one bpftool process (`bpftool batch file -`),
+ * executed in order: a caller relying on ordering (services: backends, then
+ * slots, then masters, then prunes) gets it within one call.
+ */
+export async function batch(lines: Iterable<BatchLine>): Promise<void> {
   const CHUNK = 5000;
-  for (let i = 0; i < lines.length; i += CHUNK) {
-    const text = lines.slice(i, i + CHUNK).map((l) => l.join(' ')).join('\n') + '\n';
-    await run(`apply ${Math.min(CHUNK, lines.length - i)} map operations`, ['bpftool', 'batch', 'file', '-'], { input: text });
+  let chunk: string[] = [];
+  const flush = async () => {
+    if (!chunk.length) return;
+    const text = chunk.join('\n') + '\n';
+    const n = chunk.length;
+    chunk = [];
+    await run(`apply ${n} map operations`, ['bpftool', 'batch', 'file', '-'], { input: text });
+  };
+  for (const l of lines) {
+    if (/['"\\\n\t]|  |^ | $/.test(l) || l === '') throw new Error(`batch line "${l}" needs quoting`);
+    chunk.push(l);
+    if (chunk.length >= CHUNK) await flush();
   }
+  await flush();
 }
 
 export function updateLine(pin: string, key: Buffer, value: Buffer, flag: 'any' | 'exist' | 'noexist' = 'any'): BatchLine {
-  return ['map', 'update', 'pinned', pin, 'key', 'hex', ...hexWords(key), 'value', 'hex', ...hexWords(value), flag];
+  return `map update pinned ${pin} key hex ${hexWords(key)} value hex ${hexWords(value)} ${flag}`;
 }
 
 export function deleteLine(pin: string, key: Buffer): BatchLine {
-  return ['map', 'delete', 'pinned', pin, 'key', 'hex', ...hexWords(key)];
+  return `map delete pinned ${pin} key hex ${hexWords(key)}`;
 }
 
-function hexWords(b: Buffer): string[] {
-  return [...b].map((x) => x.toString(16).padStart(2, '0'));
+function hexWords(b: Buffer): string {
+  return b.toString('hex').replace(/(..)(?!$)/g, '$1 ');
 }
 
 // ---- BTF (for the schema test) ----

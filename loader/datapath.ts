@@ -263,21 +263,24 @@ export class Datapath {
     return i;
   }
 
-  /** Applies a service plan in four ordered batches (see src/services.ts). */
+  /** Applies a service plan: four ordered steps in one bpftool batch (see src/services.ts). */
   async applyServices(p: SvcPlan): Promise<void> {
     const svc = mapDef('pw_svc');
     const be = mapDef('pw_backends');
     const svcPin = this.mapPin('pw_svc');
     const bePin = this.mapPin('pw_backends');
     const svcKeyOf = (fe: Frontend, slot: number) => encode(svc.key, { ip: fe.ip, port: fe.port, proto: fe.proto, slot });
-    await bpftool.batch(p.backendsUpsert.map((x) => bpftool.updateLine(bePin, encode(be.key, { id: x.id }), encode(be.value, { ip: x.b.ip, port: x.b.port, proto: x.b.proto }))));
-    await bpftool.batch(p.slotsUpsert.map((x) => bpftool.updateLine(svcPin, svcKeyOf(x.fe, x.slot), encode(svc.value, { backend_id: x.id, count: 0 }))));
-    await bpftool.batch(p.mastersUpsert.map((x) => bpftool.updateLine(svcPin, svcKeyOf(x.fe, 0), encode(svc.value, { backend_id: 0, count: x.count }))));
-    await bpftool.batch([
-      ...p.mastersDelete.map((fe) => bpftool.deleteLine(svcPin, svcKeyOf(fe, 0))),
-      ...p.slotsDelete.map((x) => bpftool.deleteLine(svcPin, svcKeyOf(x.fe, x.slot))),
-      ...p.backendsDelete.map((id) => bpftool.deleteLine(bePin, encode(be.key, { id }))),
-    ]);
+    // in order (see src/services.ts for why this order), generated chunk by chunk
+    await bpftool.batch(
+      (function* () {
+        for (const x of p.backendsUpsert) yield bpftool.updateLine(bePin, encode(be.key, { id: x.id }), encode(be.value, { ip: x.b.ip, port: x.b.port, proto: x.b.proto }));
+        for (const x of p.slotsUpsert) yield bpftool.updateLine(svcPin, svcKeyOf(x.fe, x.slot), encode(svc.value, { backend_id: x.id, count: 0 }));
+        for (const x of p.mastersUpsert) yield bpftool.updateLine(svcPin, svcKeyOf(x.fe, 0), encode(svc.value, { backend_id: 0, count: x.count }));
+        for (const fe of p.mastersDelete) yield bpftool.deleteLine(svcPin, svcKeyOf(fe, 0));
+        for (const x of p.slotsDelete) yield bpftool.deleteLine(svcPin, svcKeyOf(x.fe, x.slot));
+        for (const id of p.backendsDelete) yield bpftool.deleteLine(bePin, encode(be.key, { id }));
+      })(),
+    );
   }
 
   // ---- socket settings and sockets ----

@@ -1,28 +1,54 @@
 // The agent: load the datapath, then keep it equal to the source's state.
-// Local source: a state file, reloaded on change (debounced) and re-checked
-// periodically (pods whose node facts are missing are retried sooner).
-// Stopping the agent leaves the datapath in place (traffic keeps flowing);
-// `podwarp uninstall` removes it.
+//
+// Local source (--state FILE): the file is reloaded on change (debounced) and
+// re-checked periodically; every pass is a full pass (a few pods).
+//
+// Kubernetes source (--source kubernetes): informers feed a change set (which
+// Services, whether the node-local part changed). Events are coalesced for
+// --debounce ms, then one pass applies them: the changed Services against the
+// service-map mirror (src/servicesync.ts), the node-local part (endpoints,
+// tc, cgroup hooks) against what the maps and attachments hold. A full
+// service pass (read everything back) runs at start and every --full-resync.
+//
+// Pods whose node facts are missing are retried sooner. Stopping the agent
+// leaves the datapath in place (traffic keeps flowing); `podwarp uninstall`
+// removes it.
 import fs from 'node:fs';
 import path from 'node:path';
 import { Datapath } from '../loader/datapath.js';
 import { InputError, errorMessage } from '../loader/errors.js';
-import { AgentMetrics } from './metrics.js';
 import { requireDatapathFeatures } from '../loader/features.js';
 import { build } from './build.js';
-import { log } from './log.js';
-import type { Snapshot } from './model.js';
-import { SkipLog, reconcile } from './reconciler.js';
 import { DEFAULT_OPTIONS, sockConfig, type DesiredOptions } from './desired.js';
+import { log } from './log.js';
+import { AgentMetrics } from './metrics.js';
+import type { Snapshot } from './model.js';
+import { SkipLog, reconcile, reconcilePods, type PodsResult } from './reconciler.js';
+import { namespaceCounts, writeReport } from './report.js';
+import { svcPlanSize } from './services.js';
+import { ServiceSync, type SvcSyncResult } from './servicesync.js';
+import type { Change } from './sources/kubernetes.js';
 import { loadStateFile } from './state/load.js';
 
 export interface AgentOptions {
-  stateFile: string;
+  source?: 'local' | 'kubernetes';
+  /** Local source. */
+  stateFile?: string;
+  /** Kubernetes source: kubeconfig file (default in-cluster / $KUBECONFIG) and this node's name. */
+  kubeconfig?: string;
+  node?: string;
+  /** Node-local re-check period. */
   resyncMs?: number;
+  /** Re-check period while some pod's node facts are missing. */
   retryMs?: number;
+  /** Events are coalesced this long before a pass. */
   debounceMs?: number;
+  /** Kubernetes source: the initial lists must complete within this (the datapath is not touched before). */
+  syncTimeoutMs?: number;
+  /** Kubernetes source: full service pass (read both maps back) this often. */
+  fullResyncMs?: number;
   once?: boolean;
-  /** Socket acceleration (sockops/sk_msg) and sidecar settings. */
+  /** Socket acceleration (sockops/sk_msg), service LB and sidecar settings. */
   sockets?: DesiredOptions;
   /** How often passthrough sockets are swept out of pw_sock. */
   sweepMs?: number;
@@ -30,58 +56,46 @@ export interface AgentOptions {
   metricsAddr?: string;
 }
 
+interface Ctx {
+  dp: Datapath;
+  metrics: AgentMetrics;
+  skips: SkipLog;
+  opts: AgentOptions;
+  sockets: DesiredOptions;
+  /** Serialises every pass and sweep. */
+  queue: (f: () => Promise<void>) => Promise<void>;
+  /** Loads (or reuses) the pinned datapath; the source calls it once its input is known to be good. */
+  loadDatapath: () => Promise<void>;
+}
+
 export async function runAgent(opts: AgentOptions): Promise<void> {
+  const source = opts.source ?? 'local';
+  const sockets = opts.sockets ?? DEFAULT_OPTIONS;
   // reject bad input before touching anything
-  let snapshot: Snapshot = loadStateFile(opts.stateFile).snapshot;
-  sockConfig(opts.sockets ?? DEFAULT_OPTIONS);
+  if (source === 'local' && !opts.stateFile) throw new InputError('the local source needs --state FILE');
+  if (source === 'local') loadStateFile(opts.stateFile!);
+  if (source === 'kubernetes' && !opts.node) throw new InputError('the kubernetes source needs the node name: --node NAME or NODE_NAME');
+  // the Kubernetes client is loaded only for that source (a large module graph)
+  if (source === 'kubernetes') (await import('./sources/kubernetes.js')).loadKubeConfig(opts.kubeconfig);
+  sockConfig(sockets);
   await requireDatapathFeatures();
   const dp = await Datapath.open();
-  const reused = dp.isLoaded();
   const objs = await build();
-  await dp.load(objs);
-  log.info({ pinRoot: dp.pinRoot, reusedMaps: reused }, 'datapath ready');
-  const skips = new SkipLog();
+  const loadDatapath = async () => {
+    const reused = dp.isLoaded();
+    await dp.load(objs);
+    log.info({ pinRoot: dp.pinRoot, reusedMaps: reused }, 'datapath ready');
+  };
   const metrics = new AgentMetrics(dp);
   const http = opts.metricsAddr ? metrics.listen(opts.metricsAddr) : undefined;
-  let missing = 0;
-  const pass = async () => {
-    try {
-      const r = await reconcile(dp, snapshot, skips, opts.sockets ?? DEFAULT_OPTIONS);
-      missing = r.missing.size;
-      metrics.pass(r);
-    } catch (e) {
-      metrics.failed('reconcile', errorMessage(e));
-      throw e;
-    }
-  };
-  await pass();
-  log.info({ state: opts.stateFile, pods: snapshot.pods.length }, 'ready');
-  if (opts.once) return;
-
-  let timer: NodeJS.Timeout | undefined;
   let running = Promise.resolve();
-  const schedule = (ms: number, reload: boolean) => {
-    if (timer) clearTimeout(timer);
-    timer = setTimeout(() => {
-      running = running.then(async () => {
-        try {
-          if (reload) {
-            snapshot = loadStateFile(opts.stateFile).snapshot;
-            log.info({ pods: snapshot.pods.length }, 'state file reloaded');
-          }
-          await pass();
-        } catch (e) {
-          // an invalid file keeps the last good state; the maps are untouched
-          if (e instanceof InputError) metrics.errors.inc({ reason: 'state_rejected' });
-          log.error({ err: errorMessage(e) }, e instanceof InputError ? 'state file rejected; keeping previous state' : 'reconcile failed');
-        }
-        schedule(missing > 0 ? (opts.retryMs ?? 2000) : (opts.resyncMs ?? 10000), true);
-      });
-    }, ms);
-  };
+  const queue = (f: () => Promise<void>) => (running = running.then(f));
+  const ctx: Ctx = { dp, metrics, skips: new SkipLog(), opts, sockets, queue, loadDatapath };
+
   // sockets left with a direction on TCP (their peer never joined pw_sock) leave it soon, drained
   const sweep = setInterval(() => {
-    running = running.then(async () => {
+    if (!dp.isLoaded()) return;
+    void queue(async () => {
       try {
         const n = await dp.drainPassthrough();
         if (n) log.info({ sockets: n }, 'passthrough sockets moved out of pw_sock');
@@ -91,23 +105,258 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       }
     });
   }, opts.sweepMs ?? 2000);
-  const dir = path.dirname(path.resolve(opts.stateFile));
-  const base = path.basename(opts.stateFile);
-  const watcher = fs.watch(dir, (_ev, name) => {
-    if (name === base) schedule(opts.debounceMs ?? 100, true);
-  });
-  schedule(missing > 0 ? (opts.retryMs ?? 2000) : (opts.resyncMs ?? 10000), true);
 
+  let stopSource: () => Promise<void>;
+  try {
+    stopSource = source === 'kubernetes' ? await runKubernetes(ctx) : await runLocal(ctx);
+  } catch (e) {
+    clearInterval(sweep);
+    http?.close();
+    throw e;
+  }
+  if (opts.once) {
+    clearInterval(sweep);
+    http?.close();
+    await stopSource();
+    await running;
+    return;
+  }
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       log.info({ signal: sig }, 'agent stopping; datapath stays in place');
-      watcher.close();
       clearInterval(sweep);
       http?.close();
-      if (timer) clearTimeout(timer);
-      void running.then(resolve);
+      void stopSource()
+        .then(() => running)
+        .then(resolve);
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
+}
+
+function report(ctx: Ctx, source: string, pods: PodsResult, snap: Snapshot, sync: ServiceSync): void {
+  try {
+    writeReport({
+      source,
+      node: ctx.opts.node,
+      pid: process.pid,
+      updated: new Date().toISOString(),
+      namespaces: namespaceCounts(pods, snap.namespaces),
+      services: { frontends: sync.frontends, dropped: sync.droppedCount },
+    });
+  } catch (e) {
+    log.warn({ err: errorMessage(e) }, 'cannot write the agent report (podwarp status shows less)');
+  }
+}
+
+async function runLocal(ctx: Ctx): Promise<() => Promise<void>> {
+  const { dp, metrics, opts } = ctx;
+  const file = opts.stateFile!;
+  let snapshot: Snapshot = loadStateFile(file).snapshot;
+  await ctx.loadDatapath();
+  const sync = new ServiceSync(dp);
+  let missing = 0;
+  const pass = async () => {
+    try {
+      const r = await reconcile(dp, snapshot, ctx.skips, ctx.sockets, sync);
+      missing = r.missing.size;
+      metrics.pass(r.ms, r, r.svc);
+      report(ctx, 'local', r, snapshot, sync);
+    } catch (e) {
+      metrics.failed('reconcile', errorMessage(e));
+      throw e;
+    }
+  };
+  await pass();
+  log.info({ state: file, pods: snapshot.pods.length }, 'ready');
+  if (opts.once) return async () => {};
+
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const schedule = (ms: number) => {
+    if (timer) clearTimeout(timer);
+    if (stopped) return;
+    timer = setTimeout(() => {
+      void ctx.queue(async () => {
+        try {
+          snapshot = loadStateFile(file).snapshot;
+          await pass();
+        } catch (e) {
+          // an invalid file keeps the last good state; the maps are untouched
+          if (e instanceof InputError) metrics.errors.inc({ reason: 'state_rejected' });
+          log.error({ err: errorMessage(e) }, e instanceof InputError ? 'state file rejected; keeping previous state' : 'reconcile failed');
+        }
+        schedule(missing > 0 ? (opts.retryMs ?? 2000) : (opts.resyncMs ?? 10000));
+      });
+    }, ms);
+  };
+  const base = path.basename(file);
+  const watcher = fs.watch(path.dirname(path.resolve(file)), (_ev, name) => {
+    if (name === base) schedule(opts.debounceMs ?? 100);
+  });
+  schedule(missing > 0 ? (opts.retryMs ?? 2000) : (opts.resyncMs ?? 10000));
+  return async () => {
+    stopped = true;
+    watcher.close();
+    if (timer) clearTimeout(timer);
+  };
+}
+
+const memory = () => {
+  const m = process.memoryUsage();
+  return { rssMiB: Math.round(m.rss / 2 ** 20), heapMiB: Math.round(m.heapUsed / 2 ** 20) };
+};
+
+/** Short, bounded label for a skip reason (the log line has the whole text). */
+const reasonLabel = (why: string) => why.split(/[(:]/)[0]!.trim().slice(0, 48);
+
+async function runKubernetes(ctx: Ctx): Promise<() => Promise<void>> {
+  const { dp, metrics, opts } = ctx;
+  const { KubeSource } = await import('./sources/kubernetes.js');
+  const sync = new ServiceSync(dp);
+  // two lanes: service maps (pw_svc/pw_backends) and the node-local part
+  // (endpoints, tc, cgroups, pw_config, socket sweep). They touch disjoint
+  // maps, so a Service change never waits behind a node pass or a sweep.
+  let svcLane = Promise.resolve();
+  const svcQueue = (f: () => Promise<void>) => (svcLane = svcLane.then(f));
+  const pending = { pods: false, podsSince: 0, services: new Set<string>(), svcSince: 0 };
+  let svcTimer: NodeJS.Timeout | undefined;
+  let podTimer: NodeJS.Timeout | undefined;
+  let started = false;
+  let missing = 0;
+  let lastDropped = 0;
+  let stopped = false;
+  const debounce = opts.debounceMs ?? 10;
+  const kickSvc = () => {
+    if (!started || svcTimer || stopped) return;
+    svcTimer = setTimeout(() => {
+      svcTimer = undefined;
+      void svcQueue(() => svcPass('change').catch(() => {}));
+    }, debounce);
+  };
+  const kickPods = (ms = debounce) => {
+    if (!started || stopped) return;
+    if (podTimer) clearTimeout(podTimer);
+    podTimer = setTimeout(() => {
+      podTimer = undefined;
+      void ctx.queue(() => podsPass('change').catch(() => {})).then(() => {
+        // periodic re-check (sooner while some pod's node facts are missing)
+        if (!stopped && !podTimer) kickPods(missing > 0 ? (opts.retryMs ?? 2000) : (opts.resyncMs ?? 10000));
+      });
+    }, ms);
+  };
+  const src = new KubeSource(
+    { kubeconfig: opts.kubeconfig, node: opts.node! },
+    {
+      onChange(c) {
+        if (c.pods) {
+          pending.pods = true;
+          pending.podsSince ||= Date.now();
+          kickPods();
+        }
+        if (c.services.size) {
+          for (const k of c.services) pending.services.add(k);
+          pending.svcSince ||= Date.now();
+          kickSvc();
+        }
+      },
+      onSkip(kind, name, reason) {
+        if (ctx.skips.note(`${kind} ${name}`, reason)) metrics.skippedObjects.inc({ kind, reason: reasonLabel(reason) });
+      },
+      onEvent: (kind, type) => metrics.events.inc({ kind, type }),
+      onList: (kind) => metrics.lists.inc({ kind }),
+      onError: (kind) => metrics.errors.inc({ reason: `watch_${kind}` }),
+    },
+  );
+  metrics.objects.reset();
+  const t0 = Date.now();
+  try {
+    await src.start(opts.syncTimeoutMs ?? 60_000);
+  } catch (e) {
+    await src.stop();
+    throw e;
+  }
+  log.info({ server: src.server, node: opts.node, objects: src.counts(), ms: Date.now() - t0, ...memory() }, 'caches synced');
+  await ctx.loadDatapath();
+
+  const svcPass = async (why: 'change' | 'full') => {
+    const t = performance.now();
+    const since = pending.svcSince;
+    const keys = pending.services;
+    pending.services = new Set();
+    pending.svcSince = 0;
+    try {
+      const svc =
+        why === 'full' || !sync.ready
+          ? await sync.full(src.serviceKeys().flatMap((k) => src.service(k) ?? []))
+          : await sync.changed(new Map([...keys].map((k) => [k, src.service(k)])));
+      for (const u of svc.unresolved) ctx.skips.note(`endpoint ${u}`, 'named target port not found in the endpoint ports');
+      if (svc.plan.dropped.length) log.error({ services: svc.plan.dropped }, 'service maps full: these services are left to kube-proxy (not written at all)');
+      const ms = performance.now() - t;
+      const lagMs = since ? Date.now() - since : undefined;
+      if (lagMs !== undefined) metrics.changeLatency.observe(lagMs / 1000);
+      metrics.pass(Math.round(ms), undefined, svc);
+      if (svcPlanSize(svc.plan) > 0) log.info({ lane: 'services', why, services: keys.size, full: svc.full, ops: svcPlanSize(svc.plan), ms: Math.round(ms), lagMs }, 'reconciled');
+      // pw_config says whether every service is resolved at connect(): the node lane writes it
+      if (sync.droppedCount !== lastDropped) kickPods();
+    } catch (e) {
+      // nothing is lost: the keys go back, and a failed write dropped the mirror (the next pass reads back)
+      for (const k of keys) pending.services.add(k);
+      pending.svcSince ||= since || Date.now();
+      metrics.failed('reconcile', errorMessage(e));
+      log.error({ err: errorMessage(e), lane: 'services', why }, 'reconcile failed; retrying');
+      if (!stopped) setTimeout(kickSvc, opts.retryMs ?? 2000).unref();
+      throw e;
+    }
+  };
+
+  const podsPass = async (why: 'change' | 'start') => {
+    const t = performance.now();
+    const since = pending.podsSince;
+    pending.pods = false;
+    pending.podsSince = 0;
+    try {
+      const snap = src.snapshot();
+      const dropped = sync.droppedCount;
+      const pods = await reconcilePods(dp, snap, ctx.skips, ctx.sockets, dropped);
+      lastDropped = dropped;
+      missing = pods.missing.size;
+      report(ctx, 'kubernetes', pods, snap, sync);
+      const ms = performance.now() - t;
+      const lagMs = since ? Date.now() - since : undefined;
+      if (lagMs !== undefined) metrics.changeLatency.observe(lagMs / 1000);
+      metrics.pass(Math.round(ms), pods);
+      for (const [k, n] of Object.entries(src.counts())) metrics.objects.set({ kind: k }, n);
+      const p = pods.plan;
+      const ops = p.upsert.length + p.delete.length + p.attach.length + p.detach.length + p.cgroups.length + (p.config ? 1 : 0);
+      if (ops > 0) log.info({ lane: 'node', why, ops, ms: Math.round(ms), lagMs }, 'reconciled');
+    } catch (e) {
+      pending.pods = true;
+      pending.podsSince ||= since || Date.now();
+      metrics.failed('reconcile', errorMessage(e));
+      log.error({ err: errorMessage(e), lane: 'node', why }, 'reconcile failed; retrying');
+      throw e;
+    }
+  };
+
+  // events that arrived while the caches filled are covered by the first passes
+  pending.pods = false;
+  pending.services = new Set();
+  pending.svcSince = pending.podsSince = 0;
+  await svcQueue(() => svcPass('full'));
+  await ctx.queue(() => podsPass('start'));
+  started = true;
+  log.info({ node: opts.node, frontends: sync.frontends, ms: Date.now() - t0, ...memory() }, 'ready');
+  if (pending.services.size) kickSvc();
+  if (!opts.once) kickPods(pending.pods ? debounce : (opts.resyncMs ?? 10000));
+  const full = opts.once ? undefined : setInterval(() => void svcQueue(() => svcPass('full').catch(() => {})), opts.fullResyncMs ?? 300_000);
+  return async () => {
+    stopped = true;
+    if (svcTimer) clearTimeout(svcTimer);
+    if (podTimer) clearTimeout(podTimer);
+    if (full) clearInterval(full);
+    await src.stop();
+    await svcLane;
+  };
 }

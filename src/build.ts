@@ -7,7 +7,16 @@ import { InputError } from '../loader/errors.js';
 import { generateHeader } from './layout/cgen.js';
 import { log } from './log.js';
 
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+/** The repository (or image) root: the nearest directory above this file with package.json (src/ under tsx, dist/src/ compiled). */
+export const ROOT = (() => {
+  let d = path.dirname(fileURLToPath(import.meta.url));
+  while (!fs.existsSync(path.join(d, 'package.json'))) {
+    const up = path.dirname(d);
+    if (up === d) throw new Error('podwarp: no package.json above the sources');
+    d = up;
+  }
+  return d;
+})();
 export const BPF_SRC = path.join(ROOT, 'bpf');
 export const BUILD = path.join(ROOT, 'build');
 export const OBJ_DIR = path.join(BUILD, 'bpf');

@@ -1,6 +1,6 @@
 // desired(snapshot, node facts) → DesiredState. Pure: no I/O, no clock.
 import { CGROUP_HOOKS, CONFIG_FLAGS, EP_FLAGS } from './layout/schema.js';
-import { ACCELERATE_ANNOTATION, podKey, type Pod, type Snapshot } from './model.js';
+import { ACCELERATE_ANNOTATION, podKey, selects, type Snapshot } from './model.js';
 import type { NodeFacts } from './facts.js';
 
 export interface DesiredEndpoint {
@@ -80,9 +80,6 @@ export interface DesiredState {
   config: SockConfig;
 }
 
-function selects(matchLabels: Record<string, string>, pod: Pod): boolean {
-  return Object.entries(matchLabels).every(([k, v]) => pod.labels[k] === v);
-}
 
 export function desired(snap: Snapshot, facts: NodeFacts, opts: DesiredOptions = DEFAULT_OPTIONS): DesiredState {
   const nsOn = new Set(snap.namespaces.filter((n) => n.accelerate).map((n) => n.name));
@@ -105,11 +102,12 @@ export function desired(snap: Snapshot, facts: NodeFacts, opts: DesiredOptions =
       out.skipped.set(k, 'no-ip');
       continue;
     }
-    if (!p.hostInterface) {
+    const f = facts.pods.get(k);
+    // a pod known by UID only is found by the node (facts.ts); one with neither cannot be
+    if (!p.hostInterface && !p.uid && !f) {
       out.skipped.set(k, 'no-interface');
       continue;
     }
-    const f = facts.pods.get(k);
     if (!f) {
       out.skipped.set(k, 'facts-missing');
       continue;
@@ -117,14 +115,15 @@ export function desired(snap: Snapshot, facts: NodeFacts, opts: DesiredOptions =
     let why: DisableReason | undefined;
     if (!nsOn.has(p.namespace)) why = 'namespace-off';
     else if (p.annotations[ACCELERATE_ANNOTATION] === 'false') why = 'opted-out';
-    else if (snap.networkPolicies.some((np) => np.namespace === p.namespace && selects(np.matchLabels, p))) why = 'policy-selected';
+    else if (snap.networkPolicies.some((np) => np.namespace === p.namespace && selects(np, p.labels))) why = 'policy-selected';
     if (why) out.disabled.set(k, why);
     out.endpoints.set(p.ip, { ip: p.ip, ifindex: f.ifindex, flags: why ? 0 : EP_FLAGS.ENABLED, mac: f.mac, gwMac: f.gwMac, pod: k });
-    out.attach.set(p.hostInterface, f.ifindex);
-    if (!why && p.cgroup && (opts.sockmap || opts.lb !== false)) {
+    out.attach.set(p.hostInterface || f.hostInterface, f.ifindex);
+    const cgroup = p.cgroup || f.cgroup;
+    if (!why && cgroup && (opts.sockmap || opts.lb !== false)) {
       const sidecar = p.sidecar ? CGROUP_HOOKS.CONNECT4 | CGROUP_HOOKS.GETSOCKOPT : 0;
       const sock = opts.sockmap ? CGROUP_HOOKS.SOCK_OPS | sidecar : 0;
-      out.cgroups.set(p.cgroup, sock | (opts.lb === false ? 0 : CGROUP_HOOKS.LB));
+      out.cgroups.set(cgroup, sock | (opts.lb === false ? 0 : CGROUP_HOOKS.LB));
     }
   }
   return out;

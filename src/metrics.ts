@@ -5,7 +5,8 @@ import client from 'prom-client';
 import type { Datapath } from '../loader/datapath.js';
 import { STAT_GROUPS } from './layout/schema.js';
 import { log } from './log.js';
-import type { ReconcileResult } from './reconciler.js';
+import type { PodsResult } from './reconciler.js';
+import type { SvcSyncResult } from './servicesync.js';
 
 export class AgentMetrics {
   readonly registry = new client.Registry();
@@ -39,7 +40,42 @@ export class AgentMetrics {
   });
   private readonly services = new client.Gauge({
     name: 'podwarp_services_dropped',
-    help: 'Services left to kube-proxy because pw_svc/pw_backends would not hold them.',
+    help: 'Service frontends left to kube-proxy because pw_svc/pw_backends would not hold them.',
+    registers: [this.registry],
+  });
+  private readonly frontends = new client.Gauge({
+    name: 'podwarp_service_frontends',
+    help: 'Service frontends (ClusterIP, port, protocol) in pw_svc.',
+    registers: [this.registry],
+  });
+  readonly objects = new client.Gauge({
+    name: 'podwarp_objects',
+    help: 'Objects in the source cache, by kind (Kubernetes source).',
+    labelNames: ['kind'],
+    registers: [this.registry],
+  });
+  readonly skippedObjects = new client.Counter({
+    name: 'podwarp_objects_skipped_total',
+    help: 'Objects (or parts of one) not used, by kind and reason; each object is counted once per reason.',
+    labelNames: ['kind', 'reason'],
+    registers: [this.registry],
+  });
+  readonly events = new client.Counter({
+    name: 'podwarp_watch_events_total',
+    help: 'Informer events, by kind and type (add, update, delete).',
+    labelNames: ['kind', 'type'],
+    registers: [this.registry],
+  });
+  readonly lists = new client.Counter({
+    name: 'podwarp_lists_total',
+    help: 'Full lists by kind (start, and relists after 410 Gone or errors).',
+    labelNames: ['kind'],
+    registers: [this.registry],
+  });
+  readonly changeLatency = new client.Histogram({
+    name: 'podwarp_change_to_maps_seconds',
+    help: 'From the first event of a batch to the maps holding its result.',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [this.registry],
   });
 
@@ -58,14 +94,20 @@ export class AgentMetrics {
     });
   }
 
-  pass(r: ReconcileResult): void {
-    this.duration.observe(r.ms / 1000);
-    const enabled = [...r.desired.endpoints.values()].filter((e) => e.flags & 1).length;
-    this.endpoints.set({ state: 'enabled' }, enabled);
-    this.endpoints.set({ state: 'disabled' }, r.desired.endpoints.size - enabled);
-    this.skipped.reset();
-    for (const why of r.desired.skipped.values()) this.skipped.inc({ reason: why });
-    this.services.set(r.services.dropped.length);
+  /** A successful pass: the node-local part and/or the services. */
+  pass(ms: number, pods?: PodsResult, svc?: SvcSyncResult): void {
+    this.duration.observe(ms / 1000);
+    if (pods) {
+      const enabled = [...pods.desired.endpoints.values()].filter((e) => e.flags & 1).length;
+      this.endpoints.set({ state: 'enabled' }, enabled);
+      this.endpoints.set({ state: 'disabled' }, pods.desired.endpoints.size - enabled);
+      this.skipped.reset();
+      for (const why of pods.desired.skipped.values()) this.skipped.inc({ reason: why });
+    }
+    if (svc) {
+      this.services.set(svc.dropped);
+      this.frontends.set(svc.frontends);
+    }
     this.ready = true;
     this.lastError = undefined;
     this.lastPass = Date.now();

@@ -22,6 +22,8 @@ export interface Pod {
   netns?: string;
   cgroup?: string;
   hostNetwork: boolean;
+  /** Being deleted (deletionTimestamp set): loses to a live pod holding the same IP. */
+  terminating?: boolean;
   /** Runs an Istio-style sidecar proxy: outbound connects go to it, without iptables. */
   sidecar: boolean;
   labels: Record<string, string>;
@@ -31,8 +33,27 @@ export interface Pod {
 export interface NetworkPolicy {
   namespace: string;
   name: string;
-  /** Empty matchLabels selects every pod of the namespace. */
+  /** Empty matchLabels (and no expressions) selects every pod of the namespace. */
   matchLabels: Record<string, string>;
+  matchExpressions?: { key: string; operator: 'In' | 'NotIn' | 'Exists' | 'DoesNotExist'; values?: string[] }[];
+}
+
+/** Kubernetes label selector semantics (matchLabels AND matchExpressions). */
+export function selects(np: Pick<NetworkPolicy, 'matchLabels' | 'matchExpressions'>, labels: Record<string, string>): boolean {
+  if (!Object.entries(np.matchLabels).every(([k, v]) => labels[k] === v)) return false;
+  return (np.matchExpressions ?? []).every((e) => {
+    const has = Object.hasOwn(labels, e.key);
+    switch (e.operator) {
+      case 'In':
+        return has && (e.values ?? []).includes(labels[e.key]!);
+      case 'NotIn':
+        return !has || !(e.values ?? []).includes(labels[e.key]!);
+      case 'Exists':
+        return has;
+      case 'DoesNotExist':
+        return !has;
+    }
+  });
 }
 
 export interface ServicePort {

@@ -6,11 +6,13 @@ import { gatherFacts } from './facts.js';
 import { log } from './log.js';
 import type { Snapshot } from './model.js';
 import { plan, planSize, type ActualState, type Plan } from './plan.js';
-import { desiredServices, planServices, svcPlanSize, type SvcPlan } from './services.js';
+import { svcPlanSize, type SvcPlan } from './services.js';
+import { ServiceSync, type SvcSyncResult } from './servicesync.js';
 
 export interface ReconcileResult {
   plan: Plan;
   services: SvcPlan;
+  svc: SvcSyncResult;
   desired: DesiredState;
   /** Pods whose node facts are not there yet: the caller should retry soon. */
   missing: Map<string, string>;
@@ -40,7 +42,7 @@ export async function readActual(dp: Datapath): Promise<ActualState> {
  * map entry says so, and stops being one (its sockets drained out of pw_sock
  * with no byte lost) before its entry goes away.
  */
-export async function applyPlan(dp: Datapath, p: Plan, svc?: SvcPlan): Promise<void> {
+export async function applyPlan(dp: Datapath, p: Plan): Promise<void> {
   const stale = p.detach.filter((i) => !i.present);
   for (const i of stale) await dp.detach(i);
   for (const a of p.attach) await dp.attach(a.name);
@@ -50,7 +52,6 @@ export async function applyPlan(dp: Datapath, p: Plan, svc?: SvcPlan): Promise<v
     p.upsert.map((e) => ({ key: { ip: e.ip }, value: { ifindex: e.ifindex, flags: e.flags, mac: e.mac, gw_mac: e.gwMac } })),
     [],
   );
-  if (svc) await dp.applyServices(svc);
   for (const c of p.cgroups.filter((x) => x.hooks !== 0)) await dp.setCgroupHooks(c.path, c.hooks);
   for (const c of p.cgroups.filter((x) => x.hooks === 0)) await dp.setCgroupHooks(c.path, 0);
   if (p.drainIps.length) {
@@ -61,42 +62,72 @@ export async function applyPlan(dp: Datapath, p: Plan, svc?: SvcPlan): Promise<v
   for (const i of p.detach.filter((x) => x.present)) await dp.detach(i);
 }
 
-/** Logs each skipped pod (or unresolvable endpoint) once per reason change, not on every pass. */
+/**
+ * Logs each skipped object (pod, service, unresolvable endpoint…) once per
+ * reason, not on every pass. Bounded: objects no longer around are forgotten
+ * (forgetExcept), and past `cap` entries the oldest are.
+ */
 export class SkipLog {
-  private seen = new Map<string, string>();
-  note(pod: string, reason: string): void {
-    if (this.seen.get(pod) === reason) return;
-    this.seen.set(pod, reason);
-    log.warn({ pod, reason }, 'pod not accelerated');
+  private seen = new Map<string, Set<string>>();
+  constructor(private readonly cap = 50_000) {}
+  /** True the first time this object is seen with this reason. */
+  note(object: string, reason: string): boolean {
+    let reasons = this.seen.get(object);
+    if (reasons?.has(reason)) return false;
+    if (!reasons) {
+      if (this.seen.size >= this.cap) this.seen.delete(this.seen.keys().next().value!);
+      this.seen.set(object, (reasons = new Set()));
+    }
+    reasons.add(reason);
+    log.warn({ object, reason }, 'skipped');
+    return true;
   }
-  forgetExcept(pods: Set<string>): void {
-    for (const k of this.seen.keys()) if (!pods.has(k)) this.seen.delete(k);
+  forgetExcept(objects: Set<string>): void {
+    for (const k of this.seen.keys()) if (!objects.has(k)) this.seen.delete(k);
   }
 }
 
-export async function reconcile(dp: Datapath, snap: Snapshot, skips = new SkipLog(), opts: DesiredOptions = DEFAULT_OPTIONS): Promise<ReconcileResult> {
+export interface PodsResult {
+  plan: Plan;
+  desired: DesiredState;
+  /** Pods whose node facts are not there yet: the caller should retry soon. */
+  missing: Map<string, string>;
+  ms: number;
+}
+
+/**
+ * The node-local part: endpoints, tc attachments, pod cgroup hooks and
+ * pw_config (which depends on how many services were left out).
+ */
+export async function reconcilePods(dp: Datapath, snap: Snapshot, skips: SkipLog, opts: DesiredOptions, svcDropped: number): Promise<PodsResult> {
   const t0 = performance.now();
   const facts = await gatherFacts(snap);
   const want = desired(snap, facts, opts);
+  want.config = withServiceOutcome(want.config, opts, svcDropped);
   const have = await readActual(dp);
-  const svcWant = desiredServices(snap);
-  const svc = planServices(svcWant.services, await dp.readServices(), await dp.serviceCapacity());
-  want.config = withServiceOutcome(want.config, opts, svc.dropped.length);
   const p = plan(want, have);
-  if (svc.dropped.length) log.error({ services: svc.dropped }, 'service maps full: these services are left to kube-proxy (not written at all)');
-  for (const u of svcWant.unresolved) skips.note(`endpoint ${u}`, 'named target port not found in the endpoint ports');
-  await applyPlan(dp, p, svc);
+  await applyPlan(dp, p);
   // connections the fast path could not take whole (one direction on TCP) leave pw_sock: see loader drainSockets
   await dp.drainPassthrough();
-  for (const [pod, why] of facts.missing) skips.note(pod, why);
-  for (const [pod, why] of want.skipped) if (why !== 'facts-missing') skips.note(pod, why);
-  skips.forgetExcept(new Set([...facts.missing.keys(), ...want.skipped.keys(), ...svcWant.unresolved.map((u) => `endpoint ${u}`)]));
+  for (const [pod, why] of facts.missing) skips.note(`pod ${pod}`, why);
+  for (const [pod, why] of want.skipped) if (why !== 'facts-missing') skips.note(`pod ${pod}`, why);
   const ms = Math.round(performance.now() - t0);
-  if (planSize(p) + svcPlanSize(svc) > 0) {
-    log.info(
-      { attach: p.attach.length, upsert: p.upsert.length, delete: p.delete.length, detach: p.detach.length, cgroups: p.cgroups.length, drained: p.drainIps.length, svcOps: svcPlanSize(svc), ms },
-      'reconciled',
-    );
+  if (planSize(p) > 0) {
+    log.info({ attach: p.attach.length, upsert: p.upsert.length, delete: p.delete.length, detach: p.detach.length, cgroups: p.cgroups.length, drained: p.drainIps.length, ms }, 'reconciled pods');
   }
-  return { plan: p, services: svc, desired: want, missing: facts.missing, ms };
+  return { plan: p, desired: want, missing: facts.missing, ms };
+}
+
+/** A full pass (the local source runs one per change): every service, then the node-local part. */
+export async function reconcile(dp: Datapath, snap: Snapshot, skips = new SkipLog(), opts: DesiredOptions = DEFAULT_OPTIONS, sync = new ServiceSync(dp)): Promise<ReconcileResult> {
+  const t0 = performance.now();
+  const svc = await sync.full(snap.services);
+  if (svc.plan.dropped.length) log.error({ services: svc.plan.dropped }, 'service maps full: these services are left to kube-proxy (not written at all)');
+  for (const u of svc.unresolved) skips.note(`endpoint ${u}`, 'named target port not found in the endpoint ports');
+  const pods = await reconcilePods(dp, snap, skips, opts, svc.dropped);
+  skips.forgetExcept(new Set([...pods.missing.keys(), ...pods.desired.skipped.keys()].map((k) => `pod ${k}`).concat(svc.unresolved.map((u) => `endpoint ${u}`))));
+  const ms = Math.round(performance.now() - t0);
+  if (svcPlanSize(svc.plan) > 0) log.info({ svcOps: svcPlanSize(svc.plan), ms }, 'reconciled services');
+  if (planSize(pods.plan) + svcPlanSize(svc.plan) > 0) log.info({ ms }, 'reconciled');
+  return { plan: pods.plan, services: svc.plan, svc, desired: pods.desired, missing: pods.missing, ms };
 }

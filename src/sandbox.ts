@@ -2,6 +2,10 @@
 // wired like kindnet (routed /32, host veth holds the gateway address) or like
 // docker0/cni0 (one bridge), each pod's processes in its own child cgroup.
 // `up` writes a state file for the local source and a manifest for `down`.
+// With `kubeLayout` the pods look like a kubelet's: a UID each, the pod cgroup
+// where the kubelet (cgroupfs or systemd driver) puts it, below the sandbox's
+// own cgroup root, and a holder process (a pause container) in a container
+// cgroup of the pod, in the pod's netns.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -14,6 +18,8 @@ import { log } from './log.js';
 import { writeStateFile, type StateFile } from './state/load.js';
 
 export type Wiring = 'routed' | 'bridge';
+/** The kubelet's cgroup driver whose pod cgroup layout the sandbox imitates. */
+export type KubeLayout = 'cgroupfs' | 'systemd';
 
 export interface SandboxPod {
   namespace: string;
@@ -21,8 +27,14 @@ export interface SandboxPod {
   ip: string;
   netns: string;
   hostInterface: string;
-  /** Below the cgroup2 mount. */
+  /** Below the cgroup2 mount (with kubeLayout: the pod-level cgroup). */
   cgroup: string;
+  /** kubeLayout only: the pod UID (dashed, lowercase). */
+  uid?: string;
+  /** kubeLayout only: the holder's container cgroup, a child of `cgroup`. */
+  holderCgroup?: string;
+  /** kubeLayout only: pid of the holder process (like a pause container); killed by `down`. */
+  holderPid?: number;
 }
 
 export interface SandboxManifest {
@@ -34,6 +46,8 @@ export interface SandboxManifest {
   cgroupRoot: string;
   iptablesOwner?: string;
   stateFile: string;
+  /** Set when the pods imitate a kubelet's layout (UIDs, pod cgroups, holder processes). */
+  kubeLayout?: KubeLayout;
   pods: SandboxPod[];
 }
 
@@ -44,9 +58,31 @@ export interface UpOptions {
   wiring?: Wiring;
   accelerate?: boolean;
   id?: string;
+  /** Pods with UIDs, kubelet-style pod cgroups (this driver's layout) and a holder process each. */
+  kubeLayout?: KubeLayout;
 }
 
 const MANIFEST = 'sandbox.json';
+
+const QOS = ['guaranteed', 'burstable', 'besteffort'] as const;
+
+/**
+ * Pod-level and container cgroups (below `root`) where a kubelet with this
+ * cgroup driver puts a pod of this QoS class: guaranteed pods directly in
+ * kubepods, the others in their class's cgroup.
+ */
+export function kubePodCgroups(root: string, layout: KubeLayout, uid: string, qos: (typeof QOS)[number], containerId: string): { pod: string; container: string } {
+  if (layout === 'cgroupfs') {
+    const pod = `${root}/kubepods${qos === 'guaranteed' ? '' : `/${qos}`}/pod${uid}`;
+    return { pod, container: `${pod}/${containerId}` };
+  }
+  // systemd escapes '-' (its hierarchy separator) in a unit name as '_'
+  const u = uid.replace(/-/g, '_');
+  const slice = qos === 'guaranteed' ? 'kubepods.slice' : `kubepods.slice/kubepods-${qos}.slice`;
+  const stem = qos === 'guaranteed' ? 'kubepods' : `kubepods-${qos}`;
+  const pod = `${root}/${slice}/${stem}-pod${u}.slice`;
+  return { pod, container: `${pod}/cri-containerd-${containerId}.scope` };
+}
 
 function cidrRange(cidr: string): [number, number] {
   const [addr = '', lenS = '32'] = cidr.split('/');
@@ -100,22 +136,31 @@ export async function up(opts: UpOptions): Promise<SandboxManifest> {
     stateFile: path.resolve(opts.dir, 'state.yaml'),
     pods: [],
   };
+  if (opts.kubeLayout) m.kubeLayout = opts.kubeLayout;
   for (let i = 0; i < nPods; i++) {
     const namespace = namespaces[i % namespaces.length]!;
     const name = `pod-${i}`;
-    m.pods.push({
+    const pod: SandboxPod = {
       namespace,
       name,
       ip: `${base}.${i + 2}`,
       netns: `pw-${id}-${name}`,
       hostInterface: `pw${id}p${i}`,
       cgroup: `${m.cgroupRoot}/${namespace}_${name}`,
-    });
+    };
+    if (opts.kubeLayout) {
+      pod.uid = crypto.randomUUID();
+      const c = kubePodCgroups(m.cgroupRoot, opts.kubeLayout, pod.uid, QOS[i % QOS.length]!, crypto.randomBytes(32).toString('hex'));
+      pod.cgroup = c.pod;
+      pod.holderCgroup = c.container;
+    }
+    m.pods.push(pod);
   }
   // the manifest first: whatever fails below, `down` knows what to remove
   fs.writeFileSync(path.join(opts.dir, MANIFEST), JSON.stringify(m, null, 2) + '\n');
   try {
     await build(m);
+    if (m.kubeLayout) await startHolders(m, () => fs.writeFileSync(path.join(opts.dir, MANIFEST), JSON.stringify(m, null, 2) + '\n'));
   } catch (e) {
     log.error({ err: errorMessage(e) }, 'sandbox up failed; tearing down what was made');
     await down(opts.dir);
@@ -129,6 +174,7 @@ export async function up(opts: UpOptions): Promise<SandboxManifest> {
     pods: m.pods.map((p) => ({
       namespace: p.namespace,
       name: p.name,
+      ...(p.uid ? { uid: p.uid } : {}),
       ip: p.ip,
       hostInterface: p.hostInterface,
       netns: p.netns,
@@ -137,7 +183,7 @@ export async function up(opts: UpOptions): Promise<SandboxManifest> {
     })),
   };
   writeStateFile(m.stateFile, state);
-  log.info({ id, wiring, subnet, pods: nPods }, 'sandbox up');
+  log.info({ id, wiring, subnet, pods: nPods, kubeLayout: m.kubeLayout }, 'sandbox up');
   return m;
 }
 
@@ -188,6 +234,47 @@ async function build(m: SandboxManifest): Promise<void> {
   }
 }
 
+/**
+ * One holder process per pod, like a pause container: a long `sleep` in the
+ * pod's netns and its container cgroup, detached (its own session, reparented
+ * once the starting shell exits). Pids go into the manifest (`save`) as soon
+ * as they exist, so `down` from any process can kill them.
+ */
+async function startHolders(m: SandboxManifest, save: () => void): Promise<void> {
+  for (const p of m.pods) {
+    if (!p.holderCgroup) continue;
+    const abs = cgroup.create(p.holderCgroup);
+    const r = await run(
+      `start holder of ${p.namespace}/${p.name}`,
+      ipr.podArgv(p.netns, abs, ['sh', '-c', 'setsid sleep 2147483647 </dev/null >/dev/null 2>&1 & echo $!']),
+      { timeoutMs: 10_000 },
+    );
+    const pid = Number(r.stdout.trim());
+    if (!Number.isInteger(pid) || pid <= 0) throw new Error(`holder of ${p.name}: no pid in "${r.stdout.trim()}"`);
+    p.holderPid = pid;
+    save();
+    // where it must be: in the container cgroup and the pod's netns
+    if (!cgroup.procs(abs).includes(pid)) throw new Error(`holder ${pid} of ${p.name} is not in ${p.holderCgroup}`);
+    const want = `net:[${fs.statSync(`/run/netns/${p.netns}`).ino}]`;
+    const have = fs.readlinkSync(`/proc/${pid}/ns/net`);
+    if (have !== want) throw new Error(`holder ${pid} of ${p.name} is in ${have}, not in netns ${p.netns} (${want})`);
+  }
+}
+
+/** Whether `pid` is (still) a process in the cgroup tree `root` (not a reused pid). */
+function inCgroupTree(pid: number, root: string): boolean {
+  try {
+    const line = fs
+      .readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('0::'));
+    const cg = line?.slice(3);
+    return !!cg && (cg === root || cg.startsWith(root + '/'));
+  } catch {
+    return false; // gone
+  }
+}
+
 /** Removes everything the manifest names. Idempotent; keeps going past errors and reports them. */
 export async function down(dir: string): Promise<{ removed: string[]; errors: string[] }> {
   const file = path.join(dir, MANIFEST);
@@ -204,6 +291,20 @@ export async function down(dir: string): Promise<{ removed: string[]; errors: st
     }
   };
   // processes first: a process left in a netns keeps it (and its veth) alive
+  for (const p of m.pods) {
+    const pid = p.holderPid;
+    // a pid recorded long ago may belong to someone else by now: only one still in our cgroup tree
+    if (pid && inCgroupTree(pid, m.cgroupRoot)) {
+      await attempt(`holder ${pid} of ${p.namespace}/${p.name}`, async () => {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
+        }
+      });
+    }
+  }
+  // cgroup.destroy waits (bounded) until the tree is empty, then removes it children first
   await attempt(`cgroup ${m.cgroupRoot}`, () => cgroup.destroy(cgroup.cgroupPath(m.cgroupRoot)));
   const nsNow = new Set(await ipr.netnsList());
   for (const p of m.pods) if (nsNow.has(p.netns)) await attempt(`netns ${p.netns}`, () => ipr.netnsDel(p.netns));

@@ -125,65 +125,161 @@ export function svcPlanSize(p: SvcPlan): number {
 }
 
 /**
+ * Derived from ActualServices, kept next to it so a scoped pass costs
+ * O(changed) instead of O(maps): address → backend id, slots per backend id,
+ * and the number of pw_svc entries (masters + slots).
+ */
+export interface ServiceIndex {
+  idByAddr: Map<string, number>;
+  refs: Map<number, number>;
+  entries: number;
+}
+
+export function indexServices(have: ActualServices): ServiceIndex {
+  const idByAddr = new Map([...have.backends].map(([id, b]) => [beKey(b), id]));
+  const refs = new Map<number, number>();
+  let entries = have.masters.size;
+  for (const slots of have.slots.values()) {
+    entries += slots.size;
+    for (const id of slots.values()) refs.set(id, (refs.get(id) ?? 0) + 1);
+  }
+  return { idByAddr, refs, entries };
+}
+
+const parseAddr = (k: string): BackendAddr => {
+  const [addr = '', proto] = k.split('/');
+  const i = addr.lastIndexOf(':');
+  return { ip: addr.slice(0, i), port: Number(addr.slice(i + 1)), proto: Number(proto) as Proto };
+};
+
+/**
  * Diff of desired services against the maps. `capacity` bounds both maps:
  * services that would not fit are left out whole (never half-written), in
  * a stable order, and named in `dropped`.
+ *
+ * `scope` limits the pass to some frontends (a change to a few Services):
+ * `want` then only needs those keys (a key in scope but not in `want` is
+ * deleted), every other frontend is left as it is, and a backend is pruned
+ * only when no slot anywhere points to it any more. Without `scope` every
+ * frontend of `want` and of the maps is planned (a full pass).
  */
 export function planServices(
   want: Map<string, DesiredService>,
   have: ActualServices,
   capacity: { svc: number; backends: number },
+  scope?: Set<string>,
+  index: ServiceIndex = indexServices(have),
 ): SvcPlan {
   const p: SvcPlan = { backendsUpsert: [], slotsUpsert: [], mastersUpsert: [], mastersDelete: [], slotsDelete: [], backendsDelete: [], dropped: [] };
-  const existingIds = new Map([...have.backends].map(([id, b]) => [beKey(b), id]));
+  const keys = scope ?? new Set([...want.keys(), ...have.masters.keys(), ...have.slots.keys()]);
   // what fits: entries already there stay counted until pruned, so count the union
-  let svcEntries = [...have.slots.values()].reduce((a, s) => a + s.size, 0) + have.masters.size;
-  const backendKeys = new Set(existingIds.keys());
+  let svcEntries = index.entries;
+  const addedBackends = new Set<string>();
   const kept = new Map<string, DesiredService>();
-  for (const key of [...want.keys()].sort()) {
-    const s = want.get(key)!;
+  for (const key of [...keys].sort()) {
+    const s = want.get(key);
+    if (!s) continue;
     const extraSvc = (have.masters.has(key) ? 0 : 1) + Math.max(0, s.backends.length - (have.slots.get(key)?.size ?? 0));
-    const extraBe = s.backends.filter((b) => !backendKeys.has(beKey(b))).length;
-    if (svcEntries + extraSvc > capacity.svc || backendKeys.size + extraBe > capacity.backends) {
+    const fresh = s.backends.map(beKey).filter((k) => !index.idByAddr.has(k) && !addedBackends.has(k));
+    if (svcEntries + extraSvc > capacity.svc || index.idByAddr.size + addedBackends.size + fresh.length > capacity.backends) {
       p.dropped.push(s.name);
       continue;
     }
     svcEntries += extraSvc;
-    for (const b of s.backends) backendKeys.add(beKey(b));
+    for (const k of fresh) addedBackends.add(k);
     kept.set(key, s);
   }
-  const ids = assignBackendIds([...kept.values()].flatMap((s) => s.backends), existingIds);
-  for (const [k, id] of ids) {
-    const cur = have.backends.get(id);
-    if (!cur || beKey(cur) !== k) {
-      const [addr = '', proto] = k.split('/');
-      const i = addr.lastIndexOf(':');
-      p.backendsUpsert.push({ id, b: { ip: addr.slice(0, i), port: Number(addr.slice(i + 1)), proto: Number(proto) as Proto } });
+  // ids: existing ones are kept, new addresses get the smallest free ids (1..)
+  const ids = new Map<string, number>();
+  const taken = new Set<number>();
+  let next = 1;
+  for (const s of kept.values()) {
+    for (const b of s.backends) {
+      const k = beKey(b);
+      if (ids.has(k)) continue;
+      let id = index.idByAddr.get(k);
+      if (id === undefined) {
+        while (have.backends.has(next) || taken.has(next)) next++;
+        id = next;
+        p.backendsUpsert.push({ id, b });
+      }
+      ids.set(k, id);
+      taken.add(id);
     }
   }
+  // slot references after the plan, for the backends this pass touches
+  const delta = new Map<number, number>();
+  const bump = (id: number, d: number) => delta.set(id, (delta.get(id) ?? 0) + d);
+  for (const key of keys) for (const id of have.slots.get(key)?.values() ?? []) bump(id, -1);
   for (const [key, s] of kept) {
     const cur = have.slots.get(key) ?? new Map<number, number>();
     s.backends.forEach((b, i) => {
       const id = ids.get(beKey(b))!;
+      bump(id, 1);
       if (cur.get(i + 1) !== id) p.slotsUpsert.push({ fe: s.fe, slot: i + 1, id });
     });
     if (have.masters.get(key)?.count !== s.backends.length) p.mastersUpsert.push({ fe: s.fe, count: s.backends.length });
     for (const slot of cur.keys()) if (slot > s.backends.length) p.slotsDelete.push({ fe: s.fe, slot });
   }
-  for (const [key, m] of have.masters) {
+  for (const key of keys) {
     if (kept.has(key)) continue;
-    p.mastersDelete.push(m.fe);
-    for (const slot of have.slots.get(key)?.keys() ?? []) p.slotsDelete.push({ fe: m.fe, slot });
+    const m = have.masters.get(key);
+    if (m) p.mastersDelete.push(m.fe);
+    // slots without a master (a crash between steps) are pruned too
+    const slots = have.slots.get(key);
+    if (slots) {
+      const fe = m?.fe ?? parseAddr(key);
+      for (const slot of slots.keys()) p.slotsDelete.push({ fe, slot });
+    }
   }
-  // slots without a master (a crash between steps) are pruned too
-  for (const [key, slots] of have.slots) {
-    if (have.masters.has(key) || kept.has(key)) continue;
-    const [addr = '', proto] = key.split('/');
-    const i = addr.lastIndexOf(':');
-    const fe = { ip: addr.slice(0, i), port: Number(addr.slice(i + 1)), proto: Number(proto) as Proto };
-    for (const slot of slots.keys()) p.slotsDelete.push({ fe, slot });
-  }
-  const referenced = new Set(ids.values());
-  for (const id of have.backends.keys()) if (!referenced.has(id)) p.backendsDelete.push(id);
+  const unreferenced = (id: number) => (index.refs.get(id) ?? 0) + (delta.get(id) ?? 0) <= 0 && !taken.has(id);
+  const candidates = scope ? delta.keys() : have.backends.keys();
+  for (const id of candidates) if (have.backends.has(id) && unreferenced(id)) p.backendsDelete.push(id);
   return p;
+}
+
+/** The maps after `p` was applied to them (mutates `have` and `index`): the agent's mirror between full read-backs. */
+export function applyToMirror(have: ActualServices, index: ServiceIndex, p: SvcPlan): void {
+  for (const { id, b } of p.backendsUpsert) {
+    const old = have.backends.get(id);
+    if (old) index.idByAddr.delete(beKey(old));
+    have.backends.set(id, b);
+    index.idByAddr.set(beKey(b), id);
+  }
+  const ref = (id: number, d: number) => {
+    const n = (index.refs.get(id) ?? 0) + d;
+    if (n > 0) index.refs.set(id, n);
+    else index.refs.delete(id);
+  };
+  for (const { fe, slot, id } of p.slotsUpsert) {
+    const k = feKey(fe);
+    let slots = have.slots.get(k);
+    if (!slots) have.slots.set(k, (slots = new Map()));
+    const old = slots.get(slot);
+    if (old === undefined) index.entries++;
+    else ref(old, -1);
+    slots.set(slot, id);
+    ref(id, 1);
+  }
+  for (const { fe, count } of p.mastersUpsert) {
+    const k = feKey(fe);
+    if (!have.masters.has(k)) index.entries++;
+    have.masters.set(k, { fe, count });
+  }
+  for (const fe of p.mastersDelete) if (have.masters.delete(feKey(fe))) index.entries--;
+  for (const { fe, slot } of p.slotsDelete) {
+    const k = feKey(fe);
+    const slots = have.slots.get(k);
+    const old = slots?.get(slot);
+    if (old === undefined) continue;
+    slots!.delete(slot);
+    if (slots!.size === 0) have.slots.delete(k);
+    index.entries--;
+    ref(old, -1);
+  }
+  for (const id of p.backendsDelete) {
+    const old = have.backends.get(id);
+    if (old && index.idByAddr.get(beKey(old)) === id) index.idByAddr.delete(beKey(old));
+    have.backends.delete(id);
+  }
 }

@@ -8,6 +8,7 @@ import { mapDef } from '../layout/schema.js';
 import { json, table } from '../table.js';
 import type { OutputFormat } from './dump.js';
 import * as bpftool from '../../loader/bpftool.js';
+import { readReport } from '../report.js';
 
 export async function statusData(dp: Datapath) {
   const features = await probe();
@@ -32,7 +33,10 @@ export async function statusData(dp: Datapath) {
   const attachments = loaded && fs.existsSync(dp.mapPin('pw_ifaces')) ? await dp.attachments() : [];
   const cgroups = loaded ? (await dp.cgroupAttachments()).map((c) => ({ ...c, id: c.id.toString() })) : [];
   const config = loaded ? await dp.readConfig() : undefined;
-  return { pinRoot: dp.pinRoot, loaded, features, maps, programs: progs, attachments, cgroups, config };
+  // per-namespace view: from the agent's report (the maps key endpoints by IP only); endpoints it
+  // counted that are no longer in pw_endpoints would show as a mismatch
+  const agent = readReport();
+  return { pinRoot: dp.pinRoot, loaded, features, maps, programs: progs, attachments, cgroups, config, agent };
 }
 
 export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
@@ -70,6 +74,14 @@ export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
       s.cgroups.map((c) => [c.path, flagNames(hooksField, c.hooks), c.present ? c.attached.join(',') || '-' : 'cgroup gone']),
     );
   out += `${s.cgroups.length} cgroup attachments; sk_msg on pw_sock; socket acceleration ${s.config && s.config.flags & 1 ? 'on' : 'off'}\n`;
+  const a = s.agent;
+  if (a) {
+    const rows = Object.entries(a.namespaces).sort(([x], [y]) => x.localeCompare(y));
+    out += `\nagent:    ${a.running ? 'running' : 'NOT RUNNING'} (pid ${a.pid}, ${a.source} source${a.node ? `, node ${a.node}` : ''}), last pass ${a.updated}\n`;
+    out += `enabled namespaces: ${rows.filter(([, n]) => n.accelerate).map(([ns]) => ns).join(', ') || 'none'}\n`;
+    out += table(['NAMESPACE', 'ACCELERATE', 'ENABLED', 'DISABLED', 'SKIPPED'], rows.map(([ns, n]) => [ns, n.accelerate ? 'yes' : 'no', n.enabled, n.disabled, n.skipped]));
+    out += `${a.services.frontends} service frontends in pw_svc${a.services.dropped ? `, ${a.services.dropped} left out` : ''}\n`;
+  } else out += '\nagent:    no report (no agent has run here, or its run directory differs: PODWARP_RUN_DIR)\n';
   if (s.config?.svcDropped) out += `WARNING: ${s.config.svcDropped} services left to kube-proxy: pw_svc/pw_backends are full (PODWARP_MAP_SIZES)\n`;
   return out;
 }

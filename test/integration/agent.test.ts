@@ -9,7 +9,7 @@ import { onLines, run, spawnLong } from '../../loader/exec.js';
 import { ROOT } from '../../src/build.js';
 import { rr, startServer, type Server } from '../../src/perf.js';
 import { readActual } from '../../src/reconciler.js';
-import { counters, delta, setUp, tearDown, type Env } from './helpers.js';
+import { counters, delta, setUp, tearDown, until, type Env } from './helpers.js';
 
 const CLI = path.join(ROOT, 'bin', 'podwarp');
 
@@ -31,16 +31,6 @@ function startAgent(env: Env, stateFile: string): Agent {
     }
   });
   return a;
-}
-
-async function until<T>(what: string, f: () => T | Promise<T>, ms = 15_000): Promise<NonNullable<T>> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 const ready = (a: Agent) => until('agent ready', () => a.lines.find((l) => l.msg === 'ready'));

@@ -29,7 +29,7 @@ export interface Env {
   progIds: number[];
 }
 
-export async function setUp(opts: { wiring?: sandbox.Wiring; pods?: number; namespaces?: string[]; load?: boolean } = {}): Promise<Env> {
+export async function setUp(opts: { wiring?: sandbox.Wiring; pods?: number; namespaces?: string[]; load?: boolean; kubeLayout?: sandbox.KubeLayout } = {}): Promise<Env> {
   requireRoot();
   const id = crypto.randomBytes(2).toString('hex');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `pwtest-${id}-`));
@@ -37,7 +37,7 @@ export async function setUp(opts: { wiring?: sandbox.Wiring; pods?: number; name
   const objs = await build();
   await ensurePwperf();
   const dp = await Datapath.open(pinName);
-  const m = await sandbox.up({ dir, id, pods: opts.pods ?? 4, namespaces: opts.namespaces, wiring: opts.wiring ?? 'routed' });
+  const m = await sandbox.up({ dir, id, pods: opts.pods ?? 4, namespaces: opts.namespaces, wiring: opts.wiring ?? 'routed', kubeLayout: opts.kubeLayout });
   if (opts.load !== false) await dp.load(objs);
   return { id, dir, pinName, m, dp, objs, progIds: [] };
 }
@@ -91,4 +91,15 @@ export async function podTx(p: sandbox.SandboxPod): Promise<number> {
 
 export async function hostTx(p: sandbox.SandboxPod): Promise<number> {
   return (await ipr.link(p.hostInterface, undefined, true))?.stats64?.tx.packets ?? 0;
+}
+
+/** Polls f() until it returns something truthy, at most `ms`. */
+export async function until<T>(what: string, f: () => T | Promise<T>, ms = 15_000): Promise<NonNullable<T>> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }

@@ -38,7 +38,7 @@ const snap: Snapshot = {
 
 const facts: NodeFacts = {
   pods: new Map(
-    ['a', 'b', 'c', 'd'].map((n, i) => [`${n === 'd' ? 'off' : 'on'}/${n}`, { ifindex: 10 + i, mac: `02:00:00:00:00:0${i}`, gwMac: 'ee:ee:ee:ee:ee:ee' }]),
+    ['a', 'b', 'c', 'd'].map((n, i) => [`${n === 'd' ? 'off' : 'on'}/${n}`, { ifindex: 10 + i, hostInterface: `v${i + 2}`, mac: `02:00:00:00:00:0${i}`, gwMac: 'ee:ee:ee:ee:ee:ee' }]),
   ),
   missing: new Map([['on/nofacts', 'host interface v9 not found']]),
 };

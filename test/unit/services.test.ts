@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Service, Snapshot } from '../../src/model.js';
-import { assignBackendIds, desiredServices, planServices, svcPlanSize, type ActualServices, type BackendAddr } from '../../src/services.js';
+import { applyToMirror, assignBackendIds, desiredServices, feKey, indexServices, planServices, svcPlanSize, type ActualServices, type BackendAddr, type DesiredService } from '../../src/services.js';
 
 const svc = (over: Partial<Service> = {}): Service => ({
   namespace: 'shop',
@@ -109,5 +109,60 @@ describe('planServices()', () => {
     expect(p.dropped).toEqual(['shop/b:http']);
     expect(p.mastersUpsert).toEqual([{ fe: { ip: '10.96.0.1', port: 80, proto: 6 }, count: 2 }]);
     expect(p.slotsUpsert).toHaveLength(2);
+  });
+});
+
+describe('planServices() with a scope (one changed Service at a time)', () => {
+  // a small deterministic PRNG so a failure is reproducible
+  const rng = (seed: number) => () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const mk = (i: number, r: () => number): Service => ({
+    namespace: 'ns',
+    name: `s${i}`,
+    clusterIP: `10.96.0.${i}`,
+    ports: [{ name: 'p', port: 80, protocol: 'TCP', targetPort: 8080 }],
+    // backends drawn from a small pool, so services share backends
+    endpoints: Array.from({ length: Math.floor(r() * 5) }, () => ({ ip: `10.1.0.${1 + Math.floor(r() * 8)}`, ready: true, terminating: false, ports: [] })),
+  });
+
+  it('keeps the mirror equal to a full pass through 300 random changes, pruning shared backends only when unused', () => {
+    const r = rng(7);
+    let services = new Map<number, Service>();
+    for (let i = 1; i <= 12; i++) services.set(i, mk(i, r));
+    const all = () => desiredServices(snap([...services.values()])).services;
+    const have = empty();
+    const index = indexServices(have);
+    applyToMirror(have, index, planServices(all(), have, BIG, undefined, index));
+    for (let step = 0; step < 300; step++) {
+      const i = 1 + Math.floor(r() * 14);
+      const before = services.get(i);
+      if (r() < 0.2) services.delete(i);
+      else services.set(i, mk(i, r));
+      const scope = new Set<string>();
+      for (const s of [before, services.get(i)]) if (s) for (const [k] of desiredServices(snap([s])).services) scope.add(k);
+      const want = new Map<string, DesiredService>([...all()].filter(([k]) => scope.has(k)));
+      const p = planServices(want, have, BIG, scope, index);
+      applyToMirror(have, index, p);
+      // the mirror is what a full read-back would hold: a full pass has nothing to do
+      expect(svcPlanSize(planServices(all(), have, BIG)), `step ${step}`).toBe(0);
+      expect(indexServices(have)).toEqual(index);
+      // no backend without a slot pointing to it, no slot pointing to a missing backend
+      const used = new Set([...have.slots.values()].flatMap((m) => [...m.values()]));
+      expect([...have.backends.keys()].sort()).toEqual([...used].sort());
+    }
+  });
+
+  it('touches only the changed frontend', () => {
+    const a = { ...mk(1, rng(1)), endpoints: ['10.1.0.1', '10.1.0.2'].map((ip) => ({ ip, ready: true, terminating: false, ports: [] })) };
+    const b = { ...mk(2, rng(2)), endpoints: a.endpoints };
+    const have = empty();
+    const index = indexServices(have);
+    applyToMirror(have, index, planServices(desiredServices(snap([a, b])).services, have, BIG, undefined, index));
+    const key = feKey({ ip: a.clusterIP, port: 80, proto: 6 });
+    // a goes away: its master and slots go, the backends it shares with b stay
+    const p = planServices(new Map(), have, BIG, new Set([key]), index);
+    expect(p.mastersDelete.map((f) => f.ip)).toEqual([a.clusterIP]);
+    expect(p.slotsDelete.every((s) => s.fe.ip === a.clusterIP)).toBe(true);
+    expect(p.backendsDelete).toEqual([]);
+    expect(p.slotsUpsert.length + p.mastersUpsert.length + p.backendsUpsert.length).toBe(0);
   });
 });

@@ -1,0 +1,62 @@
+// The agent's report: what it last made of its source, per namespace, for
+// `podwarp status` (a separate process). A small JSON file in the run
+// directory ($PODWARP_RUN_DIR, default /run/podwarp), replaced atomically.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { PodsResult } from './reconciler.js';
+
+export interface NamespaceCounts {
+  accelerate: boolean;
+  /** Endpoints in pw_endpoints with the enabled flag. */
+  enabled: number;
+  /** Endpoints present but not enabled (namespace off, opted out, selected by a NetworkPolicy). */
+  disabled: number;
+  /** Local pods that are no endpoint at all (hostNetwork, no IP, facts not found yet…). */
+  skipped: number;
+}
+
+export interface AgentReport {
+  source: string;
+  node?: string;
+  pid: number;
+  updated: string;
+  namespaces: Record<string, NamespaceCounts>;
+  services: { frontends: number; dropped: number };
+}
+
+export const runDir = (): string => process.env.PODWARP_RUN_DIR ?? '/run/podwarp';
+export const reportPath = (): string => path.join(runDir(), 'agent.json');
+
+export function namespaceCounts(pods: PodsResult, namespaces: { name: string; accelerate: boolean }[]): Record<string, NamespaceCounts> {
+  const out: Record<string, NamespaceCounts> = {};
+  const row = (ns: string) => (out[ns] ??= { accelerate: false, enabled: 0, disabled: 0, skipped: 0 });
+  for (const n of namespaces) row(n.name).accelerate = n.accelerate;
+  for (const e of pods.desired.endpoints.values()) row(e.pod.split('/')[0]!)[e.flags & 1 ? 'enabled' : 'disabled']++;
+  for (const k of pods.desired.skipped.keys()) row(k.split('/')[0]!).skipped++;
+  return out;
+}
+
+export function writeReport(r: AgentReport): void {
+  const file = reportPath();
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify(r, null, 2) + '\n');
+  fs.renameSync(tmp, file);
+}
+
+/** The report, if an agent wrote one and is still running. */
+export function readReport(): (AgentReport & { running: boolean }) | undefined {
+  try {
+    const r = JSON.parse(fs.readFileSync(reportPath(), 'utf8')) as AgentReport;
+    let running = false;
+    try {
+      process.kill(r.pid, 0);
+      running = true;
+    } catch {
+      running = false;
+    }
+    return { ...r, running };
+  } catch {
+    return undefined;
+  }
+}

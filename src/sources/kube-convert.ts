@@ -1,0 +1,198 @@
+// Kubernetes objects → the source-neutral model (src/model.ts). Pure: no I/O.
+// Every object that cannot be used as it is says why (`skip`), so the source
+// can log it once by name and count it; nothing here throws on odd input.
+import type { V1EndpointSlice, V1Namespace, V1NetworkPolicy, V1Pod, V1Service } from '@kubernetes/client-node';
+import { ACCELERATE_LABEL, type Namespace, type NetworkPolicy, type Pod, type Service, type ServiceEndpoint, type ServicePort } from '../model.js';
+
+/** Marks a pod as running an Istio-style sidecar (besides an `istio-proxy` container). */
+export const SIDECAR_ANNOTATION = 'podwarp.io/sidecar';
+export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+
+export type Converted<T> = { value: T; skip?: undefined } | { value?: undefined; skip: string } | { value: T; skip: string };
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+export const isIPv4 = (s: unknown): s is string => typeof s === 'string' && IPV4.test(s);
+const strMap = (m: unknown): Record<string, string> => {
+  if (!m || typeof m !== 'object') return {};
+  return Object.fromEntries(Object.entries(m as Record<string, unknown>).filter(([, v]) => typeof v === 'string')) as Record<string, string>;
+};
+const named = (o: { metadata?: { name?: string; namespace?: string } } | undefined): { ns: string; name: string } | undefined => {
+  const name = o?.metadata?.name;
+  if (typeof name !== 'string' || !name) return undefined;
+  const ns = o?.metadata?.namespace;
+  return { ns: typeof ns === 'string' ? ns : '', name };
+};
+
+export function namespaceFrom(o: V1Namespace): Converted<Namespace> {
+  const id = named(o);
+  if (!id) return { skip: 'missing metadata.name' };
+  const labels = strMap(o.metadata?.labels);
+  return { value: { name: id.name, labels, accelerate: labels[ACCELERATE_LABEL] === 'true' } };
+}
+
+/**
+ * A pod of this node. Finished pods (Succeeded/Failed) are dropped: their IP
+ * may already belong to a new pod. An IPv6-only pod is kept without an IP
+ * (never an endpoint) and reported.
+ */
+export function podFrom(o: V1Pod): Converted<Pod> {
+  const id = named(o);
+  if (!id || !id.ns) return { skip: 'missing metadata.name or metadata.namespace' };
+  const phase = o.status?.phase;
+  if (phase === 'Succeeded' || phase === 'Failed') return { skip: `finished (${phase})` };
+  const ips = [...new Set([...(o.status?.podIPs ?? []).map((p) => p?.ip), o.status?.podIP])].filter((x): x is string => typeof x === 'string' && x !== '');
+  const v4 = ips.find(isIPv4);
+  const annotations = strMap(o.metadata?.annotations);
+  const containers = Array.isArray(o.spec?.containers) ? o.spec.containers : [];
+  const pod: Pod = {
+    namespace: id.ns,
+    name: id.name,
+    uid: typeof o.metadata?.uid === 'string' ? o.metadata.uid : undefined,
+    ip: v4,
+    podInterface: 'eth0',
+    hostNetwork: o.spec?.hostNetwork === true,
+    terminating: o.metadata?.deletionTimestamp !== undefined && o.metadata?.deletionTimestamp !== null,
+    sidecar: annotations[SIDECAR_ANNOTATION] === 'true' || containers.some((c) => c?.name === 'istio-proxy'),
+    labels: strMap(o.metadata?.labels),
+    annotations,
+  };
+  if (!v4 && ips.length && !pod.hostNetwork) return { value: pod, skip: `no IPv4 address (${ips.join(', ')}): IPv6 is not accelerated` };
+  return { value: pod };
+}
+
+/**
+ * Local pods → at most one pod per IP. During churn a terminating pod and its
+ * successor can briefly share an IP: the live one wins; two live pods with one
+ * IP are both left out (no guess), and reported.
+ */
+export function dedupeIPs(pods: Pod[]): { pods: Pod[]; conflicts: Map<string, string> } {
+  const byIp = new Map<string, Pod[]>();
+  for (const p of pods) if (p.ip && !p.hostNetwork) byIp.set(p.ip, [...(byIp.get(p.ip) ?? []), p]);
+  const drop = new Set<Pod>();
+  const conflicts = new Map<string, string>();
+  for (const [ip, group] of byIp) {
+    if (group.length < 2) continue;
+    const live = group.filter((p) => !p.terminating);
+    for (const p of group) if (p.terminating && live.length) drop.add(p);
+    // two live pods (or only terminating ones) with one IP: none is used
+    const claim = live.length ? live : group;
+    if (claim.length > 1) {
+      const names = claim.map((p) => `${p.namespace}/${p.name}`).sort();
+      for (const p of group) drop.add(p);
+      for (const p of claim) conflicts.set(`${p.namespace}/${p.name}`, `duplicate IP: ${ip} is claimed by ${names.join(' and ')}`);
+    }
+  }
+  return { pods: pods.filter((p) => !drop.has(p)), conflicts };
+}
+
+export function networkPolicyFrom(o: V1NetworkPolicy): Converted<NetworkPolicy> {
+  const id = named(o);
+  if (!id || !id.ns) return { skip: 'missing metadata.name or metadata.namespace' };
+  const sel = o.spec?.podSelector ?? {};
+  const exprs: NonNullable<NetworkPolicy['matchExpressions']> = [];
+  for (const e of Array.isArray(sel.matchExpressions) ? sel.matchExpressions : []) {
+    const op = e?.operator;
+    if (typeof e?.key !== 'string' || (op !== 'In' && op !== 'NotIn' && op !== 'Exists' && op !== 'DoesNotExist')) {
+      // cannot tell whom it selects: treat it as selecting every pod of the namespace (never accelerate what a policy may cover)
+      return { value: { namespace: id.ns, name: id.name, matchLabels: {} }, skip: `unsupported podSelector expression ${JSON.stringify(e)}: treated as selecting every pod` };
+    }
+    exprs.push({ key: e.key, operator: op, values: Array.isArray(e.values) ? e.values.filter((v) => typeof v === 'string') : undefined });
+  }
+  return { value: { namespace: id.ns, name: id.name, matchLabels: strMap(sel.matchLabels), matchExpressions: exprs.length ? exprs : undefined } };
+}
+
+/** A Service without endpoints (see endpointsFrom). Headless, ExternalName and IPv6-only Services are not load-balanced by podwarp. */
+export function serviceFrom(o: V1Service): Converted<Omit<Service, 'endpoints'>> {
+  const id = named(o);
+  if (!id || !id.ns) return { skip: 'missing metadata.name or metadata.namespace' };
+  const spec = o.spec;
+  if (!spec) return { skip: 'no spec' };
+  if (spec.type === 'ExternalName') return { skip: 'ExternalName (DNS only)' };
+  const ips = [...new Set([...(spec.clusterIPs ?? []), spec.clusterIP])].filter((x): x is string => typeof x === 'string' && x !== '');
+  if (!ips.length || ips.includes('None')) return { skip: 'headless (no ClusterIP)' };
+  const clusterIP = ips.find(isIPv4);
+  if (!clusterIP) return { skip: `no IPv4 ClusterIP (${ips.join(', ')})` };
+  const ports: ServicePort[] = [];
+  const odd: string[] = [];
+  for (const p of Array.isArray(spec.ports) ? spec.ports : []) {
+    const proto = p?.protocol ?? 'TCP';
+    if ((proto !== 'TCP' && proto !== 'UDP') || !Number.isInteger(p?.port) || p.port < 1 || p.port > 65535) {
+      odd.push(`${p?.name ?? p?.port}/${proto}`);
+      continue;
+    }
+    const tp = p.targetPort as unknown;
+    const targetPort = typeof tp === 'number' ? tp : typeof tp === 'string' && tp !== '' ? (/^\d+$/.test(tp) ? Number(tp) : tp) : undefined;
+    ports.push({ name: p.name || undefined, port: p.port, protocol: proto, targetPort });
+  }
+  const value = { namespace: id.ns, name: id.name, clusterIP, ports };
+  if (!ports.length) return { skip: 'no TCP/UDP port' };
+  return odd.length ? { value, skip: `ports not load-balanced (not TCP/UDP or invalid): ${odd.join(', ')}` } : { value };
+}
+
+/** The IPv4 endpoints of a Service's slices. Slices of other address types are reported and ignored. */
+export function endpointsFrom(slices: Iterable<V1EndpointSlice>): { endpoints: ServiceEndpoint[]; skips: { slice: string; reason: string }[] } {
+  const endpoints: ServiceEndpoint[] = [];
+  const skips: { slice: string; reason: string }[] = [];
+  for (const s of slices) {
+    const name = `${s.metadata?.namespace ?? ''}/${s.metadata?.name ?? '?'}`;
+    if (s.addressType !== 'IPv4') {
+      skips.push({ slice: name, reason: `addressType ${String(s.addressType)} is not load-balanced` });
+      continue;
+    }
+    const ports: ServiceEndpoint['ports'] = [];
+    for (const p of Array.isArray(s.ports) ? s.ports : []) {
+      const proto = p?.protocol ?? 'TCP';
+      if ((proto === 'TCP' || proto === 'UDP') && Number.isInteger(p?.port)) ports.push({ name: p.name || undefined, port: p.port!, protocol: proto });
+    }
+    for (const e of Array.isArray(s.endpoints) ? s.endpoints : []) {
+      const ip = (e?.addresses ?? []).find(isIPv4);
+      if (!ip) {
+        skips.push({ slice: name, reason: `endpoint without an IPv4 address (${JSON.stringify(e?.addresses ?? null)})` });
+        continue;
+      }
+      // API semantics: a nil ready means ready; a nil terminating means not terminating
+      endpoints.push({ ip, ready: e.conditions?.ready !== false, terminating: e.conditions?.terminating === true, ports });
+    }
+  }
+  return { endpoints, skips };
+}
+
+/**
+ * What the informer caches keep of each object: only the fields the
+ * converters above read (real objects carry managedFields, pod specs,
+ * topology hints… that would multiply the agent's memory at 100k endpoints).
+ * Applied to listed items and watch events alike, before caching.
+ */
+export function trim(kind: string, o: unknown): unknown {
+  if (!o || typeof o !== 'object') return o;
+  const x = o as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  const m = x.metadata ?? {};
+  const meta = (extra: Record<string, unknown> = {}) => ({ name: m.name, namespace: m.namespace, resourceVersion: m.resourceVersion, ...extra });
+  const pick = (src: unknown, keys: string[]) => (src && typeof src === 'object' ? Object.fromEntries(keys.filter((k) => k in (src as object)).map((k) => [k, (src as Record<string, unknown>)[k]])) : undefined);
+  switch (kind) {
+    case 'namespaces':
+      return { metadata: meta({ labels: m.labels }) };
+    case 'pods': {
+      const ann = m.annotations && typeof m.annotations === 'object' ? Object.fromEntries(Object.entries(m.annotations).filter(([k]) => k.startsWith('podwarp.io/'))) : undefined;
+      const spec = x.spec ?? {};
+      return {
+        metadata: meta({ uid: m.uid, labels: m.labels, annotations: ann, deletionTimestamp: m.deletionTimestamp }),
+        spec: { nodeName: spec.nodeName, hostNetwork: spec.hostNetwork, containers: Array.isArray(spec.containers) ? spec.containers.map((c: { name?: string }) => ({ name: c?.name })) : undefined },
+        status: pick(x.status, ['phase', 'podIP', 'podIPs']),
+      };
+    }
+    case 'services':
+      return { metadata: meta(), spec: pick(x.spec, ['type', 'clusterIP', 'clusterIPs', 'ports']) };
+    case 'endpointslices':
+      return {
+        metadata: meta({ labels: m.labels?.[SERVICE_NAME_LABEL] !== undefined ? { [SERVICE_NAME_LABEL]: m.labels[SERVICE_NAME_LABEL] } : undefined }),
+        addressType: x.addressType,
+        endpoints: Array.isArray(x.endpoints) ? x.endpoints.map((e: { addresses?: unknown; conditions?: unknown }) => ({ addresses: e?.addresses, conditions: pick(e?.conditions, ['ready', 'terminating']) })) : x.endpoints,
+        ports: x.ports,
+      };
+    case 'networkpolicies':
+      return { metadata: meta(), spec: { podSelector: x.spec?.podSelector } };
+    default:
+      return o;
+  }
+}

@@ -1,0 +1,256 @@
+// The Kubernetes source: @kubernetes/client-node informers (list + watch,
+// relist on 410 Gone, restart with backoff after errors) for this node's
+// Pods, and every Namespace, Service, EndpointSlice and NetworkPolicy.
+// It keeps the informers' caches (no copies) plus two small indexes
+// (EndpointSlices by Service) and tells the agent *what* changed, so a
+// changed EndpointSlice costs one Service's worth of work, not a full pass.
+import {
+  CoreV1Api,
+  DiscoveryV1Api,
+  KubeConfig,
+  ListWatch,
+  NetworkingV1Api,
+  Watch,
+  type KubernetesObject,
+  type V1EndpointSlice,
+  type V1Namespace,
+  type V1NetworkPolicy,
+  type V1Pod,
+  type V1Service,
+} from '@kubernetes/client-node';
+import fs from 'node:fs';
+import { InputError, errorMessage } from '../../loader/errors.js';
+import { log } from '../log.js';
+import type { Service, Snapshot } from '../model.js';
+import { SERVICE_NAME_LABEL, dedupeIPs, trim, endpointsFrom, namespaceFrom, networkPolicyFrom, podFrom, serviceFrom } from './kube-convert.js';
+
+export type Kind = 'namespaces' | 'pods' | 'services' | 'endpointslices' | 'networkpolicies';
+export const KINDS: Kind[] = ['namespaces', 'pods', 'services', 'endpointslices', 'networkpolicies'];
+
+/** What an event invalidates: the node-local part (pods, namespaces, policies) and/or some Services (namespace/name). */
+export interface Change {
+  pods: boolean;
+  services: Set<string>;
+}
+
+export interface SourceHooks {
+  onChange(c: Change): void;
+  /** An object (or part of one) is not used, and why: logged once by the caller, counted. */
+  onSkip(kind: string, name: string, reason: string): void;
+  onEvent?(kind: Kind, type: 'add' | 'update' | 'delete'): void;
+  onList?(kind: Kind): void;
+  onError?(kind: Kind, err: string): void;
+}
+
+export interface KubeSourceOptions {
+  /** kubeconfig file; default: in-cluster when KUBERNETES_SERVICE_HOST is set, else $KUBECONFIG / ~/.kube/config. */
+  kubeconfig?: string;
+  node: string;
+  /** First retry after a watch error; doubles up to maxBackoffMs. */
+  backoffMs?: number;
+  maxBackoffMs?: number;
+  /** Objects per list page (limit/continue). */
+  pageSize?: number;
+}
+
+export function loadKubeConfig(file?: string): KubeConfig {
+  const kc = new KubeConfig();
+  try {
+    if (file) {
+      if (!fs.existsSync(file)) throw new InputError(`kubeconfig ${file} does not exist`);
+      kc.loadFromFile(file);
+    } else if (process.env.KUBERNETES_SERVICE_HOST) {
+      kc.loadFromCluster();
+    } else {
+      kc.loadFromDefault();
+    }
+  } catch (e) {
+    if (e instanceof InputError) throw e;
+    throw new InputError(`cannot load the Kubernetes client configuration: ${errorMessage(e)}`);
+  }
+  if (!kc.getCurrentCluster()) throw new InputError('no Kubernetes cluster configured: pass --kubeconfig FILE, set KUBECONFIG, or run in a pod');
+  return kc;
+}
+
+/** client-node's Watch does not ask for bookmarks; the informer already handles them (they move its resourceVersion on). */
+/** Also trims every watched object before the informer caches it (see trim()). */
+class BookmarkWatch extends Watch {
+  constructor(
+    kc: KubeConfig,
+    private readonly kind: Kind,
+  ) {
+    super(kc);
+  }
+  override watch(path: string, q: Record<string, string | number | boolean | undefined>, cb: Parameters<Watch['watch']>[2], done: Parameters<Watch['watch']>[3]) {
+    const kind = this.kind;
+    const slim: Parameters<Watch['watch']>[2] = (type, obj, raw) => cb(type, type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED' ? trim(kind, obj) : obj, raw);
+    return super.watch(path, { ...q, allowWatchBookmarks: true }, slim, done);
+  }
+}
+
+const keyOf = (o: KubernetesObject) => `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
+
+export class KubeSource {
+  private readonly kc: KubeConfig;
+  private readonly informers = new Map<Kind, ListWatch<KubernetesObject>>();
+  private readonly listed = new Set<Kind>();
+  private readonly backoff = new Map<Kind, number>();
+  private readonly timers = new Set<NodeJS.Timeout>();
+  /** Service key → slice key → slice. */
+  private readonly slicesBySvc = new Map<string, Map<string, V1EndpointSlice>>();
+  private readonly sliceOwner = new Map<string, string>();
+  private stopped = false;
+
+  constructor(
+    private readonly opts: KubeSourceOptions,
+    private readonly hooks: SourceHooks,
+  ) {
+    this.kc = loadKubeConfig(opts.kubeconfig);
+  }
+
+  get server(): string {
+    return this.kc.getCurrentCluster()?.server ?? '?';
+  }
+
+  /** Starts every informer; resolves once each has listed once (the caches are complete), or rejects after timeoutMs. */
+  async start(timeoutMs = 60_000): Promise<void> {
+    const core = this.kc.makeApiClient(CoreV1Api);
+    const disc = this.kc.makeApiClient(DiscoveryV1Api);
+    const net = this.kc.makeApiClient(NetworkingV1Api);
+    const node = this.opts.node;
+    type Page = { items: KubernetesObject[]; metadata?: { resourceVersion?: string; _continue?: string } };
+    type Params = { limit: number; _continue?: string; fieldSelector?: string };
+    const defs: [Kind, string, (p: Params) => Promise<Page>, string?][] = [
+      ['namespaces', '/api/v1/namespaces', (p) => core.listNamespace(p)],
+      ['pods', '/api/v1/pods', (p) => core.listPodForAllNamespaces({ ...p, fieldSelector: `spec.nodeName=${node}` }), `spec.nodeName=${node}`],
+      ['services', '/api/v1/services', (p) => core.listServiceForAllNamespaces(p)],
+      ['endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', (p) => disc.listEndpointSliceForAllNamespaces(p)],
+      ['networkpolicies', '/apis/networking.k8s.io/v1/networkpolicies', (p) => net.listNetworkPolicyForAllNamespaces(p)],
+    ];
+    for (const [kind, path, list, fieldSelector] of defs) {
+      // paged (like client-go's reflector), trimmed page by page: a 10,000-object list never sits in memory whole
+      const listFn = async () => {
+        const items: KubernetesObject[] = [];
+        let page: Page | undefined;
+        do {
+          page = await list({ limit: this.opts.pageSize ?? 500, _continue: page?.metadata?._continue });
+          for (const o of page.items) items.push(trim(kind, o) as KubernetesObject);
+        } while (page.metadata?._continue);
+        const r = { items, metadata: { resourceVersion: page.metadata?.resourceVersion } };
+        this.listed.add(kind);
+        this.backoff.delete(kind);
+        this.hooks.onList?.(kind);
+        return r;
+      };
+      const lw = new ListWatch<KubernetesObject>(path, new BookmarkWatch(this.kc, kind), listFn, false, undefined, fieldSelector);
+      lw.on('add', (o) => this.event(kind, 'add', o));
+      lw.on('update', (o) => this.event(kind, 'update', o));
+      lw.on('delete', (o) => this.event(kind, 'delete', o));
+      lw.on('error', (e: unknown) => this.failed(kind, lw, e));
+      this.informers.set(kind, lw);
+    }
+    await Promise.all([...this.informers.values()].map((lw) => lw.start()));
+    const deadline = Date.now() + timeoutMs;
+    while (this.listed.size < KINDS.length) {
+      if (this.stopped) throw new Error('source stopped');
+      if (Date.now() > deadline) {
+        throw new Error(`Kubernetes API at ${this.server} did not answer the initial list of: ${KINDS.filter((k) => !this.listed.has(k)).join(', ')}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers) clearTimeout(t);
+    await Promise.all([...this.informers.values()].map((lw) => lw.stop()));
+  }
+
+  private failed(kind: Kind, lw: ListWatch<KubernetesObject>, e: unknown): void {
+    if (this.stopped) return; // stop() aborts the watch, which reports an AbortError
+    const err = errorMessage(e);
+    this.hooks.onError?.(kind, err);
+    const ms = this.backoff.get(kind) ?? this.opts.backoffMs ?? 500;
+    this.backoff.set(kind, Math.min(ms * 2, this.opts.maxBackoffMs ?? 10_000));
+    log.warn({ kind, err, retryMs: ms }, 'watch failed; restarting');
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      if (!this.stopped) void lw.start();
+    }, ms);
+    this.timers.add(t);
+  }
+
+  private event(kind: Kind, type: 'add' | 'update' | 'delete', o: KubernetesObject): void {
+    this.hooks.onEvent?.(kind, type);
+    const c: Change = { pods: false, services: new Set() };
+    if (kind === 'services') c.services.add(keyOf(o));
+    else if (kind === 'endpointslices') {
+      const sk = keyOf(o);
+      const old = this.sliceOwner.get(sk);
+      if (old) {
+        this.slicesBySvc.get(old)?.delete(sk);
+        if (this.slicesBySvc.get(old)?.size === 0) this.slicesBySvc.delete(old);
+        this.sliceOwner.delete(sk);
+        c.services.add(old);
+      }
+      const svc = o.metadata?.labels?.[SERVICE_NAME_LABEL];
+      if (type !== 'delete' && svc) {
+        const owner = `${o.metadata?.namespace ?? ''}/${svc}`;
+        if (!this.slicesBySvc.has(owner)) this.slicesBySvc.set(owner, new Map());
+        this.slicesBySvc.get(owner)!.set(sk, o as V1EndpointSlice);
+        this.sliceOwner.set(sk, owner);
+        c.services.add(owner);
+      }
+    } else c.pods = true;
+    this.hooks.onChange(c);
+  }
+
+  /** Objects in the caches, by kind (a gauge). */
+  counts(): Record<Kind, number> {
+    return Object.fromEntries(KINDS.map((k) => [k, this.informers.get(k)?.list().length ?? 0])) as Record<Kind, number>;
+  }
+
+  /** The node-local part of the snapshot: this node's pods, every namespace and NetworkPolicy. Services come per key (service()). */
+  snapshot(): Snapshot {
+    const list = <T>(k: Kind) => (this.informers.get(k)?.list() ?? []) as T[];
+    const namespaces = [];
+    for (const o of list<V1Namespace>('namespaces')) {
+      const r = namespaceFrom(o);
+      if (r.skip) this.hooks.onSkip('namespace', keyOf(o), r.skip);
+      if (r.value) namespaces.push(r.value);
+    }
+    const pods = [];
+    for (const o of list<V1Pod>('pods')) {
+      if (o.spec?.nodeName !== undefined && o.spec.nodeName !== this.opts.node) continue; // the field selector already says so; belt and braces
+      const r = podFrom(o);
+      if (r.skip) this.hooks.onSkip('pod', keyOf(o), r.skip);
+      if (r.value) pods.push(r.value);
+    }
+    const d = dedupeIPs(pods);
+    for (const [pod, why] of d.conflicts) this.hooks.onSkip('pod', pod, why);
+    const networkPolicies = [];
+    for (const o of list<V1NetworkPolicy>('networkpolicies')) {
+      const r = networkPolicyFrom(o);
+      if (r.skip) this.hooks.onSkip('networkpolicy', keyOf(o), r.skip);
+      if (r.value) networkPolicies.push(r.value);
+    }
+    return { node: this.opts.node, namespaces, pods: d.pods, networkPolicies, services: [] };
+  }
+
+  serviceKeys(): string[] {
+    return (this.informers.get('services')?.list() ?? []).map(keyOf);
+  }
+
+  /** One Service with the endpoints of its slices, or undefined when it is gone or not load-balanced. */
+  service(key: string): Service | undefined {
+    const i = key.indexOf('/');
+    const o = this.informers.get('services')?.get(key.slice(i + 1), key.slice(0, i)) as V1Service | undefined;
+    if (!o) return undefined;
+    const r = serviceFrom(o);
+    if (r.skip) this.hooks.onSkip('service', key, r.skip);
+    if (!r.value) return undefined;
+    const e = endpointsFrom(this.slicesBySvc.get(key)?.values() ?? []);
+    for (const s of e.skips) this.hooks.onSkip('endpointslice', s.slice, s.reason);
+    return { ...r.value, endpoints: e.endpoints };
+  }
+}

@@ -1,0 +1,121 @@
+// Kubernetes objects → model: what is used, what is skipped and why.
+import type { V1EndpointSlice, V1NetworkPolicy, V1Pod, V1Service } from '@kubernetes/client-node';
+import { describe, expect, it } from 'vitest';
+import { selects, type Pod } from '../../src/model.js';
+import { dedupeIPs, endpointsFrom, namespaceFrom, networkPolicyFrom, podFrom, serviceFrom } from '../../src/sources/kube-convert.js';
+
+const pod = (over: Partial<V1Pod> & { ip?: string | string[] } = {}): V1Pod => {
+  const ips = over.ip === undefined ? ['10.1.0.5'] : ([] as string[]).concat(over.ip);
+  return {
+    metadata: { name: 'web-0', namespace: 'shop', uid: 'u-1', labels: { app: 'web' }, ...over.metadata },
+    spec: { nodeName: 'n1', containers: [{ name: 'app' }], ...over.spec },
+    status: { phase: 'Running', podIP: ips[0], podIPs: ips.map((ip) => ({ ip })), ...over.status },
+  };
+};
+
+describe('podFrom()', () => {
+  it('takes the IPv4 address of a dual-stack pod and the sidecar marker', () => {
+    const r = podFrom(pod({ ip: ['fd00::5', '10.1.0.5'], spec: { containers: [{ name: 'app' }, { name: 'istio-proxy' }] } }));
+    expect(r.skip).toBeUndefined();
+    expect(r.value).toMatchObject({ namespace: 'shop', name: 'web-0', uid: 'u-1', ip: '10.1.0.5', sidecar: true, hostNetwork: false, terminating: false, podInterface: 'eth0' });
+  });
+  it('keeps an IPv6-only pod without an IP and says why', () => {
+    const r = podFrom(pod({ ip: 'fd00::5' }));
+    expect(r.value?.ip).toBeUndefined();
+    expect(r.skip).toMatch(/^no IPv4 address \(fd00::5\)/);
+  });
+  it('drops finished pods (their IP may be reused) and objects without a name', () => {
+    expect(podFrom(pod({ status: { phase: 'Succeeded' } })).value).toBeUndefined();
+    expect(podFrom(pod({ status: { phase: 'Failed' } })).skip).toBe('finished (Failed)');
+    expect(podFrom({ metadata: { namespace: 'x' } } as V1Pod).skip).toMatch(/missing metadata/);
+  });
+  it('survives missing spec and status', () => {
+    const r = podFrom({ metadata: { name: 'bare', namespace: 'x' } } as V1Pod);
+    expect(r.value).toMatchObject({ name: 'bare', ip: undefined, hostNetwork: false, sidecar: false });
+    expect(r.skip).toBeUndefined();
+  });
+  it('marks terminating pods and hostNetwork pods', () => {
+    expect(podFrom(pod({ metadata: { name: 'a', namespace: 's', deletionTimestamp: new Date() } })).value?.terminating).toBe(true);
+    expect(podFrom(pod({ spec: { hostNetwork: true, containers: [] } })).value?.hostNetwork).toBe(true);
+  });
+});
+
+describe('dedupeIPs()', () => {
+  const p = (name: string, ip: string, terminating = false): Pod => ({ namespace: 'ns', name, ip, terminating, hostNetwork: false, sidecar: false, podInterface: 'eth0', labels: {}, annotations: {} });
+  it('lets a live pod win over a terminating one with the same IP, silently', () => {
+    const r = dedupeIPs([p('old', '10.0.0.1', true), p('new', '10.0.0.1'), p('other', '10.0.0.2')]);
+    expect(r.pods.map((x) => x.name)).toEqual(['new', 'other']);
+    expect(r.conflicts.size).toBe(0);
+  });
+  it('uses neither of two live pods with one IP, and names both', () => {
+    const r = dedupeIPs([p('a', '10.0.0.1'), p('b', '10.0.0.1'), p('gone', '10.0.0.1', true)]);
+    expect(r.pods).toEqual([]);
+    expect([...r.conflicts.keys()].sort()).toEqual(['ns/a', 'ns/b']);
+    expect(r.conflicts.get('ns/a')).toBe('duplicate IP: 10.0.0.1 is claimed by ns/a and ns/b');
+  });
+});
+
+describe('serviceFrom() and endpointsFrom()', () => {
+  const svc = (spec: V1Service['spec']): V1Service => ({ metadata: { name: 'web', namespace: 'shop' }, spec });
+  it('converts ports, numeric-string target ports, and leaves out SCTP ports with a reason', () => {
+    const r = serviceFrom(
+      svc({
+        clusterIP: '10.96.0.10',
+        ports: [
+          { name: 'http', port: 80, targetPort: 'http' as unknown as never },
+          { name: 'alt', port: 81, protocol: 'UDP', targetPort: '8081' as unknown as never },
+          { name: 'sig', port: 9, protocol: 'SCTP' },
+        ],
+      }),
+    );
+    expect(r.value?.ports).toEqual([
+      { name: 'http', port: 80, protocol: 'TCP', targetPort: 'http' },
+      { name: 'alt', port: 81, protocol: 'UDP', targetPort: 8081 },
+    ]);
+    expect(r.skip).toMatch(/sig\/SCTP/);
+  });
+  it('skips headless, ExternalName and IPv6-only services', () => {
+    expect(serviceFrom(svc({ clusterIP: 'None', ports: [{ port: 80 }] })).skip).toMatch(/^headless/);
+    expect(serviceFrom(svc({ type: 'ExternalName', externalName: 'x.example' })).skip).toMatch(/^ExternalName/);
+    expect(serviceFrom(svc({ clusterIPs: ['fd00::10'], ports: [{ port: 80 }] })).skip).toMatch(/^no IPv4 ClusterIP/);
+    expect(serviceFrom({ metadata: { name: 'x', namespace: 'y' } } as V1Service).skip).toBe('no spec');
+  });
+  it('reads endpoint conditions with API defaults and ignores non-IPv4 slices', () => {
+    const slice = (addressType: string, endpoints: V1EndpointSlice['endpoints']): V1EndpointSlice => ({ metadata: { name: `s-${addressType}`, namespace: 'shop' }, addressType, endpoints, ports: [{ name: 'http', port: 8080 }] });
+    const r = endpointsFrom([
+      slice('IPv4', [{ addresses: ['10.1.0.2'] }, { addresses: ['10.1.0.3'], conditions: { ready: false } }, { addresses: ['10.1.0.4'], conditions: { ready: true, terminating: true } }, { addresses: [] }]),
+      slice('IPv6', [{ addresses: ['fd00::2'] }]),
+      slice('FQDN', [{ addresses: ['db.example'] }]),
+    ]);
+    expect(r.endpoints).toEqual([
+      { ip: '10.1.0.2', ready: true, terminating: false, ports: [{ name: 'http', port: 8080, protocol: 'TCP' }] },
+      { ip: '10.1.0.3', ready: false, terminating: false, ports: [{ name: 'http', port: 8080, protocol: 'TCP' }] },
+      { ip: '10.1.0.4', ready: true, terminating: true, ports: [{ name: 'http', port: 8080, protocol: 'TCP' }] },
+    ]);
+    expect(r.skips.map((s) => s.slice)).toEqual(['shop/s-IPv4', 'shop/s-IPv6', 'shop/s-FQDN']);
+  });
+});
+
+describe('namespaces and NetworkPolicies', () => {
+  it('enables a namespace only for the exact label value "true"', () => {
+    expect(namespaceFrom({ metadata: { name: 'a', labels: { 'podwarp.io/accelerate': 'true' } } }).value?.accelerate).toBe(true);
+    expect(namespaceFrom({ metadata: { name: 'a', labels: { 'podwarp.io/accelerate': 'yes' } } }).value?.accelerate).toBe(false);
+  });
+  it('keeps matchExpressions, and treats a selector it cannot read as selecting every pod', () => {
+    const np = (podSelector: NonNullable<V1NetworkPolicy['spec']>['podSelector']): V1NetworkPolicy => ({ metadata: { name: 'p', namespace: 'shop' }, spec: { podSelector } });
+    const r = networkPolicyFrom(np({ matchLabels: { tier: 'db' }, matchExpressions: [{ key: 'env', operator: 'NotIn', values: ['dev'] }] }));
+    expect(selects(r.value!, { tier: 'db', env: 'prod' })).toBe(true);
+    expect(selects(r.value!, { tier: 'db', env: 'dev' })).toBe(false);
+    expect(selects(r.value!, { tier: 'web' })).toBe(false);
+    const odd = networkPolicyFrom(np({ matchExpressions: [{ key: 'env', operator: 'Matches' }] }));
+    expect(odd.skip).toMatch(/treated as selecting every pod/);
+    expect(selects(odd.value!, { anything: 'x' })).toBe(true);
+    expect(selects(networkPolicyFrom(np({})).value!, {})).toBe(true); // empty selector: every pod
+  });
+  it('implements Exists and DoesNotExist', () => {
+    const s = { matchLabels: {}, matchExpressions: [{ key: 'a', operator: 'Exists' as const }, { key: 'b', operator: 'DoesNotExist' as const }] };
+    expect(selects(s, { a: '' })).toBe(true);
+    expect(selects(s, { a: '1', b: '2' })).toBe(false);
+    expect(selects(s, {})).toBe(false);
+  });
+});
