@@ -230,10 +230,16 @@ export class Datapath {
 
   // ---- services ----
 
+  /**
+   * pw_svc and pw_backends as they are. Read through the map-dump iterators
+   * (bpf/iter/pw_map_dump.h: one read() per map, fixed-size records) when
+   * they are pinned, else through `bpftool map dump` (pins of an older load).
+   */
   async readServices(): Promise<ActualServices> {
     const have: ActualServices = { masters: new Map(), slots: new Map(), backends: new Map() };
     if (!fs.existsSync(this.mapPin('pw_svc'))) return have;
-    for (const e of await this.dump('pw_svc')) {
+    const svcEntries = this.readIter('pw_svc') ?? (await this.dump('pw_svc'));
+    for (const e of svcEntries) {
       const fe = { ip: String(e.key.ip), port: Number(e.key.port), proto: Number(e.key.proto) as Proto };
       const slot = Number(e.key.slot);
       const k = feKey(fe);
@@ -243,10 +249,24 @@ export class Datapath {
         have.slots.get(k)!.set(slot, Number(e.value.backend_id));
       }
     }
-    for (const e of await this.dump('pw_backends')) {
+    for (const e of this.readIter('pw_backends') ?? (await this.dump('pw_backends'))) {
       have.backends.set(Number(e.key.id), { ip: String(e.value.ip), port: Number(e.value.port), proto: Number(e.value.proto) as Proto });
     }
     return have;
+  }
+
+  /** Runs a map-dump iterator (reading its pin) and decodes its records; undefined when it is not pinned. */
+  readIter(name: string): Entry[] | undefined {
+    const pin = path.join(this.iterDir, name);
+    if (!fs.existsSync(pin)) return undefined;
+    const m = mapDef(name);
+    const ks = layoutOf(m.key).size;
+    const rec = ks + layoutOf(m.value).size;
+    const buf = fs.readFileSync(pin);
+    if (buf.length % rec !== 0) throw new Error(`iterator ${name}: ${buf.length} bytes is not a whole number of ${rec}-byte records`);
+    const out: Entry[] = [];
+    for (let off = 0; off < buf.length; off += rec) out.push({ key: decode(m.key, buf.subarray(off, off + ks)), value: decode(m.value, buf.subarray(off + ks, off + rec)) });
+    return out;
   }
 
   async serviceCapacity(): Promise<{ svc: number; backends: number }> {

@@ -25,8 +25,7 @@ import { AgentMetrics } from './metrics.js';
 import type { Snapshot } from './model.js';
 import { SkipLog, reconcile, reconcilePods, type PodsResult } from './reconciler.js';
 import { namespaceCounts, writeReport } from './report.js';
-import { svcPlanSize } from './services.js';
-import { ServiceSync, type SvcSyncResult } from './servicesync.js';
+import { ServiceSync, svcOpsTotal } from './servicesync.js';
 import type { Change } from './sources/kubernetes.js';
 import { loadStateFile } from './state/load.js';
 
@@ -292,12 +291,12 @@ async function runKubernetes(ctx: Ctx): Promise<() => Promise<void>> {
           ? await sync.full(src.serviceKeys().flatMap((k) => src.service(k) ?? []))
           : await sync.changed(new Map([...keys].map((k) => [k, src.service(k)])));
       for (const u of svc.unresolved) ctx.skips.note(`endpoint ${u}`, 'named target port not found in the endpoint ports');
-      if (svc.plan.dropped.length) log.error({ services: svc.plan.dropped }, 'service maps full: these services are left to kube-proxy (not written at all)');
+      if (svc.droppedNames.length) log.error({ services: svc.droppedNames }, 'service maps full: these services are left to kube-proxy (not written at all)');
       const ms = performance.now() - t;
       const lagMs = since ? Date.now() - since : undefined;
       if (lagMs !== undefined) metrics.changeLatency.observe(lagMs / 1000);
       metrics.pass(Math.round(ms), undefined, svc);
-      if (svcPlanSize(svc.plan) > 0) log.info({ lane: 'services', why, services: keys.size, full: svc.full, ops: svcPlanSize(svc.plan), ms: Math.round(ms), lagMs }, 'reconciled');
+      if (svcOpsTotal(svc.ops) > 0) log.info({ lane: 'services', why, services: keys.size, full: svc.full, ops: svcOpsTotal(svc.ops), ms: Math.round(ms), lagMs }, 'reconciled');
       // pw_config says whether every service is resolved at connect(): the node lane writes it
       if (sync.droppedCount !== lastDropped) kickPods();
     } catch (e) {

@@ -73,7 +73,7 @@ export async function build(opts: { force?: boolean } = {}): Promise<string[]> {
   const header = path.join(GEN_INCLUDE, 'pw_maps.h');
   const text = generateHeader(mapSizes(process.env.PODWARP_MAP_SIZES));
   if (!fs.existsSync(header) || fs.readFileSync(header, 'utf8') !== text) fs.writeFileSync(header, text);
-  const headers = [header, ...fs.readdirSync(BPF_SRC).filter((f) => f.endsWith('.h')).map((f) => path.join(BPF_SRC, f))];
+  const headers = [header, ...[BPF_SRC, path.join(BPF_SRC, 'iter')].flatMap((d) => fs.readdirSync(d).filter((f) => f.endsWith('.h')).map((f) => path.join(d, f)))];
   const objs: string[] = [];
   for (const src of [...programSources(), ...iterSources()]) {
     const out = objectFor(src);

@@ -6,12 +6,10 @@ import { gatherFacts } from './facts.js';
 import { log } from './log.js';
 import type { Snapshot } from './model.js';
 import { plan, planSize, type ActualState, type Plan } from './plan.js';
-import { svcPlanSize, type SvcPlan } from './services.js';
-import { ServiceSync, type SvcSyncResult } from './servicesync.js';
+import { ServiceSync, svcOpsTotal, type SvcSyncResult } from './servicesync.js';
 
 export interface ReconcileResult {
   plan: Plan;
-  services: SvcPlan;
   svc: SvcSyncResult;
   desired: DesiredState;
   /** Pods whose node facts are not there yet: the caller should retry soon. */
@@ -122,12 +120,12 @@ export async function reconcilePods(dp: Datapath, snap: Snapshot, skips: SkipLog
 export async function reconcile(dp: Datapath, snap: Snapshot, skips = new SkipLog(), opts: DesiredOptions = DEFAULT_OPTIONS, sync = new ServiceSync(dp)): Promise<ReconcileResult> {
   const t0 = performance.now();
   const svc = await sync.full(snap.services);
-  if (svc.plan.dropped.length) log.error({ services: svc.plan.dropped }, 'service maps full: these services are left to kube-proxy (not written at all)');
+  if (svc.droppedNames.length) log.error({ services: svc.droppedNames }, 'service maps full: these services are left to kube-proxy (not written at all)');
   for (const u of svc.unresolved) skips.note(`endpoint ${u}`, 'named target port not found in the endpoint ports');
   const pods = await reconcilePods(dp, snap, skips, opts, svc.dropped);
   skips.forgetExcept(new Set([...pods.missing.keys(), ...pods.desired.skipped.keys()].map((k) => `pod ${k}`).concat(svc.unresolved.map((u) => `endpoint ${u}`))));
   const ms = Math.round(performance.now() - t0);
-  if (svcPlanSize(svc.plan) > 0) log.info({ svcOps: svcPlanSize(svc.plan), ms }, 'reconciled services');
-  if (planSize(pods.plan) + svcPlanSize(svc.plan) > 0) log.info({ ms }, 'reconciled');
-  return { plan: pods.plan, services: svc.plan, svc, desired: pods.desired, missing: pods.missing, ms };
+  if (svcOpsTotal(svc.ops) > 0) log.info({ svcOps: svcOpsTotal(svc.ops), ms }, 'reconciled services');
+  if (planSize(pods.plan) + svcOpsTotal(svc.ops) > 0) log.info({ ms }, 'reconciled');
+  return { plan: pods.plan, svc, desired: pods.desired, missing: pods.missing, ms };
 }

@@ -29,10 +29,15 @@ export interface DesiredService {
   backends: BackendAddr[];
 }
 
-export const feKey = (f: Frontend): string => `${f.ip}:${f.port}/${f.proto}`;
-export const beKey = (b: BackendAddr): string => `${b.ip}:${b.port}/${b.proto}`;
-
 const ipNum = (ip: string) => ip.split('.').reduce((a, o) => a * 256 + Number(o), 0);
+
+export const feKey = (f: Frontend): string => `${f.ip}:${f.port}/${f.proto}`;
+/**
+ * A backend address as one number (IPv4 · port · TCP/UDP, 49 bits): map keys
+ * for 100,000 backends cost a fraction of what string keys do.
+ */
+export const beKey = (b: BackendAddr): number => ipNum(b.ip) * 131072 + b.port * 2 + (b.proto === PROTO.UDP ? 1 : 0);
+
 const cmpAddr = (a: BackendAddr, b: BackendAddr) => ipNum(a.ip) - ipNum(b.ip) || a.port - b.port || a.proto - b.proto;
 
 /**
@@ -49,7 +54,7 @@ export function desiredServices(snap: Snapshot): { services: Map<string, Desired
     for (const sp of svc.ports) {
       const proto = PROTO[sp.protocol];
       const fe: Frontend = { ip: svc.clusterIP, port: sp.port, proto };
-      const seen = new Set<string>();
+      const seen = new Set<number>();
       const backends: BackendAddr[] = [];
       for (const e of svc.endpoints) {
         if (!e.ready || e.terminating) continue; // never chosen for new connections
@@ -78,8 +83,8 @@ function resolvePort(svc: Service, sp: Service['ports'][number], e: Service['end
 }
 
 /** Keeps the ids backends already have; new ones get the smallest free ids (1..). */
-export function assignBackendIds(needed: Iterable<BackendAddr>, existing: Map<string, number>): Map<string, number> {
-  const out = new Map<string, number>();
+export function assignBackendIds(needed: Iterable<BackendAddr>, existing: Map<number, number>): Map<number, number> {
+  const out = new Map<number, number>();
   const used = new Set(existing.values());
   let next = 1;
   const fresh: BackendAddr[] = [];
@@ -130,7 +135,7 @@ export function svcPlanSize(p: SvcPlan): number {
  * and the number of pw_svc entries (masters + slots).
  */
 export interface ServiceIndex {
-  idByAddr: Map<string, number>;
+  idByAddr: Map<number, number>;
   refs: Map<number, number>;
   entries: number;
 }
@@ -174,7 +179,7 @@ export function planServices(
   const keys = scope ?? new Set([...want.keys(), ...have.masters.keys(), ...have.slots.keys()]);
   // what fits: entries already there stay counted until pruned, so count the union
   let svcEntries = index.entries;
-  const addedBackends = new Set<string>();
+  const addedBackends = new Set<number>();
   const kept = new Map<string, DesiredService>();
   for (const key of [...keys].sort()) {
     const s = want.get(key);
@@ -190,7 +195,7 @@ export function planServices(
     kept.set(key, s);
   }
   // ids: existing ones are kept, new addresses get the smallest free ids (1..)
-  const ids = new Map<string, number>();
+  const ids = new Map<number, number>();
   const taken = new Set<number>();
   let next = 1;
   for (const s of kept.values()) {

@@ -9,27 +9,48 @@
 //            is what keeps one change well under 100 ms at 10,000 Services.
 import type { Datapath } from '../loader/datapath.js';
 import type { Service, Snapshot } from './model.js';
+import { PROTO } from './layout/schema.js';
 import {
   applyToMirror,
   desiredServices,
+  feKey,
   indexServices,
   planServices,
-  svcPlanSize,
   type ActualServices,
   type DesiredService,
   type ServiceIndex,
   type SvcPlan,
 } from './services.js';
 
+export interface SvcOps {
+  backendsUpsert: number;
+  slotsUpsert: number;
+  mastersUpsert: number;
+  /** masters, slots and backends removed */
+  deletes: number;
+}
+
 export interface SvcSyncResult {
-  plan: SvcPlan;
-  /** Frontends left out for want of map space, in total (not only this pass). */
+  ops: SvcOps;
+  /** Services (namespace/name:port) this pass left out for want of map space. */
+  droppedNames: string[];
+  /** Frontends left out, in total (not only this pass). */
   dropped: number;
   /** Endpoints whose named target port could not be resolved (this pass). */
   unresolved: string[];
   full: boolean;
   frontends: number;
 }
+
+export const svcOpsTotal = (o: SvcOps): number => o.backendsUpsert + o.slotsUpsert + o.mastersUpsert + o.deletes;
+const noOps = (): SvcOps => ({ backendsUpsert: 0, slotsUpsert: 0, mastersUpsert: 0, deletes: 0 });
+const addOps = (o: SvcOps, p: SvcPlan) => {
+  o.backendsUpsert += p.backendsUpsert.length;
+  o.slotsUpsert += p.slotsUpsert.length;
+  o.mastersUpsert += p.mastersUpsert.length;
+  o.deletes += p.mastersDelete.length + p.slotsDelete.length + p.backendsDelete.length;
+};
+const emptyPlan = (): SvcPlan => ({ backendsUpsert: [], slotsUpsert: [], mastersUpsert: [], mastersDelete: [], slotsDelete: [], backendsDelete: [], dropped: [] });
 
 const svcKey = (s: Service) => `${s.namespace}/${s.name}`;
 
@@ -83,20 +104,56 @@ export class ServiceSync {
     applyToMirror(this.have!, this.index!, p);
   }
 
-  async full(services: Service[]): Promise<SvcSyncResult> {
+  /**
+   * Read both maps back, then converge every Service. Done in chunks (each a
+   * scoped pass against the fresh read-back) so 10,000 Services never sit in
+   * memory as one desired state and one plan; frontends nobody wants any more
+   * go first (they free room), backends no slot points to go last.
+   */
+  async full(services: Service[], chunk = 1000): Promise<SvcSyncResult> {
     this.have = undefined;
     const have = await this.dp.readServices();
     const index = indexServices(have);
-    const { want, bySvc, unresolved } = ServiceSync.desired(services);
-    const p = planServices(want, have, await this.dp.serviceCapacity(), undefined, index);
     this.have = have;
     this.index = index;
-    await this.apply(p);
-    this.feBySvc = bySvc;
-    this.owner = new Map([...bySvc].flatMap(([svc, fes]) => fes.map((fe) => [fe, svc] as [string, string])));
-    const names = new Set(p.dropped);
-    this.dropped = new Map([...want].filter(([, d]) => names.has(d.name)).map(([k, d]) => [k, d.name]));
-    return { plan: p, dropped: this.dropped.size, unresolved, full: true, frontends: this.frontends };
+    this.feBySvc = new Map();
+    this.owner = new Map();
+    this.dropped = new Map();
+    const cap = await this.dp.serviceCapacity();
+    const ops = noOps();
+    const droppedNames: string[] = [];
+    const unresolved: string[] = [];
+    const wanted = new Set<string>();
+    for (const s of services) for (const sp of s.ports) wanted.add(feKey({ ip: s.clusterIP, port: sp.port, proto: PROTO[sp.protocol] }));
+    const stale = new Set([...have.masters.keys(), ...have.slots.keys()].filter((k) => !wanted.has(k)));
+    if (stale.size) {
+      const p = planServices(new Map(), have, cap, stale, index);
+      await this.apply(p);
+      addOps(ops, p);
+    }
+    for (let i = 0; i < services.length; i += chunk) {
+      const part = services.slice(i, i + chunk);
+      const { want, bySvc, unresolved: u } = ServiceSync.desired(part);
+      unresolved.push(...u);
+      const p = planServices(want, have, cap, new Set(want.keys()), index);
+      await this.apply(p);
+      addOps(ops, p);
+      droppedNames.push(...p.dropped);
+      for (const [svc, fes] of bySvc) {
+        this.feBySvc.set(svc, fes);
+        for (const fe of fes) this.owner.set(fe, svc);
+      }
+      const names = new Set(p.dropped);
+      for (const [k, d] of want) if (names.has(d.name)) this.dropped.set(k, d.name);
+    }
+    // backends no slot points to (left by a crash between steps)
+    const orphans = [...have.backends.keys()].filter((id) => !index.refs.get(id));
+    if (orphans.length) {
+      const p = { ...emptyPlan(), backendsDelete: orphans };
+      await this.apply(p);
+      addOps(ops, p);
+    }
+    return { ops, droppedNames, dropped: this.dropped.size, unresolved, full: true, frontends: this.frontends };
   }
 
   /** Only the given Services (namespace/name → current object, or undefined when deleted or not load-balanced). */
@@ -122,8 +179,9 @@ export class ServiceSync {
     for (const fe of scope) this.dropped.delete(fe);
     const names = new Set(p.dropped);
     for (const [k, d] of want) if (names.has(d.name)) this.dropped.set(k, d.name);
-    return { plan: p, dropped: this.dropped.size, unresolved, full: false, frontends: this.frontends };
+    const ops = noOps();
+    addOps(ops, p);
+    return { ops, droppedNames: p.dropped, dropped: this.dropped.size, unresolved, full: false, frontends: this.frontends };
   }
 }
 
-export { svcPlanSize };

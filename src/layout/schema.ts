@@ -544,7 +544,16 @@ export interface FieldLayout extends Field {
  * Offsets by C's natural alignment. Throws if the compiler would insert
  * padding: every struct must spell its padding out.
  */
+const layouts = new WeakMap<StructDef, { size: number; fields: FieldLayout[] }>();
+
+/** Offsets and size of a struct (computed once per definition: codecs call this per record). */
 export function layoutOf(s: StructDef): { size: number; fields: FieldLayout[] } {
+  let l = layouts.get(s);
+  if (!l) layouts.set(s, (l = computeLayout(s)));
+  return l;
+}
+
+function computeLayout(s: StructDef): { size: number; fields: FieldLayout[] } {
   let off = 0;
   let maxAlign = 1;
   const fields: FieldLayout[] = [];

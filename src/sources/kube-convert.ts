@@ -163,6 +163,17 @@ export function endpointsFrom(slices: Iterable<V1EndpointSlice>): { endpoints: S
  * topology hints… that would multiply the agent's memory at 100k endpoints).
  * Applied to listed items and watch events alike, before caching.
  */
+// the few distinct endpoint condition values, shared by every cached endpoint
+const CONDITIONS = new Map<string, object>();
+const condition = (c: { ready?: unknown; terminating?: unknown } | undefined) => {
+  const r = c?.ready === undefined || c.ready === null ? undefined : c.ready === true;
+  const t = c?.terminating === undefined || c.terminating === null ? undefined : c.terminating === true;
+  const k = `${String(r)}/${String(t)}`;
+  let v = CONDITIONS.get(k);
+  if (!v) CONDITIONS.set(k, (v = Object.freeze({ ...(r === undefined ? {} : { ready: r }), ...(t === undefined ? {} : { terminating: t }) })));
+  return v;
+};
+
 export function trim(kind: string, o: unknown): unknown {
   if (!o || typeof o !== 'object') return o;
   const x = o as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -187,7 +198,7 @@ export function trim(kind: string, o: unknown): unknown {
       return {
         metadata: meta({ labels: m.labels?.[SERVICE_NAME_LABEL] !== undefined ? { [SERVICE_NAME_LABEL]: m.labels[SERVICE_NAME_LABEL] } : undefined }),
         addressType: x.addressType,
-        endpoints: Array.isArray(x.endpoints) ? x.endpoints.map((e: { addresses?: unknown; conditions?: unknown }) => ({ addresses: e?.addresses, conditions: pick(e?.conditions, ['ready', 'terminating']) })) : x.endpoints,
+        endpoints: Array.isArray(x.endpoints) ? x.endpoints.map((e: { addresses?: unknown; conditions?: { ready?: unknown; terminating?: unknown } }) => ({ addresses: e?.addresses, conditions: condition(e?.conditions) })) : x.endpoints,
         ports: x.ports,
       };
     case 'networkpolicies':

@@ -25,6 +25,7 @@ const { values } = parseArgs({
     endpoints: { type: 'string', default: '10' },
     changes: { type: 'string', default: '200' },
     'gap-ms': { type: 'string', default: '60' },
+    'agent-node-options': { type: 'string', default: '' },
     json: { type: 'string' },
     smoke: { type: 'boolean', default: false },
   },
@@ -87,19 +88,25 @@ try {
   api.load('endpointslices', Array.from({ length: N }, (_, i) => slice(i, Array.from({ length: E }, (_, j) => epIp(i, j)))));
   const kubeconfig = api.kubeconfig(dir);
 
-  const lines: { msg: string; time: number; [k: string]: unknown }[] = [];
-  const t0 = Date.now();
-  agent = spawnLong([CLI, 'agent', '--source', 'kubernetes', '--kubeconfig', kubeconfig, '--node', NODE, '--metrics-addr', '', '--full-resync', '3600', '--resync', '30'], {
-    env: { ...process.env, PODWARP_PIN_NAME: path.basename(dp.pinRoot), PODWARP_RUN_DIR: path.join(dir, 'run'), PODWARP_LOG_LEVEL: 'info' } as Record<string, string>,
-  });
-  const pid = agent.pid!;
-  onLines(agent.stderr!, (l) => {
-    try {
-      lines.push(JSON.parse(l) as (typeof lines)[number]);
-    } catch {
-      /* not JSON */
-    }
-  });
+  let lines: { msg: string; time: number; [k: string]: unknown }[] = [];
+  const startAgent = () => {
+    lines = [];
+    const a = spawnLong([CLI, 'agent', '--source', 'kubernetes', '--kubeconfig', kubeconfig, '--node', NODE, '--metrics-addr', '', '--full-resync', '3600', '--resync', '30'], {
+      env: { ...process.env, PODWARP_PIN_NAME: path.basename(dp.pinRoot), PODWARP_RUN_DIR: path.join(dir, 'run'), PODWARP_LOG_LEVEL: 'info', NODE_OPTIONS: values['agent-node-options'] } as Record<string, string>,
+    });
+    const mine = lines;
+    onLines(a.stderr!, (l) => {
+      try {
+        mine.push(JSON.parse(l) as (typeof lines)[number]);
+      } catch {
+        /* not JSON */
+      }
+    });
+    return a;
+  };
+  let t0 = Date.now();
+  agent = startAgent();
+  let pid = agent.pid!;
   const waitFor = async (f: () => boolean, what: string, ms: number) => {
     const end = Date.now() + ms;
     while (!f()) {
@@ -111,9 +118,10 @@ try {
   await waitFor(() => lines.some((l) => l.msg === 'ready'), 'ready', 600_000);
   const synced = lines.find((l) => l.msg === 'caches synced')!;
   const ready = lines.find((l) => l.msg === 'ready')!;
-  const cold = { syncedS: (synced.time - t0) / 1000, readyS: (ready.time - t0) / 1000, frontends: Number(ready.frontends) };
+  const loaded = lines.find((l) => l.msg === 'datapath ready')!;
+  const cold = { syncedS: (synced.time - t0) / 1000, loadedS: (loaded.time - t0) / 1000, readyS: (ready.time - t0) / 1000, frontends: Number(ready.frontends) };
   const memReady = rss(pid);
-  say(`cold start: caches synced ${cold.syncedS.toFixed(2)} s, ready (maps written) ${cold.readyS.toFixed(2)} s, ${cold.frontends} frontends; RSS ${memReady.rssMiB.toFixed(0)} MiB (peak ${memReady.hwmMiB.toFixed(0)} MiB)\n`);
+  say(`cold start: caches synced ${cold.syncedS.toFixed(2)} s (heap ${String(synced.heapMiB)} MiB), programs loaded ${cold.loadedS.toFixed(2)} s, ready (maps written) ${cold.readyS.toFixed(2)} s (heap ${String(ready.heapMiB)} MiB), ${cold.frontends} frontends; RSS ${memReady.rssMiB.toFixed(0)} MiB (peak ${memReady.hwmMiB.toFixed(0)} MiB)\n`);
   if (cold.frontends !== N) throw new Error(`expected ${N} frontends in pw_svc, the agent reports ${cold.frontends}`);
 
   // one change at a time: replace one endpoint of a random service (every 10th change: a Service's port)
@@ -147,6 +155,20 @@ try {
   const ips = [...(slots?.values() ?? [])].map((id) => have.backends.get(id)?.ip);
   if (!ips.includes(last.ip)) throw new Error(`the last change (${last.ip} in svc-${last.i}) is not in pw_svc/pw_backends`);
   const memEnd = rss(pid);
+  if (process.env.PODWARP_BENCH_HEAPSNAPSHOT) {
+    process.kill(pid, 'SIGUSR2');
+    await new Promise((r) => setTimeout(r, 20_000));
+  }
+  // restart on full maps: read everything back, rewrite nothing
+  agent.kill('SIGTERM');
+  await agent.catch(() => undefined);
+  t0 = Date.now();
+  agent = startAgent();
+  pid = agent.pid!;
+  await waitFor(() => lines.some((l) => l.msg === 'ready'), 'ready after restart', 600_000);
+  const restart = { syncedS: (lines.find((l) => l.msg === 'caches synced')!.time - t0) / 1000, loadedS: (lines.find((l) => l.msg === 'datapath ready')!.time - t0) / 1000, readyS: (lines.find((l) => l.msg === 'ready')!.time - t0) / 1000, mem: rss(pid), rewrites: lines.filter((l) => l.msg === 'reconciled').length };
+  say(`restart on full maps: caches synced ${restart.syncedS.toFixed(2)} s, programs loaded ${restart.loadedS.toFixed(2)} s, ready in ${restart.readyS.toFixed(2)} s, RSS ${restart.mem.rssMiB.toFixed(0)} MiB (peak ${restart.mem.hwmMiB.toFixed(0)} MiB), passes that wrote anything: ${restart.rewrites}\n`);
+  if (restart.rewrites !== 0) throw new Error('the restarted agent rewrote map entries');
   const res = {
     services: N,
     endpoints: N * E,
@@ -160,6 +182,9 @@ try {
     rssReadyMiB: Math.round(memReady.rssMiB),
     rssEndMiB: Math.round(memEnd.rssMiB),
     rssPeakMiB: Math.round(memEnd.hwmMiB),
+    restartReadyS: restart.readyS,
+    restartRssMiB: Math.round(restart.mem.rssMiB),
+    restartRssPeakMiB: Math.round(restart.mem.hwmMiB),
   };
   say(
     '\n' +

@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 import type { Service, Snapshot } from '../../src/model.js';
 import { conn, median, prepareTools, scratchDatapath, startServer, type Server } from '../../src/perf.js';
 import { reconcile } from '../../src/reconciler.js';
+import { svcOpsTotal } from '../../src/servicesync.js';
 import * as sandbox from '../../src/sandbox.js';
 import { loadStateFile } from '../../src/state/load.js';
 import { table } from '../../src/table.js';
@@ -83,7 +84,7 @@ try {
     t0 = performance.now();
     const one = await reconcile(dp, { ...snap(true), services: changed }, undefined, { sockmap: false, lb: true });
     const oneMs = performance.now() - t0;
-    say(`== ${n} services × ${perService} backends: iptables-restore ${iptMs.toFixed(0)} ms; maps cold ${coldMs.toFixed(0)} ms (${cold.services.mastersUpsert.length} masters, ${cold.services.slotsUpsert.length} slots, ${cold.services.backendsUpsert.length} backends); one changed service ${oneMs.toFixed(0)} ms (${one.services.slotsUpsert.length + one.services.backendsUpsert.length + one.services.mastersUpsert.length + one.services.slotsDelete.length + one.services.backendsDelete.length} map operations)\n`);
+    say(`== ${n} services × ${perService} backends: iptables-restore ${iptMs.toFixed(0)} ms; maps cold ${coldMs.toFixed(0)} ms (${cold.svc.ops.mastersUpsert} masters, ${cold.svc.ops.slotsUpsert} slots, ${cold.svc.ops.backendsUpsert} backends); one changed service ${oneMs.toFixed(0)} ms (${svcOpsTotal(one.svc.ops)} map operations)\n`);
 
     const rate: Record<'iptables' | 'socket-lb', number[]> = { iptables: [], 'socket-lb': [] };
     for (let r = 1; r <= rounds; r++) {

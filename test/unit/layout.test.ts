@@ -1,8 +1,10 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { generateHeader, keyCType } from '../../src/layout/cgen.js';
-import { mapSizes } from '../../src/build.js';
+import { ROOT, mapSizes } from '../../src/build.js';
 import { decode, encode, fromHexBytes, ipv4ToBytes, macToBytes, toHexBytes } from '../../src/layout/codec.js';
-import { MAPS, TC_REASONS, layoutOf, type StructDef } from '../../src/layout/schema.js';
+import { MAPS, TC_REASONS, layoutOf, mapDef, type StructDef } from '../../src/layout/schema.js';
 
 describe('layout schema', () => {
   it('rejects implicit padding inside and at the end of a struct', () => {
@@ -100,5 +102,20 @@ describe('codecs', () => {
     expect(() => macToBytes('02:00:00:00:00')).toThrow(/invalid MAC/);
     expect(() => encode(m.value, { ifindex: 1, flags: 1, mac: '02:00:00:00:00:01' })).toThrow(/pw_endpoint\.gw_mac: missing value/);
     expect(() => decode(m.value, Buffer.alloc(19))).toThrow(/expected 20 bytes, got 19/);
+  });
+});
+
+describe('map-dump iterators (bpf/iter/*_iter.c using PW_MAP_DUMP_ITER)', () => {
+  it('write records of exactly the schema key and value sizes', () => {
+    const dir = path.join(ROOT, 'bpf', 'iter');
+    const uses = fs
+      .readdirSync(dir)
+      .filter((f) => f.endsWith('.c'))
+      .flatMap((f) => [...fs.readFileSync(path.join(dir, f), 'utf8').matchAll(/^PW_MAP_DUMP_ITER\((\w+)_iter, (\d+), (\d+)\)/gm)]);
+    expect(uses.map((u) => u[1]).sort()).toEqual(['pw_backends', 'pw_svc']);
+    for (const [, name, k, v] of uses) {
+      const m = mapDef(name!);
+      expect([Number(k), Number(v)], name).toEqual([layoutOf(m.key).size, layoutOf(m.value).size]);
+    }
   });
 });

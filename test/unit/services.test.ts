@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Service, Snapshot } from '../../src/model.js';
-import { applyToMirror, assignBackendIds, desiredServices, feKey, indexServices, planServices, svcPlanSize, type ActualServices, type BackendAddr, type DesiredService } from '../../src/services.js';
+import { applyToMirror, assignBackendIds, beKey, desiredServices, feKey, indexServices, planServices, svcPlanSize, type ActualServices, type BackendAddr, type DesiredService } from '../../src/services.js';
 
 const svc = (over: Partial<Service> = {}): Service => ({
   namespace: 'shop',
@@ -57,8 +57,13 @@ describe('desiredServices()', () => {
 describe('assignBackendIds()', () => {
   it('keeps existing ids and fills the smallest free ones', () => {
     const b = (ip: string): BackendAddr => ({ ip, port: 80, proto: 6 });
-    const ids = assignBackendIds([b('10.0.0.1'), b('10.0.0.2'), b('10.0.0.3')], new Map([['10.0.0.2:80/6', 1], ['10.9.9.9:80/6', 2]]));
-    expect([...ids]).toEqual([['10.0.0.2:80/6', 1], ['10.0.0.1:80/6', 3], ['10.0.0.3:80/6', 4]]);
+    const ids = assignBackendIds([b('10.0.0.1'), b('10.0.0.2'), b('10.0.0.3')], new Map([[beKey(b('10.0.0.2')), 1], [beKey(b('10.9.9.9')), 2]]));
+    expect([...ids]).toEqual([[beKey(b('10.0.0.2')), 1], [beKey(b('10.0.0.1')), 3], [beKey(b('10.0.0.3')), 4]]);
+  });
+  it('keys a backend address as one number, distinct per address, port and protocol', () => {
+    const keys = [beKey({ ip: '255.255.255.255', port: 65535, proto: 17 }), beKey({ ip: '255.255.255.255', port: 65535, proto: 6 }), beKey({ ip: '0.0.0.1', port: 0, proto: 6 }), beKey({ ip: '0.0.0.0', port: 65535, proto: 17 })];
+    expect(new Set(keys).size).toBe(4);
+    expect(Math.max(...keys)).toBeLessThan(Number.MAX_SAFE_INTEGER);
   });
 });
 
