@@ -42,7 +42,8 @@ export function podFrom(o: V1Pod): Converted<Pod> {
   if (phase === 'Succeeded' || phase === 'Failed') return { skip: `finished (${phase})` };
   const ips = [...new Set([...(o.status?.podIPs ?? []).map((p) => p?.ip), o.status?.podIP])].filter((x): x is string => typeof x === 'string' && x !== '');
   const v4 = ips.find(isIPv4);
-  const annotations = strMap(o.metadata?.annotations);
+  // only podwarp's own annotations matter (and the cache keeps only those: trim())
+  const annotations = Object.fromEntries(Object.entries(strMap(o.metadata?.annotations)).filter(([k]) => k.startsWith('podwarp.io/')));
   const containers = Array.isArray(o.spec?.containers) ? o.spec.containers : [];
   const pod: Pod = {
     namespace: id.ns,
@@ -144,7 +145,8 @@ export function endpointsFrom(slices: Iterable<V1EndpointSlice>): { endpoints: S
       const proto = p?.protocol ?? 'TCP';
       if ((proto === 'TCP' || proto === 'UDP') && Number.isInteger(p?.port)) ports.push({ name: p.name || undefined, port: p.port!, protocol: proto });
     }
-    for (const e of Array.isArray(s.endpoints) ? s.endpoints : []) {
+    const eps = typeof (s.endpoints as unknown) === 'string' ? unpackEndpoints(s.endpoints as unknown as string) : Array.isArray(s.endpoints) ? s.endpoints : [];
+    for (const e of eps) {
       const ip = (e?.addresses ?? []).find(isIPv4);
       if (!ip) {
         skips.push({ slice: name, reason: `endpoint without an IPv4 address (${JSON.stringify(e?.addresses ?? null)})` });
@@ -163,16 +165,30 @@ export function endpointsFrom(slices: Iterable<V1EndpointSlice>): { endpoints: S
  * topology hints… that would multiply the agent's memory at 100k endpoints).
  * Applied to listed items and watch events alike, before caching.
  */
-// the few distinct endpoint condition values, shared by every cached endpoint
-const CONDITIONS = new Map<string, object>();
-const condition = (c: { ready?: unknown; terminating?: unknown } | undefined) => {
-  const r = c?.ready === undefined || c.ready === null ? undefined : c.ready === true;
-  const t = c?.terminating === undefined || c.terminating === null ? undefined : c.terminating === true;
-  const k = `${String(r)}/${String(t)}`;
-  let v = CONDITIONS.get(k);
-  if (!v) CONDITIONS.set(k, (v = Object.freeze({ ...(r === undefined ? {} : { ready: r }), ...(t === undefined ? {} : { terminating: t }) })));
-  return v;
-};
+/**
+ * A slice's endpoints as the cache keeps them: "addr,ready,terminating;…"
+ * with ready/terminating 1, 0 or - (unset), addr the first IPv4 address
+ * or - (none). endpointsFrom() reads both this and the API's array form.
+ */
+export type PackedEndpoints = string;
+const flag = (v: unknown) => (v === true ? '1' : v === false ? '0' : '-');
+export function packEndpoints(eps: { addresses?: unknown; conditions?: { ready?: unknown; terminating?: unknown } }[]): PackedEndpoints {
+  return eps
+    .map((e) => {
+      const a = Array.isArray(e?.addresses) ? e.addresses : [];
+      const ip = a.find(isIPv4) ?? (a.length ? `!${a.map(String).join('|').replace(/[,;]/g, '')}` : '-');
+      return `${ip},${flag(e?.conditions?.ready)},${flag(e?.conditions?.terminating)}`;
+    })
+    .join(';');
+}
+function unpackEndpoints(p: PackedEndpoints): { addresses: string[]; conditions: { ready?: boolean; terminating?: boolean } }[] {
+  if (!p) return [];
+  return p.split(';').map((e) => {
+    const [ip = '-', r, t] = e.split(',');
+    const addresses = ip === '-' ? [] : ip.startsWith('!') ? ip.slice(1).split('|') : [ip];
+    return { addresses, conditions: { ...(r === '-' ? {} : { ready: r === '1' }), ...(t === '-' ? {} : { terminating: t === '1' }) } };
+  });
+}
 
 export function trim(kind: string, o: unknown): unknown {
   if (!o || typeof o !== 'object') return o;
@@ -198,7 +214,8 @@ export function trim(kind: string, o: unknown): unknown {
       return {
         metadata: meta({ labels: m.labels?.[SERVICE_NAME_LABEL] !== undefined ? { [SERVICE_NAME_LABEL]: m.labels[SERVICE_NAME_LABEL] } : undefined }),
         addressType: x.addressType,
-        endpoints: Array.isArray(x.endpoints) ? x.endpoints.map((e: { addresses?: unknown; conditions?: { ready?: unknown; terminating?: unknown } }) => ({ addresses: e?.addresses, conditions: condition(e?.conditions) })) : x.endpoints,
+        // packed (see PackedEndpoints): at 100,000 endpoints, one string per slice instead of three objects per endpoint
+        endpoints: Array.isArray(x.endpoints) ? packEndpoints(x.endpoints) : x.endpoints,
         ports: x.ports,
       };
     case 'networkpolicies':

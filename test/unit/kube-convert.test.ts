@@ -2,7 +2,7 @@
 import type { V1EndpointSlice, V1NetworkPolicy, V1Pod, V1Service } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { selects, type Pod } from '../../src/model.js';
-import { dedupeIPs, endpointsFrom, namespaceFrom, networkPolicyFrom, podFrom, serviceFrom } from '../../src/sources/kube-convert.js';
+import { dedupeIPs, endpointsFrom, namespaceFrom, networkPolicyFrom, podFrom, serviceFrom, trim } from '../../src/sources/kube-convert.js';
 
 const pod = (over: Partial<V1Pod> & { ip?: string | string[] } = {}): V1Pod => {
   const ips = over.ip === undefined ? ['10.1.0.5'] : ([] as string[]).concat(over.ip);
@@ -117,5 +117,38 @@ describe('namespaces and NetworkPolicies', () => {
     expect(selects(s, { a: '' })).toBe(true);
     expect(selects(s, { a: '1', b: '2' })).toBe(false);
     expect(selects(s, {})).toBe(false);
+  });
+});
+
+describe('trim() (what the informer caches keep)', () => {
+  it('keeps what the converters read: a trimmed slice yields the same endpoints and skips', () => {
+    const slice: V1EndpointSlice = {
+      metadata: { name: 'web-x', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web', other: 'x' }, managedFields: [{ manager: 'kube-controller-manager' }] },
+      addressType: 'IPv4',
+      endpoints: [
+        { addresses: ['10.1.0.2'], conditions: { ready: true, serving: true }, nodeName: 'n1', targetRef: { kind: 'Pod', name: 'a' } },
+        { addresses: ['10.1.0.3'], conditions: { ready: false, terminating: true } },
+        { addresses: ['10.1.0.4'] },
+        { addresses: ['fd00::1'] },
+        { addresses: [] },
+      ],
+      ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+    };
+    const t = trim('endpointslices', slice) as V1EndpointSlice;
+    expect(endpointsFrom([t])).toEqual(endpointsFrom([slice]));
+    expect(t.metadata?.labels).toEqual({ 'kubernetes.io/service-name': 'web' });
+    expect(JSON.stringify(t)).not.toContain('managedFields');
+  });
+  it('keeps a pod\'s labels, podwarp annotations, IPs and container names only', () => {
+    const p = pod({ metadata: { name: 'a', namespace: 's', annotations: { 'podwarp.io/accelerate': 'false', 'kubectl.kubernetes.io/last-applied-configuration': '{…}' } } });
+    const t = trim('pods', p) as V1Pod;
+    expect(podFrom(t)).toEqual(podFrom(p));
+    expect(t.metadata?.annotations).toEqual({ 'podwarp.io/accelerate': 'false' });
+  });
+  it('keeps services and policies convertible', () => {
+    const s: V1Service = { metadata: { name: 'web', namespace: 'shop', annotations: { big: 'x'.repeat(1000) } }, spec: { clusterIP: '10.96.0.1', ports: [{ port: 80 }], sessionAffinity: 'None' } };
+    expect(serviceFrom(trim('services', s) as V1Service)).toEqual(serviceFrom(s));
+    const np: V1NetworkPolicy = { metadata: { name: 'p', namespace: 'shop' }, spec: { podSelector: { matchLabels: { a: 'b' } }, ingress: [{}] } };
+    expect(networkPolicyFrom(trim('networkpolicies', np) as V1NetworkPolicy)).toEqual(networkPolicyFrom(np));
   });
 });
