@@ -60,7 +60,9 @@ export function loadKubeConfig(file?: string): KubeConfig {
       if (!fs.existsSync(file)) throw new InputError(`kubeconfig ${file} does not exist`);
       kc.loadFromFile(file);
     } else if (process.env.KUBERNETES_SERVICE_HOST) {
-      kc.loadFromCluster();
+      // in a pod: the service account under /var/run/secrets/kubernetes.io/serviceaccount
+      // (PODWARP_INCLUSTER_ROOT prefixes that path: an account mounted elsewhere, and the tests)
+      kc.loadFromCluster(process.env.PODWARP_INCLUSTER_ROOT ?? '');
     } else {
       kc.loadFromDefault();
     }

@@ -19,6 +19,7 @@
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -49,6 +50,8 @@ export interface ApiServerOptions {
   bookmarkMs?: number;
   /** the server ends each watch cleanly after this; default 0 = never */
   watchTimeoutMs?: number;
+  /** serve HTTPS with this key and certificate (PEM), as a real API server does (in-cluster clients insist on it) */
+  tls?: { key: string; cert: string };
 }
 
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
@@ -453,6 +456,7 @@ export class FakeApiServer {
   private readonly watchers = new Set<Watcher>();
   private readonly sockets = new Set<Socket>();
   private server: http.Server | undefined;
+  private readonly tls: ApiServerOptions['tls'];
   private stopped = false;
   private readonly historyLimit: number;
   private readonly bookmarkMs: number;
@@ -462,7 +466,8 @@ export class FakeApiServer {
     private readonly port: number,
     opts: ApiServerOptions,
   ) {
-    this.url = `http://127.0.0.1:${port}`;
+    this.url = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
+    this.tls = opts.tls;
     this.historyLimit = opts.historyLimit ?? 10000;
     this.bookmarkMs = opts.bookmarkMs ?? 1000;
     this.watchTimeoutMs = opts.watchTimeoutMs ?? 0;
@@ -472,7 +477,7 @@ export class FakeApiServer {
   }
 
   static async start(opts: ApiServerOptions = {}): Promise<FakeApiServer> {
-    const server = FakeApiServer.makeHttpServer();
+    const server = FakeApiServer.makeHttpServer(opts.tls);
     const port = await FakeApiServer.listen(server, opts.port ?? 0);
     const api = new FakeApiServer(port, opts);
     api.attach(server);
@@ -568,7 +573,7 @@ export class FakeApiServer {
     await new Promise((r) => setTimeout(r, downMs));
     if (this.stopped) return;
     this.compact();
-    const server = FakeApiServer.makeHttpServer();
+    const server = FakeApiServer.makeHttpServer(this.tls);
     await FakeApiServer.listen(server, this.port);
     this.attach(server);
   }
@@ -699,8 +704,9 @@ export class FakeApiServer {
 
   // ---- HTTP ---------------------------------------------------------------
 
-  private static makeHttpServer(): http.Server {
-    const server = http.createServer({ noDelay: true });
+  private static makeHttpServer(tls?: ApiServerOptions['tls']): http.Server {
+    // an https.Server is an http.Server as far as this class is concerned (same request/response objects)
+    const server = tls ? (https.createServer({ key: tls.key, cert: tls.cert, noDelay: true }) as unknown as http.Server) : http.createServer({ noDelay: true });
     server.keepAliveTimeout = 30_000;
     return server;
   }
