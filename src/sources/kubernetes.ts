@@ -97,6 +97,7 @@ export class KubeSource {
   private readonly informers = new Map<Kind, ListWatch<KubernetesObject>>();
   private readonly listed = new Set<Kind>();
   private readonly backoff = new Map<Kind, number>();
+  private readonly lastError = new Map<Kind, string>();
   private readonly timers = new Set<NodeJS.Timeout>();
   /** Service key → slice key → slice. */
   private readonly slicesBySvc = new Map<string, Map<string, V1EndpointSlice>>();
@@ -156,7 +157,8 @@ export class KubeSource {
     while (this.listed.size < KINDS.length) {
       if (this.stopped) throw new Error('source stopped');
       if (Date.now() > deadline) {
-        throw new Error(`Kubernetes API at ${this.server} did not answer the initial list of: ${KINDS.filter((k) => !this.listed.has(k)).join(', ')}`);
+        const why = KINDS.filter((k) => !this.listed.has(k)).map((k) => `${k}${this.lastError.has(k) ? ` (${this.lastError.get(k)})` : ''}`);
+        throw new Error(`Kubernetes API at ${this.server} did not answer the initial list of: ${why.join(', ')}`);
       }
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -170,7 +172,9 @@ export class KubeSource {
 
   private failed(kind: Kind, lw: ListWatch<KubernetesObject>, e: unknown): void {
     if (this.stopped) return; // stop() aborts the watch, which reports an AbortError
-    const err = errorMessage(e);
+    const code = (e as { code?: unknown }).code;
+    const err = typeof code === 'number' ? `HTTP ${code}: ${errorMessage(e).split('\n')[0]}` : errorMessage(e);
+    this.lastError.set(kind, err);
     this.hooks.onError?.(kind, err);
     const ms = this.backoff.get(kind) ?? this.opts.backoffMs ?? 500;
     this.backoff.set(kind, Math.min(ms * 2, this.opts.maxBackoffMs ?? 10_000));

@@ -191,9 +191,13 @@ describe('agent --source kubernetes against an API server double', () => {
     // an IPv6-only pod and a pod with no status at all
     api!.create('pods', { metadata: { name: 'v6', namespace: 'team-a', uid: '00000000-0000-0000-0000-000000000006' }, spec: { nodeName: node, containers: [] }, status: { phase: 'Running', podIP: 'fd00::6', podIPs: [{ ip: 'fd00::6' }] } });
     api!.create('pods', { metadata: { name: 'bare', namespace: 'team-a' }, spec: { nodeName: node } });
+    // a hostNetwork pod has the node's address: never an endpoint
+    api!.create('pods', { metadata: { name: 'hostnet', namespace: 'team-a', uid: '00000000-0000-0000-0000-0000000000a1' }, spec: { nodeName: node, hostNetwork: true, containers: [] }, status: { phase: 'Running', podIP: '192.0.2.10', podIPs: [{ ip: '192.0.2.10' }] } });
     const v6Lines = () => a.lines.filter((l) => l.msg === 'skipped' && l.object === 'pod team-a/v6' && String(l.reason).startsWith('no IPv4 address'));
     await until('v6 skipped', () => v6Lines().length > 0);
     expect(await enabled(p)).toBe('enabled');
+    await until('hostNetwork pod seen and skipped', () => a.lines.find((l) => l.msg === 'skipped' && l.object === 'pod team-a/hostnet'));
+    expect((await endpoints()).has('192.0.2.10')).toBe(false);
     // two live pods claiming one IP: neither is used (no guess)
     api!.create('pods', podObj(p, { name: `${p.name}-clone`, uid: '00000000-0000-0000-0000-0000000000c1' }));
     await until('duplicate IP excluded', async () => (await enabled(p)) === 'absent');
@@ -207,6 +211,7 @@ describe('agent --source kubernetes against an API server double', () => {
     expect(a.lines.filter((l) => l.msg === 'skipped' && String(l.reason).startsWith('duplicate IP')).length).toBe(2);
     api!.delete('pods', 'team-a', 'v6');
     api!.delete('pods', 'team-a', 'bare');
+    api!.delete('pods', 'team-a', 'hostnet');
     api!.delete('pods', p.namespace, p.name); // the terminating one
     await new Promise((r) => setTimeout(r, 300));
     expect(await enabled(p)).toBe('enabled');
@@ -299,6 +304,7 @@ describe('agent --source kubernetes against an API server double', () => {
     });
     expect(r.exitCode).not.toBe(0);
     expect(r.stderr).toContain('did not answer the initial list');
+    expect(r.stderr).toContain('ECONNREFUSED'); // the cause, per kind
     const missing = await run(CLI, [CLI, 'agent', '--source', 'kubernetes', '--kubeconfig', path.join(env!.dir, 'nope'), '--node', node], { reject: false });
     expect(missing.stderr).toContain('does not exist');
   });
