@@ -20,7 +20,7 @@ interface Agent {
 
 function startAgent(env: Env, stateFile: string): Agent {
   const child = spawnLong([CLI, 'agent', '--state', stateFile, '--resync', '1', '--metrics-addr', '127.0.0.1:0'], {
-    env: { ...process.env, PODWARP_PIN_NAME: env.pinName, PODWARP_LOG_LEVEL: 'info' } as Record<string, string>,
+    env: { ...process.env, PODWARP_PIN_NAME: env.pinName, PODWARP_RUN_DIR: path.join(env.dir, 'run'), PODWARP_LOG_LEVEL: 'info' } as Record<string, string>,
   });
   const a: Agent = { child, lines: [] };
   onLines(child.stderr, (line) => {
@@ -148,7 +148,7 @@ describe('agent process', () => {
     const bad = path.join(env!.dir, 'bad.yaml');
     fs.writeFileSync(bad, 'apiVersion: podwarp.io/v1alpha1\nkind: NodeState\nnamespaces: [{name: Bad_NS}]\npods: []\n');
     const pinName = `${env!.pinName}_bad`;
-    const r = await run('agent', [CLI, 'agent', '--state', bad, '--once'], { reject: false, env: { ...process.env, PODWARP_PIN_NAME: pinName } as Record<string, string> });
+    const r = await run('agent', [CLI, 'agent', '--state', bad, '--once'], { reject: false, env: { ...process.env, PODWARP_PIN_NAME: pinName, PODWARP_RUN_DIR: path.join(env!.dir, 'run') } as Record<string, string> });
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toContain('/namespaces/0/name: must match pattern');
     expect(fs.existsSync(path.join(path.dirname(env!.dp.pinRoot), pinName))).toBe(false);
