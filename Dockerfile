@@ -10,6 +10,16 @@
 # if the host has none), nsenter (util-linux: pod network namespaces by PID),
 # clang only if the objects built here are out of date. `podwarp demo` also
 # compiles test/bench/*.c with clang (libc6-dev) and uses iptables.
+# stage 1: the agent and CLI compiled to plain JS (dist/); bin/podwarp runs it
+# instead of TypeScript through tsx (measured: 141 vs 227 MiB for the module graph)
+FROM node:20-bookworm-slim AS js
+WORKDIR /src
+COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
+RUN npm ci --no-audit --no-fund
+COPY src ./src
+COPY loader ./loader
+RUN npm run build:js
+
 FROM node:20-bookworm-slim
 
 RUN apt-get update \
@@ -29,6 +39,9 @@ COPY loader ./loader
 COPY src ./src
 # traffic tool and sidecar fixture of `podwarp demo` (built on first use)
 COPY test/bench/pwperf.c test/bench/pwproxy.c ./test/bench/
+# after src/ and loader/: bin/podwarp uses dist/ while .stamp is newer than every source
+COPY --from=js /src/dist ./dist
+RUN touch dist/.stamp
 # objects built now are up to date when the agent starts (no clang at start-up);
 # the symlink puts podwarp on PATH for `kubectl exec … -- podwarp dump …`
 RUN ./bin/podwarp build \
