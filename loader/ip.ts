@@ -13,13 +13,44 @@ export interface Link {
   master?: string;
   link_type?: string;
   operstate?: string;
+  /** veth (with -d): the peer's ifindex, in the peer's netns. */
+  link_index?: number;
+  /** Present when the peer is in another netns. */
   link_netnsid?: number;
+  /** With -d: the device kind (veth, bridge…). */
+  linkinfo?: { info_kind?: string };
+  /** `addr show` only. */
+  addr_info?: { family?: string; local?: string; prefixlen?: number }[];
   stats64?: { rx: { bytes: number; packets: number }; tx: { bytes: number; packets: number } };
 }
 const linksOk = ajv.compile<Link[]>({
   type: 'array',
-  items: { type: 'object', required: ['ifindex', 'ifname'], properties: { ifindex: { type: 'integer' }, ifname: { type: 'string' } } },
+  items: {
+    type: 'object',
+    required: ['ifindex', 'ifname'],
+    properties: {
+      ifindex: { type: 'integer' },
+      ifname: { type: 'string' },
+      address: { type: 'string' },
+      master: { type: 'string' },
+      link_index: { type: 'integer' },
+      link_netnsid: { type: 'integer' },
+      linkinfo: { type: 'object', properties: { info_kind: { type: 'string' } } },
+      addr_info: { type: 'array', items: { type: 'object', properties: { family: { type: 'string' }, local: { type: 'string' } } } },
+    },
+  },
 });
+
+function parseLinks(what: string, argv: string[], r: RunResult): Link[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(r.stdout.trim() || '[]');
+  } catch {
+    parsed = undefined;
+  }
+  if (!linksOk(parsed)) throw new ToolError(`${what}: unexpected ip JSON`, argv, r.exitCode, r.stdout.slice(0, 300));
+  return parsed;
+}
 
 function nsArgs(netns?: string): string[] {
   return netns ? ['-n', netns] : [];
@@ -31,10 +62,24 @@ export async function ip(what: string, args: string[], netns?: string): Promise<
 
 export async function links(netns?: string, stats = false): Promise<Link[]> {
   const argv = ['ip', ...nsArgs(netns), '-j', ...(stats ? ['-s'] : []), 'link', 'show'];
-  const r = await run('list links', argv);
-  const parsed: unknown = JSON.parse(r.stdout || '[]');
-  if (!linksOk(parsed)) throw new ToolError('list links: unexpected ip JSON', argv, r.exitCode, r.stdout.slice(0, 300));
-  return parsed;
+  return parseLinks('list links', argv, await run('list links', argv));
+}
+
+/** Links with their kind and veth peer (`ip -j -d link show`), in the host netns. */
+export async function detailedLinks(): Promise<Link[]> {
+  const argv = ['ip', '-j', '-d', 'link', 'show'];
+  return parseLinks('list host links', argv, await run('list host links', argv));
+}
+
+/**
+ * Links with their kind, veth peer and addresses in the network namespace of
+ * process `pid` (`nsenter --net=/proc/PID/ns/net ip -j -d addr show`): a pod's
+ * netns entered through one of its processes, no `ip netns` name needed.
+ */
+export async function linksOfPid(pid: number): Promise<Link[]> {
+  const argv = ['nsenter', `--net=/proc/${pid}/ns/net`, 'ip', '-j', '-d', 'addr', 'show'];
+  const what = `list addresses of pid ${pid}`;
+  return parseLinks(what, argv, await run(what, argv, { timeoutMs: 10_000 }));
 }
 
 export async function link(name: string, netns?: string, stats = false): Promise<Link | undefined> {
@@ -64,11 +109,18 @@ export interface Route {
   dst: string;
   dev?: string;
   gateway?: string;
+  scope?: string;
 }
-export async function routes(netns?: string): Promise<Route[]> {
-  const r = await run('list routes', ['ip', ...nsArgs(netns), '-j', '-4', 'route', 'show', 'table', 'all']);
+/**
+ * IPv4 routes: every table (default), or the main table only, optionally just
+ * those to one prefix (`to`: "10.1.2.3/32").
+ */
+export async function routes(netns?: string, opts: { table?: 'all' | 'main'; to?: string } = {}): Promise<Route[]> {
+  const table = opts.table === 'main' ? [] : ['table', 'all'];
+  const r = await run('list routes', ['ip', ...nsArgs(netns), '-j', '-4', 'route', 'show', ...table, ...(opts.to ? [opts.to] : [])]);
   const t = r.stdout.trim();
-  return t ? (JSON.parse(t) as Route[]) : [];
+  const parsed: unknown = t ? JSON.parse(t) : [];
+  return Array.isArray(parsed) ? (parsed as Route[]).filter((x) => x && typeof x.dst === 'string') : [];
 }
 
 /** Write a sysctl through /proc/sys (no process). Returns the previous value. */

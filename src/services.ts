@@ -47,7 +47,7 @@ const cmpAddr = (a: BackendAddr, b: BackendAddr) => ipNum(a.ip) - ipNum(b.ip) ||
  * the endpoint does not list cannot be resolved and that endpoint is left
  * out (reported in `unresolved`).
  */
-export function desiredServices(snap: Snapshot): { services: Map<string, DesiredService>; unresolved: string[] } {
+export function desiredServices(snap: Pick<Snapshot, 'services'>): { services: Map<string, DesiredService>; unresolved: string[] } {
   const services = new Map<string, DesiredService>();
   const unresolved: string[] = [];
   for (const svc of snap.services) {

@@ -8,7 +8,7 @@
 //            (src/services.ts applyToMirror). O(changed), not O(maps), which
 //            is what keeps one change well under 100 ms at 10,000 Services.
 import type { Datapath } from '../loader/datapath.js';
-import type { Service, Snapshot } from './model.js';
+import type { Service } from './model.js';
 import { PROTO } from './layout/schema.js';
 import {
   applyToMirror,
@@ -84,7 +84,7 @@ export class ServiceSync {
     const bySvc = new Map<string, string[]>();
     const unresolved: string[] = [];
     for (const s of services) {
-      const d = desiredServices({ namespaces: [], pods: [], networkPolicies: [], services: [s] } satisfies Snapshot);
+      const d = desiredServices({ services: [s] });
       unresolved.push(...d.unresolved);
       bySvc.set(svcKey(s), [...d.services.keys()]);
       for (const [k, v] of d.services) want.set(k, v);

@@ -1,62 +1,15 @@
 // Where a pod's network is, seen from the node: the pod's interface (by its
 // IP, inside the pod's netns, entered through a pid of the pod), its MAC, and
-// the host end of its veth. Every process goes through loader/exec.ts.
+// the host end of its veth. The `ip`/`nsenter` calls are loader/ip.ts's.
 import fs from 'node:fs';
-import { Ajv } from 'ajv';
-import { ToolError } from '../../loader/errors.js';
-import { run } from '../../loader/exec.js';
+import * as ipr from '../../loader/ip.js';
+import { errorMessage } from '../../loader/errors.js';
 
-const ajv = new Ajv({ allowUnionTypes: true });
-
-/** A link as `ip -j -d link show` / `addr show` prints it (the fields podwarp reads). */
-export interface DetailedLink {
-  ifindex: number;
-  ifname: string;
-  address?: string;
-  master?: string;
-  /** veth: the peer's ifindex (in the peer's netns). */
-  link_index?: number;
-  /** Present when the peer is in another netns. */
-  link_netnsid?: number;
-  linkinfo?: { info_kind?: string };
-  addr_info?: { family?: string; local?: string; prefixlen?: number }[];
-}
-
-const linksOk = ajv.compile<DetailedLink[]>({
-  type: 'array',
-  items: {
-    type: 'object',
-    required: ['ifindex', 'ifname'],
-    properties: {
-      ifindex: { type: 'integer' },
-      ifname: { type: 'string' },
-      address: { type: 'string' },
-      master: { type: 'string' },
-      link_index: { type: 'integer' },
-      link_netnsid: { type: 'integer' },
-      linkinfo: { type: 'object', properties: { info_kind: { type: 'string' } } },
-      addr_info: { type: 'array', items: { type: 'object', properties: { family: { type: 'string' }, local: { type: 'string' } } } },
-    },
-  },
-});
-
-function parseLinks(what: string, argv: string[], stdout: string): DetailedLink[] {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(stdout.trim() || '[]');
-  } catch {
-    parsed = undefined;
-  }
-  if (!linksOk(parsed)) throw new ToolError(`${what}: unexpected ip JSON`, argv, 0, stdout.slice(0, 300));
-  return parsed;
-}
+export type DetailedLink = ipr.Link;
+export type RouteEntry = ipr.Route;
 
 /** The host netns' links with their kind and veth peer (one `ip -j -d link show`). */
-export async function hostLinks(): Promise<DetailedLink[]> {
-  const argv = ['ip', '-j', '-d', 'link', 'show'];
-  const r = await run('list host links', argv);
-  return parseLinks('list host links', argv, r.stdout);
-}
+export const hostLinks = (): Promise<DetailedLink[]> => ipr.detailedLinks();
 
 export interface PodNet {
   /** ifindex of the host end of the pod's veth, in the host netns. */
@@ -86,10 +39,12 @@ export async function probePodNet(pid: number, ip: string, host?: DetailedLink[]
   const ns = netnsOf(pid);
   if (!ns) return { why: `pid ${pid} is gone` };
   if (ns === netnsOf('self')) return { why: `pid ${pid} is in the host network namespace` };
-  const argv = ['nsenter', `--net=/proc/${pid}/ns/net`, 'ip', '-j', '-d', 'addr', 'show'];
-  const r = await run(`list addresses of pid ${pid}`, argv, { reject: false, timeoutMs: 10_000 });
-  if (r.exitCode !== 0) return { why: `nsenter into pid ${pid} failed: ${r.stderr.trim().split('\n')[0] ?? ''}`.trim() };
-  const links = parseLinks(`list addresses of pid ${pid}`, argv, r.stdout);
+  let links: DetailedLink[];
+  try {
+    links = await ipr.linksOfPid(pid);
+  } catch (e) {
+    return { why: `nsenter into pid ${pid} failed: ${errorMessage(e).split('\n')[0] ?? ''}`.trim() };
+  }
   const held = links.filter((l) => (l.addr_info ?? []).some((a) => a.family === 'inet' && a.local === ip));
   if (held.length === 0) return { why: `no interface holds ${ip} in the netns of pid ${pid}` };
   if (held.length > 1) return { why: `${held.length} interfaces hold ${ip} in the netns of pid ${pid}` };
@@ -118,30 +73,13 @@ export async function podNetByPid(pid: number, ip: string, host?: DetailedLink[]
   return 'ok' in r ? r.ok : undefined;
 }
 
-export interface RouteEntry {
-  dst: string;
-  dev?: string;
-  gateway?: string;
-  scope?: string;
-}
-
-function parseRoutes(stdout: string): RouteEntry[] {
-  const t = stdout.trim();
-  if (!t) return [];
-  const parsed = JSON.parse(t) as unknown;
-  return Array.isArray(parsed) ? (parsed as RouteEntry[]).filter((x) => x && typeof x.dst === 'string') : [];
-}
-
 /** The devices of on-link /32 routes to `ip` (no gateway) in `routes`. */
 function routeDevs(ip: string, routes: RouteEntry[]): string[] {
   return [...new Set(routes.filter((x) => (x.dst === ip || x.dst === `${ip}/32`) && x.dev && !x.gateway).map((x) => x.dev!))];
 }
 
 /** Main-table IPv4 routes of the host (one `ip -j -4 route show`), for many hostRouteDev look-ups. */
-export async function hostRoutes(): Promise<RouteEntry[]> {
-  const r = await run('list host routes', ['ip', '-j', '-4', 'route', 'show']);
-  return parseRoutes(r.stdout);
-}
+export const hostRoutes = (): Promise<RouteEntry[]> => ipr.routes(undefined, { table: 'main' });
 
 /**
  * The host device of the on-link /32 route to `ip` (ptp/kindnet wiring:
@@ -149,7 +87,7 @@ export async function hostRoutes(): Promise<RouteEntry[]> {
  * `routes`: the host's routes if the caller has them (else `ip -j route show <ip>/32`).
  */
 export async function hostRouteDev(ip: string, routes?: RouteEntry[]): Promise<string | undefined> {
-  const rs = routes ?? parseRoutes((await run(`route to ${ip}`, ['ip', '-j', 'route', 'show', `${ip}/32`])).stdout);
+  const rs = routes ?? (await ipr.routes(undefined, { table: 'main', to: `${ip}/32` }));
   const devs = routeDevs(ip, rs);
   return devs.length === 1 ? devs[0] : undefined;
 }

@@ -2,36 +2,14 @@
 // invalid input rejected without touching the maps.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { ResultPromise } from 'execa';
 import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { onLines, run, spawnLong } from '../../loader/exec.js';
-import { ROOT } from '../../src/build.js';
+import { run } from '../../loader/exec.js';
 import { rr, startServer, type Server } from '../../src/perf.js';
 import { readActual } from '../../src/reconciler.js';
-import { counters, delta, setUp, tearDown, until, type Env } from './helpers.js';
+import { CLI, counters, delta, setUp, spawnAgent, tearDown, until, type Agent, type Env } from './helpers.js';
 
-const CLI = path.join(ROOT, 'bin', 'podwarp');
-
-interface Agent {
-  child: ResultPromise;
-  lines: { msg: string; [k: string]: unknown }[];
-}
-
-function startAgent(env: Env, stateFile: string): Agent {
-  const child = spawnLong([CLI, 'agent', '--state', stateFile, '--resync', '1', '--metrics-addr', '127.0.0.1:0'], {
-    env: { ...process.env, PODWARP_PIN_NAME: env.pinName, PODWARP_RUN_DIR: path.join(env.dir, 'run'), PODWARP_LOG_LEVEL: 'info' } as Record<string, string>,
-  });
-  const a: Agent = { child, lines: [] };
-  onLines(child.stderr, (line) => {
-    try {
-      a.lines.push(JSON.parse(line) as Agent['lines'][number]);
-    } catch {
-      a.lines.push({ msg: line });
-    }
-  });
-  return a;
-}
+const startAgent = (env: Env, stateFile: string): Agent => spawnAgent(env, ['--state', stateFile, '--resync', '1', '--metrics-addr', '127.0.0.1:0']);
 
 const ready = (a: Agent) => until('agent ready', () => a.lines.find((l) => l.msg === 'ready'));
 

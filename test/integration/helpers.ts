@@ -6,10 +6,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { Datapath } from '../../loader/datapath.js';
 import * as bpftool from '../../loader/bpftool.js';
-import { run } from '../../loader/exec.js';
+import type { ResultPromise } from 'execa';
+import { onLines, run, spawnLong } from '../../loader/exec.js';
 import * as ipr from '../../loader/ip.js';
 import { cgroup2Root } from '../../loader/mounts.js';
-import { build } from '../../src/build.js';
+import { ROOT, build } from '../../src/build.js';
 import { statRows } from '../../src/commands/dump.js';
 import { STAT_GROUPS, type TcReason } from '../../src/layout/schema.js';
 import { ensurePwperf } from '../../src/perf.js';
@@ -102,4 +103,28 @@ export async function until<T>(what: string, f: () => T | Promise<T>, ms = 15_00
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+export const CLI = path.join(ROOT, 'bin', 'podwarp');
+
+export interface Agent {
+  child: ResultPromise;
+  /** Its pino log lines, parsed (a non-JSON line as { msg }). */
+  lines: { msg: string; [k: string]: unknown }[];
+}
+
+/** `podwarp agent ARGS` as a process, on this test's pins and run directory, logging at info. */
+export function spawnAgent(env: Env, args: string[]): Agent {
+  const child = spawnLong([CLI, 'agent', ...args], {
+    env: { ...process.env, PODWARP_PIN_NAME: env.pinName, PODWARP_RUN_DIR: path.join(env.dir, 'run'), PODWARP_LOG_LEVEL: 'info' } as Record<string, string>,
+  });
+  const a: Agent = { child, lines: [] };
+  onLines(child.stderr, (line) => {
+    try {
+      a.lines.push(JSON.parse(line) as Agent['lines'][number]);
+    } catch {
+      a.lines.push({ msg: line });
+    }
+  });
+  return a;
 }

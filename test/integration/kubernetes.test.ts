@@ -4,24 +4,15 @@
 // real maps, real traffic. Every scenario of issue 5 is one `it`.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { onLines, run, spawnLong } from '../../loader/exec.js';
-import { ROOT } from '../../src/build.js';
+import { run } from '../../loader/exec.js';
 import { EP_FLAGS } from '../../src/layout/schema.js';
 import { ACCELERATE_LABEL } from '../../src/model.js';
 import { conn, rr, startServer, type Server } from '../../src/perf.js';
 import { readActual } from '../../src/reconciler.js';
 import { vip, type SandboxPod } from '../../src/sandbox.js';
 import { FakeApiServer, type ApiObject } from '../k8s/apiserver.js';
-import { counters, delta, setUp, tearDown, until, type Env } from './helpers.js';
-
-const CLI = path.join(ROOT, 'bin', 'podwarp');
-
-interface Agent {
-  child: ResultPromise;
-  lines: { msg: string; [k: string]: unknown }[];
-}
+import { CLI, counters, delta, setUp, spawnAgent, tearDown, until, type Agent, type Env } from './helpers.js';
 
 describe('agent --source kubernetes against an API server double', () => {
   let env: Env | undefined;
@@ -48,18 +39,7 @@ describe('agent --source kubernetes against an API server double', () => {
   const ns = (name: string, on: boolean): ApiObject => ({ metadata: { name, labels: on ? { [ACCELERATE_LABEL]: 'true' } : {} } });
 
   function startAgent(extra: string[] = []): Agent {
-    const child = spawnLong(
-      [CLI, 'agent', '--source', 'kubernetes', '--kubeconfig', kubeconfig, '--node', node, '--resync', '1', '--debounce', '10', '--metrics-addr', '127.0.0.1:0', ...extra],
-      { env: { ...process.env, PODWARP_PIN_NAME: env!.pinName, PODWARP_RUN_DIR: runDir, PODWARP_LOG_LEVEL: 'info' } as Record<string, string> },
-    );
-    const a: Agent = { child, lines: [] };
-    onLines(child.stderr, (line) => {
-      try {
-        a.lines.push(JSON.parse(line) as Agent['lines'][number]);
-      } catch {
-        a.lines.push({ msg: line });
-      }
-    });
+    const a = spawnAgent(env!, ['--source', 'kubernetes', '--kubeconfig', kubeconfig, '--node', node, '--resync', '1', '--debounce', '10', '--metrics-addr', '127.0.0.1:0', ...extra]);
     agents.push(a);
     return a;
   }
