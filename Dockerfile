@@ -8,16 +8,18 @@
 # Node 20 comes from the official image; the toolchain from Debian bookworm.
 # What the agent runs at run time: bpftool, tc and ip (iproute2), mount (bpffs
 # if the host has none), nsenter (util-linux: pod network namespaces by PID),
-# clang only if the objects built here are out of date. `podwarp demo` also
-# compiles test/bench/*.c with clang (libc6-dev) and uses iptables.
+# clang only if the objects built here are out of date. The image holds the
+# product only (abi/, loader/, src/, bpf/): the demo, sandbox and traffic tools
+# (devtools/) run from a checkout.
 # stage 1: the agent and CLI compiled to plain JS (dist/); bin/podwarp runs it
 # instead of TypeScript through tsx (measured: 141 vs 227 MiB for the module graph)
 FROM node:20-bookworm-slim AS js
 WORKDIR /src
 COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
 RUN npm ci --no-audit --no-fund
-COPY src ./src
+COPY abi ./abi
 COPY loader ./loader
+COPY src ./src
 RUN npm run build:js
 
 FROM node:20-bookworm-slim
@@ -32,13 +34,12 @@ WORKDIR /opt/podwarp
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund
 # what `podwarp build` reads: bpf/*.c, bpf/*.h, bpf/iter/*.c and the layout
-# schema in src/ (it generates build/include/pw_maps.h); bin/ and loader/ run it
-COPY bin ./bin
+# schema in abi/ (it generates build/include/pw_maps.h); bin/ and loader/ run it
+COPY bin/podwarp ./bin/podwarp
 COPY bpf ./bpf
+COPY abi ./abi
 COPY loader ./loader
 COPY src ./src
-# traffic tool and sidecar fixture of `podwarp demo` (built on first use)
-COPY test/bench/pwperf.c test/bench/pwproxy.c ./test/bench/
 # after src/ and loader/: bin/podwarp uses dist/ while .stamp is newer than every source
 COPY --from=js /src/dist ./dist
 RUN touch dist/.stamp

@@ -4,6 +4,7 @@
 #define PW_COMMON_H
 
 #include "pw_maps.h"
+#include <asm-generic/errno-base.h>
 #include <bpf/bpf_endian.h>
 
 /* Count one event of `reason` (a PW_<PROG>_<REASON> slot) with `bytes`. */

@@ -14,9 +14,6 @@
 
 #include "pw_common.h"
 
-#define PW_IPPROTO_TCP 6
-#define PW_IPPROTO_UDP 17
-
 /* Picks a backend for (ip, port, proto); 0 when it is not a service or has
  * no backend. UDP is stable per socket (hash of the cookie), TCP random per
  * connection. */

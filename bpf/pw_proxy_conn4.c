@@ -15,7 +15,6 @@
  */
 #include "pw_common.h"
 
-#define IPPROTO_TCP 6
 
 SEC("cgroup/connect4")
 int pw_proxy_conn4(struct bpf_sock_addr *ctx)
@@ -27,7 +26,7 @@ int pw_proxy_conn4(struct bpf_sock_addr *ctx)
 
 	if (!cfg || !cfg->proxy_port)
 		return 1;
-	if (ctx->protocol != IPPROTO_TCP) {
+	if (ctx->protocol != PW_IPPROTO_TCP) {
 		pw_count(PW_PROXY_NOT_TCP, 0);
 		return 1;
 	}

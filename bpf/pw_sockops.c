@@ -68,7 +68,7 @@ int pw_sockops(struct bpf_sock_ops *skops)
 		/* be told at close, to drop the flow state */
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 		pw_count(proxy_side ? PW_SOCKOPS_ADDED_PROXY : PW_SOCKOPS_ADDED_POD, 0);
-	} else if (err == -17 /* EEXIST */) {
+	} else if (err == -EEXIST) {
 		pw_count(PW_SOCKOPS_EXISTS, 0);
 	} else {
 		pw_count(PW_SOCKOPS_ADD_FAILED, 0);

@@ -16,14 +16,13 @@
  *    directly; a switched frame is passed on unchanged (no TTL change).
  *
  * Maps: pw_endpoints (read), pw_stats (write). Layouts: build/include/pw_maps.h,
- * generated from src/layout/schema.ts.
+ * generated from abi/schema.ts.
  */
 #include "pw_common.h"
 #include <linux/if_ether.h>
 #include <linux/ip.h>
 #include <linux/pkt_cls.h>
 #include <linux/tcp.h>
-#include <linux/in.h>
 
 #define count(reason, skb) pw_count(reason, (skb)->len)
 
@@ -92,7 +91,7 @@ int pw_tc_egress(struct __sk_buff *skb)
 	 * and its SYN was never seen here. UDP has no start to see: it is
 	 * redirected only while every service is resolved at connect().
 	 */
-	if (ip->protocol == IPPROTO_TCP) {
+	if (ip->protocol == PW_IPPROTO_TCP) {
 		struct tcphdr *tcp = (void *)ip + ip->ihl * 4;
 		struct pw_ct_key ck = {}, rk = {};
 
@@ -133,7 +132,7 @@ int pw_tc_egress(struct __sk_buff *skb)
 			bpf_map_delete_elem(&pw_ct, &rk);
 		}
 		/* the TCP header pointer is not used below: packet pointers stay valid */
-	} else if (ip->protocol == IPPROTO_UDP) {
+	} else if (ip->protocol == PW_IPPROTO_UDP) {
 		struct pw_config *cfg = pw_cfg();
 
 		if (!cfg || !(cfg->flags & PW_CONFIG_TC_UDP)) {

@@ -1,5 +1,4 @@
-// cgroup2 directories for sandbox pods (plain file-system operations).
-import fs from 'node:fs';
+// Pod cgroups by their path below the cgroup2 mount.
 import path from 'node:path';
 import { cgroup2Root } from './mounts.js';
 
@@ -9,40 +8,4 @@ export function cgroupPath(rel: string): string {
   const abs = path.join(root, rel);
   if (abs === root || !abs.startsWith(root + '/')) throw new Error(`refusing cgroup "${rel}": must be a child of ${root}`);
   return abs;
-}
-
-export function create(rel: string): string {
-  const abs = cgroupPath(rel);
-  fs.mkdirSync(abs, { recursive: true });
-  return abs;
-}
-
-export function procs(abs: string): number[] {
-  try {
-    return fs
-      .readFileSync(path.join(abs, 'cgroup.procs'), 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .map(Number);
-  } catch {
-    return [];
-  }
-}
-
-/** Kills every process in the cgroup tree and removes it (children first). Bounded wait. */
-export async function destroy(abs: string): Promise<void> {
-  if (!fs.existsSync(abs)) return;
-  for (const d of fs.readdirSync(abs, { withFileTypes: true })) {
-    if (d.isDirectory()) await destroy(path.join(abs, d.name));
-  }
-  const deadline = Date.now() + 5000;
-  for (;;) {
-    const pids = procs(abs);
-    if (pids.length === 0) break;
-    if (fs.existsSync(path.join(abs, 'cgroup.kill'))) fs.writeFileSync(path.join(abs, 'cgroup.kill'), '1');
-    else for (const p of pids) try { process.kill(p, 'SIGKILL'); } catch { /* gone */ }
-    if (Date.now() > deadline) throw new Error(`processes ${pids.join(',')} in ${abs} did not exit`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  fs.rmdirSync(abs);
 }

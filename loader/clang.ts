@@ -47,7 +47,7 @@ export async function compile(job: CompileJob): Promise<void> {
   throw new FeatureMissingError('clang', 'no clang on PATH (apt-get install clang llvm libbpf-dev) and no PODWARP_TOOLCHAIN_IMAGE with a docker engine');
 }
 
-/** Compiles a host C tool (test/bench/pwperf.c) with the local clang or cc. */
+/** Compiles a host C tool (devtools/tools/pwperf.c) with the local clang or cc. */
 export async function compileHost(src: string, out: string): Promise<void> {
   const cc = (await which('clang')) ?? (await which('cc')) ?? (await which('gcc'));
   if (!cc) throw new FeatureMissingError('cc', 'no C compiler on PATH (apt-get install clang)');

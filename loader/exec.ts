@@ -1,7 +1,7 @@
 // The only place in podwarp that spawns a process. One log line per command
 // (argv, exit code, duration); failures become ToolError with context.
 import { execa, type ResultPromise } from 'execa';
-import { log } from '../src/log.js';
+import { log } from './log.js';
 import { ToolError } from './errors.js';
 
 export interface RunOptions {

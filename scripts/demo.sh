@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec ./bin/podwarp demo "$@"
+exec ./bin/podwarp-dev demo "$@"

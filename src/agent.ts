@@ -18,16 +18,17 @@ import path from 'node:path';
 import { Datapath } from '../loader/datapath.js';
 import { InputError, errorMessage } from '../loader/errors.js';
 import { requireDatapathFeatures } from '../loader/features.js';
-import { build } from './build.js';
-import { DEFAULT_OPTIONS, sockConfig, type DesiredOptions } from './desired.js';
-import { log } from './log.js';
+import { build } from '../loader/build.js';
+import { DEFAULT_OPTIONS, sockConfig, type DesiredOptions } from './pods/desired.js';
+import { log } from '../loader/log.js';
 import { AgentMetrics } from './metrics.js';
 import type { Snapshot } from './model.js';
 import { SkipLog, reconcile, reconcilePods, type PodsResult } from './reconciler.js';
 import { namespaceCounts, writeReport } from './report.js';
-import { ServiceSync, svcOpsTotal } from './servicesync.js';
+import { ServiceSync, svcOpsTotal } from './services/sync.js';
 import type { Change } from './sources/kubernetes.js';
 import { loadStateFile } from './state/load.js';
+import { BpfServiceMaps } from './services/maps.js';
 
 export interface AgentOptions {
   source?: 'local' | 'kubernetes';
@@ -96,7 +97,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     if (!dp.isLoaded()) return;
     void queue(async () => {
       try {
-        const n = await dp.drainPassthrough();
+        const n = await dp.sockets.drainPassthrough();
         if (n) log.info({ sockets: n }, 'passthrough sockets moved out of pw_sock');
       } catch (e) {
         metrics.errors.inc({ reason: 'sweep' });
@@ -154,7 +155,7 @@ async function runLocal(ctx: Ctx): Promise<() => Promise<void>> {
   const file = opts.stateFile!;
   let snapshot: Snapshot = loadStateFile(file).snapshot;
   await ctx.loadDatapath();
-  const sync = new ServiceSync(dp);
+  const sync = new ServiceSync(new BpfServiceMaps(dp));
   let missing = 0;
   const pass = async () => {
     try {
@@ -213,7 +214,7 @@ const reasonLabel = (why: string) => why.split(/[(:]/)[0]!.trim().slice(0, 48);
 async function runKubernetes(ctx: Ctx): Promise<() => Promise<void>> {
   const { dp, metrics, opts } = ctx;
   const { KubeSource } = await import('./sources/kubernetes.js');
-  const sync = new ServiceSync(dp);
+  const sync = new ServiceSync(new BpfServiceMaps(dp));
   // two lanes: service maps (pw_svc/pw_backends) and the node-local part
   // (endpoints, tc, cgroups, pw_config, socket sweep). They touch disjoint
   // maps, so a Service change never waits behind a node pass or a sweep.

@@ -1,26 +1,25 @@
-#!/usr/bin/env node
-// podwarp CLI. Data goes to stdout, logs (pino JSON) to stderr.
+// The podwarp command line (product commands). Data goes to stdout, logs to
+// stderr. src/main.ts runs it; devtools/cli.ts adds the demo and the sandbox.
 import path from 'node:path';
 import { Command } from 'commander';
 import { Datapath } from '../loader/datapath.js';
 import { FeatureMissingError, InputError, ToolError, errorMessage } from '../loader/errors.js';
-import { build } from './build.js';
+import { build } from '../loader/build.js';
 import { checkFormat, dumpBackends, dumpEndpoints, dumpServices, dumpSockets, dumpStats } from './commands/dump.js';
 import { status } from './commands/status.js';
-import { log } from './log.js';
+import { log } from '../loader/log.js';
 import { ACCELERATE_LABEL } from './model.js';
-import * as sandbox from './sandbox.js';
 import { loadStateFile, writeStateFile } from './state/load.js';
 
-const program = new Command('podwarp')
-  .description('eBPF-accelerated datapath manager for Kubernetes nodes')
-  .showHelpAfterError();
-
-const out = (s: string): void => {
+export const out = (s: string): void => {
   process.stdout.write(s);
 };
 
-program
+/** The product CLI: build, agent, enable/disable, dump, status, uninstall. */
+export function podwarpProgram(name = 'podwarp'): Command {
+  const program = new Command(name).description('eBPF-accelerated datapath manager for Kubernetes nodes').showHelpAfterError();
+
+  program
   .command('build')
   .description('generate build/include/pw_maps.h from the layout schema and compile bpf/*.c')
   .option('--force', 'rebuild everything')
@@ -28,7 +27,7 @@ program
     for (const obj of await build({ force: o.force })) out(path.relative(process.cwd(), obj) + '\n');
   });
 
-program
+  program
   .command('agent')
   .description('load the datapath and keep its maps and attachments equal to the source')
   .option('--source <source>', 'local (a state file) | kubernetes (informers)', 'local')
@@ -151,13 +150,13 @@ dump
   .option('-o, --output <format>', 'table | json', 'table')
   .action(async (o: { output: string }) => out(await dumpStats(await Datapath.open(), checkFormat(o.output))));
 
-program
+  program
   .command('status')
   .description('what is loaded, pinned and attached where')
   .option('-o, --output <format>', 'table | json', 'table')
   .action(async (o: { output: string }) => out(await status(await Datapath.open(), checkFormat(o.output))));
 
-program
+  program
   .command('uninstall')
   .description('remove every program, filter, qdisc, cgroup attachment and pin podwarp created (idempotent)')
   .option('--drain-timeout <seconds>', 'how long to wait for accelerated sockets to hand over their unread data', '10')
@@ -170,66 +169,17 @@ program
     );
   });
 
-const sb = program.command('sandbox').description('a node in miniature: pods as netns + veth + cgroup');
-sb.command('up')
-  .description('create pods and write <dir>/state.yaml')
-  .option('--dir <dir>', 'where the state file and manifest go', '.sandbox')
-  .option('--pods <n>', 'number of pods', '4')
-  .option('--namespaces <list>', 'comma-separated Kubernetes namespaces', 'team-a,team-b')
-  .option('--bridge', 'docker0/cni0-style bridge instead of kindnet-style routing')
-  .option('--accelerate', 'mark every namespace accelerate: true in the state file')
-  .action(async (o: { dir: string; pods: string; namespaces: string; bridge?: boolean; accelerate?: boolean }) => {
-    const m = await sandbox.up({
-      dir: o.dir,
-      pods: Number(o.pods),
-      namespaces: o.namespaces.split(',').filter(Boolean),
-      wiring: o.bridge ? 'bridge' : 'routed',
-      accelerate: o.accelerate,
-    });
-    out(`sandbox ${m.id} (${m.wiring}, ${m.subnet}): ${m.pods.length} pods; state file ${m.stateFile}\n`);
-    for (const p of m.pods) out(`  ${p.namespace}/${p.name}  ${p.ip}  netns ${p.netns}  host ${p.hostInterface}\n`);
-  });
-sb.command('down')
-  .description('remove everything the sandbox in <dir> created')
-  .option('--dir <dir>', 'sandbox directory', '.sandbox')
-  .action(async (o: { dir: string }) => {
-    const r = await sandbox.down(o.dir);
-    out(`removed ${r.removed.length} objects\n`);
-    if (r.errors.length) throw new Error(`sandbox down left things behind:\n  ${r.errors.join('\n  ')}`);
-  });
-sb.command('exec')
-  .description('run a command in a sandbox pod: podwarp sandbox exec NAMESPACE/POD -- CMD…')
-  .option('--dir <dir>', 'sandbox directory', '.sandbox')
-  .argument('<pod>')
-  .argument('<cmd...>')
-  .action(async (pod: string, cmd: string[], o: { dir: string }) => {
-    const m = sandbox.readManifest(o.dir);
-    const p = m.pods.find((x) => `${x.namespace}/${x.name}` === pod || x.name === pod);
-    if (!p) throw new InputError(`no pod ${pod} in sandbox ${m.id}`);
-    const r = await sandbox.execInPod(p, cmd);
-    out(r.stdout);
-    process.stderr.write(r.stderr);
-    process.exitCode = r.exitCode;
-  });
+  return program;
+}
 
-program
-  .command('demo')
-  .description('build, bring up a sandbox, measure normal vs accelerated pod→pod TCP, show maps and counters, tear down')
-  .option('--seconds <s>', 'seconds per measurement', '3')
-  .option('--rounds <n>', 'alternating baseline/accelerated rounds (medians are reported)', '3')
-  .option('--bridge', 'bridge wiring instead of routed')
-  .option('--cpu <n|none>', 'pin client and server to one CPU (none: unpinned)', '0')
-  .action(async (o: { seconds: string; rounds: string; bridge?: boolean; cpu: string }) => {
-    const { demo } = await import('./commands/demo.js');
-    const cpu = o.cpu === 'none' ? undefined : Number(o.cpu);
-    await demo({ seconds: Number(o.seconds), rounds: Number(o.rounds), wiring: o.bridge ? 'bridge' : 'routed', cpu });
-  });
-
-try {
-  await program.parseAsync(process.argv);
-} catch (e) {
-  const kind = e instanceof InputError ? 'invalid input' : e instanceof FeatureMissingError ? 'missing feature' : e instanceof ToolError ? 'tool failed' : 'error';
-  log.error({ kind, err: errorMessage(e) }, 'podwarp failed');
-  process.stderr.write(`podwarp: ${errorMessage(e)}\n`);
-  process.exitCode = e instanceof InputError ? 2 : 1;
+/** Parses argv and runs the command; errors become one line on stderr and an exit code. */
+export async function runCli(program: Command, argv = process.argv): Promise<void> {
+  try {
+    await program.parseAsync(argv);
+  } catch (e) {
+    const kind = e instanceof InputError ? 'invalid input' : e instanceof FeatureMissingError ? 'missing feature' : e instanceof ToolError ? 'tool failed' : 'error';
+    log.error({ kind, err: errorMessage(e) }, 'podwarp failed');
+    process.stderr.write(`podwarp: ${errorMessage(e)}\n`);
+    process.exitCode = e instanceof InputError ? 2 : 1;
+  }
 }

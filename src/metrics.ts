@@ -3,10 +3,10 @@
 import http from 'node:http';
 import client from 'prom-client';
 import type { Datapath } from '../loader/datapath.js';
-import { STAT_GROUPS } from './layout/schema.js';
-import { log } from './log.js';
+import { STAT_GROUPS } from '../abi/schema.js';
+import { log } from '../loader/log.js';
 import type { PodsResult } from './reconciler.js';
-import type { SvcSyncResult } from './servicesync.js';
+import type { SvcSyncResult } from './services/sync.js';
 
 export class AgentMetrics {
   readonly registry = new client.Registry();
@@ -88,7 +88,7 @@ export class AgentMetrics {
       labelNames: ['program', 'reason'],
       registers: [this.registry],
       async collect() {
-        const c = await dpRef.counters('pw_stats').catch(() => new Map<number, { packets: bigint }>());
+        const c = await dpRef.maps.counters('pw_stats').catch(() => new Map<number, { packets: bigint }>());
         for (const g of STAT_GROUPS) g.reasons.forEach((r, i) => this.set({ program: g.prog, reason: r }, Number(c.get(g.base + i)?.packets ?? 0n)));
       },
     });

@@ -1,12 +1,14 @@
 // One pass of the control loop: snapshot → facts → desired → read actual →
 // plan → apply. I/O only at the two ends (facts/actual in, apply out).
 import type { Datapath } from '../loader/datapath.js';
-import { DEFAULT_OPTIONS, desired, withServiceOutcome, type DesiredOptions, type DesiredState } from './desired.js';
+import { DEFAULT_OPTIONS, desired, withServiceOutcome, type DesiredOptions, type DesiredState } from './pods/desired.js';
 import { gatherFacts } from './facts.js';
-import { log } from './log.js';
+import { log } from '../loader/log.js';
 import type { Snapshot } from './model.js';
-import { plan, planSize, type ActualState, type Plan } from './plan.js';
-import { ServiceSync, svcOpsTotal, type SvcSyncResult } from './servicesync.js';
+import { applyPlan, readActual } from './pods/apply.js';
+import { plan, planSize, type Plan } from './pods/plan.js';
+import { BpfServiceMaps } from './services/maps.js';
+import { ServiceSync, svcOpsTotal, type SvcSyncResult } from './services/sync.js';
 
 export interface ReconcileResult {
   plan: Plan;
@@ -15,49 +17,6 @@ export interface ReconcileResult {
   /** Pods whose node facts are not there yet: the caller should retry soon. */
   missing: Map<string, string>;
   ms: number;
-}
-
-export async function readActual(dp: Datapath): Promise<ActualState> {
-  const endpoints = new Map(
-    (await dp.dump('pw_endpoints')).map((e) => {
-      const ip = String(e.key.ip);
-      return [
-        ip,
-        { ip, ifindex: Number(e.value.ifindex), flags: Number(e.value.flags), mac: String(e.value.mac), gwMac: String(e.value.gw_mac) },
-      ];
-    }),
-  );
-  const cgroups = (await dp.cgroupAttachments()).map((c) => ({
-    path: c.path,
-    // what is really attached (a hook someone removed gets re-attached)
-    hooks: c.present ? c.liveHooks : -1,
-  }));
-  return { endpoints, ifaces: await dp.attachments(), cgroups, config: await dp.readConfig() };
-}
-
-/**
- * Order matters: a pod is only an endpoint of the socket fast path once its
- * map entry says so, and stops being one (its sockets drained out of pw_sock
- * with no byte lost) before its entry goes away.
- */
-export async function applyPlan(dp: Datapath, p: Plan): Promise<void> {
-  const stale = p.detach.filter((i) => !i.present);
-  for (const i of stale) await dp.detach(i);
-  for (const a of p.attach) await dp.attach(a.name);
-  if (p.config) await dp.writeConfig(p.config);
-  await dp.writeMap(
-    'pw_endpoints',
-    p.upsert.map((e) => ({ key: { ip: e.ip }, value: { ifindex: e.ifindex, flags: e.flags, mac: e.mac, gw_mac: e.gwMac } })),
-    [],
-  );
-  for (const c of p.cgroups.filter((x) => x.hooks !== 0)) await dp.setCgroupHooks(c.path, c.hooks);
-  for (const c of p.cgroups.filter((x) => x.hooks === 0)) await dp.setCgroupHooks(c.path, 0);
-  if (p.drainIps.length) {
-    const ips = new Set(p.drainIps);
-    await dp.drainSockets((k) => ips.has(String(k.sip)) || ips.has(String(k.dip)));
-  }
-  await dp.writeMap('pw_endpoints', [], p.delete.map((ip) => ({ ip })));
-  for (const i of p.detach.filter((x) => x.present)) await dp.detach(i);
 }
 
 /**
@@ -105,8 +64,8 @@ export async function reconcilePods(dp: Datapath, snap: Snapshot, skips: SkipLog
   const have = await readActual(dp);
   const p = plan(want, have);
   await applyPlan(dp, p);
-  // connections the fast path could not take whole (one direction on TCP) leave pw_sock: see loader drainSockets
-  await dp.drainPassthrough();
+  // connections the fast path could not take whole (one direction on TCP) leave pw_sock: see loader/sockdrain.ts
+  await dp.sockets.drainPassthrough();
   for (const [pod, why] of facts.missing) skips.note(`pod ${pod}`, why);
   for (const [pod, why] of want.skipped) if (why !== 'facts-missing') skips.note(`pod ${pod}`, why);
   const ms = Math.round(performance.now() - t0);
@@ -117,7 +76,7 @@ export async function reconcilePods(dp: Datapath, snap: Snapshot, skips: SkipLog
 }
 
 /** A full pass (the local source runs one per change): every service, then the node-local part. */
-export async function reconcile(dp: Datapath, snap: Snapshot, skips = new SkipLog(), opts: DesiredOptions = DEFAULT_OPTIONS, sync = new ServiceSync(dp)): Promise<ReconcileResult> {
+export async function reconcile(dp: Datapath, snap: Snapshot, skips = new SkipLog(), opts: DesiredOptions = DEFAULT_OPTIONS, sync = new ServiceSync(new BpfServiceMaps(dp))): Promise<ReconcileResult> {
   const t0 = performance.now();
   const svc = await sync.full(snap.services);
   if (svc.droppedNames.length) log.error({ services: svc.droppedNames }, 'service maps full: these services are left to kube-proxy (not written at all)');

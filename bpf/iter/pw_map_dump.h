@@ -4,11 +4,11 @@
  * bytes) per element, written to the seq_file. Reading the pin runs it, so
  * the agent reads 200,000 service entries back with one read() instead of
  * bpftool's JSON (seconds, and hundreds of MB of text at that size).
- * Sizes are the schema's (src/layout/schema.ts); test/unit/layout.test.ts
- * checks them. Standalone: bpftool iter cannot reuse pinned maps, so this
+ * Key and value are the schema's structs (pw_types.h, generated from
+ * abi/schema.ts). Standalone: bpftool iter cannot reuse pinned maps, so this
  * object declares none (the map is given at `bpftool iter pin … map …`).
  */
-#include <linux/types.h>
+#include "pw_types.h"
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
@@ -24,19 +24,19 @@ struct bpf_iter__bpf_map_elem {
 	void *value;
 } __attribute__((preserve_access_index));
 
-#define PW_MAP_DUMP_ITER(fn, KEY_SIZE, VALUE_SIZE)                        \
+#define PW_MAP_DUMP_ITER(fn, KEY_TYPE, VALUE_TYPE)                        \
 	SEC("iter/bpf_map_elem")                                          \
 	int fn(struct bpf_iter__bpf_map_elem *ctx)                        \
 	{                                                                 \
 		struct {                                                  \
-			__u8 key[KEY_SIZE];                               \
-			__u8 value[VALUE_SIZE];                           \
+			KEY_TYPE key;                                     \
+			VALUE_TYPE value;                                 \
 		} rec;                                                    \
 		__u8 *k = ctx->key, *v = ctx->value;                      \
 		if (!k || !v)                                             \
 			return 0; /* the end of the walk */               \
-		__builtin_memcpy(rec.key, k, KEY_SIZE);                   \
-		__builtin_memcpy(rec.value, v, VALUE_SIZE);               \
+		__builtin_memcpy(&rec.key, k, sizeof(rec.key));           \
+		__builtin_memcpy(&rec.value, v, sizeof(rec.value));       \
 		bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));         \
 		return 0;                                                 \
 	}                                                                 \

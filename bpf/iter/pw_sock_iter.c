@@ -8,10 +8,12 @@
  * after this iterator says its queue is empty. Pinned with
  * `bpftool iter pin … map pinned …/pw_sock`; reading the pin runs it.
  * Standalone (no podwarp maps): bpftool iter cannot reuse pinned maps.
+ * One struct pw_sock_drain record per socket (abi/schema.ts SOCK_DRAIN,
+ * decoded by loader/sockdrain.ts).
  * Reads kernel internals (sock.sk_user_data → sk_psock.ingress_msg) with
  * CO-RE, relocated against the running kernel's BTF.
  */
-#include <linux/types.h>
+#include "pw_types.h"
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -39,12 +41,6 @@ struct bpf_iter__sockmap {
 	struct sock *sk;
 } __attribute__((preserve_access_index));
 
-/* One record per socket; user space decodes it (loader/sockdrain.ts). */
-struct pw_sock_drain {
-	__u8 key[12];	/* struct pw_sock_key */
-	__u32 pending;	/* 1: ingress queue not empty */
-};
-
 /* low bits are flags (NOCOPY, BPF, PSOCK on 6.x); pointers are 8-aligned */
 #define SK_USER_DATA_PTRMASK (~7UL)
 
@@ -54,13 +50,18 @@ int pw_sock_iter(struct bpf_iter__sockmap *ctx)
 	struct seq_file *seq = ctx->meta->seq;
 	struct sock *sk = ctx->sk;
 	struct pw_sock_drain rec = {};
+	struct pw_sock_key key;
 	unsigned long ud;
 	struct sk_psock *psock;
 	struct list_head *first;
 
 	if (!ctx->key || !sk)
 		return 0;
-	bpf_probe_read_kernel(rec.key, sizeof(rec.key), ctx->key);
+	bpf_probe_read_kernel(&key, sizeof(key), ctx->key);
+	rec.sip = key.sip;
+	rec.dip = key.dip;
+	rec.sport = key.sport;
+	rec.dport = key.dport;
 	ud = (unsigned long)BPF_CORE_READ(sk, sk_user_data) & SK_USER_DATA_PTRMASK;
 	psock = (struct sk_psock *)ud;
 	if (psock) {

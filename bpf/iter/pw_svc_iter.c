@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* pw_svc read back in one read(): 12-byte struct pw_svc_key, 8-byte struct pw_svc. */
+/* pw_svc read back in one read(): struct pw_svc_key, then struct pw_svc, per entry. */
 #include "pw_map_dump.h"
 
-PW_MAP_DUMP_ITER(pw_svc_iter, 12, 8)
+PW_MAP_DUMP_ITER(pw_svc_iter, struct pw_svc_key, struct pw_svc)

@@ -4,11 +4,12 @@ import fs from 'node:fs';
 import type { Datapath } from '../../loader/datapath.js';
 import { InputError } from '../../loader/errors.js';
 import * as ipr from '../../loader/ip.js';
-import { decode, flagNames, fromHexBytes } from '../layout/codec.js';
-import { sockKeyString } from '../../loader/datapath.js';
+import { decode, flagNames, fromHexBytes } from '../../abi/codec.js';
+import { sockKeyString } from '../../loader/sockdrain.js';
 import { mapDump as bpftoolMapDump } from '../../loader/bpftool.js';
-import { FLOW_FLAGS, STAT_GROUPS, mapDef } from '../layout/schema.js';
+import { FLOW_FLAGS, STAT_GROUPS, mapDef } from '../../abi/schema.js';
 import { json, table } from '../table.js';
+import { BpfServiceMaps } from '../services/maps.js';
 
 export type OutputFormat = 'table' | 'json';
 
@@ -18,8 +19,8 @@ export function checkFormat(f: string): OutputFormat {
 }
 
 function requirePinned(dp: Datapath, map: string): void {
-  if (!fs.existsSync(dp.mapPin(map))) {
-    throw new InputError(`map ${map} is not pinned at ${dp.mapPin(map)}: podwarp is not loaded (start the agent, or check PODWARP_PIN_NAME)`);
+  if (!fs.existsSync(dp.pins.map(map))) {
+    throw new InputError(`map ${map} is not pinned at ${dp.pins.map(map)}: podwarp is not loaded (start the agent, or check PODWARP_PIN_NAME)`);
   }
 }
 
@@ -36,7 +37,7 @@ export async function endpointRows(dp: Datapath): Promise<EndpointRow[]> {
   requirePinned(dp, 'pw_endpoints');
   const names = new Map((await ipr.links()).map((l) => [l.ifindex, l.ifname]));
   const flagsField = mapDef('pw_endpoints').value.fields.find((f) => f.name === 'flags')!;
-  return (await dp.dump('pw_endpoints'))
+  return (await dp.maps.dump('pw_endpoints'))
     .map((e) => ({
       ip: String(e.key.ip),
       ifindex: Number(e.value.ifindex),
@@ -59,7 +60,7 @@ export interface StatRow {
 
 export async function statRows(dp: Datapath): Promise<StatRow[]> {
   requirePinned(dp, 'pw_stats');
-  const c = await dp.counters('pw_stats');
+  const c = await dp.maps.counters('pw_stats');
   return STAT_GROUPS.flatMap((g) =>
     g.reasons.map((reason, i) => ({ program: g.prog, reason, packets: c.get(g.base + i)?.packets ?? 0n, bytes: c.get(g.base + i)?.bytes ?? 0n })),
   );
@@ -97,9 +98,9 @@ export interface SocketRow {
 
 export async function socketRows(dp: Datapath): Promise<SocketRow[]> {
   requirePinned(dp, 'pw_sock');
-  const flows = new Map((await dp.dump('pw_flows')).map((e) => [sockKeyString(e.key), e.value]));
-  const pending = await dp.pendingSockets();
-  const raw = await bpftoolMapDump(dp.mapPin('pw_sock'));
+  const flows = new Map((await dp.maps.dump('pw_flows')).map((e) => [sockKeyString(e.key), e.value]));
+  const pending = await dp.sockets.pending();
+  const raw = await bpftoolMapDump(dp.pins.map('pw_sock'));
   const keyDef = mapDef('pw_sock').key;
   return raw
     .map((e) => {
@@ -140,7 +141,7 @@ const PROTO_NAME: Record<number, 'TCP' | 'UDP'> = { 6: 'TCP', 17: 'UDP' };
 
 export async function serviceRows(dp: Datapath): Promise<ServiceRow[]> {
   requirePinned(dp, 'pw_svc');
-  const have = await dp.readServices();
+  const have = await new BpfServiceMaps(dp).read();
   const addr = (id: number) => {
     const b = have.backends.get(id);
     return b ? `${b.ip}:${b.port}` : '(missing)';
@@ -168,7 +169,7 @@ export async function dumpServices(dp: Datapath, fmt: OutputFormat): Promise<str
 
 export async function dumpBackends(dp: Datapath, fmt: OutputFormat): Promise<string> {
   requirePinned(dp, 'pw_backends');
-  const rows = [...(await dp.readServices()).backends]
+  const rows = [...(await new BpfServiceMaps(dp).read()).backends]
     .sort((a, b) => a[0] - b[0])
     .map(([id, b]) => ({ id, address: `${b.ip}:${b.port}`, proto: PROTO_NAME[b.proto] ?? String(b.proto) }));
   if (fmt === 'json') return json(rows);

@@ -2,37 +2,38 @@
 import fs from 'node:fs';
 import type { Datapath } from '../../loader/datapath.js';
 import { probe } from '../../loader/features.js';
-import { MAPS } from '../layout/schema.js';
-import { flagNames } from '../layout/codec.js';
-import { mapDef } from '../layout/schema.js';
+import { MAPS } from '../../abi/schema.js';
+import { flagNames } from '../../abi/codec.js';
+import { mapDef } from '../../abi/schema.js';
 import { json, table } from '../table.js';
 import type { OutputFormat } from './dump.js';
 import * as bpftool from '../../loader/bpftool.js';
 import { readReport } from '../report.js';
+import { readConfig } from '../pods/apply.js';
 
 export async function statusData(dp: Datapath) {
   const features = await probe();
   const loaded = fs.existsSync(dp.pinRoot);
   const maps = [];
   for (const m of MAPS) {
-    if (!fs.existsSync(dp.mapPin(m.name))) {
+    if (!fs.existsSync(dp.pins.map(m.name))) {
       maps.push({ name: m.name, pinned: false });
       continue;
     }
-    const info = await bpftool.mapShow(dp.mapPin(m.name));
-    const entries = m.type.includes('array') ? info.max_entries : (await bpftool.mapDump(dp.mapPin(m.name))).length;
+    const info = await bpftool.mapShow(dp.pins.map(m.name));
+    const entries = m.type.includes('array') ? info.max_entries : (await bpftool.mapDump(dp.pins.map(m.name))).length;
     maps.push({ name: m.name, pinned: true, id: info.id, type: info.type, entries, maxEntries: info.max_entries });
   }
   const progs = [];
-  if (fs.existsSync(dp.progsDir)) {
-    for (const p of fs.readdirSync(dp.progsDir).sort()) {
-      const info = await bpftool.progShow(dp.progPin(p));
+  if (fs.existsSync(dp.pins.progsDir)) {
+    for (const p of fs.readdirSync(dp.pins.progsDir).sort()) {
+      const info = await bpftool.progShow(dp.pins.prog(p));
       progs.push({ name: p, id: info.id, type: info.type, tag: info.tag });
     }
   }
-  const attachments = loaded && fs.existsSync(dp.mapPin('pw_ifaces')) ? await dp.attachments() : [];
-  const cgroups = loaded ? (await dp.cgroupAttachments()).map((c) => ({ ...c, id: c.id.toString() })) : [];
-  const config = loaded ? await dp.readConfig() : undefined;
+  const attachments = loaded && fs.existsSync(dp.pins.map('pw_ifaces')) ? await dp.tc.status() : [];
+  const cgroups = loaded ? (await dp.cgroups.status()).map((c) => ({ ...c, id: c.id.toString() })) : [];
+  const config = loaded ? await readConfig(dp) : undefined;
   // per-namespace view: from the agent's report (the maps key endpoints by IP only); endpoints it
   // counted that are no longer in pw_endpoints would show as a mismatch
   const agent = readReport();

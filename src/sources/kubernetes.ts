@@ -20,7 +20,7 @@ import {
 } from '@kubernetes/client-node';
 import fs from 'node:fs';
 import { InputError, errorMessage } from '../../loader/errors.js';
-import { log } from '../log.js';
+import { log } from '../../loader/log.js';
 import type { Service, Snapshot } from '../model.js';
 import { SERVICE_NAME_LABEL, dedupeIPs, trim, endpointsFrom, namespaceFrom, networkPolicyFrom, podFrom, serviceFrom } from './kube-convert.js';
 

@@ -14,10 +14,11 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { ResultPromise } from 'execa';
 import { onLines, spawnLong } from '../../loader/exec.js';
-import { ROOT } from '../../src/build.js';
-import { prepareTools, scratchDatapath } from '../../src/perf.js';
+import { ROOT } from '../../loader/build.js';
+import { prepareTools, scratchDatapath } from '../../devtools/perf.js';
 import { table } from '../../src/table.js';
 import { FakeApiServer, type ApiObject } from '../k8s/apiserver.js';
+import { BpfServiceMaps } from '../../src/services/maps.js';
 
 const { values } = parseArgs({
   options: {
@@ -149,7 +150,7 @@ try {
     await new Promise((r) => setTimeout(r, GAP));
   }
   // the last endpoint change is really in the maps (read back through bpftool, not the agent's word)
-  const have = await dp.readServices();
+  const have = await new BpfServiceMaps(dp).read();
   const key = `${vip(last.i)}:${portOf.get(last.i) ?? 80}/6`;
   const slots = have.slots.get(key);
   const ips = [...(slots?.values() ?? [])].map((id) => have.backends.get(id)?.ip);

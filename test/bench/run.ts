@@ -4,9 +4,9 @@
 // --smoke: 1 round of 0.5 s per wiring, to prove the benchmark runs (CI).
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
-import { compare, compareSidecar, comparisonTable, roundLine, sidecarTable, type Comparison, type SidecarComparison } from '../../src/compare.js';
-import { hasIperf3, prepareTools, scratchDatapath, startIperf3Server, startProxy, startServer } from '../../src/perf.js';
-import * as sandbox from '../../src/sandbox.js';
+import { compare, compareSidecar, comparisonTable, roundLine, sidecarTable, type Comparison, type SidecarComparison } from '../../devtools/compare.js';
+import { hasIperf3, prepareTools, scratchDatapath, startIperf3Server, startProxy, startServer } from '../../devtools/perf.js';
+import * as sandbox from '../../devtools/sandbox.js';
 import { loadStateFile } from '../../src/state/load.js';
 
 const { values } = parseArgs({

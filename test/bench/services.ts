@@ -9,10 +9,10 @@
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { Service, Snapshot } from '../../src/model.js';
-import { conn, median, prepareTools, scratchDatapath, startServer, type Server } from '../../src/perf.js';
+import { conn, median, prepareTools, scratchDatapath, startServer, type Server } from '../../devtools/perf.js';
 import { reconcile } from '../../src/reconciler.js';
-import { svcOpsTotal } from '../../src/servicesync.js';
-import * as sandbox from '../../src/sandbox.js';
+import { svcOpsTotal } from '../../src/services/sync.js';
+import * as sandbox from '../../devtools/sandbox.js';
 import { loadStateFile } from '../../src/state/load.js';
 import { table } from '../../src/table.js';
 

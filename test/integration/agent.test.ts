@@ -5,8 +5,8 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../loader/exec.js';
-import { rr, startServer, type Server } from '../../src/perf.js';
-import { readActual } from '../../src/reconciler.js';
+import { rr, startServer, type Server } from '../../devtools/perf.js';
+import { readActual } from '../../src/pods/apply.js';
 import { CLI, counters, delta, setUp, spawnAgent, tearDown, until, type Agent, type Env } from './helpers.js';
 
 const startAgent = (env: Env, stateFile: string): Agent => spawnAgent(env, ['--state', stateFile, '--resync', '1', '--metrics-addr', '127.0.0.1:0']);
@@ -39,9 +39,9 @@ describe('agent process', () => {
     const a1 = startAgent(env!, env!.m.stateFile);
     agents.push(a1);
     await ready(a1);
-    const mapIds = { ep: await env!.dp.mapId('pw_endpoints'), st: await env!.dp.mapId('pw_stats') };
-    const prog1 = await env!.dp.progId('pw_tc_egress');
-    const sockops1 = await env!.dp.progId('pw_sockops');
+    const mapIds = { ep: await env!.dp.maps.mapId('pw_endpoints'), st: await env!.dp.maps.mapId('pw_stats') };
+    const prog1 = await env!.dp.maps.progId('pw_tc_egress');
+    const sockops1 = await env!.dp.maps.progId('pw_sockops');
     const before = await readActual(env!.dp);
 
     // 300 verified exchanges, 10 ms apart, on one connection, across the restart
@@ -60,8 +60,8 @@ describe('agent process', () => {
     expect(delta(c0, c1, 'pw_sk_msg').redirected).toBeGreaterThan(0);
     expect(delta(c0, c1, 'pw_sk_msg').passthrough! + delta(c0, c1, 'pw_sk_msg').no_peer!).toBe(0);
 
-    expect(await env!.dp.mapId('pw_endpoints')).toBe(mapIds.ep);
-    expect(await env!.dp.mapId('pw_stats')).toBe(mapIds.st);
+    expect(await env!.dp.maps.mapId('pw_endpoints')).toBe(mapIds.ep);
+    expect(await env!.dp.maps.mapId('pw_stats')).toBe(mapIds.st);
     expect(a2.lines.find((l) => l.msg === 'datapath ready')?.reusedMaps).toBe(true);
     // the restarted agent found nothing to change
     expect(a2.lines.filter((l) => l.msg === 'reconciled')).toEqual([]);
@@ -71,13 +71,13 @@ describe('agent process', () => {
     });
     expect(before.cgroups).toHaveLength(env!.m.pods.length);
     // cgroups moved to the new sock_ops program, the old one is gone from them
-    const sockops2 = await env!.dp.progId('pw_sockops');
-    for (const c of await env!.dp.cgroupAttachments()) expect(c.attached.sort()).toEqual(['pw_lb_conn4', 'pw_lb_peer4', 'pw_lb_recv4', 'pw_lb_send4', 'pw_sockops']);
+    const sockops2 = await env!.dp.maps.progId('pw_sockops');
+    for (const c of await env!.dp.cgroups.status()) expect(c.attached.sort()).toEqual(['pw_lb_conn4', 'pw_lb_peer4', 'pw_lb_recv4', 'pw_lb_send4', 'pw_sockops']);
     expect(sockops2).not.toBe(sockops1);
     // filters moved to the newly loaded program
-    const prog2 = await env!.dp.progId('pw_tc_egress');
+    const prog2 = await env!.dp.maps.progId('pw_tc_egress');
     expect(prog2).not.toBe(prog1);
-    for (const att of await env!.dp.attachments()) expect(att.progId).toBe(prog2);
+    for (const att of await env!.dp.tc.status()) expect(att.progId).toBe(prog2);
   });
 
   it('serves /readyz, /healthz and /metrics with the maps and datapath counters', async () => {
@@ -138,6 +138,6 @@ describe('agent process', () => {
     const r = await a.child;
     expect(r.exitCode).toBe(0);
     expect(env!.dp.isLoaded()).toBe(true);
-    expect((await env!.dp.attachments()).every((x) => x.attached)).toBe(true);
+    expect((await env!.dp.tc.status()).every((x) => x.attached)).toBe(true);
   });
 });

@@ -7,8 +7,8 @@ import * as bpftool from '../../loader/bpftool.js';
 import { run } from '../../loader/exec.js';
 import * as tc from '../../loader/tc.js';
 import { cgroupPath } from '../../loader/cgroup.js';
-import { TC_HANDLE, TC_PRIO } from '../../loader/datapath.js';
-import { ROOT } from '../../src/build.js';
+import { TC_HANDLE, TC_PRIO } from '../../loader/tcattach.js';
+import { ROOT } from '../../loader/build.js';
 import { loadStateFile } from '../../src/state/load.js';
 import { reconcile } from '../../src/reconciler.js';
 import { leftovers, setUp, tearDown, type Env } from './helpers.js';
@@ -75,14 +75,14 @@ describe('CLI and uninstall', () => {
   });
 
   it('uninstall removes filters, own qdiscs, pins and programs, keeps the foreign ones, and is idempotent', async () => {
-    const progId = await env!.dp.progId('pw_tc_egress');
-    for (const p of ['pw_tc_egress', 'pw_sockops', 'pw_sk_msg']) env!.progIds.push(await env!.dp.progId(p));
-    const cgPaths = (await env!.dp.cgroups()).map((c) => c.path).sort();
+    const progId = await env!.dp.maps.progId('pw_tc_egress');
+    for (const p of ['pw_tc_egress', 'pw_sockops', 'pw_sk_msg']) env!.progIds.push(await env!.dp.maps.progId(p));
+    const cgPaths = (await env!.dp.cgroups.list()).map((c) => c.path).sort();
     expect(cgPaths).toEqual(env!.m.pods.filter((p) => p.namespace === 'team-b').map((p) => p.cgroup).sort());
     // a filter podwarp attached but whose ledger entry was lost is swept too
     const lost = env!.m.pods[3]!;
-    const idx = (await env!.dp.ifaces()).find((r) => r.name === lost.hostInterface)!.ifindex;
-    await env!.dp.writeMap('pw_ifaces', [], [{ ifindex: idx }]);
+    const idx = (await env!.dp.tc.list()).find((r) => r.name === lost.hostInterface)!.ifindex;
+    await env!.dp.maps.write('pw_ifaces', [], [{ ifindex: idx }]);
 
     const r = await cli('uninstall');
     expect(r.exitCode).toBe(0);

@@ -2,8 +2,9 @@
 // (socket acceleration off, so every byte crosses the tc program).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadStateFile } from '../../src/state/load.js';
-import { reconcile, readActual } from '../../src/reconciler.js';
-import { sink, startServer, stream, type Server } from '../../src/perf.js';
+import { reconcile } from '../../src/reconciler.js';
+import { readActual } from '../../src/pods/apply.js';
+import { sink, startServer, stream, type Server } from '../../devtools/perf.js';
 import type { Snapshot } from '../../src/model.js';
 import { counters, delta, hostTx, podTx, setUp, tearDown, type Env } from './helpers.js';
 

@@ -10,11 +10,11 @@ import type { ResultPromise } from 'execa';
 import { onLines, run, spawnLong } from '../../loader/exec.js';
 import * as ipr from '../../loader/ip.js';
 import { cgroup2Root } from '../../loader/mounts.js';
-import { ROOT, build } from '../../src/build.js';
+import { ROOT, build } from '../../loader/build.js';
 import { statRows } from '../../src/commands/dump.js';
-import { STAT_GROUPS, type TcReason } from '../../src/layout/schema.js';
-import { ensurePwperf } from '../../src/perf.js';
-import * as sandbox from '../../src/sandbox.js';
+import { STAT_GROUPS, type TcReason } from '../../abi/schema.js';
+import { ensurePwperf } from '../../devtools/perf.js';
+import * as sandbox from '../../devtools/sandbox.js';
 
 export function requireRoot(): void {
   if (process.getuid?.() !== 0) throw new Error('integration tests need root (real netns, veth, BPF): run them as root, or run `npm run test:unit`');
@@ -46,7 +46,7 @@ export async function setUp(opts: { wiring?: sandbox.Wiring; pods?: number; name
 /** Tears down, then returns what is still there (must be empty). */
 export async function tearDown(env: Env | undefined): Promise<string[]> {
   if (!env) return [];
-  if (fs.existsSync(env.dp.progsDir)) for (const p of fs.readdirSync(env.dp.progsDir)) env.progIds.push(await env.dp.progId(p));
+  if (fs.existsSync(env.dp.pins.progsDir)) for (const p of fs.readdirSync(env.dp.pins.progsDir)) env.progIds.push(await env.dp.maps.progId(p));
   await env.dp.uninstall();
   await sandbox.down(env.dir);
   fs.rmSync(env.dir, { recursive: true, force: true });

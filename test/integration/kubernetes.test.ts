@@ -6,13 +6,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../loader/exec.js';
-import { EP_FLAGS } from '../../src/layout/schema.js';
+import { EP_FLAGS } from '../../abi/schema.js';
 import { ACCELERATE_LABEL } from '../../src/model.js';
-import { conn, rr, startServer, type Server } from '../../src/perf.js';
-import { readActual } from '../../src/reconciler.js';
-import { vip, type SandboxPod } from '../../src/sandbox.js';
+import { conn, rr, startServer, type Server } from '../../devtools/perf.js';
+import { readActual } from '../../src/pods/apply.js';
+import { vip, type SandboxPod } from '../../devtools/sandbox.js';
 import { FakeApiServer, type ApiObject } from '../k8s/apiserver.js';
 import { CLI, counters, delta, setUp, spawnAgent, tearDown, until, type Agent, type Env } from './helpers.js';
+import { BpfServiceMaps } from '../../src/services/maps.js';
 
 describe('agent --source kubernetes against an API server double', () => {
   let env: Env | undefined;
@@ -55,7 +56,7 @@ describe('agent --source kubernetes against an API server double', () => {
     return e ? (e.flags & EP_FLAGS.ENABLED ? 'enabled' : 'disabled') : 'absent';
   };
   const webBackends = async () => {
-    const have = await env!.dp.readServices();
+    const have = await new BpfServiceMaps(env!.dp).read();
     const key = `${WEB}:80/6`;
     const count = have.masters.get(key)?.count ?? 0;
     const slots = have.slots.get(key) ?? new Map<number, number>();
@@ -257,18 +258,18 @@ describe('agent --source kubernetes against an API server double', () => {
   it('a restarted agent converges without rewriting one unchanged entry', async () => {
     const a1 = agents[0]!;
     const before = await readActual(env!.dp);
-    const svcBefore = await env!.dp.readServices();
-    const ids = { ep: await env!.dp.mapId('pw_endpoints'), svc: await env!.dp.mapId('pw_svc') };
+    const svcBefore = await new BpfServiceMaps(env!.dp).read();
+    const ids = { ep: await env!.dp.maps.mapId('pw_endpoints'), svc: await env!.dp.maps.mapId('pw_svc') };
     a1.child.kill('SIGTERM');
     await a1.child.catch(() => {});
     const a2 = startAgent();
     await ready(a2);
     await new Promise((r) => setTimeout(r, 2500)); // two node-local passes (--resync 1)
     expect(a2.lines.filter((l) => l.msg === 'reconciled' || l.msg === 'reconciled pods')).toEqual([]);
-    expect(await env!.dp.mapId('pw_endpoints')).toBe(ids.ep);
-    expect(await env!.dp.mapId('pw_svc')).toBe(ids.svc);
+    expect(await env!.dp.maps.mapId('pw_endpoints')).toBe(ids.ep);
+    expect(await env!.dp.maps.mapId('pw_svc')).toBe(ids.svc);
     expect((await readActual(env!.dp)).endpoints).toEqual(before.endpoints);
-    expect(await env!.dp.readServices()).toEqual(svcBefore);
+    expect(await new BpfServiceMaps(env!.dp).read()).toEqual(svcBefore);
     // and it still follows changes
     api!.update('endpointslices', sliceObj('web-1', [pods()[3]!.ip]));
     await until('restarted agent follows', async () => JSON.stringify(await webBackends()) === JSON.stringify([pods()[3]!.ip]));

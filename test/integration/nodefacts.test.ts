@@ -11,16 +11,16 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { run } from '../../loader/exec.js';
 import * as ipr from '../../loader/ip.js';
 import { cgroup2Root } from '../../loader/mounts.js';
-import { desired } from '../../src/desired.js';
+import { desired } from '../../src/pods/desired.js';
 import { FactsCache, gatherFacts } from '../../src/facts.js';
 import { podCgroupIndex, podPids } from '../../src/facts/cgroups.js';
 import { podNetByPid } from '../../src/facts/podnet.js';
 import { podKey, type Pod, type Snapshot } from '../../src/model.js';
-import { ROOT } from '../../src/build.js';
-import * as sandbox from '../../src/sandbox.js';
+import { ROOT } from '../../loader/build.js';
+import * as sandbox from '../../devtools/sandbox.js';
 import { leftovers, requireRoot, type Env } from './helpers.js';
 
-const CLI = path.join(ROOT, 'bin', 'podwarp');
+const CLI = path.join(ROOT, 'bin', 'podwarp-dev');
 
 /** A pod as the Kubernetes source gives it: no hostInterface, netns or cgroup. */
 const kubePod = (p: sandbox.SandboxPod, extra: Partial<Pod> = {}): Pod => ({

@@ -4,12 +4,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as bpftool from '../../loader/bpftool.js';
 import { cgroupPath } from '../../loader/cgroup.js';
-import * as iptables from '../../loader/iptables.js';
+import * as iptables from '../../devtools/iptables.js';
 import { serviceRows } from '../../src/commands/dump.js';
 import type { Service, Snapshot } from '../../src/model.js';
-import { conn, startServer, udp, type Server } from '../../src/perf.js';
+import { conn, startServer, udp, type Server } from '../../devtools/perf.js';
 import { reconcile } from '../../src/reconciler.js';
-import { installServices, kubeProxyPrefix, vip } from '../../src/sandbox.js';
+import { installServices, kubeProxyPrefix, vip } from '../../devtools/sandbox.js';
 import { loadStateFile } from '../../src/state/load.js';
 import { counters, delta, setUp, tearDown, type Env } from './helpers.js';
 

@@ -5,9 +5,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as bpftool from '../../loader/bpftool.js';
 import { cgroupPath } from '../../loader/cgroup.js';
-import * as iptables from '../../loader/iptables.js';
+import * as iptables from '../../devtools/iptables.js';
 import type { Snapshot } from '../../src/model.js';
-import { sink, startProxy, startServer, type Server } from '../../src/perf.js';
+import { sink, startProxy, startServer, type Server } from '../../devtools/perf.js';
 import { reconcile } from '../../src/reconciler.js';
 import { loadStateFile } from '../../src/state/load.js';
 import { counters, delta, setUp, tearDown, type Env } from './helpers.js';

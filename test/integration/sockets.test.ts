@@ -6,8 +6,9 @@ import * as bpftool from '../../loader/bpftool.js';
 import { cgroupPath } from '../../loader/cgroup.js';
 import { socketRows } from '../../src/commands/dump.js';
 import type { Snapshot } from '../../src/model.js';
-import { sink, startServer, stream, type Server } from '../../src/perf.js';
-import { readActual, reconcile } from '../../src/reconciler.js';
+import { sink, startServer, stream, type Server } from '../../devtools/perf.js';
+import { reconcile } from '../../src/reconciler.js';
+import { readActual } from '../../src/pods/apply.js';
 import { loadStateFile } from '../../src/state/load.js';
 import { counters, delta, setUp, tearDown, type Env } from './helpers.js';
 

@@ -4,9 +4,9 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { btfDumpFile, type BtfType } from '../../loader/bpftool.js';
 import { objectCalls } from '../../loader/clang.js';
-import { build } from '../../src/build.js';
-import { keyCType } from '../../src/layout/cgen.js';
-import { MAPS, SCALAR_SIZE, layoutOf, type StructDef } from '../../src/layout/schema.js';
+import { build } from '../../loader/build.js';
+import { keyCType } from '../../abi/cgen.js';
+import { MAPS, SCALAR_SIZE, layoutOf, type StructDef } from '../../abi/schema.js';
 
 const MAP_TYPE_ID = { hash: 1, array: 2, percpu_array: 6, lru_hash: 9, sockhash: 18 } as const;
 /** Highest helper id in Linux 5.10 (bpf_redirect_peer = 155). */

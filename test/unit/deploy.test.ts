@@ -185,10 +185,11 @@ describe('deploy/kind.yaml', () => {
 describe('Dockerfile', () => {
   const text = fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8');
   it('copies what `podwarp build` and the agent read, builds, and has nsenter', () => {
-    for (const dir of ['bin', 'bpf', 'loader', 'src']) expect(text).toMatch(new RegExp(`^COPY ${dir} \\./${dir}$`, 'm'));
+    for (const dir of ['bpf', 'abi', 'loader', 'src']) expect(text).toMatch(new RegExp(`^COPY ${dir} \\./${dir}$`, 'm'));
+    expect(text).toMatch(/^COPY bin\/podwarp \.\/bin\/podwarp$/m);
+    // the image is the product only: no devtools, no test tools
+    expect(text).not.toMatch(/^COPY .*(devtools|test\/)/m);
     expect(text).toMatch(/^COPY package\.json package-lock\.json/m);
-    expect(text).toMatch(/test\/bench\/pwperf\.c/);
-    expect(text).toMatch(/test\/bench\/pwproxy\.c/);
     expect(text).toMatch(/^RUN \.\/bin\/podwarp build/m);
     expect(text).toMatch(/\butil-linux\b/);
     expect(text).toMatch(/ln -s \/opt\/podwarp\/bin\/podwarp \/usr\/local\/bin\/podwarp/);

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../loader/exec.js';
-import { ROOT } from '../../src/build.js';
+import { ROOT } from '../../loader/build.js';
 import { KubeSource, loadKubeConfig } from '../../src/sources/kubernetes.js';
 import { FakeApiServer } from '../k8s/apiserver.js';
 

@@ -1,10 +1,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { generateHeader, keyCType } from '../../src/layout/cgen.js';
-import { ROOT, mapSizes } from '../../src/build.js';
-import { decode, encode, fromHexBytes, ipv4ToBytes, macToBytes, toHexBytes } from '../../src/layout/codec.js';
-import { MAPS, TC_REASONS, layoutOf, mapDef, type StructDef } from '../../src/layout/schema.js';
+import { generateHeader, generateTypesHeader, keyCType } from '../../abi/cgen.js';
+import { ROOT, mapSizes } from '../../loader/build.js';
+import { decode, encode, fromHexBytes, ipv4ToBytes, macToBytes, toHexBytes } from '../../abi/codec.js';
+import { MAPS, RECORDS, TC_REASONS, layoutOf, mapDef, type StructDef } from '../../abi/schema.js';
 
 describe('layout schema', () => {
   it('rejects implicit padding inside and at the end of a struct', () => {
@@ -31,13 +31,17 @@ describe('layout schema', () => {
 
 describe('C header generation', () => {
   const h = generateHeader();
-  it('declares every struct with a size assertion', () => {
+  const types = generateTypesHeader();
+  it('declares every struct with a size assertion in the types-only header, which defines no map', () => {
+    expect(h).toContain('#include "pw_types.h"');
+    expect(types).not.toContain('SEC(".maps")');
+    for (const s of RECORDS) expect(types).toContain(`_Static_assert(sizeof(struct ${s.name}) == ${layoutOf(s).size},`);
     for (const m of MAPS) {
       for (const s of [m.key, m.value]) {
         if (s === m.key && keyCType(m) === '__u32') continue;
         if (s === m.value && m.type === 'sockhash') continue; // the kernel keeps sockets; user space reads a u64 cookie
-        expect(h).toContain(`struct ${s.name} {`);
-        expect(h).toContain(`_Static_assert(sizeof(struct ${s.name}) == ${layoutOf(s).size},`);
+        expect(types).toContain(`struct ${s.name} {`);
+        expect(types).toContain(`_Static_assert(sizeof(struct ${s.name}) == ${layoutOf(s).size},`);
       }
     }
   });
@@ -60,7 +64,7 @@ describe('C header generation', () => {
   });
 
   it('numbers the tc reasons in schema order', () => {
-    TC_REASONS.forEach((r, i) => expect(h).toContain(`PW_TC_${r.toUpperCase()} = ${i},`));
+    TC_REASONS.forEach((r, i) => expect(types).toContain(`PW_TC_${r.toUpperCase()} = ${i},`));
   });
 });
 
@@ -106,16 +110,16 @@ describe('codecs', () => {
 });
 
 describe('map-dump iterators (bpf/iter/*_iter.c using PW_MAP_DUMP_ITER)', () => {
-  it('write records of exactly the schema key and value sizes', () => {
+  it('write records of exactly the schema key and value structs', () => {
     const dir = path.join(ROOT, 'bpf', 'iter');
     const uses = fs
       .readdirSync(dir)
       .filter((f) => f.endsWith('.c'))
-      .flatMap((f) => [...fs.readFileSync(path.join(dir, f), 'utf8').matchAll(/^PW_MAP_DUMP_ITER\((\w+)_iter, (\d+), (\d+)\)/gm)]);
+      .flatMap((f) => [...fs.readFileSync(path.join(dir, f), 'utf8').matchAll(/^PW_MAP_DUMP_ITER\((\w+)_iter, struct (\w+), struct (\w+)\)/gm)]);
     expect(uses.map((u) => u[1]).sort()).toEqual(['pw_backends', 'pw_svc']);
     for (const [, name, k, v] of uses) {
       const m = mapDef(name!);
-      expect([Number(k), Number(v)], name).toEqual([layoutOf(m.key).size, layoutOf(m.value).size]);
+      expect([k, v], name).toEqual([m.key.name, m.value.name]);
     }
   });
 });

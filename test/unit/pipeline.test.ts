@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { desired, withServiceOutcome } from '../../src/desired.js';
+import { desired, withServiceOutcome } from '../../src/pods/desired.js';
 import type { NodeFacts } from '../../src/facts.js';
-import { EP_FLAGS } from '../../src/layout/schema.js';
+import { EP_FLAGS } from '../../abi/schema.js';
 import type { Pod, Snapshot } from '../../src/model.js';
-import { plan, planSize, type ActualState } from '../../src/plan.js';
+import { plan, planSize, type ActualState } from '../../src/pods/plan.js';
 
 const pod = (ns: string, name: string, ip: string | undefined, iface: string | undefined, extra: Partial<Pod> = {}): Pod => ({
   namespace: ns,
@@ -69,7 +69,7 @@ describe('plan()', () => {
   const converged: ActualState = {
     endpoints: new Map([...want.endpoints].map(([ip, e]) => [ip, { ip, ifindex: e.ifindex, flags: e.flags, mac: e.mac, gwMac: e.gwMac }])),
     ifaces: [...want.attach].map(([name, ifindex]) => ({ name, ifindex, flags: 1, present: true, attached: true })),
-    cgroups: [...want.cgroups].map(([path, hooks]) => ({ path, hooks })),
+    cgroups: [...want.cgroups].map(([path, hooks]) => ({ path, present: true, hooks })),
     config: want.config,
   };
 
@@ -117,14 +117,17 @@ describe('plan()', () => {
     expect(Object.fromEntries(withSidecar.cgroups)).toEqual({ '/pods/a': 15 }); // sock_ops | connect4 | getsockopt | lb
     expect(Object.fromEntries(desired(withCg, facts, { sockmap: false }).cgroups)).toEqual({ '/pods/a': 8 }); // lb only
     expect(desired(withCg, facts, { sockmap: false, lb: false }).cgroups.size).toBe(0);
-    const have: ActualState = { ...converged, cgroups: [{ path: '/pods/a', hooks: 9 }] };
+    const have: ActualState = { ...converged, cgroups: [{ path: '/pods/a', present: true, hooks: 9 }] };
     expect(plan(on, have).cgroups).toEqual([]);
     const off = desired({ ...withCg, namespaces: withCg.namespaces.map((n) => ({ ...n, accelerate: false })) }, facts);
     const p = plan(off, have);
     expect(p.cgroups).toEqual([{ path: '/pods/a', hooks: 0 }]);
     expect(p.drainIps).toEqual(['10.0.0.2']);
     // a hook someone detached behind our back is put back
-    expect(plan(on, { ...have, cgroups: [{ path: '/pods/a', hooks: 0 }] }).cgroups).toEqual([{ path: '/pods/a', hooks: 9 }]);
+    expect(plan(on, { ...have, cgroups: [{ path: '/pods/a', present: true, hooks: 0 }] }).cgroups).toEqual([{ path: '/pods/a', hooks: 9 }]);
+    // a vanished cgroup is set again (the loader forgets it, or reports it while still wanted)
+    expect(plan(on, { ...have, cgroups: [{ path: '/pods/a', present: false, hooks: 0 }] }).cgroups).toEqual([{ path: '/pods/a', hooks: 9 }]);
+    expect(plan(off, { ...have, cgroups: [{ path: '/pods/a', present: false, hooks: 0 }] }).cgroups).toEqual([{ path: '/pods/a', hooks: 0 }]);
   });
 
   it('carries sidecar settings into pw_config, excluded ports de-duplicated and bounded', () => {

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { Service, Snapshot } from '../../src/model.js';
-import { applyToMirror, assignBackendIds, beKey, desiredServices, feKey, indexServices, planServices, svcPlanSize, type ActualServices, type BackendAddr, type DesiredService } from '../../src/services.js';
+import { beKey, desiredServices, feKey, type BackendAddr, type DesiredService } from '../../src/services/desired.js';
+import { applyToMirror } from '../../src/services/mirror.js';
+import { indexServices, planServices, svcPlanSize, type ActualServices } from '../../src/services/plan.js';
 
 const svc = (over: Partial<Service> = {}): Service => ({
   namespace: 'shop',
@@ -54,11 +56,29 @@ describe('desiredServices()', () => {
   });
 });
 
-describe('assignBackendIds()', () => {
-  it('keeps existing ids and fills the smallest free ones', () => {
+describe('backend ids', () => {
+  it('keeps existing ids and gives new addresses the smallest free ones', () => {
     const b = (ip: string): BackendAddr => ({ ip, port: 80, proto: 6 });
-    const ids = assignBackendIds([b('10.0.0.1'), b('10.0.0.2'), b('10.0.0.3')], new Map([[beKey(b('10.0.0.2')), 1], [beKey(b('10.9.9.9')), 2]]));
-    expect([...ids]).toEqual([[beKey(b('10.0.0.2')), 1], [beKey(b('10.0.0.1')), 3], [beKey(b('10.0.0.3')), 4]]);
+    const fe = { ip: '10.96.0.1', port: 80, proto: 6 as const };
+    const have: ActualServices = {
+      masters: new Map([[feKey(fe), { fe, count: 1 }]]),
+      slots: new Map([[feKey(fe), new Map([[1, 1]])]]),
+      backends: new Map([
+        [1, b('10.0.0.2')],
+        [2, b('10.9.9.9')],
+      ]),
+    };
+    const want = new Map<string, DesiredService>([[feKey(fe), { fe, name: 'ns/a:80', backends: [b('10.0.0.1'), b('10.0.0.2'), b('10.0.0.3')] }]]);
+    const p = planServices(want, have, BIG);
+    expect(p.backendsUpsert).toEqual([
+      { id: 3, b: b('10.0.0.1') },
+      { id: 4, b: b('10.0.0.3') },
+    ]);
+    expect(p.slotsUpsert.map((x) => [x.slot, x.id])).toEqual([
+      [1, 3],
+      [2, 1],
+      [3, 4],
+    ]);
   });
   it('keys a backend address as one number, distinct per address, port and protocol', () => {
     const keys = [beKey({ ip: '255.255.255.255', port: 65535, proto: 17 }), beKey({ ip: '255.255.255.255', port: 65535, proto: 6 }), beKey({ ip: '0.0.0.1', port: 0, proto: 6 }), beKey({ ip: '0.0.0.0', port: 65535, proto: 17 })];

@@ -1,34 +1,19 @@
 // ServiceSync against an in-memory "kernel": chunked full passes, scoped
 // changes against the mirror, and a fresh read-back that agrees with both.
 import { describe, expect, it } from 'vitest';
-import type { Datapath } from '../../loader/datapath.js';
 import type { Service } from '../../src/model.js';
-import { applyToMirror, indexServices, type ActualServices, type SvcPlan } from '../../src/services.js';
-import { ServiceSync, svcOpsTotal } from '../../src/servicesync.js';
+import { MemoryServiceMaps } from '../../src/services/maps.js';
+import { ServiceSync, svcOpsTotal } from '../../src/services/sync.js';
 
-const copy = (a: ActualServices): ActualServices => ({
-  masters: new Map([...a.masters].map(([k, v]) => [k, { fe: { ...v.fe }, count: v.count }])),
-  slots: new Map([...a.slots].map(([k, v]) => [k, new Map(v)])),
-  backends: new Map([...a.backends].map(([k, v]) => [k, { ...v }])),
-});
-
-/** The maps as the kernel would hold them, plus a count of writes. */
+/**
+ * The maps as the kernel would hold them: MemoryServiceMaps is a model of
+ * pw_svc/pw_backends written entry by entry, sharing no code with the
+ * planner or the mirror, and checking after every write what a concurrent
+ * connect() relies on.
+ */
 function fakeKernel(capacity = { svc: 1 << 20, backends: 1 << 20 }) {
-  const maps: ActualServices = { masters: new Map(), slots: new Map(), backends: new Map() };
-  const state = { maps, writes: 0, failNext: false };
-  const dp = {
-    readServices: async () => copy(maps),
-    serviceCapacity: async () => capacity,
-    applyServices: async (p: SvcPlan) => {
-      if (state.failNext) {
-        state.failNext = false;
-        throw new Error('bpftool batch failed');
-      }
-      state.writes += p.backendsUpsert.length + p.slotsUpsert.length + p.mastersUpsert.length + p.mastersDelete.length + p.slotsDelete.length + p.backendsDelete.length;
-      applyToMirror(maps, indexServices(maps), p);
-    },
-  };
-  return { dp: dp as unknown as Datapath, state };
+  const maps = new MemoryServiceMaps(capacity);
+  return { maps, state: maps };
 }
 
 const svc = (i: number, ips: string[], port = 80): Service => ({
@@ -43,30 +28,31 @@ const many = (n: number) => Array.from({ length: n }, (_, i) => svc(i, [`10.1.${
 describe('ServiceSync', () => {
   it('a chunked full pass writes everything; a second one (a restart) writes nothing', async () => {
     const k = fakeKernel();
-    const r = await new ServiceSync(k.dp).full(many(250), 100);
+    const r = await new ServiceSync(k.maps).full(many(250), 100);
     expect(r.frontends).toBe(250);
     expect(r.ops).toEqual({ backendsUpsert: 251, slotsUpsert: 500, mastersUpsert: 250, deletes: 0 });
     const writes = k.state.writes;
-    const again = await new ServiceSync(k.dp).full(many(250), 100);
+    const again = await new ServiceSync(k.maps).full(many(250), 100);
     expect(svcOpsTotal(again.ops)).toBe(0);
     expect(k.state.writes).toBe(writes);
   });
 
   it('removes stale frontends and orphan backends found in the maps at a full pass', async () => {
     const k = fakeKernel();
-    await new ServiceSync(k.dp).full(many(20));
+    await new ServiceSync(k.maps).full(many(20));
     // what a crash between steps could leave: a backend nobody points to
-    k.state.maps.backends.set(999, { ip: '10.9.9.9', port: 1, proto: 6 });
-    const r = await new ServiceSync(k.dp).full(many(10));
-    expect(k.state.maps.masters.size).toBe(10);
-    expect(k.state.maps.backends.has(999)).toBe(false);
+    k.maps.backends.set(999, { ip: '10.9.9.9', port: 1, proto: 6 });
+    const r = await new ServiceSync(k.maps).full(many(10));
+    expect([...k.maps.svc.values()].filter((e) => e.slot === 0)).toHaveLength(10);
+    expect(k.maps.backends.has(999)).toBe(false);
+    expect(k.maps.violation).toBeUndefined();
     // 10 masters + 20 slots of the dropped services, their 10 own backends, and the orphan
     expect(r.ops.deletes).toBe(10 + 20 + 10 + 1);
   });
 
   it('scoped changes keep the mirror equal to a fresh read-back, including a ClusterIP handed from a deleted Service to a new one', async () => {
     const k = fakeKernel();
-    const s = new ServiceSync(k.dp);
+    const s = new ServiceSync(k.maps);
     await s.full(many(30));
     await s.changed(new Map([['ns/s3', svc(3, ['10.7.0.1'])]]));
     await s.changed(new Map([['ns/s4', undefined]]));
@@ -75,15 +61,16 @@ describe('ServiceSync', () => {
     await s.changed(new Map([['ns/taker', taker]]));
     await s.changed(new Map([['ns/s5', undefined]]));
     const fe5 = `${svc(5, []).clusterIP}:80/6`;
-    expect(k.state.maps.masters.get(fe5)?.count).toBe(1);
+    expect((await k.maps.read()).masters.get(fe5)?.count).toBe(1);
+    expect(k.maps.violation).toBeUndefined();
     const all = [...many(30).filter((x) => x.name !== 's4' && x.name !== 's3' && x.name !== 's5'), svc(3, ['10.7.0.1']), taker];
-    const fresh = await new ServiceSync(k.dp).full(all);
+    const fresh = await new ServiceSync(k.maps).full(all);
     expect(svcOpsTotal(fresh.ops)).toBe(0);
   });
 
   it('after a failed write the next change reads everything back first', async () => {
     const k = fakeKernel();
-    const s = new ServiceSync(k.dp);
+    const s = new ServiceSync(k.maps);
     await s.full(many(5));
     k.state.failNext = true;
     await expect(s.changed(new Map([['ns/s1', svc(1, ['10.8.0.1'])]]))).rejects.toThrow('bpftool batch failed');

@@ -1,10 +1,10 @@
-// `podwarp build`: schema → build/include/pw_maps.h, bpf/*.c → build/bpf/*.o.
+// `podwarp build`: schema → build/include/pw_types.h + pw_maps.h, bpf/*.c → build/bpf/*.o.
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { compile } from '../loader/clang.js';
-import { InputError } from '../loader/errors.js';
-import { generateHeader } from './layout/cgen.js';
+import { compile } from './clang.js';
+import { InputError } from './errors.js';
+import { generateHeader, generateTypesHeader } from '../abi/cgen.js';
 import { log } from './log.js';
 
 /** The repository (or image) root: the nearest directory above this file with package.json (src/ under tsx, dist/src/ compiled). */
@@ -46,11 +46,6 @@ export function objectFor(src: string): string {
   return path.join(OBJ_DIR, sub, path.basename(src).replace(/\.c$/, '.o'));
 }
 
-/** Object paths split by kind (what `build()` returns, sorted). */
-export function splitObjects(objs: string[]): { programs: string[]; iterators: string[] } {
-  return { programs: objs.filter((o) => !o.includes('/iter/')), iterators: objs.filter((o) => o.includes('/iter/')) };
-}
-
 function newest(files: string[]): number {
   return Math.max(0, ...files.map((f) => fs.statSync(f).mtimeMs));
 }
@@ -70,10 +65,13 @@ export function mapSizes(spec: string | undefined): Record<string, number> {
 export async function build(opts: { force?: boolean } = {}): Promise<string[]> {
   fs.mkdirSync(GEN_INCLUDE, { recursive: true });
   fs.mkdirSync(path.join(OBJ_DIR, 'iter'), { recursive: true });
-  const header = path.join(GEN_INCLUDE, 'pw_maps.h');
-  const text = generateHeader(mapSizes(process.env.PODWARP_MAP_SIZES));
-  if (!fs.existsSync(header) || fs.readFileSync(header, 'utf8') !== text) fs.writeFileSync(header, text);
-  const headers = [header, ...[BPF_SRC, path.join(BPF_SRC, 'iter')].flatMap((d) => fs.readdirSync(d).filter((f) => f.endsWith('.h')).map((f) => path.join(d, f)))];
+  const generated: [string, string][] = [
+    [path.join(GEN_INCLUDE, 'pw_types.h'), generateTypesHeader()],
+    [path.join(GEN_INCLUDE, 'pw_maps.h'), generateHeader(mapSizes(process.env.PODWARP_MAP_SIZES))],
+  ];
+  // rewritten only when the text changes: the objects' staleness follows the headers' mtime
+  for (const [file, text] of generated) if (!fs.existsSync(file) || fs.readFileSync(file, 'utf8') !== text) fs.writeFileSync(file, text);
+  const headers = [...generated.map(([f]) => f), ...[BPF_SRC, path.join(BPF_SRC, 'iter')].flatMap((d) => fs.readdirSync(d).filter((f) => f.endsWith('.h')).map((f) => path.join(d, f)))];
   const objs: string[] = [];
   for (const src of [...programSources(), ...iterSources()]) {
     const out = objectFor(src);

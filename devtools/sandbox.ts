@@ -9,13 +9,13 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import * as cgroup from '../loader/cgroup.js';
+import * as cgroup from './cgroups.js';
 import { errorMessage } from '../loader/errors.js';
 import { run } from '../loader/exec.js';
 import * as ipr from '../loader/ip.js';
-import * as iptables from '../loader/iptables.js';
-import { log } from './log.js';
-import { writeStateFile, type StateFile } from './state/load.js';
+import * as iptables from './iptables.js';
+import { log } from '../loader/log.js';
+import { writeStateFile, type StateFile } from '../src/state/load.js';
 
 export type Wiring = 'routed' | 'bridge';
 /** The kubelet's cgroup driver whose pod cgroup layout the sandbox imitates. */

@@ -6,15 +6,15 @@
 //  4. disable one namespace; show its traffic back on the normal path (counters)
 //  5. tear everything down (datapath and sandbox), also on failure
 import fs from 'node:fs';
-import * as ipr from '../../loader/ip.js';
-import { log } from '../log.js';
-import { compare, compareSidecar, comparisonTable, roundLine, sidecarTable, withAccel } from '../compare.js';
-import { hasIperf3, prepareTools, scratchDatapath, sink, startIperf3Server, startProxy, startServer, stream, type Server } from '../perf.js';
-import { reconcile } from '../reconciler.js';
-import * as sandbox from '../sandbox.js';
-import { loadStateFile } from '../state/load.js';
-import { table } from '../table.js';
-import { dumpEndpoints, dumpSockets, statRows } from './dump.js';
+import * as ipr from '../loader/ip.js';
+import { log } from '../loader/log.js';
+import { compare, compareSidecar, comparisonTable, roundLine, sidecarTable, withAccel } from './compare.js';
+import { hasIperf3, prepareTools, scratchDatapath, sink, startIperf3Server, startProxy, startServer, stream, type Server } from './perf.js';
+import { reconcile } from '../src/reconciler.js';
+import * as sandbox from './sandbox.js';
+import { loadStateFile } from '../src/state/load.js';
+import { table } from '../src/table.js';
+import { dumpEndpoints, dumpSockets, statRows } from '../src/commands/dump.js';
 
 export interface DemoOptions {
   seconds: number;

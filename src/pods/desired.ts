@@ -1,7 +1,7 @@
 // desired(snapshot, node facts) → DesiredState. Pure: no I/O, no clock.
-import { CGROUP_HOOKS, CONFIG_FLAGS, EP_FLAGS } from './layout/schema.js';
-import { ACCELERATE_ANNOTATION, podKey, selects, type Snapshot } from './model.js';
-import type { NodeFacts } from './facts.js';
+import { CGROUP_HOOKS, CONFIG_FLAGS, EP_FLAGS } from '../../abi/schema.js';
+import { ACCELERATE_ANNOTATION, podKey, selects, type Snapshot } from '../model.js';
+import type { NodeFacts } from '../facts.js';
 
 export interface DesiredEndpoint {
   ip: string;

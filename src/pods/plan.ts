@@ -1,6 +1,6 @@
 // plan = diff(desired, actual). Pure. `actual` is read back from the pinned
 // maps and the live attachments, never remembered.
-import { EP_FLAGS } from './layout/schema.js';
+import { EP_FLAGS } from '../../abi/schema.js';
 import type { DesiredEndpoint, DesiredState, SockConfig } from './desired.js';
 
 export interface ActualEndpoint {
@@ -23,6 +23,9 @@ export interface ActualIface {
 
 export interface ActualCgroup {
   path: string;
+  /** The cgroup directory still exists. */
+  present: boolean;
+  /** Ledger bits whose programs are all attached now. */
   hooks: number;
 }
 
@@ -71,8 +74,12 @@ export function plan(want: DesiredState, have: ActualState): Plan {
   for (const [ip, e] of have.endpoints) {
     if (e.flags & EP_FLAGS.ENABLED && !((want.endpoints.get(ip)?.flags ?? 0) & EP_FLAGS.ENABLED)) p.drainIps.push(ip);
   }
-  const haveCg = new Map(have.cgroups.map((c) => [c.path, c.hooks]));
-  for (const [path, hooks] of want.cgroups) if (haveCg.get(path) !== hooks) p.cgroups.push({ path, hooks });
+  const haveCg = new Map(have.cgroups.map((c) => [c.path, c]));
+  // a vanished cgroup is always re-set: that drops its ledger entry (or reports it, when still wanted)
+  for (const [path, hooks] of want.cgroups) {
+    const cur = haveCg.get(path);
+    if (!cur || !cur.present || cur.hooks !== hooks) p.cgroups.push({ path, hooks });
+  }
   for (const [path] of haveCg) if (!want.cgroups.has(path)) p.cgroups.push({ path, hooks: 0 });
   if (!have.config || JSON.stringify(have.config) !== JSON.stringify(want.config)) p.config = want.config;
   return p;

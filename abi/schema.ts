@@ -57,8 +57,6 @@ export const EP_FLAGS = {
 export const IFACE_FLAGS = {
   /** podwarp created the clsact qdisc on this device and may delete it. */
   QDISC_OWNED: 1 << 0,
-  /** Attached through a tcx link instead of a cls_bpf filter. */
-  TCX: 1 << 1,
 } as const;
 
 /**
@@ -156,6 +154,7 @@ export const CGROUP_HOOKS = {
   LB: 1 << 3,
 } as const;
 
+/** IP protocol numbers (C: PW_IPPROTO_TCP, PW_IPPROTO_UDP). */
 export const PROTO = { TCP: 6, UDP: 17 } as const;
 
 /** pw_ct.state */
@@ -223,7 +222,7 @@ const iface: StructDef = {
       name: 'flags',
       type: 'u32',
       format: 'flags',
-      flags: { [IFACE_FLAGS.QDISC_OWNED]: 'qdisc_owned', [IFACE_FLAGS.TCX]: 'tcx' },
+      flags: { [IFACE_FLAGS.QDISC_OWNED]: 'qdisc_owned' },
       doc: 'PW_IFACE_* flags',
     },
     { name: '_pad0', type: 'u32', doc: 'explicit padding, zero' },
@@ -393,6 +392,19 @@ const config: StructDef = {
     { name: 'svc_dropped', type: 'u32', doc: 'gauge: services the agent left out because pw_svc/pw_backends would not hold them' },
   ],
 };
+
+/**
+ * Record of the drain iterator (bpf/iter/pw_sock_iter.c): one per socket in
+ * pw_sock, its key and whether redirected bytes still wait in its queue.
+ */
+export const SOCK_DRAIN: StructDef = {
+  name: 'pw_sock_drain',
+  doc: 'Drain iterator record: a pw_sock key and whether its ingress queue holds unread redirected data.',
+  fields: [...sockKey.fields, { name: 'pending', type: 'u32', doc: '1: the psock ingress queue is not empty' }],
+};
+
+/** Structs that are not map keys or values but cross the kernel/user boundary (iterator records). */
+export const RECORDS: StructDef[] = [SOCK_DRAIN];
 
 // ---- maps ----
 

@@ -1,7 +1,7 @@
 // iptables rules the sandbox adds so its pods can be forwarded when the host's
 // FORWARD policy is DROP (as a Docker engine sets it). Every rule carries a
 // comment naming its owner, and only rules with that comment are removed.
-import { run, which } from './exec.js';
+import { run, which } from '../loader/exec.js';
 
 export interface Rule {
   chain: string;

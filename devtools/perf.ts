@@ -1,4 +1,4 @@
-// Traffic between sandbox pods with pwperf (test/bench/pwperf.c): used by the
+// Traffic between sandbox pods with pwperf (devtools/tools/pwperf.c): used by the
 // demo, the integration tests and the benchmarks.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { compileHost } from '../loader/clang.js';
 import { onLines, run, spawnLong, which } from '../loader/exec.js';
-import { BUILD, ROOT, build } from './build.js';
+import { BUILD, ROOT, build } from '../loader/build.js';
 import { Datapath } from '../loader/datapath.js';
 import { requireDatapathFeatures } from '../loader/features.js';
 import { podCommand, type SandboxPod } from './sandbox.js';
@@ -14,11 +14,11 @@ import { podCommand, type SandboxPod } from './sandbox.js';
 export const PWPERF = path.join(BUILD, 'pwperf');
 export const PWPROXY = path.join(BUILD, 'pwproxy');
 
-/** Builds the traffic tool and the sidecar proxy fixture (test/bench/*.c) when out of date. */
+/** Builds the traffic tool and the sidecar proxy fixture (devtools/tools/*.c) when out of date. */
 export async function ensurePwperf(): Promise<string> {
   for (const [bin, src] of [
-    [PWPERF, path.join(ROOT, 'test', 'bench', 'pwperf.c')],
-    [PWPROXY, path.join(ROOT, 'test', 'bench', 'pwproxy.c')],
+    [PWPERF, path.join(ROOT, 'devtools', 'tools', 'pwperf.c')],
+    [PWPROXY, path.join(ROOT, 'devtools', 'tools', 'pwproxy.c')],
   ] as const) {
     if (!fs.existsSync(bin) || fs.statSync(bin).mtimeMs < fs.statSync(src).mtimeMs) {
       fs.mkdirSync(BUILD, { recursive: true });

@@ -2,12 +2,12 @@
 // sockmap, normal, …) so drift hits all alike; medians over the rounds and
 // ratios against the normal path. Used by `podwarp demo` and test/bench/run.ts.
 import type { Datapath } from '../loader/datapath.js';
-import * as iptables from '../loader/iptables.js';
-import type { Snapshot } from './model.js';
+import * as iptables from './iptables.js';
+import type { Snapshot } from '../src/model.js';
 import { iperf3, median, rr, sink, type Server } from './perf.js';
-import { reconcile } from './reconciler.js';
+import { reconcile } from '../src/reconciler.js';
 import type { SandboxPod } from './sandbox.js';
-import { table } from './table.js';
+import { table } from '../src/table.js';
 
 export const MODES = ['normal', 'tc', 'sockmap'] as const;
 export type Mode = (typeof MODES)[number];

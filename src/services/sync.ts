@@ -5,22 +5,14 @@
 //            every --full-resync, and after any failed write.
 // changed(): plan only the frontends of the changed Services against the
 //            mirror: the last read-back plus exactly what was written since
-//            (src/services.ts applyToMirror). O(changed), not O(maps), which
+//            (mirror.ts applyToMirror). O(changed), not O(maps), which
 //            is what keeps one change well under 100 ms at 10,000 Services.
-import type { Datapath } from '../loader/datapath.js';
-import type { Service } from './model.js';
-import { PROTO } from './layout/schema.js';
-import {
-  applyToMirror,
-  desiredServices,
-  feKey,
-  indexServices,
-  planServices,
-  type ActualServices,
-  type DesiredService,
-  type ServiceIndex,
-  type SvcPlan,
-} from './services.js';
+import { PROTO } from '../../abi/schema.js';
+import type { Service } from '../model.js';
+import { desiredServices, feKey, type DesiredService } from './desired.js';
+import type { ServiceMaps } from './maps.js';
+import { applyToMirror } from './mirror.js';
+import { indexServices, planServices, type ActualServices, type ServiceIndex, type SvcPlan } from './plan.js';
 
 export interface SvcOps {
   backendsUpsert: number;
@@ -64,7 +56,7 @@ export class ServiceSync {
   /** Frontend → name, for the frontends left out. */
   private dropped = new Map<string, string>();
 
-  constructor(private readonly dp: Datapath) {}
+  constructor(private readonly maps: ServiceMaps) {}
 
   /** A mirror exists (a full pass succeeded and no write failed since). */
   get ready(): boolean {
@@ -94,7 +86,7 @@ export class ServiceSync {
 
   private async apply(p: SvcPlan): Promise<void> {
     try {
-      await this.dp.applyServices(p);
+      await this.maps.apply(p);
     } catch (e) {
       // what the kernel holds is unknown now: the next pass reads it back
       this.have = undefined;
@@ -112,14 +104,14 @@ export class ServiceSync {
    */
   async full(services: Service[], chunk = 1000): Promise<SvcSyncResult> {
     this.have = undefined;
-    const have = await this.dp.readServices();
+    const have = await this.maps.read();
     const index = indexServices(have);
     this.have = have;
     this.index = index;
     this.feBySvc = new Map();
     this.owner = new Map();
     this.dropped = new Map();
-    const cap = await this.dp.serviceCapacity();
+    const cap = await this.maps.capacity();
     const ops = noOps();
     const droppedNames: string[] = [];
     const unresolved: string[] = [];
@@ -167,7 +159,7 @@ export class ServiceSync {
         if (this.owner.get(fe) === key) scope.add(fe);
       }
     }
-    const p = planServices(want, this.have, await this.dp.serviceCapacity(), scope, this.index);
+    const p = planServices(want, this.have, await this.maps.capacity(), scope, this.index);
     await this.apply(p);
     for (const key of changes.keys()) {
       for (const fe of this.feBySvc.get(key) ?? []) if (this.owner.get(fe) === key) this.owner.delete(fe);

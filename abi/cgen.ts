@@ -1,5 +1,7 @@
-// Generates build/include/pw_maps.h from schema.ts. Pure: returns the text.
-import { CGROUP_HOOKS, CONFIG_FLAGS, CT_STATE, EP_FLAGS, FLOW_FLAGS, IFACE_FLAGS, MAPS, STAT_GROUPS, layoutOf, type MapDef, type StructDef } from './schema.js';
+// Generates the C headers from schema.ts. Pure: returns the text.
+//   build/include/pw_types.h  constants, enums and structs only (iterators include it)
+//   build/include/pw_maps.h   pw_types.h + the SEC(".maps") definitions (programs include it)
+import { CGROUP_HOOKS, CONFIG_FLAGS, CT_STATE, EP_FLAGS, FLOW_FLAGS, IFACE_FLAGS, MAPS, PROTO, RECORDS, STAT_GROUPS, layoutOf, type MapDef, type StructDef } from './schema.js';
 
 const C_TYPE = { u8: '__u8', u16: '__u16', u32: '__u32', u64: '__u64', be16: '__be16', be32: '__be32' } as const;
 const C_MAP_TYPE = {
@@ -52,26 +54,22 @@ function mapC(m: MapDef, size: number): string {
   ].join('\n');
 }
 
-/** `sizes` overrides maps' max entries by name (PODWARP_MAP_SIZES at build time). */
-export function generateHeader(sizes: Record<string, number> = {}): string {
-  for (const [name, n] of Object.entries(sizes)) {
-    if (!MAPS.some((m) => m.name === name)) throw new Error(`map size for unknown map ${name}`);
-    if (!Number.isInteger(n) || n < 1 || n > 1 << 26) throw new Error(`map size for ${name} must be 1..${1 << 26}`);
-  }
+const HEADER = ['/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */', '/* GENERATED from abi/schema.ts by `podwarp build` — do not edit. */'];
+
+/** Constants, enums and structs: no maps (an object that includes it declares none). */
+export function generateTypesHeader(): string {
   const structs = new Map<string, StructDef>();
   for (const m of MAPS) {
     if (keyCType(m).startsWith('struct ')) structs.set(m.key.name, m.key);
     if (m.type !== 'sockhash') structs.set(m.value.name, m.value);
   }
-  const out = [
-    '/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */',
-    '/* GENERATED from src/layout/schema.ts by `podwarp build` — do not edit. */',
-    '#ifndef PW_MAPS_H',
-    '#define PW_MAPS_H',
+  for (const r of RECORDS) structs.set(r.name, r);
+  return [
+    ...HEADER,
+    '#ifndef PW_TYPES_H',
+    '#define PW_TYPES_H',
     '',
     '#include <linux/types.h>',
-    '#include <linux/bpf.h>',
-    '#include <bpf/bpf_helpers.h>',
     '',
     ...Object.entries(EP_FLAGS).map(([k, v]) => `#define PW_EP_${k} ${v}u`),
     ...Object.entries(IFACE_FLAGS).map(([k, v]) => `#define PW_IFACE_${k} ${v}u`),
@@ -79,16 +77,36 @@ export function generateHeader(sizes: Record<string, number> = {}): string {
     ...Object.entries(CONFIG_FLAGS).map(([k, v]) => `#define PW_CONFIG_${k} ${v}u`),
     ...Object.entries(CGROUP_HOOKS).map(([k, v]) => `#define PW_HOOK_${k} ${v}u`),
     ...Object.entries(CT_STATE).map(([k, v]) => `#define PW_CT_${k} ${v}u`),
+    ...Object.entries(PROTO).map(([k, v]) => `#define PW_IPPROTO_${k} ${v}`),
     '',
-    '/* pw_stats slots: PW_<PROG>_<REASON> (src/layout/schema.ts STAT_GROUPS) */',
+    '/* pw_stats slots: PW_<PROG>_<REASON> (abi/schema.ts STAT_GROUPS) */',
     'enum pw_stat_reason {',
     ...STAT_GROUPS.flatMap((g) => g.reasons.map((r, i) => `\tPW_${g.prefix}_${r.toUpperCase()} = ${g.base + i}, /* ${g.prog} */`)),
     '};',
     '',
     ...[...structs.values()].map(structC).flatMap((s) => [s, '']),
+    '#endif /* PW_TYPES_H */',
+    '',
+  ].join('\n');
+}
+
+/** `sizes` overrides maps' max entries by name (PODWARP_MAP_SIZES at build time). */
+export function generateHeader(sizes: Record<string, number> = {}): string {
+  for (const [name, n] of Object.entries(sizes)) {
+    if (!MAPS.some((m) => m.name === name)) throw new Error(`map size for unknown map ${name}`);
+    if (!Number.isInteger(n) || n < 1 || n > 1 << 26) throw new Error(`map size for ${name} must be 1..${1 << 26}`);
+  }
+  return [
+    ...HEADER,
+    '#ifndef PW_MAPS_H',
+    '#define PW_MAPS_H',
+    '',
+    '#include "pw_types.h"',
+    '#include <linux/bpf.h>',
+    '#include <bpf/bpf_helpers.h>',
+    '',
     ...MAPS.map((m) => mapC(m, sizes[m.name] ?? m.maxEntries)).flatMap((s) => [s, '']),
     '#endif /* PW_MAPS_H */',
     '',
-  ];
-  return out.join('\n');
+  ].join('\n');
 }

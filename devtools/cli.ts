@@ -1,0 +1,66 @@
+#!/usr/bin/env node
+// podwarp-dev: the podwarp CLI plus the developer commands that never ship in
+// the image (dist/ holds no devtools): `demo` and `sandbox`. bin/podwarp-dev
+// runs it from a checkout.
+import { InputError } from '../loader/errors.js';
+import { out, podwarpProgram, runCli } from '../src/cli.js';
+import * as sandbox from './sandbox.js';
+
+const program = podwarpProgram('podwarp-dev');
+
+const sb = program.command('sandbox').description('a node in miniature: pods as netns + veth + cgroup');
+sb.command('up')
+  .description('create pods and write <dir>/state.yaml')
+  .option('--dir <dir>', 'where the state file and manifest go', '.sandbox')
+  .option('--pods <n>', 'number of pods', '4')
+  .option('--namespaces <list>', 'comma-separated Kubernetes namespaces', 'team-a,team-b')
+  .option('--bridge', 'docker0/cni0-style bridge instead of kindnet-style routing')
+  .option('--accelerate', 'mark every namespace accelerate: true in the state file')
+  .action(async (o: { dir: string; pods: string; namespaces: string; bridge?: boolean; accelerate?: boolean }) => {
+    const m = await sandbox.up({
+      dir: o.dir,
+      pods: Number(o.pods),
+      namespaces: o.namespaces.split(',').filter(Boolean),
+      wiring: o.bridge ? 'bridge' : 'routed',
+      accelerate: o.accelerate,
+    });
+    out(`sandbox ${m.id} (${m.wiring}, ${m.subnet}): ${m.pods.length} pods; state file ${m.stateFile}\n`);
+    for (const p of m.pods) out(`  ${p.namespace}/${p.name}  ${p.ip}  netns ${p.netns}  host ${p.hostInterface}\n`);
+  });
+sb.command('down')
+  .description('remove everything the sandbox in <dir> created')
+  .option('--dir <dir>', 'sandbox directory', '.sandbox')
+  .action(async (o: { dir: string }) => {
+    const r = await sandbox.down(o.dir);
+    out(`removed ${r.removed.length} objects\n`);
+    if (r.errors.length) throw new Error(`sandbox down left things behind:\n  ${r.errors.join('\n  ')}`);
+  });
+sb.command('exec')
+  .description('run a command in a sandbox pod: podwarp sandbox exec NAMESPACE/POD -- CMD…')
+  .option('--dir <dir>', 'sandbox directory', '.sandbox')
+  .argument('<pod>')
+  .argument('<cmd...>')
+  .action(async (pod: string, cmd: string[], o: { dir: string }) => {
+    const m = sandbox.readManifest(o.dir);
+    const p = m.pods.find((x) => `${x.namespace}/${x.name}` === pod || x.name === pod);
+    if (!p) throw new InputError(`no pod ${pod} in sandbox ${m.id}`);
+    const r = await sandbox.execInPod(p, cmd);
+    out(r.stdout);
+    process.stderr.write(r.stderr);
+    process.exitCode = r.exitCode;
+  });
+
+program
+  .command('demo')
+  .description('build, bring up a sandbox, measure normal vs accelerated pod→pod TCP, show maps and counters, tear down')
+  .option('--seconds <s>', 'seconds per measurement', '3')
+  .option('--rounds <n>', 'alternating baseline/accelerated rounds (medians are reported)', '3')
+  .option('--bridge', 'bridge wiring instead of routed')
+  .option('--cpu <n|none>', 'pin client and server to one CPU (none: unpinned)', '0')
+  .action(async (o: { seconds: string; rounds: string; bridge?: boolean; cpu: string }) => {
+    const { demo } = await import('./demo.js');
+    const cpu = o.cpu === 'none' ? undefined : Number(o.cpu);
+    await demo({ seconds: Number(o.seconds), rounds: Number(o.rounds), wiring: o.bridge ? 'bridge' : 'routed', cpu });
+  });
+
+await runCli(program);

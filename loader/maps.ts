@@ -1,0 +1,115 @@
+// Reading and writing pinned maps, decoded and encoded with the schema's
+// codecs (abi/). Writes go through one `bpftool batch` per call.
+import fs from 'node:fs';
+import { decode, encode, type StructValue } from '../abi/codec.js';
+import { layoutOf, mapDef } from '../abi/schema.js';
+import * as bpftool from './bpftool.js';
+import type { Pins } from './pins.js';
+
+export interface Entry {
+  key: StructValue;
+  value: StructValue;
+}
+
+export interface PerCpuEntry {
+  key: StructValue;
+  values: StructValue[];
+}
+
+export interface Counter {
+  packets: bigint;
+  bytes: bigint;
+}
+
+const bytes = (hex: string[]): Buffer => Buffer.from(hex.map((b) => parseInt(b, 16)));
+
+export class Maps {
+  private info = new Map<string, bpftool.MapInfo>();
+
+  constructor(readonly pins: Pins) {}
+
+  /** Decoded entries of a (non per-CPU) map. */
+  async dump(name: string): Promise<Entry[]> {
+    const m = mapDef(name);
+    const raw = await bpftool.mapDump(this.pins.map(name));
+    return raw.map((e) => ({ key: decode(m.key, bytes(e.key)), value: decode(m.value, bytes(e.value ?? [])) }));
+  }
+
+  async dumpPerCpu(name: string): Promise<PerCpuEntry[]> {
+    const m = mapDef(name);
+    const raw = await bpftool.mapDump(this.pins.map(name));
+    return raw.map((e) => ({
+      key: decode(m.key, bytes(e.key)),
+      values: (e.values ?? []).map((v) => decode(m.value, bytes(v.value))),
+    }));
+  }
+
+  /** Upserts then deletes, in one bpftool batch. */
+  async write(name: string, upserts: Entry[], deletes: StructValue[]): Promise<void> {
+    const m = mapDef(name);
+    const pin = this.pins.map(name);
+    await bpftool.batch([
+      ...upserts.map((e) => bpftool.updateLine(pin, encode(m.key, e.key), encode(m.value, e.value))),
+      ...deletes.map((k) => bpftool.deleteLine(pin, encode(m.key, k))),
+    ]);
+  }
+
+  /**
+   * Runs a map-dump iterator (reads its pin) and decodes its records, laid out
+   * as the map's key then value (bpf/iter/pw_map_dump.h); undefined when it is
+   * not pinned (pins of an older load).
+   */
+  readIter(name: string): Entry[] | undefined {
+    const pin = this.pins.iter(name);
+    if (!fs.existsSync(pin)) return undefined;
+    const m = mapDef(name);
+    const ks = layoutOf(m.key).size;
+    const rec = ks + layoutOf(m.value).size;
+    const buf = fs.readFileSync(pin);
+    if (buf.length % rec !== 0) throw new Error(`iterator ${name}: ${buf.length} bytes is not a whole number of ${rec}-byte records`);
+    const out: Entry[] = [];
+    for (let off = 0; off < buf.length; off += rec) {
+      out.push({ key: decode(m.key, buf.subarray(off, off + ks)), value: decode(m.value, buf.subarray(off + ks, off + rec)) });
+    }
+    return out;
+  }
+
+  /** The iterator if pinned, else `bpftool map dump`. */
+  async readAll(name: string): Promise<Entry[]> {
+    return this.readIter(name) ?? (await this.dump(name));
+  }
+
+  /** `bpftool map show` of a pinned map, cached (ids and sizes do not change while pinned). */
+  async show(name: string): Promise<bpftool.MapInfo> {
+    let i = this.info.get(name);
+    if (!i) {
+      i = await bpftool.mapShow(this.pins.map(name));
+      this.info.set(name, i);
+    }
+    return i;
+  }
+
+  async mapId(name: string): Promise<number> {
+    return (await bpftool.mapShow(this.pins.map(name))).id;
+  }
+
+  async progId(name: string): Promise<number> {
+    return (await bpftool.progShow(this.pins.prog(name))).id;
+  }
+
+  /** A per-CPU counter map summed over CPUs, by its (one-field) key. */
+  async counters(name = 'pw_stats'): Promise<Map<number, Counter>> {
+    const out = new Map<number, Counter>();
+    if (!this.pins.hasMap(name)) return out;
+    for (const e of await this.dumpPerCpu(name)) {
+      let packets = 0n;
+      let bytes = 0n;
+      for (const v of e.values) {
+        packets += BigInt(v.packets as bigint);
+        bytes += BigInt(v.bytes as bigint);
+      }
+      out.set(Number(Object.values(e.key)[0]), { packets, bytes });
+    }
+    return out;
+  }
+}
