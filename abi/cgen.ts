@@ -1,7 +1,21 @@
 // Generates the C headers from schema.ts. Pure: returns the text.
 //   build/include/pw_types.h  constants, enums and structs only (iterators include it)
 //   build/include/pw_maps.h   pw_types.h + the SEC(".maps") definitions (programs include it)
-import { CGROUP_HOOKS, CONFIG_FLAGS, CT_STATE, EP_FLAGS, FLOW_FLAGS, IFACE_FLAGS, MAPS, PROTO, RECORDS, STAT_GROUPS, layoutOf, type MapDef, type StructDef } from './schema.js';
+import {
+  CGROUP_HOOKS,
+  CONFIG_FLAGS,
+  CT_STATE,
+  EP_FLAGS,
+  FLOW_FLAGS,
+  IFACE_FLAGS,
+  MAPS,
+  PROTO,
+  RECORDS,
+  STAT_GROUPS,
+  layoutOf,
+  type MapDef,
+  type StructDef,
+} from './schema.js';
 
 const C_TYPE = { u8: '__u8', u16: '__u16', u32: '__u32', u64: '__u64', be16: '__be16', be32: '__be32' } as const;
 const C_MAP_TYPE = {
@@ -54,7 +68,10 @@ function mapC(m: MapDef, size: number): string {
   ].join('\n');
 }
 
-const HEADER = ['/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */', '/* GENERATED from abi/schema.ts by `podwarp build` — do not edit. */'];
+const HEADER = [
+  '/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */',
+  '/* GENERATED from abi/schema.ts by `podwarp build` — do not edit. */',
+];
 
 /** Constants, enums and structs: no maps (an object that includes it declares none). */
 export function generateTypesHeader(): string {

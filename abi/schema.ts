@@ -1,10 +1,11 @@
 // The one source of truth for every BPF map podwarp owns.
 //
 // Each map below names its key and value structs field by field, with explicit
-// padding. `cgen.ts` turns this file into build/include/pw_maps.h (structs,
-// _Static_asserts, enums and the SEC(".maps") definitions the C programs use);
+// padding. `cgen.ts` turns this file into build/include/pw_types.h (flags,
+// enums, structs with _Static_asserts) and pw_maps.h (the SEC(".maps")
+// definitions the programs use); devtools/docs.ts into the README's map table;
 // `codec.ts` encodes and decodes the same structs for the reconciler and the
-// CLI; test/integration/btf.test.ts checks the compiled objects' BTF against it.
+// CLI; test/unit/btf.test.ts checks the compiled objects' BTF against it.
 
 export type Scalar = 'u8' | 'u16' | 'u32' | 'u64' | 'be16' | 'be32';
 
@@ -287,7 +288,12 @@ const cgroupRec: StructDef = {
       name: 'hooks',
       type: 'u32',
       format: 'flags',
-      flags: { [CGROUP_HOOKS.SOCK_OPS]: 'sock_ops', [CGROUP_HOOKS.CONNECT4]: 'connect4', [CGROUP_HOOKS.GETSOCKOPT]: 'getsockopt', [CGROUP_HOOKS.LB]: 'lb' },
+      flags: {
+        [CGROUP_HOOKS.SOCK_OPS]: 'sock_ops',
+        [CGROUP_HOOKS.CONNECT4]: 'connect4',
+        [CGROUP_HOOKS.GETSOCKOPT]: 'getsockopt',
+        [CGROUP_HOOKS.LB]: 'lb',
+      },
       doc: 'PW_HOOK_* bits attached',
     },
     { name: '_pad0', type: 'u32', doc: 'explicit padding, zero' },
@@ -415,8 +421,9 @@ export const MAPS: MapDef[] = [
     key: endpointKey,
     value: endpoint,
     maxEntries: 65536,
-    writer: 'reconciler (src/reconciler.ts) via loader batch updates',
-    reader: 'bpf/pw_tc_egress.c; CLI `podwarp dump endpoints`',
+    writer: 'agent: src/pods/apply.ts (one bpftool batch per pass)',
+    reader:
+      'bpf/pw_tc_egress.c (redirect target), bpf/pw_sockops.c (both ends local and enabled); agent read-back; `podwarp dump endpoints`',
     doc: 'Local pod endpoints by IPv4 address. One entry per local pod with a known IP and host veth.',
   },
   {
@@ -426,7 +433,7 @@ export const MAPS: MapDef[] = [
     value: counter,
     maxEntries: 128,
     writer: 'every program, one slot per PW_<PROG>_<REASON> (STAT_GROUPS)',
-    reader: 'CLI `podwarp dump stats`, demo, tests',
+    reader: '`podwarp dump stats`, agent /metrics, demo, tests',
     doc: 'Per-CPU packet (or message) and byte counters of every program, by reason.',
   },
   {
@@ -435,8 +442,8 @@ export const MAPS: MapDef[] = [
     key: ifaceKey,
     value: iface,
     maxEntries: 16384,
-    writer: 'loader (loader/datapath.ts) when it attaches or detaches',
-    reader: 'loader (detach, uninstall), CLI `podwarp status`',
+    writer: 'loader/tcattach.ts when it attaches or detaches',
+    reader: 'loader/tcattach.ts (reload, detach, uninstall); `podwarp status`',
     doc: 'Ledger of interfaces podwarp attached to, and whether it created their qdisc.',
   },
   {
@@ -445,8 +452,8 @@ export const MAPS: MapDef[] = [
     key: sockKey,
     value: sockVal,
     maxEntries: 65536,
-    writer: 'bpf/pw_sockops.c (established sockets); loader deletes a disabled pod\'s sockets',
-    reader: 'bpf/pw_sk_msg.c (peer lookup); CLI `podwarp dump sockets`',
+    writer: "bpf/pw_sockops.c (established sockets); loader/sockdrain.ts deletes a disabled pod's sockets, drained",
+    reader: 'bpf/pw_sk_msg.c (peer lookup); iter/pw_sock (bpf/iter/pw_sock_iter.c); `podwarp dump sockets`',
     doc: 'Accelerated TCP sockets by 4-tuple. sk_msg redirects a message to the socket keyed by the reversed tuple.',
   },
   {
@@ -455,8 +462,9 @@ export const MAPS: MapDef[] = [
     key: sockKey,
     value: flow,
     maxEntries: 65536,
-    writer: 'bpf/pw_sk_msg.c (decision at first message, bulk switch), bpf/pw_sockops.c (delete at close); agent (passthrough on disable)',
-    reader: 'bpf/pw_sk_msg.c; CLI `podwarp dump sockets`',
+    writer:
+      'bpf/pw_sk_msg.c (decision at first message, bulk switch), bpf/pw_sockops.c (delete at close); loader/sockdrain.ts (passthrough before a drain)',
+    reader: 'bpf/pw_sk_msg.c; loader/sockdrain.ts; `podwarp dump sockets`',
     doc: 'Per-socket fast-path state: redirected, or on TCP for good.',
   },
   {
@@ -495,8 +503,8 @@ export const MAPS: MapDef[] = [
     key: svcKey,
     value: svcVal,
     maxEntries: 262144,
-    writer: 'reconciler, in order: backends → slots → master → prune (src/services.ts)',
-    reader: 'bpf/pw_lb.h (pw_lb_conn4, pw_lb_send4); CLI `podwarp dump services`',
+    writer: 'agent: src/services/sync.ts through src/services/maps.ts, in order: backends → slots → master → prune',
+    reader: 'bpf/pw_lb.h (pw_lb_conn4, pw_lb_send4); agent read-back through iter/pw_svc; `podwarp dump services`',
     doc: 'Service frontends: slot 0 holds the backend count, slots 1..count the backend ids.',
   },
   {
@@ -505,8 +513,8 @@ export const MAPS: MapDef[] = [
     key: backendKey,
     value: backendVal,
     maxEntries: 131072,
-    writer: 'reconciler (written before any slot points to them, deleted after none does)',
-    reader: 'bpf/pw_lb.h; CLI `podwarp dump backends`',
+    writer: 'agent: src/services/sync.ts (written before any slot points to them, deleted after none does)',
+    reader: 'bpf/pw_lb.h; agent read-back through iter/pw_backends; `podwarp dump backends`',
     doc: 'Service backends by id.',
   },
   {
@@ -525,8 +533,8 @@ export const MAPS: MapDef[] = [
     key: cgroupKey,
     value: cgroupRec,
     maxEntries: 16384,
-    writer: 'loader (loader/datapath.ts) when it attaches to or detaches from a pod cgroup',
-    reader: 'loader (reload, detach, uninstall), CLI `podwarp status`',
+    writer: 'loader/cgroupattach.ts when it attaches to or detaches from a pod cgroup',
+    reader: 'loader/cgroupattach.ts (reload, detach, uninstall); `podwarp status`',
     doc: 'Ledger of pod cgroups podwarp attached socket programs to (multi-attach, never the root cgroup).',
   },
   {
@@ -535,8 +543,8 @@ export const MAPS: MapDef[] = [
     key: configKey,
     value: config,
     maxEntries: 1,
-    writer: 'agent (src/reconciler.ts)',
-    reader: 'bpf/pw_sk_msg.c, bpf/pw_proxy_conn4.c',
+    writer: 'agent: src/pods/apply.ts (writeConfig)',
+    reader: 'bpf/pw_sk_msg.c, bpf/pw_sockops.c, bpf/pw_proxy_conn4.c, bpf/pw_tc_egress.c (UDP); `podwarp status`',
     doc: 'Node-wide settings for the socket programs.',
   },
 ];

@@ -63,21 +63,23 @@ static __always_inline int pw_v4mapped(__u32 w0, __u32 w1, __u32 w2)
  * is what the compiler makes of a field chosen by a branch). */
 #define PW_CTX_U32(ctx, field) (*(volatile __u32 *)&(ctx)->field)
 
-#define PW_SOCK_KEY(ctx, k)                                                                  \
-	({                                                                                   \
-		__u32 __fam = PW_CTX_U32(ctx, family);                                       \
-		__u32 __l4 = PW_CTX_U32(ctx, local_ip4), __r4 = PW_CTX_U32(ctx, remote_ip4); \
-		__u32 __l0 = PW_CTX_U32(ctx, local_ip6[0]), __l1 = PW_CTX_U32(ctx, local_ip6[1]); \
-		__u32 __l2 = PW_CTX_U32(ctx, local_ip6[2]), __l3 = PW_CTX_U32(ctx, local_ip6[3]); \
-		__u32 __r0 = PW_CTX_U32(ctx, remote_ip6[0]), __r1 = PW_CTX_U32(ctx, remote_ip6[1]); \
-		__u32 __r2 = PW_CTX_U32(ctx, remote_ip6[2]), __r3 = PW_CTX_U32(ctx, remote_ip6[3]); \
-		int __v6 = __fam == PW_AF_INET6 && pw_v4mapped(__l0, __l1, __l2) &&          \
-			   pw_v4mapped(__r0, __r1, __r2);                                    \
-		(k)->sip = __v6 ? __l3 : __l4;                                               \
-		(k)->dip = __v6 ? __r3 : __r4;                                               \
-		(k)->sport = bpf_htons(PW_CTX_U32(ctx, local_port));                         \
-		(k)->dport = PW_CTX_U32(ctx, remote_port) >> 16;                             \
-		__fam == PW_AF_INET || __v6;                                                 \
+#define PW_SOCK_KEY(ctx, k)                                                                        \
+	({                                                                                         \
+		__u32 __fam = PW_CTX_U32(ctx, family);                                             \
+		__u32 __l4 = PW_CTX_U32(ctx, local_ip4), __r4 = PW_CTX_U32(ctx, remote_ip4);       \
+		__u32 __l0 = PW_CTX_U32(ctx, local_ip6[0]), __l1 = PW_CTX_U32(ctx, local_ip6[1]);  \
+		__u32 __l2 = PW_CTX_U32(ctx, local_ip6[2]), __l3 = PW_CTX_U32(ctx, local_ip6[3]);  \
+		__u32 __r0 = PW_CTX_U32(ctx, remote_ip6[0]),                                       \
+		      __r1 = PW_CTX_U32(ctx, remote_ip6[1]);                                       \
+		__u32 __r2 = PW_CTX_U32(ctx, remote_ip6[2]),                                       \
+		      __r3 = PW_CTX_U32(ctx, remote_ip6[3]);                                       \
+		int __v6 = __fam == PW_AF_INET6 && pw_v4mapped(__l0, __l1, __l2) &&                \
+			   pw_v4mapped(__r0, __r1, __r2);                                          \
+		(k)->sip = __v6 ? __l3 : __l4;                                                     \
+		(k)->dip = __v6 ? __r3 : __r4;                                                     \
+		(k)->sport = bpf_htons(PW_CTX_U32(ctx, local_port));                               \
+		(k)->dport = PW_CTX_U32(ctx, remote_port) >> 16;                                   \
+		__fam == PW_AF_INET || __v6;                                                       \
 	})
 
 #endif

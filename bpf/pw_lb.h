@@ -17,7 +17,8 @@
 /* Picks a backend for (ip, port, proto); 0 when it is not a service or has
  * no backend. UDP is stable per socket (hash of the cookie), TCP random per
  * connection. */
-static __always_inline int pw_lb_pick(__be32 ip, __be16 port, __u8 proto, __u64 cookie, struct pw_backend *out)
+static __always_inline int pw_lb_pick(__be32 ip, __be16 port, __u8 proto, __u64 cookie,
+				      struct pw_backend *out)
 {
 	struct pw_svc_key k = { .ip = ip, .port = port, .proto = proto };
 	struct pw_svc *master, *slot;
@@ -33,7 +34,8 @@ static __always_inline int pw_lb_pick(__be32 ip, __be16 port, __u8 proto, __u64 
 		pw_count(PW_LB_NO_BACKEND, 0);
 		return 0;
 	}
-	pick = proto == PW_IPPROTO_UDP ? (__u32)(cookie ^ (cookie >> 32)) * 2654435761u : bpf_get_prandom_u32();
+	pick = proto == PW_IPPROTO_UDP ? (__u32)(cookie ^ (cookie >> 32)) * 2654435761u
+				       : bpf_get_prandom_u32();
 	k.slot = (pick % master->count) + 1;
 	slot = bpf_map_lookup_elem(&pw_svc, &k);
 	if (!slot) {
@@ -51,7 +53,9 @@ static __always_inline int pw_lb_pick(__be32 ip, __be16 port, __u8 proto, __u64 
 
 static __always_inline __u8 pw_sock_proto(struct bpf_sock_addr *ctx)
 {
-	return ctx->protocol == PW_IPPROTO_UDP ? PW_IPPROTO_UDP : ctx->protocol == PW_IPPROTO_TCP ? PW_IPPROTO_TCP : 0;
+	return ctx->protocol == PW_IPPROTO_UDP	 ? PW_IPPROTO_UDP
+	       : ctx->protocol == PW_IPPROTO_TCP ? PW_IPPROTO_TCP
+						 : 0;
 }
 
 /* Rewrites the destination of a connect()/sendmsg() to a service. */

@@ -15,7 +15,6 @@
  */
 #include "pw_common.h"
 
-
 SEC("cgroup/connect4")
 int pw_proxy_conn4(struct bpf_sock_addr *ctx)
 {

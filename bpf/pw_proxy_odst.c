@@ -33,7 +33,8 @@ int pw_proxy_odst(struct bpf_sockopt *ctx)
 	/* the app's socket is the proxy socket's peer: key it from that side */
 	k.sip = sk->dst_ip4;
 	k.dip = sk->src_ip4;
-	k.sport = (__be16)(*(volatile __u32 *)&sk->dst_port); /* 4-byte load works on 5.10 and later */
+	k.sport = (__be16)(*(volatile __u32 *)&sk
+				    ->dst_port); /* 4-byte load works on 5.10 and later */
 	k.dport = bpf_htons((__u16)sk->src_port);
 	o = bpf_map_lookup_elem(&pw_odst_tuple, &k);
 	if (!o) {

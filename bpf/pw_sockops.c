@@ -39,7 +39,8 @@ int pw_sockops(struct bpf_sock_ops *skops)
 	if (cfg && cfg->proxy_port) {
 		__be16 pp = bpf_htons(cfg->proxy_port);
 
-		if ((pw_is_proxy_addr(k.dip) && k.dport == pp) || (pw_is_proxy_addr(k.sip) && k.sport == pp))
+		if ((pw_is_proxy_addr(k.dip) && k.dport == pp) ||
+		    (pw_is_proxy_addr(k.sip) && k.sport == pp))
 			proxy_side = 1;
 	}
 	if (!proxy_side && !(pw_endpoint_enabled(k.sip) && pw_endpoint_enabled(k.dip))) {
@@ -66,7 +67,8 @@ int pw_sockops(struct bpf_sock_ops *skops)
 	long err = bpf_sock_hash_update(skops, &pw_sock, &k, BPF_NOEXIST);
 	if (err == 0) {
 		/* be told at close, to drop the flow state */
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+							 BPF_SOCK_OPS_STATE_CB_FLAG);
 		pw_count(proxy_side ? PW_SOCKOPS_ADDED_PROXY : PW_SOCKOPS_ADDED_POD, 0);
 	} else if (err == -EEXIST) {
 		pw_count(PW_SOCKOPS_EXISTS, 0);

@@ -14,11 +14,7 @@ export function create(rel: string): string {
 
 export function procs(abs: string): number[] {
   try {
-    return fs
-      .readFileSync(path.join(abs, 'cgroup.procs'), 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .map(Number);
+    return fs.readFileSync(path.join(abs, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
   } catch {
     return [];
   }
@@ -35,7 +31,13 @@ export async function destroy(abs: string): Promise<void> {
     const pids = procs(abs);
     if (pids.length === 0) break;
     if (fs.existsSync(path.join(abs, 'cgroup.kill'))) fs.writeFileSync(path.join(abs, 'cgroup.kill'), '1');
-    else for (const p of pids) try { process.kill(p, 'SIGKILL'); } catch { /* gone */ }
+    else
+      for (const p of pids)
+        try {
+          process.kill(p, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
     if (Date.now() > deadline) throw new Error(`processes ${pids.join(',')} in ${abs} did not exit`);
     await new Promise((r) => setTimeout(r, 50));
   }

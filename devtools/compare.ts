@@ -151,7 +151,9 @@ export async function compareSidecar(o: {
       try {
         const lat = await rr(o.client, o.server.ip, o.port, { seconds: o.seconds, cpu: o.cpu });
         rounds.push({ round, mode, p50_us: lat.p50_us, p99_us: lat.p99_us });
-        o.onRound?.(`round ${round} ${mode === 'iptables' ? 'iptables REDIRECT' : 'podwarp          '}: app→proxy→server rr p50 ${lat.p50_us.toFixed(1)}µs p99 ${lat.p99_us.toFixed(1)}µs\n`);
+        o.onRound?.(
+          `round ${round} ${mode === 'iptables' ? 'iptables REDIRECT' : 'podwarp          '}: app→proxy→server rr p50 ${lat.p50_us.toFixed(1)}µs p99 ${lat.p99_us.toFixed(1)}µs\n`,
+        );
       } finally {
         if (mode === 'iptables') await iptables.removeOutboundRedirect(o.client.netns, o.proxyPort, o.proxyUid);
       }
@@ -169,8 +171,20 @@ export function sidecarTable(c: SidecarComparison): string {
   return table(
     ['APP↔SIDECAR (median)', 'IPTABLES REDIRECT', 'PODWARP', 'PODWARP/IPTABLES', ''],
     [
-      ['RR latency p50', `${c.median.iptables.p50_us.toFixed(2)} µs`, `${c.median.podwarp.p50_us.toFixed(2)} µs`, `${c.ratio.p50.toFixed(2)}×`, 'lower is better'],
-      ['RR latency p99', `${c.median.iptables.p99_us.toFixed(2)} µs`, `${c.median.podwarp.p99_us.toFixed(2)} µs`, `${c.ratio.p99.toFixed(2)}×`, 'lower is better'],
+      [
+        'RR latency p50',
+        `${c.median.iptables.p50_us.toFixed(2)} µs`,
+        `${c.median.podwarp.p50_us.toFixed(2)} µs`,
+        `${c.ratio.p50.toFixed(2)}×`,
+        'lower is better',
+      ],
+      [
+        'RR latency p99',
+        `${c.median.iptables.p99_us.toFixed(2)} µs`,
+        `${c.median.podwarp.p99_us.toFixed(2)} µs`,
+        `${c.ratio.p99.toFixed(2)}×`,
+        'lower is better',
+      ],
     ],
   );
 }

@@ -52,7 +52,9 @@ export async function demo(o: DemoOptions): Promise<void> {
     if (stopSignal) throw new Error(`interrupted by ${stopSignal}`);
   };
   try {
-    say(`== podwarp demo: ${o.wiring} sandbox, ${o.rounds} rounds × ${o.seconds}s per measurement, ${o.cpu === undefined ? 'unpinned' : `client and server pinned to CPU ${o.cpu}`}\n`);
+    say(
+      `== podwarp demo: ${o.wiring} sandbox, ${o.rounds} rounds × ${o.seconds}s per measurement, ${o.cpu === undefined ? 'unpinned' : `client and server pinned to CPU ${o.cpu}`}\n`,
+    );
     const m = await sandbox.up({ dir, id, pods: 4, namespaces: ['team-a', 'team-b'], wiring: o.wiring });
     const [client, server] = [m.pods[0]!, m.pods[1]!]; // team-a/pod-0 → team-b/pod-1
     say(`sandbox ${m.id}: ${m.pods.map((p) => `${p.namespace}/${p.name}=${p.ip}`).join(' ')}\n`);
@@ -119,11 +121,18 @@ export async function demo(o: DemoOptions): Promise<void> {
     const check = await sink(client, server.ip, 7000, { bytes: 20_000_000, verify: true });
     const after = await statRows(dp);
     const txAfter = await txPackets(server.hostInterface);
-    say(`\n== namespace ${client.namespace} disabled: 20 MB ${client.name} → ${server.name}, ${check.ok ? 'hash ok' : 'HASH MISMATCH'}; counters that moved:\n`);
+    say(
+      `\n== namespace ${client.namespace} disabled: 20 MB ${client.name} → ${server.name}, ${check.ok ? 'hash ok' : 'HASH MISMATCH'}; counters that moved:\n`,
+    );
     const deltas = after
       .map((a, i) => [`${a.program} ${a.reason}`, a.packets - before[i]!.packets] as [string, bigint])
       .filter(([, d]) => d > 0n);
-    say(table(['PW_STATS PROGRAM REASON', 'DELTA'], [...deltas, ['(host veth ' + server.hostInterface + ' tx, normal path)', BigInt(txAfter - txBefore)]]));
+    say(
+      table(
+        ['PW_STATS PROGRAM REASON', 'DELTA'],
+        [...deltas, ['(host veth ' + server.hostInterface + ' tx, normal path)', BigInt(txAfter - txBefore)]],
+      ),
+    );
     if (!check.ok) throw new Error('transfer after disabling was corrupted');
   } catch (e) {
     failed = true;
@@ -134,6 +143,8 @@ export async function demo(o: DemoOptions): Promise<void> {
     const u = await dp.uninstall().catch((e: unknown) => (log.error({ err: String(e) }, 'uninstall failed'), undefined));
     const d = await sandbox.down(dir);
     fs.rmSync(dir, { recursive: true, force: true });
-    say(`\n== teardown: uninstalled (${u ? `${u.detached.length} attachments, pins removed` : 'FAILED'}), sandbox removed (${d.removed.length} objects${d.errors.length ? `, errors: ${d.errors.join('; ')}` : ''})${failed ? ' after failure' : ''}\n`);
+    say(
+      `\n== teardown: uninstalled (${u ? `${u.detached.length} attachments, pins removed` : 'FAILED'}), sandbox removed (${d.removed.length} objects${d.errors.length ? `, errors: ${d.errors.join('; ')}` : ''})${failed ? ' after failure' : ''}\n`,
+    );
   }
 }

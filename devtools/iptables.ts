@@ -48,18 +48,72 @@ export async function removeOwned(chain: string, owner: string, table = 'filter'
  */
 export async function addOutboundRedirect(netns: string, proxyPort: number, proxyUid: number): Promise<void> {
   await run('add outbound REDIRECT', [
-    'ip', 'netns', 'exec', netns, 'iptables', '-w', '-t', 'nat', '-A', 'OUTPUT', '-p', 'tcp', '!', '-d', '127.0.0.0/8',
-    '-m', 'owner', '!', '--uid-owner', String(proxyUid), '-m', 'comment', '--comment', 'podwarp-sidecar-baseline',
-    '-j', 'REDIRECT', '--to-ports', String(proxyPort),
+    'ip',
+    'netns',
+    'exec',
+    netns,
+    'iptables',
+    '-w',
+    '-t',
+    'nat',
+    '-A',
+    'OUTPUT',
+    '-p',
+    'tcp',
+    '!',
+    '-d',
+    '127.0.0.0/8',
+    '-m',
+    'owner',
+    '!',
+    '--uid-owner',
+    String(proxyUid),
+    '-m',
+    'comment',
+    '--comment',
+    'podwarp-sidecar-baseline',
+    '-j',
+    'REDIRECT',
+    '--to-ports',
+    String(proxyPort),
   ]);
 }
 
 export async function removeOutboundRedirect(netns: string, proxyPort: number, proxyUid: number): Promise<void> {
-  await run('remove outbound REDIRECT', [
-    'ip', 'netns', 'exec', netns, 'iptables', '-w', '-t', 'nat', '-D', 'OUTPUT', '-p', 'tcp', '!', '-d', '127.0.0.0/8',
-    '-m', 'owner', '!', '--uid-owner', String(proxyUid), '-m', 'comment', '--comment', 'podwarp-sidecar-baseline',
-    '-j', 'REDIRECT', '--to-ports', String(proxyPort),
-  ], { reject: false });
+  await run(
+    'remove outbound REDIRECT',
+    [
+      'ip',
+      'netns',
+      'exec',
+      netns,
+      'iptables',
+      '-w',
+      '-t',
+      'nat',
+      '-D',
+      'OUTPUT',
+      '-p',
+      'tcp',
+      '!',
+      '-d',
+      '127.0.0.0/8',
+      '-m',
+      'owner',
+      '!',
+      '--uid-owner',
+      String(proxyUid),
+      '-m',
+      'comment',
+      '--comment',
+      'podwarp-sidecar-baseline',
+      '-j',
+      'REDIRECT',
+      '--to-ports',
+      String(proxyPort),
+    ],
+    { reject: false },
+  );
 }
 
 export interface KubeProxyService {
@@ -78,7 +132,13 @@ export interface KubeProxyService {
  * Chains are named `<prefix>-SVC` and `<prefix>-S<n>`; all loaded with one
  * iptables-restore.
  */
-export async function installKubeProxy(prefix: string, owner: string, ifacePattern: string, vipRange: string, services: KubeProxyService[]): Promise<void> {
+export async function installKubeProxy(
+  prefix: string,
+  owner: string,
+  ifacePattern: string,
+  vipRange: string,
+  services: KubeProxyService[],
+): Promise<void> {
   const nat: string[] = ['*nat', `:${prefix}-SVC - [0:0]`];
   services.forEach((_, i) => nat.push(`:${prefix}-S${i} - [0:0]`));
   services.forEach((s, i) => nat.push(`-A ${prefix}-SVC -d ${s.vip}/32 -p ${s.proto} -m ${s.proto} --dport ${s.port} -j ${prefix}-S${i}`));
@@ -91,7 +151,9 @@ export async function installKubeProxy(prefix: string, owner: string, ifacePatte
   });
   nat.push(`-A PREROUTING -i ${ifacePattern} -m comment --comment ${owner} -j ${prefix}-SVC`, 'COMMIT');
   const filter = ['*filter', `-I FORWARD 1 -i ${ifacePattern} -d ${vipRange} -m comment --comment ${owner} -j DROP`, 'COMMIT'];
-  await run(`load ${services.length} kube-proxy-style services`, ['iptables-restore', '-w', '--noflush'], { input: [...nat, ...filter].join('\n') + '\n' });
+  await run(`load ${services.length} kube-proxy-style services`, ['iptables-restore', '-w', '--noflush'], {
+    input: [...nat, ...filter].join('\n') + '\n',
+  });
 }
 
 /** Removes what installKubeProxy made (chains by prefix, rules by owner comment). Idempotent. */
@@ -107,7 +169,9 @@ export async function removeKubeProxy(prefix: string, owner: string): Promise<vo
 
 /** Packets that went through a service chain (iptables counters): proof of the normal path. */
 export async function kubeProxyPackets(prefix: string): Promise<number> {
-  const r = await run('read service chain counters', ['iptables', '-w', '-t', 'nat', '-L', `${prefix}-SVC`, '-v', '-x', '-n'], { reject: false });
+  const r = await run('read service chain counters', ['iptables', '-w', '-t', 'nat', '-L', `${prefix}-SVC`, '-v', '-x', '-n'], {
+    reject: false,
+  });
   return r.stdout
     .split('\n')
     .slice(2)

@@ -99,7 +99,12 @@ async function client<T>(pod: SandboxPod, args: string[]): Promise<T> {
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as T;
 }
 
-export function rr(pod: SandboxPod, ip: string, port: number, o: { seconds?: number; n?: number; size?: number; paceUs?: number; cpu?: number }): Promise<RrResult> {
+export function rr(
+  pod: SandboxPod,
+  ip: string,
+  port: number,
+  o: { seconds?: number; n?: number; size?: number; paceUs?: number; cpu?: number },
+): Promise<RrResult> {
   const args = ['rr', '-c', ip, '-p', String(port), '-s', String(o.size ?? 64), ...cpuArgs(o.cpu)];
   if (o.n) args.push('-n', String(o.n));
   else args.push('-d', String(o.seconds ?? 2));
@@ -107,7 +112,12 @@ export function rr(pod: SandboxPod, ip: string, port: number, o: { seconds?: num
   return client<RrResult>(pod, args);
 }
 
-export function sink(pod: SandboxPod, ip: string, port: number, o: { seconds?: number; bytes?: number; verify?: boolean; cpu?: number }): Promise<SinkResult> {
+export function sink(
+  pod: SandboxPod,
+  ip: string,
+  port: number,
+  o: { seconds?: number; bytes?: number; verify?: boolean; cpu?: number },
+): Promise<SinkResult> {
   const args = ['sink', '-c', ip, '-p', String(port), ...cpuArgs(o.cpu)];
   if (o.bytes) args.push('-b', String(o.bytes));
   else args.push('-d', String(o.seconds ?? 2));
@@ -124,7 +134,12 @@ export interface ConnResult {
 }
 
 /** New connections one after another to ip:port (a ClusterIP): rate, errors, backend spread. */
-export async function conn(pod: SandboxPod, ip: string, port: number, o: { seconds?: number; n?: number; cpu?: number }): Promise<ConnResult & { error?: string }> {
+export async function conn(
+  pod: SandboxPod,
+  ip: string,
+  port: number,
+  o: { seconds?: number; n?: number; cpu?: number },
+): Promise<ConnResult & { error?: string }> {
   const args = ['conn', '-c', ip, '-p', String(port), ...(o.n ? ['-n', String(o.n)] : ['-d', String(o.seconds ?? 2)]), ...cpuArgs(o.cpu)];
   const r = await run(`pwperf conn from ${pod.name}`, podCommand(pod, [PWPERF, ...args]), { reject: false, timeoutMs: 300_000 });
   const last = r.stdout.trim().split('\n').pop() ?? '';
@@ -142,7 +157,12 @@ export interface UdpResult {
 }
 
 /** UDP requests to ip:port; every reply must come from ip:port. */
-export async function udp(pod: SandboxPod, ip: string, port: number, o: { n: number; connected?: boolean }): Promise<UdpResult & { error?: string }> {
+export async function udp(
+  pod: SandboxPod,
+  ip: string,
+  port: number,
+  o: { n: number; connected?: boolean },
+): Promise<UdpResult & { error?: string }> {
   const args = ['udp', '-c', ip, '-p', String(port), '-n', String(o.n), ...(o.connected ? ['-C'] : [])];
   const r = await run(`pwperf udp from ${pod.name}`, podCommand(pod, [PWPERF, ...args]), { reject: false, timeoutMs: 120_000 });
   const res = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as UdpResult;
@@ -157,9 +177,17 @@ export interface StreamResult {
 }
 
 /** Bidirectional checksummed stream for `seconds` (see pwperf.c). Resolves even on failure: check `ok`/`error`. */
-export async function stream(pod: SandboxPod, ip: string, port: number, o: { seconds: number; paceUs?: number }): Promise<StreamResult & { error?: string }> {
+export async function stream(
+  pod: SandboxPod,
+  ip: string,
+  port: number,
+  o: { seconds: number; paceUs?: number },
+): Promise<StreamResult & { error?: string }> {
   const args = ['stream', '-c', ip, '-p', String(port), '-d', String(o.seconds), ...(o.paceUs ? ['-i', String(o.paceUs)] : [])];
-  const r = await run(`pwperf stream from ${pod.name}`, podCommand(pod, [PWPERF, ...args]), { reject: false, timeoutMs: (o.seconds + 60) * 1000 });
+  const r = await run(`pwperf stream from ${pod.name}`, podCommand(pod, [PWPERF, ...args]), {
+    reject: false,
+    timeoutMs: (o.seconds + 60) * 1000,
+  });
   const last = r.stdout.trim().split('\n').pop() ?? '';
   const res = last.startsWith('{') ? (JSON.parse(last) as StreamResult) : { seconds: 0, sent: 0, received: 0, ok: false };
   return r.exitCode === 0 ? res : { ...res, ok: false, error: r.stderr.trim() || `exit ${r.exitCode}` };

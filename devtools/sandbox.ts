@@ -71,7 +71,13 @@ const QOS = ['guaranteed', 'burstable', 'besteffort'] as const;
  * cgroup driver puts a pod of this QoS class: guaranteed pods directly in
  * kubepods, the others in their class's cgroup.
  */
-export function kubePodCgroups(root: string, layout: KubeLayout, uid: string, qos: (typeof QOS)[number], containerId: string): { pod: string; container: string } {
+export function kubePodCgroups(
+  root: string,
+  layout: KubeLayout,
+  uid: string,
+  qos: (typeof QOS)[number],
+  containerId: string,
+): { pod: string; container: string } {
   if (layout === 'cgroupfs') {
     const pod = `${root}/kubepods${qos === 'guaranteed' ? '' : `/${qos}`}/pod${uid}`;
     return { pod, container: `${pod}/${containerId}` };
@@ -120,7 +126,8 @@ export async function up(opts: UpOptions): Promise<SandboxManifest> {
   const namespaces = opts.namespaces ?? ['team-a', 'team-b'];
   if (nPods < 2 || nPods > 200) throw new Error('a sandbox has 2..200 pods');
   fs.mkdirSync(opts.dir, { recursive: true });
-  if (fs.existsSync(path.join(opts.dir, MANIFEST))) throw new Error(`${opts.dir} already holds a sandbox; run \`podwarp sandbox down --dir ${opts.dir}\``);
+  if (fs.existsSync(path.join(opts.dir, MANIFEST)))
+    throw new Error(`${opts.dir} already holds a sandbox; run \`podwarp sandbox down --dir ${opts.dir}\``);
 
   const subnet = await pickSubnet(parseInt(id, 36));
   const base = subnet.split('.').slice(0, 3).join('.');
@@ -230,7 +237,17 @@ async function build(m: SandboxManifest): Promise<void> {
     await ipr.batch(`wire pod ${p.name}`, inPod, p.netns);
     // a pod opening thousands of connections a second (connection-rate benchmarks) would run
     // out of ports held in TIME_WAIT: reuse them, as load generators do (this netns only)
-    await run(`tune ${p.name}`, ['ip', 'netns', 'exec', p.netns, 'sysctl', '-q', '-w', 'net.ipv4.tcp_tw_reuse=1', 'net.ipv4.ip_local_port_range=1024 65535']);
+    await run(`tune ${p.name}`, [
+      'ip',
+      'netns',
+      'exec',
+      p.netns,
+      'sysctl',
+      '-q',
+      '-w',
+      'net.ipv4.tcp_tw_reuse=1',
+      'net.ipv4.ip_local_port_range=1024 65535',
+    ]);
   }
 }
 

@@ -71,7 +71,15 @@ export async function build(opts: { force?: boolean } = {}): Promise<string[]> {
   ];
   // rewritten only when the text changes: the objects' staleness follows the headers' mtime
   for (const [file, text] of generated) if (!fs.existsSync(file) || fs.readFileSync(file, 'utf8') !== text) fs.writeFileSync(file, text);
-  const headers = [...generated.map(([f]) => f), ...[BPF_SRC, path.join(BPF_SRC, 'iter')].flatMap((d) => fs.readdirSync(d).filter((f) => f.endsWith('.h')).map((f) => path.join(d, f)))];
+  const headers = [
+    ...generated.map(([f]) => f),
+    ...[BPF_SRC, path.join(BPF_SRC, 'iter')].flatMap((d) =>
+      fs
+        .readdirSync(d)
+        .filter((f) => f.endsWith('.h'))
+        .map((f) => path.join(d, f)),
+    ),
+  ];
   const objs: string[] = [];
   for (const src of [...programSources(), ...iterSources()]) {
     const out = objectFor(src);

@@ -67,7 +67,8 @@ export class CgroupAttachments {
     const rec = { id, path: rel, hooks };
     // the ledger first: a crash in between leaves a record, never an untracked attachment
     const prev = (await this.list()).find((c) => c.id === id);
-    if (hooks !== 0 || prev) await this.maps.write('pw_cgroups', [{ key: { id }, value: { hooks: hooks | (prev?.hooks ?? 0), path: rel } }], []);
+    if (hooks !== 0 || prev)
+      await this.maps.write('pw_cgroups', [{ key: { id }, value: { hooks: hooks | (prev?.hooks ?? 0), path: rel } }], []);
     await this.sync(rec, hooks);
     if (hooks === 0) await this.maps.write('pw_cgroups', [], prev ? [{ id }] : []);
     else await this.maps.write('pw_cgroups', [{ key: { id }, value: { hooks, path: rel } }], []);
@@ -110,9 +111,9 @@ export class CgroupAttachments {
       const abs = cgroupPath(rec.path);
       const present = fs.existsSync(abs);
       const live = present ? await bpftool.cgroupShow(abs) : [];
-      const attached = HOOK_PROGS.filter(([hook, , prog]) => live.some((a) => a.name === prog && a.attach_type === bpftool.CGROUP_ATTACH[hook].shown)).map(
-        ([, , prog]) => prog,
-      );
+      const attached = HOOK_PROGS.filter(([hook, , prog]) =>
+        live.some((a) => a.name === prog && a.attach_type === bpftool.CGROUP_ATTACH[hook].shown),
+      ).map(([, , prog]) => prog);
       // a ledger bit counts as attached when every program of it is
       const liveHooks = [...new Set(HOOK_PROGS.map(([, bit]) => bit))]
         .filter((bit) => HOOK_PROGS.filter(([, b]) => b === bit).every(([, , prog]) => attached.includes(prog)))

@@ -21,10 +21,19 @@ function multiarchInclude(): string[] {
 
 export function clangArgs(job: CompileJob, extraIncludes: string[]): string[] {
   return [
-    '-O2', '-g', '-target', 'bpf', '-Wall', '-Werror', '-Wno-unused-function',
+    '-O2',
+    '-g',
+    '-target',
+    'bpf',
+    '-Wall',
+    '-Werror',
+    '-Wno-unused-function',
     ...[...job.includeDirs, ...extraIncludes].flatMap((d) => ['-I', d]),
     ...Object.entries(job.defines ?? {}).map(([k, v]) => `-D${k}=${v}`),
-    '-c', job.src, '-o', job.out,
+    '-c',
+    job.src,
+    '-o',
+    job.out,
   ];
 }
 
@@ -39,12 +48,23 @@ export async function compile(job: CompileJob): Promise<void> {
     // the image has the same paths mounted at the same place
     const root = process.cwd();
     await run(`compile ${path.basename(job.src)} in ${image}`, [
-      'docker', 'run', '--rm', '-v', `${root}:${root}`, '-w', root, image, 'clang',
+      'docker',
+      'run',
+      '--rm',
+      '-v',
+      `${root}:${root}`,
+      '-w',
+      root,
+      image,
+      'clang',
       ...clangArgs(job, ['/usr/include/x86_64-linux-gnu', '/usr/include/aarch64-linux-gnu']),
     ]);
     return;
   }
-  throw new FeatureMissingError('clang', 'no clang on PATH (apt-get install clang llvm libbpf-dev) and no PODWARP_TOOLCHAIN_IMAGE with a docker engine');
+  throw new FeatureMissingError(
+    'clang',
+    'no clang on PATH (apt-get install clang llvm libbpf-dev) and no PODWARP_TOOLCHAIN_IMAGE with a docker engine',
+  );
 }
 
 /** Compiles a host C tool (devtools/tools/pwperf.c) with the local clang or cc. */

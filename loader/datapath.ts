@@ -138,7 +138,8 @@ export class Datapath {
           `uninstall stopped: ${d.stuck.length} accelerated sockets still hold data their applications have not read (${d.stuck.slice(0, 4).join(', ')}${d.stuck.length > 4 ? ', …' : ''}); removing them now would lose it. Run uninstall again later, or with --force to drop it`,
         );
       }
-      if (this.pins.hasProg(MSG_PROG)) await bpftool.msgVerdictDetach(this.pins.prog(MSG_PROG), this.pins.map('pw_sock')).catch(() => undefined);
+      if (this.pins.hasProg(MSG_PROG))
+        await bpftool.msgVerdictDetach(this.pins.prog(MSG_PROG), this.pins.map('pw_sock')).catch(() => undefined);
     }
     const detached: string[] = [];
     for (const r of await this.tc.list()) {

@@ -15,8 +15,12 @@ export class ToolError extends Error {
 
 /** The last lines of a tool's stderr that say something (bpftool's boilerplate dropped). */
 function essence(stderr: string): string {
-  const noise = /libbpf strict mode|If it used to work|END PROG LOAD LOG|^processed \d+ insns|^libbpf: (prog '.*': failed to load|failed to load object)/;
-  const lines = stderr.trim().split('\n').filter((l) => l.trim() && !noise.test(l));
+  const noise =
+    /libbpf strict mode|If it used to work|END PROG LOAD LOG|^processed \d+ insns|^libbpf: (prog '.*': failed to load|failed to load object)/;
+  const lines = stderr
+    .trim()
+    .split('\n')
+    .filter((l) => l.trim() && !noise.test(l));
   return lines.slice(-3).join(' | ');
 }
 

@@ -42,7 +42,7 @@ export async function run(what: string, argv: string[], opts: RunOptions = {}): 
   log.debug({ argv, exitCode, ms }, 'exec');
   if (r.failed && r.exitCode === undefined) {
     // spawn error (ENOENT), timeout or signal
-    throw new ToolError(what, argv, undefined, String(r.stderr || r.message || "failed"));
+    throw new ToolError(what, argv, undefined, String(r.stderr || r.message || 'failed'));
   }
   if (exitCode !== 0 && opts.reject !== false) throw new ToolError(what, argv, exitCode, String(r.stderr || r.stdout));
   return { argv, exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };

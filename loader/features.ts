@@ -33,6 +33,7 @@ export async function probe(): Promise<Features> {
 
 export async function requireDatapathFeatures(): Promise<Features> {
   const f = await probe();
-  if (!f.redirectPeer) throw new FeatureMissingError('bpf_redirect_peer', `kernel ${f.kernel} has no bpf_redirect_peer for tc programs (needs 5.10+)`);
+  if (!f.redirectPeer)
+    throw new FeatureMissingError('bpf_redirect_peer', `kernel ${f.kernel} has no bpf_redirect_peer for tc programs (needs 5.10+)`);
   return f;
 }

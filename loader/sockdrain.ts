@@ -95,7 +95,8 @@ export class SocketDrain {
       if (chosen.size === 0 || Date.now() > deadline) break;
       await sleep(50);
     }
-    if (chosen.size) log.warn({ sockets: [...chosen.keys()] }, 'sockets still hold unread redirected data; left in pw_sock (passthrough) for now');
+    if (chosen.size)
+      log.warn({ sockets: [...chosen.keys()] }, 'sockets still hold unread redirected data; left in pw_sock (passthrough) for now');
     return { removed, stuck: [...chosen.keys()] };
   }
 }

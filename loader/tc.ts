@@ -52,14 +52,40 @@ export async function listFilters(dev: string, dir: Direction): Promise<TcFilter
 /** Atomically installs or replaces the filter at (prio, handle) with a pinned program. */
 export async function replaceBpfFilter(dev: string, dir: Direction, prio: number, handle: number, progPin: string): Promise<void> {
   await run(`attach ${progPin} to ${dev} ${dir}`, [
-    'tc', 'filter', 'replace', 'dev', dev, dir, 'protocol', 'all', 'prio', String(prio), 'handle', '0x' + handle.toString(16),
-    'bpf', 'object-pinned', progPin, 'direct-action',
+    'tc',
+    'filter',
+    'replace',
+    'dev',
+    dev,
+    dir,
+    'protocol',
+    'all',
+    'prio',
+    String(prio),
+    'handle',
+    '0x' + handle.toString(16),
+    'bpf',
+    'object-pinned',
+    progPin,
+    'direct-action',
   ]);
 }
 
 export async function deleteBpfFilter(dev: string, dir: Direction, prio: number, handle: number): Promise<void> {
   await run(`detach filter from ${dev} ${dir}`, [
-    'tc', 'filter', 'del', 'dev', dev, dir, 'protocol', 'all', 'prio', String(prio), 'handle', '0x' + handle.toString(16), 'bpf',
+    'tc',
+    'filter',
+    'del',
+    'dev',
+    dev,
+    dir,
+    'protocol',
+    'all',
+    'prio',
+    String(prio),
+    'handle',
+    '0x' + handle.toString(16),
+    'bpf',
   ]);
 }
 

@@ -26,7 +26,6 @@ import type { Snapshot } from './model.js';
 import { SkipLog, reconcile, reconcilePods, type PodsResult } from './reconciler.js';
 import { namespaceCounts, writeReport } from './report.js';
 import { ServiceSync, svcOpsTotal } from './services/sync.js';
-import type { Change } from './sources/kubernetes.js';
 import { loadStateFile } from './state/load.js';
 import { BpfServiceMaps } from './services/maps.js';
 
@@ -240,10 +239,12 @@ async function runKubernetes(ctx: Ctx): Promise<() => Promise<void>> {
     if (podTimer) clearTimeout(podTimer);
     podTimer = setTimeout(() => {
       podTimer = undefined;
-      void ctx.queue(() => podsPass('change').catch(() => {})).then(() => {
-        // periodic re-check (sooner while some pod's node facts are missing)
-        if (!stopped && !podTimer) kickPods(missing > 0 ? (opts.retryMs ?? 2000) : (opts.resyncMs ?? 10000));
-      });
+      void ctx
+        .queue(() => podsPass('change').catch(() => {}))
+        .then(() => {
+          // periodic re-check (sooner while some pod's node facts are missing)
+          if (!stopped && !podTimer) kickPods(missing > 0 ? (opts.retryMs ?? 2000) : (opts.resyncMs ?? 10000));
+        });
     }, ms);
   };
   const src = new KubeSource(
@@ -292,12 +293,17 @@ async function runKubernetes(ctx: Ctx): Promise<() => Promise<void>> {
           ? await sync.full(src.serviceKeys().flatMap((k) => src.service(k) ?? []))
           : await sync.changed(new Map([...keys].map((k) => [k, src.service(k)])));
       for (const u of svc.unresolved) ctx.skips.note(`endpoint ${u}`, 'named target port not found in the endpoint ports');
-      if (svc.droppedNames.length) log.error({ services: svc.droppedNames }, 'service maps full: these services are left to kube-proxy (not written at all)');
+      if (svc.droppedNames.length)
+        log.error({ services: svc.droppedNames }, 'service maps full: these services are left to kube-proxy (not written at all)');
       const ms = performance.now() - t;
       const lagMs = since ? Date.now() - since : undefined;
       if (lagMs !== undefined) metrics.changeLatency.observe(lagMs / 1000);
       metrics.pass(Math.round(ms), undefined, svc);
-      if (svcOpsTotal(svc.ops) > 0) log.info({ lane: 'services', why, services: keys.size, full: svc.full, ops: svcOpsTotal(svc.ops), ms: Math.round(ms), lagMs }, 'reconciled');
+      if (svcOpsTotal(svc.ops) > 0)
+        log.info(
+          { lane: 'services', why, services: keys.size, full: svc.full, ops: svcOpsTotal(svc.ops), ms: Math.round(ms), lagMs },
+          'reconciled',
+        );
       // pw_config says whether every service is resolved at connect(): the node lane writes it
       if (sync.droppedCount !== lastDropped) kickPods();
     } catch (e) {
@@ -350,7 +356,9 @@ async function runKubernetes(ctx: Ctx): Promise<() => Promise<void>> {
   log.info({ node: opts.node, frontends: sync.frontends, ms: Date.now() - t0, ...memory() }, 'ready');
   if (pending.services.size) kickSvc();
   if (!opts.once) kickPods(pending.pods ? debounce : (opts.resyncMs ?? 10000));
-  const full = opts.once ? undefined : setInterval(() => void svcQueue(() => svcPass('full').catch(() => {})), opts.fullResyncMs ?? 300_000);
+  const full = opts.once
+    ? undefined
+    : setInterval(() => void svcQueue(() => svcPass('full').catch(() => {})), opts.fullResyncMs ?? 300_000);
   return async () => {
     stopped = true;
     if (svcTimer) clearTimeout(svcTimer);

@@ -20,154 +20,169 @@ export function podwarpProgram(name = 'podwarp'): Command {
   const program = new Command(name).description('eBPF-accelerated datapath manager for Kubernetes nodes').showHelpAfterError();
 
   program
-  .command('build')
-  .description('generate build/include/pw_maps.h from the layout schema and compile bpf/*.c')
-  .option('--force', 'rebuild everything')
-  .action(async (o: { force?: boolean }) => {
-    for (const obj of await build({ force: o.force })) out(path.relative(process.cwd(), obj) + '\n');
-  });
-
-  program
-  .command('agent')
-  .description('load the datapath and keep its maps and attachments equal to the source')
-  .option('--source <source>', 'local (a state file) | kubernetes (informers)', 'local')
-  .option('--state <file>', 'local source: state file (YAML or JSON, see src/state/state.schema.json)')
-  .option('--kubeconfig <file>', 'kubernetes source: kubeconfig (default: in-cluster, else $KUBECONFIG or ~/.kube/config)')
-  .option('--node <name>', 'kubernetes source: this node (default: $NODE_NAME)')
-  .option('--once', 'reconcile once and exit')
-  .option('--resync <seconds>', 'node-local re-check interval', '10')
-  .option('--full-resync <seconds>', 'kubernetes source: read the service maps back and re-plan every service this often', '300')
-  .option('--sync-timeout <seconds>', 'kubernetes source: give up when the initial lists do not complete in time', '60')
-  .option('--debounce <ms>', 'coalesce changes this long before applying them', '10')
-  .option('--no-sockmap', 'tc fast path only: no sockops/sk_msg socket acceleration')
-  .option('--proxy-uid <uid>', 'sidecar proxy uid, never captured', '1337')
-  .option('--proxy-port <port>', 'sidecar outbound port', '15001')
-  .option('--exclude-outbound-ports <list>', 'comma-separated destination ports never sent to the sidecar (≤ 8)', '')
-  .option('--no-lb', 'no service load balancing at connect() (kube-proxy rules only)')
-  .option('--metrics-addr <host:port>', '/metrics, /healthz, /readyz (empty: off)', '127.0.0.1:9464')
-  .action(
-    async (o: {
-      source: string;
-      state?: string;
-      kubeconfig?: string;
-      node?: string;
-      once?: boolean;
-      resync: string;
-      fullResync: string;
-      debounce: string;
-      syncTimeout: string;
-      sockmap: boolean;
-      lb: boolean;
-      proxyUid: string;
-      proxyPort: string;
-      excludeOutboundPorts: string;
-      metricsAddr: string;
-    }) => {
-      const int = (v: string, what: string, max: number) => {
-        const n = Number(v);
-        if (!Number.isInteger(n) || n < 0 || n > max) throw new InputError(`${what}: "${v}" is not an integer in 0..${max}`);
-        return n;
-      };
-      if (o.source !== 'local' && o.source !== 'kubernetes') throw new InputError(`--source: "${o.source}" is not local or kubernetes`);
-      if (o.source === 'local' && !o.state) throw new InputError('the local source needs --state FILE (or use --source kubernetes)');
-      if (o.source === 'kubernetes' && o.state) throw new InputError('--state is for the local source; the kubernetes source reads the API');
-      const node = o.node ?? process.env.NODE_NAME;
-      if (o.source === 'kubernetes' && !node) throw new InputError('the kubernetes source needs this node\'s name: --node NAME or NODE_NAME');
-      const sockets = {
-        sockmap: o.sockmap,
-        lb: o.lb,
-        proxyUid: int(o.proxyUid, '--proxy-uid', 2 ** 32 - 1),
-        proxyPort: int(o.proxyPort, '--proxy-port', 65535),
-        excludedPorts: o.excludeOutboundPorts.split(',').filter(Boolean).map((p) => int(p, '--exclude-outbound-ports', 65535)),
-      };
-      if (sockets.excludedPorts.length > 8) throw new InputError('--exclude-outbound-ports: at most 8 ports');
-      // loaded on use: the Kubernetes client is a large module graph the other commands do not need
-      const { runAgent } = await import('./agent.js');
-      await runAgent({
-        source: o.source,
-        stateFile: o.state,
-        kubeconfig: o.kubeconfig,
-        node,
-        once: o.once,
-        resyncMs: int(o.resync, '--resync', 86400) * 1000,
-        fullResyncMs: int(o.fullResync, '--full-resync', 86400 * 7) * 1000,
-        debounceMs: int(o.debounce, '--debounce', 60000),
-        syncTimeoutMs: int(o.syncTimeout, '--sync-timeout', 86400) * 1000,
-        sockets,
-        metricsAddr: o.once ? '' : o.metricsAddr,
-      });
-    },
-  );
-
-for (const [verb, on] of [['enable', true], ['disable', false]] as const) {
-  program
-    .command(verb)
-    .description(`${verb} acceleration for a namespace: sets the podwarp.io/accelerate label through the API (or, with --state, edits the local state file); a running agent follows it`)
-    .argument('<namespace>')
-    .option('--state <file>', 'local source: edit this state file instead of the cluster')
-    .option('--kubeconfig <file>', 'default: $KUBECONFIG, ~/.kube/config, or in-cluster')
-    .action(async (ns: string, o: { state?: string; kubeconfig?: string }) => {
-      if (o.state) {
-        const { state } = loadStateFile(o.state);
-        const n = state.namespaces.find((x) => x.name === ns);
-        if (!n) throw new InputError(`namespace "${ns}" is not in ${o.state} (known: ${state.namespaces.map((x) => x.name).join(', ') || 'none'})`);
-        const was = n.accelerate ?? false;
-        n.accelerate = on;
-        writeStateFile(o.state, state);
-        out(`namespace ${ns}: acceleration ${on ? 'on' : 'off'}${was === on ? ' (unchanged)' : ''}\n`);
-        return;
-      }
-      const { setNamespaceAcceleration } = await import('./sources/kube-admin.js');
-      const r = await setNamespaceAcceleration(ns, on, o.kubeconfig);
-      out(`namespace ${ns}: acceleration ${on ? 'on' : 'off'}${r.changed ? '' : ' (unchanged)'} (label ${ACCELERATE_LABEL}${on ? '=true' : ' removed'})\n`);
+    .command('build')
+    .description('generate build/include/pw_maps.h from the layout schema and compile bpf/*.c')
+    .option('--force', 'rebuild everything')
+    .action(async (o: { force?: boolean }) => {
+      for (const obj of await build({ force: o.force })) out(path.relative(process.cwd(), obj) + '\n');
     });
-}
-
-const dump = program.command('dump').description('decode a pinned map');
-dump
-  .command('endpoints')
-  .description('pw_endpoints: local pods the tc program may redirect to')
-  .option('-o, --output <format>', 'table | json', 'table')
-  .action(async (o: { output: string }) => out(await dumpEndpoints(await Datapath.open(), checkFormat(o.output))));
-dump
-  .command('sockets')
-  .description('pw_sock: accelerated TCP sockets, their flow state and unread redirected data')
-  .option('-o, --output <format>', 'table | json', 'table')
-  .action(async (o: { output: string }) => out(await dumpSockets(await Datapath.open(), checkFormat(o.output))));
-dump
-  .command('services')
-  .description('pw_svc: service frontends, their backend count (slot 0) and each slot')
-  .option('-o, --output <format>', 'table | json', 'table')
-  .action(async (o: { output: string }) => out(await dumpServices(await Datapath.open(), checkFormat(o.output))));
-dump
-  .command('backends')
-  .description('pw_backends: service backends by id')
-  .option('-o, --output <format>', 'table | json', 'table')
-  .action(async (o: { output: string }) => out(await dumpBackends(await Datapath.open(), checkFormat(o.output))));
-dump
-  .command('stats')
-  .description('pw_stats: datapath counters by reason (summed over CPUs)')
-  .option('-o, --output <format>', 'table | json', 'table')
-  .action(async (o: { output: string }) => out(await dumpStats(await Datapath.open(), checkFormat(o.output))));
 
   program
-  .command('status')
-  .description('what is loaded, pinned and attached where')
-  .option('-o, --output <format>', 'table | json', 'table')
-  .action(async (o: { output: string }) => out(await status(await Datapath.open(), checkFormat(o.output))));
-
-  program
-  .command('uninstall')
-  .description('remove every program, filter, qdisc, cgroup attachment and pin podwarp created (idempotent)')
-  .option('--drain-timeout <seconds>', 'how long to wait for accelerated sockets to hand over their unread data', '10')
-  .option('--force', 'remove sockets even if their unread redirected data would be lost')
-  .action(async (o: { drainTimeout: string; force?: boolean }) => {
-    const r = await (await Datapath.open()).uninstall({ force: o.force, drainTimeoutMs: Number(o.drainTimeout) * 1000 });
-    out(
-      `detached ${r.detached.length} interfaces, swept ${r.sweptFilters.length} stray filters, detached ${r.cgroupsDetached.length} cgroups, ` +
-        `moved ${r.socketsRemoved} sockets to TCP, ${r.removedPins ? 'removed pins' : 'no pins'}\n`,
+    .command('agent')
+    .description('load the datapath and keep its maps and attachments equal to the source')
+    .option('--source <source>', 'local (a state file) | kubernetes (informers)', 'local')
+    .option('--state <file>', 'local source: state file (YAML or JSON, see src/state/state.schema.json)')
+    .option('--kubeconfig <file>', 'kubernetes source: kubeconfig (default: in-cluster, else $KUBECONFIG or ~/.kube/config)')
+    .option('--node <name>', 'kubernetes source: this node (default: $NODE_NAME)')
+    .option('--once', 'reconcile once and exit')
+    .option('--resync <seconds>', 'node-local re-check interval', '10')
+    .option('--full-resync <seconds>', 'kubernetes source: read the service maps back and re-plan every service this often', '300')
+    .option('--sync-timeout <seconds>', 'kubernetes source: give up when the initial lists do not complete in time', '60')
+    .option('--debounce <ms>', 'coalesce changes this long before applying them', '10')
+    .option('--no-sockmap', 'tc fast path only: no sockops/sk_msg socket acceleration')
+    .option('--proxy-uid <uid>', 'sidecar proxy uid, never captured', '1337')
+    .option('--proxy-port <port>', 'sidecar outbound port', '15001')
+    .option('--exclude-outbound-ports <list>', 'comma-separated destination ports never sent to the sidecar (≤ 8)', '')
+    .option('--no-lb', 'no service load balancing at connect() (kube-proxy rules only)')
+    .option('--metrics-addr <host:port>', '/metrics, /healthz, /readyz (empty: off)', '127.0.0.1:9464')
+    .action(
+      async (o: {
+        source: string;
+        state?: string;
+        kubeconfig?: string;
+        node?: string;
+        once?: boolean;
+        resync: string;
+        fullResync: string;
+        debounce: string;
+        syncTimeout: string;
+        sockmap: boolean;
+        lb: boolean;
+        proxyUid: string;
+        proxyPort: string;
+        excludeOutboundPorts: string;
+        metricsAddr: string;
+      }) => {
+        const int = (v: string, what: string, max: number) => {
+          const n = Number(v);
+          if (!Number.isInteger(n) || n < 0 || n > max) throw new InputError(`${what}: "${v}" is not an integer in 0..${max}`);
+          return n;
+        };
+        if (o.source !== 'local' && o.source !== 'kubernetes') throw new InputError(`--source: "${o.source}" is not local or kubernetes`);
+        if (o.source === 'local' && !o.state) throw new InputError('the local source needs --state FILE (or use --source kubernetes)');
+        if (o.source === 'kubernetes' && o.state)
+          throw new InputError('--state is for the local source; the kubernetes source reads the API');
+        const node = o.node ?? process.env.NODE_NAME;
+        if (o.source === 'kubernetes' && !node)
+          throw new InputError("the kubernetes source needs this node's name: --node NAME or NODE_NAME");
+        const sockets = {
+          sockmap: o.sockmap,
+          lb: o.lb,
+          proxyUid: int(o.proxyUid, '--proxy-uid', 2 ** 32 - 1),
+          proxyPort: int(o.proxyPort, '--proxy-port', 65535),
+          excludedPorts: o.excludeOutboundPorts
+            .split(',')
+            .filter(Boolean)
+            .map((p) => int(p, '--exclude-outbound-ports', 65535)),
+        };
+        if (sockets.excludedPorts.length > 8) throw new InputError('--exclude-outbound-ports: at most 8 ports');
+        // loaded on use: the Kubernetes client is a large module graph the other commands do not need
+        const { runAgent } = await import('./agent.js');
+        await runAgent({
+          source: o.source,
+          stateFile: o.state,
+          kubeconfig: o.kubeconfig,
+          node,
+          once: o.once,
+          resyncMs: int(o.resync, '--resync', 86400) * 1000,
+          fullResyncMs: int(o.fullResync, '--full-resync', 86400 * 7) * 1000,
+          debounceMs: int(o.debounce, '--debounce', 60000),
+          syncTimeoutMs: int(o.syncTimeout, '--sync-timeout', 86400) * 1000,
+          sockets,
+          metricsAddr: o.once ? '' : o.metricsAddr,
+        });
+      },
     );
-  });
+
+  for (const [verb, on] of [
+    ['enable', true],
+    ['disable', false],
+  ] as const) {
+    program
+      .command(verb)
+      .description(
+        `${verb} acceleration for a namespace: sets the podwarp.io/accelerate label through the API (or, with --state, edits the local state file); a running agent follows it`,
+      )
+      .argument('<namespace>')
+      .option('--state <file>', 'local source: edit this state file instead of the cluster')
+      .option('--kubeconfig <file>', 'default: $KUBECONFIG, ~/.kube/config, or in-cluster')
+      .action(async (ns: string, o: { state?: string; kubeconfig?: string }) => {
+        if (o.state) {
+          const { state } = loadStateFile(o.state);
+          const n = state.namespaces.find((x) => x.name === ns);
+          if (!n)
+            throw new InputError(
+              `namespace "${ns}" is not in ${o.state} (known: ${state.namespaces.map((x) => x.name).join(', ') || 'none'})`,
+            );
+          const was = n.accelerate ?? false;
+          n.accelerate = on;
+          writeStateFile(o.state, state);
+          out(`namespace ${ns}: acceleration ${on ? 'on' : 'off'}${was === on ? ' (unchanged)' : ''}\n`);
+          return;
+        }
+        const { setNamespaceAcceleration } = await import('./sources/kube-admin.js');
+        const r = await setNamespaceAcceleration(ns, on, o.kubeconfig);
+        out(
+          `namespace ${ns}: acceleration ${on ? 'on' : 'off'}${r.changed ? '' : ' (unchanged)'} (label ${ACCELERATE_LABEL}${on ? '=true' : ' removed'})\n`,
+        );
+      });
+  }
+
+  const dump = program.command('dump').description('decode a pinned map');
+  dump
+    .command('endpoints')
+    .description('pw_endpoints: local pods the tc program may redirect to')
+    .option('-o, --output <format>', 'table | json', 'table')
+    .action(async (o: { output: string }) => out(await dumpEndpoints(await Datapath.open(), checkFormat(o.output))));
+  dump
+    .command('sockets')
+    .description('pw_sock: accelerated TCP sockets, their flow state and unread redirected data')
+    .option('-o, --output <format>', 'table | json', 'table')
+    .action(async (o: { output: string }) => out(await dumpSockets(await Datapath.open(), checkFormat(o.output))));
+  dump
+    .command('services')
+    .description('pw_svc: service frontends, their backend count (slot 0) and each slot')
+    .option('-o, --output <format>', 'table | json', 'table')
+    .action(async (o: { output: string }) => out(await dumpServices(await Datapath.open(), checkFormat(o.output))));
+  dump
+    .command('backends')
+    .description('pw_backends: service backends by id')
+    .option('-o, --output <format>', 'table | json', 'table')
+    .action(async (o: { output: string }) => out(await dumpBackends(await Datapath.open(), checkFormat(o.output))));
+  dump
+    .command('stats')
+    .description('pw_stats: datapath counters by reason (summed over CPUs)')
+    .option('-o, --output <format>', 'table | json', 'table')
+    .action(async (o: { output: string }) => out(await dumpStats(await Datapath.open(), checkFormat(o.output))));
+
+  program
+    .command('status')
+    .description('what is loaded, pinned and attached where')
+    .option('-o, --output <format>', 'table | json', 'table')
+    .action(async (o: { output: string }) => out(await status(await Datapath.open(), checkFormat(o.output))));
+
+  program
+    .command('uninstall')
+    .description('remove every program, filter, qdisc, cgroup attachment and pin podwarp created (idempotent)')
+    .option('--drain-timeout <seconds>', 'how long to wait for accelerated sockets to hand over their unread data', '10')
+    .option('--force', 'remove sockets even if their unread redirected data would be lost')
+    .action(async (o: { drainTimeout: string; force?: boolean }) => {
+      const r = await (await Datapath.open()).uninstall({ force: o.force, drainTimeoutMs: Number(o.drainTimeout) * 1000 });
+      out(
+        `detached ${r.detached.length} interfaces, swept ${r.sweptFilters.length} stray filters, detached ${r.cgroupsDetached.length} cgroups, ` +
+          `moved ${r.socketsRemoved} sockets to TCP, ${r.removedPins ? 'removed pins' : 'no pins'}\n`,
+      );
+    });
 
   return program;
 }
@@ -177,7 +192,14 @@ export async function runCli(program: Command, argv = process.argv): Promise<voi
   try {
     await program.parseAsync(argv);
   } catch (e) {
-    const kind = e instanceof InputError ? 'invalid input' : e instanceof FeatureMissingError ? 'missing feature' : e instanceof ToolError ? 'tool failed' : 'error';
+    const kind =
+      e instanceof InputError
+        ? 'invalid input'
+        : e instanceof FeatureMissingError
+          ? 'missing feature'
+          : e instanceof ToolError
+            ? 'tool failed'
+            : 'error';
     log.error({ kind, err: errorMessage(e) }, 'podwarp failed');
     process.stderr.write(`podwarp: ${errorMessage(e)}\n`);
     process.exitCode = e instanceof InputError ? 2 : 1;

@@ -13,7 +13,16 @@ import * as ipr from '../loader/ip.js';
 import { cgroup2Root } from '../loader/mounts.js';
 import { errorMessage } from '../loader/errors.js';
 import { normalizeUid, pidInCgroup, podPids, scanPodCgroups, type PodCgroupScan } from './facts/cgroups.js';
-import { hostLinks, hostRouteDev, hostRoutes, netnsOf, probePodNet, type DetailedLink, type PodNet, type RouteEntry } from './facts/podnet.js';
+import {
+  hostLinks,
+  hostRouteDev,
+  hostRoutes,
+  netnsOf,
+  probePodNet,
+  type DetailedLink,
+  type PodNet,
+  type RouteEntry,
+} from './facts/podnet.js';
 import { podKey, type Pod, type Snapshot } from './model.js';
 
 export interface PodFacts {
@@ -146,7 +155,9 @@ async function byHostInterface(p: Pod, ip: string, hostInterface: string, node: 
 }
 
 async function neighbourMac(dev: string, ip: string): Promise<string | undefined> {
-  const n = (await ipr.neighbors(dev)).find((x) => x.dst === ip && x.lladdr && !(x.state ?? []).some((s) => s === 'FAILED' || s === 'INCOMPLETE'));
+  const n = (await ipr.neighbors(dev)).find(
+    (x) => x.dst === ip && x.lladdr && !(x.state ?? []).some((s) => s === 'FAILED' || s === 'INCOMPLETE'),
+  );
   return n?.lladdr;
 }
 
@@ -197,7 +208,8 @@ async function byUid(p: Pod, ip: string, uid: string, node: NodeView, cache: Fac
   if (!dev) return { why: `${cgWhy}; no single on-link /32 route to ${ip}` };
   const h = node.byName.get(dev);
   if (!h) return { why: `${cgWhy}; route to ${ip} is on ${dev}, which is not in the host link list` };
-  if (!isVeth(h)) return { why: `${cgWhy}; route to ${ip} is on ${dev}, which is a ${h.linkinfo?.info_kind ?? 'physical'} device, not a veth` };
+  if (!isVeth(h))
+    return { why: `${cgWhy}; route to ${ip} is on ${dev}, which is a ${h.linkinfo?.info_kind ?? 'physical'} device, not a veth` };
   const gw = node.gwMac(h);
   if (!gw) return { why: `${cgWhy}; no MAC for gateway of ${dev}` };
   const mac = p.mac ?? (await neighbourMac(dev, ip));

@@ -89,7 +89,8 @@ export class AgentMetrics {
       registers: [this.registry],
       async collect() {
         const c = await dpRef.maps.counters('pw_stats').catch(() => new Map<number, { packets: bigint }>());
-        for (const g of STAT_GROUPS) g.reasons.forEach((r, i) => this.set({ program: g.prog, reason: r }, Number(c.get(g.base + i)?.packets ?? 0n)));
+        for (const g of STAT_GROUPS)
+          g.reasons.forEach((r, i) => this.set({ program: g.prog, reason: r }, Number(c.get(g.base + i)?.packets ?? 0n)));
       },
     });
   }
@@ -132,7 +133,11 @@ export class AgentMetrics {
           // ready once a pass succeeded and the last one did too
           const ok = this.ready && !this.lastError;
           res.statusCode = ok ? 200 : 503;
-          res.end(ok ? `ready (last pass ${Math.round((Date.now() - this.lastPass) / 1000)} s ago)\n` : `not ready${this.lastError ? `: ${this.lastError}` : ''}\n`);
+          res.end(
+            ok
+              ? `ready (last pass ${Math.round((Date.now() - this.lastPass) / 1000)} s ago)\n`
+              : `not ready${this.lastError ? `: ${this.lastError}` : ''}\n`,
+          );
         } else {
           res.statusCode = 404;
           res.end('not found\n');
@@ -142,10 +147,15 @@ export class AgentMetrics {
         res.end(String(e));
       });
     });
-    server.on('error', (e) => log.error({ addr: `${host}:${port}`, err: e.message }, 'metrics endpoint unavailable; the agent runs on without it'));
+    server.on('error', (e) =>
+      log.error({ addr: `${host}:${port}`, err: e.message }, 'metrics endpoint unavailable; the agent runs on without it'),
+    );
     server.listen(Number(port), host, () => {
       const a = server.address();
-      log.info({ addr: typeof a === 'object' && a ? `${a.address}:${a.port}` : `${host}:${port}` }, 'metrics and health endpoints listening');
+      log.info(
+        { addr: typeof a === 'object' && a ? `${a.address}:${a.port}` : `${host}:${port}` },
+        'metrics and health endpoints listening',
+      );
     });
     return server;
   }

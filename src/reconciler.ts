@@ -56,7 +56,13 @@ export interface PodsResult {
  * The node-local part: endpoints, tc attachments, pod cgroup hooks and
  * pw_config (which depends on how many services were left out).
  */
-export async function reconcilePods(dp: Datapath, snap: Snapshot, skips: SkipLog, opts: DesiredOptions, svcDropped: number): Promise<PodsResult> {
+export async function reconcilePods(
+  dp: Datapath,
+  snap: Snapshot,
+  skips: SkipLog,
+  opts: DesiredOptions,
+  svcDropped: number,
+): Promise<PodsResult> {
   const t0 = performance.now();
   const facts = await gatherFacts(snap);
   const want = desired(snap, facts, opts);
@@ -70,19 +76,41 @@ export async function reconcilePods(dp: Datapath, snap: Snapshot, skips: SkipLog
   for (const [pod, why] of want.skipped) if (why !== 'facts-missing') skips.note(`pod ${pod}`, why);
   const ms = Math.round(performance.now() - t0);
   if (planSize(p) > 0) {
-    log.info({ attach: p.attach.length, upsert: p.upsert.length, delete: p.delete.length, detach: p.detach.length, cgroups: p.cgroups.length, drained: p.drainIps.length, ms }, 'reconciled pods');
+    log.info(
+      {
+        attach: p.attach.length,
+        upsert: p.upsert.length,
+        delete: p.delete.length,
+        detach: p.detach.length,
+        cgroups: p.cgroups.length,
+        drained: p.drainIps.length,
+        ms,
+      },
+      'reconciled pods',
+    );
   }
   return { plan: p, desired: want, missing: facts.missing, ms };
 }
 
 /** A full pass (the local source runs one per change): every service, then the node-local part. */
-export async function reconcile(dp: Datapath, snap: Snapshot, skips = new SkipLog(), opts: DesiredOptions = DEFAULT_OPTIONS, sync = new ServiceSync(new BpfServiceMaps(dp))): Promise<ReconcileResult> {
+export async function reconcile(
+  dp: Datapath,
+  snap: Snapshot,
+  skips = new SkipLog(),
+  opts: DesiredOptions = DEFAULT_OPTIONS,
+  sync = new ServiceSync(new BpfServiceMaps(dp)),
+): Promise<ReconcileResult> {
   const t0 = performance.now();
   const svc = await sync.full(snap.services);
-  if (svc.droppedNames.length) log.error({ services: svc.droppedNames }, 'service maps full: these services are left to kube-proxy (not written at all)');
+  if (svc.droppedNames.length)
+    log.error({ services: svc.droppedNames }, 'service maps full: these services are left to kube-proxy (not written at all)');
   for (const u of svc.unresolved) skips.note(`endpoint ${u}`, 'named target port not found in the endpoint ports');
   const pods = await reconcilePods(dp, snap, skips, opts, svc.dropped);
-  skips.forgetExcept(new Set([...pods.missing.keys(), ...pods.desired.skipped.keys()].map((k) => `pod ${k}`).concat(svc.unresolved.map((u) => `endpoint ${u}`))));
+  skips.forgetExcept(
+    new Set(
+      [...pods.missing.keys(), ...pods.desired.skipped.keys()].map((k) => `pod ${k}`).concat(svc.unresolved.map((u) => `endpoint ${u}`)),
+    ),
+  );
   const ms = Math.round(performance.now() - t0);
   if (svcOpsTotal(svc.ops) > 0) log.info({ svcOps: svcOpsTotal(svc.ops), ms }, 'reconciled services');
   if (planSize(pods.plan) + svcOpsTotal(svc.ops) > 0) log.info({ ms }, 'reconciled');

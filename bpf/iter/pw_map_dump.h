@@ -24,20 +24,20 @@ struct bpf_iter__bpf_map_elem {
 	void *value;
 } __attribute__((preserve_access_index));
 
-#define PW_MAP_DUMP_ITER(fn, KEY_TYPE, VALUE_TYPE)                        \
-	SEC("iter/bpf_map_elem")                                          \
-	int fn(struct bpf_iter__bpf_map_elem *ctx)                        \
-	{                                                                 \
-		struct {                                                  \
-			KEY_TYPE key;                                     \
-			VALUE_TYPE value;                                 \
-		} rec;                                                    \
-		__u8 *k = ctx->key, *v = ctx->value;                      \
-		if (!k || !v)                                             \
-			return 0; /* the end of the walk */               \
-		__builtin_memcpy(&rec.key, k, sizeof(rec.key));           \
-		__builtin_memcpy(&rec.value, v, sizeof(rec.value));       \
-		bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));         \
-		return 0;                                                 \
-	}                                                                 \
+#define PW_MAP_DUMP_ITER(fn, KEY_TYPE, VALUE_TYPE)                                                 \
+	SEC("iter/bpf_map_elem")                                                                   \
+	int fn(struct bpf_iter__bpf_map_elem *ctx)                                                 \
+	{                                                                                          \
+		struct {                                                                           \
+			KEY_TYPE key;                                                              \
+			VALUE_TYPE value;                                                          \
+		} rec;                                                                             \
+		__u8 *k = ctx->key, *v = ctx->value;                                               \
+		if (!k || !v)                                                                      \
+			return 0; /* the end of the walk */                                        \
+		__builtin_memcpy(&rec.key, k, sizeof(rec.key));                                    \
+		__builtin_memcpy(&rec.value, v, sizeof(rec.value));                                \
+		bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));                                  \
+		return 0;                                                                          \
+	}                                                                                          \
 	char LICENSE[] SEC("license") = "Dual BSD/GPL";

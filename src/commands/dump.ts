@@ -20,7 +20,9 @@ export function checkFormat(f: string): OutputFormat {
 
 function requirePinned(dp: Datapath, map: string): void {
   if (!fs.existsSync(dp.pins.map(map))) {
-    throw new InputError(`map ${map} is not pinned at ${dp.pins.map(map)}: podwarp is not loaded (start the agent, or check PODWARP_PIN_NAME)`);
+    throw new InputError(
+      `map ${map} is not pinned at ${dp.pins.map(map)}: podwarp is not loaded (start the agent, or check PODWARP_PIN_NAME)`,
+    );
   }
 }
 
@@ -62,7 +64,12 @@ export async function statRows(dp: Datapath): Promise<StatRow[]> {
   requirePinned(dp, 'pw_stats');
   const c = await dp.maps.counters('pw_stats');
   return STAT_GROUPS.flatMap((g) =>
-    g.reasons.map((reason, i) => ({ program: g.prog, reason, packets: c.get(g.base + i)?.packets ?? 0n, bytes: c.get(g.base + i)?.bytes ?? 0n })),
+    g.reasons.map((reason, i) => ({
+      program: g.prog,
+      reason,
+      packets: c.get(g.base + i)?.packets ?? 0n,
+      bytes: c.get(g.base + i)?.bytes ?? 0n,
+    })),
   );
 }
 
@@ -81,7 +88,10 @@ export async function dumpStats(dp: Datapath, fmt: OutputFormat): Promise<string
   const rows = await statRows(dp);
   if (fmt === 'json') return json(rows);
   // packets for tc, messages for sk_msg, events for the socket and cgroup hooks
-  return table(['PROGRAM', 'REASON', 'COUNT', 'BYTES'], rows.map((r) => [r.program, r.reason, r.packets, r.bytes]));
+  return table(
+    ['PROGRAM', 'REASON', 'COUNT', 'BYTES'],
+    rows.map((r) => [r.program, r.reason, r.packets, r.bytes]),
+  );
 }
 
 export interface SocketRow {
@@ -110,7 +120,9 @@ export async function socketRows(dp: Datapath): Promise<SocketRow[]> {
       return {
         local: `${String(k.sip)}:${Number(k.sport)}`,
         remote: `${String(k.dip)}:${Number(k.dport)}`,
-        cookie: fromHexBytes(e.value ?? []).readBigUInt64LE(0).toString(),
+        cookie: fromHexBytes(e.value ?? [])
+          .readBigUInt64LE(0)
+          .toString(),
         flow: !f ? ('undecided' as const) : Number(f.flags) & FLOW_FLAGS.PASSTHROUGH ? ('passthrough' as const) : ('redirect' as const),
         bytes: f ? Number(f.bytes) : 0,
         pending: pending.get(s) ?? false,
@@ -150,7 +162,9 @@ export async function serviceRows(dp: Datapath): Promise<ServiceRow[]> {
   return [...keys].sort().map((k) => {
     const m = have.masters.get(k);
     const [a = '', proto] = k.split('/');
-    const slots = [...(have.slots.get(k) ?? new Map<number, number>())].sort((x, y) => x[0] - y[0]).map(([slot, id]) => ({ slot, backendId: id, backend: addr(id) }));
+    const slots = [...(have.slots.get(k) ?? new Map<number, number>())]
+      .sort((x, y) => x[0] - y[0])
+      .map(([slot, id]) => ({ slot, backendId: id, backend: addr(id) }));
     return { frontend: a, proto: PROTO_NAME[Number(proto)] ?? 'TCP', count: m?.count ?? -1, slots };
   });
 }
@@ -173,5 +187,10 @@ export async function dumpBackends(dp: Datapath, fmt: OutputFormat): Promise<str
     .sort((a, b) => a[0] - b[0])
     .map(([id, b]) => ({ id, address: `${b.ip}:${b.port}`, proto: PROTO_NAME[b.proto] ?? String(b.proto) }));
   if (fmt === 'json') return json(rows);
-  return table(['ID', 'ADDRESS', 'PROTO'], rows.map((r) => [r.id, r.address, r.proto])) + `${rows.length} backends\n`;
+  return (
+    table(
+      ['ID', 'ADDRESS', 'PROTO'],
+      rows.map((r) => [r.id, r.address, r.proto]),
+    ) + `${rows.length} backends\n`
+  );
 }

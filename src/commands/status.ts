@@ -49,9 +49,16 @@ export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
   if (!s.loaded) return out;
   out += table(
     ['MAP', 'ID', 'TYPE', 'ENTRIES', 'MAX'],
-    s.maps.map((m) => (m.pinned ? [m.name, m.id ?? '', m.type ?? '', m.entries ?? '', m.maxEntries ?? ''] : [m.name, '-', 'not pinned', '', ''])),
+    s.maps.map((m) =>
+      m.pinned ? [m.name, m.id ?? '', m.type ?? '', m.entries ?? '', m.maxEntries ?? ''] : [m.name, '-', 'not pinned', '', ''],
+    ),
   );
-  out += '\n' + table(['PROGRAM', 'ID', 'TYPE', 'TAG'], s.programs.map((p) => [p.name, p.id, p.type, p.tag]));
+  out +=
+    '\n' +
+    table(
+      ['PROGRAM', 'ID', 'TYPE', 'TAG'],
+      s.programs.map((p) => [p.name, p.id, p.type, p.tag]),
+    );
   const flagsField = mapDef('pw_ifaces').value.fields.find((x) => x.name === 'flags')!;
   const hooksField = mapDef('pw_cgroups').value.fields.find((x) => x.name === 'hooks')!;
   out +=
@@ -79,10 +86,19 @@ export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
   if (a) {
     const rows = Object.entries(a.namespaces).sort(([x], [y]) => x.localeCompare(y));
     out += `\nagent:    ${a.running ? 'running' : 'NOT RUNNING'} (pid ${a.pid}, ${a.source} source${a.node ? `, node ${a.node}` : ''}), last pass ${a.updated}\n`;
-    out += `enabled namespaces: ${rows.filter(([, n]) => n.accelerate).map(([ns]) => ns).join(', ') || 'none'}\n`;
-    out += table(['NAMESPACE', 'ACCELERATE', 'ENABLED', 'DISABLED', 'SKIPPED'], rows.map(([ns, n]) => [ns, n.accelerate ? 'yes' : 'no', n.enabled, n.disabled, n.skipped]));
+    out += `enabled namespaces: ${
+      rows
+        .filter(([, n]) => n.accelerate)
+        .map(([ns]) => ns)
+        .join(', ') || 'none'
+    }\n`;
+    out += table(
+      ['NAMESPACE', 'ACCELERATE', 'ENABLED', 'DISABLED', 'SKIPPED'],
+      rows.map(([ns, n]) => [ns, n.accelerate ? 'yes' : 'no', n.enabled, n.disabled, n.skipped]),
+    );
     out += `${a.services.frontends} service frontends in pw_svc${a.services.dropped ? `, ${a.services.dropped} left out` : ''}\n`;
   } else out += '\nagent:    no report (no agent has run here, or its run directory differs: PODWARP_RUN_DIR)\n';
-  if (s.config?.svcDropped) out += `WARNING: ${s.config.svcDropped} services left to kube-proxy: pw_svc/pw_backends are full (PODWARP_MAP_SIZES)\n`;
+  if (s.config?.svcDropped)
+    out += `WARNING: ${s.config.svcDropped} services left to kube-proxy: pw_svc/pw_backends are full (PODWARP_MAP_SIZES)\n`;
   return out;
 }

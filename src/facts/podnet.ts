@@ -49,9 +49,11 @@ export async function probePodNet(pid: number, ip: string, host?: DetailedLink[]
   if (held.length === 0) return { why: `no interface holds ${ip} in the netns of pid ${pid}` };
   if (held.length > 1) return { why: `${held.length} interfaces hold ${ip} in the netns of pid ${pid}` };
   const l = held[0]!;
-  if (l.linkinfo?.info_kind !== 'veth') return { why: `${l.ifname} (holds ${ip}) is a ${l.linkinfo?.info_kind ?? 'non-veth'} device, not a veth` };
+  if (l.linkinfo?.info_kind !== 'veth')
+    return { why: `${l.ifname} (holds ${ip}) is a ${l.linkinfo?.info_kind ?? 'non-veth'} device, not a veth` };
   if (!l.address) return { why: `${l.ifname} (holds ${ip}) has no MAC` };
-  if (l.link_index === undefined || l.link_netnsid === undefined) return { why: `veth peer of ${l.ifname} (holds ${ip}) is not in another netns` };
+  if (l.link_index === undefined || l.link_netnsid === undefined)
+    return { why: `veth peer of ${l.ifname} (holds ${ip}) is not in another netns` };
   const hl = host ?? (await hostLinks());
   const peer = hl.find((x) => x.ifindex === l.link_index);
   if (!peer) return { why: `veth peer of ${l.ifname} (ifindex ${l.link_index}) is not in the host netns` };

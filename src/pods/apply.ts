@@ -47,7 +47,11 @@ export async function applyPlan(dp: Datapath, p: Plan): Promise<void> {
     const ips = new Set(p.drainIps);
     await dp.sockets.drain((k) => ips.has(String(k.sip)) || ips.has(String(k.dip)));
   }
-  await dp.maps.write('pw_endpoints', [], p.delete.map((ip) => ({ ip })));
+  await dp.maps.write(
+    'pw_endpoints',
+    [],
+    p.delete.map((ip) => ({ ip })),
+  );
   for (const i of p.detach.filter((x) => x.present)) await dp.tc.detach(i);
 }
 
@@ -70,6 +74,13 @@ export async function readConfig(dp: Datapath): Promise<SockConfig | undefined> 
 export async function writeConfig(dp: Datapath, c: SockConfig): Promise<void> {
   if (c.excludedPorts.length > EXCLUDED_PORT_SLOTS) throw new Error(`at most ${EXCLUDED_PORT_SLOTS} excluded ports`);
   const ports = [...c.excludedPorts, ...new Array<number>(EXCLUDED_PORT_SLOTS - c.excludedPorts.length).fill(0)];
-  const value = { flags: c.flags, proxy_uid: c.proxyUid, proxy_port: c.proxyPort, bulk_bytes: c.bulkBytes, excluded_ports: ports, svc_dropped: c.svcDropped };
+  const value = {
+    flags: c.flags,
+    proxy_uid: c.proxyUid,
+    proxy_port: c.proxyPort,
+    bulk_bytes: c.bulkBytes,
+    excluded_ports: ports,
+    svc_dropped: c.svcDropped,
+  };
   await dp.maps.write('pw_config', [{ key: { index: 0 }, value }], []);
 }

@@ -80,7 +80,6 @@ export interface DesiredState {
   config: SockConfig;
 }
 
-
 export function desired(snap: Snapshot, facts: NodeFacts, opts: DesiredOptions = DEFAULT_OPTIONS): DesiredState {
   const nsOn = new Set(snap.namespaces.filter((n) => n.accelerate).map((n) => n.name));
   const out: DesiredState = {

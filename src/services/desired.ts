@@ -53,7 +53,7 @@ export function desiredServices(snap: Pick<Snapshot, 'services'>): { services: M
       const backends: BackendAddr[] = [];
       for (const e of svc.endpoints) {
         if (!e.ready || e.terminating) continue; // never chosen for new connections
-        const port = resolvePort(svc, sp, e);
+        const port = resolvePort(sp, e);
         if (port === undefined) {
           unresolved.push(`${svc.namespace}/${svc.name}:${sp.name ?? sp.port} → ${e.ip}`);
           continue;
@@ -69,11 +69,10 @@ export function desiredServices(snap: Pick<Snapshot, 'services'>): { services: M
   return { services, unresolved };
 }
 
-function resolvePort(svc: Service, sp: Service['ports'][number], e: Service['endpoints'][number]): number | undefined {
+function resolvePort(sp: Service['ports'][number], e: Service['endpoints'][number]): number | undefined {
   const named = e.ports.find((p) => (p.name ?? '') === (sp.name ?? '') && p.protocol === sp.protocol);
   if (named) return named.port;
   if (typeof sp.targetPort === 'number') return sp.targetPort;
   if (sp.targetPort === undefined) return sp.port;
   return undefined;
 }
-

@@ -52,8 +52,10 @@ export class BpfServiceMaps implements ServiceMaps {
     await bpftool.batch(
       (function* () {
         for (const x of p.backendsUpsert) yield bpftool.updateLine(bePin, encode(be.key, { id: x.id }), beVal(x.b));
-        for (const x of p.slotsUpsert) yield bpftool.updateLine(svcPin, svcKeyOf(x.fe, x.slot), encode(svc.value, { backend_id: x.id, count: 0 }));
-        for (const x of p.mastersUpsert) yield bpftool.updateLine(svcPin, svcKeyOf(x.fe, 0), encode(svc.value, { backend_id: 0, count: x.count }));
+        for (const x of p.slotsUpsert)
+          yield bpftool.updateLine(svcPin, svcKeyOf(x.fe, x.slot), encode(svc.value, { backend_id: x.id, count: 0 }));
+        for (const x of p.mastersUpsert)
+          yield bpftool.updateLine(svcPin, svcKeyOf(x.fe, 0), encode(svc.value, { backend_id: 0, count: x.count }));
         for (const fe of p.mastersDelete) yield bpftool.deleteLine(svcPin, svcKeyOf(fe, 0));
         for (const x of p.slotsDelete) yield bpftool.deleteLine(svcPin, svcKeyOf(x.fe, x.slot));
         for (const id of p.backendsDelete) yield bpftool.deleteLine(bePin, encode(be.key, { id }));
@@ -115,8 +117,10 @@ export class MemoryServiceMaps implements ServiceMaps {
       throw new Error('bpftool batch failed');
     }
     for (const x of p.backendsUpsert) this.put(this.backends, x.id, { ...x.b }, this.cap.backends);
-    for (const x of p.slotsUpsert) this.put(this.svc, MemoryServiceMaps.key(x.fe, x.slot), { fe: { ...x.fe }, slot: x.slot, backendId: x.id, count: 0 }, this.cap.svc);
-    for (const x of p.mastersUpsert) this.put(this.svc, MemoryServiceMaps.key(x.fe, 0), { fe: { ...x.fe }, slot: 0, backendId: 0, count: x.count }, this.cap.svc);
+    for (const x of p.slotsUpsert)
+      this.put(this.svc, MemoryServiceMaps.key(x.fe, x.slot), { fe: { ...x.fe }, slot: x.slot, backendId: x.id, count: 0 }, this.cap.svc);
+    for (const x of p.mastersUpsert)
+      this.put(this.svc, MemoryServiceMaps.key(x.fe, 0), { fe: { ...x.fe }, slot: 0, backendId: 0, count: x.count }, this.cap.svc);
     for (const fe of p.mastersDelete) this.del(this.svc, MemoryServiceMaps.key(fe, 0));
     for (const x of p.slotsDelete) this.del(this.svc, MemoryServiceMaps.key(x.fe, x.slot));
     for (const id of p.backendsDelete) this.del(this.backends, id);
@@ -139,7 +143,8 @@ export class MemoryServiceMaps implements ServiceMaps {
     for (const e of this.svc.values()) {
       if (e.slot === 0) {
         for (let s = 1; s <= e.count; s++) {
-          if (!this.svc.has(MemoryServiceMaps.key(e.fe, s))) this.violation = `master ${MemoryServiceMaps.key(e.fe, 0)} counts ${e.count} but slot ${s} is missing`;
+          if (!this.svc.has(MemoryServiceMaps.key(e.fe, s)))
+            this.violation = `master ${MemoryServiceMaps.key(e.fe, 0)} counts ${e.count} but slot ${s} is missing`;
         }
       } else if (this.svc.has(MemoryServiceMaps.key(e.fe, 0)) && !this.backends.has(e.backendId)) {
         this.violation = `slot ${MemoryServiceMaps.key(e.fe, e.slot)} names backend ${e.backendId}, which is missing`;

@@ -28,7 +28,14 @@ export interface SvcPlan {
 }
 
 export function svcPlanSize(p: SvcPlan): number {
-  return p.backendsUpsert.length + p.slotsUpsert.length + p.mastersUpsert.length + p.mastersDelete.length + p.slotsDelete.length + p.backendsDelete.length;
+  return (
+    p.backendsUpsert.length +
+    p.slotsUpsert.length +
+    p.mastersUpsert.length +
+    p.mastersDelete.length +
+    p.slotsDelete.length +
+    p.backendsDelete.length
+  );
 }
 
 /**
@@ -77,7 +84,15 @@ export function planServices(
   scope?: Set<string>,
   index: ServiceIndex = indexServices(have),
 ): SvcPlan {
-  const p: SvcPlan = { backendsUpsert: [], slotsUpsert: [], mastersUpsert: [], mastersDelete: [], slotsDelete: [], backendsDelete: [], dropped: [] };
+  const p: SvcPlan = {
+    backendsUpsert: [],
+    slotsUpsert: [],
+    mastersUpsert: [],
+    mastersDelete: [],
+    slotsDelete: [],
+    backendsDelete: [],
+    dropped: [],
+  };
   const keys = scope ?? new Set([...want.keys(), ...have.masters.keys(), ...have.slots.keys()]);
   // what fits: entries already there stay counted until pruned, so count the union
   let svcEntries = index.entries;
@@ -144,4 +159,3 @@ export function planServices(
   for (const id of candidates) if (have.backends.has(id) && unreferenced(id)) p.backendsDelete.push(id);
   return p;
 }
-

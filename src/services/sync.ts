@@ -42,7 +42,15 @@ const addOps = (o: SvcOps, p: SvcPlan) => {
   o.mastersUpsert += p.mastersUpsert.length;
   o.deletes += p.mastersDelete.length + p.slotsDelete.length + p.backendsDelete.length;
 };
-const emptyPlan = (): SvcPlan => ({ backendsUpsert: [], slotsUpsert: [], mastersUpsert: [], mastersDelete: [], slotsDelete: [], backendsDelete: [], dropped: [] });
+const emptyPlan = (): SvcPlan => ({
+  backendsUpsert: [],
+  slotsUpsert: [],
+  mastersUpsert: [],
+  mastersDelete: [],
+  slotsDelete: [],
+  backendsDelete: [],
+  dropped: [],
+});
 
 const svcKey = (s: Service) => `${s.namespace}/${s.name}`;
 
@@ -176,4 +184,3 @@ export class ServiceSync {
     return { ops, droppedNames: p.dropped, dropped: this.dropped.size, unresolved, full: false, frontends: this.frontends };
   }
 }
-

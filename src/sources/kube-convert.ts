@@ -2,7 +2,15 @@
 // Every object that cannot be used as it is says why (`skip`), so the source
 // can log it once by name and count it; nothing here throws on odd input.
 import type { V1EndpointSlice, V1Namespace, V1NetworkPolicy, V1Pod, V1Service } from '@kubernetes/client-node';
-import { ACCELERATE_LABEL, type Namespace, type NetworkPolicy, type Pod, type Service, type ServiceEndpoint, type ServicePort } from '../model.js';
+import {
+  ACCELERATE_LABEL,
+  type Namespace,
+  type NetworkPolicy,
+  type Pod,
+  type Service,
+  type ServiceEndpoint,
+  type ServicePort,
+} from '../model.js';
 
 /** Marks a pod as running an Istio-style sidecar (besides an `istio-proxy` container). */
 export const SIDECAR_ANNOTATION = 'podwarp.io/sidecar';
@@ -14,7 +22,10 @@ const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]
 export const isIPv4 = (s: unknown): s is string => typeof s === 'string' && IPV4.test(s);
 const strMap = (m: unknown): Record<string, string> => {
   if (!m || typeof m !== 'object') return {};
-  return Object.fromEntries(Object.entries(m as Record<string, unknown>).filter(([, v]) => typeof v === 'string')) as Record<string, string>;
+  return Object.fromEntries(Object.entries(m as Record<string, unknown>).filter(([, v]) => typeof v === 'string')) as Record<
+    string,
+    string
+  >;
 };
 const named = (o: { metadata?: { name?: string; namespace?: string } } | undefined): { ns: string; name: string } | undefined => {
   const name = o?.metadata?.name;
@@ -40,7 +51,9 @@ export function podFrom(o: V1Pod): Converted<Pod> {
   if (!id || !id.ns) return { skip: 'missing metadata.name or metadata.namespace' };
   const phase = o.status?.phase;
   if (phase === 'Succeeded' || phase === 'Failed') return { skip: `finished (${phase})` };
-  const ips = [...new Set([...(o.status?.podIPs ?? []).map((p) => p?.ip), o.status?.podIP])].filter((x): x is string => typeof x === 'string' && x !== '');
+  const ips = [...new Set([...(o.status?.podIPs ?? []).map((p) => p?.ip), o.status?.podIP])].filter(
+    (x): x is string => typeof x === 'string' && x !== '',
+  );
   const v4 = ips.find(isIPv4);
   // only podwarp's own annotations matter (and the cache keeps only those: trim())
   const annotations = Object.fromEntries(Object.entries(strMap(o.metadata?.annotations)).filter(([k]) => k.startsWith('podwarp.io/')));
@@ -95,11 +108,16 @@ export function networkPolicyFrom(o: V1NetworkPolicy): Converted<NetworkPolicy> 
     const op = e?.operator;
     if (typeof e?.key !== 'string' || (op !== 'In' && op !== 'NotIn' && op !== 'Exists' && op !== 'DoesNotExist')) {
       // cannot tell whom it selects: treat it as selecting every pod of the namespace (never accelerate what a policy may cover)
-      return { value: { namespace: id.ns, name: id.name, matchLabels: {} }, skip: `unsupported podSelector expression ${JSON.stringify(e)}: treated as selecting every pod` };
+      return {
+        value: { namespace: id.ns, name: id.name, matchLabels: {} },
+        skip: `unsupported podSelector expression ${JSON.stringify(e)}: treated as selecting every pod`,
+      };
     }
     exprs.push({ key: e.key, operator: op, values: Array.isArray(e.values) ? e.values.filter((v) => typeof v === 'string') : undefined });
   }
-  return { value: { namespace: id.ns, name: id.name, matchLabels: strMap(sel.matchLabels), matchExpressions: exprs.length ? exprs : undefined } };
+  return {
+    value: { namespace: id.ns, name: id.name, matchLabels: strMap(sel.matchLabels), matchExpressions: exprs.length ? exprs : undefined },
+  };
 }
 
 /** A Service without endpoints (see endpointsFrom). Headless, ExternalName and IPv6-only Services are not load-balanced by podwarp. */
@@ -131,7 +149,10 @@ export function serviceFrom(o: V1Service): Converted<Omit<Service, 'endpoints'>>
 }
 
 /** The IPv4 endpoints of a Service's slices. Slices of other address types are reported and ignored. */
-export function endpointsFrom(slices: Iterable<V1EndpointSlice>): { endpoints: ServiceEndpoint[]; skips: { slice: string; reason: string }[] } {
+export function endpointsFrom(slices: Iterable<V1EndpointSlice>): {
+  endpoints: ServiceEndpoint[];
+  skips: { slice: string; reason: string }[];
+} {
   const endpoints: ServiceEndpoint[] = [];
   const skips: { slice: string; reason: string }[] = [];
   for (const s of slices) {
@@ -143,9 +164,15 @@ export function endpointsFrom(slices: Iterable<V1EndpointSlice>): { endpoints: S
     const ports: ServiceEndpoint['ports'] = [];
     for (const p of Array.isArray(s.ports) ? s.ports : []) {
       const proto = p?.protocol ?? 'TCP';
-      if ((proto === 'TCP' || proto === 'UDP') && Number.isInteger(p?.port)) ports.push({ name: p.name || undefined, port: p.port!, protocol: proto });
+      if ((proto === 'TCP' || proto === 'UDP') && Number.isInteger(p?.port))
+        ports.push({ name: p.name || undefined, port: p.port!, protocol: proto });
     }
-    const eps = typeof (s.endpoints as unknown) === 'string' ? unpackEndpoints(s.endpoints as unknown as string) : Array.isArray(s.endpoints) ? s.endpoints : [];
+    const eps =
+      typeof (s.endpoints as unknown) === 'string'
+        ? unpackEndpoints(s.endpoints as unknown as string)
+        : Array.isArray(s.endpoints)
+          ? s.endpoints
+          : [];
     for (const e of eps) {
       const ip = (e?.addresses ?? []).find(isIPv4);
       if (!ip) {
@@ -194,17 +221,32 @@ export function trim(kind: string, o: unknown): unknown {
   if (!o || typeof o !== 'object') return o;
   const x = o as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
   const m = x.metadata ?? {};
-  const meta = (extra: Record<string, unknown> = {}) => ({ name: m.name, namespace: m.namespace, resourceVersion: m.resourceVersion, ...extra });
-  const pick = (src: unknown, keys: string[]) => (src && typeof src === 'object' ? Object.fromEntries(keys.filter((k) => k in (src as object)).map((k) => [k, (src as Record<string, unknown>)[k]])) : undefined);
+  const meta = (extra: Record<string, unknown> = {}) => ({
+    name: m.name,
+    namespace: m.namespace,
+    resourceVersion: m.resourceVersion,
+    ...extra,
+  });
+  const pick = (src: unknown, keys: string[]) =>
+    src && typeof src === 'object'
+      ? Object.fromEntries(keys.filter((k) => k in (src as object)).map((k) => [k, (src as Record<string, unknown>)[k]]))
+      : undefined;
   switch (kind) {
     case 'namespaces':
       return { metadata: meta({ labels: m.labels }) };
     case 'pods': {
-      const ann = m.annotations && typeof m.annotations === 'object' ? Object.fromEntries(Object.entries(m.annotations).filter(([k]) => k.startsWith('podwarp.io/'))) : undefined;
+      const ann =
+        m.annotations && typeof m.annotations === 'object'
+          ? Object.fromEntries(Object.entries(m.annotations).filter(([k]) => k.startsWith('podwarp.io/')))
+          : undefined;
       const spec = x.spec ?? {};
       return {
         metadata: meta({ uid: m.uid, labels: m.labels, annotations: ann, deletionTimestamp: m.deletionTimestamp }),
-        spec: { nodeName: spec.nodeName, hostNetwork: spec.hostNetwork, containers: Array.isArray(spec.containers) ? spec.containers.map((c: { name?: string }) => ({ name: c?.name })) : undefined },
+        spec: {
+          nodeName: spec.nodeName,
+          hostNetwork: spec.hostNetwork,
+          containers: Array.isArray(spec.containers) ? spec.containers.map((c: { name?: string }) => ({ name: c?.name })) : undefined,
+        },
         status: pick(x.status, ['phase', 'podIP', 'podIPs']),
       };
     }
@@ -212,7 +254,9 @@ export function trim(kind: string, o: unknown): unknown {
       return { metadata: meta(), spec: pick(x.spec, ['type', 'clusterIP', 'clusterIPs', 'ports']) };
     case 'endpointslices':
       return {
-        metadata: meta({ labels: m.labels?.[SERVICE_NAME_LABEL] !== undefined ? { [SERVICE_NAME_LABEL]: m.labels[SERVICE_NAME_LABEL] } : undefined }),
+        metadata: meta({
+          labels: m.labels?.[SERVICE_NAME_LABEL] !== undefined ? { [SERVICE_NAME_LABEL]: m.labels[SERVICE_NAME_LABEL] } : undefined,
+        }),
         addressType: x.addressType,
         // packed (see PackedEndpoints): at 100,000 endpoints, one string per slice instead of three objects per endpoint
         endpoints: Array.isArray(x.endpoints) ? packEndpoints(x.endpoints) : x.endpoints,

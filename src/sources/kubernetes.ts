@@ -22,7 +22,16 @@ import fs from 'node:fs';
 import { InputError, errorMessage } from '../../loader/errors.js';
 import { log } from '../../loader/log.js';
 import type { Service, Snapshot } from '../model.js';
-import { SERVICE_NAME_LABEL, dedupeIPs, trim, endpointsFrom, namespaceFrom, networkPolicyFrom, podFrom, serviceFrom } from './kube-convert.js';
+import {
+  SERVICE_NAME_LABEL,
+  dedupeIPs,
+  trim,
+  endpointsFrom,
+  namespaceFrom,
+  networkPolicyFrom,
+  podFrom,
+  serviceFrom,
+} from './kube-convert.js';
 
 export type Kind = 'namespaces' | 'pods' | 'services' | 'endpointslices' | 'networkpolicies';
 export const KINDS: Kind[] = ['namespaces', 'pods', 'services', 'endpointslices', 'networkpolicies'];
@@ -70,7 +79,8 @@ export function loadKubeConfig(file?: string): KubeConfig {
     if (e instanceof InputError) throw e;
     throw new InputError(`cannot load the Kubernetes client configuration: ${errorMessage(e)}`);
   }
-  if (!kc.getCurrentCluster()) throw new InputError('no Kubernetes cluster configured: pass --kubeconfig FILE, set KUBECONFIG, or run in a pod');
+  if (!kc.getCurrentCluster())
+    throw new InputError('no Kubernetes cluster configured: pass --kubeconfig FILE, set KUBECONFIG, or run in a pod');
   return kc;
 }
 
@@ -83,9 +93,15 @@ class BookmarkWatch extends Watch {
   ) {
     super(kc);
   }
-  override watch(path: string, q: Record<string, string | number | boolean | undefined>, cb: Parameters<Watch['watch']>[2], done: Parameters<Watch['watch']>[3]) {
+  override watch(
+    path: string,
+    q: Record<string, string | number | boolean | undefined>,
+    cb: Parameters<Watch['watch']>[2],
+    done: Parameters<Watch['watch']>[3],
+  ) {
     const kind = this.kind;
-    const slim: Parameters<Watch['watch']>[2] = (type, obj, raw) => cb(type, type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED' ? trim(kind, obj) : obj, raw);
+    const slim: Parameters<Watch['watch']>[2] = (type, obj, raw) =>
+      cb(type, type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED' ? trim(kind, obj) : obj, raw);
     return super.watch(path, { ...q, allowWatchBookmarks: true }, slim, done);
   }
 }
@@ -125,7 +141,12 @@ export class KubeSource {
     type Params = { limit: number; _continue?: string; fieldSelector?: string };
     const defs: [Kind, string, (p: Params) => Promise<Page>, string?][] = [
       ['namespaces', '/api/v1/namespaces', (p) => core.listNamespace(p)],
-      ['pods', '/api/v1/pods', (p) => core.listPodForAllNamespaces({ ...p, fieldSelector: `spec.nodeName=${node}` }), `spec.nodeName=${node}`],
+      [
+        'pods',
+        '/api/v1/pods',
+        (p) => core.listPodForAllNamespaces({ ...p, fieldSelector: `spec.nodeName=${node}` }),
+        `spec.nodeName=${node}`,
+      ],
       ['services', '/api/v1/services', (p) => core.listServiceForAllNamespaces(p)],
       ['endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', (p) => disc.listEndpointSliceForAllNamespaces(p)],
       ['networkpolicies', '/apis/networking.k8s.io/v1/networkpolicies', (p) => net.listNetworkPolicyForAllNamespaces(p)],
@@ -157,7 +178,9 @@ export class KubeSource {
     while (this.listed.size < KINDS.length) {
       if (this.stopped) throw new Error('source stopped');
       if (Date.now() > deadline) {
-        const why = KINDS.filter((k) => !this.listed.has(k)).map((k) => `${k}${this.lastError.has(k) ? ` (${this.lastError.get(k)})` : ''}`);
+        const why = KINDS.filter((k) => !this.listed.has(k)).map(
+          (k) => `${k}${this.lastError.has(k) ? ` (${this.lastError.get(k)})` : ''}`,
+        );
         throw new Error(`Kubernetes API at ${this.server} did not answer the initial list of: ${why.join(', ')}`);
       }
       await new Promise((r) => setTimeout(r, 100));

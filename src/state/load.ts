@@ -52,7 +52,9 @@ export function parseState(text: string, source = 'state'): StateFile {
   try {
     doc = YAML.parse(text, { prettyErrors: true });
   } catch (e) {
-    throw new InputError(`${source}: not valid YAML/JSON`, [{ path: '', message: e instanceof Error ? e.message.split('\n')[0]! : String(e) }]);
+    throw new InputError(`${source}: not valid YAML/JSON`, [
+      { path: '', message: e instanceof Error ? e.message.split('\n')[0]! : String(e) },
+    ]);
   }
   if (!validate(doc)) {
     const problems = (validate.errors ?? []).map((e) => {
@@ -77,7 +79,8 @@ export function parseState(text: string, source = 'state'): StateFile {
   const ifaces = new Map<string, string>();
   st.pods.forEach((p, i) => {
     const k = podKey(p);
-    if (!nsNames.has(p.namespace)) problems.push({ path: `/pods/${i}/namespace`, message: `namespace "${p.namespace}" is not listed in /namespaces` });
+    if (!nsNames.has(p.namespace))
+      problems.push({ path: `/pods/${i}/namespace`, message: `namespace "${p.namespace}" is not listed in /namespaces` });
     if (pods.has(k)) problems.push({ path: `/pods/${i}/name`, message: `duplicate pod "${k}"` });
     pods.add(k);
     if (p.ip && !p.hostNetwork) {
@@ -92,7 +95,8 @@ export function parseState(text: string, source = 'state'): StateFile {
     }
   });
   (st.networkPolicies ?? []).forEach((np, i) => {
-    if (!nsNames.has(np.namespace)) problems.push({ path: `/networkPolicies/${i}/namespace`, message: `namespace "${np.namespace}" is not listed in /namespaces` });
+    if (!nsNames.has(np.namespace))
+      problems.push({ path: `/networkPolicies/${i}/namespace`, message: `namespace "${np.namespace}" is not listed in /namespaces` });
   });
   if (problems.length) throw new InputError(`${source}: invalid state`, problems);
   return st;
@@ -127,7 +131,11 @@ export function toSnapshot(st: StateFile): Snapshot {
       labels: p.labels ?? {},
       annotations: p.annotations ?? {},
     })),
-    networkPolicies: (st.networkPolicies ?? []).map((n) => ({ namespace: n.namespace, name: n.name, matchLabels: n.podSelector?.matchLabels ?? {} })),
+    networkPolicies: (st.networkPolicies ?? []).map((n) => ({
+      namespace: n.namespace,
+      name: n.name,
+      matchLabels: n.podSelector?.matchLabels ?? {},
+    })),
     services: (st.services ?? []).map((s) => ({
       namespace: s.namespace,
       name: s.name,

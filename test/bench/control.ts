@@ -49,7 +49,12 @@ const nsOf = (i: number) => `ns-${i % 100}`;
 const portOf = new Map<number, number>();
 const service = (i: number): ApiObject => ({
   metadata: { name: `svc-${i}`, namespace: nsOf(i) },
-  spec: { type: 'ClusterIP', clusterIP: vip(i), clusterIPs: [vip(i)], ports: [{ name: 'http', port: portOf.get(i) ?? 80, protocol: 'TCP', targetPort: 'http' }] },
+  spec: {
+    type: 'ClusterIP',
+    clusterIP: vip(i),
+    clusterIPs: [vip(i)],
+    ports: [{ name: 'http', port: portOf.get(i) ?? 80, protocol: 'TCP', targetPort: 'http' }],
+  },
 });
 const slice = (i: number, ips: string[]): ApiObject => ({
   metadata: { name: `svc-${i}-abcde`, namespace: nsOf(i), labels: { 'kubernetes.io/service-name': `svc-${i}` } },
@@ -80,21 +85,62 @@ const cleanup = async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 };
 let cleaning: Promise<void> | undefined;
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(sig, () => void (cleaning ??= cleanup()).finally(() => process.exit(130)));
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const)
+  process.once(sig, () => void (cleaning ??= cleanup()).finally(() => process.exit(130)));
 
 try {
   say(`loading the API double: ${N} Services, ${N} EndpointSlices × ${E} endpoints (${N * E} endpoints), 100 namespaces\n`);
-  api.load('namespaces', Array.from({ length: 100 }, (_, i) => ({ metadata: { name: `ns-${i}`, labels: (i % 2 ? { 'podwarp.io/accelerate': 'true' } : {}) as Record<string, string> } })));
-  api.load('services', Array.from({ length: N }, (_, i) => service(i)));
-  api.load('endpointslices', Array.from({ length: N }, (_, i) => slice(i, Array.from({ length: E }, (_, j) => epIp(i, j)))));
+  api.load(
+    'namespaces',
+    Array.from({ length: 100 }, (_, i) => ({
+      metadata: { name: `ns-${i}`, labels: (i % 2 ? { 'podwarp.io/accelerate': 'true' } : {}) as Record<string, string> },
+    })),
+  );
+  api.load(
+    'services',
+    Array.from({ length: N }, (_, i) => service(i)),
+  );
+  api.load(
+    'endpointslices',
+    Array.from({ length: N }, (_, i) =>
+      slice(
+        i,
+        Array.from({ length: E }, (_, j) => epIp(i, j)),
+      ),
+    ),
+  );
   const kubeconfig = api.kubeconfig(dir);
 
   let lines: { msg: string; time: number; [k: string]: unknown }[] = [];
   const startAgent = () => {
     lines = [];
-    const a = spawnLong([CLI, 'agent', '--source', 'kubernetes', '--kubeconfig', kubeconfig, '--node', NODE, '--metrics-addr', '', '--full-resync', '3600', '--resync', '30'], {
-      env: { ...process.env, PODWARP_PIN_NAME: path.basename(dp.pinRoot), PODWARP_RUN_DIR: path.join(dir, 'run'), PODWARP_LOG_LEVEL: 'info', NODE_OPTIONS: values['agent-node-options'] } as Record<string, string>,
-    });
+    const a = spawnLong(
+      [
+        CLI,
+        'agent',
+        '--source',
+        'kubernetes',
+        '--kubeconfig',
+        kubeconfig,
+        '--node',
+        NODE,
+        '--metrics-addr',
+        '',
+        '--full-resync',
+        '3600',
+        '--resync',
+        '30',
+      ],
+      {
+        env: {
+          ...process.env,
+          PODWARP_PIN_NAME: path.basename(dp.pinRoot),
+          PODWARP_RUN_DIR: path.join(dir, 'run'),
+          PODWARP_LOG_LEVEL: 'info',
+          NODE_OPTIONS: values['agent-node-options'],
+        } as Record<string, string>,
+      },
+    );
     const mine = lines;
     onLines(a.stderr!, (l) => {
       try {
@@ -111,7 +157,13 @@ try {
   const waitFor = async (f: () => boolean, what: string, ms: number) => {
     const end = Date.now() + ms;
     while (!f()) {
-      if (agent!.exitCode !== null && agent!.exitCode !== undefined) throw new Error(`agent exited while waiting for ${what}: ${lines.slice(-3).map((l) => JSON.stringify(l)).join('\n')}`);
+      if (agent!.exitCode !== null && agent!.exitCode !== undefined)
+        throw new Error(
+          `agent exited while waiting for ${what}: ${lines
+            .slice(-3)
+            .map((l) => JSON.stringify(l))
+            .join('\n')}`,
+        );
       if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
       await new Promise((r) => setTimeout(r, 5));
     }
@@ -120,15 +172,22 @@ try {
   const synced = lines.find((l) => l.msg === 'caches synced')!;
   const ready = lines.find((l) => l.msg === 'ready')!;
   const loaded = lines.find((l) => l.msg === 'datapath ready')!;
-  const cold = { syncedS: (synced.time - t0) / 1000, loadedS: (loaded.time - t0) / 1000, readyS: (ready.time - t0) / 1000, frontends: Number(ready.frontends) };
+  const cold = {
+    syncedS: (synced.time - t0) / 1000,
+    loadedS: (loaded.time - t0) / 1000,
+    readyS: (ready.time - t0) / 1000,
+    frontends: Number(ready.frontends),
+  };
   const memReady = rss(pid);
-  say(`cold start: caches synced ${cold.syncedS.toFixed(2)} s (heap ${String(synced.heapMiB)} MiB), programs loaded ${cold.loadedS.toFixed(2)} s, ready (maps written) ${cold.readyS.toFixed(2)} s (heap ${String(ready.heapMiB)} MiB), ${cold.frontends} frontends; RSS ${memReady.rssMiB.toFixed(0)} MiB (peak ${memReady.hwmMiB.toFixed(0)} MiB)\n`);
+  say(
+    `cold start: caches synced ${cold.syncedS.toFixed(2)} s (heap ${String(synced.heapMiB)} MiB), programs loaded ${cold.loadedS.toFixed(2)} s, ready (maps written) ${cold.readyS.toFixed(2)} s (heap ${String(ready.heapMiB)} MiB), ${cold.frontends} frontends; RSS ${memReady.rssMiB.toFixed(0)} MiB (peak ${memReady.hwmMiB.toFixed(0)} MiB)\n`,
+  );
   if (cold.frontends !== N) throw new Error(`expected ${N} frontends in pw_svc, the agent reports ${cold.frontends}`);
 
   // one change at a time: replace one endpoint of a random service (every 10th change: a Service's port)
   const lat: number[] = [];
   let seed = 42;
-  const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const rnd = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
   let last = { i: 0, ip: '' };
   for (let c = 0; c < CHANGES; c++) {
     const i = Math.floor(rnd() * N);
@@ -167,8 +226,16 @@ try {
   agent = startAgent();
   pid = agent.pid!;
   await waitFor(() => lines.some((l) => l.msg === 'ready'), 'ready after restart', 600_000);
-  const restart = { syncedS: (lines.find((l) => l.msg === 'caches synced')!.time - t0) / 1000, loadedS: (lines.find((l) => l.msg === 'datapath ready')!.time - t0) / 1000, readyS: (lines.find((l) => l.msg === 'ready')!.time - t0) / 1000, mem: rss(pid), rewrites: lines.filter((l) => l.msg === 'reconciled').length };
-  say(`restart on full maps: caches synced ${restart.syncedS.toFixed(2)} s, programs loaded ${restart.loadedS.toFixed(2)} s, ready in ${restart.readyS.toFixed(2)} s, RSS ${restart.mem.rssMiB.toFixed(0)} MiB (peak ${restart.mem.hwmMiB.toFixed(0)} MiB), passes that wrote anything: ${restart.rewrites}\n`);
+  const restart = {
+    syncedS: (lines.find((l) => l.msg === 'caches synced')!.time - t0) / 1000,
+    loadedS: (lines.find((l) => l.msg === 'datapath ready')!.time - t0) / 1000,
+    readyS: (lines.find((l) => l.msg === 'ready')!.time - t0) / 1000,
+    mem: rss(pid),
+    rewrites: lines.filter((l) => l.msg === 'reconciled').length,
+  };
+  say(
+    `restart on full maps: caches synced ${restart.syncedS.toFixed(2)} s, programs loaded ${restart.loadedS.toFixed(2)} s, ready in ${restart.readyS.toFixed(2)} s, RSS ${restart.mem.rssMiB.toFixed(0)} MiB (peak ${restart.mem.hwmMiB.toFixed(0)} MiB), passes that wrote anything: ${restart.rewrites}\n`,
+  );
   if (restart.rewrites !== 0) throw new Error('the restarted agent rewrote map entries');
   const res = {
     services: N,
@@ -190,8 +257,36 @@ try {
   say(
     '\n' +
       table(
-        ['SERVICES', 'ENDPOINTS', 'CHANGES', 'P50 MS', 'P90 MS', 'P99 MS', 'MAX MS', 'SYNCED S', 'READY S', 'RSS READY', 'RSS END', 'RSS PEAK'],
-        [[N, N * E, CHANGES, res.p50Ms, res.p90Ms, res.p99Ms, res.maxMs, cold.syncedS.toFixed(2), cold.readyS.toFixed(2), `${res.rssReadyMiB} MiB`, `${res.rssEndMiB} MiB`, `${res.rssPeakMiB} MiB`]],
+        [
+          'SERVICES',
+          'ENDPOINTS',
+          'CHANGES',
+          'P50 MS',
+          'P90 MS',
+          'P99 MS',
+          'MAX MS',
+          'SYNCED S',
+          'READY S',
+          'RSS READY',
+          'RSS END',
+          'RSS PEAK',
+        ],
+        [
+          [
+            N,
+            N * E,
+            CHANGES,
+            res.p50Ms,
+            res.p90Ms,
+            res.p99Ms,
+            res.maxMs,
+            cold.syncedS.toFixed(2),
+            cold.readyS.toFixed(2),
+            `${res.rssReadyMiB} MiB`,
+            `${res.rssEndMiB} MiB`,
+            `${res.rssPeakMiB} MiB`,
+          ],
+        ],
       ),
   );
   say(`one change → maps: p99 ${res.p99Ms} ms (target < 100 ms); RSS ${res.rssEndMiB} MiB (target < 200 MiB)\n`);

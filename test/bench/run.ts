@@ -4,7 +4,15 @@
 // --smoke: 1 round of 0.5 s per wiring, to prove the benchmark runs (CI).
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
-import { compare, compareSidecar, comparisonTable, roundLine, sidecarTable, type Comparison, type SidecarComparison } from '../../devtools/compare.js';
+import {
+  compare,
+  compareSidecar,
+  comparisonTable,
+  roundLine,
+  sidecarTable,
+  type Comparison,
+  type SidecarComparison,
+} from '../../devtools/compare.js';
 import { hasIperf3, prepareTools, scratchDatapath, startIperf3Server, startProxy, startServer } from '../../devtools/perf.js';
 import * as sandbox from '../../devtools/sandbox.js';
 import { loadStateFile } from '../../src/state/load.js';
@@ -24,7 +32,8 @@ const cpu = values.cpu === 'none' ? undefined : Number(values.cpu);
 
 const objs = await prepareTools();
 let current: (() => Promise<void>) | undefined;
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(sig, () => void (current?.() ?? Promise.resolve()).finally(() => process.exit(130)));
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const)
+  process.once(sig, () => void (current?.() ?? Promise.resolve()).finally(() => process.exit(130)));
 const results: Record<string, Comparison> = {};
 let sidecar: SidecarComparison | undefined;
 for (const wiring of ['routed', 'bridge'] as const) {

@@ -46,7 +46,8 @@ const cleanup = async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 };
 // Ctrl-C / SIGTERM still end in the teardown
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(sig, () => void (cleaning ??= cleanup()).finally(() => process.exit(130)));
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const)
+  process.once(sig, () => void (cleaning ??= cleanup()).finally(() => process.exit(130)));
 try {
   const m = await sandbox.up({ dir, id, pods: 3, namespaces: ['bench-a', 'bench-b'] });
   await dp.load(objs);
@@ -68,10 +69,18 @@ try {
       name: `svc-${i}`,
       clusterIP: s.vip,
       ports: [{ name: 'http', port: 80, protocol: 'TCP', targetPort: s.backends[0]!.port === 8080 ? 8080 : undefined }],
-      endpoints: s.backends.map((b) => ({ ip: b.ip, ready: true, terminating: false, ports: [{ name: 'http', port: b.port, protocol: 'TCP' as const }] })),
+      endpoints: s.backends.map((b) => ({
+        ip: b.ip,
+        ready: true,
+        terminating: false,
+        ports: [{ name: 'http', port: b.port, protocol: 'TCP' as const }],
+      })),
     }));
     let t0 = performance.now();
-    await sandbox.installServices(m, svcList.map((s) => ({ vip: s.vip, port: 80, proto: 'tcp', backends: s.backends })));
+    await sandbox.installServices(
+      m,
+      svcList.map((s) => ({ vip: s.vip, port: 80, proto: 'tcp', backends: s.backends })),
+    );
     const iptMs = performance.now() - t0;
     const snap = (on: boolean): Snapshot => ({ ...base, namespaces: base.namespaces.map((x) => ({ ...x, accelerate: on })), services });
     // cold: the service maps empty first
@@ -80,11 +89,23 @@ try {
     const cold = await reconcile(dp, snap(true), undefined, { sockmap: false, lb: true });
     const coldMs = performance.now() - t0;
     // one changed service at this size: a backend of service 0 replaced
-    const changed = services.map((s, i) => (i === 0 ? { ...s, endpoints: [...s.endpoints.slice(1), { ip: '10.98.255.254', ready: true, terminating: false, ports: [{ name: 'http', port: 9999, protocol: 'TCP' as const }] }] } : s));
+    const changed = services.map((s, i) =>
+      i === 0
+        ? {
+            ...s,
+            endpoints: [
+              ...s.endpoints.slice(1),
+              { ip: '10.98.255.254', ready: true, terminating: false, ports: [{ name: 'http', port: 9999, protocol: 'TCP' as const }] },
+            ],
+          }
+        : s,
+    );
     t0 = performance.now();
     const one = await reconcile(dp, { ...snap(true), services: changed }, undefined, { sockmap: false, lb: true });
     const oneMs = performance.now() - t0;
-    say(`== ${n} services × ${perService} backends: iptables-restore ${iptMs.toFixed(0)} ms; maps cold ${coldMs.toFixed(0)} ms (${cold.svc.ops.mastersUpsert} masters, ${cold.svc.ops.slotsUpsert} slots, ${cold.svc.ops.backendsUpsert} backends); one changed service ${oneMs.toFixed(0)} ms (${svcOpsTotal(one.svc.ops)} map operations)\n`);
+    say(
+      `== ${n} services × ${perService} backends: iptables-restore ${iptMs.toFixed(0)} ms; maps cold ${coldMs.toFixed(0)} ms (${cold.svc.ops.mastersUpsert} masters, ${cold.svc.ops.slotsUpsert} slots, ${cold.svc.ops.backendsUpsert} backends); one changed service ${oneMs.toFixed(0)} ms (${svcOpsTotal(one.svc.ops)} map operations)\n`,
+    );
 
     const rate: Record<'iptables' | 'socket-lb', number[]> = { iptables: [], 'socket-lb': [] };
     for (let r = 1; r <= rounds; r++) {
@@ -98,12 +119,31 @@ try {
     }
     const ipt = median(rate.iptables);
     const lb = median(rate['socket-lb']);
-    results.push({ services: n, backendsPerService: perService, iptablesRestoreMs: Math.round(iptMs), coldSyncMs: Math.round(coldMs), oneChangeMs: Math.round(oneMs), iptablesConnPerS: Math.round(ipt), socketLbConnPerS: Math.round(lb), ratio: lb / ipt });
+    results.push({
+      services: n,
+      backendsPerService: perService,
+      iptablesRestoreMs: Math.round(iptMs),
+      coldSyncMs: Math.round(coldMs),
+      oneChangeMs: Math.round(oneMs),
+      iptablesConnPerS: Math.round(ipt),
+      socketLbConnPerS: Math.round(lb),
+      ratio: lb / ipt,
+    });
   }
-  say('\n' + table(
-    ['SERVICES', 'IPTABLES conn/s', 'SOCKET LB conn/s', 'LB/IPTABLES', 'MAPS COLD (ms)', 'ONE CHANGE (ms)'],
-    results.map((r) => [String(r.services), String(r.iptablesConnPerS), String(r.socketLbConnPerS), `${(r.ratio as number).toFixed(2)}×`, String(r.coldSyncMs), String(r.oneChangeMs)]),
-  ));
+  say(
+    '\n' +
+      table(
+        ['SERVICES', 'IPTABLES conn/s', 'SOCKET LB conn/s', 'LB/IPTABLES', 'MAPS COLD (ms)', 'ONE CHANGE (ms)'],
+        results.map((r) => [
+          String(r.services),
+          String(r.iptablesConnPerS),
+          String(r.socketLbConnPerS),
+          `${(r.ratio as number).toFixed(2)}×`,
+          String(r.coldSyncMs),
+          String(r.oneChangeMs),
+        ]),
+      ),
+  );
   say(JSON.stringify({ rounds, seconds, cpu: cpu ?? null, results }) + '\n');
   if (values.json) fs.writeFileSync(values.json, JSON.stringify({ rounds, seconds, cpu: cpu ?? null, results }, null, 2) + '\n');
 } finally {

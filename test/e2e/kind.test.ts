@@ -47,12 +47,14 @@ async function tryRun(argv: string[]): Promise<{ ok: boolean; detail: string }> 
 async function whatIsMissing(): Promise<{ what: string; detail: string }[]> {
   const missing: { what: string; detail: string }[] = [];
   const has = async (cmd: string) => (await tryRun(['sh', '-c', `command -v ${cmd}`])).ok;
-  if (!(await has('kind'))) missing.push({ what: 'kind', detail: '`kind` is not on PATH (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)' });
+  if (!(await has('kind')))
+    missing.push({ what: 'kind', detail: '`kind` is not on PATH (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)' });
   if (!(await has('kubectl'))) missing.push({ what: 'kubectl', detail: '`kubectl` is not on PATH' });
   if (!(await has('docker'))) missing.push({ what: 'a Docker engine', detail: '`docker` is not on PATH' });
   else {
     const info = await tryRun(['docker', 'info', '--format', '{{.ServerVersion}}']);
-    if (!info.ok) missing.push({ what: 'a Docker engine', detail: `no working Docker engine (\`docker info\` failed: ${info.detail || 'no output'})` });
+    if (!info.ok)
+      missing.push({ what: 'a Docker engine', detail: `no working Docker engine (\`docker info\` failed: ${info.detail || 'no output'})` });
   }
   return missing;
 }
@@ -142,7 +144,8 @@ async function podwarp<T>(agentPod: string, args: string[]): Promise<T> {
 }
 
 const redirected = async (agentPod: string): Promise<number> =>
-  (await podwarp<StatRow[]>(agentPod, ['dump', 'stats'])).find((s) => s.program === 'pw_tc_egress' && s.reason === 'redirected')?.packets ?? 0;
+  (await podwarp<StatRow[]>(agentPod, ['dump', 'stats'])).find((s) => s.program === 'pw_tc_egress' && s.reason === 'redirected')?.packets ??
+  0;
 
 // Node.js one-liners run by the podwarp:dev image (it has node, no nc)
 const ECHO_SERVER = `require('net').createServer((s) => { s.on('error', () => {}); s.pipe(s); }).listen(${ECHO_PORT}, '0.0.0.0', () => console.log('listening'));`;
@@ -185,9 +188,13 @@ describe.skipIf(!available)(available ? 'kind e2e' : `kind e2e (skipped: ${skipR
     clusterStarted = true;
     // cluster and image in parallel: neither needs the other
     await Promise.all([
-      run('kind create cluster', ['kind', 'create', 'cluster', '--name', cluster, '--config', KIND_CONFIG, '--kubeconfig', kubeconfig, '--wait', '180s'], {
-        timeoutMs: 8 * MIN,
-      }),
+      run(
+        'kind create cluster',
+        ['kind', 'create', 'cluster', '--name', cluster, '--config', KIND_CONFIG, '--kubeconfig', kubeconfig, '--wait', '180s'],
+        {
+          timeoutMs: 8 * MIN,
+        },
+      ),
       process.env.PODWARP_E2E_NO_BUILD
         ? run('docker image inspect', ['docker', 'image', 'inspect', IMAGE], { timeoutMs: MIN })
         : run('docker build', ['docker', 'build', '-t', IMAGE, '.'], { cwd: ROOT, timeoutMs: 25 * MIN }),
@@ -199,7 +206,9 @@ describe.skipIf(!available)(available ? 'kind e2e' : `kind e2e (skipped: ${skipR
   afterAll(async () => {
     if (!clusterStarted) return;
     if (process.env.PODWARP_E2E_KEEP) {
-      console.log(`kept kind cluster ${cluster}: kubectl --kubeconfig ${kubeconfig} …; delete it with: kind delete cluster --name ${cluster}`);
+      console.log(
+        `kept kind cluster ${cluster}: kubectl --kubeconfig ${kubeconfig} …; delete it with: kind delete cluster --name ${cluster}`,
+      );
       return;
     }
     // runs even when set-up or a test failed; deleting a half-made cluster is fine
@@ -207,105 +216,149 @@ describe.skipIf(!available)(available ? 'kind e2e' : `kind e2e (skipped: ${skipR
     fs.rmSync(path.dirname(kubeconfig), { recursive: true, force: true });
   }, 5 * MIN);
 
-  it('the DaemonSet rolls out, one ready agent per node', () =>
-    diagnosed(async () => {
-      await kubectl(['apply', '-f', MANIFEST]);
-      await kubectl(['-n', agentNs, 'rollout', 'status', `daemonset/${ds.metadata.name}`, '--timeout=240s'], { timeoutMs: 5 * MIN });
-      const nodes = (await kubectl(['get', 'nodes', '-o', 'jsonpath={.items[*].metadata.name}'])).stdout.trim().split(/\s+/);
-      const agents = JSON.parse((await kubectl(['-n', agentNs, 'get', 'pods', '-l', agentSelector, '-o', 'json'])).stdout) as {
-        items: { spec: { nodeName: string }; status: { conditions?: { type: string; status: string }[] } }[];
-      };
-      expect(agents.items.map((p) => p.spec.nodeName).sort()).toEqual([...nodes].sort());
-      for (const p of agents.items) expect(p.status.conditions?.find((c) => c.type === 'Ready')?.status, p.spec.nodeName).toBe('True');
+  it(
+    'the DaemonSet rolls out, one ready agent per node',
+    () =>
+      diagnosed(async () => {
+        await kubectl(['apply', '-f', MANIFEST]);
+        await kubectl(['-n', agentNs, 'rollout', 'status', `daemonset/${ds.metadata.name}`, '--timeout=240s'], { timeoutMs: 5 * MIN });
+        const nodes = (await kubectl(['get', 'nodes', '-o', 'jsonpath={.items[*].metadata.name}'])).stdout.trim().split(/\s+/);
+        const agents = JSON.parse((await kubectl(['-n', agentNs, 'get', 'pods', '-l', agentSelector, '-o', 'json'])).stdout) as {
+          items: { spec: { nodeName: string }; status: { conditions?: { type: string; status: string }[] } }[];
+        };
+        expect(agents.items.map((p) => p.spec.nodeName).sort()).toEqual([...nodes].sort());
+        for (const p of agents.items) expect(p.status.conditions?.find((c) => c.type === 'Ready')?.status, p.spec.nodeName).toBe('True');
 
-      worker = (await kubectl(['get', 'nodes', '-l', '!node-role.kubernetes.io/control-plane', '-o', 'jsonpath={.items[0].metadata.name}'])).stdout.trim();
-      expect(worker, 'a worker node').not.toBe('');
-      agentPod = (
-        await kubectl(['-n', agentNs, 'get', 'pods', '-l', agentSelector, '--field-selector', `spec.nodeName=${worker}`, '-o', 'jsonpath={.items[0].metadata.name}'])
-      ).stdout.trim();
-      expect(agentPod, `the agent pod on ${worker}`).not.toBe('');
-    }),
+        worker = (
+          await kubectl(['get', 'nodes', '-l', '!node-role.kubernetes.io/control-plane', '-o', 'jsonpath={.items[0].metadata.name}'])
+        ).stdout.trim();
+        expect(worker, 'a worker node').not.toBe('');
+        agentPod = (
+          await kubectl([
+            '-n',
+            agentNs,
+            'get',
+            'pods',
+            '-l',
+            agentSelector,
+            '--field-selector',
+            `spec.nodeName=${worker}`,
+            '-o',
+            'jsonpath={.items[0].metadata.name}',
+          ])
+        ).stdout.trim();
+        expect(agentPod, `the agent pod on ${worker}`).not.toBe('');
+      }),
     6 * MIN,
   );
 
-  it('pods of a namespace without the label are in pw_endpoints, not enabled', () =>
-    diagnosed(async () => {
-      expect(agentPod, 'the rollout step passed').not.toBe('');
-      await kubectl(['create', 'namespace', testNs]);
-      const pods = { apiVersion: 'v1', kind: 'List', items: [testPod('server', worker, ECHO_SERVER, ECHO_PORT), testPod('client', worker, 'setInterval(() => {}, 1 << 30)')] };
-      await kubectl(['apply', '-f', '-'], { input: JSON.stringify(pods) });
-      await kubectl(['-n', testNs, 'wait', '--for=condition=Ready', 'pod/server', 'pod/client', '--timeout=120s'], { timeoutMs: 3 * MIN });
-      const ip = async (pod: string) => (await kubectl(['-n', testNs, 'get', 'pod', pod, '-o', 'jsonpath={.status.podIP}'])).stdout.trim();
-      serverIp = await ip('server');
-      clientIp = await ip('client');
-      expect(serverIp).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
-      expect(clientIp).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+  it(
+    'pods of a namespace without the label are in pw_endpoints, not enabled',
+    () =>
+      diagnosed(async () => {
+        expect(agentPod, 'the rollout step passed').not.toBe('');
+        await kubectl(['create', 'namespace', testNs]);
+        const pods = {
+          apiVersion: 'v1',
+          kind: 'List',
+          items: [testPod('server', worker, ECHO_SERVER, ECHO_PORT), testPod('client', worker, 'setInterval(() => {}, 1 << 30)')],
+        };
+        await kubectl(['apply', '-f', '-'], { input: JSON.stringify(pods) });
+        await kubectl(['-n', testNs, 'wait', '--for=condition=Ready', 'pod/server', 'pod/client', '--timeout=120s'], {
+          timeoutMs: 3 * MIN,
+        });
+        const ip = async (pod: string) =>
+          (await kubectl(['-n', testNs, 'get', 'pod', pod, '-o', 'jsonpath={.status.podIP}'])).stdout.trim();
+        serverIp = await ip('server');
+        clientIp = await ip('client');
+        expect(serverIp).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+        expect(clientIp).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
 
-      const rows = await until(
-        `${serverIp} and ${clientIp} in pw_endpoints on ${worker}`,
-        async () => {
-          const eps = await podwarp<EndpointRow[]>(agentPod, ['dump', 'endpoints']);
-          const mine = eps.filter((e) => e.ip === serverIp || e.ip === clientIp);
-          return mine.length === 2 ? mine : undefined;
-        },
-        90_000,
-      );
-      for (const r of rows) expect(r.flags, r.ip).not.toContain('enabled');
-    }),
+        const rows = await until(
+          `${serverIp} and ${clientIp} in pw_endpoints on ${worker}`,
+          async () => {
+            const eps = await podwarp<EndpointRow[]>(agentPod, ['dump', 'endpoints']);
+            const mine = eps.filter((e) => e.ip === serverIp || e.ip === clientIp);
+            return mine.length === 2 ? mine : undefined;
+          },
+          90_000,
+        );
+        for (const r of rows) expect(r.flags, r.ip).not.toContain('enabled');
+      }),
     5 * MIN,
   );
 
-  it(`labelling the namespace ${ACCELERATE_LABEL}=true enables both endpoints`, () =>
-    diagnosed(async () => {
-      expect(serverIp, 'the pods step passed').not.toBe('');
-      await kubectl(['label', 'namespace', testNs, `${ACCELERATE_LABEL}=true`]);
-      await until(
-        'both endpoints enabled',
-        async () => {
-          const eps = await podwarp<EndpointRow[]>(agentPod, ['dump', 'endpoints']);
-          return [serverIp, clientIp].every((ip) => eps.find((e) => e.ip === ip)?.flags.split('|').includes('enabled'));
-        },
-        90_000,
-      );
-    }),
+  it(
+    `labelling the namespace ${ACCELERATE_LABEL}=true enables both endpoints`,
+    () =>
+      diagnosed(async () => {
+        expect(serverIp, 'the pods step passed').not.toBe('');
+        await kubectl(['label', 'namespace', testNs, `${ACCELERATE_LABEL}=true`]);
+        await until(
+          'both endpoints enabled',
+          async () => {
+            const eps = await podwarp<EndpointRow[]>(agentPod, ['dump', 'endpoints']);
+            return [serverIp, clientIp].every((ip) =>
+              eps
+                .find((e) => e.ip === ip)
+                ?.flags.split('|')
+                .includes('enabled'),
+            );
+          },
+          90_000,
+        );
+      }),
     3 * MIN,
   );
 
-  it('pod→pod TCP between them works and moves the tc redirected counter', () =>
-    diagnosed(async () => {
-      expect(serverIp, 'the enable step passed').not.toBe('');
-      const before = await redirected(agentPod);
-      for (let i = 0; i < 3; i++) {
-        const r = await kubectl(['-n', testNs, 'exec', 'client', '--', 'node', '-e', ECHO_CLIENT, serverIp, String(ECHO_PORT), String(1 << 20)], { timeoutMs: MIN });
-        expect(JSON.parse(r.stdout.trim())).toEqual({ ok: true, bytes: 1 << 20 });
-      }
-      const after = await redirected(agentPod);
-      // new connections between two enabled pods: their SYN is seen, so every packet of them is redirected
-      expect(after, `pw_tc_egress redirected before ${before}, after ${after}`).toBeGreaterThan(before);
-      const stats = await podwarp<StatRow[]>(agentPod, ['dump', 'stats']);
-      console.log(
-        'counters on ' + worker + ': ' + stats.filter((s) => s.packets > 0).map((s) => `${s.program}/${s.reason}=${s.packets}`).join(' '),
-      );
-    }),
+  it(
+    'pod→pod TCP between them works and moves the tc redirected counter',
+    () =>
+      diagnosed(async () => {
+        expect(serverIp, 'the enable step passed').not.toBe('');
+        const before = await redirected(agentPod);
+        for (let i = 0; i < 3; i++) {
+          const r = await kubectl(
+            ['-n', testNs, 'exec', 'client', '--', 'node', '-e', ECHO_CLIENT, serverIp, String(ECHO_PORT), String(1 << 20)],
+            { timeoutMs: MIN },
+          );
+          expect(JSON.parse(r.stdout.trim())).toEqual({ ok: true, bytes: 1 << 20 });
+        }
+        const after = await redirected(agentPod);
+        // new connections between two enabled pods: their SYN is seen, so every packet of them is redirected
+        expect(after, `pw_tc_egress redirected before ${before}, after ${after}`).toBeGreaterThan(before);
+        const stats = await podwarp<StatRow[]>(agentPod, ['dump', 'stats']);
+        console.log(
+          'counters on ' +
+            worker +
+            ': ' +
+            stats
+              .filter((s) => s.packets > 0)
+              .map((s) => `${s.program}/${s.reason}=${s.packets}`)
+              .join(' '),
+        );
+      }),
     3 * MIN,
   );
 
-  it('removing the label disables them again', () =>
-    diagnosed(async () => {
-      expect(serverIp, 'the enable step passed').not.toBe('');
-      await kubectl(['label', 'namespace', testNs, `${ACCELERATE_LABEL}-`]);
-      await until(
-        'both endpoints disabled',
-        async () => {
-          const eps = await podwarp<EndpointRow[]>(agentPod, ['dump', 'endpoints']);
-          return [serverIp, clientIp].every((ip) => {
-            const e = eps.find((x) => x.ip === ip);
-            return e && !e.flags.split('|').includes('enabled');
-          });
-        },
-        90_000,
-      );
-    }),
+  it(
+    'removing the label disables them again',
+    () =>
+      diagnosed(async () => {
+        expect(serverIp, 'the enable step passed').not.toBe('');
+        await kubectl(['label', 'namespace', testNs, `${ACCELERATE_LABEL}-`]);
+        await until(
+          'both endpoints disabled',
+          async () => {
+            const eps = await podwarp<EndpointRow[]>(agentPod, ['dump', 'endpoints']);
+            return [serverIp, clientIp].every((ip) => {
+              const e = eps.find((x) => x.ip === ip);
+              return e && !e.flags.split('|').includes('enabled');
+            });
+          },
+          90_000,
+        );
+      }),
     3 * MIN,
   );
 });

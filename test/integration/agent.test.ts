@@ -9,7 +9,8 @@ import { rr, startServer, type Server } from '../../devtools/perf.js';
 import { readActual } from '../../src/pods/apply.js';
 import { CLI, counters, delta, setUp, spawnAgent, tearDown, until, type Agent, type Env } from './helpers.js';
 
-const startAgent = (env: Env, stateFile: string): Agent => spawnAgent(env, ['--state', stateFile, '--resync', '1', '--metrics-addr', '127.0.0.1:0']);
+const startAgent = (env: Env, stateFile: string): Agent =>
+  spawnAgent(env, ['--state', stateFile, '--resync', '1', '--metrics-addr', '127.0.0.1:0']);
 
 const ready = (a: Agent) => until('agent ready', () => a.lines.find((l) => l.msg === 'ready'));
 
@@ -72,7 +73,8 @@ describe('agent process', () => {
     expect(before.cgroups).toHaveLength(env!.m.pods.length);
     // cgroups moved to the new sock_ops program, the old one is gone from them
     const sockops2 = await env!.dp.maps.progId('pw_sockops');
-    for (const c of await env!.dp.cgroups.status()) expect(c.attached.sort()).toEqual(['pw_lb_conn4', 'pw_lb_peer4', 'pw_lb_recv4', 'pw_lb_send4', 'pw_sockops']);
+    for (const c of await env!.dp.cgroups.status())
+      expect(c.attached.sort()).toEqual(['pw_lb_conn4', 'pw_lb_peer4', 'pw_lb_recv4', 'pw_lb_send4', 'pw_sockops']);
     expect(sockops2).not.toBe(sockops1);
     // filters moved to the newly loaded program
     const prog2 = await env!.dp.maps.progId('pw_tc_egress');
@@ -82,7 +84,9 @@ describe('agent process', () => {
 
   it('serves /readyz, /healthz and /metrics with the maps and datapath counters', async () => {
     const a = agents[agents.length - 1]!;
-    const addr = String((await until('metrics address', () => a.lines.find((l) => l.msg === 'metrics and health endpoints listening')))!.addr);
+    const addr = String(
+      (await until('metrics address', () => a.lines.find((l) => l.msg === 'metrics and health endpoints listening')))!.addr,
+    );
     const get = async (p: string) => {
       const r = await fetch(`http://${addr}${p}`);
       return { status: r.status, body: await r.text() };
@@ -126,7 +130,10 @@ describe('agent process', () => {
     const bad = path.join(env!.dir, 'bad.yaml');
     fs.writeFileSync(bad, 'apiVersion: podwarp.io/v1alpha1\nkind: NodeState\nnamespaces: [{name: Bad_NS}]\npods: []\n');
     const pinName = `${env!.pinName}_bad`;
-    const r = await run('agent', [CLI, 'agent', '--state', bad, '--once'], { reject: false, env: { ...process.env, PODWARP_PIN_NAME: pinName, PODWARP_RUN_DIR: path.join(env!.dir, 'run') } as Record<string, string> });
+    const r = await run('agent', [CLI, 'agent', '--state', bad, '--once'], {
+      reject: false,
+      env: { ...process.env, PODWARP_PIN_NAME: pinName, PODWARP_RUN_DIR: path.join(env!.dir, 'run') } as Record<string, string>,
+    });
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toContain('/namespaces/0/name: must match pattern');
     expect(fs.existsSync(path.join(path.dirname(env!.dp.pinRoot), pinName))).toBe(false);

@@ -63,7 +63,17 @@ describe('CLI and uninstall', () => {
       attachments: { name: string; attached: boolean; flags: number; progId: number }[];
     };
     expect(s.maps.find((m) => m.name === 'pw_endpoints')).toMatchObject({ pinned: true, entries: 4 });
-    expect(s.programs.map((p) => p.name)).toEqual(['pw_lb_conn4', 'pw_lb_peer4', 'pw_lb_recv4', 'pw_lb_send4', 'pw_proxy_conn4', 'pw_proxy_odst', 'pw_sk_msg', 'pw_sockops', 'pw_tc_egress']);
+    expect(s.programs.map((p) => p.name)).toEqual([
+      'pw_lb_conn4',
+      'pw_lb_peer4',
+      'pw_lb_recv4',
+      'pw_lb_send4',
+      'pw_proxy_conn4',
+      'pw_proxy_odst',
+      'pw_sk_msg',
+      'pw_sockops',
+      'pw_tc_egress',
+    ]);
     expect(s.attachments.map((a) => a.name).sort()).toEqual(env!.m.pods.map((p) => p.hostInterface).sort());
     const tcId = s.programs.find((p) => p.name === 'pw_tc_egress')!.id;
     for (const a of s.attachments) {
@@ -78,7 +88,12 @@ describe('CLI and uninstall', () => {
     const progId = await env!.dp.maps.progId('pw_tc_egress');
     for (const p of ['pw_tc_egress', 'pw_sockops', 'pw_sk_msg']) env!.progIds.push(await env!.dp.maps.progId(p));
     const cgPaths = (await env!.dp.cgroups.list()).map((c) => c.path).sort();
-    expect(cgPaths).toEqual(env!.m.pods.filter((p) => p.namespace === 'team-b').map((p) => p.cgroup).sort());
+    expect(cgPaths).toEqual(
+      env!.m.pods
+        .filter((p) => p.namespace === 'team-b')
+        .map((p) => p.cgroup)
+        .sort(),
+    );
     // a filter podwarp attached but whose ledger entry was lost is swept too
     const lost = env!.m.pods[3]!;
     const idx = (await env!.dp.tc.list()).find((r) => r.name === lost.hostInterface)!.ifindex;

@@ -17,7 +17,8 @@ import { ensurePwperf } from '../../devtools/perf.js';
 import * as sandbox from '../../devtools/sandbox.js';
 
 export function requireRoot(): void {
-  if (process.getuid?.() !== 0) throw new Error('integration tests need root (real netns, veth, BPF): run them as root, or run `npm run test:unit`');
+  if (process.getuid?.() !== 0)
+    throw new Error('integration tests need root (real netns, veth, BPF): run them as root, or run `npm run test:unit`');
 }
 
 export interface Env {
@@ -30,7 +31,9 @@ export interface Env {
   progIds: number[];
 }
 
-export async function setUp(opts: { wiring?: sandbox.Wiring; pods?: number; namespaces?: string[]; load?: boolean; kubeLayout?: sandbox.KubeLayout } = {}): Promise<Env> {
+export async function setUp(
+  opts: { wiring?: sandbox.Wiring; pods?: number; namespaces?: string[]; load?: boolean; kubeLayout?: sandbox.KubeLayout } = {},
+): Promise<Env> {
   requireRoot();
   const id = crypto.randomBytes(2).toString('hex');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `pwtest-${id}-`));
@@ -38,7 +41,14 @@ export async function setUp(opts: { wiring?: sandbox.Wiring; pods?: number; name
   const objs = await build();
   await ensurePwperf();
   const dp = await Datapath.open(pinName);
-  const m = await sandbox.up({ dir, id, pods: opts.pods ?? 4, namespaces: opts.namespaces, wiring: opts.wiring ?? 'routed', kubeLayout: opts.kubeLayout });
+  const m = await sandbox.up({
+    dir,
+    id,
+    pods: opts.pods ?? 4,
+    namespaces: opts.namespaces,
+    wiring: opts.wiring ?? 'routed',
+    kubeLayout: opts.kubeLayout,
+  });
   if (opts.load !== false) await dp.load(objs);
   return { id, dir, pinName, m, dp, objs, progIds: [] };
 }
@@ -46,7 +56,8 @@ export async function setUp(opts: { wiring?: sandbox.Wiring; pods?: number; name
 /** Tears down, then returns what is still there (must be empty). */
 export async function tearDown(env: Env | undefined): Promise<string[]> {
   if (!env) return [];
-  if (fs.existsSync(env.dp.pins.progsDir)) for (const p of fs.readdirSync(env.dp.pins.progsDir)) env.progIds.push(await env.dp.maps.progId(p));
+  if (fs.existsSync(env.dp.pins.progsDir))
+    for (const p of fs.readdirSync(env.dp.pins.progsDir)) env.progIds.push(await env.dp.maps.progId(p));
   await env.dp.uninstall();
   await sandbox.down(env.dir);
   fs.rmSync(env.dir, { recursive: true, force: true });
@@ -116,7 +127,10 @@ export interface Agent {
 /** `podwarp agent ARGS` as a process, on this test's pins and run directory, logging at info. */
 export function spawnAgent(env: Env, args: string[]): Agent {
   const child = spawnLong([CLI, 'agent', ...args], {
-    env: { ...process.env, PODWARP_PIN_NAME: env.pinName, PODWARP_RUN_DIR: path.join(env.dir, 'run'), PODWARP_LOG_LEVEL: 'info' } as Record<string, string>,
+    env: { ...process.env, PODWARP_PIN_NAME: env.pinName, PODWARP_RUN_DIR: path.join(env.dir, 'run'), PODWARP_LOG_LEVEL: 'info' } as Record<
+      string,
+      string
+    >,
   });
   const a: Agent = { child, lines: [] };
   onLines(child.stderr, (line) => {

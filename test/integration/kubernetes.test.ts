@@ -26,8 +26,17 @@ describe('agent --source kubernetes against an API server double', () => {
   const WEB = vip(3);
   const pods = () => env!.m.pods;
 
-  const podObj = (p: SandboxPod, over: { name?: string; uid?: string; labels?: Record<string, string>; annotations?: Record<string, string> } = {}): ApiObject => ({
-    metadata: { name: over.name ?? p.name, namespace: p.namespace, uid: over.uid ?? p.uid, labels: over.labels ?? { app: p.name }, annotations: over.annotations ?? {} },
+  const podObj = (
+    p: SandboxPod,
+    over: { name?: string; uid?: string; labels?: Record<string, string>; annotations?: Record<string, string> } = {},
+  ): ApiObject => ({
+    metadata: {
+      name: over.name ?? p.name,
+      namespace: p.namespace,
+      uid: over.uid ?? p.uid,
+      labels: over.labels ?? { app: p.name },
+      annotations: over.annotations ?? {},
+    },
     spec: { nodeName: node, containers: [{ name: 'app', image: 'pwperf' }] },
     status: { phase: 'Running', podIP: p.ip, podIPs: [{ ip: p.ip }] },
   });
@@ -40,15 +49,33 @@ describe('agent --source kubernetes against an API server double', () => {
   const ns = (name: string, on: boolean): ApiObject => ({ metadata: { name, labels: on ? { [ACCELERATE_LABEL]: 'true' } : {} } });
 
   function startAgent(extra: string[] = []): Agent {
-    const a = spawnAgent(env!, ['--source', 'kubernetes', '--kubeconfig', kubeconfig, '--node', node, '--resync', '1', '--debounce', '10', '--metrics-addr', '127.0.0.1:0', ...extra]);
+    const a = spawnAgent(env!, [
+      '--source',
+      'kubernetes',
+      '--kubeconfig',
+      kubeconfig,
+      '--node',
+      node,
+      '--resync',
+      '1',
+      '--debounce',
+      '10',
+      '--metrics-addr',
+      '127.0.0.1:0',
+      ...extra,
+    ]);
     agents.push(a);
     return a;
   }
   const ready = (a: Agent) => until('agent ready', () => a.lines.find((l) => l.msg === 'ready'), 30_000);
-  const metricsUrl = async (a: Agent) => `http://${String((await until('metrics address', () => a.lines.find((l) => l.msg === 'metrics and health endpoints listening'))).addr)}/metrics`;
+  const metricsUrl = async (a: Agent) =>
+    `http://${String((await until('metrics address', () => a.lines.find((l) => l.msg === 'metrics and health endpoints listening'))).addr)}/metrics`;
   const metric = async (a: Agent, re: RegExp) => {
     const text = await (await fetch(await metricsUrl(a))).text();
-    return text.split('\n').filter((l) => re.test(l)).reduce((s, l) => s + Number(l.split(' ').pop()), 0);
+    return text
+      .split('\n')
+      .filter((l) => re.test(l))
+      .reduce((s, l) => s + Number(l.split(' ').pop()), 0);
   };
   const endpoints = async () => (await readActual(env!.dp)).endpoints;
   const enabled = async (p: SandboxPod) => {
@@ -73,7 +100,10 @@ describe('agent --source kubernetes against an API server double', () => {
     api.create('namespaces', ns('team-b', false));
     for (const p of pods()) api.create('pods', podObj(p));
     // a pod of another node must never show up
-    api.create('pods', { ...podObj(pods()[0]!, { name: 'elsewhere', uid: '00000000-0000-0000-0000-000000000001' }), spec: { nodeName: 'other-node', containers: [] } });
+    api.create('pods', {
+      ...podObj(pods()[0]!, { name: 'elsewhere', uid: '00000000-0000-0000-0000-000000000001' }),
+      spec: { nodeName: 'other-node', containers: [] },
+    });
     api.create('services', {
       metadata: { name: 'web', namespace: 'team-b' },
       spec: { clusterIP: WEB, clusterIPs: [WEB], ports: [{ name: 'http', port: 80, protocol: 'TCP', targetPort: 'http' }] },
@@ -92,7 +122,7 @@ describe('agent --source kubernetes against an API server double', () => {
     expect(await tearDown(env)).toEqual([]);
   });
 
-  it('lists, watches and writes this node\'s pods (disabled) and the services once the caches are synced', async () => {
+  it("lists, watches and writes this node's pods (disabled) and the services once the caches are synced", async () => {
     const a = startAgent();
     await ready(a);
     for (const p of pods()) expect(await enabled(p)).toBe('disabled');
@@ -117,7 +147,10 @@ describe('agent --source kubernetes against an API server double', () => {
   });
 
   it('`podwarp enable` / `disable` set the label through the API and the agent follows', async () => {
-    const cli = (verb: string, n: string) => run(CLI, [CLI, verb, n, '--kubeconfig', kubeconfig], { env: { ...process.env, PODWARP_LOG_LEVEL: 'warn' } as Record<string, string> });
+    const cli = (verb: string, n: string) =>
+      run(CLI, [CLI, verb, n, '--kubeconfig', kubeconfig], {
+        env: { ...process.env, PODWARP_LOG_LEVEL: 'warn' } as Record<string, string>,
+      });
     expect((await cli('enable', 'team-b')).stdout).toContain('namespace team-b: acceleration on');
     expect(api!.get('namespaces', undefined, 'team-b')?.metadata.labels?.[ACCELERATE_LABEL]).toBe('true');
     expect((await cli('enable', 'team-a')).stdout).toContain('acceleration on');
@@ -127,12 +160,23 @@ describe('agent --source kubernetes against an API server double', () => {
     expect(bad.exitCode).not.toBe(0);
     expect(bad.stderr).toContain('namespace "no-such-ns" does not exist');
     // status: enabled namespaces and per-namespace endpoint counts, from the agent's report
-    const st = JSON.parse((await run(CLI, [CLI, 'status', '-o', 'json'], { env: { ...process.env, PODWARP_PIN_NAME: env!.pinName, PODWARP_RUN_DIR: runDir } as Record<string, string> })).stdout) as {
+    const st = JSON.parse(
+      (
+        await run(CLI, [CLI, 'status', '-o', 'json'], {
+          env: { ...process.env, PODWARP_PIN_NAME: env!.pinName, PODWARP_RUN_DIR: runDir } as Record<string, string>,
+        })
+      ).stdout,
+    ) as {
       agent: { running: boolean; source: string; namespaces: Record<string, { accelerate: boolean; enabled: number; disabled: number }> };
     };
     expect(st.agent.running).toBe(true);
     expect(st.agent.source).toBe('kubernetes');
-    for (const n of ['team-a', 'team-b']) expect(st.agent.namespaces[n]).toMatchObject({ accelerate: true, enabled: pods().filter((p) => p.namespace === n).length, disabled: 0 });
+    for (const n of ['team-a', 'team-b'])
+      expect(st.agent.namespaces[n]).toMatchObject({
+        accelerate: true,
+        enabled: pods().filter((p) => p.namespace === n).length,
+        disabled: 0,
+      });
   });
 
   it('real traffic between the pods is accelerated and the ClusterIP is resolved at connect()', async () => {
@@ -170,11 +214,20 @@ describe('agent --source kubernetes against an API server double', () => {
     // churn: the old object still terminating with the same IP, the new one live → the live one wins
     api!.create('pods', { ...podObj(p), metadata: { ...podObj(p).metadata, deletionTimestamp: new Date().toISOString() } });
     // an IPv6-only pod and a pod with no status at all
-    api!.create('pods', { metadata: { name: 'v6', namespace: 'team-a', uid: '00000000-0000-0000-0000-000000000006' }, spec: { nodeName: node, containers: [] }, status: { phase: 'Running', podIP: 'fd00::6', podIPs: [{ ip: 'fd00::6' }] } });
+    api!.create('pods', {
+      metadata: { name: 'v6', namespace: 'team-a', uid: '00000000-0000-0000-0000-000000000006' },
+      spec: { nodeName: node, containers: [] },
+      status: { phase: 'Running', podIP: 'fd00::6', podIPs: [{ ip: 'fd00::6' }] },
+    });
     api!.create('pods', { metadata: { name: 'bare', namespace: 'team-a' }, spec: { nodeName: node } });
     // a hostNetwork pod has the node's address: never an endpoint
-    api!.create('pods', { metadata: { name: 'hostnet', namespace: 'team-a', uid: '00000000-0000-0000-0000-0000000000a1' }, spec: { nodeName: node, hostNetwork: true, containers: [] }, status: { phase: 'Running', podIP: '192.0.2.10', podIPs: [{ ip: '192.0.2.10' }] } });
-    const v6Lines = () => a.lines.filter((l) => l.msg === 'skipped' && l.object === 'pod team-a/v6' && String(l.reason).startsWith('no IPv4 address'));
+    api!.create('pods', {
+      metadata: { name: 'hostnet', namespace: 'team-a', uid: '00000000-0000-0000-0000-0000000000a1' },
+      spec: { nodeName: node, hostNetwork: true, containers: [] },
+      status: { phase: 'Running', podIP: '192.0.2.10', podIPs: [{ ip: '192.0.2.10' }] },
+    });
+    const v6Lines = () =>
+      a.lines.filter((l) => l.msg === 'skipped' && l.object === 'pod team-a/v6' && String(l.reason).startsWith('no IPv4 address'));
     await until('v6 skipped', () => v6Lines().length > 0);
     expect(await enabled(p)).toBe('enabled');
     await until('hostNetwork pod seen and skipped', () => a.lines.find((l) => l.msg === 'skipped' && l.object === 'pod team-a/hostnet'));
@@ -200,7 +253,9 @@ describe('agent --source kubernetes against an API server double', () => {
   });
 
   it('EndpointSlice churn: 30 quick updates end in exactly the last state, and connects keep working', async () => {
-    const ips = pods().slice(1).map((p) => p.ip);
+    const ips = pods()
+      .slice(1)
+      .map((p) => p.ip);
     const traffic = conn(pods()[0]!, WEB, 80, { seconds: 2 });
     for (let i = 0; i < 30; i++) {
       const pick = ips.filter((_, j) => (i + j) % 3 !== 0);
@@ -210,7 +265,10 @@ describe('agent --source kubernetes against an API server double', () => {
     api!.update('endpointslices', sliceObj('web-1', ips, [ips[1]!]));
     await until('final backends', async () => JSON.stringify(await webBackends()) === JSON.stringify([ips[0]!, ips[2]!].sort()));
     // a second slice of the same service adds its endpoints; deleting it removes them
-    api!.create('endpointslices', { ...sliceObj('web-2', [ips[1]!]), metadata: { name: 'web-2', namespace: 'team-b', labels: { 'kubernetes.io/service-name': 'web' } } });
+    api!.create('endpointslices', {
+      ...sliceObj('web-2', [ips[1]!]),
+      metadata: { name: 'web-2', namespace: 'team-b', labels: { 'kubernetes.io/service-name': 'web' } },
+    });
     await until('second slice merged', async () => (await webBackends()).length === 3);
     api!.delete('endpointslices', 'team-b', 'web-2');
     await until('second slice gone', async () => (await webBackends()).length === 2);
@@ -223,7 +281,9 @@ describe('agent --source kubernetes against an API server double', () => {
 
   it('watches dropped mid-stream, history compacted (410 Gone → relist) and an API server restart: the agent converges each time', async () => {
     const a = agents[0]!;
-    const ips = pods().slice(1).map((p) => p.ip);
+    const ips = pods()
+      .slice(1)
+      .map((p) => p.ip);
     const lists0 = await metric(a, /^podwarp_lists_total/);
     // 1. dropped connections: the informers re-watch from their resourceVersion (no relist)
     expect(api!.dropWatches()).toBeGreaterThanOrEqual(5);
@@ -239,11 +299,30 @@ describe('agent --source kubernetes against an API server double', () => {
     const restarting = api!.restart(1000);
     api!.update('namespaces', ns('team-b', false));
     await restarting;
-    await until('converged after API restart', async () => (await Promise.all(pods().filter((p) => p.namespace === 'team-b').map(enabled))).every((s) => s === 'disabled'), 30_000);
+    await until(
+      'converged after API restart',
+      async () =>
+        (
+          await Promise.all(
+            pods()
+              .filter((p) => p.namespace === 'team-b')
+              .map(enabled),
+          )
+        ).every((s) => s === 'disabled'),
+      30_000,
+    );
     expect(await metric(a, /^podwarp_errors_total\{reason="watch_/)).toBeGreaterThan(0);
     expect(a.child.exitCode).toBeNull();
     api!.update('namespaces', ns('team-b', true));
-    await until('team-b on again', async () => (await Promise.all(pods().filter((p) => p.namespace === 'team-b').map(enabled))).every((s) => s === 'enabled'));
+    await until('team-b on again', async () =>
+      (
+        await Promise.all(
+          pods()
+            .filter((p) => p.namespace === 'team-b')
+            .map(enabled),
+        )
+      ).every((s) => s === 'enabled'),
+    );
   });
 
   it('exposes objects seen, frontends in maps and watch events on /metrics', async () => {
@@ -278,15 +357,21 @@ describe('agent --source kubernetes against an API server double', () => {
   it('refuses to start without a reachable API, with a clear message, leaving the maps alone', async () => {
     const bad = path.join(env!.dir, 'bad.kubeconfig');
     fs.writeFileSync(bad, fs.readFileSync(kubeconfig, 'utf8').replace(/127\.0\.0\.1:\d+/, '127.0.0.1:1'));
-    const r = await run(CLI, [CLI, 'agent', '--source', 'kubernetes', '--kubeconfig', bad, '--node', node, '--metrics-addr', '', '--sync-timeout', '3'], {
-      reject: false,
-      timeoutMs: 90_000,
-      env: { ...process.env, PODWARP_PIN_NAME: env!.pinName, PODWARP_RUN_DIR: runDir } as Record<string, string>,
-    });
+    const r = await run(
+      CLI,
+      [CLI, 'agent', '--source', 'kubernetes', '--kubeconfig', bad, '--node', node, '--metrics-addr', '', '--sync-timeout', '3'],
+      {
+        reject: false,
+        timeoutMs: 90_000,
+        env: { ...process.env, PODWARP_PIN_NAME: env!.pinName, PODWARP_RUN_DIR: runDir } as Record<string, string>,
+      },
+    );
     expect(r.exitCode).not.toBe(0);
     expect(r.stderr).toContain('did not answer the initial list');
     expect(r.stderr).toContain('ECONNREFUSED'); // the cause, per kind
-    const missing = await run(CLI, [CLI, 'agent', '--source', 'kubernetes', '--kubeconfig', path.join(env!.dir, 'nope'), '--node', node], { reject: false });
+    const missing = await run(CLI, [CLI, 'agent', '--source', 'kubernetes', '--kubeconfig', path.join(env!.dir, 'nope'), '--node', node], {
+      reject: false,
+    });
     expect(missing.stderr).toContain('does not exist');
   });
 });

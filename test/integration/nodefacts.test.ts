@@ -140,15 +140,26 @@ describe.each(CASES)('gatherFacts for UID-only pods (%s driver, %s wiring)', (la
       // the pod cgroup is the one that holds the holder
       expect(f.cgroup).toBe(p.cgroup);
       expect(podPids(mount, f.cgroup!)).toContain(p.holderPid);
-      const own = fs.readFileSync(`/proc/${p.holderPid}/cgroup`, 'utf8').split('\n').find((l) => l.startsWith('0::'))!.slice(3);
+      const own = fs
+        .readFileSync(`/proc/${p.holderPid}/cgroup`, 'utf8')
+        .split('\n')
+        .find((l) => l.startsWith('0::'))!
+        .slice(3);
       expect(own).toBe(p.holderCgroup);
       expect(own.startsWith(f.cgroup! + '/')).toBe(true);
       // and podNetByPid alone says the same
-      expect(await podNetByPid(p.holderPid!, p.ip)).toEqual({ hostIfindex: host.ifindex, podInterface: 'eth0', mac: f.mac, podIfindex: expect.any(Number) });
+      expect(await podNetByPid(p.holderPid!, p.ip)).toEqual({
+        hostIfindex: host.ifindex,
+        podInterface: 'eth0',
+        mac: f.mac,
+        podIfindex: expect.any(Number),
+      });
     }
     // desired() takes the interface and the cgroup from the facts
     const d = desired(snap, facts);
-    expect(Object.fromEntries(d.attach)).toEqual(Object.fromEntries(m.pods.map((p) => [p.hostInterface, hostLinks.find((l) => l.ifname === p.hostInterface)!.ifindex])));
+    expect(Object.fromEntries(d.attach)).toEqual(
+      Object.fromEntries(m.pods.map((p) => [p.hostInterface, hostLinks.find((l) => l.ifname === p.hostInterface)!.ifindex])),
+    );
     expect([...d.cgroups.keys()].sort()).toEqual(m.pods.map((p) => p.cgroup).sort());
     expect(d.skipped.size).toBe(0);
   });
@@ -162,14 +173,24 @@ describe.each(CASES)('gatherFacts for UID-only pods (%s driver, %s wiring)', (la
     const nouid = kubePod(b, { name: 'no-uid', uid: undefined });
     const facts = await gatherFacts(snapOf([kubePod(a), kubePod(b), ghost, nouid]), { cache: new FactsCache() });
     expect(facts.pods.has(podKey(a))).toBe(false);
-    expect(facts.missing.get(podKey(a))).toMatch(new RegExp(`no process in pod cgroup ${a.cgroup.replace(/[.]/g, '\\.')}; no single on-link /32 route to ${a.ip.replace(/[.]/g, '\\.')}$`));
-    expect(facts.missing.get(podKey(ghost))).toMatch(/^no pod cgroup for uid [0-9a-f-]{36} below .*; no single on-link \/32 route to 10\.255\.255\.254$/);
+    expect(facts.missing.get(podKey(a))).toMatch(
+      new RegExp(
+        `no process in pod cgroup ${a.cgroup.replace(/[.]/g, '\\.')}; no single on-link /32 route to ${a.ip.replace(/[.]/g, '\\.')}$`,
+      ),
+    );
+    expect(facts.missing.get(podKey(ghost))).toMatch(
+      /^no pod cgroup for uid [0-9a-f-]{36} below .*; no single on-link \/32 route to 10\.255\.255\.254$/,
+    );
     // a pod with neither hostInterface nor uid is not looked for (desired: no-interface)
     expect(facts.missing.has(podKey(nouid))).toBe(false);
     expect(facts.pods.has(podKey(nouid))).toBe(false);
     expect(facts.pods.get(podKey(b))?.hostInterface).toBe(b.hostInterface);
     const d = desired(snapOf([kubePod(a), kubePod(b), ghost, nouid]), facts);
-    expect(Object.fromEntries(d.skipped)).toEqual({ [podKey(a)]: 'facts-missing', [podKey(ghost)]: 'facts-missing', [podKey(nouid)]: 'no-interface' });
+    expect(Object.fromEntries(d.skipped)).toEqual({
+      [podKey(a)]: 'facts-missing',
+      [podKey(ghost)]: 'facts-missing',
+      [podKey(nouid)]: 'no-interface',
+    });
   });
 
   if (wiring === 'routed') {
@@ -180,7 +201,11 @@ describe.each(CASES)('gatherFacts for UID-only pods (%s driver, %s wiring)', (la
       const cache = new FactsCache();
       // no IPv4 traffic yet: no neighbour entry, so no MAC
       const before = await gatherFacts(snapOf([kubePod(a)]), { cache });
-      expect(before.missing.get(podKey(a))).toMatch(new RegExp(`no process in pod cgroup .*; route to ${a.ip.replace(/[.]/g, '\\.')} on ${a.hostInterface} but no neighbour entry for it$`));
+      expect(before.missing.get(podKey(a))).toMatch(
+        new RegExp(
+          `no process in pod cgroup .*; route to ${a.ip.replace(/[.]/g, '\\.')} on ${a.hostInterface} but no neighbour entry for it$`,
+        ),
+      );
       // one connection attempt from the host resolves the pod's MAC (the pod answers with a RST)
       await new Promise<void>((resolve) => {
         const s = net.connect({ host: a.ip, port: 9, timeout: 2000 });
@@ -220,7 +245,14 @@ describe('sandbox with kubeLayout', () => {
       ['route', 'add', `${p.ip}/32`, 'dev', p.hostInterface, 'scope', 'link'],
     ];
     await ipr.batch('rewire pod-0', lines);
-    await ipr.batch('rewire pod-0 inside', [['addr', 'add', `${p.ip}/32`, 'dev', 'eth0'], ['link', 'set', 'eth0', 'up']], p.netns);
+    await ipr.batch(
+      'rewire pod-0 inside',
+      [
+        ['addr', 'add', `${p.ip}/32`, 'dev', 'eth0'],
+        ['link', 'set', 'eth0', 'up'],
+      ],
+      p.netns,
+    );
     const again = await gatherFacts(snap, { cache });
     const host = (await ipr.link(p.hostInterface))!;
     expect(again.pods.get(podKey(p))!.ifindex).toBe(host.ifindex);
@@ -252,7 +284,14 @@ describe('sandbox with kubeLayout', () => {
     sb.m = await sandbox.up({ dir, id, pods: 2 });
     expect(sb.m.kubeLayout).toBeUndefined();
     for (const p of sb.m.pods) {
-      expect(p).toEqual({ namespace: p.namespace, name: p.name, ip: p.ip, netns: p.netns, hostInterface: p.hostInterface, cgroup: `${sb.m.cgroupRoot}/${p.namespace}_${p.name}` });
+      expect(p).toEqual({
+        namespace: p.namespace,
+        name: p.name,
+        ip: p.ip,
+        netns: p.netns,
+        hostInterface: p.hostInterface,
+        cgroup: `${sb.m.cgroupRoot}/${p.namespace}_${p.name}`,
+      });
       expect(podPids(cgroup2Root(), p.cgroup)).toEqual([]);
     }
     expect(fs.readFileSync(sb.m.stateFile, 'utf8')).not.toMatch(/uid/);

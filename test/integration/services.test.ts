@@ -78,7 +78,12 @@ describe('service load balancing at connect()', () => {
     expect(r.error).toBeUndefined();
     expect(r).toMatchObject({ connections: 300, errors: 0, peer_mismatch: 0 });
     const spread = Object.values(r.backends);
-    expect(Object.keys(r.backends).sort()).toEqual(pods().slice(1).map((p) => `${p.ip}:8080`).sort());
+    expect(Object.keys(r.backends).sort()).toEqual(
+      pods()
+        .slice(1)
+        .map((p) => `${p.ip}:8080`)
+        .sort(),
+    );
     expect(Math.min(...spread)).toBeGreaterThan(50); // 100 expected each
     expect(delta(c0, await counters(env!.dp), 'pw_lb').translated).toBe(300);
     expect(await iptables.kubeProxyPackets(kubeProxyPrefix(env!.m))).toBe(nat0);
@@ -94,7 +99,10 @@ describe('service load balancing at connect()', () => {
   });
 
   it('leaves a disabled namespace to the kube-proxy rules', async () => {
-    await reconcile(env!.dp, { ...snap(true, [pods()[1]!.ip, pods()[2]!.ip, pods()[3]!.ip], [pods()[1]!.ip, pods()[3]!.ip]), namespaces: base.namespaces.map((n) => ({ ...n, accelerate: n.name !== 'team-a' })) });
+    await reconcile(env!.dp, {
+      ...snap(true, [pods()[1]!.ip, pods()[2]!.ip, pods()[3]!.ip], [pods()[1]!.ip, pods()[3]!.ip]),
+      namespaces: base.namespaces.map((n) => ({ ...n, accelerate: n.name !== 'team-a' })),
+    });
     expect(await bpftool.cgroupShow(cgroupPath(pods()[0]!.cgroup))).toEqual([]);
     const c0 = await counters(env!.dp);
     const nat0 = await iptables.kubeProxyPackets(kubeProxyPrefix(env!.m));
@@ -107,7 +115,10 @@ describe('service load balancing at connect()', () => {
   it('keeps connections kube-proxy NATs between two enabled pods working (their replies need conntrack)', async () => {
     // socket LB off: the ClusterIP is DNATed by the host; both pods enabled, so the tc program
     // sees the backend's replies as pod-to-pod, but it never saw their SYN: normal path
-    await reconcile(env!.dp, snap(true, [pods()[1]!.ip, pods()[2]!.ip, pods()[3]!.ip], [pods()[1]!.ip, pods()[3]!.ip]), undefined, { sockmap: false, lb: false });
+    await reconcile(env!.dp, snap(true, [pods()[1]!.ip, pods()[2]!.ip, pods()[3]!.ip], [pods()[1]!.ip, pods()[3]!.ip]), undefined, {
+      sockmap: false,
+      lb: false,
+    });
     const c0 = await counters(env!.dp);
     const r = await conn(pods()[0]!, WEB, 80, { n: 60 });
     expect(r).toMatchObject({ connections: 60, errors: 0, peer_mismatch: 0 });

@@ -44,13 +44,24 @@ describe('sidecar acceleration', () => {
   it('attaches connect4 and getsockopt only to the sidecar pod', async () => {
     const [app, other] = [env!.m.pods[0]!, env!.m.pods[1]!];
     const names = async (rel: string) => (await bpftool.cgroupShow(cgroupPath(rel))).map((p) => p.name).sort();
-    expect(await names(app.cgroup)).toEqual(['pw_lb_conn4', 'pw_lb_peer4', 'pw_lb_recv4', 'pw_lb_send4', 'pw_proxy_conn4', 'pw_proxy_odst', 'pw_sockops']);
+    expect(await names(app.cgroup)).toEqual([
+      'pw_lb_conn4',
+      'pw_lb_peer4',
+      'pw_lb_recv4',
+      'pw_lb_send4',
+      'pw_proxy_conn4',
+      'pw_proxy_odst',
+      'pw_sockops',
+    ]);
     expect(await names(other.cgroup)).toEqual(['pw_lb_conn4', 'pw_lb_peer4', 'pw_lb_recv4', 'pw_lb_send4', 'pw_sockops']);
   });
 
   it('hands the proxy the right original destination for every connection, without a loop', async () => {
     const app = env!.m.pods[0]!;
-    const targets = Array.from({ length: 10 }, (_, i) => (i % 2 ? [env!.m.pods[2]!.ip, 7501] : [env!.m.pods[1]!.ip, 7500]) as [string, number]);
+    const targets = Array.from(
+      { length: 10 },
+      (_, i) => (i % 2 ? [env!.m.pods[2]!.ip, 7501] : [env!.m.pods[1]!.ip, 7500]) as [string, number],
+    );
     const before = proxy!.lines().length;
     const c0 = await counters(env!.dp);
     for (const [ip, port] of targets) {

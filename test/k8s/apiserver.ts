@@ -206,7 +206,10 @@ function parseLabelSelector(s: string | null): LabelReq[] {
     const bad = () => new HttpError(400, 'BadRequest', `unable to parse requirement: invalid label selector "${s}"`);
     let m = /^(\S+)\s+(in|notin)\s*\(([^()]*)\)$/.exec(term);
     if (m) {
-      const values = m[3]!.split(',').map((v) => v.trim()).filter((v) => v !== '');
+      const values = m[3]!
+        .split(',')
+        .map((v) => v.trim())
+        .filter((v) => v !== '');
       if (!LABEL_KEY.test(m[1]!)) throw bad();
       return { key: m[1]!, op: m[2] as 'in' | 'notin', values };
     }
@@ -419,8 +422,7 @@ function route(pathname: string): Route | null {
     watchPrefix = true;
     segs = segs.slice(1);
   }
-  const inGroup = (r: string): r is Resource =>
-    (RESOURCE_NAMES as string[]).includes(r) && RESOURCES[r as Resource].prefix === prefix;
+  const inGroup = (r: string): r is Resource => (RESOURCE_NAMES as string[]).includes(r) && RESOURCES[r as Resource].prefix === prefix;
 
   const [a, b, c, d, e, ...rest] = segs;
   if (a === undefined || rest.length > 0) return null;
@@ -706,7 +708,9 @@ export class FakeApiServer {
 
   private static makeHttpServer(tls?: ApiServerOptions['tls']): http.Server {
     // an https.Server is an http.Server as far as this class is concerned (same request/response objects)
-    const server = tls ? (https.createServer({ key: tls.key, cert: tls.cert, noDelay: true }) as unknown as http.Server) : http.createServer({ noDelay: true });
+    const server = tls
+      ? (https.createServer({ key: tls.key, cert: tls.cert, noDelay: true }) as unknown as http.Server)
+      : http.createServer({ noDelay: true });
     server.keepAliveTimeout = 30_000;
     return server;
   }
@@ -849,7 +853,11 @@ export class FakeApiServer {
           ct !== 'application/strategic-merge-patch+json' &&
           ct !== 'application/json-patch+json'
         ) {
-          throw new HttpError(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json`);
+          throw new HttpError(
+            415,
+            'UnsupportedMediaType',
+            `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json`,
+          );
         }
         const body = await this.readJson(req);
         const existing = this.objects(r.res).get(key);
@@ -1058,10 +1066,13 @@ export class FakeApiServer {
     if (Number.isFinite(ts) && ts > 0) timeouts.push(ts * 1000);
     if (this.watchTimeoutMs > 0) timeouts.push(this.watchTimeoutMs);
     if (timeouts.length > 0) {
-      const t = setTimeout(() => {
-        this.closeWatcher(w);
-        res.end();
-      }, Math.min(...timeouts));
+      const t = setTimeout(
+        () => {
+          this.closeWatcher(w);
+          res.end();
+        },
+        Math.min(...timeouts),
+      );
       t.unref();
       w.timers.push(t);
     }

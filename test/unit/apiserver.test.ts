@@ -245,19 +245,14 @@ describe('FakeApiServer over raw HTTP', () => {
 
     expect(names((await listRaw(`${s.url}/api/v1/pods?fieldSelector=spec.nodeName!%3Dn1`)).items)).toEqual(['a/p2', 'b/p4']);
     expect(names((await listRaw(`${s.url}/api/v1/pods?fieldSelector=spec.nodeName%3D`)).items)).toEqual(['b/p4']);
-    expect(
-      names((await listRaw(`${s.url}/api/v1/pods?fieldSelector=spec.nodeName%3Dn1,metadata.namespace%3Db`)).items),
-    ).toEqual(['b/p3']);
+    expect(names((await listRaw(`${s.url}/api/v1/pods?fieldSelector=spec.nodeName%3Dn1,metadata.namespace%3Db`)).items)).toEqual(['b/p3']);
     expect(names((await listRaw(`${s.url}/api/v1/pods?fieldSelector=metadata.name%3Dp2`)).items)).toEqual(['a/p2']);
     expect(names((await listRaw(`${s.url}/api/v1/namespaces/b/pods`)).items)).toEqual(['b/p3', 'b/p4']);
     expect(names((await listRaw(`${s.url}/api/v1/pods?labelSelector=app%3Ddb`)).items)).toEqual(['a/p2', 'b/p3']);
     expect(names((await listRaw(`${s.url}/api/v1/pods?labelSelector=app!%3Ddb`)).items)).toEqual(['a/p1', 'b/p4']);
     expect(names((await listRaw(`${s.url}/api/v1/pods?labelSelector=tier`)).items)).toEqual(['b/p3']);
     expect(names((await listRaw(`${s.url}/api/v1/pods?labelSelector=app%3Ddb,tier`)).items)).toEqual(['b/p3']);
-    expect(names((await listRaw(`${s.url}/api/v1/pods?labelSelector=app%20in%20(web,db),!tier`)).items)).toEqual([
-      'a/p1',
-      'a/p2',
-    ]);
+    expect(names((await listRaw(`${s.url}/api/v1/pods?labelSelector=app%20in%20(web,db),!tier`)).items)).toEqual(['a/p1', 'a/p2']);
     expect(s.stats.list.pods).toBe(11);
 
     const single = await req('GET', `${s.url}/api/v1/namespaces/a/pods/p1`);
@@ -273,9 +268,7 @@ describe('FakeApiServer over raw HTTP', () => {
     let cont: string | undefined;
     let pages = 0;
     do {
-      const l = await listRaw(
-        `${s.url}/api/v1/namespaces/ns/services?limit=10${cont ? `&continue=${encodeURIComponent(cont)}` : ''}`,
-      );
+      const l = await listRaw(`${s.url}/api/v1/namespaces/ns/services?limit=10${cont ? `&continue=${encodeURIComponent(cont)}` : ''}`);
       expect(l.kind).toBe('ServiceList');
       pages++;
       expect(l.items.length).toBe(pages < 3 ? 10 : 5);
@@ -365,7 +358,10 @@ describe('FakeApiServer over raw HTTP', () => {
     expect(bm.object).toEqual({ kind: 'Pod', apiVersion: 'v1', metadata: { resourceVersion: String(rv) } });
     expect(plain.events).toEqual([]);
     s.create('pods', pod('a', 'q', 'n1'));
-    await waitFor(() => marked.events.some((e) => e.type === 'BOOKMARK' && e.object.metadata?.resourceVersion === String(s.resourceVersion)), 'bookmark at new revision');
+    await waitFor(
+      () => marked.events.some((e) => e.type === 'BOOKMARK' && e.object.metadata?.resourceVersion === String(s.resourceVersion)),
+      'bookmark at new revision',
+    );
     expect(plain.events.map((e) => e.type)).toEqual(['ADDED']);
   });
 
@@ -480,7 +476,12 @@ describe('FakeApiServer over raw HTTP', () => {
     expect(w.events[0]!.type).toBe('MODIFIED');
     expect(w.events[0]!.object.metadata?.labels).toEqual({ keep: 'me', 'podwarp.io/accelerate': 'true' });
 
-    const r2 = await req('PATCH', url, { metadata: { labels: { 'podwarp.io/accelerate': null } } }, 'application/strategic-merge-patch+json');
+    const r2 = await req(
+      'PATCH',
+      url,
+      { metadata: { labels: { 'podwarp.io/accelerate': null } } },
+      'application/strategic-merge-patch+json',
+    );
     expect(r2.status).toBe(200);
     expect((r2.json as RawObj).metadata?.labels).toEqual({ keep: 'me' });
     await waitFor(() => w.events.length === 2, 'MODIFIED after remove');
@@ -627,7 +628,7 @@ describe('FakeApiServer with @kubernetes/client-node', () => {
 
     // abrupt disconnect: the informer resumes from its resourceVersion without listing
     let lists = s.stats.list.pods;
-    let watches = s.stats.watch.pods;
+    const watches = s.stats.watch.pods;
     expect(s.dropWatches()).toBe(1);
     s.create('pods', pod('a', 'p5', 'n1')); // happens while the client is disconnected: replayed from history
     await waitFor(() => t.state().has('a/p5'), 'resume after dropWatches');
@@ -747,9 +748,10 @@ describe('FakeApiServer with @kubernetes/client-node', () => {
     expect(s.get('namespaces', undefined, 'team-a')?.metadata.labels).toEqual({ keep: 'me' });
 
     // without options client-node 1.4 sends application/json-patch+json: an object body is rejected ...
-    const err = await core
-      .patchNamespace({ name: 'team-a', body: { metadata: { labels: { x: 'y' } } } })
-      .then(() => undefined, (e: unknown) => e);
+    const err = await core.patchNamespace({ name: 'team-a', body: { metadata: { labels: { x: 'y' } } } }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(ApiException);
     expect((err as ApiException<unknown>).code).toBe(400);
     // ... and a JSON patch array is accepted
@@ -760,11 +762,18 @@ describe('FakeApiServer with @kubernetes/client-node', () => {
     expect(jp.metadata?.labels).toEqual({ keep: 'me', 'podwarp.io/accelerate': 'false' });
     expect(s.stats.patch.namespaces).toBe(4);
 
-    const missing = await core.readNamespace({ name: 'nope' }).then(() => undefined, (e: unknown) => e);
+    const missing = await core.readNamespace({ name: 'nope' }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(missing).toBeInstanceOf(ApiException);
     expect((missing as ApiException<unknown>).code).toBe(404);
     const body = (missing as ApiException<unknown>).body;
-    expect(typeof body === 'string' ? (JSON.parse(body) as unknown) : body).toMatchObject({ kind: 'Status', reason: 'NotFound', code: 404 });
+    expect(typeof body === 'string' ? (JSON.parse(body) as unknown) : body).toMatchObject({
+      kind: 'Status',
+      reason: 'NotFound',
+      code: 404,
+    });
   });
 });
 

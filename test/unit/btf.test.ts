@@ -12,7 +12,14 @@ const MAP_TYPE_ID = { hash: 1, array: 2, percpu_array: 6, lru_hash: 9, sockhash:
 /** Highest helper id in Linux 5.10 (bpf_redirect_peer = 155). */
 const MAX_HELPER_5_10 = 155;
 /** libbpf section prefixes whose program and attach types exist in 5.10. */
-const SECTIONS_5_10 = [/^\.text$/, /^tc$/, /^iter\/(sockmap|bpf_map_elem)$/, /^sockops$/, /^sk_msg$/, /^cgroup\/(connect4|sendmsg4|recvmsg4|getpeername4|getsockopt)$/];
+const SECTIONS_5_10 = [
+  /^\.text$/,
+  /^tc$/,
+  /^iter\/(sockmap|bpf_map_elem)$/,
+  /^sockops$/,
+  /^sk_msg$/,
+  /^cgroup\/(connect4|sendmsg4|recvmsg4|getpeername4|getsockopt)$/,
+];
 
 let objs: string[] = [];
 const btf = new Map<string, BtfType[]>();
@@ -89,7 +96,11 @@ describe('kernel floor 5.10', () => {
       expect(helperIds.length).toBeGreaterThan(0);
       expect(Math.max(...helperIds), `${o} helper ids`).toBeLessThanOrEqual(MAX_HELPER_5_10);
       expect(progSections.length).toBeGreaterThan(0);
-      for (const s of progSections) expect(SECTIONS_5_10.some((re) => re.test(s)), `section ${s}`).toBe(true);
+      for (const s of progSections)
+        expect(
+          SECTIONS_5_10.some((re) => re.test(s)),
+          `section ${s}`,
+        ).toBe(true);
     }
   });
 

@@ -58,19 +58,20 @@ describe('deploy/podwarp.yaml', () => {
       expect([...rule.verbs].sort(), JSON.stringify(rule)).toEqual(['get', 'list', 'watch']);
       expect(rule.resourceNames, 'no resourceNames').toBeUndefined();
       expect(rule.nonResourceURLs, 'no nonResourceURLs').toBeUndefined();
-      for (const g of rule.apiGroups as string[]) for (const r of rule.resources as string[]) {
-        expect(g).not.toBe('*');
-        expect(r).not.toBe('*');
-        expect(r, 'no subresources').not.toContain('/');
-        granted.add(`${g}/${r}`);
-      }
+      for (const g of rule.apiGroups as string[])
+        for (const r of rule.resources as string[]) {
+          expect(g).not.toBe('*');
+          expect(r).not.toBe('*');
+          expect(r, 'no subresources').not.toContain('/');
+          granted.add(`${g}/${r}`);
+        }
     }
     expect([...granted].sort()).toEqual(
       ['/namespaces', '/pods', '/services', 'discovery.k8s.io/endpointslices', 'networking.k8s.io/networkpolicies'].sort(),
     );
   });
 
-  it('ClusterRoleBinding gives the ClusterRole to the DaemonSet\'s ServiceAccount', () => {
+  it("ClusterRoleBinding gives the ClusterRole to the DaemonSet's ServiceAccount", () => {
     const b = one('ClusterRoleBinding');
     const sa = one('ServiceAccount');
     expect(b.roleRef).toEqual({ apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: one('ClusterRole').metadata.name });
@@ -93,7 +94,8 @@ describe('deploy/podwarp.yaml', () => {
     it('selects its own pods', () => {
       expect(ds.apiVersion).toBe('apps/v1');
       expect(containers).toHaveLength(1);
-      for (const [k, v] of Object.entries(ds.spec.selector.matchLabels as Record<string, string>)) expect(ds.spec.template.metadata.labels[k], k).toBe(v);
+      for (const [k, v] of Object.entries(ds.spec.selector.matchLabels as Record<string, string>))
+        expect(ds.spec.template.metadata.labels[k], k).toBe(v);
     });
 
     it('runs podwarp:dev as the agent with the kubernetes source', () => {
@@ -134,7 +136,10 @@ describe('deploy/podwarp.yaml', () => {
       expect(c.lifecycle?.preStop, 'stopping leaves the datapath: no preStop').toBeUndefined();
       const tolerates = (key: string) =>
         ((pod.tolerations ?? []) as Obj[]).some(
-          (t) => (t.key === key || (!t.key && t.operator === 'Exists')) && (!t.effect || t.effect === 'NoSchedule') && (t.operator === 'Exists' || (t.value ?? '') === ''),
+          (t) =>
+            (t.key === key || (!t.key && t.operator === 'Exists')) &&
+            (!t.effect || t.effect === 'NoSchedule') &&
+            (t.operator === 'Exists' || (t.value ?? '') === ''),
         );
       expect(tolerates('node-role.kubernetes.io/control-plane')).toBe(true);
     });

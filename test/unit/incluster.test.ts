@@ -23,14 +23,37 @@ describe('in-cluster configuration (service account, HTTPS)', () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pw-incluster-'));
     const key = path.join(dir, 'key.pem');
     const cert = path.join(dir, 'cert.pem');
-    await run('make a certificate', ['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1']);
+    await run('make a certificate', [
+      'openssl',
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+    ]);
     api = await FakeApiServer.start({ tls: { key: fs.readFileSync(key, 'utf8'), cert: fs.readFileSync(cert, 'utf8') } });
     const sa = path.join(dir, 'var/run/secrets/kubernetes.io/serviceaccount');
     fs.mkdirSync(sa, { recursive: true });
     fs.copyFileSync(cert, path.join(sa, 'ca.crt'));
     fs.writeFileSync(path.join(sa, 'token'), 'in-cluster-token');
     fs.writeFileSync(path.join(sa, 'namespace'), 'podwarp-system');
-    env = { KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: String(new URL(api.url).port), PODWARP_INCLUSTER_ROOT: dir, HOME: dir, KUBECONFIG: '' };
+    env = {
+      KUBERNETES_SERVICE_HOST: '127.0.0.1',
+      KUBERNETES_SERVICE_PORT: String(new URL(api.url).port),
+      PODWARP_INCLUSTER_ROOT: dir,
+      HOME: dir,
+      KUBECONFIG: '',
+    };
     api.create('namespaces', { metadata: { name: 'team-a' } });
   });
 
@@ -53,7 +76,10 @@ describe('in-cluster configuration (service account, HTTPS)', () => {
     Object.assign(process.env, env);
     delete process.env.KUBECONFIG;
     const changes: string[] = [];
-    const src = new KubeSource({ node: 'n1' }, { onChange: (c) => changes.push(c.pods ? 'pods' : [...c.services].join(',')), onSkip: () => {} });
+    const src = new KubeSource(
+      { node: 'n1' },
+      { onChange: (c) => changes.push(c.pods ? 'pods' : [...c.services].join(',')), onSkip: () => {} },
+    );
     process.env = { ...saved };
     try {
       await src.start(10_000);
@@ -74,12 +100,30 @@ describe('in-cluster configuration (service account, HTTPS)', () => {
     expect(api!.get('namespaces', undefined, 'team-a')?.metadata.labels?.['podwarp.io/accelerate']).toBe('true');
   });
 
-  it('refuses a server whose certificate the account\'s CA did not sign', async () => {
+  it("refuses a server whose certificate the account's CA did not sign", async () => {
     const other = path.join(dir, 'other');
     fs.mkdirSync(path.join(other, 'var/run/secrets/kubernetes.io/serviceaccount'), { recursive: true });
-    await run('make another certificate', ['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', path.join(other, 'k.pem'), '-out', path.join(other, 'var/run/secrets/kubernetes.io/serviceaccount/ca.crt'), '-days', '1', '-subj', '/CN=other']);
+    await run('make another certificate', [
+      'openssl',
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      path.join(other, 'k.pem'),
+      '-out',
+      path.join(other, 'var/run/secrets/kubernetes.io/serviceaccount/ca.crt'),
+      '-days',
+      '1',
+      '-subj',
+      '/CN=other',
+    ]);
     fs.writeFileSync(path.join(other, 'var/run/secrets/kubernetes.io/serviceaccount/token'), 't');
-    const r = await run(CLI, [CLI, 'disable', 'team-a'], { reject: false, env: { ...process.env, ...env, PODWARP_INCLUSTER_ROOT: other, PODWARP_LOG_LEVEL: 'warn' } });
+    const r = await run(CLI, [CLI, 'disable', 'team-a'], {
+      reject: false,
+      env: { ...process.env, ...env, PODWARP_INCLUSTER_ROOT: other, PODWARP_LOG_LEVEL: 'warn' },
+    });
     expect(r.exitCode).not.toBe(0);
     expect(r.stderr).toMatch(/certificate/i);
     expect(api!.get('namespaces', undefined, 'team-a')?.metadata.labels?.['podwarp.io/accelerate']).toBe('true');

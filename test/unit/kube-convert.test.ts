@@ -17,7 +17,16 @@ describe('podFrom()', () => {
   it('takes the IPv4 address of a dual-stack pod and the sidecar marker', () => {
     const r = podFrom(pod({ ip: ['fd00::5', '10.1.0.5'], spec: { containers: [{ name: 'app' }, { name: 'istio-proxy' }] } }));
     expect(r.skip).toBeUndefined();
-    expect(r.value).toMatchObject({ namespace: 'shop', name: 'web-0', uid: 'u-1', ip: '10.1.0.5', sidecar: true, hostNetwork: false, terminating: false, podInterface: 'eth0' });
+    expect(r.value).toMatchObject({
+      namespace: 'shop',
+      name: 'web-0',
+      uid: 'u-1',
+      ip: '10.1.0.5',
+      sidecar: true,
+      hostNetwork: false,
+      terminating: false,
+      podInterface: 'eth0',
+    });
   });
   it('keeps an IPv6-only pod without an IP and says why', () => {
     const r = podFrom(pod({ ip: 'fd00::5' }));
@@ -41,7 +50,17 @@ describe('podFrom()', () => {
 });
 
 describe('dedupeIPs()', () => {
-  const p = (name: string, ip: string, terminating = false): Pod => ({ namespace: 'ns', name, ip, terminating, hostNetwork: false, sidecar: false, podInterface: 'eth0', labels: {}, annotations: {} });
+  const p = (name: string, ip: string, terminating = false): Pod => ({
+    namespace: 'ns',
+    name,
+    ip,
+    terminating,
+    hostNetwork: false,
+    sidecar: false,
+    podInterface: 'eth0',
+    labels: {},
+    annotations: {},
+  });
   it('lets a live pod win over a terminating one with the same IP, silently', () => {
     const r = dedupeIPs([p('old', '10.0.0.1', true), p('new', '10.0.0.1'), p('other', '10.0.0.2')]);
     expect(r.pods.map((x) => x.name)).toEqual(['new', 'other']);
@@ -81,9 +100,19 @@ describe('serviceFrom() and endpointsFrom()', () => {
     expect(serviceFrom({ metadata: { name: 'x', namespace: 'y' } } as V1Service).skip).toBe('no spec');
   });
   it('reads endpoint conditions with API defaults and ignores non-IPv4 slices', () => {
-    const slice = (addressType: string, endpoints: V1EndpointSlice['endpoints']): V1EndpointSlice => ({ metadata: { name: `s-${addressType}`, namespace: 'shop' }, addressType, endpoints, ports: [{ name: 'http', port: 8080 }] });
+    const slice = (addressType: string, endpoints: V1EndpointSlice['endpoints']): V1EndpointSlice => ({
+      metadata: { name: `s-${addressType}`, namespace: 'shop' },
+      addressType,
+      endpoints,
+      ports: [{ name: 'http', port: 8080 }],
+    });
     const r = endpointsFrom([
-      slice('IPv4', [{ addresses: ['10.1.0.2'] }, { addresses: ['10.1.0.3'], conditions: { ready: false } }, { addresses: ['10.1.0.4'], conditions: { ready: true, terminating: true } }, { addresses: [] }]),
+      slice('IPv4', [
+        { addresses: ['10.1.0.2'] },
+        { addresses: ['10.1.0.3'], conditions: { ready: false } },
+        { addresses: ['10.1.0.4'], conditions: { ready: true, terminating: true } },
+        { addresses: [] },
+      ]),
       slice('IPv6', [{ addresses: ['fd00::2'] }]),
       slice('FQDN', [{ addresses: ['db.example'] }]),
     ]);
@@ -102,8 +131,13 @@ describe('namespaces and NetworkPolicies', () => {
     expect(namespaceFrom({ metadata: { name: 'a', labels: { 'podwarp.io/accelerate': 'yes' } } }).value?.accelerate).toBe(false);
   });
   it('keeps matchExpressions, and treats a selector it cannot read as selecting every pod', () => {
-    const np = (podSelector: NonNullable<V1NetworkPolicy['spec']>['podSelector']): V1NetworkPolicy => ({ metadata: { name: 'p', namespace: 'shop' }, spec: { podSelector } });
-    const r = networkPolicyFrom(np({ matchLabels: { tier: 'db' }, matchExpressions: [{ key: 'env', operator: 'NotIn', values: ['dev'] }] }));
+    const np = (podSelector: NonNullable<V1NetworkPolicy['spec']>['podSelector']): V1NetworkPolicy => ({
+      metadata: { name: 'p', namespace: 'shop' },
+      spec: { podSelector },
+    });
+    const r = networkPolicyFrom(
+      np({ matchLabels: { tier: 'db' }, matchExpressions: [{ key: 'env', operator: 'NotIn', values: ['dev'] }] }),
+    );
     expect(selects(r.value!, { tier: 'db', env: 'prod' })).toBe(true);
     expect(selects(r.value!, { tier: 'db', env: 'dev' })).toBe(false);
     expect(selects(r.value!, { tier: 'web' })).toBe(false);
@@ -113,7 +147,13 @@ describe('namespaces and NetworkPolicies', () => {
     expect(selects(networkPolicyFrom(np({})).value!, {})).toBe(true); // empty selector: every pod
   });
   it('implements Exists and DoesNotExist', () => {
-    const s = { matchLabels: {}, matchExpressions: [{ key: 'a', operator: 'Exists' as const }, { key: 'b', operator: 'DoesNotExist' as const }] };
+    const s = {
+      matchLabels: {},
+      matchExpressions: [
+        { key: 'a', operator: 'Exists' as const },
+        { key: 'b', operator: 'DoesNotExist' as const },
+      ],
+    };
     expect(selects(s, { a: '' })).toBe(true);
     expect(selects(s, { a: '1', b: '2' })).toBe(false);
     expect(selects(s, {})).toBe(false);
@@ -123,7 +163,12 @@ describe('namespaces and NetworkPolicies', () => {
 describe('trim() (what the informer caches keep)', () => {
   it('keeps what the converters read: a trimmed slice yields the same endpoints and skips', () => {
     const slice: V1EndpointSlice = {
-      metadata: { name: 'web-x', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web', other: 'x' }, managedFields: [{ manager: 'kube-controller-manager' }] },
+      metadata: {
+        name: 'web-x',
+        namespace: 'shop',
+        labels: { 'kubernetes.io/service-name': 'web', other: 'x' },
+        managedFields: [{ manager: 'kube-controller-manager' }],
+      },
       addressType: 'IPv4',
       endpoints: [
         { addresses: ['10.1.0.2'], conditions: { ready: true, serving: true }, nodeName: 'n1', targetRef: { kind: 'Pod', name: 'a' } },
@@ -139,16 +184,28 @@ describe('trim() (what the informer caches keep)', () => {
     expect(t.metadata?.labels).toEqual({ 'kubernetes.io/service-name': 'web' });
     expect(JSON.stringify(t)).not.toContain('managedFields');
   });
-  it('keeps a pod\'s labels, podwarp annotations, IPs and container names only', () => {
-    const p = pod({ metadata: { name: 'a', namespace: 's', annotations: { 'podwarp.io/accelerate': 'false', 'kubectl.kubernetes.io/last-applied-configuration': '{…}' } } });
+  it("keeps a pod's labels, podwarp annotations, IPs and container names only", () => {
+    const p = pod({
+      metadata: {
+        name: 'a',
+        namespace: 's',
+        annotations: { 'podwarp.io/accelerate': 'false', 'kubectl.kubernetes.io/last-applied-configuration': '{…}' },
+      },
+    });
     const t = trim('pods', p) as V1Pod;
     expect(podFrom(t)).toEqual(podFrom(p));
     expect(t.metadata?.annotations).toEqual({ 'podwarp.io/accelerate': 'false' });
   });
   it('keeps services and policies convertible', () => {
-    const s: V1Service = { metadata: { name: 'web', namespace: 'shop', annotations: { big: 'x'.repeat(1000) } }, spec: { clusterIP: '10.96.0.1', ports: [{ port: 80 }], sessionAffinity: 'None' } };
+    const s: V1Service = {
+      metadata: { name: 'web', namespace: 'shop', annotations: { big: 'x'.repeat(1000) } },
+      spec: { clusterIP: '10.96.0.1', ports: [{ port: 80 }], sessionAffinity: 'None' },
+    };
     expect(serviceFrom(trim('services', s) as V1Service)).toEqual(serviceFrom(s));
-    const np: V1NetworkPolicy = { metadata: { name: 'p', namespace: 'shop' }, spec: { podSelector: { matchLabels: { a: 'b' } }, ingress: [{}] } };
+    const np: V1NetworkPolicy = {
+      metadata: { name: 'p', namespace: 'shop' },
+      spec: { podSelector: { matchLabels: { a: 'b' } }, ingress: [{}] },
+    };
     expect(networkPolicyFrom(trim('networkpolicies', np) as V1NetworkPolicy)).toEqual(networkPolicyFrom(np));
   });
 });

@@ -21,7 +21,14 @@ describe('KubeSource.start()', () => {
           ? JSON.stringify({ kind: 'NamespaceList', apiVersion: 'v1', metadata: { resourceVersion: '1' }, items: [] })
           : ok
             ? ''
-            : JSON.stringify({ kind: 'Status', apiVersion: 'v1', status: 'Failure', reason: 'Forbidden', code: 403, message: 'pods is forbidden' }),
+            : JSON.stringify({
+                kind: 'Status',
+                apiVersion: 'v1',
+                status: 'Failure',
+                reason: 'Forbidden',
+                code: 403,
+                message: 'pods is forbidden',
+              }),
       );
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
@@ -39,7 +46,10 @@ describe('KubeSource.start()', () => {
       }),
     );
     const errors: string[] = [];
-    const src = new KubeSource({ kubeconfig: kc, node: 'n1', backoffMs: 100 }, { onChange: () => {}, onSkip: () => {}, onError: (k, e) => errors.push(`${k}: ${e}`) });
+    const src = new KubeSource(
+      { kubeconfig: kc, node: 'n1', backoffMs: 100 },
+      { onChange: () => {}, onSkip: () => {}, onError: (k, e) => errors.push(`${k}: ${e}`) },
+    );
     try {
       const err = await src.start(1500).then(
         () => undefined,

@@ -8,9 +8,23 @@ import { MAPS, RECORDS, TC_REASONS, layoutOf, mapDef, type StructDef } from '../
 
 describe('layout schema', () => {
   it('rejects implicit padding inside and at the end of a struct', () => {
-    const inner: StructDef = { name: 'x', doc: '', fields: [{ name: 'a', type: 'u8', doc: '' }, { name: 'b', type: 'u32', doc: '' }] };
+    const inner: StructDef = {
+      name: 'x',
+      doc: '',
+      fields: [
+        { name: 'a', type: 'u8', doc: '' },
+        { name: 'b', type: 'u32', doc: '' },
+      ],
+    };
     expect(() => layoutOf(inner)).toThrow(/implicit padding before field at offset 1/);
-    const tail: StructDef = { name: 'y', doc: '', fields: [{ name: 'a', type: 'u64', doc: '' }, { name: 'b', type: 'u32', doc: '' }] };
+    const tail: StructDef = {
+      name: 'y',
+      doc: '',
+      fields: [
+        { name: 'a', type: 'u64', doc: '' },
+        { name: 'b', type: 'u32', doc: '' },
+      ],
+    };
     expect(() => layoutOf(tail)).toThrow(/implicit tail padding/);
   });
 
@@ -81,7 +95,10 @@ describe('codecs', () => {
             if (f.format === 'ipv4') v[f.name] = [rnd(256), rnd(256), rnd(256), rnd(256)].join('.');
             else if (f.format === 'mac') v[f.name] = Array.from({ length: 6 }, () => rnd(256).toString(16).padStart(2, '0')).join(':');
             else if (f.format === 'string') v[f.name] = 'if' + rnd(1000);
-            else if (f.count) v[f.name] = Array.from({ length: f.count }, () => rnd(2 ** (8 * Math.min(4, { u8: 1, u16: 2, u32: 4, be16: 2, be32: 4 }[f.type as 'u8'])) - 1));
+            else if (f.count)
+              v[f.name] = Array.from({ length: f.count }, () =>
+                rnd(2 ** (8 * Math.min(4, { u8: 1, u16: 2, u32: 4, be16: 2, be32: 4 }[f.type as 'u8'])) - 1),
+              );
             else if (f.type === 'u64') v[f.name] = BigInt(rnd(2 ** 30)) * 4096n + 5n;
             else v[f.name] = rnd(2 ** (8 * Math.min(4, { u8: 1, u16: 2, u32: 4, be16: 2, be32: 4 }[f.type as 'u8'])) - 1);
           }
@@ -115,7 +132,9 @@ describe('map-dump iterators (bpf/iter/*_iter.c using PW_MAP_DUMP_ITER)', () => 
     const uses = fs
       .readdirSync(dir)
       .filter((f) => f.endsWith('.c'))
-      .flatMap((f) => [...fs.readFileSync(path.join(dir, f), 'utf8').matchAll(/^PW_MAP_DUMP_ITER\((\w+)_iter, struct (\w+), struct (\w+)\)/gm)]);
+      .flatMap((f) => [
+        ...fs.readFileSync(path.join(dir, f), 'utf8').matchAll(/^PW_MAP_DUMP_ITER\((\w+)_iter, struct (\w+), struct (\w+)\)/gm),
+      ]);
     expect(uses.map((u) => u[1]).sort()).toEqual(['pw_backends', 'pw_svc']);
     for (const [, name, k, v] of uses) {
       const m = mapDef(name!);

@@ -38,7 +38,10 @@ const snap: Snapshot = {
 
 const facts: NodeFacts = {
   pods: new Map(
-    ['a', 'b', 'c', 'd'].map((n, i) => [`${n === 'd' ? 'off' : 'on'}/${n}`, { ifindex: 10 + i, hostInterface: `v${i + 2}`, mac: `02:00:00:00:00:0${i}`, gwMac: 'ee:ee:ee:ee:ee:ee' }]),
+    ['a', 'b', 'c', 'd'].map((n, i) => [
+      `${n === 'd' ? 'off' : 'on'}/${n}`,
+      { ifindex: 10 + i, hostInterface: `v${i + 2}`, mac: `02:00:00:00:00:0${i}`, gwMac: 'ee:ee:ee:ee:ee:ee' },
+    ]),
   ),
   missing: new Map([['on/nofacts', 'host interface v9 not found']]),
 };
@@ -126,8 +129,12 @@ describe('plan()', () => {
     // a hook someone detached behind our back is put back
     expect(plan(on, { ...have, cgroups: [{ path: '/pods/a', present: true, hooks: 0 }] }).cgroups).toEqual([{ path: '/pods/a', hooks: 9 }]);
     // a vanished cgroup is set again (the loader forgets it, or reports it while still wanted)
-    expect(plan(on, { ...have, cgroups: [{ path: '/pods/a', present: false, hooks: 0 }] }).cgroups).toEqual([{ path: '/pods/a', hooks: 9 }]);
-    expect(plan(off, { ...have, cgroups: [{ path: '/pods/a', present: false, hooks: 0 }] }).cgroups).toEqual([{ path: '/pods/a', hooks: 0 }]);
+    expect(plan(on, { ...have, cgroups: [{ path: '/pods/a', present: false, hooks: 0 }] }).cgroups).toEqual([
+      { path: '/pods/a', hooks: 9 },
+    ]);
+    expect(plan(off, { ...have, cgroups: [{ path: '/pods/a', present: false, hooks: 0 }] }).cgroups).toEqual([
+      { path: '/pods/a', hooks: 0 },
+    ]);
   });
 
   it('carries sidecar settings into pw_config, excluded ports de-duplicated and bounded', () => {

@@ -27,7 +27,11 @@ const BIG = { svc: 1 << 20, backends: 1 << 20 };
 
 /** What the maps hold after applying `p` to `have` (the applier's effect, for tests). */
 function applied(have: ActualServices, p: ReturnType<typeof planServices>): ActualServices {
-  const out: ActualServices = { masters: new Map(have.masters), slots: new Map([...have.slots].map(([k, v]) => [k, new Map(v)])), backends: new Map(have.backends) };
+  const out: ActualServices = {
+    masters: new Map(have.masters),
+    slots: new Map([...have.slots].map(([k, v]) => [k, new Map(v)])),
+    backends: new Map(have.backends),
+  };
   const k = (f: { ip: string; port: number; proto: number }) => `${f.ip}:${f.port}/${f.proto}`;
   for (const b of p.backendsUpsert) out.backends.set(b.id, b.b);
   for (const s of p.slotsUpsert) {
@@ -52,7 +56,11 @@ describe('desiredServices()', () => {
     expect(unresolved).toEqual(['shop/web:http → 10.1.0.6']);
   });
   it('uses a numeric targetPort when the endpoint lists no port of that name', () => {
-    expect(services.get('10.96.0.10:53/17')!.backends.map((b) => `${b.ip}:${b.port}`)).toEqual(['10.1.0.2:5353', '10.1.0.3:5353', '10.1.0.6:5353']);
+    expect(services.get('10.96.0.10:53/17')!.backends.map((b) => `${b.ip}:${b.port}`)).toEqual([
+      '10.1.0.2:5353',
+      '10.1.0.3:5353',
+      '10.1.0.6:5353',
+    ]);
   });
 });
 
@@ -68,7 +76,9 @@ describe('backend ids', () => {
         [2, b('10.9.9.9')],
       ]),
     };
-    const want = new Map<string, DesiredService>([[feKey(fe), { fe, name: 'ns/a:80', backends: [b('10.0.0.1'), b('10.0.0.2'), b('10.0.0.3')] }]]);
+    const want = new Map<string, DesiredService>([
+      [feKey(fe), { fe, name: 'ns/a:80', backends: [b('10.0.0.1'), b('10.0.0.2'), b('10.0.0.3')] }],
+    ]);
     const p = planServices(want, have, BIG);
     expect(p.backendsUpsert).toEqual([
       { id: 3, b: b('10.0.0.1') },
@@ -81,7 +91,12 @@ describe('backend ids', () => {
     ]);
   });
   it('keys a backend address as one number, distinct per address, port and protocol', () => {
-    const keys = [beKey({ ip: '255.255.255.255', port: 65535, proto: 17 }), beKey({ ip: '255.255.255.255', port: 65535, proto: 6 }), beKey({ ip: '0.0.0.1', port: 0, proto: 6 }), beKey({ ip: '0.0.0.0', port: 65535, proto: 17 })];
+    const keys = [
+      beKey({ ip: '255.255.255.255', port: 65535, proto: 17 }),
+      beKey({ ip: '255.255.255.255', port: 65535, proto: 6 }),
+      beKey({ ip: '0.0.0.1', port: 0, proto: 6 }),
+      beKey({ ip: '0.0.0.0', port: 65535, proto: 17 }),
+    ];
     expect(new Set(keys).size).toBe(4);
     expect(Math.max(...keys)).toBeLessThan(Number.MAX_SAFE_INTEGER);
   });
@@ -93,7 +108,13 @@ describe('planServices()', () => {
     const p = planServices(want, empty(), BIG);
     expect(p.backendsUpsert).toHaveLength(5); // 2 TCP + 3 UDP addresses
     expect(p.mastersUpsert.map((m) => m.count).sort()).toEqual([2, 3]);
-    expect(planServices(want, applied(empty(), p), BIG)).toEqual({ ...p, backendsUpsert: [], slotsUpsert: [], mastersUpsert: [], dropped: [] });
+    expect(planServices(want, applied(empty(), p), BIG)).toEqual({
+      ...p,
+      backendsUpsert: [],
+      slotsUpsert: [],
+      mastersUpsert: [],
+      dropped: [],
+    });
     expect(svcPlanSize(planServices(want, applied(empty(), p), BIG))).toBe(0);
   });
 
@@ -139,19 +160,24 @@ describe('planServices()', () => {
 
 describe('planServices() with a scope (one changed Service at a time)', () => {
   // a small deterministic PRNG so a failure is reproducible
-  const rng = (seed: number) => () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const rng = (seed: number) => () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
   const mk = (i: number, r: () => number): Service => ({
     namespace: 'ns',
     name: `s${i}`,
     clusterIP: `10.96.0.${i}`,
     ports: [{ name: 'p', port: 80, protocol: 'TCP', targetPort: 8080 }],
     // backends drawn from a small pool, so services share backends
-    endpoints: Array.from({ length: Math.floor(r() * 5) }, () => ({ ip: `10.1.0.${1 + Math.floor(r() * 8)}`, ready: true, terminating: false, ports: [] })),
+    endpoints: Array.from({ length: Math.floor(r() * 5) }, () => ({
+      ip: `10.1.0.${1 + Math.floor(r() * 8)}`,
+      ready: true,
+      terminating: false,
+      ports: [],
+    })),
   });
 
   it('keeps the mirror equal to a full pass through 300 random changes, pruning shared backends only when unused', () => {
     const r = rng(7);
-    let services = new Map<number, Service>();
+    const services = new Map<number, Service>();
     for (let i = 1; i <= 12; i++) services.set(i, mk(i, r));
     const all = () => desiredServices(snap([...services.values()])).services;
     const have = empty();

@@ -76,8 +76,10 @@ describe('state file', () => {
 
   it('checks references and uniqueness across the file', () => {
     const ps = problems(
-      good
-        .replace('{ namespace: team-b, name: db-0, ip: 10.1.0.3, hostInterface: veth1', '{ namespace: team-c, name: db-0, ip: 10.1.0.2, hostInterface: veth0'),
+      good.replace(
+        '{ namespace: team-b, name: db-0, ip: 10.1.0.3, hostInterface: veth1',
+        '{ namespace: team-c, name: db-0, ip: 10.1.0.2, hostInterface: veth0',
+      ),
     );
     expect(ps).toEqual([
       { path: '/pods/1/namespace', message: 'namespace "team-c" is not listed in /namespaces' },

@@ -1,0 +1,44 @@
+// The layer rule (DESIGN.md "Layout and layers"), checked by `npm run layers`:
+//   abi/ ← loader/ ← src/ ← devtools/   (and test/ may import anything)
+// abi imports nothing of ours; loader only abi; src only abi and loader;
+// nothing of the product imports devtools or test; no cycles anywhere.
+module.exports = {
+  forbidden: [
+    { name: 'no-cycles', severity: 'error', comment: 'imports form no cycle', from: {}, to: { circular: true } },
+    {
+      name: 'abi-is-the-bottom',
+      severity: 'error',
+      comment: 'abi/ (schema, codecs, C generation) imports nothing of podwarp',
+      from: { path: '^abi/' },
+      to: { path: '^(loader|src|devtools|test)/' },
+    },
+    {
+      name: 'loader-below-src',
+      severity: 'error',
+      comment: 'loader/ (kernel objects and tools) imports only abi/',
+      from: { path: '^loader/' },
+      to: { path: '^(src|devtools|test)/' },
+    },
+    {
+      name: 'product-without-devtools',
+      severity: 'error',
+      comment: 'src/ (the product) never imports devtools/ or test/',
+      from: { path: '^src/' },
+      to: { path: '^(devtools|test)/' },
+    },
+    {
+      name: 'devtools-without-tests',
+      severity: 'error',
+      comment: 'devtools/ never imports test/',
+      from: { path: '^devtools/' },
+      to: { path: '^test/' },
+    },
+  ],
+  options: {
+    doNotFollow: { path: 'node_modules' },
+    exclude: { path: '^(dist|build|node_modules)/' },
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: 'tsconfig.json' },
+    enhancedResolveOptions: { extensions: ['.ts', '.js', '.json'] },
+  },
+};
