@@ -13,6 +13,16 @@ export default defineConfig({
       },
       {
         test: {
+          // BPF_PROG_TEST_RUN on crafted inputs (root; skipped with the reason otherwise): seconds, no netns
+          name: 'bpf',
+          include: ['test/bpf/**/*.test.ts'],
+          testTimeout: 30_000,
+          hookTimeout: 60_000,
+          env: { PODWARP_LOG_LEVEL: process.env.PODWARP_LOG_LEVEL ?? 'warn' },
+        },
+      },
+      {
+        test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts', 'test/e2e/**/*.test.ts'],
           testTimeout: 120_000,

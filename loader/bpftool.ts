@@ -270,3 +270,56 @@ export async function msgVerdictDetach(progPin: string, mapPin: string): Promise
 export async function iterPin(obj: string, pin: string, mapPin: string): Promise<void> {
   await run('pin iterator', ['bpftool', 'iter', 'pin', obj, pin, 'map', 'pinned', mapPin]);
 }
+
+// ---- BPF_PROG_TEST_RUN (BPF unit tests) ----
+
+export interface ProgRunResult {
+  /** The program's return value (tc: TC_ACT_OK 0, TC_ACT_REDIRECT 7, …). */
+  retval: number;
+  /** The packet after the program ran (tc programs: from the Ethernet header). */
+  dataOut: Buffer;
+  /** The context after the run (`__sk_buff` for tc), when `ctx` was given. */
+  ctxOut?: Buffer;
+  /** The kernel's measured run time of one repetition, ns. */
+  durationNs: number;
+}
+const progRunSchema = validator<{ retval: number; duration: number }>({
+  type: 'object',
+  required: ['retval', 'duration'],
+  properties: { retval: { type: 'integer' }, duration: { type: 'integer' } },
+});
+
+/**
+ * Runs a pinned program once on `data` (and `ctx`, e.g. a `struct __sk_buff`)
+ * with BPF_PROG_TEST_RUN (`bpftool prog run`). Program types without test-run
+ * support in the kernel (sk_msg, sock_ops, cgroup sock_addr) fail with
+ * ENOTSUPP ("Unknown error 524"). Map side effects are real: use a scratch
+ * datapath.
+ */
+export async function progRun(pin: string, data: Buffer, ctx?: Buffer): Promise<ProgRunResult> {
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pw-progrun-'));
+  try {
+    const f = (n: string) => path.join(dir, n);
+    fs.writeFileSync(f('data_in'), data);
+    const args = ['prog', 'run', 'pinned', pin, 'data_in', f('data_in'), 'data_out', f('data_out')];
+    // room for a program that grows the packet (bpf_skb_adjust_room and the like)
+    args.push('data_size_out', String(data.length + 4096));
+    if (ctx) {
+      fs.writeFileSync(f('ctx_in'), ctx);
+      args.push('ctx_in', f('ctx_in'), 'ctx_out', f('ctx_out'), 'ctx_size_out', String(ctx.length));
+    }
+    args.push('repeat', '1');
+    const r = await bpftoolJson(`run program ${path.basename(pin)}`, args, progRunSchema);
+    return {
+      retval: r.retval,
+      dataOut: fs.existsSync(f('data_out')) ? fs.readFileSync(f('data_out')) : Buffer.alloc(0),
+      ctxOut: ctx && fs.existsSync(f('ctx_out')) ? fs.readFileSync(f('ctx_out')) : undefined,
+      durationNs: r.duration,
+    };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
