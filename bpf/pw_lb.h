@@ -5,7 +5,7 @@
  *
  * Maps: pw_svc (read: master entry, then one slot), pw_backends (read),
  * pw_revnat (UDP reverse translation), pw_stats.
- * The writer (src/services.ts) orders every update backends → slots →
+ * The writer (src/services/sync.ts) orders every update backends → slots →
  * master → prune, so a reader that saw a master count always finds the
  * slots and backends it points to.
  */

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what podwarp needs and is missing: Debian/Ubuntu packages (clang,
-# llvm, bpftool, libbpf headers, iproute2, iptables) and the npm packages.
+# llvm, bpftool, libbpf headers, iproute2, iptables, clang-format) and the npm
+# packages (npm ci: exactly the lock file).
 # Idempotent; run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,7 @@ command -v bpftool >/dev/null || missing+=(bpftool)
 command -v ip >/dev/null && command -v tc >/dev/null || missing+=(iproute2)
 command -v iptables >/dev/null || missing+=(iptables)
 command -v iperf3 >/dev/null || missing+=(iperf3)
+command -v clang-format >/dev/null || missing+=(clang-format)
 command -v nsenter >/dev/null || missing+=(util-linux)
 [ -d "/usr/include/$(uname -m)-linux-gnu/asm" ] || [ -d /usr/include/asm ] || missing+=(linux-libc-dev)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -36,14 +38,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  # npm 11 `ci` can refuse a lock that lacks entries for other platforms'
-  # optional packages (rollup/esbuild natives), which this registry setup
-  # does not record; `install --no-save` installs the same locked versions
-  # without rewriting the lock.
-  if ! npm ci --no-audit --no-fund --loglevel=error 2>/tmp/podwarp-npm-ci.log; then
-    echo "npm ci refused the lock file ($(grep -m1 -o 'Missing: [^ ]*' /tmp/podwarp-npm-ci.log || echo see /tmp/podwarp-npm-ci.log)); installing the locked versions with npm install --no-save" >&2
-    npm install --no-save --no-audit --no-fund --loglevel=error
-  fi
+  npm ci --no-audit --no-fund --loglevel=error
 fi
 
 # the agent and CLI as plain JS (dist/): bin/podwarp runs it while it is

@@ -6,7 +6,7 @@
 // Kubernetes source (--source kubernetes): informers feed a change set (which
 // Services, whether the node-local part changed). Events are coalesced for
 // --debounce ms, then one pass applies them: the changed Services against the
-// service-map mirror (src/servicesync.ts), the node-local part (endpoints,
+// service-map mirror (src/services/sync.ts), the node-local part (endpoints,
 // tc, cgroup hooks) against what the maps and attachments hold. A full
 // service pass (read everything back) runs at start and every --full-resync.
 //

@@ -3,7 +3,7 @@
 import http from 'node:http';
 import client from 'prom-client';
 import type { Datapath } from '../loader/datapath.js';
-import { STAT_GROUPS } from '../abi/schema.js';
+import { EP_FLAGS, STAT_GROUPS } from '../abi/schema.js';
 import { log } from '../loader/log.js';
 import type { PodsResult } from './reconciler.js';
 import type { SvcSyncResult } from './services/sync.js';
@@ -99,7 +99,7 @@ export class AgentMetrics {
   pass(ms: number, pods?: PodsResult, svc?: SvcSyncResult): void {
     this.duration.observe(ms / 1000);
     if (pods) {
-      const enabled = [...pods.desired.endpoints.values()].filter((e) => e.flags & 1).length;
+      const enabled = [...pods.desired.endpoints.values()].filter((e) => e.flags & EP_FLAGS.ENABLED).length;
       this.endpoints.set({ state: 'enabled' }, enabled);
       this.endpoints.set({ state: 'disabled' }, pods.desired.endpoints.size - enabled);
       this.skipped.reset();

@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { PodsResult } from './reconciler.js';
+import { EP_FLAGS } from '../abi/schema.js';
 
 export interface NamespaceCounts {
   accelerate: boolean;
@@ -31,7 +32,7 @@ export function namespaceCounts(pods: PodsResult, namespaces: { name: string; ac
   const out: Record<string, NamespaceCounts> = {};
   const row = (ns: string) => (out[ns] ??= { accelerate: false, enabled: 0, disabled: 0, skipped: 0 });
   for (const n of namespaces) row(n.name).accelerate = n.accelerate;
-  for (const e of pods.desired.endpoints.values()) row(e.pod.split('/')[0]!)[e.flags & 1 ? 'enabled' : 'disabled']++;
+  for (const e of pods.desired.endpoints.values()) row(e.pod.split('/')[0]!)[e.flags & EP_FLAGS.ENABLED ? 'enabled' : 'disabled']++;
   for (const k of pods.desired.skipped.keys()) row(k.split('/')[0]!).skipped++;
   return out;
 }

@@ -2,9 +2,8 @@
 import fs from 'node:fs';
 import type { Datapath } from '../../loader/datapath.js';
 import { probe } from '../../loader/features.js';
-import { MAPS } from '../../abi/schema.js';
+import { CONFIG_FLAGS, MAPS, mapDef } from '../../abi/schema.js';
 import { flagNames } from '../../abi/codec.js';
-import { mapDef } from '../../abi/schema.js';
 import { json, table } from '../table.js';
 import type { OutputFormat } from './dump.js';
 import * as bpftool from '../../loader/bpftool.js';
@@ -81,7 +80,7 @@ export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
       ['POD CGROUP', 'HOOKS (ledger)', 'ATTACHED NOW'],
       s.cgroups.map((c) => [c.path, flagNames(hooksField, c.hooks), c.present ? c.attached.join(',') || '-' : 'cgroup gone']),
     );
-  out += `${s.cgroups.length} cgroup attachments; sk_msg on pw_sock; socket acceleration ${s.config && s.config.flags & 1 ? 'on' : 'off'}\n`;
+  out += `${s.cgroups.length} cgroup attachments; sk_msg on pw_sock; socket acceleration ${s.config && s.config.flags & CONFIG_FLAGS.SOCKMAP_ON ? 'on' : 'off'}\n`;
   const a = s.agent;
   if (a) {
     const rows = Object.entries(a.namespaces).sort(([x], [y]) => x.localeCompare(y));

@@ -12,6 +12,7 @@ import { ROOT } from '../../loader/build.js';
 import { loadStateFile } from '../../src/state/load.js';
 import { reconcile } from '../../src/reconciler.js';
 import { leftovers, setUp, tearDown, type Env } from './helpers.js';
+import { IFACE_FLAGS } from '../../abi/schema.js';
 
 const CLI = path.join(ROOT, 'bin', 'podwarp');
 
@@ -80,7 +81,7 @@ describe('CLI and uninstall', () => {
       expect(a.attached).toBe(true);
       expect(a.progId).toBe(tcId);
       // podwarp records that it did not create the foreign qdisc
-      expect(a.flags & 1).toBe(a.name === env!.m.pods[2]!.hostInterface ? 0 : 1);
+      expect(a.flags & IFACE_FLAGS.QDISC_OWNED).toBe(a.name === env!.m.pods[2]!.hostInterface ? 0 : IFACE_FLAGS.QDISC_OWNED);
     }
   });
 

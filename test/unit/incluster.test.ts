@@ -13,7 +13,8 @@ import { FakeApiServer } from '../k8s/apiserver.js';
 
 const CLI = path.join(ROOT, 'bin', 'podwarp');
 
-describe('in-cluster configuration (service account, HTTPS)', () => {
+// the last two tests spawn the CLI (a node process loading the Kubernetes client): seconds on a busy machine
+describe('in-cluster configuration (service account, HTTPS)', { timeout: 30_000 }, () => {
   let dir = '';
   let api: FakeApiServer | undefined;
   let env: Record<string, string> = {};
