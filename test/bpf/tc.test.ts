@@ -184,6 +184,23 @@ describe.skipIf(!!scratch.skip)(`pw_tc_egress verdicts and rewrites${scratch.ski
     expect(await expectVerdict(toDisabled, C.ifindex, TC_ACT_OK, 'src_disabled')).toEqual(toDisabled);
   });
 
+  it('src_disabled: every IPv4 frame of a disabled pod to a local pod counts there, whatever its kind (routed or bridged)', async () => {
+    // what datapath.test.ts relies on: all of a disabled client's IPv4 frames to its server are src_disabled
+    const l4s: [Buffer, number][] = [
+      ...[TCP.SYN, TCP.SYN | TCP.ACK, TCP.ACK, TCP.ACK | TCP.PSH, TCP.FIN | TCP.ACK, TCP.RST, TCP.RST | TCP.ACK].map(
+        (fl) => [tcp(40010, 7100, fl, Buffer.from('x')), PROTO.TCP] as [Buffer, number],
+      ),
+      [udp(40010, 53), PROTO.UDP],
+      [Buffer.from([8, 0, 0xf7, 0xff, 0, 0, 0, 0]), 1],
+    ];
+    for (const [l4, proto] of l4s) {
+      for (const f of [routed(C, B, l4, proto), bridged(C, B, l4, proto)]) {
+        expect(await expectVerdict(f, C.ifindex, TC_ACT_OK, 'src_disabled')).toEqual(f);
+      }
+    }
+    expect(await ctEntries()).toEqual([]);
+  });
+
   it('dst_disabled: the destination pod is not enabled', async () => {
     const f = routed(A, C, tcp(40001, 80, TCP.SYN), PROTO.TCP);
     expect(await expectVerdict(f, A.ifindex, TC_ACT_OK, 'dst_disabled')).toEqual(f);
