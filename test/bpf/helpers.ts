@@ -155,6 +155,7 @@ export function ether(dst: string, src: string, type: number, payload: Buffer): 
  */
 export const SKB_SIZE = 192;
 export const SKB_INGRESS_IFINDEX = 36;
+export const SKB_IFINDEX = 40;
 export function skbCtx(ingressIfindex: number): Buffer {
   const b = Buffer.alloc(SKB_SIZE);
   b.writeUInt32LE(ingressIfindex, SKB_INGRESS_IFINDEX);

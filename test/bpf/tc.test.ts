@@ -9,6 +9,8 @@ import { ToolError } from '../../loader/errors.js';
 import {
   ETH_P_ARP,
   ETH_P_IP,
+  SKB_IFINDEX,
+  SKB_INGRESS_IFINDEX,
   TC_ACT_OK,
   TC_ACT_REDIRECT,
   TCP,
@@ -117,8 +119,8 @@ describe.skipIf(!!scratch.skip)(`pw_tc_egress verdicts and rewrites${scratch.ski
 
   it('runs in the kernel on this input format: __sk_buff ingress_ifindex reaches the program, ifindex stays loopback', async () => {
     const r = await run(dp, PROG, ether(A.gw, A.mac, ETH_P_ARP, Buffer.alloc(28)), 4242);
-    expect(r.ctxOut?.readUInt32LE(36)).toBe(4242); // ingress_ifindex
-    expect(r.ctxOut?.readUInt32LE(40)).toBe(1); // ifindex: lo
+    expect(r.ctxOut?.readUInt32LE(SKB_INGRESS_IFINDEX)).toBe(4242);
+    expect(r.ctxOut?.readUInt32LE(SKB_IFINDEX)).toBe(1); // lo
     expect(r.durationNs).toBeGreaterThan(0);
   });
 
