@@ -354,7 +354,7 @@ describe.skipIf(!!scratch.skip)(`pw_tc_egress verdicts and rewrites${scratch.ski
 
     await expectVerdict(routed(A, B, tcp(41000, 8080, TCP.FIN | TCP.ACK), PROTO.TCP), A.ifindex, TC_ACT_REDIRECT, 'redirected');
     await expectVerdict(routed(B, A, tcp(8080, 41000, TCP.FIN | TCP.ACK), PROTO.TCP), B.ifindex, TC_ACT_REDIRECT, 'redirected');
-    expect(await ctEntries()).toEqual([{ ...entry, state: CT_STATE.ESTABLISHED }]); // FIN does not end tracking (the LRU ages it out)
+    expect(await ctEntries()).toEqual([{ ...entry, state: CT_STATE.ESTABLISHED }]); // FIN does not end tracking: the entry stays until an RST or LRU eviction
 
     await expectVerdict(routed(B, A, tcp(8080, 41000, TCP.RST | TCP.ACK), PROTO.TCP), B.ifindex, TC_ACT_REDIRECT, 'redirected');
     expect(await ctEntries()).toEqual([]);
