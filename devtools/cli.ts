@@ -3,6 +3,7 @@
 // the image (dist/ holds no devtools): `demo` and `sandbox`. bin/podwarp-dev
 // runs it from a checkout.
 import { InputError } from '../loader/errors.js';
+import { configureLog } from '../loader/log.js';
 import { out, podwarpProgram, runCli } from '../src/cli.js';
 import * as sandbox from './sandbox.js';
 
@@ -59,6 +60,9 @@ program
   .option('--cpu <n|none>', 'pin client and server to one CPU (none: unpinned)', '0')
   .action(async (o: { seconds: string; rounds: string; bridge?: boolean; cpu: string }) => {
     const { demo } = await import('./demo.js');
+    // the demo prints progress and results; log lines only when something is wrong
+    // (unless --log-level or PODWARP_LOG_LEVEL asks for more)
+    if (program.getOptionValueSource('logLevel') === 'default' && !process.env.PODWARP_LOG_LEVEL) configureLog({ level: 'warn' });
     const cpu = o.cpu === 'none' ? undefined : Number(o.cpu);
     await demo({ seconds: Number(o.seconds), rounds: Number(o.rounds), wiring: o.bridge ? 'bridge' : 'routed', cpu });
   });

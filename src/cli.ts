@@ -7,7 +7,7 @@ import { FeatureMissingError, InputError, ToolError, errorMessage } from '../loa
 import { build } from '../loader/build.js';
 import { checkFormat, dumpBackends, dumpEndpoints, dumpServices, dumpSockets, dumpStats } from './commands/dump.js';
 import { status } from './commands/status.js';
-import { log } from '../loader/log.js';
+import { LOG_FORMATS, configureLog, humanLogs, log, type LogFormat } from '../loader/log.js';
 import { ACCELERATE_LABEL } from './model.js';
 import { loadStateFile, writeStateFile } from './state/load.js';
 
@@ -17,7 +17,21 @@ export const out = (s: string): void => {
 
 /** The product CLI: build, agent, enable/disable, dump, status, uninstall. */
 export function podwarpProgram(name = 'podwarp'): Command {
-  const program = new Command(name).description('eBPF-accelerated datapath manager for Kubernetes nodes').showHelpAfterError();
+  const program = new Command(name)
+    .description('eBPF-accelerated datapath manager for Kubernetes nodes')
+    .showHelpAfterError()
+    .option(
+      '--log-format <format>',
+      'logs on stderr: json (one object per line), pretty (readable), auto (pretty on a terminal)',
+      process.env.PODWARP_LOG_FORMAT ?? 'auto',
+    )
+    .option('--log-level <level>', 'trace | debug | info | warn | error | silent', process.env.PODWARP_LOG_LEVEL ?? 'info')
+    .hook('preAction', (cmd) => {
+      const o = cmd.opts<{ logFormat: string; logLevel: string }>();
+      if (!(LOG_FORMATS as readonly string[]).includes(o.logFormat))
+        throw new InputError(`--log-format: "${o.logFormat}" is not one of ${LOG_FORMATS.join(', ')}`);
+      configureLog({ format: o.logFormat as LogFormat, level: o.logLevel });
+    });
 
   program
     .command('build')
@@ -200,7 +214,8 @@ export async function runCli(program: Command, argv = process.argv): Promise<voi
           : e instanceof ToolError
             ? 'tool failed'
             : 'error';
-    log.error({ kind, err: errorMessage(e) }, 'podwarp failed');
+    // a machine reading JSON logs gets the failure as a log line too; a person gets one line
+    if (!humanLogs()) log.error({ kind, err: errorMessage(e) }, 'podwarp failed');
     process.stderr.write(`podwarp: ${errorMessage(e)}\n`);
     process.exitCode = e instanceof InputError ? 2 : 1;
   }

@@ -102,7 +102,7 @@ describe('deploy/podwarp.yaml', () => {
       expect(c.image).toBe('podwarp:dev');
       expect(c.imagePullPolicy).toBe('IfNotPresent');
       expect(c.command, 'the image ENTRYPOINT is podwarp').toBeUndefined();
-      expect(args[0]).toBe('agent');
+      expect(args.slice(0, 3)).toEqual(['--log-format', 'json', 'agent']);
       expect(argAfter('--source')).toBe('kubernetes');
       expect(argAfter('--state'), 'no local state file').toBeUndefined();
       const node = argAfter('--node');
