@@ -7,8 +7,10 @@ export default defineConfig({
     projects: [
       {
         test: {
+          // no root needed (npm run test:unit); quiet: the tests assert, the logs would only flood
           name: 'unit',
           include: ['test/unit/**/*.test.ts'],
+          env: { PODWARP_LOG_LEVEL: process.env.PODWARP_LOG_LEVEL ?? 'silent' },
         },
       },
       {

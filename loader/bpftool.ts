@@ -1,4 +1,7 @@
 // bpftool wrapper: always -j, every answer validated with ajv before use.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { Ajv, type JSONSchemaType, type ValidateFunction } from 'ajv';
 import { ToolError } from './errors.js';
 import { run } from './exec.js';
@@ -149,7 +152,7 @@ export async function batch(lines: Iterable<BatchLine>): Promise<void> {
     await run(`apply ${n} map operations`, ['bpftool', 'batch', 'file', '-'], { input: text });
   };
   for (const l of lines) {
-    if (/['"\\\n\t]|  |^ | $/.test(l) || l === '') throw new Error(`batch line "${l}" needs quoting`);
+    if (/['"\\\n\t]| {2}|^ | $/.test(l) || l === '') throw new Error(`batch line "${l}" needs quoting`);
     chunk.push(l);
     if (chunk.length >= CHUNK) await flush();
   }
@@ -297,9 +300,6 @@ const progRunSchema = validator<{ retval: number; duration: number }>({
  * datapath.
  */
 export async function progRun(pin: string, data: Buffer, ctx?: Buffer): Promise<ProgRunResult> {
-  const fs = await import('node:fs');
-  const os = await import('node:os');
-  const path = await import('node:path');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pw-progrun-'));
   try {
     const f = (n: string) => path.join(dir, n);

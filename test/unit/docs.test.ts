@@ -8,7 +8,7 @@ import { withMapTable } from '../../devtools/docs.js';
 import { ROOT } from '../../loader/build.js';
 
 const tracked = execFileSync('git', ['ls-files'], { cwd: ROOT, encoding: 'utf8' }).split('\n').filter(Boolean);
-const PATH = /\b((?:abi|loader|src|devtools|bpf|test|deploy|scripts|bin)\/[\w./-]*\w\.(?:ts|c|h|sh|json|yaml|cjs))\b/g;
+const PATH = /(?<![\w/.-])((?:abi|loader|src|devtools|bpf|test|deploy|scripts|bin)\/[\w./-]*\w\.(?:ts|c|h|sh|json|yaml|cjs))\b/g;
 
 describe('docs', () => {
   it('the README map table is generated from abi/schema.ts (npm run docs)', () => {
