@@ -230,7 +230,11 @@ const cgroupShowSchema = validator<CgroupProg[] | null>({
     { type: 'null' },
     {
       type: 'array',
-      items: { type: 'object', required: ['id', 'attach_type'], properties: { id: { type: 'integer' }, attach_type: { type: 'string' }, name: { type: 'string' } } },
+      items: {
+        type: 'object',
+        required: ['id', 'attach_type'],
+        properties: { id: { type: 'integer' }, attach_type: { type: 'string' }, name: { type: 'string' } },
+      },
     },
   ],
 });
@@ -253,11 +257,28 @@ export type CgroupHook = keyof typeof CGROUP_ATTACH;
 
 /** Multi-attach: other tools' programs on the cgroup stay and keep running. */
 export async function cgroupAttach(cgroupPath: string, hook: CgroupHook, progPin: string): Promise<void> {
-  await run(`attach ${hook} to ${cgroupPath}`, ['bpftool', 'cgroup', 'attach', cgroupPath, CGROUP_ATTACH[hook].word, 'pinned', progPin, 'multi']);
+  await run(`attach ${hook} to ${cgroupPath}`, [
+    'bpftool',
+    'cgroup',
+    'attach',
+    cgroupPath,
+    CGROUP_ATTACH[hook].word,
+    'pinned',
+    progPin,
+    'multi',
+  ]);
 }
 
 export async function cgroupDetach(cgroupPath: string, hook: CgroupHook, progId: number): Promise<void> {
-  await run(`detach ${hook} from ${cgroupPath}`, ['bpftool', 'cgroup', 'detach', cgroupPath, CGROUP_ATTACH[hook].word, 'id', String(progId)]);
+  await run(`detach ${hook} from ${cgroupPath}`, [
+    'bpftool',
+    'cgroup',
+    'detach',
+    cgroupPath,
+    CGROUP_ATTACH[hook].word,
+    'id',
+    String(progId),
+  ]);
 }
 
 /** sk_msg verdict program on a sockhash (replaces the one attached before). */

@@ -39,7 +39,12 @@ describe.each(['routed', 'bridge'] as const)('tc fast path, %s wiring', (wiring)
     const actual = await readActual(env!.dp);
     expect([...actual.endpoints.keys()].sort()).toEqual(env!.m.pods.map((p) => p.ip).sort());
     for (const p of env!.m.pods) expect(actual.endpoints.get(p.ip)!.flags).toBe(1);
-    expect(actual.ifaces.filter((i) => i.attached && i.present).map((i) => i.name).sort()).toEqual(env!.m.pods.map((p) => p.hostInterface).sort());
+    expect(
+      actual.ifaces
+        .filter((i) => i.attached && i.present)
+        .map((i) => i.name)
+        .sort(),
+    ).toEqual(env!.m.pods.map((p) => p.hostInterface).sort());
     // a second pass with nothing changed writes nothing
     const again = await reconcile(env!.dp, withAccel(base, { 'team-a': true, 'team-b': true }), undefined, TC_ONLY);
     expect(again.plan).toEqual({ attach: [], upsert: [], delete: [], detach: [], cgroups: [], drainIps: [] });
