@@ -212,11 +212,6 @@ export async function featureProbeKernel(): Promise<FeatureProbe> {
   return { helpers: j.helpers ?? {}, mapTypes };
 }
 
-export async function bpftoolSupportsTcx(): Promise<boolean> {
-  const r = await run('bpftool net help', ['bpftool', 'net', 'help'], { reject: false });
-  return /tcx_ingress/.test(r.stdout + r.stderr);
-}
-
 // ---- cgroup attachments ----
 
 export interface CgroupProg {

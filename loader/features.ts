@@ -7,28 +7,17 @@ import { FeatureMissingError } from './errors.js';
 export interface Features {
   kernel: string;
   redirectPeer: boolean;
-  /** The kernel has tcx (6.6+). */
-  tcxKernel: boolean;
-  /** bpftool can attach tcx (7.3+). */
-  tcxBpftool: boolean;
-  /** What podwarp uses to attach tc programs. */
-  tcAttach: 'tcx' | 'clsact';
-}
-
-export function kernelAtLeast(release: string, major: number, minor: number): boolean {
-  const m = /^(\d+)\.(\d+)/.exec(release);
-  if (!m) return false;
-  const [maj, min] = [Number(m[1]), Number(m[2])];
-  return maj > major || (maj === major && min >= minor);
+  /**
+   * How podwarp attaches its tc program: clsact + cls_bpf on every kernel
+   * (the 5.10 path). tcx links (6.6+) are not used (README "Limits").
+   */
+  tcAttach: 'clsact';
 }
 
 export async function probe(): Promise<Features> {
   const k = await bpftool.featureProbeKernel();
   const redirectPeer = (k.helpers.sched_cls_available_helpers ?? []).includes('bpf_redirect_peer');
-  const tcxKernel = kernelAtLeast(os.release(), 6, 6);
-  const tcxBpftool = await bpftool.bpftoolSupportsTcx();
-  // tcx attachment needs both; until then clsact + cls_bpf, the 5.10 path (see README "Limits")
-  return { kernel: os.release(), redirectPeer, tcxKernel, tcxBpftool, tcAttach: 'clsact' };
+  return { kernel: os.release(), redirectPeer, tcAttach: 'clsact' };
 }
 
 export async function requireDatapathFeatures(): Promise<Features> {

@@ -44,7 +44,7 @@ export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
   if (fmt === 'json') return json(s);
   const f = s.features;
   let out = `pins:     ${s.pinRoot} (${s.loaded ? 'loaded' : 'not loaded'})\n`;
-  out += `kernel:   ${f.kernel}; bpf_redirect_peer ${f.redirectPeer ? 'yes' : 'NO'}; tc attach via ${f.tcAttach} (tcx: kernel ${f.tcxKernel ? 'yes' : 'no'}, bpftool ${f.tcxBpftool ? 'yes' : 'no'})\n\n`;
+  out += `kernel:   ${f.kernel}; bpf_redirect_peer ${f.redirectPeer ? 'yes' : 'NO'}; tc attach via ${f.tcAttach} (cls_bpf)\n\n`;
   if (!s.loaded) return out;
   out += table(
     ['MAP', 'ID', 'TYPE', 'ENTRIES', 'MAX'],
