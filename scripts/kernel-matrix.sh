@@ -94,6 +94,8 @@ for k in ${kernels//,/ }; do
   if [ "$k" = host ]; then
     echo "kernel-matrix: host $(uname -r): ${#paths[@]} files" >&2
     echo native >"$kout/accel"; echo 0 >"$kout/boot_s"; uname -r >"$kout/kernel"
+    mkdir -p "$kout/results"
+    devtools/vm/probe-cgroup-query.sh >"$kout/results/probe-cgroup.txt" 2>&1 || true
     PODWARP_TEST_SLOWDOWN=${PODWARP_TEST_SLOWDOWN:-1} devtools/vm/run-tests.sh "$kout/results" "${paths[@]}" | sed -u "s/^/[host] /" >&2
     echo $((SECONDS - t0)) >"$kout/run_s"
   else
@@ -105,7 +107,7 @@ for k in ${kernels//,/ }; do
     echo "kernel-matrix: $k ($(basename "$d"), $accel, timeout ${tmo}s): ${#paths[@]} files" >&2
     rc=0
     devtools/vm/run-in-vm.sh --kernel-dir "$d" --out "$kout" --timeout "$tmo" --accel "$accel" -- \
-      "PODWARP_TEST_SLOWDOWN=$slow devtools/vm/run-tests.sh /mnt/pwvm/results ${paths[*]}" || rc=$?
+      "mkdir -p /mnt/pwvm/results; devtools/vm/probe-cgroup-query.sh >/mnt/pwvm/results/probe-cgroup.txt 2>&1; PODWARP_TEST_SLOWDOWN=$slow devtools/vm/run-tests.sh /mnt/pwvm/results ${paths[*]}" || rc=$?
     echo "$rc" >"$kout/vm_rc"
     echo $((SECONDS - t0)) >"$kout/wall_s"
     grep -a 'pwvm-tests:' "$kout/console.log" | sed "s/^/[$k] /" >&2 || true

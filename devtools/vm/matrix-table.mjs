@@ -67,6 +67,11 @@ console.log('cells: passed/failed/skipped and the file\'s time (one vitest run p
 console.log(line(head));
 console.log('|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|');
 for (const r of rows) console.log(line(r));
+const probes = kernels.map((k) => [k, read(path.join(out, k, 'results', 'probe-cgroup.txt'))]).filter(([, t]) => t);
+if (probes.length) {
+  console.log('\ncgroup listing probe (devtools/vm/probe-cgroup-query.sh):');
+  for (const [k, t] of probes) for (const l of t.split('\n').filter((x) => x.startsWith('bpftool'))) console.log(`  ${k}: ${short(l, 160)}`);
+}
 if (notes.length) {
   console.log('\nfirst failure or skips per cell:');
   for (const n of notes) console.log('  ' + n);

@@ -5,8 +5,10 @@
 #   devtools/vm/run-in-vm.sh --kernel-dir DIR --out DIR [--timeout S] [--accel tcg|kvm] -- 'command'
 #
 # The VM: no network device (-nic none), 3 GiB, 2 vCPUs, host / read-only over
-# 9p under a tmpfs overlay, the project read-write at its own path, OUT at
-# /mnt/pwvm (the command writes results there). Leaves in OUT: console.log,
+# 9p under a tmpfs overlay, a snapshot of the project (copied at start, so
+# edits made during a long run do not leak into it; .git left out) read-write
+# at the project's own path, OUT at /mnt/pwvm (the command writes results
+# there). Leaves in OUT: console.log,
 # status (the command's exit code; absent when the VM died or timed out),
 # boot_s (uptime when the command started), run_s, accel. Exit code: the
 # command's, 124 on timeout, 125 when the VM died without a status.
@@ -47,9 +49,15 @@ esac
 echo "$accel" >"$out/accel"
 
 qpid=
-cleanup() { if [ -n "$qpid" ] && kill -0 "$qpid" 2>/dev/null; then kill -KILL "$qpid" 2>/dev/null || true; wait "$qpid" 2>/dev/null || true; fi; }
+snap=
+cleanup() {
+  if [ -n "$qpid" ] && kill -0 "$qpid" 2>/dev/null; then kill -KILL "$qpid" 2>/dev/null || true; wait "$qpid" 2>/dev/null || true; fi
+  [ -z "$snap" ] || rm -rf "$snap"
+}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+snap=$(mktemp -d /tmp/podwarp-vmtree.XXXXXX)
+tar -C "$project" --exclude=./.git -cf - . | tar -C "$snap" -xf -
 
 nice -n "${PODWARP_VM_NICE:-10}" qemu-system-x86_64 -nodefaults -no-user-config "${acc[@]}" \
   -m "${PODWARP_VM_MEM:-3G}" -smp 2 -nic none -no-reboot -display none -monitor none \
@@ -57,7 +65,7 @@ nice -n "${PODWARP_VM_NICE:-10}" qemu-system-x86_64 -nodefaults -no-user-config 
   -kernel "$kdir/vmlinuz" -initrd "$initrd" \
   -append "console=ttyS0 panic=-1 oops=panic loglevel=4 mitigations=off pw.project=$project pw.moddir=$kdir/lib/modules/$ver" \
   -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
-  -virtfs "local,path=$project,mount_tag=project,security_model=none,multidevs=remap" \
+  -virtfs "local,path=$snap,mount_tag=project,security_model=none,multidevs=remap" \
   -virtfs "local,path=$out,mount_tag=pwvm,security_model=none,multidevs=remap" &
 qpid=$!
 deadline=$((SECONDS + timeout))
