@@ -1,5 +1,9 @@
 import { defineConfig } from 'vitest/config';
 
+// PODWARP_TEST_SLOWDOWN: how much slower than a real machine this one is (the
+// kernel-matrix VMs under TCG emulation set it); time budgets scale by it
+const slowdown = Math.max(1, Number(process.env.PODWARP_TEST_SLOWDOWN) || 1);
+
 export default defineConfig({
   test: {
     // root tests use real netns/veth/BPF on one shared machine: one file at a time
@@ -15,8 +19,8 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts', 'test/e2e/**/*.test.ts'],
-          testTimeout: 120_000,
-          hookTimeout: 120_000,
+          testTimeout: 120_000 * slowdown,
+          hookTimeout: 120_000 * slowdown,
           env: { PODWARP_LOG_LEVEL: process.env.PODWARP_LOG_LEVEL ?? 'warn' },
         },
       },

@@ -5,7 +5,7 @@ import { loadStateFile } from '../../src/state/load.js';
 import { reconcile, readActual } from '../../src/reconciler.js';
 import { sink, startServer, stream, type Server } from '../../src/perf.js';
 import type { Snapshot } from '../../src/model.js';
-import { counters, delta, hostTx, podTx, setUp, tearDown, type Env } from './helpers.js';
+import { counters, delta, hostTx, podTx, setUp, SLOWDOWN, tearDown, until, type Env } from './helpers.js';
 
 const MB16 = 16 * 1024 * 1024;
 const TC_ONLY = { sockmap: false };
@@ -79,11 +79,12 @@ describe.each(['routed', 'bridge'] as const)('tc fast path, %s wiring', (wiring)
   it('keeps a connection opened before acceleration on the normal path, intact', async () => {
     await reconcile(env!.dp, withAccel(base, { 'team-a': false, 'team-b': false }), undefined, TC_ONLY);
     const [client, srv] = [env!.m.pods[0]!, env!.m.pods[1]!];
-    const running = stream(client, srv.ip, 7100, { seconds: 2 });
+    // the stream must outlast the reconcile pass (seconds on an emulated machine)
+    const running = stream(client, srv.ip, 7100, { seconds: 2 * SLOWDOWN });
     await new Promise((r) => setTimeout(r, 500));
     const c0 = await counters(env!.dp);
     await reconcile(env!.dp, withAccel(base, { 'team-a': true, 'team-b': true }), undefined, TC_ONLY);
-    await new Promise((r) => setTimeout(r, 500));
+    await until('packets of the open connection seen by the tc program', async () => delta(c0, await counters(env!.dp)).untracked > 0, 1500);
     const d = delta(c0, await counters(env!.dp));
     const r = await running;
     expect(r.error).toBeUndefined();
