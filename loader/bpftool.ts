@@ -282,12 +282,17 @@ async function effective(cgroupPath: string): Promise<CgroupProg[]> {
  * multiset of attach type and id: one program may sit on both).
  */
 async function cgroupShowEffective(cgroupPath: string): Promise<CgroupProg[]> {
-  const own = await effective(cgroupPath);
+  const all = await effective(cgroupPath);
   const parent = path.dirname(cgroupPath);
-  if (parent === cgroupPath || !fs.existsSync(path.join(parent, 'cgroup.procs'))) return own;
+  if (parent === cgroupPath || !fs.existsSync(path.join(parent, 'cgroup.procs'))) return all;
+  return ownPrograms(all, await effective(parent));
+}
+
+/** A cgroup's effective programs minus its parent's effective ones (multiset, by attach type and id). */
+export function ownPrograms(effectiveHere: CgroupProg[], effectiveParent: CgroupProg[]): CgroupProg[] {
   const inherited = new Map<string, number>();
-  for (const p of await effective(parent)) inherited.set(`${p.attach_type}/${p.id}`, (inherited.get(`${p.attach_type}/${p.id}`) ?? 0) + 1);
-  return own.filter((p) => {
+  for (const p of effectiveParent) inherited.set(`${p.attach_type}/${p.id}`, (inherited.get(`${p.attach_type}/${p.id}`) ?? 0) + 1);
+  return effectiveHere.filter((p) => {
     const k = `${p.attach_type}/${p.id}`;
     const n = inherited.get(k) ?? 0;
     if (n > 0) inherited.set(k, n - 1);
