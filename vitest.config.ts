@@ -13,6 +13,8 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['test/unit/**/*.test.ts'],
+          testTimeout: 5_000 * slowdown,
+          hookTimeout: 10_000 * slowdown,
         },
       },
       {
