@@ -36,7 +36,12 @@ function cell(kdir, file) {
   let why = '';
   if (failedTests.length) {
     const f = failedTests[0];
-    why = `${short(f.fullName ?? f.title, 60)}: ${short((f.failureMessages?.[0] ?? '').split('\n')[0], 110)}`;
+    let msg = (f.failureMessages?.[0] ?? '').split('\n')[0];
+    // a timeout comes as "STACK_TRACE_ERROR" in the JSON: the console says it ("→ …" under the test)
+    const log = read(path.join(res, `${file}.log`)) ?? '';
+    const arrow = log.split('\n').map((l) => /^\s+→ (.*)/.exec(l)?.[1]).find(Boolean);
+    if ((!msg || msg.includes('STACK_TRACE_ERROR')) && arrow) msg = arrow;
+    why = `${short(f.fullName ?? f.title, 60)}: ${short(msg, 110)}`;
   } else if (r.testResults.some((t) => t.status === 'failed' && t.message)) {
     why = short(r.testResults.find((t) => t.message).message.split('\n')[0], 150);
   } else if (skipped) {
