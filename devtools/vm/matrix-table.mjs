@@ -14,11 +14,15 @@ const files = args.slice(sep + 1).map((f) => path.basename(f, '.ts'));
 const read = (p) => (fs.existsSync(p) ? fs.readFileSync(p, 'utf8').trim() : undefined);
 const short = (s, n) => (s.length > n ? s.slice(0, n - 1) + '…' : s);
 
+// any failure, missing result or file without a passing test: exit 1 (CI)
+let bad = false;
+
 function cell(kdir, file) {
   const res = path.join(kdir, 'results');
   const time = read(path.join(res, `${file}.time`));
   const json = read(path.join(res, `${file}.json`));
   if (!json) {
+    bad = true;
     const log = read(path.join(res, `${file}.log`));
     if (time) return { text: `no result (${time}s)`, why: short((log ?? '').split('\n').filter(Boolean).slice(-1)[0] ?? '', 120) };
     return { text: log !== undefined ? 'killed (VM timeout)' : 'not run', why: '' };
@@ -27,6 +31,7 @@ function cell(kdir, file) {
   try {
     r = JSON.parse(json);
   } catch {
+    bad = true;
     return { text: 'bad JSON', why: '' };
   }
   const tests = r.testResults.flatMap((t) => t.assertionResults.map((a) => ({ ...a, fileMessage: t.message })));
@@ -48,6 +53,7 @@ function cell(kdir, file) {
     why = 'skipped: ' + short(tests.filter((t) => ['pending', 'skipped', 'todo'].includes(t.status)).map((t) => t.title).join('; '), 120);
   }
   const fileFailed = r.testResults.some((t) => t.status === 'failed') && !failedTests.length;
+  if (failedTests.length || fileFailed || !n('passed')) bad = true;
   return { text: `${n('passed')}/${failedTests.length + (fileFailed ? 1 : 0)}/${skipped} ${time ?? '?'}s`, why };
 }
 
@@ -81,3 +87,4 @@ if (notes.length) {
   console.log('\nfirst failure or skips per cell:');
   for (const n of notes) console.log('  ' + n);
 }
+if (bad) process.exitCode = 1;
