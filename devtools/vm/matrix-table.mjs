@@ -53,7 +53,7 @@ function cell(kdir, file) {
     why = 'skipped: ' + short(tests.filter((t) => ['pending', 'skipped', 'todo'].includes(t.status)).map((t) => t.title).join('; '), 120);
   }
   const fileFailed = r.testResults.some((t) => t.status === 'failed') && !failedTests.length;
-  if (failedTests.length || fileFailed || !n('passed')) bad = true;
+  if (failedTests.length || fileFailed || tests.length === 0) bad = true;
   return { text: `${n('passed')}/${failedTests.length + (fileFailed ? 1 : 0)}/${skipped} ${time ?? '?'}s`, why };
 }
 
