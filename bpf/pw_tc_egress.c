@@ -159,6 +159,10 @@ int pw_tc_egress(struct __sk_buff *skb)
 	}
 
 	count(PW_TC_REDIRECTED, skb);
+	/* A switched frame came in as PACKET_OTHERHOST (addressed to the pod,
+	 * not to the host veth). Before 6.x, redirect_peer keeps pkt_type and
+	 * ip_rcv_core drops OTHERHOST; the frame is now for the peer's host. */
+	bpf_skb_change_type(skb, 0 /* PACKET_HOST */);
 	return bpf_redirect_peer(dst->ifindex, 0);
 }
 

@@ -234,9 +234,72 @@ const cgroupShowSchema = validator<CgroupProg[] | null>({
   ],
 });
 
-/** Programs attached to one cgroup (absolute path). */
+/**
+ * How cgroup attachments are listed, learnt on the first listing:
+ * - 'query': `bpftool cgroup show CG` (BPF_PROG_QUERY with attach flags);
+ * - 'effective': `bpftool cgroup show CG effective` minus the parent's
+ *   effective list. bpftool ≥ 7.0 passes prog_attach_flags to BPF_PROG_QUERY,
+ *   which kernels before 6.0 reject with EINVAL (exit 255, output `[]`) as
+ *   soon as a program is attached; the effective query has no such field.
+ * `podwarp status` shows which one is in use.
+ */
+export type CgroupListing = 'query' | 'effective';
+let cgroupListing: CgroupListing | undefined;
+export function cgroupListingPath(): CgroupListing | undefined {
+  return cgroupListing;
+}
+
+/** Programs attached to one cgroup (absolute path), inherited ones not included. */
 export async function cgroupShow(cgroupPath: string): Promise<CgroupProg[]> {
-  return (await bpftoolJson(`list programs of ${cgroupPath}`, ['cgroup', 'show', cgroupPath], cgroupShowSchema)) ?? [];
+  if (cgroupListing !== 'effective') {
+    let plainError: unknown;
+    try {
+      const r = (await bpftoolJson(`list programs of ${cgroupPath}`, ['cgroup', 'show', cgroupPath], cgroupShowSchema)) ?? [];
+      cgroupListing = 'query';
+      return r;
+    } catch (e) {
+      if (!(e instanceof ToolError) || e.exitCode === undefined) throw e;
+      plainError = e;
+    }
+    // the plain query failed on a cgroup the effective query can list: the
+    // kernel rejects the attach-flags query; use the effective one from now on
+    const r = await cgroupShowEffective(cgroupPath).catch(() => undefined);
+    if (!r) throw plainError;
+    cgroupListing = 'effective';
+    return r;
+  }
+  return cgroupShowEffective(cgroupPath);
+}
+
+async function effective(cgroupPath: string): Promise<CgroupProg[]> {
+  return (
+    (await bpftoolJson(`list effective programs of ${cgroupPath}`, ['cgroup', 'show', cgroupPath, 'effective'], cgroupShowSchema)) ?? []
+  );
+}
+
+/**
+ * The effective list holds the cgroup's own programs and every program
+ * inherited from its ancestors (multi-attach): the parent's effective list is
+ * exactly the inherited part, so the own programs are the difference (as a
+ * multiset of attach type and id: one program may sit on both).
+ */
+async function cgroupShowEffective(cgroupPath: string): Promise<CgroupProg[]> {
+  const all = await effective(cgroupPath);
+  const parent = path.dirname(cgroupPath);
+  if (parent === cgroupPath || !fs.existsSync(path.join(parent, 'cgroup.procs'))) return all;
+  return ownPrograms(all, await effective(parent));
+}
+
+/** A cgroup's effective programs minus its parent's effective ones (multiset, by attach type and id). */
+export function ownPrograms(effectiveHere: CgroupProg[], effectiveParent: CgroupProg[]): CgroupProg[] {
+  const inherited = new Map<string, number>();
+  for (const p of effectiveParent) inherited.set(`${p.attach_type}/${p.id}`, (inherited.get(`${p.attach_type}/${p.id}`) ?? 0) + 1);
+  return effectiveHere.filter((p) => {
+    const k = `${p.attach_type}/${p.id}`;
+    const n = inherited.get(k) ?? 0;
+    if (n > 0) inherited.set(k, n - 1);
+    return n === 0;
+  });
 }
 
 /** bpftool attach-type word for each hook, and how `cgroup show` names it. */

@@ -36,7 +36,8 @@ export async function statusData(dp: Datapath) {
   // per-namespace view: from the agent's report (the maps key endpoints by IP only); endpoints it
   // counted that are no longer in pw_endpoints would show as a mismatch
   const agent = readReport();
-  return { pinRoot: dp.pinRoot, loaded, features, maps, programs: progs, attachments, cgroups, config, agent };
+  const cgroupListing = bpftool.cgroupListingPath() ?? 'unused';
+  return { pinRoot: dp.pinRoot, loaded, features, maps, programs: progs, attachments, cgroups, cgroupListing, config, agent };
 }
 
 export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
@@ -81,6 +82,7 @@ export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
       s.cgroups.map((c) => [c.path, flagNames(hooksField, c.hooks), c.present ? c.attached.join(',') || '-' : 'cgroup gone']),
     );
   out += `${s.cgroups.length} cgroup attachments; sk_msg on pw_sock; socket acceleration ${s.config && s.config.flags & CONFIG_FLAGS.SOCKMAP_ON ? 'on' : 'off'}\n`;
+  out += `cgroup listing: ${s.cgroupListing === 'effective' ? 'bpftool cgroup show … effective minus the parent (the kernel rejects the attach-flags query, < 6.0)' : s.cgroupListing === 'query' ? 'bpftool cgroup show' : 'not needed yet'}\n`;
   const a = s.agent;
   if (a) {
     const rows = Object.entries(a.namespaces).sort(([x], [y]) => x.localeCompare(y));

@@ -6,7 +6,7 @@ import { reconcile } from '../../src/reconciler.js';
 import { readActual } from '../../src/pods/apply.js';
 import { sink, startServer, stream, type Server } from '../../devtools/perf.js';
 import type { Snapshot } from '../../src/model.js';
-import { counters, delta, hostTx, podTx, setUp, tearDown, type Env } from './helpers.js';
+import { counters, delta, hostTx, podTx, setUp, tearDown, until, type Env } from './helpers.js';
 
 const MB16 = 16 * 1024 * 1024;
 const TC_ONLY = { sockmap: false };
@@ -90,13 +90,21 @@ describe.each(['routed', 'bridge'] as const)('tc fast path, %s wiring', (wiring)
   });
 
   it('keeps a connection opened before acceleration on the normal path, intact', async () => {
+    const t0 = Date.now();
     await reconcile(env!.dp, withAccel(base, { 'team-a': false, 'team-b': false }), undefined, TC_ONLY);
+    const passSeconds = (Date.now() - t0) / 1000;
     const [client, srv] = [env!.m.pods[0]!, env!.m.pods[1]!];
-    const running = stream(client, srv.ip, 7100, { seconds: 2 });
+    // the stream must outlast the enabling pass: as long again as the disabling one took
+    // (0.1 s here, 40 s on 5.10 under TCG emulation), twice, plus 2 s
+    const running = stream(client, srv.ip, 7100, { seconds: Math.ceil(2 + 2 * passSeconds) });
     await new Promise((r) => setTimeout(r, 500));
     const c0 = await counters(env!.dp);
     await reconcile(env!.dp, withAccel(base, { 'team-a': true, 'team-b': true }), undefined, TC_ONLY);
-    await new Promise((r) => setTimeout(r, 500));
+    await until(
+      'packets of the open connection seen by the tc program',
+      async () => delta(c0, await counters(env!.dp)).untracked > 0,
+      1500,
+    );
     const d = delta(c0, await counters(env!.dp));
     const r = await running;
     expect(r.error).toBeUndefined();

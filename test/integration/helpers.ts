@@ -105,9 +105,12 @@ export async function hostTx(p: sandbox.SandboxPod): Promise<number> {
   return (await ipr.link(p.hostInterface, undefined, true))?.stats64?.tx.packets ?? 0;
 }
 
-/** Polls f() until it returns something truthy, at most `ms`. */
+/** How much slower than a real machine this one is (PODWARP_TEST_SLOWDOWN, set by the kernel-matrix VMs). */
+export const SLOWDOWN = Math.max(1, Number(process.env.PODWARP_TEST_SLOWDOWN) || 1);
+
+/** Polls f() until it returns something truthy, at most `ms` (× SLOWDOWN). */
 export async function until<T>(what: string, f: () => T | Promise<T>, ms = 15_000): Promise<NonNullable<T>> {
-  const end = Date.now() + ms;
+  const end = Date.now() + ms * SLOWDOWN;
   for (;;) {
     const v = await f();
     if (v) return v as NonNullable<T>;

@@ -12,7 +12,7 @@ import { conn, rr, startServer, type Server } from '../../devtools/perf.js';
 import { readActual } from '../../src/pods/apply.js';
 import { vip, type SandboxPod } from '../../devtools/sandbox.js';
 import { FakeApiServer, type ApiObject } from '../k8s/apiserver.js';
-import { CLI, counters, delta, setUp, spawnAgent, tearDown, until, type Agent, type Env } from './helpers.js';
+import { CLI, counters, delta, setUp, SLOWDOWN, spawnAgent, tearDown, until, type Agent, type Env } from './helpers.js';
 import { BpfServiceMaps } from '../../src/services/maps.js';
 
 describe('agent --source kubernetes against an API server double', () => {
@@ -256,7 +256,7 @@ describe('agent --source kubernetes against an API server double', () => {
     const ips = pods()
       .slice(1)
       .map((p) => p.ip);
-    const traffic = conn(pods()[0]!, WEB, 80, { seconds: 2 });
+    const traffic = conn(pods()[0]!, WEB, 80, { seconds: 2 * SLOWDOWN });
     for (let i = 0; i < 30; i++) {
       const pick = ips.filter((_, j) => (i + j) % 3 !== 0);
       api!.update('endpointslices', sliceObj('web-1', pick, i % 4 === 0 ? [pick[0]!] : []));
@@ -331,7 +331,9 @@ describe('agent --source kubernetes against an API server double', () => {
     expect(await metric(a, /^podwarp_objects\{kind="services"\}/)).toBe(1);
     expect(await metric(a, /^podwarp_service_frontends /)).toBe(1);
     expect(await metric(a, /^podwarp_watch_events_total\{kind="endpointslices"/)).toBeGreaterThan(30);
-    expect(await metric(a, /^podwarp_change_to_maps_seconds_count/)).toBeGreaterThan(10);
+    // one observation per batch of events; passes slower than the 20 ms between the churn
+    // test's updates (an emulated machine) coalesce them into fewer batches
+    expect(await metric(a, /^podwarp_change_to_maps_seconds_count/)).toBeGreaterThan(SLOWDOWN > 1 ? 0 : 10);
   });
 
   it('a restarted agent converges without rewriting one unchanged entry', async () => {

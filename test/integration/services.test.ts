@@ -11,7 +11,7 @@ import { conn, startServer, udp, type Server } from '../../devtools/perf.js';
 import { reconcile } from '../../src/reconciler.js';
 import { installServices, kubeProxyPrefix, vip } from '../../devtools/sandbox.js';
 import { loadStateFile } from '../../src/state/load.js';
-import { counters, delta, setUp, tearDown, type Env } from './helpers.js';
+import { counters, delta, setUp, SLOWDOWN, tearDown, type Env } from './helpers.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -133,10 +133,11 @@ describe('service load balancing at connect()', () => {
     const all = [pods()[1]!.ip, pods()[2]!.ip, pods()[3]!.ip];
     await reconcile(env!.dp, snap(true, all, all));
     const c0 = await counters(env!.dp);
-    const hammer = conn(pods()[0]!, WEB, 80, { seconds: 5 });
+    // updates for as long as the connects run (a pass takes seconds under emulation: the run scales)
+    const hammer = conn(pods()[0]!, WEB, 80, { seconds: 5 * SLOWDOWN });
     const sets = [[all[0]!], [all[0]!, all[1]!], all, [all[2]!], [all[1]!, all[2]!], all, [all[1]!]];
     let updates = 0;
-    const end = Date.now() + 4500;
+    const end = Date.now() + 4500 * SLOWDOWN;
     while (Date.now() < end) {
       await reconcile(env!.dp, snap(true, sets[updates % sets.length]!, all));
       updates++;

@@ -10,7 +10,7 @@ import { sink, startServer, stream, type Server } from '../../devtools/perf.js';
 import { reconcile } from '../../src/reconciler.js';
 import { readActual } from '../../src/pods/apply.js';
 import { loadStateFile } from '../../src/state/load.js';
-import { counters, delta, setUp, tearDown, type Env } from './helpers.js';
+import { counters, delta, setUp, SLOWDOWN, tearDown, type Env } from './helpers.js';
 
 const withAccel = (s: Snapshot, on: Record<string, boolean>): Snapshot => ({
   ...s,
@@ -59,7 +59,7 @@ describe('socket acceleration', () => {
     expect(one).toMatchObject({ ok: true, bytes: 16 << 20, received: 16 << 20 });
     expect(two.error).toBeUndefined();
     expect(two.ok).toBe(true);
-    expect(two.received).toBeGreaterThan(4 << 20);
+    expect(two.received).toBeGreaterThan((4 << 20) / SLOWDOWN); // 1 s of stream: 3.6 MiB on 6.1 under TCG
     const srvLine = servers[0]!.lines().at(-1)!;
     expect(srvLine).toMatchObject({ ok: true, stream_received: two.sent, stream_sent: two.received });
     const msg = delta(c0, c1, 'pw_sk_msg');
