@@ -1,0 +1,291 @@
+// End to end on a real single-node Kubernetes cluster built from upstream
+// parts (test/e2e/cluster/up.sh: etcd, kube-apiserver, controller-manager,
+// scheduler, kubelet, kube-proxy in iptables mode, containerd + runc, CNI ptp +
+// host-local). podwarp is deployed as users deploy it: `kubectl apply -f
+// deploy/podwarp.yaml`, unchanged (the image is loaded into containerd as
+// podwarp:dev, the name the manifest uses).
+//
+//   PODWARP_E2E_CLUSTER=1 npx vitest run --project integration test/e2e/cluster.test.ts
+//
+// Root only. Builds Kubernetes from the Go module proxy on the first run
+// (cached under /var/cache/podwarp). Without PODWARP_E2E_CLUSTER=1, Go, root or
+// the Debian packages up.sh uses, it is skipped and says why.
+//
+//   PWE2E_RUN=/var/lib/podwarp-e2e/<id>  use a cluster already up (not torn down)
+//   PODWARP_E2E_KEEP=1                    keep the cluster this test brought up
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import YAML from 'yaml';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { run, type RunResult } from '../../loader/exec.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const CLUSTER = path.join(ROOT, 'test', 'e2e', 'cluster');
+const MANIFEST = path.join(ROOT, 'deploy', 'podwarp.yaml');
+const TEST_IMAGE = 'localhost/pwe2e/test:1';
+const PORT = 8080;
+const ACCELERATE_LABEL = 'podwarp.io/accelerate';
+const MIN = 60_000;
+
+// ---- can it run here? -------------------------------------------------------
+
+function missingParts(): string[] {
+  const out: string[] = [];
+  if (!process.env.PWE2E_RUN && process.env.PODWARP_E2E_CLUSTER !== '1')
+    out.push('PODWARP_E2E_CLUSTER=1 (it builds Kubernetes from the Go module proxy on its first run)');
+  if (process.getuid?.() !== 0) out.push('root');
+  const onPath = (c: string) => (process.env.PATH ?? '').split(':').some((d) => d && fs.existsSync(path.join(d, c)));
+  if (!process.env.PWE2E_RUN) {
+    if (!onPath('go') && !fs.existsSync('/usr/local/go/bin/go') && !fs.existsSync('/var/cache/podwarp/k8s')) out.push('Go (to build Kubernetes)');
+    for (const [c, pkg] of [
+      ['containerd', 'containerd'],
+      ['runc', 'runc'],
+      ['podman', 'podman'],
+      ['debootstrap', 'debootstrap'],
+      ['nsenter', 'util-linux'],
+    ])
+      if (!onPath(c)) out.push(`${c} (apt-get install ${pkg})`);
+    if (!fs.existsSync('/usr/lib/cni/ptp')) out.push('CNI ptp (apt-get install containernetworking-plugins)');
+  }
+  return out;
+}
+const missing = missingParts();
+const available = missing.length === 0;
+if (!available) console.warn(`podwarp real-cluster e2e SKIPPED: needs ${missing.join(', ')}.`);
+
+// ---- helpers ----------------------------------------------------------------
+
+const testNs = `pwe2e-${crypto.randomBytes(3).toString('hex')}`;
+let runDir = process.env.PWE2E_RUN ?? '';
+let broughtUp = false;
+let env: Record<string, string> = {};
+
+const manifest = YAML.parseAllDocuments(fs.readFileSync(MANIFEST, 'utf8')).map((d) => d.toJS() as Record<string, any>);
+const ds = manifest.find((d) => d?.kind === 'DaemonSet')!;
+const agentNs: string = ds.metadata.namespace;
+const agentSelector = Object.entries(ds.spec.selector.matchLabels as Record<string, string>)
+  .map(([k, v]) => `${k}=${v}`)
+  .join(',');
+
+function readEnv(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of fs.readFileSync(path.join(dir, 'env'), 'utf8').split('\n')) {
+    const m = /^([A-Z0-9_]+)=(.*)$/.exec(line);
+    if (m) out[m[1]!] = m[2]!;
+  }
+  return out;
+}
+
+function kubectl(args: string[], opts: { input?: string; timeoutMs?: number; reject?: boolean } = {}): Promise<RunResult> {
+  return run(`kubectl ${args[0]}`, [env.KUBECTL!, ...args], { timeoutMs: 2 * MIN, ...opts });
+}
+
+async function until<T>(what: string, f: () => Promise<T>, ms: number, everyMs = 1000): Promise<NonNullable<T>> {
+  const end = Date.now() + ms;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await f();
+      if (v) return v as NonNullable<T>;
+      last = v;
+    } catch (e) {
+      last = e instanceof Error ? e.message : e;
+    }
+    if (Date.now() > end) throw new Error(`timed out after ${ms / 1000} s waiting for ${what}; last: ${JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+async function diagnosed<T>(f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    const show = async (args: string[]) => {
+      const r = await kubectl(args, { reject: false, timeoutMs: 30_000 }).catch((x: unknown) => ({ stdout: '', stderr: String(x) }));
+      console.log(`$ kubectl ${args.join(' ')}\n${r.stdout}${r.stderr}`);
+    };
+    await show(['get', 'nodes,pods', '-A', '-o', 'wide']);
+    await show(['-n', agentNs, 'describe', 'pods', '-l', agentSelector]);
+    await show(['-n', agentNs, 'logs', '-l', agentSelector, '--tail', '60']);
+    throw e;
+  }
+}
+
+interface EndpointRow {
+  ip: string;
+  flags: string;
+  [k: string]: unknown;
+}
+interface StatRow {
+  program: string;
+  reason: string;
+  packets: number;
+  bytes: number;
+}
+
+async function podwarp<T>(agentPod: string, args: string[]): Promise<T> {
+  const r = await kubectl(['exec', '-n', agentNs, agentPod, '--', 'podwarp', ...args, '-o', 'json'], { timeoutMs: MIN });
+  return JSON.parse(r.stdout) as T;
+}
+const stat = (rows: StatRow[], program: string, reason: string) => rows.find((s) => s.program === program && s.reason === reason)?.packets ?? 0;
+const nonZero = (rows: StatRow[]) =>
+  rows
+    .filter((s) => s.packets > 0)
+    .map((s) => `${s.program}/${s.reason}=${s.packets}`)
+    .join(' ');
+
+function testPod(name: string, command: string[], listens?: number): object {
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: testNs, labels: { app: name } },
+    spec: {
+      terminationGracePeriodSeconds: 0,
+      containers: [
+        {
+          name,
+          image: TEST_IMAGE,
+          imagePullPolicy: 'Never',
+          command,
+          readinessProbe: listens ? { tcpSocket: { port: listens }, periodSeconds: 1 } : undefined,
+        },
+      ],
+    },
+  };
+}
+
+interface Sink {
+  ok: boolean;
+  bytes: number;
+  received: number;
+  hash: string;
+  server_hash: string;
+}
+async function sink(serverIp: string, bytes: number): Promise<Sink> {
+  const r = await kubectl(['-n', testNs, 'exec', 'client', '--', 'pwperf', 'sink', '-c', serverIp, '-p', String(PORT), '-b', String(bytes), '-v'], {
+    timeoutMs: MIN,
+  });
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as Sink;
+}
+
+// ---- the test ---------------------------------------------------------------
+
+describe.skipIf(!available)(available ? 'real-cluster e2e' : `real-cluster e2e (skipped: needs ${missing.join(', ')})`, () => {
+  let agentPod = '';
+  let serverIp = '';
+  let clientIp = '';
+
+  beforeAll(async () => {
+    if (!runDir) {
+      broughtUp = true;
+      const r = await run('up.sh', ['bash', path.join(CLUSTER, 'up.sh')], { timeoutMs: 80 * MIN });
+      runDir = r.stdout.trim().split('\n').pop()!;
+    }
+    env = readEnv(runDir);
+  }, 85 * MIN);
+
+  afterAll(async () => {
+    if (env.KUBECTL && !broughtUp) await kubectl(['delete', 'namespace', testNs, '--wait=false'], { reject: false, timeoutMs: MIN });
+    if (!broughtUp) return;
+    if (process.env.PODWARP_E2E_KEEP) {
+      console.log(`kept cluster ${runDir}: . ${runDir}/env; $KUBECTL get pods -A; test/e2e/cluster/down.sh ${runDir}`);
+      return;
+    }
+    await run('down.sh', ['bash', path.join(CLUSTER, 'down.sh'), runDir], { timeoutMs: 5 * MIN });
+  }, 6 * MIN);
+
+  it('kubectl apply -f deploy/podwarp.yaml: the DaemonSet becomes ready on the node', () =>
+    diagnosed(async () => {
+      await kubectl(['apply', '-f', MANIFEST]);
+      await kubectl(['-n', agentNs, 'rollout', 'status', `daemonset/${ds.metadata.name}`, '--timeout=240s'], { timeoutMs: 5 * MIN });
+      agentPod = (
+        await kubectl(['-n', agentNs, 'get', 'pods', '-l', agentSelector, '--field-selector', `spec.nodeName=${env.NODE}`, '-o', 'jsonpath={.items[0].metadata.name}'])
+      ).stdout.trim();
+      expect(agentPod).not.toBe('');
+    }),
+    6 * MIN,
+  );
+
+  it("the agent finds the node's real pods: veth, MAC, cgroup by UID", () =>
+    diagnosed(async () => {
+      expect(agentPod, 'the rollout step passed').not.toBe('');
+      await kubectl(['create', 'namespace', testNs]);
+      const pods = {
+        apiVersion: 'v1',
+        kind: 'List',
+        items: [testPod('server', ['pwperf', 'server', '-p', String(PORT)], PORT), testPod('client', ['sleep', '3600'])],
+      };
+      await kubectl(['apply', '-f', '-'], { input: JSON.stringify(pods) });
+      await kubectl(['-n', testNs, 'wait', '--for=condition=Ready', 'pod/server', 'pod/client', '--timeout=120s'], { timeoutMs: 3 * MIN });
+      const ip = async (pod: string) => (await kubectl(['-n', testNs, 'get', 'pod', pod, '-o', 'jsonpath={.status.podIP}'])).stdout.trim();
+      serverIp = await ip('server');
+      clientIp = await ip('client');
+      expect(serverIp).toMatch(/^10\.151\.0\.\d+$/);
+      const rows = await until(
+        `${serverIp} and ${clientIp} in pw_endpoints`,
+        async () => {
+          const eps = await podwarp<EndpointRow[]>(agentPod, ['dump', 'endpoints']);
+          const mine = eps.filter((e) => e.ip === serverIp || e.ip === clientIp);
+          return mine.length === 2 ? mine : undefined;
+        },
+        90_000,
+      );
+      console.log('pw_endpoints rows of the test pods: ' + JSON.stringify(rows));
+      for (const r of rows) expect(r.flags, r.ip).not.toContain('enabled');
+      const status = await kubectl(['exec', '-n', agentNs, agentPod, '--', 'podwarp', 'status', '-o', 'json']);
+      console.log('podwarp status: ' + status.stdout.slice(0, 3000));
+    }),
+    5 * MIN,
+  );
+
+  it(`${ACCELERATE_LABEL}=true: pod→pod TCP is redirected, bytes intact`, () =>
+    diagnosed(async () => {
+      expect(serverIp, 'the pods step passed').not.toBe('');
+      await kubectl(['label', 'namespace', testNs, `${ACCELERATE_LABEL}=true`]);
+      await until(
+        'both endpoints enabled',
+        async () => {
+          const eps = await podwarp<EndpointRow[]>(agentPod, ['dump', 'endpoints']);
+          return [serverIp, clientIp].every((ip) => eps.find((e) => e.ip === ip)?.flags.split('|').includes('enabled'));
+        },
+        90_000,
+      );
+      const before = await podwarp<StatRow[]>(agentPod, ['dump', 'stats']);
+      for (let i = 0; i < 3; i++) {
+        const s = await sink(serverIp, 8 << 20);
+        expect(s.ok && s.received === 8 << 20 && s.hash === s.server_hash, JSON.stringify(s)).toBe(true);
+      }
+      const after = await podwarp<StatRow[]>(agentPod, ['dump', 'stats']);
+      console.log(`counters before: ${nonZero(before)}\ncounters after:  ${nonZero(after)}`);
+      expect(stat(after, 'pw_tc_egress', 'redirected')).toBeGreaterThan(stat(before, 'pw_tc_egress', 'redirected'));
+    }),
+    4 * MIN,
+  );
+
+  it('label removed: endpoints disabled, traffic takes the normal path, bytes intact', () =>
+    diagnosed(async () => {
+      expect(serverIp, 'the enable step passed').not.toBe('');
+      await kubectl(['label', 'namespace', testNs, `${ACCELERATE_LABEL}-`]);
+      await until(
+        'both endpoints disabled',
+        async () => {
+          const eps = await podwarp<EndpointRow[]>(agentPod, ['dump', 'endpoints']);
+          return [serverIp, clientIp].every((ip) => {
+            const e = eps.find((x) => x.ip === ip);
+            return e && !e.flags.split('|').includes('enabled');
+          });
+        },
+        90_000,
+      );
+      const before = await podwarp<StatRow[]>(agentPod, ['dump', 'stats']);
+      const s = await sink(serverIp, 8 << 20);
+      expect(s.ok && s.received === 8 << 20 && s.hash === s.server_hash, JSON.stringify(s)).toBe(true);
+      const after = await podwarp<StatRow[]>(agentPod, ['dump', 'stats']);
+      console.log(`counters before: ${nonZero(before)}\ncounters after:  ${nonZero(after)}`);
+      expect(stat(after, 'pw_tc_egress', 'redirected')).toBe(stat(before, 'pw_tc_egress', 'redirected'));
+    }),
+    4 * MIN,
+  );
+});
