@@ -18,7 +18,7 @@ NS=pwe2e-$ID
 CGROOT=/pwe2e-$ID
 log() { echo "down.sh [$(date +%T)] $*" >&2; }
 t0=$(date +%s)
-BIN=$(. "$RUN/env" 2>/dev/null && echo "$BIN")
+BIN=$(. "$RUN/env" 2>/dev/null && echo "$BIN"); BIN=${BIN:-/nonexistent}
 
 # kube-proxy's own cleanup of what it made (the netns goes anyway)
 if [[ -e /run/netns/$NS && -x $BIN/kube-proxy ]]; then
@@ -32,10 +32,14 @@ ours() {
   for p in kubelet kube-proxy kube-scheduler kube-controller-manager containerd kube-apiserver etcd; do
     [[ -f $RUN/pids/$p.pid ]] && cat "$RUN/pids/$p.pid"
   done
-  # containerd's shims for this run (they outlive containerd by design)
+  # the components even without their pid files, and containerd's shims (they
+  # outlive containerd by design): those whose program is one of ours and
+  # whose command line names this run
+  local exe
   for p in /proc/[0-9]*; do
-    [[ $(cat "$p/comm" 2>/dev/null) == containerd-shim* ]] || continue
-    tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -qF "$RUN/containerd/" && basename "$p"
+    exe=$(readlink "$p/exe" 2>/dev/null) || continue
+    case $exe in "$BIN"/*|*/containerd|*/containerd-shim*) ;; *) continue ;; esac
+    tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -qF "$RUN/" && basename "$p"
   done
   while read -r _ mnt type _; do
     [[ $type == cgroup || $type == cgroup2 ]] || continue

@@ -4,7 +4,8 @@
 #   pause.tar     localhost/pwe2e/pause:1          static C pause (images/pause.c)
 #   test.tar      localhost/pwe2e/test:1           busybox-static + pwperf (static)
 #   node20.tar    localhost/pwe2e/node:20-bookworm a debootstrapped bookworm with the
-#                 host's Node 20 copied in (test-only: Debian bookworm ships Node 18)
+#                 host's Node 20 binary copied in (test-only: Debian bookworm ships
+#                 Node 18) and npm 10.8.2 from the npm registry
 #   podwarp-<hash>.tar  docker.io/library/podwarp:dev, the repo's Dockerfile
 #                 built FROM the local base (build-arg NODE_IMAGE); the name
 #                 deploy/podwarp.yaml already uses, so the manifest is applied as is
@@ -15,6 +16,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
 cache=${PODWARP_IMAGE_CACHE:-/var/cache/podwarp/images}
 PWPERF_C=${PWPERF_C:-$repo/test/bench/pwperf.c}
+NPM_VERSION=10.8.2
 [[ -f $PWPERF_C ]] || PWPERF_C=$repo/devtools/bench/pwperf.c
 mkdir -p "$cache"
 # podman with storage of its own: nothing shared with another podman user
@@ -56,19 +58,23 @@ fi
 ln -sf "test-$th.tar" "$cache/test.tar"
 
 # base: debootstrapped bookworm + the host's node 20 (test-only step)
-if [[ ! -s $cache/node20.tar ]]; then
+if [[ ! -s $cache/node20-npm$NPM_VERSION.tar ]]; then
   node --version | grep -q '^v20\.' || { log "host node is not 20: $(node --version)"; exit 1; }
   t0=$(date +%s)
   debootstrap --variant=minbase bookworm "$work/rootfs" http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 \
     || { tail -20 "$work/debootstrap.log" >&2; exit 1; }
   cp /usr/bin/node "$work/rootfs/usr/bin/node"
-  mkdir -p "$work/rootfs/usr/lib/node_modules"
-  cp -a /usr/lib/node_modules/npm "$work/rootfs/usr/lib/node_modules/npm"
+  # npm as the official node:20 image has it (10.8.2, from the npm registry):
+  # the host's npm 11 refuses `npm ci` with this repo's lock file
+  mkdir -p "$work/rootfs/usr/lib/node_modules" "$work/npm"
+  [[ -s $cache/npm-$NPM_VERSION.tgz ]] || (cd "$work/npm" && npm pack "npm@$NPM_VERSION" --silent >/dev/null && mv "npm-$NPM_VERSION.tgz" "$cache/")
+  tar -xzf "$cache/npm-$NPM_VERSION.tgz" -C "$work/npm"
+  mv "$work/npm/package" "$work/rootfs/usr/lib/node_modules/npm"
   ln -sf ../lib/node_modules/npm/bin/npm-cli.js "$work/rootfs/usr/bin/npm"
   ln -sf ../lib/node_modules/npm/bin/npx-cli.js "$work/rootfs/usr/bin/npx"
   rm -rf "$work/rootfs/var/cache/apt/archives/"*.deb "$work/rootfs/var/lib/apt/lists/"*
   tar -C "$work/rootfs" -c . | pm import --change 'CMD ["node"]' - localhost/pwe2e/node:20-bookworm >&2
-  pm save --format docker-archive -o "$cache/node20.tar.tmp" localhost/pwe2e/node:20-bookworm && mv "$cache/node20.tar.tmp" "$cache/node20.tar"
+  pm save --format docker-archive -o "$cache/node20.tar.tmp" localhost/pwe2e/node:20-bookworm && mv "$cache/node20.tar.tmp" "$cache/node20-npm$NPM_VERSION.tar"
   rm -rf "$work/rootfs"
   log "base built in $(( $(date +%s) - t0 ))s"
 fi
@@ -76,7 +82,7 @@ fi
 # podwarp from the repo's Dockerfile
 ph=$(hash_of Dockerfile package.json package-lock.json tsconfig.json tsconfig.build.json bin bpf loader src $(cd "$repo" && ls test/bench/pwperf.c test/bench/pwproxy.c devtools 2>/dev/null))
 if [[ ! -s $cache/podwarp-$ph.tar ]]; then
-  pm image exists localhost/pwe2e/node:20-bookworm || pm load -q -i "$cache/node20.tar" >&2
+  pm load -q -i "$cache/node20-npm$NPM_VERSION.tar" >&2
   t0=$(date +%s)
   nice -n 10 podman --root "$podman_root/root" --runroot "$run_root" --cgroup-manager cgroupfs --events-backend file \
     build --network host --build-arg NODE_IMAGE=localhost/pwe2e/node:20-bookworm \

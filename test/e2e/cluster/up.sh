@@ -9,9 +9,10 @@
 #   test/e2e/cluster/down.sh [$RUN]   # removes everything (also run on failure here)
 #
 # Isolation on a shared machine: the node is its own network namespace
-# (ip netns pwe2e-ID: a dummy link with the node IP, the pods' veths, kube-proxy's
+# (ip netns pwe2e-ID: a veth pair inside it holds the node IP, the pods' veths, kube-proxy's
 # rules) and its own mount namespace (slave of the host's: a private bpffs at
-# /sys/fs/bpf, tmpfs at /run/netns, /run/containerd, /var/log, /var/lib/cni), so
+# /sys/fs/bpf, tmpfs at /run (pod netns pins, containerd's shims, podwarp's
+# /run/podwarp report), /var/log and /var/lib/cni), so
 # nothing a component mounts, pins or writes to iptables is seen by the host.
 # Cgroups are real and shared: the kubelet's cgroup root is /pwe2e-ID.
 set -euo pipefail
@@ -24,7 +25,7 @@ RUN=$BASE/$ID
 NS=pwe2e-$ID                 # node network namespace (ip netns)
 NODE=pwe2e-$ID               # node name
 CGROOT=/pwe2e-$ID            # kubelet cgroup root in every hierarchy
-NODE_IP=10.152.0.2           # on a dummy link inside $NS only
+NODE_IP=10.152.0.2           # on a link inside $NS only
 SERVICE_CIDR=10.150.0.0/16   # not the sandbox's 10.97.0.0/16 VIPs
 CLUSTER_CIDR=10.151.0.0/16   # not the sandbox's 10.200-249.x pod ranges
 POD_CIDR=10.151.0.0/24
@@ -76,10 +77,12 @@ ip netns add "$NS"
 in_net() { nsenter --net="/run/netns/$NS" -- "$@"; }
 in_node() { nsenter --net="/run/netns/$NS" --mount="$RUN/ns/mnt" -- "$@"; }
 in_net ip link set lo up
-in_net ip link add pwe2e0 type dummy
+# the node's "uplink": a veth pair, both ends in $NS (this kernel has no dummy links)
+in_net ip link add pwe2e0 type veth peer name pwe2e1
+in_net ip link set pwe2e1 up
 in_net ip addr add "$NODE_IP/24" dev pwe2e0
 in_net ip link set pwe2e0 up
-in_net ip route add default dev pwe2e0   # nothing leaves: a dummy link drops it
+in_net ip route add default dev pwe2e0   # nothing leaves $NS: the peer drops it
 in_net sysctl -qw net.ipv4.ip_forward=1
 # a persistent mount namespace needs a private mount for its file
 mount --bind "$RUN/ns" "$RUN/ns"; mount --make-private "$RUN/ns"
@@ -87,7 +90,7 @@ touch "$RUN/ns/mnt"
 unshare --mount="$RUN/ns/mnt" --propagation slave true
 in_node sh -ec "
   mount -t bpf bpf /sys/fs/bpf && mount --make-shared /sys/fs/bpf
-  for d in /run/netns /run/containerd /var/log /var/lib/cni; do mkdir -p \$d; mount -t tmpfs -o size=1g,mode=755 pwe2e \$d; done
+  for d in /run /var/log /var/lib/cni; do mkdir -p \$d; mount -t tmpfs -o size=1g,mode=755 pwe2e \$d; done
   mount --bind '$RUN/kubelet' '$RUN/kubelet' && mount --make-rshared '$RUN/kubelet'
 "
 
@@ -152,7 +155,8 @@ KUBECTL=$RUN/kubectl
 # ---------- processes ----------
 start() { # name cmd...: in the node's namespaces, own session, log and pid file
   local name=$1; shift
-  in_node setsid "$@" >"$RUN/logs/$name.log" 2>&1 < /dev/null &
+  # no function or subshell between: $! must be the process itself
+  nsenter --net="/run/netns/$NS" --mount="$RUN/ns/mnt" -- setsid "$@" >"$RUN/logs/$name.log" 2>&1 < /dev/null &
   echo $! > "$RUN/pids/$name.pid"
 }
 wait_for() { # what seconds cmd...
