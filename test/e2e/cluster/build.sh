@@ -8,7 +8,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 tools="$here/tools"
-K8S_VERSION=$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' "$tools/go.mod")
+K8S_VERSION=$(awk '$1=="k8s.io/kubernetes" && $2 ~ /^v/ {print $2} $1=="require" && $2=="k8s.io/kubernetes" {print $3}' "$tools/go.mod" | head -1)
+[[ $K8S_VERSION =~ ^v[0-9]+\.[0-9]+\.[0-9]+ ]] || { echo "build.sh: no k8s.io/kubernetes version in $tools/go.mod" >&2; exit 3; }
 cache=${PODWARP_K8S_CACHE:-/var/cache/podwarp}
 bin="$cache/k8s/$K8S_VERSION/bin"
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
@@ -34,10 +35,9 @@ cd "$tools"
 for c in "${missing[@]}"; do
   t0=$(date +%s)
   nice -n 10 "$GO" build -trimpath -ldflags "-s -w$ld" -o "$bin.tmp/$c" "$(pkg_of "$c")" >&2
+  mkdir -p "$bin" && mv "$bin.tmp/$c" "$bin/$c"   # kept even if a later one fails
   echo "build.sh: $c built in $(( $(date +%s) - t0 ))s" >&2
 done
-mkdir -p "$bin"
-for c in "${missing[@]}"; do mv "$bin.tmp/$c" "$bin/$c"; done
 rmdir "$bin.tmp" 2>/dev/null || true
 echo "build.sh: $K8S_VERSION: ${missing[*]} built in $(( $(date +%s) - start ))s" >&2
 echo "$bin"

@@ -22,7 +22,9 @@ BIN=$(. "$RUN/env" 2>/dev/null && echo "$BIN"); BIN=${BIN:-/nonexistent}
 
 # kube-proxy's own cleanup of what it made (the netns goes anyway)
 if [[ -e /run/netns/$NS && -x $BIN/kube-proxy ]]; then
+  t=$(date +%s)
   nsenter --net="/run/netns/$NS" -- timeout 30 "$BIN/kube-proxy" --cleanup >"$RUN/logs/kube-proxy-cleanup.log" 2>&1 || true
+  log "kube-proxy --cleanup: $(( $(date +%s) - t ))s, KUBE chains left in $NS: $(nsenter --net="/run/netns/$NS" iptables-save 2>/dev/null | grep -c '^:KUBE')"
 fi
 
 # processes: the ones up.sh started, node agents first, then everything that
@@ -35,11 +37,11 @@ ours() {
   # the components even without their pid files, and containerd's shims (they
   # outlive containerd by design): those whose program is one of ours and
   # whose command line names this run
-  local exe
-  for p in /proc/[0-9]*; do
-    exe=$(readlink "$p/exe" 2>/dev/null) || continue
-    case $exe in "$BIN"/*|*/containerd|*/containerd-shim*) ;; *) continue ;; esac
-    tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -qF "$RUN/" && basename "$p"
+  local exe f p
+  for f in $(grep -lsF "$RUN/" /proc/[0-9]*/cmdline); do
+    p=${f#/proc/}; p=${p%/cmdline}
+    exe=$(readlink "/proc/$p/exe" 2>/dev/null) || continue
+    case $exe in "$BIN"/*|*/containerd|*/containerd-shim*) echo "$p" ;; esac
   done
   while read -r _ mnt type _; do
     [[ $type == cgroup || $type == cgroup2 ]] || continue
@@ -58,11 +60,16 @@ stop_all() {
 live() { ours | grep -E '^[0-9]+$' | grep -vx "$$" | sort -un | while read -r p; do kill -0 "$p" 2>/dev/null && echo "$p"; done; }
 stop_all() { local pids; pids=$(live); [[ -z $pids ]] && return 1; kill -"$1" $pids 2>/dev/null; return 0; }
 if stop_all TERM; then
-  for i in $(seq 1 40); do [[ -z $(live) ]] && break; sleep 0.5; done
+  cand=$(live)
+  for i in $(seq 1 40); do
+    left=$(for p in $cand; do kill -0 "$p" 2>/dev/null && echo "$p"; done)
+    [[ -z $left ]] && break; sleep 0.5
+  done
   for i in 1 2 3 4 5 6; do stop_all KILL || break; sleep 0.5; done
   [[ -n $(live) ]] && log "WARNING: still running: $(live | tr '\n' ' ')"
 fi
 
+log "processes stopped"
 # mount namespace: dropping its file frees it (and every mount in it)
 if [[ -e $RUN/ns/mnt ]]; then umount "$RUN/ns/mnt" 2>/dev/null; fi
 umount "$RUN/ns" 2>/dev/null

@@ -73,7 +73,14 @@ if [[ ! -s $cache/node20-npm$NPM_VERSION.tar ]]; then
   ln -sf ../lib/node_modules/npm/bin/npm-cli.js "$work/rootfs/usr/bin/npm"
   ln -sf ../lib/node_modules/npm/bin/npx-cli.js "$work/rootfs/usr/bin/npx"
   rm -rf "$work/rootfs/var/cache/apt/archives/"*.deb "$work/rootfs/var/lib/apt/lists/"*
-  tar -C "$work/rootfs" -c . | pm import --change 'CMD ["node"]' - localhost/pwe2e/node:20-bookworm >&2
+  # a build machine whose TLS goes through an intercepting proxy names its CA in
+  # NODE_EXTRA_CA_CERTS: the image's npm needs it too (test-only image)
+  changes=(--change 'CMD ["node"]')
+  if [[ -n ${NODE_EXTRA_CA_CERTS:-} && -s $NODE_EXTRA_CA_CERTS ]]; then
+    mkdir -p "$work/rootfs/etc/pwe2e" && cp "$NODE_EXTRA_CA_CERTS" "$work/rootfs/etc/pwe2e/extra-ca.pem"
+    changes+=(--change 'ENV NODE_EXTRA_CA_CERTS=/etc/pwe2e/extra-ca.pem')
+  fi
+  tar -C "$work/rootfs" -c . | pm import "${changes[@]}" - localhost/pwe2e/node:20-bookworm >&2
   pm save --format docker-archive -o "$cache/node20.tar.tmp" localhost/pwe2e/node:20-bookworm && mv "$cache/node20.tar.tmp" "$cache/node20-npm$NPM_VERSION.tar"
   rm -rf "$work/rootfs"
   log "base built in $(( $(date +%s) - t0 ))s"

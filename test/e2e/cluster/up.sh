@@ -89,6 +89,9 @@ mount --bind "$RUN/ns" "$RUN/ns"; mount --make-private "$RUN/ns"
 touch "$RUN/ns/mnt"
 unshare --mount="$RUN/ns/mnt" --propagation slave true
 in_node sh -ec "
+  # the host's bpffs out of sight (containerd checks the first mount at a path:
+  # it must be ours, shared, for the agent's Bidirectional mount)
+  while mountpoint -q /sys/fs/bpf; do umount -l /sys/fs/bpf; done
   mount -t bpf bpf /sys/fs/bpf && mount --make-shared /sys/fs/bpf
   for d in /run /var/log /var/lib/cni; do mkdir -p \$d; mount -t tmpfs -o size=1g,mode=755 pwe2e \$d; done
   mount --bind '$RUN/kubelet' '$RUN/kubelet' && mount --make-rshared '$RUN/kubelet'
@@ -223,6 +226,9 @@ cat > "$RUN/cni/net.d/10-pwe2e.conflist" <<EOF
   ]
 }
 EOF
+# CAP_SYS_RESOURCE is bit 24 of the effective set
+RESTRICT_OOM=true
+(( (16#$(awk '/^CapEff/{print $2}' /proc/self/status) >> 24) & 1 )) && RESTRICT_OOM=false
 cat > "$RUN/containerd/config.toml" <<EOF
 version = 2
 root = "$RUN/containerd/root"
@@ -236,6 +242,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   path = "$RUN/containerd/opt"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "localhost/pwe2e/pause:1"
+  # where root lacks CAP_SYS_RESOURCE (this machine's bounding set), a negative
+  # oom_score_adj (the kubelet asks -998 for sandboxes) fails runc init: clamp
+  # it to containerd's own
+  restrict_oom_score_adj = $RESTRICT_OOM
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
