@@ -208,7 +208,7 @@ describe.skipIf(!available)(available ? 'real-cluster e2e' : `real-cluster e2e (
     6 * MIN,
   );
 
-  it("the agent finds the node's real pods: veth, MAC, cgroup by UID", () =>
+  it("the agent finds the node's real pods: host veth and MAC (not enabled yet)", () =>
     diagnosed(async () => {
       expect(agentPod, 'the rollout step passed').not.toBe('');
       await kubectl(['create', 'namespace', testNs]);
@@ -233,9 +233,11 @@ describe.skipIf(!available)(available ? 'real-cluster e2e' : `real-cluster e2e (
         90_000,
       );
       console.log('pw_endpoints rows of the test pods: ' + JSON.stringify(rows));
-      for (const r of rows) expect(r.flags, r.ip).not.toContain('enabled');
-      const status = await kubectl(['exec', '-n', agentNs, agentPod, '--', 'podwarp', 'status', '-o', 'json']);
-      console.log('podwarp status: ' + status.stdout.slice(0, 3000));
+      for (const r of rows) {
+        expect(r.flags, r.ip).not.toContain('enabled');
+        expect(String(r.iface), r.ip).toMatch(/^veth/);
+        expect(String(r.mac), r.ip).toMatch(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/);
+      }
     }),
     5 * MIN,
   );
@@ -252,6 +254,21 @@ describe.skipIf(!available)(available ? 'real-cluster e2e' : `real-cluster e2e (
         },
         90_000,
       );
+      // the kubelet's pod cgroups, found by UID in the cgroup2 tree (on a hybrid
+      // host: <cgroup2 mount>/<cgroup root>/kubepods/<qos>/pod<uid>), carry the hooks
+      const uids = await Promise.all(
+        ['server', 'client'].map(async (p) => (await kubectl(['-n', testNs, 'get', 'pod', p, '-o', 'jsonpath={.metadata.uid}'])).stdout.trim()),
+      );
+      const cgroups = await until(
+        'cgroup attachments of both pods',
+        async () => {
+          const st = await podwarp<{ cgroups: { path: string; attached: string[] }[] }>(agentPod, ['status']);
+          const mine = st.cgroups.filter((c) => uids.some((u) => c.path.endsWith(`/pod${u}`)));
+          return mine.length === 2 && mine.every((c) => c.attached.includes('pw_sockops')) ? mine : undefined;
+        },
+        60_000,
+      );
+      console.log('pod cgroups: ' + cgroups.map((c) => `${c.path} [${c.attached.join(',')}]`).join('; '));
       const before = await podwarp<StatRow[]>(agentPod, ['dump', 'stats']);
       for (let i = 0; i < 3; i++) {
         const s = await sink(serverIp, 8 << 20);
@@ -260,6 +277,10 @@ describe.skipIf(!available)(available ? 'real-cluster e2e' : `real-cluster e2e (
       const after = await podwarp<StatRow[]>(agentPod, ['dump', 'stats']);
       console.log(`counters before: ${nonZero(before)}\ncounters after:  ${nonZero(after)}`);
       expect(stat(after, 'pw_tc_egress', 'redirected')).toBeGreaterThan(stat(before, 'pw_tc_egress', 'redirected'));
+      // sockops put the connections in the sockhash; sk_msg carried the payload
+      expect(stat(after, 'pw_sockops', 'added_pod') - stat(before, 'pw_sockops', 'added_pod')).toBeGreaterThanOrEqual(6);
+      const skBytes = (r: StatRow[]) => r.find((x) => x.program === 'pw_sk_msg' && x.reason === 'redirected')?.bytes ?? 0;
+      expect(skBytes(after) - skBytes(before)).toBeGreaterThanOrEqual(3 * (8 << 20));
     }),
     4 * MIN,
   );

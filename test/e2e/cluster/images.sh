@@ -25,7 +25,13 @@ run_root="/run/pwe2e-podman"
 pm() { podman --root "$podman_root/root" --runroot "$run_root" --cgroup-manager cgroupfs --events-backend file "$@"; }
 log() { echo "images.sh: $*" >&2; }
 work=$(mktemp -d /tmp/pwe2e-img.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+# leave no build container or storage mount behind (also after a failed build)
+cleanup() {
+  buildah --root "$podman_root/root" --runroot "$run_root" rm --all >/dev/null 2>&1 || true
+  if mountpoint -q "$podman_root/root/overlay"; then umount "$podman_root/root/overlay" 2>/dev/null || true; fi
+  rm -rf "$work" "$run_root"
+}
+trap cleanup EXIT
 
 hash_of() { (cd "$repo" && for p in "$@"; do if [[ -d $p ]]; then find "$p" -type f -print0 | sort -z | xargs -0 sha256sum; else sha256sum "$p"; fi; done) | sha256sum | cut -c1-16; }
 
