@@ -20,55 +20,69 @@ log() { echo "down.sh [$(date +%T)] $*" >&2; }
 t0=$(date +%s)
 BIN=$(. "$RUN/env" 2>/dev/null && echo "$BIN"); BIN=${BIN:-/nonexistent}
 
-# kube-proxy's own cleanup of what it made (the netns goes anyway)
-if [[ -e /run/netns/$NS && -x $BIN/kube-proxy ]]; then
-  t=$(date +%s)
-  nsenter --net="/run/netns/$NS" -- timeout 30 "$BIN/kube-proxy" --cleanup >"$RUN/logs/kube-proxy-cleanup.log" 2>&1 || true
-  log "kube-proxy --cleanup: $(( $(date +%s) - t ))s, KUBE chains left in $NS: $(nsenter --net="/run/netns/$NS" iptables-save 2>/dev/null | grep -c '^:KUBE')"
-fi
-
-# processes: the ones up.sh started, node agents first, then everything that
-# still names this run (containerd shims, containers' processes in our cgroups)
-ours() {
+# a pid file's pid, if that process still names this run (no reused pid)
+pidof_() {
   local p
-  for p in kubelet kube-proxy kube-scheduler kube-controller-manager containerd kube-apiserver etcd; do
-    [[ -f $RUN/pids/$p.pid ]] && cat "$RUN/pids/$p.pid"
+  [[ -f $RUN/pids/$1.pid ]] || return 0
+  p=$(cat "$RUN/pids/$1.pid")
+  tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF "$RUN/" && echo "$p"
+  return 0
+}
+# stop PIDS...: TERM, up to 10 s, then KILL
+stop() {
+  local p left i
+  [[ $# -eq 0 ]] && return 0
+  kill -TERM "$@" 2>/dev/null
+  for i in $(seq 1 20); do
+    left=(); for p in "$@"; do kill -0 "$p" 2>/dev/null && left+=("$p"); done
+    ((${#left[@]} == 0)) && return 0
+    sleep 0.5
   done
-  # the components even without their pid files, and containerd's shims (they
-  # outlive containerd by design): those whose program is one of ours and
-  # whose command line names this run
-  local exe f p
-  for f in $(grep -lsF "$RUN/" /proc/[0-9]*/cmdline); do
-    p=${f#/proc/}; p=${p%/cmdline}
-    exe=$(readlink "/proc/$p/exe" 2>/dev/null) || continue
-    case $exe in "$BIN"/*|*/containerd|*/containerd-shim*) echo "$p" ;; esac
-  done
+  kill -KILL "${left[@]}" 2>/dev/null; sleep 0.3
+}
+# processes in the cgroups below our root (the pods' containers)
+in_cgroups() {
   while read -r _ mnt type _; do
     [[ $type == cgroup || $type == cgroup2 ]] || continue
     [[ -d $mnt$CGROOT ]] || continue
     find "$mnt$CGROOT" -name cgroup.procs -exec cat {} + 2>/dev/null
-  done < /proc/mounts
+  done < /proc/mounts | sort -un
 }
-stop_all() {
-  local sig=$1 pids
-  pids=$(ours | grep -E '^[0-9]+$' | grep -vx "$$" | sort -un)
-  [[ -z $pids ]] && return 1
-  # shellcheck disable=SC2086
-  kill -"$sig" $pids 2>/dev/null
-  return 0
-}
-live() { ours | grep -E '^[0-9]+$' | grep -vx "$$" | sort -un | while read -r p; do kill -0 "$p" 2>/dev/null && echo "$p"; done; }
-stop_all() { local pids; pids=$(live); [[ -z $pids ]] && return 1; kill -"$1" $pids 2>/dev/null; return 0; }
-if stop_all TERM; then
-  cand=$(live)
-  for i in $(seq 1 40); do
-    left=$(for p in $cand; do kill -0 "$p" 2>/dev/null && echo "$p"; done)
-    [[ -z $left ]] && break; sleep 0.5
+# the components without their pid files, and containerd's shims (they outlive
+# containerd by design): programs of ours whose command line names this run
+named_ours() {
+  local exe f p
+  for f in $(grep -lsF "$RUN/" /proc/[0-9]*/cmdline); do
+    p=${f#/proc/}; p=${p%/cmdline}
+    [[ $p == "$$" ]] && continue
+    exe=$(readlink "/proc/$p/exe" 2>/dev/null) || continue
+    case $exe in "$BIN"/*|*/containerd|*/containerd-shim*) echo "$p" ;; esac
   done
-  for i in 1 2 3 4 5 6; do stop_all KILL || break; sleep 0.5; done
-  [[ -n $(live) ]] && log "WARNING: still running: $(live | tr '\n' ' ')"
-fi
+}
 
+# 1. the node agents, so nothing re-creates what is removed next
+stop $(pidof_ kubelet) $(pidof_ kube-proxy)
+# 2. kube-proxy's own cleanup of its rules (the netns goes anyway)
+if [[ -e /run/netns/$NS && -x $BIN/kube-proxy ]]; then
+  nsenter --net="/run/netns/$NS" -- timeout 30 "$BIN/kube-proxy" --cleanup >"$RUN/logs/kube-proxy-cleanup.log" 2>&1 || true
+  log "kube-proxy --cleanup done; KUBE chains left in $NS: $(nsenter --net="/run/netns/$NS" iptables-save 2>/dev/null | grep -c '^:KUBE')"
+fi
+# 3. the pods' processes (test pods need no grace), then shims and components
+for i in 1 2 3; do
+  pids=$(in_cgroups); [[ -z $pids ]] && break
+  # shellcheck disable=SC2086
+  kill -KILL $pids 2>/dev/null; sleep 0.3
+done
+stop $(pidof_ containerd) $(named_ours | grep -vx "$(pidof_ kube-apiserver)" | grep -vx "$(pidof_ etcd)")
+stop $(pidof_ kube-controller-manager) $(pidof_ kube-scheduler)
+stop $(pidof_ kube-apiserver)
+stop $(pidof_ etcd)
+left=$( (named_ours; in_cgroups) | sort -un | while read -r p; do kill -0 "$p" 2>/dev/null && echo "$p"; done)
+if [[ -n $left ]]; then
+  # shellcheck disable=SC2086
+  kill -KILL $left 2>/dev/null; sleep 0.5
+  log "killed stragglers: $(echo $left)"
+fi
 log "processes stopped"
 # mount namespace: dropping its file frees it (and every mount in it)
 if [[ -e $RUN/ns/mnt ]]; then umount "$RUN/ns/mnt" 2>/dev/null; fi
@@ -80,16 +94,15 @@ grep -F " $RUN" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do 
 if [[ -e /run/netns/$NS ]]; then ip netns del "$NS" && log "netns $NS deleted"; fi
 
 # cgroups, deepest first; runc's may need a moment after its processes died
-while read -r _ mnt type _; do
-  [[ $type == cgroup || $type == cgroup2 ]] || continue
-  [[ -d $mnt$CGROOT ]] || continue
-  for try in 1 2 3 4 5 6; do
-    find "$mnt$CGROOT" -depth -type d -exec rmdir {} + 2>/dev/null
-    [[ -d $mnt$CGROOT ]] || break
-    sleep 0.5
-  done
-  [[ -d $mnt$CGROOT ]] && log "WARNING: $mnt$CGROOT left: $(find "$mnt$CGROOT" -type d | head -5 | tr '\n' ' ')"
-done < /proc/mounts
+cg_dirs() { while read -r _ mnt type _; do [[ ($type == cgroup || $type == cgroup2) && -d $mnt$CGROOT ]] && echo "$mnt$CGROOT"; done < /proc/mounts; }
+for try in $(seq 1 20); do
+  dirs=$(cg_dirs); [[ -z $dirs ]] && break
+  # shellcheck disable=SC2086
+  find $dirs -depth -type d -exec rmdir {} + 2>/dev/null
+  [[ -z $(cg_dirs) ]] && break
+  sleep 0.5
+done
+[[ -n $(cg_dirs) ]] && log "WARNING: cgroups left: $(for d in $(cg_dirs); do find "$d" -type d; done | head -5 | tr '\n' ' ')"
 
 rm -rf "$RUN"
 [[ $(readlink -f "$BASE/current" 2>/dev/null) == "$RUN" || ! -e $BASE/current ]] && rm -f "$BASE/current"

@@ -259,10 +259,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 EOF
 start containerd containerd --config "$RUN/containerd/config.toml"
 wait_for containerd 30 in_node ctr --address "$CSOCK" version
+# images in the background while the node starts (podwarp's is ~1 GB: ~50 s)
+import_pids=()
 for t in "${IMAGES[@]}"; do
-  in_node ctr --address "$CSOCK" -n k8s.io images import --all-platforms "$t" >>"$RUN/logs/ctr-import.log" 2>&1 || die "import $t"
+  in_node ctr --address "$CSOCK" -n k8s.io images import --all-platforms "$t" >"$RUN/logs/ctr-import-$(basename "$t").log" 2>&1 &
+  import_pids+=($!)
 done
-log "images: $(in_node ctr --address "$CSOCK" -n k8s.io images ls -q | grep -v '^sha256:' | tr '\n' ' ')"
 
 # ---------- kubelet + kube-proxy ----------
 cat > "$RUN/kubelet.yaml" <<EOF
@@ -313,6 +315,8 @@ start kube-proxy "$BIN/kube-proxy" --config "$RUN/kube-proxy.yaml"
 wait_for "node $NODE" 120 "$KUBECTL" wait --for=condition=Ready "node/$NODE" --timeout=2s
 for p in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy; do alive "$p" || die "$p exited"; done
 wait_for "default service account" 60 "$KUBECTL" -n default get serviceaccount default
+for p in "${import_pids[@]}"; do wait "$p" || die "image import failed: $(tail -3 "$RUN"/logs/ctr-import-*.log)"; done
+log "images: $(in_node ctr --address "$CSOCK" -n k8s.io images ls -q | grep -v '^sha256:' | tr '\n' ' ')"
 trap - EXIT
 log "cluster $ID up in $(( $(date +%s) - t_start ))s: . $RUN/env; \$KUBECTL get nodes"
 echo "$RUN"
