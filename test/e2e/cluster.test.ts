@@ -39,7 +39,7 @@ function missingParts(): string[] {
   const onPath = (c: string) => (process.env.PATH ?? '').split(':').some((d) => d && fs.existsSync(path.join(d, c)));
   if (!process.env.PWE2E_RUN) {
     if (!onPath('go') && !fs.existsSync('/usr/local/go/bin/go') && !fs.existsSync('/var/cache/podwarp/k8s')) out.push('Go (to build Kubernetes)');
-    for (const [c, pkg] of [
+    for (const [c, pkg] of <[string, string][]>[
       ['containerd', 'containerd'],
       ['runc', 'runc'],
       ['podman', 'podman'],
@@ -170,12 +170,54 @@ async function sink(serverIp: string, bytes: number): Promise<Sink> {
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as Sink;
 }
 
+interface ConnOut {
+  connections: number;
+  errors: number;
+  peer_mismatch: number;
+  backends: Record<string, number>;
+}
+interface UdpOut {
+  replies: number;
+  errors: number;
+  wrong_source: number;
+  peer_ok: boolean;
+  backends: Record<string, number>;
+}
+async function pwperfJson<T>(args: string[]): Promise<T> {
+  const r = await kubectl(['-n', testNs, 'exec', 'client', '--', 'pwperf', ...args], { timeoutMs: MIN });
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as T;
+}
+
+/** kube-proxy's nat rules in the node's netns, without counters. */
+async function kubeProxyRules(): Promise<string[]> {
+  const r = await run('iptables-save', ['nsenter', `--net=/run/netns/${env.NS}`, 'iptables-save', '-t', 'nat'], { timeoutMs: 30_000 });
+  return r.stdout
+    .split('\n')
+    .filter((l) => /KUBE-/.test(l) && !l.startsWith('#'))
+    .map((l) => l.replace(/\[\d+:\d+\]/, ''))
+    .sort();
+}
+
+/** The podwarp CLI of this checkout, run as a user would, with the admin kubeconfig (inside the node's netns, where the API is). */
+function podwarpCli(args: string[]): Promise<RunResult> {
+  return run(`podwarp ${args[0]}`, ['nsenter', `--net=/run/netns/${env.NS}`, '--', path.join(ROOT, 'bin', 'podwarp'), ...args, '--kubeconfig', env.KUBECONFIG_ADMIN!], {
+    timeoutMs: MIN,
+  });
+}
+
+async function endpointFlags(agentPod: string, ip: string): Promise<string[] | undefined> {
+  const eps = await podwarp<EndpointRow[]>(agentPod, ['dump', 'endpoints']);
+  return eps.find((e) => e.ip === ip)?.flags.split('|');
+}
+
 // ---- the test ---------------------------------------------------------------
 
 describe.skipIf(!available)(available ? 'real-cluster e2e' : `real-cluster e2e (skipped: needs ${missing.join(', ')})`, () => {
   let agentPod = '';
   let serverIp = '';
   let clientIp = '';
+  let server2Ip = '';
+  let vip = '';
 
   beforeAll(async () => {
     if (!runDir) {
@@ -306,6 +348,104 @@ describe.skipIf(!available)(available ? 'real-cluster e2e' : `real-cluster e2e (
       const after = await podwarp<StatRow[]>(agentPod, ['dump', 'stats']);
       console.log(`counters before: ${nonZero(before)}\ncounters after:  ${nonZero(after)}`);
       expect(stat(after, 'pw_tc_egress', 'redirected')).toBe(stat(before, 'pw_tc_egress', 'redirected'));
+    }),
+    4 * MIN,
+  );
+  it('a ClusterIP Service (TCP and UDP): the same backends through kube-proxy and through the socket LB; podwarp enable/disable through the API; kube-proxy rules untouched', () =>
+    diagnosed(async () => {
+      expect(serverIp, 'the pods step passed').not.toBe('');
+      const pods = { apiVersion: 'v1', kind: 'List', items: [testPod('server2', ['pwperf', 'server', '-p', String(PORT)], PORT)] };
+      (pods.items[0] as any).metadata.labels = { app: 'server2', role: 'echo' };
+      await kubectl(['apply', '-f', '-'], { input: JSON.stringify(pods) });
+      await kubectl(['-n', testNs, 'label', 'pod', 'server', 'role=echo']);
+      const svc = {
+        apiVersion: 'v1',
+        kind: 'Service',
+        metadata: { name: 'echo', namespace: testNs },
+        spec: {
+          selector: { role: 'echo' },
+          ports: [
+            { name: 'tcp', protocol: 'TCP', port: 80, targetPort: PORT },
+            { name: 'udp', protocol: 'UDP', port: 80, targetPort: PORT },
+          ],
+        },
+      };
+      await kubectl(['apply', '-f', '-'], { input: JSON.stringify(svc) });
+      await kubectl(['-n', testNs, 'wait', '--for=condition=Ready', 'pod/server2', '--timeout=120s'], { timeoutMs: 3 * MIN });
+      server2Ip = (await kubectl(['-n', testNs, 'get', 'pod', 'server2', '-o', 'jsonpath={.status.podIP}'])).stdout.trim();
+      vip = (await kubectl(['-n', testNs, 'get', 'service', 'echo', '-o', 'jsonpath={.spec.clusterIP}'])).stdout.trim();
+      const want = [`${serverIp}:${PORT}`, `${server2Ip}:${PORT}`].sort();
+      // kube-proxy has both backends (TCP and UDP chains)
+      await until('kube-proxy rules for both backends', async () => (await kubeProxyRules()).filter((l) => l.includes('KUBE-SEP') && l.includes('-j DNAT')).length >= 4, 60_000);
+      const rulesBefore = await kubeProxyRules();
+
+      const pass = async () => {
+        const before = await podwarp<StatRow[]>(agentPod, ['dump', 'stats']);
+        const tcp = await pwperfJson<ConnOut>(['conn', '-c', vip, '-p', '80', '-n', '60']);
+        const udp = await pwperfJson<UdpOut>(['udp', '-c', vip, '-p', '80', '-n', '60']);
+        const after = await podwarp<StatRow[]>(agentPod, ['dump', 'stats']);
+        return { tcp, udp, translated: stat(after, 'pw_lb', 'translated') - stat(before, 'pw_lb', 'translated') };
+      };
+      const viaKubeProxy = await pass();
+      await podwarpCli(['enable', testNs]);
+      await until('client and both servers enabled', async () => {
+        for (const ip of [clientIp, serverIp, server2Ip]) if (!(await endpointFlags(agentPod, ip))?.includes('enabled')) return false;
+        return true;
+      }, 90_000);
+      await until('the service in pw_svc', async () => (await kubectl(['exec', '-n', agentNs, agentPod, '--', 'podwarp', 'dump', 'services'])).stdout.includes(vip), 60_000);
+      const viaPodwarp = await pass();
+      console.log(`service ${vip}: kube-proxy ${JSON.stringify(viaKubeProxy)}\npodwarp ${JSON.stringify(viaPodwarp)}`);
+      for (const [name, r] of [['kube-proxy', viaKubeProxy], ['podwarp', viaPodwarp]] as const) {
+        expect(r.tcp.connections, name).toBe(60);
+        expect(r.tcp.errors + r.tcp.peer_mismatch, name).toBe(0);
+        expect(Object.keys(r.tcp.backends).sort(), `${name} TCP backends`).toEqual(want);
+        expect(r.udp.replies, name).toBe(60);
+        expect(r.udp.errors + r.udp.wrong_source, name).toBe(0);
+        // one unconnected socket is one flow: kube-proxy's conntrack keeps it on
+        // one backend, and so must the socket LB
+        expect(Object.keys(r.udp.backends).length, `${name} UDP backends`).toBe(1);
+        expect(want, `${name} UDP backend`).toContain(Object.keys(r.udp.backends)[0]);
+      }
+      expect(viaKubeProxy.translated, 'socket LB off in a disabled namespace').toBe(0);
+      expect(viaPodwarp.translated, 'socket LB translated the connects and datagrams').toBeGreaterThanOrEqual(60);
+      expect(await kubeProxyRules(), "kube-proxy's rules").toEqual(rulesBefore);
+
+      await podwarpCli(['disable', testNs]);
+      await until('all disabled again', async () => {
+        for (const ip of [clientIp, serverIp, server2Ip]) if ((await endpointFlags(agentPod, ip))?.includes('enabled')) return false;
+        return true;
+      }, 90_000);
+      const label = (await kubectl(['get', 'namespace', testNs, '-o', `jsonpath={.metadata.labels.podwarp\\.io/accelerate}`])).stdout.trim();
+      expect(label === '' || label === 'false', `label after disable: "${label}"`).toBe(true);
+    }),
+    6 * MIN,
+  );
+
+  it('a NetworkPolicy selecting the server excludes it: no bypass to it, bytes intact', () =>
+    diagnosed(async () => {
+      expect(server2Ip, 'the service step passed').not.toBe('');
+      const np = {
+        apiVersion: 'networking.k8s.io/v1',
+        kind: 'NetworkPolicy',
+        metadata: { name: 'server-only-from-client', namespace: testNs },
+        spec: { podSelector: { matchLabels: { app: 'server' } }, ingress: [{ from: [{ podSelector: { matchLabels: { app: 'client' } } }] }] },
+      };
+      await kubectl(['apply', '-f', '-'], { input: JSON.stringify(np) });
+      await kubectl(['label', 'namespace', testNs, `${ACCELERATE_LABEL}=true`, '--overwrite']);
+      await until('client enabled, server (selected by the policy) not', async () => {
+        const c = await endpointFlags(agentPod, clientIp);
+        const s = await endpointFlags(agentPod, serverIp);
+        return c?.includes('enabled') && s !== undefined && !s.includes('enabled');
+      }, 90_000);
+      const before = await podwarp<StatRow[]>(agentPod, ['dump', 'stats']);
+      const s = await sink(serverIp, 4 << 20);
+      expect(s.ok && s.received === 4 << 20 && s.hash === s.server_hash, JSON.stringify(s)).toBe(true);
+      const after = await podwarp<StatRow[]>(agentPod, ['dump', 'stats']);
+      console.log(`counters before: ${nonZero(before)}\ncounters after:  ${nonZero(after)}`);
+      expect(stat(after, 'pw_tc_egress', 'redirected')).toBe(stat(before, 'pw_tc_egress', 'redirected'));
+      const skBytes = (r: StatRow[]) => r.find((x) => x.program === 'pw_sk_msg' && x.reason === 'redirected')?.bytes ?? 0;
+      expect(skBytes(after)).toBe(skBytes(before));
+      await kubectl(['label', 'namespace', testNs, `${ACCELERATE_LABEL}-`]);
     }),
     4 * MIN,
   );
