@@ -449,4 +449,108 @@ describe.skipIf(!available)(available ? 'real-cluster e2e' : `real-cluster e2e (
     }),
     4 * MIN,
   );
+  it('a rolling update of the DaemonSet (new image tag) and a killed agent under a checksummed stream: no byte lost', () =>
+    diagnosed(async () => {
+      expect(server2Ip, 'the service step passed').not.toBe('');
+      await kubectl(['-n', testNs, 'delete', 'networkpolicy', '--all']);
+      await kubectl(['label', 'namespace', testNs, `${ACCELERATE_LABEL}=true`, '--overwrite']);
+      await until('client and server enabled', async () => (await endpointFlags(agentPod, serverIp))?.includes('enabled') && (await endpointFlags(agentPod, clientIp))?.includes('enabled'), 90_000);
+      // the same image under a new tag: a real rollout, nothing pulled
+      await run('ctr tag', ['nsenter', `--net=/run/netns/${env.NS}`, `--mount=${env.RUN}/ns/mnt`, 'ctr', '--address', `${env.RUN}/containerd/containerd.sock`, '-n', 'k8s.io', 'images', 'tag', '--force', 'docker.io/library/podwarp:dev', 'docker.io/library/podwarp:e2e-next']);
+      const stream = (secs: number) =>
+        kubectl(['-n', testNs, 'exec', 'client', '--', 'pwperf', 'stream', '-c', serverIp, '-p', String(PORT), '-d', String(secs), '-i', '200'], { timeoutMs: 3 * MIN }).then(
+          (r) => JSON.parse(r.stdout.trim().split('\n').pop()!) as { ok: boolean; sent: number; received: number },
+        );
+      const before = await podwarp<StatRow[]>(agentPod, ['dump', 'stats']);
+      const s1 = stream(30);
+      await new Promise((r) => setTimeout(r, 3000));
+      const container = ds.spec.template.spec.containers[0].name as string;
+      await kubectl(['-n', agentNs, 'set', 'image', `daemonset/${ds.metadata.name}`, `${container}=podwarp:e2e-next`]);
+      await kubectl(['-n', agentNs, 'rollout', 'status', `daemonset/${ds.metadata.name}`, '--timeout=120s'], { timeoutMs: 3 * MIN });
+      const r1 = await s1;
+      agentPod = (await kubectl(['-n', agentNs, 'get', 'pods', '-l', agentSelector, '--field-selector', `spec.nodeName=${env.NODE}`, '-o', 'jsonpath={.items[0].metadata.name}'])).stdout.trim();
+      const after = await podwarp<StatRow[]>(agentPod, ['dump', 'stats']);
+      console.log(`stream across the rollout: ${JSON.stringify(r1)}; sk_msg redirected +${stat(after, 'pw_sk_msg', 'redirected') - stat(before, 'pw_sk_msg', 'redirected')}`);
+      expect(r1.ok, JSON.stringify(r1)).toBe(true);
+      expect(stat(after, 'pw_sk_msg', 'redirected')).toBeGreaterThan(stat(before, 'pw_sk_msg', 'redirected'));
+
+      // the agent killed (no grace): the datapath stays, traffic goes on
+      const s2 = stream(20);
+      await new Promise((r) => setTimeout(r, 3000));
+      await kubectl(['-n', agentNs, 'delete', 'pod', agentPod, '--grace-period=0', '--force'], { reject: false });
+      const r2 = await s2;
+      console.log(`stream across the killed agent: ${JSON.stringify(r2)}`);
+      expect(r2.ok, JSON.stringify(r2)).toBe(true);
+      await kubectl(['-n', agentNs, 'rollout', 'status', `daemonset/${ds.metadata.name}`, '--timeout=120s'], { timeoutMs: 3 * MIN });
+      agentPod = (await kubectl(['-n', agentNs, 'get', 'pods', '-l', agentSelector, '--field-selector', `spec.nodeName=${env.NODE}`, '-o', 'jsonpath={.items[0].metadata.name}'])).stdout.trim();
+    }),
+    6 * MIN,
+  );
+
+  it('kubectl delete of the DaemonSet + podwarp uninstall (deploy/README.md): nothing of podwarp left on the node', () =>
+    diagnosed(async () => {
+      expect(agentPod, 'the rollout step passed').not.toBe('');
+      const st = await podwarp<{ programs: { id: number; name: string }[]; cgroups: { path: string }[]; attachments?: { iface?: string; ifname?: string }[] }>(agentPod, ['status']);
+      const progIds = st.programs.map((p) => p.id);
+      const cgPaths = st.cgroups.map((c) => c.path);
+      expect(progIds.length).toBeGreaterThan(0);
+      await kubectl(['-n', agentNs, 'delete', 'daemonset', ds.metadata.name, '--wait=true'], { timeoutMs: 2 * MIN });
+      const uninstall = {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: `podwarp-uninstall-${env.NODE}`, namespace: agentNs, labels: { 'app.kubernetes.io/name': 'podwarp', 'app.kubernetes.io/component': 'uninstall' } },
+        spec: {
+          nodeName: env.NODE,
+          restartPolicy: 'Never',
+          hostNetwork: true,
+          hostPID: true,
+          automountServiceAccountToken: false,
+          tolerations: [{ operator: 'Exists' }],
+          containers: [
+            {
+              name: 'uninstall',
+              image: 'podwarp:dev',
+              imagePullPolicy: 'IfNotPresent',
+              args: ['uninstall'],
+              securityContext: { privileged: true },
+              volumeMounts: [
+                { name: 'bpffs', mountPath: '/sys/fs/bpf', mountPropagation: 'Bidirectional' },
+                { name: 'cgroup', mountPath: '/sys/fs/cgroup' },
+                { name: 'run', mountPath: '/run/podwarp' },
+              ],
+            },
+          ],
+          volumes: [
+            { name: 'bpffs', hostPath: { path: '/sys/fs/bpf' } },
+            { name: 'cgroup', hostPath: { path: '/sys/fs/cgroup' } },
+            { name: 'run', hostPath: { path: '/run/podwarp' } },
+          ],
+        },
+      };
+      await kubectl(['apply', '-f', '-'], { input: JSON.stringify(uninstall) });
+      await kubectl(['-n', agentNs, 'wait', 'pod', '-l', 'app.kubernetes.io/component=uninstall', "--for=jsonpath={.status.phase}=Succeeded", '--timeout=120s'], { timeoutMs: 3 * MIN });
+      const logs = await kubectl(['-n', agentNs, 'logs', '-l', 'app.kubernetes.io/component=uninstall', '--tail', '20']);
+      console.log('uninstall: ' + logs.stdout.trim().split('\n').slice(-5).join('\n'));
+
+      const inNode = ['nsenter', `--net=/run/netns/${env.NS}`, `--mount=${env.RUN}/ns/mnt`];
+      const pins = await run('ls bpffs', [...inNode, 'ls', '-A', '/sys/fs/bpf']);
+      expect(pins.stdout.split('\n').filter((x) => x.startsWith('podwarp')), 'pins').toEqual([]);
+      for (const id of progIds) {
+        const r = await run('bpftool prog', ['bpftool', 'prog', 'show', 'id', String(id)], { reject: false });
+        expect(r.exitCode, `program id ${id} still loaded: ${r.stdout}`).not.toBe(0);
+      }
+      const cg2 = fs.readFileSync('/proc/mounts', 'utf8').split('\n').find((l) => l.split(' ')[2] === 'cgroup2')!.split(' ')[1]!;
+      for (const p of cgPaths) {
+        const r = await run('bpftool cgroup', ['bpftool', 'cgroup', 'show', path.join(cg2, p)], { reject: false });
+        expect(r.stdout.trim(), `attachments left on ${p}`).toBe('');
+      }
+      const links = JSON.parse((await run('ip link', [...inNode, 'ip', '-j', 'link', 'show', 'type', 'veth'])).stdout) as { ifname: string }[];
+      for (const l of links) {
+        const f = await run('tc filter', [...inNode, 'tc', 'filter', 'show', 'dev', l.ifname, 'ingress']);
+        expect(f.stdout.trim(), `tc filters left on ${l.ifname}`).toBe('');
+      }
+      await kubectl(['delete', '-f', MANIFEST, '--ignore-not-found', '--wait=false']);
+    }),
+    5 * MIN,
+  );
 });
