@@ -25,7 +25,7 @@ pidof_() {
   local p
   [[ -f $RUN/pids/$1.pid ]] || return 0
   p=$(cat "$RUN/pids/$1.pid")
-  tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF "$RUN/" && echo "$p"
+  tr '\0' ' ' 2>/dev/null < "/proc/$p/cmdline" | grep -qF "$RUN/" && echo "$p"
   return 0
 }
 # stop PIDS...: TERM, up to 10 s, then KILL
@@ -65,7 +65,7 @@ stop $(pidof_ kubelet) $(pidof_ kube-proxy)
 # 2. kube-proxy's own cleanup of its rules (the netns goes anyway)
 if [[ -e /run/netns/$NS && -x $BIN/kube-proxy ]]; then
   nsenter --net="/run/netns/$NS" -- timeout 30 "$BIN/kube-proxy" --cleanup >"$RUN/logs/kube-proxy-cleanup.log" 2>&1 || true
-  log "kube-proxy --cleanup done; KUBE chains left in $NS: $(nsenter --net="/run/netns/$NS" iptables-save 2>/dev/null | grep -c '^:KUBE')"
+  log "kube-proxy --cleanup done; KUBE chains left in $NS (the kubelet's canaries, gone with the netns): $(nsenter --net="/run/netns/$NS" iptables-save 2>/dev/null | grep -o '^:KUBE[^ ]*' | tr -d : | sort -u | tr '\n' ' ')"
 fi
 # 3. the pods' processes (test pods need no grace), then shims and components
 for i in 1 2 3; do
@@ -104,6 +104,7 @@ for try in $(seq 1 20); do
 done
 [[ -n $(cg_dirs) ]] && log "WARNING: cgroups left: $(for d in $(cg_dirs); do find "$d" -type d; done | head -5 | tr '\n' ' ')"
 
+log "cgroups removed"
 rm -rf "$RUN"
 [[ $(readlink -f "$BASE/current" 2>/dev/null) == "$RUN" || ! -e $BASE/current ]] && rm -f "$BASE/current"
 rmdir "$BASE" 2>/dev/null

@@ -199,7 +199,8 @@ start kube-controller-manager "$BIN/kube-controller-manager" \
   --bind-address 127.0.0.1 --secure-port 20257 \
   --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" --use-service-account-credentials \
   --allocate-node-cidrs --cluster-cidr "$CLUSTER_CIDR" --node-cidr-mask-size 24 --service-cluster-ip-range "$SERVICE_CIDR" \
-  --leader-elect=false --controllers '*' --profiling=false
+  --leader-elect=false --controllers '*' --profiling=false \
+  --kube-api-qps 500 --kube-api-burst 1000   # EndpointSlices for thousands of Services (bench-services.sh)
 start kube-scheduler "$BIN/kube-scheduler" --kubeconfig "$RUN/scheduler.kubeconfig" \
   --authentication-kubeconfig "$RUN/scheduler.kubeconfig" --authorization-kubeconfig "$RUN/scheduler.kubeconfig" \
   --bind-address 127.0.0.1 --secure-port 20259 --leader-elect=false --profiling=false
