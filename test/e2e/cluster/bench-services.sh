@@ -3,15 +3,18 @@
 # new connections/s to one ClusterIP with N Services programmed, and how long
 # one Service change takes to reach each datapath at that size.
 #
-#   . /var/lib/podwarp-e2e/current/env     # a cluster from up.sh, podwarp applied
-#   test/e2e/cluster/bench-services.sh 1000 5000 10000
+#   test/e2e/cluster/up.sh; $KUBECTL apply -f deploy/podwarp.yaml   # then:
+#   test/e2e/cluster/bench-services.sh 1000 5000 10000      # PWE2E_RUN=<run dir> for another cluster
 #
 # Every Service selects the same two pwperf servers (so every Service has an
 # EndpointSlice of 2 endpoints). Connections come from a pod of the bench
 # namespace: with the namespace disabled they take kube-proxy's DNAT, enabled
 # podwarp's connect() hook. One table row per N on stdout (Markdown).
 set -euo pipefail
-: "${KUBECTL:?source \$RUN/env of an up.sh cluster first}"
+ENV_FILE=${PWE2E_RUN:-/var/lib/podwarp-e2e/current}/env
+[[ -f $ENV_FILE ]] || { echo "bench: no cluster ($ENV_FILE): run up.sh first" >&2; exit 2; }
+# shellcheck disable=SC1090
+. "$ENV_FILE"
 SECS=${SECS:-5}
 NSB=pwbench-$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')
 AGENT_NS=podwarp-system
@@ -47,7 +50,7 @@ set_enabled() { # true|false
   else $KUBECTL label ns $NSB podwarp.io/accelerate- >/dev/null; fi
   local a cip want=enabled end=$(( $(date +%s) + 120 ))
   a=$(agent); cip=$($KUBECTL -n $NSB get pod client -o jsonpath='{.status.podIP}')
-  until $KUBECTL -n $AGENT_NS exec "$a" -- podwarp dump endpoints | awk -v ip="$cip" '$1==ip{print $4}' | grep -q "$( [[ $1 == true ]] && echo '^enabled' || echo '^-' )"; do
+  until $KUBECTL -n $AGENT_NS exec "$a" -- podwarp dump endpoints | awk -v ip="$cip" '$1==ip{print $4}' | grep "$( [[ $1 == true ]] && echo '^enabled' || echo '^-' )" >/dev/null; do
     (( $(date +%s) < end )) || { log "client endpoint not $want in time"; return 1; }
     sleep 1
   done
@@ -66,7 +69,7 @@ for n in "$@"; do
   last=$($KUBECTL -n $NSB get svc "s$((n - 1))" -o jsonpath='{.spec.clusterIP}')
   a=$(agent)
   end=$(( $(date +%s) + 900 ))
-  until nat_rules | grep -q -- "-d $last/32 .*KUBE-SVC" && $KUBECTL -n $AGENT_NS exec "$a" -- podwarp dump services | grep -q "$last"; do
+  until nat_rules | grep -- "-d $last/32 .*KUBE-SVC" >/dev/null && $KUBECTL -n $AGENT_NS exec "$a" -- podwarp dump services | grep "$last" >/dev/null; do
     (( $(date +%s) < end )) || { log "N=$n not programmed after 900 s"; exit 1; }
     sleep 2
   done
@@ -81,8 +84,8 @@ for n in "$@"; do
   new=$($KUBECTL -n $NSB get svc "s$n" -o jsonpath='{.spec.clusterIP}')
   kp_ms=""; pw_ms=""; end=$(( $(date +%s) + 300 ))
   while [[ -z $kp_ms || -z $pw_ms ]] && (( $(date +%s) < end )); do
-    [[ -z $kp_ms ]] && nat_rules | grep -q -- "-d $new/32 .*KUBE-SVC" && kp_ms=$(( $(now_ms) - t0 ))
-    [[ -z $pw_ms ]] && $KUBECTL -n $AGENT_NS exec "$a" -- podwarp dump services | grep -q "$new" && pw_ms=$(( $(now_ms) - t0 ))
+    [[ -z $kp_ms ]] && nat_rules | grep -- "-d $new/32 .*KUBE-SVC" >/dev/null && kp_ms=$(( $(now_ms) - t0 ))
+    [[ -z $pw_ms ]] && $KUBECTL -n $AGENT_NS exec "$a" -- podwarp dump services | grep "$new" >/dev/null && pw_ms=$(( $(now_ms) - t0 ))
   done
   $KUBECTL -n $NSB delete svc "s$n" --wait=false >/dev/null
   echo "| $n | $kp | $pw | ${kp_ms:-timeout} ms | ${pw_ms:-timeout} ms |"
