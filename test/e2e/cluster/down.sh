@@ -64,8 +64,11 @@ named_ours() {
 stop $(pidof_ kubelet) $(pidof_ kube-proxy)
 # 2. kube-proxy's own cleanup of its rules (the netns goes anyway)
 if [[ -e /run/netns/$NS && -x $BIN/kube-proxy ]]; then
-  nsenter --net="/run/netns/$NS" -- timeout 30 "$BIN/kube-proxy" --cleanup >"$RUN/logs/kube-proxy-cleanup.log" 2>&1 || true
-  log "kube-proxy --cleanup done; KUBE chains left in $NS (the kubelet's canaries, gone with the netns): $(nsenter --net="/run/netns/$NS" iptables-save 2>/dev/null | grep -o '^:KUBE[^ ]*' | tr -d : | sort -u | tr '\n' ' ')"
+  t=$(date +%s)
+  nsenter --net="/run/netns/$NS" -- timeout 30 "$BIN/kube-proxy" --cleanup >"$RUN/logs/kube-proxy-cleanup.log" 2>&1
+  rc=$?
+  chains=$(nsenter --net="/run/netns/$NS" iptables-save 2>/dev/null | grep -o '^:KUBE[^ ]*' | tr -d : | sort -u)
+  log "kube-proxy --cleanup: exit $rc in $(( $(date +%s) - t ))s; KUBE chains left in $NS (removed with the netns): $(echo "$chains" | grep -c .) ($(echo "$chains" | grep -v -- '-SEP-\|-SVC-' | head -10 | tr '\n' ' '))"
 fi
 # 3. the pods' processes (test pods need no grace), then shims and components
 for i in 1 2 3; do
