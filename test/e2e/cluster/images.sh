@@ -17,7 +17,7 @@ repo=$(cd "$here/../../.." && pwd)
 cache=${PODWARP_IMAGE_CACHE:-/var/cache/podwarp/images}
 PWPERF_C=${PWPERF_C:-$repo/test/bench/pwperf.c}
 NPM_VERSION=10.8.2
-[[ -f $PWPERF_C ]] || PWPERF_C=$repo/devtools/bench/pwperf.c
+[[ -f $PWPERF_C ]] || PWPERF_C=$repo/devtools/tools/pwperf.c   # where main moves it
 mkdir -p "$cache"
 # podman with storage of its own: nothing shared with another podman user
 podman_root="$cache/podman"
@@ -93,7 +93,7 @@ if [[ ! -s $cache/node20-npm$NPM_VERSION.tar ]]; then
 fi
 
 # podwarp from the repo's Dockerfile
-ph=$(hash_of Dockerfile package.json package-lock.json tsconfig.json tsconfig.build.json bin bpf loader src $(cd "$repo" && ls test/bench/pwperf.c test/bench/pwproxy.c devtools 2>/dev/null))
+ph=$(hash_of Dockerfile package.json package-lock.json tsconfig.json tsconfig.build.json bin bpf loader src $(cd "$repo" && ls -d abi test/bench/pwperf.c test/bench/pwproxy.c 2>/dev/null))
 if [[ ! -s $cache/podwarp-$ph.tar ]]; then
   pm load -q -i "$cache/node20-npm$NPM_VERSION.tar" >&2
   t0=$(date +%s)
