@@ -6,6 +6,8 @@
 #   # run it as the node agent (DaemonSet, RBAC): deploy/podwarp.yaml, deploy/README.md
 #
 # Node 20 comes from the official image; the toolchain from Debian bookworm.
+# NODE_IMAGE swaps the base for a local one with the same layout (Debian
+# bookworm + Node 20), e.g. the registry-less e2e: test/e2e/cluster/images.sh.
 # What the agent runs at run time: bpftool, tc and ip (iproute2), mount (bpffs
 # if the host has none), nsenter (util-linux: pod network namespaces by PID),
 # clang only if the objects built here are out of date. The image holds the
@@ -13,16 +15,18 @@
 # (devtools/) run from a checkout.
 # stage 1: the agent and CLI compiled to plain JS (dist/); bin/podwarp runs it
 # instead of TypeScript through tsx (measured: 141 vs 227 MiB for the module graph)
-FROM node:20-bookworm-slim AS js
+ARG NODE_IMAGE=node:20-bookworm-slim
+FROM ${NODE_IMAGE} AS js
 WORKDIR /src
 COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
-RUN npm ci --no-audit --no-fund
+# npm can exit 0 after a failed install ("Exit handler never called!"): check the compiler is there
+RUN npm ci --no-audit --no-fund && test -x node_modules/.bin/tsc
 COPY abi ./abi
 COPY loader ./loader
 COPY src ./src
 RUN npm run build:js
 
-FROM node:20-bookworm-slim
+FROM ${NODE_IMAGE}
 
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
