@@ -25,6 +25,10 @@ ip link set lo up
 for c in $(cat /sys/fs/cgroup/cgroup.controllers); do echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; done
 modprobe -a veth sch_ingress cls_bpf bridge 2>/dev/null
 project=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^pw.project=//p' | tail -n1)
+# a project below /tmp or /run (a CI clone) is hidden by the tmpfs mounted there above: mount it again
+if [ ! -f "$project/package.json" ]; then
+  mkdir -p "$project" && mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose project "$project"
+fi
 cd "$project" || echo "pwvm: no project dir $project"
 t0=$(cut -d' ' -f1 /proc/uptime)
 sh /mnt/pwvm/cmd
