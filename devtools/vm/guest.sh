@@ -9,8 +9,13 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
+# a project below /tmp or /run (a CI clone) would be hidden by the tmpfs mounted there:
+# hold it at /mnt/pwproject meanwhile and move it back (a 9p tag mounts only once)
+project=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^pw.project=//p' | tail -n1)
+case "$project" in /tmp/* | /run/*) mkdir -p /mnt/pwproject && mount --bind "$project" /mnt/pwproject ;; esac
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=755 tmpfs /run
+if mountpoint -q /mnt/pwproject; then mkdir -p "$project" && mount --move /mnt/pwproject "$project"; fi
 mount -t bpf bpf /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
@@ -25,10 +30,6 @@ ip link set lo up
 for c in $(cat /sys/fs/cgroup/cgroup.controllers); do echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; done
 modprobe -a veth sch_ingress cls_bpf bridge 2>/dev/null
 project=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^pw.project=//p' | tail -n1)
-# a project below /tmp or /run (a CI clone) is hidden by the tmpfs mounted there above: mount it again
-if [ ! -f "$project/package.json" ]; then
-  mkdir -p "$project" && mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose project "$project"
-fi
 cd "$project" || echo "pwvm: no project dir $project"
 t0=$(cut -d' ' -f1 /proc/uptime)
 sh /mnt/pwvm/cmd
