@@ -201,12 +201,27 @@ export interface FeatureProbe {
   helpers: Record<string, string[]>;
   mapTypes: Record<string, boolean>;
 }
-const featureSchema = validator<{ program_types?: object; map_types?: object; helpers?: Record<string, string[]> }>({
+/** `bpftool feature probe kernel -j`, the parts podwarp reads: have_<t>_prog_type, have_<t>_map_type, <t>_available_helpers. */
+export interface KernelFeatures {
+  program_types?: Record<string, boolean>;
+  map_types?: Record<string, boolean>;
+  helpers?: Record<string, string[]>;
+}
+const featureSchema = validator<KernelFeatures>({
   type: 'object',
+  properties: {
+    program_types: { type: 'object', additionalProperties: { type: 'boolean' } },
+    map_types: { type: 'object', additionalProperties: { type: 'boolean' } },
+    helpers: { type: 'object', additionalProperties: { type: 'array', items: { type: 'string' } } },
+  },
 });
 
+export async function featureProbeRaw(): Promise<KernelFeatures> {
+  return bpftoolJson('probe kernel features', ['feature', 'probe', 'kernel'], featureSchema);
+}
+
 export async function featureProbeKernel(): Promise<FeatureProbe> {
-  const j = await bpftoolJson('probe kernel features', ['feature', 'probe', 'kernel'], featureSchema);
+  const j = await featureProbeRaw();
   const mapTypes: Record<string, boolean> = {};
   for (const [k, v] of Object.entries(j.map_types ?? {})) mapTypes[k] = v === true;
   return { helpers: j.helpers ?? {}, mapTypes };

@@ -61,17 +61,15 @@ export function mapSizes(spec: string | undefined): Record<string, number> {
   return out;
 }
 
-/** Builds what is out of date; returns the object paths. */
-export async function build(opts: { force?: boolean } = {}): Promise<string[]> {
-  fs.mkdirSync(GEN_INCLUDE, { recursive: true });
-  fs.mkdirSync(path.join(OBJ_DIR, 'iter'), { recursive: true });
-  const generated: [string, string][] = [
+function generatedHeaders(): [string, string][] {
+  return [
     [path.join(GEN_INCLUDE, 'pw_types.h'), generateTypesHeader()],
     [path.join(GEN_INCLUDE, 'pw_maps.h'), generateHeader(mapSizes(process.env.PODWARP_MAP_SIZES))],
   ];
-  // rewritten only when the text changes: the objects' staleness follows the headers' mtime
-  for (const [file, text] of generated) if (!fs.existsSync(file) || fs.readFileSync(file, 'utf8') !== text) fs.writeFileSync(file, text);
-  const headers = [
+}
+
+function headerFiles(generated: [string, string][]): string[] {
+  return [
     ...generated.map(([f]) => f),
     ...[BPF_SRC, path.join(BPF_SRC, 'iter')].flatMap((d) =>
       fs
@@ -80,11 +78,37 @@ export async function build(opts: { force?: boolean } = {}): Promise<string[]> {
         .map((f) => path.join(d, f)),
     ),
   ];
+}
+
+function isStale(src: string, headers: string[]): boolean {
+  const out = objectFor(src);
+  return !fs.existsSync(out) || fs.statSync(out).mtimeMs < newest([src, ...headers]);
+}
+
+/**
+ * Sources whose object `build()` would compile now (needs clang): none when
+ * the objects were prebuilt (the image) and nothing changed since. Reads
+ * only; a generated header whose text would change counts as changed.
+ */
+export function staleSources(): string[] {
+  const generated = generatedHeaders();
+  const changed = generated.some(([file, text]) => !fs.existsSync(file) || fs.readFileSync(file, 'utf8') !== text);
+  const all = [...programSources(), ...iterSources()];
+  return changed ? all : all.filter((src) => isStale(src, headerFiles(generated)));
+}
+
+/** Builds what is out of date; returns the object paths. */
+export async function build(opts: { force?: boolean } = {}): Promise<string[]> {
+  fs.mkdirSync(GEN_INCLUDE, { recursive: true });
+  fs.mkdirSync(path.join(OBJ_DIR, 'iter'), { recursive: true });
+  const generated = generatedHeaders();
+  // rewritten only when the text changes: the objects' staleness follows the headers' mtime
+  for (const [file, text] of generated) if (!fs.existsSync(file) || fs.readFileSync(file, 'utf8') !== text) fs.writeFileSync(file, text);
+  const headers = headerFiles(generated);
   const objs: string[] = [];
   for (const src of [...programSources(), ...iterSources()]) {
     const out = objectFor(src);
-    const stale = opts.force || !fs.existsSync(out) || fs.statSync(out).mtimeMs < newest([src, ...headers]);
-    if (stale) {
+    if (opts.force || isStale(src, headers)) {
       const tmp = `${out}.tmp-${process.pid}`;
       await compile({ src, out: tmp, includeDirs: [GEN_INCLUDE, BPF_SRC] });
       fs.renameSync(tmp, out);

@@ -85,3 +85,27 @@ export async function objectCalls(obj: string): Promise<{ helperIds: number[]; p
     .map((m) => m[1]!);
   return { helperIds, programSections };
 }
+
+/**
+ * Helper ids called from each program section of a BPF object (llvm-objdump):
+ * what the kernel must offer that program type. Calls from `.text`
+ * (bpf-to-bpf subprograms) count for every program section of the object.
+ */
+export async function helperCallsBySection(obj: string): Promise<Map<string, number[]>> {
+  const { programSections } = await objectCalls(obj);
+  const dis = await run('disassemble', ['llvm-objdump', '-d', obj]);
+  const bySection = new Map<string, Set<number>>();
+  for (const part of dis.stdout.split(/^Disassembly of section /m).slice(1)) {
+    const name = part.slice(0, part.indexOf(':'));
+    const ids = [...part.matchAll(/\t85 00 [0-9a-f ]+\tcall (\d+)$/gm)].map((m) => Number(m[1]));
+    bySection.set(name, new Set(ids));
+  }
+  const shared = bySection.get('.text') ?? new Set<number>();
+  const out = new Map<string, number[]>();
+  for (const s of programSections.filter((x) => x !== '.text'))
+    out.set(
+      s,
+      [...new Set([...(bySection.get(s) ?? []), ...shared])].sort((a, b) => a - b),
+    );
+  return out;
+}

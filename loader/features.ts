@@ -2,6 +2,7 @@
 // FeatureMissingError; optional ones choose between code paths.
 import os from 'node:os';
 import * as bpftool from './bpftool.js';
+import { doctor, failed } from './doctor.js';
 import { FeatureMissingError } from './errors.js';
 
 export interface Features {
@@ -20,9 +21,16 @@ export async function probe(): Promise<Features> {
   return { kernel: os.release(), redirectPeer, tcAttach: 'clsact' };
 }
 
+/**
+ * The agent's start-up check: `podwarp doctor`'s checks without the scratch
+ * load (the agent's own load follows). Every failed check in one line.
+ */
 export async function requireDatapathFeatures(): Promise<Features> {
-  const f = await probe();
-  if (!f.redirectPeer)
-    throw new FeatureMissingError('bpf_redirect_peer', `kernel ${f.kernel} has no bpf_redirect_peer for tc programs (needs 5.10+)`);
-  return f;
+  const bad = failed(await doctor({ load: false }));
+  if (bad.length)
+    throw new FeatureMissingError(
+      bad.map((c) => c.check).join(', '),
+      `${bad.map((c) => `${c.check}: ${c.detail}`).join('; ')} (run \`podwarp doctor\` for every check and its fix)`,
+    );
+  return probe();
 }

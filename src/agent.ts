@@ -77,8 +77,9 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   // the Kubernetes client is loaded only for that source (a large module graph)
   if (source === 'kubernetes') (await import('./sources/kubernetes.js')).loadKubeConfig(opts.kubeconfig);
   sockConfig(sockets);
-  await requireDatapathFeatures();
+  // opening the pins mounts bpffs if the node has none; then every prerequisite, one line naming what fails
   const dp = await Datapath.open();
+  await requireDatapathFeatures();
   const objs = await build();
   const loadDatapath = async () => {
     const reused = dp.isLoaded();

@@ -186,6 +186,20 @@ export function podwarpProgram(name = 'podwarp'): Command {
     .action(async (o: { output: string }) => out(await status(await Datapath.open(), checkFormat(o.output))));
 
   program
+    .command('doctor')
+    .description(
+      "check this node's prerequisites (kernel, BTF, mounts, tools, program/map/attach types and helpers probed by the kernel); exit 1 if the agent cannot run",
+    )
+    .option('-o, --output <format>', 'table | json', 'table')
+    .action(async (o: { output: string }) => {
+      const fmt = checkFormat(o.output);
+      const { runDoctor } = await import('./commands/doctor.js');
+      const r = await runDoctor(fmt);
+      out(r.text);
+      process.exitCode = r.code;
+    });
+
+  program
     .command('uninstall')
     .description('remove every program, filter, qdisc, cgroup attachment and pin podwarp created (idempotent)')
     .option('--drain-timeout <seconds>', 'how long to wait for accelerated sockets to hand over their unread data', '10')

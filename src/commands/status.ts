@@ -37,7 +37,8 @@ export async function statusData(dp: Datapath) {
   // counted that are no longer in pw_endpoints would show as a mismatch
   const agent = readReport();
   const cgroupListing = bpftool.cgroupListingPath() ?? 'unused';
-  return { pinRoot: dp.pinRoot, loaded, features, maps, programs: progs, attachments, cgroups, cgroupListing, config, agent };
+  const hint = loaded ? undefined : 'datapath not loaded: run `podwarp doctor` to check the prerequisites';
+  return { pinRoot: dp.pinRoot, loaded, hint, features, maps, programs: progs, attachments, cgroups, cgroupListing, config, agent };
 }
 
 export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
@@ -46,7 +47,7 @@ export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
   const f = s.features;
   let out = `pins:     ${s.pinRoot} (${s.loaded ? 'loaded' : 'not loaded'})\n`;
   out += `kernel:   ${f.kernel}; bpf_redirect_peer ${f.redirectPeer ? 'yes' : 'NO'}; tc attach via ${f.tcAttach} (cls_bpf)\n\n`;
-  if (!s.loaded) return out;
+  if (!s.loaded) return out + 'the datapath is not loaded: is the agent running? `podwarp doctor` checks what this node needs for it\n';
   out += table(
     ['MAP', 'ID', 'TYPE', 'ENTRIES', 'MAX'],
     s.maps.map((m) =>

@@ -1,0 +1,442 @@
+// `podwarp doctor`: every prerequisite of the agent, probed on this node.
+// gatherFacts() does the I/O (files, tool versions, `bpftool feature probe`,
+// and optionally a scratch load of the real objects attached to throwaway
+// targets); evaluate() turns facts into checks and is pure, so the rules are
+// unit-tested with injected facts. The agent runs the same checks (without
+// the scratch load: its own load follows) at start-up.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { MAPS } from '../abi/schema.js';
+import * as bpftool from './bpftool.js';
+import { BPF_SRC, build, staleSources } from './build.js';
+import { HOOK_PROGS } from './cgroupattach.js';
+import { Datapath } from './datapath.js';
+import { errorMessage } from './errors.js';
+import { run, which } from './exec.js';
+import { findMount, parseMounts } from './mounts.js';
+import { MSG_PROG, TC_PROG } from './pins.js';
+import { TC_HANDLE, TC_PRIO } from './tcattach.js';
+import { findFilter, type TcFilter } from './tc.js';
+
+/** pass / warn (runs, with a caveat) / fail (the agent cannot run) / info (nothing needed) / skip (not tried: an earlier check failed). */
+export type CheckResult = 'pass' | 'warn' | 'fail' | 'info' | 'skip';
+export interface Check {
+  check: string;
+  result: CheckResult;
+  detail: string;
+  fix: string;
+}
+
+export const KERNEL_FLOOR = [5, 10] as const;
+export const NODE_FLOOR = 20;
+export const TOOLS = ['bpftool', 'tc', 'ip', 'clang', 'unshare'] as const;
+export type Tool = (typeof TOOLS)[number];
+
+/** One program's needs (bpf/requirements.json, checked against the objects by test/unit/requirements.test.ts). */
+export interface ProgramNeeds {
+  source: string;
+  section: string;
+  helpers: string[];
+}
+
+/** What `bpftool feature probe kernel -j` says (the parts used here). */
+export type KernelProbe = bpftool.KernelFeatures;
+
+export interface DoctorFacts {
+  uid: number;
+  kernel: string;
+  node: string;
+  btf: boolean;
+  /** /proc/mounts */
+  mounts: string;
+  /** First line of each tool's version output; undefined: not on PATH. */
+  tools: Record<Tool, string | undefined>;
+  /** Sources whose objects must be compiled before a load (loader/build.ts staleSources). */
+  staleSources: string[];
+  /** PODWARP_TOOLCHAIN_IMAGE and a docker CLI: compiling without a local clang. */
+  toolchainImage: boolean;
+  probe?: KernelProbe;
+  probeError?: string;
+  tcx: { kernel: boolean; bpftool: boolean };
+  /** Checks of the scratch load (undefined: not tried, with the reason). */
+  load?: Check[];
+  loadSkipped?: string;
+}
+
+/** Program section (libbpf naming) → bpftool's program type and the attachment podwarp makes. */
+export function sectionKind(section: string): { progType: string; attach: string } {
+  if (section === 'tc') return { progType: 'sched_cls', attach: 'tc ingress (clsact, cls_bpf direct-action)' };
+  if (section === 'sockops') return { progType: 'sock_ops', attach: 'cgroup sock_ops' };
+  if (section === 'sk_msg') return { progType: 'sk_msg', attach: 'sk_msg verdict on sockhash' };
+  const cg = /^cgroup\/(connect4|sendmsg4|recvmsg4|getpeername4|getsockopt)$/.exec(section);
+  if (cg) return { progType: cg[1] === 'getsockopt' ? 'cgroup_sockopt' : 'cgroup_sock_addr', attach: `cgroup ${cg[1]}` };
+  const it = /^iter\/(sockmap|bpf_map_elem)$/.exec(section);
+  if (it) return { progType: 'tracing', attach: `iter ${it[1]}` };
+  throw new Error(`bpf/requirements.json: section "${section}" has no program type here (loader/doctor.ts sectionKind)`);
+}
+
+export function readNeeds(file = path.join(BPF_SRC, 'requirements.json')): ProgramNeeds[] {
+  return (JSON.parse(fs.readFileSync(file, 'utf8')) as { programs: ProgramNeeds[] }).programs;
+}
+
+const FIX_ROOT = 'run as root (the DaemonSet runs the agent privileged)';
+
+function kernelCheck(release: string): Check {
+  const m = /^(\d+)\.(\d+)/.exec(release);
+  const ok = !!m && (Number(m[1]) > KERNEL_FLOOR[0] || (Number(m[1]) === KERNEL_FLOOR[0] && Number(m[2]) >= KERNEL_FLOOR[1]));
+  return {
+    check: 'kernel',
+    result: ok ? 'pass' : 'fail',
+    detail: `${release}${ok ? '' : ` (below ${KERNEL_FLOOR.join('.')})`}`,
+    fix: ok ? '' : `boot a kernel ≥ ${KERNEL_FLOOR.join('.')}`,
+  };
+}
+
+function cgroupCheck(mounts: string): Check {
+  const all = parseMounts(mounts);
+  const v2 = all.find((m) => m.fstype === 'cgroup2');
+  const v1 = all.filter((m) => m.fstype === 'cgroup');
+  if (!v2)
+    return {
+      check: 'cgroup2 mount',
+      result: 'fail',
+      detail: `no cgroup2 in /proc/mounts${v1.length ? ' (cgroup v1 only)' : ''}`,
+      fix: 'boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1) or a hybrid layout; in a pod: the hostPath /sys/fs/cgroup volume',
+    };
+  return {
+    check: 'cgroup2 mount',
+    result: 'pass',
+    detail: `${v1.length ? `hybrid (${v1.length} v1 hierarchies)` : 'unified'}, cgroup2 at ${v2.target}`,
+    fix: '',
+  };
+}
+
+function toolCheck(f: DoctorFacts, tool: Tool): Check | undefined {
+  const v = f.tools[tool];
+  const check = tool === 'tc' || tool === 'ip' ? `${tool} (iproute2)` : tool;
+  if (v) return { check, result: 'pass', detail: v, fix: '' };
+  const apt = { bpftool: 'bpftool', tc: 'iproute2', ip: 'iproute2', clang: 'clang llvm libbpf-dev', unshare: 'util-linux' }[tool];
+  if (tool === 'clang') {
+    if (f.staleSources.length === 0)
+      return {
+        check,
+        result: 'warn',
+        detail: 'not on PATH; the BPF objects are built and up to date',
+        fix: `needed only to rebuild them: apt-get install ${apt}`,
+      };
+    if (f.toolchainImage)
+      return {
+        check,
+        result: 'warn',
+        detail: `not on PATH; ${f.staleSources.length} objects will be compiled in PODWARP_TOOLCHAIN_IMAGE`,
+        fix: `apt-get install ${apt}`,
+      };
+    return {
+      check,
+      result: 'fail',
+      detail: `not on PATH, and ${f.staleSources.length} BPF objects must be (re)built: ${f.staleSources.map((s) => path.basename(s)).join(', ')}`,
+      fix: `apt-get install ${apt} (or use the podwarp image: its objects are prebuilt)`,
+    };
+  }
+  if (tool === 'unshare')
+    return { check, result: 'warn', detail: 'not on PATH: the tc attach probe cannot run', fix: `apt-get install ${apt}` };
+  return { check, result: 'fail', detail: 'not on PATH', fix: `apt-get install ${apt}` };
+}
+
+function probeChecks(f: DoctorFacts, needs: ProgramNeeds[]): Check[] {
+  const p = f.probe;
+  if (!p) {
+    const why = f.uid !== 0 ? 'needs root' : !f.tools.bpftool ? 'needs bpftool' : (f.probeError ?? 'not run');
+    return [
+      {
+        check: 'kernel feature probe',
+        result: f.uid !== 0 || !f.tools.bpftool ? 'skip' : 'fail',
+        detail: `not run: ${why}`,
+        fix: f.uid !== 0 ? FIX_ROOT : 'see bpftool above',
+      },
+    ];
+  }
+  const out: Check[] = [];
+  const loaded = f.load?.find((c) => c.check === 'load programs')?.result === 'pass';
+  const byType = new Map<string, { sections: Set<string>; helpers: Set<string> }>();
+  for (const n of needs) {
+    const t = sectionKind(n.section).progType;
+    const e = byType.get(t) ?? { sections: new Set(), helpers: new Set() };
+    e.sections.add(n.section);
+    n.helpers.forEach((h) => e.helpers.add(h));
+    byType.set(t, e);
+  }
+  for (const [t, e] of [...byType].sort(([a], [b]) => a.localeCompare(b))) {
+    const secs = [...e.sections].join(', ');
+    if (t === 'tracing') {
+      // bpftool cannot probe tracing programs (they need a BTF attach target): the scratch load decides
+      out.push({
+        check: `program type ${t}`,
+        result: loaded ? 'pass' : 'skip',
+        detail: loaded
+          ? `${secs}: loaded and run (bpftool cannot probe this type)`
+          : `${secs}: bpftool cannot probe this type; \`podwarp doctor\` loads them`,
+        fix: '',
+      });
+      continue;
+    }
+    const have = p.program_types?.[`have_${t}_prog_type`] === true;
+    out.push({
+      check: `program type ${t}`,
+      result: have ? 'pass' : 'fail',
+      detail: `${secs}${have ? '' : ': not supported by this kernel'}`,
+      fix: have
+        ? ''
+        : `a kernel with ${t} programs (≥ ${KERNEL_FLOOR.join('.')}, CONFIG_BPF_SYSCALL, CONFIG_CGROUP_BPF, CONFIG_NET_CLS_BPF)`,
+    });
+    const avail = new Set(p.helpers?.[`${t}_available_helpers`] ?? []);
+    const used = [...e.helpers].sort();
+    const missing = used.filter((h) => !avail.has(h));
+    out.push({
+      check: `helpers for ${t}`,
+      result: missing.length ? 'fail' : 'pass',
+      detail: missing.length ? `missing: ${missing.join(', ')}` : `${used.length} used, all available`,
+      fix: missing.length ? `a kernel ≥ ${KERNEL_FLOOR.join('.')} with these helpers` : '',
+    });
+    if (t === 'sched_cls')
+      out.push({
+        check: 'helper bpf_redirect_peer',
+        result: avail.has('bpf_redirect_peer') ? 'pass' : 'fail',
+        detail: avail.has('bpf_redirect_peer') ? 'sched_cls: available (the same-node fast path)' : 'sched_cls: missing',
+        fix: avail.has('bpf_redirect_peer') ? '' : `kernel ≥ ${KERNEL_FLOOR.join('.')}`,
+      });
+  }
+  for (const t of [...new Set(MAPS.map((m) => m.type))].sort()) {
+    const have = p.map_types?.[`have_${t}_map_type`] === true;
+    const names = MAPS.filter((m) => m.type === t).map((m) => m.name);
+    out.push({
+      check: `map type ${t}`,
+      result: have ? 'pass' : 'fail',
+      detail: `${names.join(', ')}${have ? '' : ': not supported by this kernel'}`,
+      fix: have ? '' : `a kernel ≥ ${KERNEL_FLOOR.join('.')} (CONFIG_BPF_SYSCALL${t === 'sockhash' ? ', CONFIG_BPF_STREAM_PARSER' : ''})`,
+    });
+  }
+  return out;
+}
+
+/** Facts → checks. Pure. */
+export function evaluate(f: DoctorFacts, needs: ProgramNeeds[] = readNeeds()): Check[] {
+  const out: Check[] = [];
+  out.push(
+    f.uid === 0
+      ? { check: 'privileges', result: 'pass', detail: 'root', fix: '' }
+      : {
+          check: 'privileges',
+          result: 'fail',
+          detail: `uid ${f.uid}: loading programs needs CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN`,
+          fix: FIX_ROOT,
+        },
+  );
+  out.push(kernelCheck(f.kernel));
+  out.push(
+    f.btf
+      ? { check: 'BTF', result: 'pass', detail: '/sys/kernel/btf/vmlinux', fix: '' }
+      : {
+          check: 'BTF',
+          result: 'fail',
+          detail: 'no /sys/kernel/btf/vmlinux: the drain iterator (CO-RE) cannot load',
+          fix: 'a kernel built with CONFIG_DEBUG_INFO_BTF=y',
+        },
+  );
+  const bpffs = findMount('bpf', f.mounts);
+  out.push(
+    bpffs
+      ? { check: 'bpffs mount', result: 'pass', detail: bpffs, fix: '' }
+      : {
+          check: 'bpffs mount',
+          result: 'fail',
+          detail: 'no bpf file system in /proc/mounts: pins cannot outlive the agent',
+          fix: 'mount -t bpf bpf /sys/fs/bpf (mount --make-shared for a pod; the DaemonSet mounts the host path /sys/fs/bpf)',
+        },
+  );
+  out.push(cgroupCheck(f.mounts));
+  for (const tool of TOOLS) out.push(toolCheck(f, tool)!);
+  const nodeMajor = Number(/^v?(\d+)/.exec(f.node)?.[1] ?? 0);
+  out.push({
+    check: 'node',
+    result: nodeMajor >= NODE_FLOOR ? 'pass' : 'fail',
+    detail: f.node,
+    fix: nodeMajor >= NODE_FLOOR ? '' : `Node.js ≥ ${NODE_FLOOR}`,
+  });
+  out.push(...probeChecks(f, needs));
+  if (f.load) out.push(...f.load);
+  else if (f.loadSkipped) out.push({ check: 'load programs', result: 'skip', detail: `not tried: ${f.loadSkipped}`, fix: '' });
+  out.push({
+    check: 'tcx',
+    result: 'info',
+    detail: `kernel ${f.tcx.kernel ? 'yes' : 'no'}, bpftool ${f.tcx.bpftool ? 'yes' : 'no'}: podwarp attaches through clsact on every kernel`,
+    fix: '',
+  });
+  return out;
+}
+
+export function failed(checks: Check[]): Check[] {
+  return checks.filter((c) => c.result === 'fail');
+}
+
+async function version(tool: Tool): Promise<string | undefined> {
+  const bin = await which(tool);
+  if (!bin) return undefined;
+  const arg = tool === 'tc' || tool === 'ip' ? '-V' : tool === 'bpftool' ? 'version' : '--version';
+  const r = await run(`${tool} version`, [tool, arg], { reject: false });
+  return (r.stdout.split('\n')[0] || r.stderr.split('\n')[0] || 'present').trim();
+}
+
+async function tcxSupport(hasBpftool: boolean): Promise<{ kernel: boolean; bpftool: boolean }> {
+  // the kernel has tcx when its symbols are there (names are readable even with kptr_restrict)
+  let kernel = false;
+  try {
+    kernel = /^[0-9a-f]+ [Tt] tcx_link_attach$/m.test(fs.readFileSync('/proc/kallsyms', 'utf8'));
+  } catch {
+    kernel = false;
+  }
+  let tool = false;
+  if (hasBpftool) {
+    const r = await run('bpftool net help', ['bpftool', 'net', 'help'], { reject: false });
+    tool = /tcx_(ingress|egress)/.test(r.stdout + r.stderr);
+  }
+  return { kernel, bpftool: tool };
+}
+
+/** Node facts; `load` adds the scratch load (root, bpffs, bpftool needed). */
+export async function gatherFacts(opts: { load: boolean }): Promise<DoctorFacts> {
+  const tools = Object.fromEntries(await Promise.all(TOOLS.map(async (t) => [t, await version(t)] as const))) as Record<
+    Tool,
+    string | undefined
+  >;
+  const uid = process.getuid?.() ?? -1;
+  const mounts = fs.readFileSync('/proc/mounts', 'utf8');
+  const f: DoctorFacts = {
+    uid,
+    kernel: os.release(),
+    node: process.version,
+    btf: fs.existsSync('/sys/kernel/btf/vmlinux'),
+    mounts,
+    tools,
+    staleSources: staleSources(),
+    toolchainImage: !!process.env.PODWARP_TOOLCHAIN_IMAGE && !!(await which('docker')),
+    tcx: await tcxSupport(!!tools.bpftool),
+  };
+  if (uid === 0 && tools.bpftool) {
+    try {
+      f.probe = await bpftool.featureProbeRaw();
+    } catch (e) {
+      f.probeError = errorMessage(e);
+    }
+  }
+  if (opts.load) {
+    const bpffs = findMount('bpf', mounts);
+    const cg2 = findMount('cgroup2', mounts);
+    const missing = [uid !== 0 && 'root', !tools.bpftool && 'bpftool', !tools.tc && 'tc', !bpffs && 'bpffs', !cg2 && 'cgroup2'].filter(
+      Boolean,
+    );
+    if (missing.length) f.loadSkipped = `needs ${missing.join(', ')}`;
+    else if (f.staleSources.length && !tools.clang && !f.toolchainImage) f.loadSkipped = 'the BPF objects must be built first (clang)';
+    else f.load = await scratchLoad(cg2!, !!tools.unshare);
+  }
+  return f;
+}
+
+/**
+ * Loads the real objects into a scratch pin directory (the verifier checks
+ * every program type, map type and helper), runs the iterators, attaches the
+ * tc program to a veth in a throwaway network namespace and every
+ * cgroup program to an empty scratch cgroup, then removes all of it.
+ */
+async function scratchLoad(cg2: string, haveUnshare: boolean): Promise<Check[]> {
+  const id = `${process.pid}_${crypto.randomBytes(3).toString('hex')}`;
+  const out: Check[] = [];
+  const dp = await Datapath.open(`pwdoctor_${id}`);
+  const cgDir = path.join(cg2, `podwarp-doctor-${id}`);
+  try {
+    const objs = await build();
+    try {
+      await dp.load(objs);
+      out.push({
+        check: 'load programs',
+        result: 'pass',
+        detail: `${dp.pins.progs().length} programs verified and pinned (scratch)`,
+        fix: '',
+      });
+    } catch (e) {
+      out.push({
+        check: 'load programs',
+        result: 'fail',
+        detail: errorMessage(e),
+        fix: 'see the failed program type, map type or helper above; the verifier log: PODWARP_LOG_LEVEL=debug',
+      });
+      return out;
+    }
+    out.push({ check: 'attach sk_msg verdict on sockhash', result: 'pass', detail: `${MSG_PROG} on pw_sock`, fix: '' });
+    const iters = fs.existsSync(dp.pins.iterDir) ? fs.readdirSync(dp.pins.iterDir).sort() : [];
+    try {
+      for (const it of iters) fs.readFileSync(dp.pins.iter(it));
+      out.push({ check: 'attach iterators', result: 'pass', detail: `${iters.join(', ')}: pinned and run`, fix: '' });
+    } catch (e) {
+      out.push({ check: 'attach iterators', result: 'fail', detail: errorMessage(e), fix: 'a kernel with BTF and bpf_iter (≥ 5.10)' });
+    }
+    out.push(
+      haveUnshare
+        ? await tcProbe(dp.pins.prog(TC_PROG))
+        : { check: 'attach tc ingress (clsact)', result: 'skip', detail: 'needs unshare', fix: '' },
+    );
+    fs.mkdirSync(cgDir);
+    const byHook = new Map<string, string[]>();
+    for (const [hook, , prog] of HOOK_PROGS) {
+      try {
+        await bpftool.cgroupAttach(cgDir, hook, dp.pins.prog(prog));
+        const progId = await dp.maps.progId(prog);
+        const shown = (await bpftool.cgroupShow(cgDir)).some((p) => p.id === progId && p.attach_type === bpftool.CGROUP_ATTACH[hook].shown);
+        await bpftool.cgroupDetach(cgDir, hook, progId);
+        if (!shown) throw new Error(`${prog} attached but not listed on the cgroup`);
+        byHook.set(hook, [...(byHook.get(hook) ?? []), prog]);
+      } catch (e) {
+        out.push({
+          check: `attach cgroup ${hook}`,
+          result: 'fail',
+          detail: `${prog}: ${errorMessage(e)}`,
+          fix: 'a kernel with CONFIG_CGROUP_BPF and this attach type (≥ 5.10)',
+        });
+      }
+    }
+    for (const [hook, progs] of byHook)
+      if (!out.some((c) => c.check === `attach cgroup ${hook}`))
+        out.push({ check: `attach cgroup ${hook}`, result: 'pass', detail: `${progs.join(', ')} (multi)`, fix: '' });
+  } finally {
+    if (fs.existsSync(cgDir)) fs.rmdirSync(cgDir);
+    await dp.uninstall({ force: true, drainTimeoutMs: 0 });
+  }
+  return out;
+}
+
+/** tc clsact + cls_bpf direct-action on a veth, in a network namespace that dies with the command. */
+async function tcProbe(progPin: string): Promise<Check> {
+  const check = 'attach tc ingress (clsact)';
+  const script = [
+    // a veth pair: the dummy driver is a module some kernels lack
+    'ip link add pwdoc0 type veth peer name pwdoc1',
+    'tc qdisc add dev pwdoc0 clsact',
+    `tc filter add dev pwdoc0 ingress protocol all prio ${TC_PRIO} handle 0x${TC_HANDLE.toString(16)} bpf object-pinned "$1" direct-action`,
+    'tc -j filter show dev pwdoc0 ingress',
+  ].join(' && ');
+  try {
+    const r = await run('probe tc attach', ['unshare', '--net', 'sh', '-c', script, 'sh', progPin]);
+    const f = findFilter(JSON.parse(r.stdout) as TcFilter[], TC_PRIO, TC_HANDLE);
+    if (!f?.options?.['direct-action']) throw new Error(`filter not listed as bpf direct-action: ${r.stdout.slice(0, 200)}`);
+    return { check, result: 'pass', detail: `${TC_PROG} on a veth in a throwaway netns`, fix: '' };
+  } catch (e) {
+    return { check, result: 'fail', detail: errorMessage(e), fix: 'a kernel with CONFIG_NET_SCH_INGRESS (clsact) and CONFIG_NET_CLS_BPF' };
+  }
+}
+
+/** The checks, with the scratch load when `load`. */
+export async function doctor(opts: { load: boolean }): Promise<Check[]> {
+  return evaluate(await gatherFacts(opts));
+}

@@ -1,0 +1,120 @@
+// `podwarp doctor` for real on this machine: everything passes; then with a
+// prerequisite taken away where only the test sees it — bpffs unmounted in a
+// private mount namespace, a PATH without bpftool — it fails with a line
+// naming that check and exits non-zero. Nothing of the machine is changed.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { run } from '../../loader/exec.js';
+import { findMount } from '../../loader/mounts.js';
+import { CLI, requireRoot } from './helpers.js';
+
+interface Report {
+  ok: boolean;
+  failed: string[];
+  checks: { check: string; result: string; detail: string }[];
+}
+
+const id = crypto.randomBytes(3).toString('hex');
+let dir = '';
+const env = (extra: Record<string, string> = {}) => ({ ...(process.env as Record<string, string>), PODWARP_LOG_LEVEL: 'warn', ...extra });
+
+/** Scratch pins (pwdoctor_*) and cgroups (podwarp-doctor-*) a doctor run could leave. */
+function scratchLeft(): string[] {
+  const bpffs = findMount('bpf')!;
+  const cg2 = findMount('cgroup2')!;
+  return [
+    ...fs.readdirSync(bpffs).filter((n) => n.startsWith('pwdoctor_')),
+    ...fs.readdirSync(cg2).filter((n) => n.startsWith('podwarp-doctor-')),
+  ];
+}
+
+/** A directory of links to every command on PATH except `tool` (made once). */
+function pathWithout(tool: string): string {
+  const bin = path.join(dir, `bin-without-${tool}`);
+  if (fs.existsSync(bin)) return bin;
+  fs.mkdirSync(bin);
+  for (const d of (process.env.PATH ?? '').split(':').filter((x) => x && fs.existsSync(x)))
+    for (const n of fs.readdirSync(d))
+      if (n !== tool && !fs.existsSync(path.join(bin, n))) fs.symlinkSync(path.join(d, n), path.join(bin, n));
+  return bin;
+}
+
+beforeAll(() => {
+  requireRoot();
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), `pwtest-doctor-${id}-`));
+});
+
+afterAll(() => {
+  fs.rmSync(dir, { recursive: true, force: true });
+  expect(scratchLeft()).toEqual([]);
+});
+
+describe('podwarp doctor', () => {
+  it('passes here: every kernel probe, the scratch load and every attachment, nothing left behind', async () => {
+    const before = scratchLeft();
+    const r = await run('doctor', [CLI, 'doctor', '-o', 'json'], { reject: false, env: env() });
+    const rep = JSON.parse(r.stdout) as Report;
+    expect(rep.failed, r.stdout).toEqual([]);
+    expect(r.exitCode).toBe(0);
+    const result = new Map(rep.checks.map((c) => [c.check, c.result]));
+    for (const c of [
+      'bpffs mount',
+      'cgroup2 mount',
+      'helper bpf_redirect_peer',
+      'load programs',
+      'attach tc ingress (clsact)',
+      'attach sk_msg verdict on sockhash',
+      'attach iterators',
+      'attach cgroup sock_ops',
+      'attach cgroup connect4',
+      'attach cgroup getpeername4',
+      'program type tracing',
+    ])
+      expect(result.get(c), c).toBe('pass');
+    expect(scratchLeft()).toEqual(before);
+    const t = await run('doctor', [CLI, 'doctor'], { reject: false, env: env() });
+    expect(t.exitCode).toBe(0);
+    expect(t.stdout).toMatch(/^CHECK\s+RESULT\s+DETAIL\s+FIX\n/);
+    expect(t.stdout).toContain('the agent can run on this node');
+  });
+
+  it('in a mount namespace without bpffs: a fail line for bpffs, exit 1', async () => {
+    const bpffs = findMount('bpf')!;
+    // private propagation first: the unmount stays inside this namespace
+    const script = `mount --make-rprivate / && umount -l "$1" && ! grep -q ' bpf ' /proc/mounts && exec "$2" doctor`;
+    const r = await run('doctor without bpffs', ['unshare', '--mount', 'sh', '-c', script, 'sh', bpffs, CLI], {
+      reject: false,
+      env: env(),
+    });
+    expect(r.exitCode, r.stderr).toBe(1);
+    expect(r.stdout).toMatch(/^bpffs mount\s+fail\s+no bpf file system in \/proc\/mounts/m);
+    expect(r.stdout).toContain('the agent cannot run on this node (bpffs mount)');
+    expect(findMount('bpf'), 'the machine keeps its bpffs').toBe(bpffs);
+  });
+
+  it('with a PATH without bpftool: a fail line naming bpftool, exit 1', async () => {
+    const bin = pathWithout('bpftool');
+    const r = await run('doctor without bpftool', [CLI, 'doctor'], { reject: false, env: env({ PATH: bin }) });
+    expect(r.exitCode, r.stderr).toBe(1);
+    expect(r.stdout).toMatch(/^bpftool\s+fail\s+not on PATH\s+apt-get install bpftool$/m);
+    expect(r.stdout).toMatch(/^kernel feature probe\s+skip\s+not run: needs bpftool/m);
+    expect(r.stdout).toContain('the agent cannot run on this node (bpftool)');
+  });
+
+  it('the agent refuses to start on such a node with one line naming the check and pointing to doctor', async () => {
+    const bin = pathWithout('bpftool');
+    const state = path.join(dir, 'state.yaml');
+    fs.writeFileSync(state, 'apiVersion: podwarp.io/v1alpha1\nkind: NodeState\nnamespaces: []\npods: []\n');
+    const r = await run('agent without bpftool', [CLI, 'agent', '--state', state, '--once'], {
+      reject: false,
+      env: env({ PATH: bin, PODWARP_PIN_NAME: `pwtest_doctor_${id}`, PODWARP_RUN_DIR: path.join(dir, 'run') }),
+    });
+    expect(r.exitCode).toBe(1);
+    const line = r.stderr.split('\n').find((l) => l.startsWith('podwarp: '));
+    expect(line).toMatch(/^podwarp: missing feature bpftool: bpftool: not on PATH .*run `podwarp doctor`/);
+    expect(fs.existsSync(path.join(findMount('bpf')!, `pwtest_doctor_${id}`))).toBe(false);
+  });
+});
