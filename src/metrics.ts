@@ -81,18 +81,36 @@ export class AgentMetrics {
 
   constructor(private readonly dp: Datapath) {
     client.collectDefaultMetrics({ register: this.registry, prefix: 'podwarp_process_' });
-    const dpRef = this.dp;
-    new client.Gauge({
-      name: 'podwarp_datapath_events',
-      help: 'Datapath counters from pw_stats (monotonic), by program and reason: packets for tc, messages for sk_msg, events for socket hooks.',
-      labelNames: ['program', 'reason'],
-      registers: [this.registry],
-      async collect() {
-        const c = await dpRef.maps.counters('pw_stats').catch(() => new Map<number, { packets: bigint }>());
-        for (const g of STAT_GROUPS)
-          g.reasons.forEach((r, i) => this.set({ program: g.prog, reason: r }, Number(c.get(g.base + i)?.packets ?? 0n)));
-      },
-    });
+    // one pw_stats dump per scrape, shared by the two gauges below (their
+    // collect() calls start together; the next scrape reads the map again)
+    let dump: Promise<Map<number, { packets: bigint; bytes: bigint }>> | undefined;
+    const counters = () =>
+      (dump ??= this.dp.maps
+        .counters('pw_stats')
+        .catch(() => new Map<number, { packets: bigint; bytes: bigint }>())
+        .finally(() => setImmediate(() => (dump = undefined))));
+    const fromStats = (name: string, help: string, field: 'packets' | 'bytes') =>
+      new client.Gauge({
+        name,
+        help,
+        labelNames: ['program', 'reason'],
+        registers: [this.registry],
+        async collect() {
+          const c = await counters();
+          for (const g of STAT_GROUPS)
+            g.reasons.forEach((r, i) => this.set({ program: g.prog, reason: r }, Number(c.get(g.base + i)?.[field] ?? 0n)));
+        },
+      });
+    fromStats(
+      'podwarp_datapath_events',
+      'Datapath counters from pw_stats (monotonic), by program and reason: packets for tc, messages for sk_msg, events for socket hooks.',
+      'packets',
+    );
+    fromStats(
+      'podwarp_datapath_bytes',
+      'Bytes counted with podwarp_datapath_events (monotonic), by program and reason: frame bytes for tc, message bytes for sk_msg, 0 for socket hooks.',
+      'bytes',
+    );
   }
 
   /** A successful pass: the node-local part and/or the services. */

@@ -1,0 +1,15 @@
+{{/* Labels on every object. No release or chart labels: deploy/podwarp.yaml
+is this chart rendered, and is applied with kubectl too. */}}
+{{- define "podwarp.labels" -}}
+app.kubernetes.io/name: podwarp
+{{- end }}
+
+{{/* The agent pods: the DaemonSet selector (immutable: never change it). */}}
+{{- define "podwarp.agentSelector" -}}
+app.kubernetes.io/name: podwarp
+app.kubernetes.io/component: agent
+{{- end }}
+
+{{- define "podwarp.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag }}
+{{- end }}
