@@ -92,19 +92,23 @@ describe('compiled BTF matches the layout schema', () => {
 });
 
 describe('kernel floor 5.10', () => {
-  it('calls only helpers that 5.10 has, from program sections 5.10 can load', async () => {
-    for (const o of objs) {
-      const { helperIds, programSections: progSections } = await objectCalls(o);
-      expect(helperIds.length).toBeGreaterThan(0);
-      expect(Math.max(...helperIds), `${o} helper ids`).toBeLessThanOrEqual(MAX_HELPER_5_10);
-      expect(progSections.length).toBeGreaterThan(0);
-      for (const s of progSections)
-        expect(
-          SECTIONS_5_10.some((re) => re.test(s)),
-          `section ${s}`,
-        ).toBe(true);
-    }
-  }, DISASSEMBLY_MS);
+  it(
+    'calls only helpers that 5.10 has, from program sections 5.10 can load',
+    async () => {
+      for (const o of objs) {
+        const { helperIds, programSections: progSections } = await objectCalls(o);
+        expect(helperIds.length).toBeGreaterThan(0);
+        expect(Math.max(...helperIds), `${o} helper ids`).toBeLessThanOrEqual(MAX_HELPER_5_10);
+        expect(progSections.length).toBeGreaterThan(0);
+        for (const s of progSections)
+          expect(
+            SECTIONS_5_10.some((re) => re.test(s)),
+            `section ${s}`,
+          ).toBe(true);
+      }
+    },
+    DISASSEMBLY_MS,
+  );
 
   it('uses only map types 5.10 has', () => {
     for (const m of MAPS) expect(Object.keys(MAP_TYPE_ID)).toContain(m.type);
