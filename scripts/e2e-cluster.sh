@@ -3,8 +3,9 @@
 # (Debian: containerd, runc, CNI plugins, podman, buildah, debootstrap, …;
 # Go must be there), builds Kubernetes v1.36.3 from the Go module proxy on the
 # first run (cached under /var/cache/podwarp), brings a single-node cluster up,
-# deploys podwarp from deploy/, runs test/e2e/cluster.test.ts, tears it down.
-# See test/e2e/cluster/README.md.
+# deploys podwarp from deploy/, runs test/e2e/cluster.test.ts, tears it down;
+# once with kube-proxy in iptables mode, once in nftables mode
+# (PWE2E_PROXY_MODES="iptables" for one). See test/e2e/cluster/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -22,6 +23,7 @@ command -v fuse-overlayfs >/dev/null || pkgs+=(fuse-overlayfs)
 command -v slirp4netns >/dev/null || pkgs+=(slirp4netns)
 command -v openssl >/dev/null || pkgs+=(openssl)
 command -v gcc >/dev/null || pkgs+=(gcc)
+command -v nft >/dev/null || pkgs+=(nftables)
 [ -x /bin/busybox ] || pkgs+=(busybox-static)
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "installing: ${pkgs[*]}" >&2
@@ -30,4 +32,7 @@ if [ ${#pkgs[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 fi
 [ -x /usr/local/go/bin/go ] && export PATH=$PATH:/usr/local/go/bin
-PODWARP_E2E_CLUSTER=1 exec npx vitest run --project integration test/e2e/cluster.test.ts "$@"
+for mode in ${PWE2E_PROXY_MODES:-iptables nftables}; do
+  echo "e2e-cluster: kube-proxy in $mode mode" >&2
+  PWE2E_PROXY_MODE=$mode PODWARP_E2E_CLUSTER=1 npx vitest run --project integration test/e2e/cluster.test.ts "$@"
+done

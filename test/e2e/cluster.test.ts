@@ -1,6 +1,7 @@
 // End to end on a real single-node Kubernetes cluster built from upstream
 // parts (test/e2e/cluster/up.sh: etcd, kube-apiserver, controller-manager,
-// scheduler, kubelet, kube-proxy in iptables mode, containerd + runc, CNI ptp +
+// scheduler, kubelet, kube-proxy in iptables or nftables mode (PWE2E_PROXY_MODE),
+// containerd + runc, CNI ptp +
 // host-local). podwarp is deployed as users deploy it: `kubectl apply -f
 // deploy/podwarp.yaml`, unchanged (the image is loaded into containerd as
 // podwarp:dev, the name the manifest uses).
@@ -46,6 +47,7 @@ function missingParts(): string[] {
       ['podman', 'podman'],
       ['debootstrap', 'debootstrap'],
       ['nsenter', 'util-linux'],
+      ...(process.env.PWE2E_PROXY_MODE === 'nftables' ? [['nft', 'nftables'] as [string, string]] : []),
     ])
       if (!onPath(c)) out.push(`${c} (apt-get install ${pkg})`);
     if (!fs.existsSync('/usr/lib/cni/ptp')) out.push('CNI ptp (apt-get install containernetworking-plugins)');
@@ -110,6 +112,8 @@ async function diagnosed<T>(f: () => Promise<T>): Promise<T> {
     await show(['get', 'nodes,pods', '-A', '-o', 'wide']);
     await show(['-n', agentNs, 'describe', 'pods', '-l', agentSelector]);
     await show(['-n', agentNs, 'logs', '-l', agentSelector, '--tail', '60']);
+    // the servers print one line per stream connection and any fault they saw (a wrong byte, a reset)
+    await show(['-n', testNs, 'logs', '-l', 'app in (server,server2)', '--tail', '20', '--prefix']);
     throw e;
   }
 }
@@ -193,14 +197,39 @@ async function pwperfJson<T>(args: string[]): Promise<T> {
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as T;
 }
 
-/** kube-proxy's nat rules in the node's netns, without counters. */
+/**
+ * kube-proxy's rules in the node's netns, without counters: its nat chains
+ * (iptables mode) or its `kube-proxy` table (nftables mode, PROXY_MODE in the env file).
+ */
 async function kubeProxyRules(): Promise<string[]> {
-  const r = await run('iptables-save', ['nsenter', `--net=/run/netns/${env.NS}`, 'iptables-save', '-t', 'nat'], { timeoutMs: 30_000 });
+  const nft = env.PROXY_MODE === 'nftables';
+  const argv = nft ? ['nft', 'list', 'table', 'ip', 'kube-proxy'] : ['iptables-save', '-t', 'nat'];
+  const r = await run(argv[0]!, ['nsenter', `--net=/run/netns/${env.NS}`, ...argv], { timeoutMs: 30_000 });
   return r.stdout
     .split('\n')
-    .filter((l) => /KUBE-/.test(l) && !l.startsWith('#'))
-    .map((l) => l.replace(/\[\d+:\d+\]/, ''))
+    .filter((l) => (nft ? l.trim() !== '' : /KUBE-/.test(l) && !l.startsWith('#')))
+    .map((l) =>
+      l
+        .replace(/\[\d+:\d+\]/, '')
+        .replace(/counter packets \d+ bytes \d+ ?/, '')
+        .trim(),
+    )
     .sort();
+}
+/**
+ * The endpoints kube-proxy DNATs to, as "tcp 10.151.0.2:8080": from the
+ * KUBE-SEP chains (iptables) or the numgen maps and dnat statements of the
+ * service chains (nftables, one map per service and protocol).
+ */
+function dnatTargets(rules: string[]): Set<string> {
+  const out = new Set<string>();
+  for (const l of rules) {
+    const ipt = /-p (tcp|udp)\b.*-j DNAT --to-destination (\S+)/.exec(l);
+    if (ipt) out.add(`${ipt[1]} ${ipt[2]}`);
+    const nft = /meta l4proto (tcp|udp) dnat ip to (.*)$/.exec(l);
+    if (nft) for (const m of nft[2]!.matchAll(/(\d+\.\d+\.\d+\.\d+)(?: \. |:)(\d+)/g)) out.add(`${nft[1]} ${m[1]}:${m[2]}`);
+  }
+  return out;
 }
 
 /** The podwarp CLI of this checkout, run as a user would, with the admin kubeconfig (inside the node's netns, where the API is). */
@@ -418,7 +447,10 @@ describe.skipIf(!available)(available ? 'real-cluster e2e' : `real-cluster e2e (
         // kube-proxy has both backends (TCP and UDP chains)
         await until(
           'kube-proxy rules for both backends',
-          async () => (await kubeProxyRules()).filter((l) => l.includes('KUBE-SEP') && l.includes('-j DNAT')).length >= 4,
+          async () => {
+            const t = dnatTargets(await kubeProxyRules());
+            return want.every((w) => t.has(`tcp ${w}`) && t.has(`udp ${w}`));
+          },
           60_000,
         );
         const rulesBefore = await kubeProxyRules();
@@ -446,7 +478,9 @@ describe.skipIf(!available)(available ? 'real-cluster e2e' : `real-cluster e2e (
           60_000,
         );
         const viaPodwarp = await pass();
-        console.log(`service ${vip}: kube-proxy ${JSON.stringify(viaKubeProxy)}\npodwarp ${JSON.stringify(viaPodwarp)}`);
+        console.log(
+          `service ${vip}: kube-proxy (${env.PROXY_MODE ?? 'iptables'} mode) ${JSON.stringify(viaKubeProxy)}\npodwarp ${JSON.stringify(viaPodwarp)}`,
+        );
         for (const [name, r] of [
           ['kube-proxy', viaKubeProxy],
           ['podwarp', viaPodwarp],

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One real single-node Kubernetes cluster from upstream parts, for podwarp's e2e:
 # etcd, kube-apiserver (TLS, RBAC, service-account tokens), kube-controller-manager,
-# kube-scheduler, kubelet (cgroupfs driver), kube-proxy (iptables), containerd +
-# runc from Debian, CNI ptp + host-local laid out as kindnet does.
+# kube-scheduler, kubelet (cgroupfs driver), kube-proxy (iptables, or nftables with
+# PWE2E_PROXY_MODE=nftables), containerd + runc from Debian, CNI ptp + host-local
+# laid out as kindnet does.
 #
 #   test/e2e/cluster/up.sh            # prints the run directory; $RUN/env for scripts
 #   . $RUN/env; $KUBECTL get nodes    # kubectl wrapper that enters the node
@@ -13,7 +14,7 @@
 # rules) and its own mount namespace (slave of the host's: a private bpffs at
 # /sys/fs/bpf, tmpfs at /run (pod netns pins, containerd's shims, podwarp's
 # /run/podwarp report), /var/log and /var/lib/cni), so
-# nothing a component mounts, pins or writes to iptables is seen by the host.
+# nothing a component mounts, pins or writes to iptables or nftables is seen by the host.
 # Cgroups are real and shared: the kubelet's cgroup root is /pwe2e-ID.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -29,6 +30,12 @@ NODE_IP=10.152.0.2           # on a link inside $NS only
 SERVICE_CIDR=10.150.0.0/16   # not the sandbox's 10.97.0.0/16 VIPs
 CLUSTER_CIDR=10.151.0.0/16   # not the sandbox's 10.200-249.x pod ranges
 POD_CIDR=10.151.0.0/24
+PROXY_MODE=${PWE2E_PROXY_MODE:-iptables}
+case $PROXY_MODE in
+  iptables) ;;
+  nftables) command -v nft >/dev/null || { echo "up.sh: kube-proxy's nftables mode needs nft (apt-get install nftables)" >&2; exit 2; } ;;
+  *) echo "up.sh: PWE2E_PROXY_MODE is iptables or nftables, not $PROXY_MODE" >&2; exit 2 ;;
+esac
 API_PORT=16443
 ETCD_PORT=23790
 ETCD_PEER=23800
@@ -68,6 +75,7 @@ CGROOT=$CGROOT
 BIN=$BIN
 SERVICE_CIDR=$SERVICE_CIDR
 POD_CIDR=$POD_CIDR
+PROXY_MODE=$PROXY_MODE
 KUBECONFIG_ADMIN=$RUN/admin.kubeconfig
 KUBECTL=$RUN/kubectl
 EOF
@@ -304,7 +312,7 @@ apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: "$RUN/kube-proxy.kubeconfig"}
 hostnameOverride: "$NODE"
-mode: iptables
+mode: $PROXY_MODE
 clusterCIDR: "$CLUSTER_CIDR"
 metricsBindAddress: 127.0.0.1:20249
 healthzBindAddress: 127.0.0.1:20256
