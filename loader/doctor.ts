@@ -409,6 +409,18 @@ async function scratchLoad(cg2: string, haveUnshare: boolean): Promise<Check[]> 
     for (const [hook, progs] of byHook)
       if (!out.some((c) => c.check === `attach cgroup ${hook}`))
         out.push({ check: `attach cgroup ${hook}`, result: 'pass', detail: `${progs.join(', ')} (multi)`, fix: '' });
+    // which way bpftool lists a cgroup's programs here (kernels < 6.0 reject the attach-flags query)
+    const listing = bpftool.cgroupListingPath();
+    if (listing)
+      out.push({
+        check: 'cgroup program listing',
+        result: 'info',
+        detail:
+          listing === 'query'
+            ? '`bpftool cgroup show` (BPF_PROG_QUERY with attach flags)'
+            : 'fallback: `bpftool cgroup show … effective` minus the parent (this kernel rejects the attach-flags query, < 6.0)',
+        fix: '',
+      });
   } finally {
     if (fs.existsSync(cgDir)) fs.rmdirSync(cgDir);
     await dp.uninstall({ force: true, drainTimeoutMs: 0 });

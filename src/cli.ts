@@ -193,6 +193,8 @@ export function podwarpProgram(name = 'podwarp'): Command {
     .option('-o, --output <format>', 'table | json', 'table')
     .action(async (o: { output: string }) => {
       const fmt = checkFormat(o.output);
+      // the scratch load's progress lines would only interleave with the table: warnings and errors stay
+      if (!process.env.PODWARP_LOG_LEVEL && program.getOptionValueSource('logLevel') === 'default') configureLog({ level: 'warn' });
       const { runDoctor } = await import('./commands/doctor.js');
       const r = await runDoctor(fmt);
       out(r.text);

@@ -21,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, type RunResult } from '../../loader/exec.js';
+import { kubectlPodwarpArgv, pluginEnv } from '../k8s/kubectl-plugin.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLUSTER = path.join(ROOT, 'test', 'e2e', 'cluster');
@@ -336,6 +337,52 @@ describe.skipIf(!available)(available ? 'real-cluster e2e' : `real-cluster e2e (
           expect(String(r.iface), r.ip).toMatch(/^veth/);
           expect(String(r.mac), r.ip).toMatch(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/);
         }
+      }),
+    5 * MIN,
+  );
+
+  it(
+    "kubectl podwarp (deploy/kubectl-podwarp, found by kubectl on PATH): dump, status and doctor in the node's agent pod",
+    () =>
+      diagnosed(async () => {
+        expect(serverIp, 'the pods step passed').not.toBe('');
+        // the real kubectl resolves the plugin; the plugin runs kubectl exec in the agent pod of --node
+        const plugin = (args: string[]) => {
+          const [, ...rest] = kubectlPodwarpArgv(['--node', env.NODE!, ...args]);
+          return run('kubectl podwarp', ['nsenter', `--net=/run/netns/${env.NS}`, '--', path.join(env.BIN!, 'kubectl'), ...rest], {
+            env: pluginEnv({ KUBECONFIG: env.KUBECONFIG_ADMIN!, PATH: `${path.join(ROOT, 'deploy')}:${env.BIN}:${process.env.PATH}` }),
+            timeoutMs: 2 * MIN,
+            reject: false,
+          });
+        };
+        const eps = await plugin(['dump', 'endpoints', '-o', 'json']);
+        expect(eps.exitCode, eps.stderr).toBe(0);
+        const ips = (JSON.parse(eps.stdout) as EndpointRow[]).map((e) => e.ip);
+        expect(ips).toEqual(expect.arrayContaining([serverIp, clientIp]));
+        const status = await plugin(['status', '-o', 'json']);
+        expect(status.exitCode, status.stderr).toBe(0);
+        expect((JSON.parse(status.stdout) as { loaded: boolean }).loaded).toBe(true);
+        // doctor in the agent's pod: the node's kernel and mounts as the agent sees them
+        const doctor = await plugin(['doctor', '-o', 'json']);
+        expect(doctor.exitCode, doctor.stdout + doctor.stderr).toBe(0);
+        const report = JSON.parse(doctor.stdout) as { ok: boolean; failed: unknown[]; checks: { check: string; result: string }[] };
+        expect(report.failed).toEqual([]);
+        expect(report.ok).toBe(true);
+        expect(report.checks.find((c) => c.check === 'bpffs mount')?.result).toBe('pass');
+        console.log(
+          `kubectl podwarp doctor on ${env.NODE}: ${report.checks.filter((c) => c.result === 'pass').length} of ${report.checks.length} checks pass`,
+        );
+        // an unknown node: a clear error, non-zero
+        const none = await run(
+          'kubectl podwarp',
+          ['nsenter', `--net=/run/netns/${env.NS}`, '--', path.join(env.BIN!, 'kubectl'), 'podwarp', '--node', 'no-such-node', 'status'],
+          {
+            env: pluginEnv({ KUBECONFIG: env.KUBECONFIG_ADMIN!, PATH: `${path.join(ROOT, 'deploy')}:${env.BIN}:${process.env.PATH}` }),
+            reject: false,
+          },
+        );
+        expect(none.exitCode).not.toBe(0);
+        expect(none.stderr).toMatch(/no-such-node/);
       }),
     5 * MIN,
   );

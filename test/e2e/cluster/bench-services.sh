@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# kube-proxy (iptables, the real one) vs podwarp's socket LB on the e2e cluster:
+# kube-proxy (the real one, in the cluster's mode: iptables or nftables, see
+# PWE2E_PROXY_MODE in up.sh) vs podwarp's socket LB on the e2e cluster:
 # new connections/s to one ClusterIP with N Services programmed, and how long
 # one Service change takes to reach each datapath at that size.
 #
@@ -21,7 +22,15 @@ AGENT_NS=podwarp-system
 log() { echo "bench [$(date +%T)] $*" >&2; }
 now_ms() { date +%s%3N; }
 agent() { $KUBECTL -n $AGENT_NS get pods -l app.kubernetes.io/component=agent -o jsonpath='{.items[0].metadata.name}'; }
-nat_rules() { nsenter --net="/run/netns/$NS" iptables-save -t nat; }
+MODE=${PROXY_MODE:-iptables}
+# whether kube-proxy has programmed a ClusterIP (TCP port 80)
+kp_has() {
+  if [[ $MODE == nftables ]]; then
+    nsenter --net="/run/netns/$NS" nft list map ip kube-proxy service-ips | grep -F "$1 . tcp . 80 :" >/dev/null
+  else
+    nsenter --net="/run/netns/$NS" iptables-save -t nat | grep -- "-d $1/32 .*KUBE-SVC" >/dev/null
+  fi
+}
 
 trap '$KUBECTL delete namespace $NSB --wait=false >/dev/null 2>&1 || true' EXIT
 $KUBECTL create namespace $NSB >/dev/null
@@ -56,7 +65,7 @@ set_enabled() { # true|false
   done
 }
 
-echo "| Services | kube-proxy iptables conn/s | podwarp socket LB conn/s | Service change → kube-proxy rule | Service change → podwarp pw_svc |"
+echo "| Services | kube-proxy ($MODE) conn/s | podwarp socket LB conn/s | Service change → kube-proxy rule | Service change → podwarp pw_svc |"
 echo "|---:|---:|---:|---:|---:|"
 have=0
 for n in "$@"; do
@@ -69,7 +78,7 @@ for n in "$@"; do
   last=$($KUBECTL -n $NSB get svc "s$((n - 1))" -o jsonpath='{.spec.clusterIP}')
   a=$(agent)
   end=$(( $(date +%s) + 900 ))
-  until nat_rules | grep -- "-d $last/32 .*KUBE-SVC" >/dev/null && $KUBECTL -n $AGENT_NS exec "$a" -- podwarp dump services | grep "$last" >/dev/null; do
+  until kp_has "$last" && $KUBECTL -n $AGENT_NS exec "$a" -- podwarp dump services | grep "$last" >/dev/null; do
     (( $(date +%s) < end )) || { log "N=$n not programmed after 900 s"; exit 1; }
     sleep 2
   done
@@ -84,7 +93,7 @@ for n in "$@"; do
   new=$($KUBECTL -n $NSB get svc "s$n" -o jsonpath='{.spec.clusterIP}')
   kp_ms=""; pw_ms=""; end=$(( $(date +%s) + 300 ))
   while [[ -z $kp_ms || -z $pw_ms ]] && (( $(date +%s) < end )); do
-    [[ -z $kp_ms ]] && nat_rules | grep -- "-d $new/32 .*KUBE-SVC" >/dev/null && kp_ms=$(( $(now_ms) - t0 ))
+    [[ -z $kp_ms ]] && kp_has "$new" && kp_ms=$(( $(now_ms) - t0 ))
     [[ -z $pw_ms ]] && $KUBECTL -n $AGENT_NS exec "$a" -- podwarp dump services | grep "$new" >/dev/null && pw_ms=$(( $(now_ms) - t0 ))
   done
   $KUBECTL -n $NSB delete svc "s$n" --wait=false >/dev/null
