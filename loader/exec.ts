@@ -20,6 +20,13 @@ export interface RunResult {
   stderr: string;
 }
 
+/**
+ * A command that has not finished after this long is killed and fails:
+ * PODWARP_EXEC_TIMEOUT_MS, default 120 s (raise it on a very slow machine,
+ * e.g. the kernel-matrix VMs under software emulation).
+ */
+const DEFAULT_TIMEOUT_MS = Number(process.env.PODWARP_EXEC_TIMEOUT_MS) > 0 ? Number(process.env.PODWARP_EXEC_TIMEOUT_MS) : 120_000;
+
 export async function run(what: string, argv: string[], opts: RunOptions = {}): Promise<RunResult> {
   const [cmd, ...args] = argv;
   if (!cmd) throw new Error('run: empty argv');
@@ -29,7 +36,7 @@ export async function run(what: string, argv: string[], opts: RunOptions = {}): 
     r = await execa(cmd, args, {
       input: opts.input,
       reject: false,
-      timeout: opts.timeoutMs ?? 120_000,
+      timeout: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
       cwd: opts.cwd,
       env: opts.env,
       stripFinalNewline: false,

@@ -60,6 +60,8 @@ fi
 bash scripts/setup.sh
 # build objects and test tools once on the host; the VMs share the tree
 ./bin/podwarp build >/dev/null
+# the compiled JS: bin/podwarp then starts without transpiling (minutes under TCG)
+npm run --silent build:js
 npx tsx -e "import('./devtools/perf.ts').then((m) => m.ensurePwperf())"
 
 [ -n "$out" ] || out=$(mktemp -d /tmp/podwarp-kmatrix.XXXXXX)
@@ -108,7 +110,7 @@ for k in ${kernels//,/ }; do
     echo "kernel-matrix: $k ($(basename "$d"), $accel, timeout ${tmo}s): ${#paths[@]} files" >&2
     rc=0
     devtools/vm/run-in-vm.sh --kernel-dir "$d" --out "$kout" --timeout "$tmo" --accel "$accel" -- \
-      "mkdir -p /mnt/pwvm/results; devtools/vm/probe-cgroup-query.sh >/mnt/pwvm/results/probe-cgroup.txt 2>&1; PODWARP_TEST_SLOWDOWN=$slow devtools/vm/run-tests.sh /mnt/pwvm/results ${paths[*]}" || rc=$?
+      "mkdir -p /mnt/pwvm/results; devtools/vm/probe-cgroup-query.sh >/mnt/pwvm/results/probe-cgroup.txt 2>&1; PODWARP_TEST_SLOWDOWN=$slow PODWARP_EXEC_TIMEOUT_MS=$((120000 * slow)) devtools/vm/run-tests.sh /mnt/pwvm/results ${paths[*]}" || rc=$?
     echo "$rc" >"$kout/vm_rc"
     echo $((SECONDS - t0)) >"$kout/wall_s"
     grep -a 'pwvm-tests:' "$kout/console.log" | sed "s/^/[$k] /" >&2 || true

@@ -12,7 +12,8 @@ import { CLI, counters, delta, setUp, spawnAgent, tearDown, until, type Agent, t
 const startAgent = (env: Env, stateFile: string): Agent =>
   spawnAgent(env, ['--state', stateFile, '--resync', '1', '--metrics-addr', '127.0.0.1:0']);
 
-const ready = (a: Agent) => until('agent ready', () => a.lines.find((l) => l.msg === 'ready'));
+// start-up builds nothing but loads 12 objects: seconds here, many minutes in a 5.10 VM under TCG
+const ready = (a: Agent) => until('agent ready', () => a.lines.find((l) => l.msg === 'ready'), 60_000);
 
 describe('agent process', () => {
   let env: Env | undefined;
