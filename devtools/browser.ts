@@ -34,6 +34,8 @@ export interface PageVisit {
 
 /** Opens `htmlFile`, waits until the page script marked it ready, collects, optionally screenshots; the browser is always closed. */
 export async function visitReport(htmlFile: string, o: { png?: string; width?: number } = {}): Promise<PageVisit> {
+  if (!hasChromium())
+    throw new Error(`no Chromium at ${CHROMIUM}: bash scripts/setup-browser.sh installs Debian's (or set PODWARP_CHROMIUM)`);
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     // root without a user namespace sandbox; and no background traffic to hosts this machine cannot reach
