@@ -169,14 +169,21 @@ export function machineInfo(): BenchReport['machine'] {
   };
 }
 
-// Teardown of what is up now; a signal runs it, then exits 130.
+// Teardown of what is up now; a signal runs it, then exits 130. `on`, not
+// `once`: execa's child cleanup (signal-exit) re-raises a signal that no
+// other listener is left for, which would kill the process mid-teardown.
 let current: (() => Promise<void>) | undefined;
 let signalsHooked = false;
 function hookSignals(): void {
   if (signalsHooked) return;
   signalsHooked = true;
+  let stopping: Promise<void> | undefined;
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const)
-    process.once(sig, () => void (current?.() ?? Promise.resolve()).finally(() => process.exit(130)));
+    process.on(sig, () => {
+      if (stopping) return;
+      process.stderr.write(`bench: ${sig}, tearing down\n`);
+      stopping = (current?.() ?? Promise.resolve()).finally(() => process.exit(130));
+    });
 }
 
 /** pod→pod (and, on the routed sandbox, app→sidecar) on one sandbox; everything removed afterwards, also on failure. */

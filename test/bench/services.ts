@@ -28,8 +28,14 @@ const say = (s: string) => process.stdout.write(s);
 const objs = await prepareTools();
 let teardown: (() => Promise<void>) | undefined;
 // Ctrl-C / SIGTERM still end in the teardown
+// (`on`, not `once`: see devtools/bench.ts)
+let stopping = false;
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const)
-  process.once(sig, () => void (teardown?.() ?? Promise.resolve()).finally(() => process.exit(130)));
+  process.on(sig, () => {
+    if (stopping) return;
+    stopping = true;
+    void (teardown?.() ?? Promise.resolve()).finally(() => process.exit(130));
+  });
 const results = await measureServices({
   objs,
   sizes,
