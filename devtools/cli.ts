@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 // podwarp-dev: the podwarp CLI plus the developer commands that never ship in
-// the image (dist/ holds no devtools): `demo` and `sandbox`. bin/podwarp-dev
+// the image (dist/ holds no devtools): `demo`, `sandbox` and `bench`. bin/podwarp-dev
 // runs it from a checkout.
+import type { Command } from 'commander';
 import { InputError } from '../loader/errors.js';
 import { configureLog } from '../loader/log.js';
 import { out, podwarpProgram, runCli } from '../src/cli.js';
+import { QUICK, runBench } from './bench.js';
 import * as sandbox from './sandbox.js';
 
 const program = podwarpProgram('podwarp-dev');
@@ -66,5 +68,75 @@ program
     const cpu = o.cpu === 'none' ? undefined : Number(o.cpu);
     await demo({ seconds: Number(o.seconds), rounds: Number(o.rounds), wiring: o.bridge ? 'bridge' : 'routed', cpu });
   });
+
+// In the dev CLI, not in `podwarp`: it needs the sandbox, pwperf and the proxy
+// fixture (devtools/), which the image and dist/ do not hold.
+program
+  .command('bench')
+  .description('every path side by side on sandbox nodes; writes <out>/bench.json and a self-contained <out>/bench.html')
+  .option('--out <dir>', 'where bench.json and bench.html go', 'build/bench')
+  .option('--rounds <n>', 'alternating rounds per comparison (medians are reported)', '5')
+  .option('--seconds <s>', 'seconds per measurement', '3')
+  .option('--quick', `the smoke: ${QUICK.rounds} rounds × ${QUICK.seconds}s, ${QUICK.services.join(',')} services (unless given)`)
+  .option('--services <n,…|none>', 'numbers of installed services for the ClusterIP comparison', '1000')
+  .option('--wiring <routed,bridge>', 'sandbox wirings for pod→pod (app→sidecar runs on routed)', 'routed,bridge')
+  .option('--cpu <n|none>', 'pin client and server to one CPU (none: unpinned)', '0')
+  .option('--from <file>', 'no measurement: render the report of an earlier bench.json')
+  .option('--png <file>', 'also a full-page screenshot of the report (headless Chromium)')
+  .action(
+    async (
+      o: {
+        out: string;
+        rounds: string;
+        seconds: string;
+        quick?: boolean;
+        services: string;
+        wiring: string;
+        cpu: string;
+        from?: string;
+        png?: string;
+      },
+      cmd: Command,
+    ) => {
+      const { readReport, writeReport } = await import('./report.js');
+      const num = (flag: string, v: string, min: number) => {
+        const n = Number(v);
+        if (!Number.isFinite(n) || n < min) throw new InputError(`${flag} ${v}: expected a number ≥ ${min}`);
+        return n;
+      };
+      let report;
+      if (o.from) report = readReport(o.from);
+      else {
+        if (program.getOptionValueSource('logLevel') === 'default' && !process.env.PODWARP_LOG_LEVEL) configureLog({ level: 'warn' });
+        const wirings = o.wiring.split(',').filter(Boolean);
+        for (const w of wirings) if (w !== 'routed' && w !== 'bridge') throw new InputError(`--wiring ${w}: expected routed or bridge`);
+        // --quick: its sizes, except what the command line sets itself
+        const quick = (k: 'rounds' | 'seconds' | 'services') => o.quick && cmd.getOptionValueSource(k) !== 'cli';
+        report = await runBench({
+          rounds: quick('rounds') ? QUICK.rounds : num('--rounds', o.rounds, 1),
+          seconds: quick('seconds') ? QUICK.seconds : num('--seconds', o.seconds, 0.1),
+          cpu: o.cpu === 'none' ? undefined : num('--cpu', o.cpu, 0),
+          quick: Boolean(o.quick),
+          wirings: wirings as ('routed' | 'bridge')[],
+          sidecar: wirings.includes('routed'),
+          services: quick('services')
+            ? QUICK.services
+            : o.services === 'none'
+              ? []
+              : o.services.split(',').map((s) => num('--services', s, 1)),
+          backends: 10,
+          say: (s) => out(s),
+        });
+      }
+      const files = writeReport(report, o.out);
+      out(`\nresult ${files.json}\nreport ${files.html}\n`);
+      if (o.png) {
+        const { visitReport } = await import('./browser.js');
+        const v = await visitReport(files.html, { png: o.png });
+        if (v.errors.length) throw new Error(`the report page logged errors: ${v.errors.join('; ')}`);
+        out(`screenshot ${o.png} (${v.charts.length} charts)\n`);
+      }
+    },
+  );
 
 await runCli(program);

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/setup-browser.sh
 mkdir -p build
 set +e
 npx vitest run --reporter=default --reporter=json --outputFile.json=build/vitest.json "$@"

@@ -1,0 +1,88 @@
+// `podwarp-dev bench` for real, at the smallest size (--quick, routed wiring,
+// no services group): bench.json holds every round of each path, bench.html
+// renders in headless Chromium (when installed), and nothing of the run is
+// left on the machine; interrupted in the middle of a round (SIGINT), it
+// still removes everything it made.
+import { execa } from 'execa';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { BenchReport } from '../../devtools/bench.js';
+import { hasChromium, visitReport } from '../../devtools/browser.js';
+import { readReport } from '../../devtools/report.js';
+import { onLines, run } from '../../loader/exec.js';
+import * as ipr from '../../loader/ip.js';
+import { cgroup2Root } from '../../loader/mounts.js';
+import { ROOT } from '../../loader/build.js';
+import { requireRoot, until } from './helpers.js';
+
+const DEV = path.join(ROOT, 'bin', 'podwarp-dev');
+const ARGS = ['bench', '--quick', '--wiring', 'routed', '--services', 'none'];
+
+/** What a bench run can make, machine-wide: compared before and after. */
+async function benchObjects(): Promise<string[]> {
+  const bpffs = '/sys/fs/bpf';
+  const objs = [
+    ...(fs.existsSync(bpffs) ? fs.readdirSync(bpffs).filter((n) => n.startsWith('podwarp_bench')) : []).map((n) => `pin ${n}`),
+    ...fs
+      .readdirSync(os.tmpdir())
+      .filter((n) => n.startsWith('podwarp-bench-'))
+      .map((n) => `dir ${n}`),
+    ...(await ipr.netnsList()).filter((n) => /^pw-[0-9a-f]{4}-/.test(n)).map((n) => `netns ${n}`),
+    ...(await ipr.links()).filter((l) => /^pw[0-9a-f]{4}/.test(l.ifname)).map((l) => `link ${l.ifname}`),
+    ...fs
+      .readdirSync(cgroup2Root())
+      .filter((n) => n.startsWith('podwarp-sandbox-'))
+      .map((n) => `cgroup ${n}`),
+  ];
+  const ipt = await run('iptables', ['iptables', '-w', '-S', 'FORWARD'], { reject: false });
+  for (const m of ipt.stdout.matchAll(/podwarp-sandbox-[0-9a-f]+/g)) objs.push(`iptables ${m[0]}`);
+  return objs.sort();
+}
+
+describe('podwarp-dev bench', () => {
+  let before: string[];
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'pwtest-bench-out-'));
+  beforeAll(async () => {
+    requireRoot();
+    before = await benchObjects();
+  });
+  afterAll(() => fs.rmSync(out, { recursive: true, force: true }));
+  const newObjects = async () => (await benchObjects()).filter((o) => !before.includes(o));
+
+  it('--quick: bench.json with every round and the medians, bench.html drawn, nothing left behind', async () => {
+    const r = await execa(DEV, [...ARGS, '--out', out], { reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const report: BenchReport = readReport(path.join(out, 'bench.json'));
+    expect(report.options).toMatchObject({ rounds: 2, seconds: 0.5, quick: true, wirings: ['routed'], services: [] });
+    expect(report.groups.map((g) => g.id)).toEqual(['pod-pod-routed', 'sidecar']);
+    for (const g of report.groups)
+      for (const p of g.paths) {
+        expect(g.rounds.filter((x) => x.path === p.id)).toHaveLength(2);
+        for (const f of g.figures) expect(g.median[p.id]![f.key]).toBeGreaterThan(0);
+      }
+    expect(await newObjects()).toEqual([]);
+    if (!hasChromium()) return console.warn('no Chromium (scripts/setup-browser.sh): the report of this run is not drawn');
+    const v = await visitReport(path.join(out, 'bench.html'));
+    expect(v.errors).toEqual([]);
+    expect(v.requests).toEqual([]);
+    expect(v.charts).toHaveLength(report.groups.reduce((n, g) => n + g.figures.length + 1, 0));
+    for (const c of v.charts) expect(c.paintedPixels, c.canvas).toBeGreaterThan(0);
+  });
+
+  it('SIGINT in the middle of a round: exit 130, everything removed', async () => {
+    const child = execa(DEV, [...ARGS, '--out', path.join(out, 'interrupted')], { reject: false });
+    let seen = '';
+    onLines(child.stdout, (l) => (seen += l + '\n'));
+    // a round of the accelerated path has been measured: sandbox, programs and servers are all up
+    await until('the first tc round', () => seen.includes('round 1 tc fast path'), 90_000);
+    expect((await newObjects()).length).toBeGreaterThan(0);
+    child.kill('SIGINT');
+    const r = await child;
+    expect(r.exitCode, r.stderr).toBe(130);
+    expect(r.stderr).toContain('bench: SIGINT, tearing down');
+    expect(await newObjects()).toEqual([]);
+    expect(fs.existsSync(path.join(out, 'interrupted', 'bench.json'))).toBe(false);
+  });
+});
