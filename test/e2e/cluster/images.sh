@@ -9,7 +9,8 @@
 #   podwarp-<hash>.tar  docker.io/library/podwarp:dev, the repo's Dockerfile
 #                 built FROM the local base (build-arg NODE_IMAGE); the name
 #                 deploy/podwarp.yaml already uses, so the manifest is applied as is
-# A tarball whose inputs did not change is not rebuilt. Prints the tar paths.
+# A tarball whose inputs did not change is not rebuilt. Prints the tar paths
+# (content-addressed: podwarp-<hash>.tar, test-<hash>.tar).
 #   PWPERF_C   the traffic tool's source (default devtools/tools/pwperf.c)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,6 +19,10 @@ cache=${PODWARP_IMAGE_CACHE:-/var/cache/podwarp/images}
 PWPERF_C=${PWPERF_C:-$repo/devtools/tools/pwperf.c}
 NPM_VERSION=10.8.2
 mkdir -p "$cache"
+# one images.sh at a time per cache: the podman storage, its run root and the
+# tag podwarp:dev are shared, so a second run (another checkout) waits here
+exec 9>"$cache/.lock"
+flock 9
 # podman with storage of its own: nothing shared with another podman user
 podman_root="$cache/podman"
 run_root="/run/pwe2e-podman"
@@ -104,4 +109,8 @@ if [[ ! -s $cache/podwarp-$ph.tar ]]; then
   log "podwarp image built in $(( $(date +%s) - t0 ))s"
 fi
 ln -sf "podwarp-$ph.tar" "$cache/podwarp.tar"
-echo "$cache/pause.tar"; echo "$cache/test.tar"; echo "$cache/podwarp.tar"
+# older podwarp images (1 GB each): the three newest stay
+ls -t "$cache"/podwarp-*.tar 2>/dev/null | tail -n +4 | grep -v -F "podwarp-$ph.tar" | xargs -r rm -f
+# this checkout's tarballs by content hash, not the shared links: another
+# checkout's run may point the links elsewhere before ours are imported
+echo "$cache/pause.tar"; echo "$cache/test-$th.tar"; echo "$cache/podwarp-$ph.tar"
