@@ -125,6 +125,11 @@ class BookmarkWatch extends Watch {
   }
 }
 
+/** Makes the informer's next start() list again instead of resuming its watch (client-node resumes when it has a resourceVersion). */
+const relist = (lw: ListWatch<KubernetesObject>) => {
+  (lw as unknown as { resourceVersion: string }).resourceVersion = '';
+};
+
 const keyOf = (o: KubernetesObject) => `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
 
 export class KubeSource {
@@ -344,6 +349,8 @@ export class KubeSource {
       if (first) log.warn({ api: name, err, retryMs: ms }, 'policy API watch failed: its pods are not accelerated until it relists');
       const t = setTimeout(() => {
         this.timers.delete(t);
+        // relist (not resume): the cache counts as complete again only once a list has answered
+        relist(p.lw);
         if (!this.stopped && !p.stopped) void p.lw.start();
       }, ms);
       this.timers.add(t);
@@ -390,6 +397,7 @@ export class KubeSource {
     log.warn({ kind, err, retryMs: ms }, 'watch failed; restarting');
     const t = setTimeout(() => {
       this.timers.delete(t);
+      if (kind === 'networkpolicies') relist(lw); // stale until a list answers (fail closed)
       if (!this.stopped) void lw.start();
     }, ms);
     this.timers.add(t);
