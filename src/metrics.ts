@@ -141,7 +141,8 @@ export class AgentMetrics {
       this.skipped.reset();
       for (const why of pods.desired.skipped.values()) this.skipped.inc({ reason: why });
       this.notAccelerated.reset();
-      for (const why of [...pods.desired.disabled.values(), ...pods.desired.captureWithheld.values()]) this.notAccelerated.inc({ reason: why });
+      for (const why of [...pods.desired.disabled.values(), ...pods.desired.captureWithheld.values()])
+        this.notAccelerated.inc({ reason: why });
     }
     if (svc) {
       this.services.set(svc.dropped);

@@ -53,7 +53,11 @@ export interface NetworkPolicy extends LabelSelector {
 }
 
 /** Whether a policy may select a pod (namespace scope, namespace labels, pod labels). */
-export function policySelects(np: NetworkPolicy, pod: Pick<Pod, 'namespace' | 'labels'>, nsLabels: Record<string, string> | undefined): boolean {
+export function policySelects(
+  np: NetworkPolicy,
+  pod: Pick<Pod, 'namespace' | 'labels'>,
+  nsLabels: Record<string, string> | undefined,
+): boolean {
   if (np.namespace && np.namespace !== pod.namespace) return false;
   // a namespace podwarp does not know (yet) may match any selector: count it as matching
   if (np.namespaceSelector && nsLabels && !selects(np.namespaceSelector, nsLabels)) return false;

@@ -23,12 +23,7 @@ export type SkipReason = 'host-network' | 'no-ip' | 'no-interface' | 'facts-miss
  * - ambient-mesh: istio.io/dataplane-mode=ambient on the pod or its namespace (ztunnel captures its traffic)
  */
 export type DisableReason =
-  | 'namespace-off'
-  | 'opted-out'
-  | 'policy-api-unavailable'
-  | 'policy-selected'
-  | 'bandwidth-shaped'
-  | 'ambient-mesh';
+  'namespace-off' | 'opted-out' | 'policy-api-unavailable' | 'policy-selected' | 'bandwidth-shaped' | 'ambient-mesh';
 /** An accelerated pod that is not given podwarp's sidecar capture (nor the socket LB): Istio's own iptables capture applies unchanged. */
 export type CaptureReason = 'istio-annotations';
 

@@ -26,7 +26,10 @@ export const keptAnnotation = (k: string): boolean => k.startsWith('podwarp.io/'
  * init container istio-proxy with restartPolicy Always, Kubernetes ≥ 1.28),
  * or the podwarp.io/sidecar annotation.
  */
-export function hasSidecar(spec: { containers?: unknown; initContainers?: unknown } | undefined, annotations: Record<string, string>): boolean {
+export function hasSidecar(
+  spec: { containers?: unknown; initContainers?: unknown } | undefined,
+  annotations: Record<string, string>,
+): boolean {
   if (annotations[SIDECAR_ANNOTATION] === 'true') return true;
   const list = (x: unknown) => (Array.isArray(x) ? (x as ({ name?: unknown; restartPolicy?: unknown } | null)[]) : []);
   if (list(spec?.containers).some((c) => c?.name === 'istio-proxy')) return true;
@@ -263,7 +266,10 @@ export function trim(kind: string, o: unknown): unknown {
           hostNetwork: spec.hostNetwork,
           containers: Array.isArray(spec.containers) ? spec.containers.map((c: { name?: string }) => ({ name: c?.name })) : undefined,
           initContainers: Array.isArray(spec.initContainers)
-            ? spec.initContainers.map((c: { name?: string; restartPolicy?: string }) => ({ name: c?.name, restartPolicy: c?.restartPolicy }))
+            ? spec.initContainers.map((c: { name?: string; restartPolicy?: string }) => ({
+                name: c?.name,
+                restartPolicy: c?.restartPolicy,
+              }))
             : undefined,
         },
         status: pick(x.status, ['phase', 'podIP', 'podIPs']),

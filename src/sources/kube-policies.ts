@@ -80,7 +80,10 @@ export function policyFrom(api: PolicyApi, o: Obj): PolicyConverted | { value?: 
   if (!name || (api.namespaced && !ns)) return { skip: 'missing metadata.name or metadata.namespace' };
   const kind = `${api.kind}.${api.group}`;
   const scope = api.namespaced ? `every pod of namespace ${ns}` : 'every pod';
-  const wide = (why: string): PolicyConverted => ({ value: [{ namespace: ns, name, kind, matchLabels: {} }], skip: `${why}: may select ${scope}` });
+  const wide = (why: string): PolicyConverted => ({
+    value: [{ namespace: ns, name, kind, matchLabels: {} }],
+    skip: `${why}: may select ${scope}`,
+  });
   const spec = o.spec && typeof o.spec === 'object' ? o.spec : {};
   switch (api.group) {
     case 'policy.networking.k8s.io': {

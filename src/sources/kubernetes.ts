@@ -264,7 +264,8 @@ export class KubeSource {
         for (const version of versions) {
           const res = await custom.getAPIResources({ group: g.name, version });
           for (const a of wanted) {
-            if (!served.has(apiName(a)) && (res.resources ?? []).some((r) => r.name === a.plural)) served.set(apiName(a), { api: a, version });
+            if (!served.has(apiName(a)) && (res.resources ?? []).some((r) => r.name === a.plural))
+              served.set(apiName(a), { api: a, version });
           }
         }
       }
@@ -323,7 +324,8 @@ export class KubeSource {
     };
     const watch = new (class extends Watch {
       override watch(...[path, q, cb, done]: Parameters<Watch['watch']>) {
-        const slim: typeof cb = (type, obj, raw) => cb(type, type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED' ? trimPolicy(obj) : obj, raw);
+        const slim: typeof cb = (type, obj, raw) =>
+          cb(type, type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED' ? trimPolicy(obj) : obj, raw);
         return super.watch(path, { ...q, allowWatchBookmarks: true }, slim, done);
       }
     })(this.kc);
@@ -370,7 +372,13 @@ export class KubeSource {
 
   /** The served policy APIs and their object counts (status, metrics). */
   policyApis(): { api: string; version: string; objects: number; synced: boolean; error?: string }[] {
-    return [...this.policies].map(([api, p]) => ({ api, version: p.version, objects: p.lw.list().length, synced: p.synced, error: p.error }));
+    return [...this.policies].map(([api, p]) => ({
+      api,
+      version: p.version,
+      objects: p.lw.list().length,
+      synced: p.synced,
+      error: p.error,
+    }));
   }
 
   async stop(): Promise<void> {

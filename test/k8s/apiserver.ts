@@ -917,7 +917,8 @@ export class FakeApiServer {
       this.sendJson(res, 200, { major: '1', minor: '31', gitVersion: 'v1.31.0-podwarp-fake', platform: 'linux/amd64' });
       return;
     }
-    if (method === 'GET' && (url.pathname === '/apis' || GROUP_PREFIXES.includes(url.pathname))) return this.serveDiscovery(url.pathname, res);
+    if (method === 'GET' && (url.pathname === '/apis' || GROUP_PREFIXES.includes(url.pathname)))
+      return this.serveDiscovery(url.pathname, res);
     const r = route(url.pathname);
     if (!r || (RESOURCES[r.res].optional && !this.served.has(r.res)))
       throw new HttpError(404, 'NotFound', 'the server could not find the requested resource');

@@ -39,7 +39,12 @@ function run(pods: Pod[], policies: NetworkPolicy[] = [], more: Partial<Snapshot
     ...more,
   };
   const facts: NodeFacts = {
-    pods: new Map(pods.map((p, i) => [`${p.namespace}/${p.name}`, { ifindex: 10 + i, hostInterface: `v${i}`, mac: '02:00:00:00:00:01', gwMac: 'ee:ee:ee:ee:ee:ee' }])),
+    pods: new Map(
+      pods.map((p, i) => [
+        `${p.namespace}/${p.name}`,
+        { ifindex: 10 + i, hostInterface: `v${i}`, mac: '02:00:00:00:00:01', gwMac: 'ee:ee:ee:ee:ee:ee' },
+      ]),
+    ),
     missing: new Map(),
   };
   const d = desired(snap, facts);
@@ -64,7 +69,10 @@ describe('other policy APIs → the pods they may select', () => {
       metadata: { name: 'default' },
       spec: {
         subject: {
-          pods: { namespaceSelector: { matchExpressions: [{ key: 'team', operator: 'In', values: ['b'] }] }, podSelector: { matchLabels: { app: 'y' } } },
+          pods: {
+            namespaceSelector: { matchExpressions: [{ key: 'team', operator: 'In', values: ['b'] }] },
+            podSelector: { matchLabels: { app: 'y' } },
+          },
         },
       },
     });
@@ -147,7 +155,9 @@ describe('other policy APIs → the pods they may select', () => {
   });
 
   it('a policy API that cannot be read (policyGaps) keeps every pod on the normal path', () => {
-    const { d, enabled } = run([mkPod('a', 'x', 1), mkPod('b', 'y', 2)], [], { policyGaps: ['globalnetworkpolicies.crd.projectcalico.org'] });
+    const { d, enabled } = run([mkPod('a', 'x', 1), mkPod('b', 'y', 2)], [], {
+      policyGaps: ['globalnetworkpolicies.crd.projectcalico.org'],
+    });
     expect(enabled).toEqual([]);
     expect([...d.disabled.values()]).toEqual(['policy-api-unavailable', 'policy-api-unavailable']);
     expect(d.cgroups.size).toBe(0);
@@ -198,7 +208,10 @@ describe('bandwidth-shaped, ambient and meshed pods', () => {
   it('native sidecar: an istio-proxy init container with restartPolicy Always (after trim()); a plain init container is not one', () => {
     const o = (restartPolicy?: string): V1Pod => ({
       metadata: { name: 'p', namespace: 'a' },
-      spec: { containers: [{ name: 'app' }], initContainers: [{ name: 'istio-proxy', ...(restartPolicy ? { restartPolicy } : {}), image: 'x' }] },
+      spec: {
+        containers: [{ name: 'app' }],
+        initContainers: [{ name: 'istio-proxy', ...(restartPolicy ? { restartPolicy } : {}), image: 'x' }],
+      },
       status: { phase: 'Running', podIP: '10.1.0.9' },
     });
     expect(podFrom(trim('pods', o('Always')) as V1Pod).value?.sidecar).toBe(true);
@@ -222,7 +235,9 @@ describe('bandwidth-shaped, ambient and meshed pods', () => {
     expect(enabled).toEqual(['a/m', 'a/n', 'a/u']);
     expect(d.captureWithheld).toEqual(new Map([['a/m', 'istio-annotations']]));
     expect(d.cgroups.get('/kubepods/m')).toBe(CGROUP_HOOKS.SOCK_OPS);
-    expect(d.cgroups.get(plainMeshed.cgroup!)).toBe(CGROUP_HOOKS.SOCK_OPS | CGROUP_HOOKS.CONNECT4 | CGROUP_HOOKS.GETSOCKOPT | CGROUP_HOOKS.LB);
+    expect(d.cgroups.get(plainMeshed.cgroup!)).toBe(
+      CGROUP_HOOKS.SOCK_OPS | CGROUP_HOOKS.CONNECT4 | CGROUP_HOOKS.GETSOCKOPT | CGROUP_HOOKS.LB,
+    );
     expect(d.cgroups.get(unmeshed.cgroup!)).toBe(CGROUP_HOOKS.SOCK_OPS | CGROUP_HOOKS.LB);
     expect(notAccelerated({ desired: d, plan: undefined as never, missing: new Map(), ms: 0 }, snap)).toEqual({
       'a/m': { ip: '10.1.0.9', reason: 'istio-annotations' },

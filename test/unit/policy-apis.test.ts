@@ -71,12 +71,19 @@ describe('policy APIs, bandwidth, ambient and native sidecars through the API se
   function outcome(s: KubeSource): Record<string, string> {
     const snap = s.snapshot();
     const facts: NodeFacts = {
-      pods: new Map(snap.pods.map((p, i) => [`${p.namespace}/${p.name}`, { ifindex: 10 + i, hostInterface: `v${i}`, mac: '02:00:00:00:00:01', gwMac: '02:00:00:00:00:02', cgroup: `/pod${i}` }])),
+      pods: new Map(
+        snap.pods.map((p, i) => [
+          `${p.namespace}/${p.name}`,
+          { ifindex: 10 + i, hostInterface: `v${i}`, mac: '02:00:00:00:00:01', gwMac: '02:00:00:00:00:02', cgroup: `/pod${i}` },
+        ]),
+      ),
       missing: new Map(),
     };
     const d = desired(snap, facts);
     return Object.fromEntries(
-      [...d.endpoints.values()].map((e) => [e.pod, e.flags & EP_FLAGS.ENABLED ? 'accelerated' : d.disabled.get(e.pod)!]).sort(([a], [b]) => a!.localeCompare(b!)),
+      [...d.endpoints.values()]
+        .map((e) => [e.pod, e.flags & EP_FLAGS.ENABLED ? 'accelerated' : d.disabled.get(e.pod)!])
+        .sort(([a], [b]) => a!.localeCompare(b!)),
     );
   }
   const until = async <T>(what: string, f: () => T | undefined | false, ms = 15_000): Promise<T> => {
@@ -103,7 +110,7 @@ describe('policy APIs, bandwidth, ambient and native sidecars through the API se
     expect(s.snapshot().pods.find((p) => p.name === 'y1')?.sidecar).toBe(false);
   });
 
-  it("a served Calico GlobalNetworkPolicy excludes every pod of the node; served at run time, it is found by rediscovery", async () => {
+  it('a served Calico GlobalNetworkPolicy excludes every pod of the node; served at run time, it is found by rediscovery', async () => {
     const s = await source();
     expect(outcome(s)['x/x1']).toBe('accelerated');
     api.serve('globalnetworkpolicies.crd.projectcalico.org');
@@ -148,7 +155,9 @@ describe('policy APIs, bandwidth, ambient and native sidecars through the API se
     await until('the gap', () => s.policyGaps().includes('adminnetworkpolicies.policy.networking.k8s.io'));
     expect(new Set(Object.values(outcome(s)))).toEqual(new Set(['policy-api-unavailable']));
     // the open watch is cut first; the relist then gets the 500
-    await until('the 500 reported', () => apiErrors.some((e) => /^adminnetworkpolicies\.policy\.networking\.k8s\.io: (HTTP 500|Internal Server Error)/.test(e)));
+    await until('the 500 reported', () =>
+      apiErrors.some((e) => /^adminnetworkpolicies\.policy\.networking\.k8s\.io: (HTTP 500|Internal Server Error)/.test(e)),
+    );
     expect(new Set(Object.values(outcome(s)))).toEqual(new Set(['policy-api-unavailable']));
     api.failResource('adminnetworkpolicies', undefined);
     await until('the API relisted', () => !s.policyGaps().length);
