@@ -108,7 +108,7 @@ export function loadKubeConfig(file?: string): KubeConfig {
 class BookmarkWatch extends Watch {
   constructor(
     kc: KubeConfig,
-    private readonly kind: Kind,
+    private readonly slimObj: (o: unknown) => unknown,
   ) {
     super(kc);
   }
@@ -118,11 +118,16 @@ class BookmarkWatch extends Watch {
     cb: Parameters<Watch['watch']>[2],
     done: Parameters<Watch['watch']>[3],
   ) {
-    const kind = this.kind;
     const slim: Parameters<Watch['watch']>[2] = (type, obj, raw) =>
-      cb(type, type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED' ? trim(kind, obj) : obj, raw);
+      cb(type, type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED' ? this.slimObj(obj) : obj, raw);
     return super.watch(path, { ...q, allowWatchBookmarks: true }, slim, done);
   }
+}
+
+/** An API client error as one line: `HTTP <code>: <first line>` when it has a status code. */
+function apiError(e: unknown): string {
+  const code = (e as { code?: unknown }).code;
+  return typeof code === 'number' ? `HTTP ${code}: ${errorMessage(e).split('\n')[0]}` : errorMessage(e);
 }
 
 /** Makes the informer's next start() list again instead of resuming its watch (client-node resumes when it has a resourceVersion). */
@@ -197,7 +202,14 @@ export class KubeSource {
         this.hooks.onList?.(kind);
         return r;
       };
-      const lw = new ListWatch<KubernetesObject>(path, new BookmarkWatch(this.kc, kind), listFn, false, undefined, fieldSelector);
+      const lw = new ListWatch<KubernetesObject>(
+        path,
+        new BookmarkWatch(this.kc, (o) => trim(kind, o)),
+        listFn,
+        false,
+        undefined,
+        fieldSelector,
+      );
       lw.on('add', (o) => this.event(kind, 'add', o));
       lw.on('update', (o) => this.event(kind, 'update', o));
       lw.on('delete', (o) => this.event(kind, 'delete', o));
@@ -270,8 +282,7 @@ export class KubeSource {
         }
       }
     } catch (e) {
-      const code = (e as { code?: unknown }).code;
-      const err = typeof code === 'number' ? `HTTP ${code}: ${errorMessage(e).split('\n')[0]}` : errorMessage(e);
+      const err = apiError(e);
       if (this.discoveryError !== err) log.warn({ err }, 'API discovery failed: no pod is accelerated until it answers');
       this.discoveryError = err;
       this.hooks.onPolicyError?.('discovery', err);
@@ -322,14 +333,7 @@ export class KubeSource {
       this.hooks.onChange({ pods: true, services: new Set() });
       return { items, metadata: { resourceVersion: page.metadata?.resourceVersion } };
     };
-    const watch = new (class extends Watch {
-      override watch(...[path, q, cb, done]: Parameters<Watch['watch']>) {
-        const slim: typeof cb = (type, obj, raw) =>
-          cb(type, type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED' ? trimPolicy(obj) : obj, raw);
-        return super.watch(path, { ...q, allowWatchBookmarks: true }, slim, done);
-      }
-    })(this.kc);
-    p.lw = new ListWatch<KubernetesObject>(path, watch, listFn, false);
+    p.lw = new ListWatch<KubernetesObject>(path, new BookmarkWatch(this.kc, trimPolicy), listFn, false);
     const changed = () => {
       if (!p.stopped) this.hooks.onChange({ pods: true, services: new Set() });
     };
@@ -338,8 +342,7 @@ export class KubeSource {
     p.lw.on('delete', changed);
     p.lw.on('error', (e: unknown) => {
       if (this.stopped || p.stopped) return;
-      const code = (e as { code?: unknown }).code;
-      const err = typeof code === 'number' ? `HTTP ${code}: ${errorMessage(e).split('\n')[0]}` : errorMessage(e);
+      const err = apiError(e);
       const first = !p.error;
       p.synced = false;
       p.error = err;
@@ -391,8 +394,7 @@ export class KubeSource {
 
   private failed(kind: Kind, lw: ListWatch<KubernetesObject>, e: unknown): void {
     if (this.stopped) return; // stop() aborts the watch, which reports an AbortError
-    const code = (e as { code?: unknown }).code;
-    const err = typeof code === 'number' ? `HTTP ${code}: ${errorMessage(e).split('\n')[0]}` : errorMessage(e);
+    const err = apiError(e);
     this.lastError.set(kind, err);
     if (kind === 'networkpolicies' && !this.stale.has(kind)) {
       // events may be missed until it relists: fail closed
