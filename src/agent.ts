@@ -24,7 +24,7 @@ import { log } from '../loader/log.js';
 import { AgentMetrics } from './metrics.js';
 import type { Snapshot } from './model.js';
 import { SkipLog, reconcile, reconcilePods, type PodsResult } from './reconciler.js';
-import { namespaceCounts, writeReport } from './report.js';
+import { namespaceCounts, notAccelerated, writeReport } from './report.js';
 import { ServiceSync, svcOpsTotal } from './services/sync.js';
 import { loadStateFile } from './state/load.js';
 import { BpfServiceMaps } from './services/maps.js';
@@ -144,6 +144,8 @@ function report(ctx: Ctx, source: string, pods: PodsResult, snap: Snapshot, sync
       updated: new Date().toISOString(),
       namespaces: namespaceCounts(pods, snap.namespaces),
       services: { frontends: sync.frontends, dropped: sync.droppedCount },
+      notAccelerated: notAccelerated(pods, snap),
+      policyGaps: snap.policyGaps ?? [],
     });
   } catch (e) {
     log.warn({ err: errorMessage(e) }, 'cannot write the agent report (podwarp status shows less)');
@@ -269,6 +271,7 @@ async function runKubernetes(ctx: Ctx): Promise<() => Promise<void>> {
       onEvent: (kind, type) => metrics.events.inc({ kind, type }),
       onList: (kind) => metrics.lists.inc({ kind }),
       onError: (kind) => metrics.errors.inc({ reason: `watch_${kind}` }),
+      onPolicyError: (api) => metrics.errors.inc({ reason: api === 'discovery' ? 'discovery' : 'watch_policy' }),
     },
   );
   metrics.objects.reset();
@@ -335,6 +338,8 @@ async function runKubernetes(ctx: Ctx): Promise<() => Promise<void>> {
       if (lagMs !== undefined) metrics.changeLatency.observe(lagMs / 1000);
       metrics.pass(Math.round(ms), pods);
       for (const [k, n] of Object.entries(src.counts())) metrics.objects.set({ kind: k }, n);
+      metrics.setPolicyGaps(snap.policyGaps ?? []);
+      for (const a of src.policyApis()) metrics.objects.set({ kind: a.api }, a.objects);
       const p = pods.plan;
       const ops = p.upsert.length + p.delete.length + p.attach.length + p.detach.length + p.cgroups.length + (p.config ? 1 : 0);
       if (ops > 0) log.info({ lane: 'node', why, ops, ms: Math.round(ms), lagMs }, 'reconciled');

@@ -38,6 +38,18 @@ export class AgentMetrics {
     labelNames: ['reason'],
     registers: [this.registry],
   });
+  private readonly notAccelerated = new client.Gauge({
+    name: 'podwarp_pods_not_accelerated',
+    help: 'Local pod endpoints on the normal path, by reason (namespace-off, opted-out, policy-selected, policy-api-unavailable, bandwidth-shaped, ambient-mesh); istio-annotations: accelerated, but without podwarp sidecar capture.',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
+  private readonly policyGaps = new client.Gauge({
+    name: 'podwarp_policy_api_unavailable',
+    help: 'Served policy APIs (and API discovery) podwarp cannot read right now; while any is 1 no pod is accelerated.',
+    labelNames: ['api'],
+    registers: [this.registry],
+  });
   private readonly services = new client.Gauge({
     name: 'podwarp_services_dropped',
     help: 'Service frontends left to kube-proxy because pw_svc/pw_backends would not hold them.',
@@ -113,6 +125,12 @@ export class AgentMetrics {
     );
   }
 
+  /** Policy APIs (and `discovery`) that cannot be read now (Snapshot.policyGaps). */
+  setPolicyGaps(gaps: string[]): void {
+    this.policyGaps.reset();
+    for (const g of gaps) this.policyGaps.set({ api: g }, 1);
+  }
+
   /** A successful pass: the node-local part and/or the services. */
   pass(ms: number, pods?: PodsResult, svc?: SvcSyncResult): void {
     this.duration.observe(ms / 1000);
@@ -122,6 +140,9 @@ export class AgentMetrics {
       this.endpoints.set({ state: 'disabled' }, pods.desired.endpoints.size - enabled);
       this.skipped.reset();
       for (const why of pods.desired.skipped.values()) this.skipped.inc({ reason: why });
+      this.notAccelerated.reset();
+      for (const why of [...pods.desired.disabled.values(), ...pods.desired.captureWithheld.values()])
+        this.notAccelerated.inc({ reason: why });
     }
     if (svc) {
       this.services.set(svc.dropped);

@@ -30,16 +30,42 @@ export interface Pod {
   annotations: Record<string, string>;
 }
 
-export interface NetworkPolicy {
-  namespace: string;
-  name: string;
-  /** Empty matchLabels (and no expressions) selects every pod of the namespace. */
+export interface LabelSelector {
+  /** Empty matchLabels (and no expressions) selects everything. */
   matchLabels: Record<string, string>;
   matchExpressions?: { key: string; operator: 'In' | 'NotIn' | 'Exists' | 'DoesNotExist'; values?: string[] }[];
 }
 
+/**
+ * Any policy that may select pods: a NetworkPolicy, or another policy API's
+ * object (AdminNetworkPolicy, Calico, Cilium, Antrea…) reduced to the pods it
+ * may apply to. A policy podwarp cannot evaluate is converted to the widest
+ * scope it could have (every pod of its namespace, or of the cluster).
+ */
+export interface NetworkPolicy extends LabelSelector {
+  /** The policy's namespace; '' for a cluster-scoped policy (any namespace the namespaceSelector admits). */
+  namespace: string;
+  name: string;
+  /** The policy API, e.g. 'AdminNetworkPolicy.policy.networking.k8s.io'; absent for networking.k8s.io NetworkPolicy. */
+  kind?: string;
+  /** Cluster-scoped policies only: the namespaces (by their labels) it applies to; absent = every namespace. */
+  namespaceSelector?: LabelSelector;
+}
+
+/** Whether a policy may select a pod (namespace scope, namespace labels, pod labels). */
+export function policySelects(
+  np: NetworkPolicy,
+  pod: Pick<Pod, 'namespace' | 'labels'>,
+  nsLabels: Record<string, string> | undefined,
+): boolean {
+  if (np.namespace && np.namespace !== pod.namespace) return false;
+  // a namespace podwarp does not know (yet) may match any selector: count it as matching
+  if (np.namespaceSelector && nsLabels && !selects(np.namespaceSelector, nsLabels)) return false;
+  return selects(np, pod.labels);
+}
+
 /** Kubernetes label selector semantics (matchLabels AND matchExpressions). */
-export function selects(np: Pick<NetworkPolicy, 'matchLabels' | 'matchExpressions'>, labels: Record<string, string>): boolean {
+export function selects(np: LabelSelector, labels: Record<string, string>): boolean {
   if (!Object.entries(np.matchLabels).every(([k, v]) => labels[k] === v)) return false;
   return (np.matchExpressions ?? []).every((e) => {
     const has = Object.hasOwn(labels, e.key);
@@ -84,6 +110,12 @@ export interface Snapshot {
   pods: Pod[];
   networkPolicies: NetworkPolicy[];
   services: Service[];
+  /**
+   * Policy APIs the cluster serves whose objects podwarp does not have right
+   * now (discovery failed, a list/watch failed or has not answered yet). While
+   * any is listed, no pod of the node is accelerated (fail closed).
+   */
+  policyGaps?: string[];
 }
 
 export const podKey = (p: { namespace: string; name: string }): string => `${p.namespace}/${p.name}`;

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { PodsResult } from './reconciler.js';
 import { EP_FLAGS } from '../abi/schema.js';
+import { podKey, type Snapshot } from './model.js';
 
 export interface NamespaceCounts {
   accelerate: boolean;
@@ -23,6 +24,19 @@ export interface AgentReport {
   updated: string;
   namespaces: Record<string, NamespaceCounts>;
   services: { frontends: number; dropped: number };
+  /** Local pods not (fully) accelerated, and why (DisableReason, SkipReason or CaptureReason of src/pods/desired.ts). */
+  notAccelerated?: Record<string, { ip?: string; reason: string }>;
+  /** Policy APIs podwarp cannot read right now (every pod is on the normal path while any is listed). */
+  policyGaps?: string[];
+}
+
+/** Each local pod that is not accelerated (or not given podwarp's sidecar capture), with its IP and reason. */
+export function notAccelerated(pods: PodsResult, snap: Snapshot): Record<string, { ip?: string; reason: string }> {
+  const ips = new Map(snap.pods.map((p) => [podKey(p), p.ip]));
+  const out: Record<string, { ip?: string; reason: string }> = {};
+  for (const m of [pods.desired.skipped, pods.desired.disabled, pods.desired.captureWithheld])
+    for (const [k, reason] of m) out[k] = { ...(ips.get(k) ? { ip: ips.get(k) } : {}), reason };
+  return Object.fromEntries(Object.entries(out).sort(([a], [b]) => a.localeCompare(b)));
 }
 
 export const runDir = (): string => process.env.PODWARP_RUN_DIR ?? '/run/podwarp';

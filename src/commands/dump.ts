@@ -10,6 +10,7 @@ import { mapDump as bpftoolMapDump } from '../../loader/bpftool.js';
 import { FLOW_FLAGS, STAT_GROUPS, mapDef } from '../../abi/schema.js';
 import { json, table } from '../table.js';
 import { BpfServiceMaps } from '../services/maps.js';
+import { readReport } from '../report.js';
 
 export type OutputFormat = 'table' | 'json';
 
@@ -33,12 +34,16 @@ export interface EndpointRow {
   flags: string;
   mac: string;
   gwMac: string;
+  /** From the agent's report, when there is one: the pod, and why it is not (fully) accelerated. */
+  pod?: string;
+  reason?: string;
 }
 
 export async function endpointRows(dp: Datapath): Promise<EndpointRow[]> {
   requirePinned(dp, 'pw_endpoints');
   const names = new Map((await ipr.links()).map((l) => [l.ifindex, l.ifname]));
   const flagsField = mapDef('pw_endpoints').value.fields.find((f) => f.name === 'flags')!;
+  const why = reasonsByIp();
   return (await dp.maps.dump('pw_endpoints'))
     .map((e) => ({
       ip: String(e.key.ip),
@@ -47,8 +52,17 @@ export async function endpointRows(dp: Datapath): Promise<EndpointRow[]> {
       flags: flagNames(flagsField, Number(e.value.flags)),
       mac: String(e.value.mac),
       gwMac: String(e.value.gw_mac),
+      ...why.get(String(e.key.ip)),
     }))
     .sort((a, b) => ipNum(a.ip) - ipNum(b.ip));
+}
+
+/** IP → pod and reason, from the running agent's report (`podwarp dump endpoints` says why an endpoint is disabled). */
+function reasonsByIp(): Map<string, { pod: string; reason: string }> {
+  const r = readReport();
+  const out = new Map<string, { pod: string; reason: string }>();
+  for (const [pod, n] of Object.entries(r?.notAccelerated ?? {})) if (n.ip) out.set(n.ip, { pod, reason: n.reason });
+  return out;
 }
 
 const ipNum = (ip: string) => ip.split('.').reduce((a, o) => a * 256 + Number(o), 0);
@@ -78,8 +92,8 @@ export async function dumpEndpoints(dp: Datapath, fmt: OutputFormat): Promise<st
   if (fmt === 'json') return json(rows);
   return (
     table(
-      ['IP', 'IFINDEX', 'HOST-IFACE', 'FLAGS', 'POD-MAC', 'GW-MAC'],
-      rows.map((r) => [r.ip, r.ifindex, r.iface, r.flags, r.mac, r.gwMac]),
+      ['IP', 'IFINDEX', 'HOST-IFACE', 'FLAGS', 'POD-MAC', 'GW-MAC', 'NOT ACCELERATED BECAUSE'],
+      rows.map((r) => [r.ip, r.ifindex, r.iface, r.flags, r.mac, r.gwMac, r.reason ? `${r.reason} (${r.pod})` : '-']),
     ) + `${rows.length} endpoints\n`
   );
 }

@@ -99,6 +99,15 @@ export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
       rows.map(([ns, n]) => [ns, n.accelerate ? 'yes' : 'no', n.enabled, n.disabled, n.skipped]),
     );
     out += `${a.services.frontends} service frontends in pw_svc${a.services.dropped ? `, ${a.services.dropped} left out` : ''}\n`;
+    const reasons = new Map<string, number>();
+    for (const n of Object.values(a.notAccelerated ?? {})) reasons.set(n.reason, (reasons.get(n.reason) ?? 0) + 1);
+    if (reasons.size)
+      out += `not accelerated (pods by reason): ${[...reasons]
+        .sort(([x], [y]) => x.localeCompare(y))
+        .map(([r, n]) => `${r} ${n}`)
+        .join(', ')}\n`;
+    if (a.policyGaps?.length)
+      out += `WARNING: policy APIs not readable (${a.policyGaps.join(', ')}): no pod is accelerated until they answer\n`;
   } else out += '\nagent:    no report (no agent has run here, or its run directory differs: PODWARP_RUN_DIR)\n';
   if (s.config?.svcDropped)
     out += `WARNING: ${s.config.svcDropped} services left to kube-proxy: pw_svc/pw_backends are full (PODWARP_MAP_SIZES)\n`;

@@ -1,6 +1,6 @@
 // desired(snapshot, node facts) → DesiredState. Pure: no I/O, no clock.
 import { CGROUP_HOOKS, CONFIG_FLAGS, EP_FLAGS } from '../../abi/schema.js';
-import { ACCELERATE_ANNOTATION, podKey, selects, type Snapshot } from '../model.js';
+import { ACCELERATE_ANNOTATION, podKey, policySelects, type Pod, type Snapshot } from '../model.js';
 import type { NodeFacts } from '../facts.js';
 
 export interface DesiredEndpoint {
@@ -13,7 +13,37 @@ export interface DesiredEndpoint {
 }
 
 export type SkipReason = 'host-network' | 'no-ip' | 'no-interface' | 'facts-missing';
-export type DisableReason = 'namespace-off' | 'opted-out' | 'policy-selected';
+/**
+ * Why a pod is an endpoint but not accelerated (its traffic takes the normal path):
+ * - namespace-off: its namespace lacks podwarp.io/accelerate=true
+ * - opted-out: annotation podwarp.io/accelerate: "false"
+ * - policy-api-unavailable: a policy API the cluster serves could not be read (discovery, list or watch failing): fail closed
+ * - policy-selected: a policy of any served API may select it (NetworkPolicy, AdminNetworkPolicy, Calico, Cilium, Antrea)
+ * - bandwidth-shaped: kubernetes.io/ingress-bandwidth or egress-bandwidth (the CNI bandwidth plugin shapes on the host veth)
+ * - ambient-mesh: istio.io/dataplane-mode=ambient on the pod or its namespace (ztunnel captures its traffic)
+ */
+export type DisableReason =
+  'namespace-off' | 'opted-out' | 'policy-api-unavailable' | 'policy-selected' | 'bandwidth-shaped' | 'ambient-mesh';
+/** An accelerated pod that is not given podwarp's sidecar capture (nor the socket LB): Istio's own iptables capture applies unchanged. */
+export type CaptureReason = 'istio-annotations';
+
+export const BANDWIDTH_ANNOTATIONS = ['kubernetes.io/ingress-bandwidth', 'kubernetes.io/egress-bandwidth'];
+export const AMBIENT_LABEL = 'istio.io/dataplane-mode';
+/** Istio's per-pod capture settings podwarp's sidecar capture does not implement. */
+export const ISTIO_CAPTURE_ANNOTATIONS = [
+  'traffic.sidecar.istio.io/excludeOutboundPorts',
+  'traffic.sidecar.istio.io/excludeOutboundIPRanges',
+  'traffic.sidecar.istio.io/includeOutboundIPRanges',
+  'traffic.sidecar.istio.io/includeOutboundPorts',
+  'traffic.sidecar.istio.io/excludeInboundPorts',
+];
+
+/** Istio ambient: the pod's label wins over its namespace's (`none` opts a pod out of an ambient namespace). */
+export function isAmbient(pod: Pick<Pod, 'labels'>, nsLabels: Record<string, string> | undefined): boolean {
+  const own = pod.labels[AMBIENT_LABEL];
+  if (own !== undefined) return own === 'ambient';
+  return nsLabels?.[AMBIENT_LABEL] === 'ambient';
+}
 
 /** Node-wide settings of the socket programs (pw_config). */
 export interface SockConfig {
@@ -73,6 +103,8 @@ export interface DesiredState {
   skipped: Map<string, SkipReason>;
   /** Endpoints present but not enabled, and why. */
   disabled: Map<string, DisableReason>;
+  /** Enabled sidecar pods not given podwarp's capture (nor the socket LB), and why. */
+  captureWithheld: Map<string, CaptureReason>;
   /** Namespaces with acceleration on. */
   enabledNamespaces: string[];
   /** Pod cgroup (below the cgroup2 mount) → PW_HOOK_* bits to attach. */
@@ -82,11 +114,13 @@ export interface DesiredState {
 
 export function desired(snap: Snapshot, facts: NodeFacts, opts: DesiredOptions = DEFAULT_OPTIONS): DesiredState {
   const nsOn = new Set(snap.namespaces.filter((n) => n.accelerate).map((n) => n.name));
+  const nsLabels = new Map(snap.namespaces.map((n) => [n.name, n.labels]));
   const out: DesiredState = {
     endpoints: new Map(),
     attach: new Map(),
     skipped: new Map(),
     disabled: new Map(),
+    captureWithheld: new Map(),
     enabledNamespaces: [...nsOn].sort(),
     cgroups: new Map(),
     config: sockConfig(opts),
@@ -114,15 +148,22 @@ export function desired(snap: Snapshot, facts: NodeFacts, opts: DesiredOptions =
     let why: DisableReason | undefined;
     if (!nsOn.has(p.namespace)) why = 'namespace-off';
     else if (p.annotations[ACCELERATE_ANNOTATION] === 'false') why = 'opted-out';
-    else if (snap.networkPolicies.some((np) => np.namespace === p.namespace && selects(np, p.labels))) why = 'policy-selected';
+    else if (snap.policyGaps?.length) why = 'policy-api-unavailable';
+    else if (snap.networkPolicies.some((np) => policySelects(np, p, nsLabels.get(p.namespace)))) why = 'policy-selected';
+    else if (BANDWIDTH_ANNOTATIONS.some((a) => Object.hasOwn(p.annotations, a))) why = 'bandwidth-shaped';
+    else if (isAmbient(p, nsLabels.get(p.namespace))) why = 'ambient-mesh';
     if (why) out.disabled.set(k, why);
+    const withhold = !why && p.sidecar && ISTIO_CAPTURE_ANNOTATIONS.some((a) => Object.hasOwn(p.annotations, a));
+    if (withhold) out.captureWithheld.set(k, 'istio-annotations');
     out.endpoints.set(p.ip, { ip: p.ip, ifindex: f.ifindex, flags: why ? 0 : EP_FLAGS.ENABLED, mac: f.mac, gwMac: f.gwMac, pod: k });
     out.attach.set(p.hostInterface || f.hostInterface, f.ifindex);
     const cgroup = p.cgroup || f.cgroup;
     if (!why && cgroup && (opts.sockmap || opts.lb !== false)) {
-      const sidecar = p.sidecar ? CGROUP_HOOKS.CONNECT4 | CGROUP_HOOKS.GETSOCKOPT : 0;
+      const sidecar = p.sidecar && !withhold ? CGROUP_HOOKS.CONNECT4 | CGROUP_HOOKS.GETSOCKOPT : 0;
       const sock = opts.sockmap ? CGROUP_HOOKS.SOCK_OPS | sidecar : 0;
-      out.cgroups.set(cgroup, sock | (opts.lb === false ? 0 : CGROUP_HOOKS.LB));
+      // Istio's iptables capture must see the destination the app dialled (a ClusterIP stays a ClusterIP)
+      const hooks = sock | (opts.lb === false || withhold ? 0 : CGROUP_HOOKS.LB);
+      if (hooks) out.cgroups.set(cgroup, hooks);
     }
   }
   return out;

@@ -2,6 +2,7 @@
 // Every object that cannot be used as it is says why (`skip`), so the source
 // can log it once by name and count it; nothing here throws on odd input.
 import type { V1EndpointSlice, V1Namespace, V1NetworkPolicy, V1Pod, V1Service } from '@kubernetes/client-node';
+import { BANDWIDTH_ANNOTATIONS, ISTIO_CAPTURE_ANNOTATIONS } from '../pods/desired.js';
 import {
   ACCELERATE_LABEL,
   type Namespace,
@@ -15,6 +16,25 @@ import {
 /** Marks a pod as running an Istio-style sidecar (besides an `istio-proxy` container). */
 export const SIDECAR_ANNOTATION = 'podwarp.io/sidecar';
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+
+/** The pod annotations podwarp reads (the cache keeps only these: trim()). */
+const KEPT_ANNOTATIONS = new Set([...BANDWIDTH_ANNOTATIONS, ...ISTIO_CAPTURE_ANNOTATIONS]);
+export const keptAnnotation = (k: string): boolean => k.startsWith('podwarp.io/') || KEPT_ANNOTATIONS.has(k);
+
+/**
+ * An Istio sidecar: a container named istio-proxy, or a native sidecar (an
+ * init container istio-proxy with restartPolicy Always, Kubernetes ≥ 1.28),
+ * or the podwarp.io/sidecar annotation.
+ */
+export function hasSidecar(
+  spec: { containers?: unknown; initContainers?: unknown } | undefined,
+  annotations: Record<string, string>,
+): boolean {
+  if (annotations[SIDECAR_ANNOTATION] === 'true') return true;
+  const list = (x: unknown) => (Array.isArray(x) ? (x as ({ name?: unknown; restartPolicy?: unknown } | null)[]) : []);
+  if (list(spec?.containers).some((c) => c?.name === 'istio-proxy')) return true;
+  return list(spec?.initContainers).some((c) => c?.name === 'istio-proxy' && c.restartPolicy === 'Always');
+}
 
 export type Converted<T> = { value: T; skip?: undefined } | { value?: undefined; skip: string } | { value: T; skip: string };
 
@@ -55,9 +75,8 @@ export function podFrom(o: V1Pod): Converted<Pod> {
     (x): x is string => typeof x === 'string' && x !== '',
   );
   const v4 = ips.find(isIPv4);
-  // only podwarp's own annotations matter (and the cache keeps only those: trim())
-  const annotations = Object.fromEntries(Object.entries(strMap(o.metadata?.annotations)).filter(([k]) => k.startsWith('podwarp.io/')));
-  const containers = Array.isArray(o.spec?.containers) ? o.spec.containers : [];
+  // only the annotations podwarp reads matter (and the cache keeps only those: trim())
+  const annotations = Object.fromEntries(Object.entries(strMap(o.metadata?.annotations)).filter(([k]) => keptAnnotation(k)));
   const pod: Pod = {
     namespace: id.ns,
     name: id.name,
@@ -66,7 +85,7 @@ export function podFrom(o: V1Pod): Converted<Pod> {
     podInterface: 'eth0',
     hostNetwork: o.spec?.hostNetwork === true,
     terminating: o.metadata?.deletionTimestamp !== undefined && o.metadata?.deletionTimestamp !== null,
-    sidecar: annotations[SIDECAR_ANNOTATION] === 'true' || containers.some((c) => c?.name === 'istio-proxy'),
+    sidecar: hasSidecar(o.spec, annotations),
     labels: strMap(o.metadata?.labels),
     annotations,
   };
@@ -237,7 +256,7 @@ export function trim(kind: string, o: unknown): unknown {
     case 'pods': {
       const ann =
         m.annotations && typeof m.annotations === 'object'
-          ? Object.fromEntries(Object.entries(m.annotations).filter(([k]) => k.startsWith('podwarp.io/')))
+          ? Object.fromEntries(Object.entries(m.annotations).filter(([k]) => keptAnnotation(k)))
           : undefined;
       const spec = x.spec ?? {};
       return {
@@ -246,6 +265,12 @@ export function trim(kind: string, o: unknown): unknown {
           nodeName: spec.nodeName,
           hostNetwork: spec.hostNetwork,
           containers: Array.isArray(spec.containers) ? spec.containers.map((c: { name?: string }) => ({ name: c?.name })) : undefined,
+          initContainers: Array.isArray(spec.initContainers)
+            ? spec.initContainers.map((c: { name?: string; restartPolicy?: string }) => ({
+                name: c?.name,
+                restartPolicy: c?.restartPolicy,
+              }))
+            : undefined,
         },
         status: pick(x.status, ['phase', 'podIP', 'podIPs']),
       };

@@ -5,7 +5,9 @@
 // (EndpointSlices by Service) and tells the agent *what* changed, so a
 // changed EndpointSlice costs one Service's worth of work, not a full pass.
 import {
+  ApisApi,
   CoreV1Api,
+  CustomObjectsApi,
   DiscoveryV1Api,
   KubeConfig,
   ListWatch,
@@ -21,7 +23,8 @@ import {
 import fs from 'node:fs';
 import { InputError, errorMessage } from '../../loader/errors.js';
 import { log } from '../../loader/log.js';
-import type { Service, Snapshot } from '../model.js';
+import type { NetworkPolicy, Service, Snapshot } from '../model.js';
+import { POLICY_APIS, apiName, policyFrom, trimPolicy, type PolicyApi } from './kube-policies.js';
 import {
   SERVICE_NAME_LABEL,
   dedupeIPs,
@@ -49,6 +52,8 @@ export interface SourceHooks {
   onEvent?(kind: Kind, type: 'add' | 'update' | 'delete'): void;
   onList?(kind: Kind): void;
   onError?(kind: Kind, err: string): void;
+  /** A policy API (`<plural>.<group>`) or the discovery itself failed (fail closed until it answers again). */
+  onPolicyError?(api: string, err: string): void;
 }
 
 export interface KubeSourceOptions {
@@ -60,6 +65,20 @@ export interface KubeSourceOptions {
   maxBackoffMs?: number;
   /** Objects per list page (limit/continue). */
   pageSize?: number;
+  /** API discovery (which policy APIs the cluster serves) is repeated this often; default 30 s. */
+  discoveryMs?: number;
+}
+
+/** An informer of one served policy API (POLICY_APIS). */
+interface PolicyInformer {
+  api: PolicyApi;
+  version: string;
+  lw: ListWatch<KubernetesObject>;
+  /** Listed, and no watch error since: its cache is complete. */
+  synced: boolean;
+  stopped: boolean;
+  backoffMs?: number;
+  error?: string;
 }
 
 export function loadKubeConfig(file?: string): KubeConfig {
@@ -89,7 +108,7 @@ export function loadKubeConfig(file?: string): KubeConfig {
 class BookmarkWatch extends Watch {
   constructor(
     kc: KubeConfig,
-    private readonly kind: Kind,
+    private readonly slimObj: (o: unknown) => unknown,
   ) {
     super(kc);
   }
@@ -99,12 +118,22 @@ class BookmarkWatch extends Watch {
     cb: Parameters<Watch['watch']>[2],
     done: Parameters<Watch['watch']>[3],
   ) {
-    const kind = this.kind;
     const slim: Parameters<Watch['watch']>[2] = (type, obj, raw) =>
-      cb(type, type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED' ? trim(kind, obj) : obj, raw);
+      cb(type, type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED' ? this.slimObj(obj) : obj, raw);
     return super.watch(path, { ...q, allowWatchBookmarks: true }, slim, done);
   }
 }
+
+/** An API client error as one line: `HTTP <code>: <first line>` when it has a status code. */
+function apiError(e: unknown): string {
+  const code = (e as { code?: unknown }).code;
+  return typeof code === 'number' ? `HTTP ${code}: ${errorMessage(e).split('\n')[0]}` : errorMessage(e);
+}
+
+/** Makes the informer's next start() list again instead of resuming its watch (client-node resumes when it has a resourceVersion). */
+const relist = (lw: ListWatch<KubernetesObject>) => {
+  (lw as unknown as { resourceVersion: string }).resourceVersion = '';
+};
 
 const keyOf = (o: KubernetesObject) => `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
 
@@ -118,6 +147,12 @@ export class KubeSource {
   /** Service key → slice key → slice. */
   private readonly slicesBySvc = new Map<string, Map<string, V1EndpointSlice>>();
   private readonly sliceOwner = new Map<string, string>();
+  /** Served policy APIs by `<plural>.<group>`. */
+  private readonly policies = new Map<string, PolicyInformer>();
+  /** Discovery: not run yet (undefined), failing (its error) or answered (''). */
+  private discoveryError: string | undefined;
+  /** Core kinds whose watch failed and that have not relisted since. */
+  private readonly stale = new Set<Kind>();
   private stopped = false;
 
   constructor(
@@ -162,11 +197,19 @@ export class KubeSource {
         } while (page.metadata?._continue);
         const r = { items, metadata: { resourceVersion: page.metadata?.resourceVersion } };
         this.listed.add(kind);
+        this.stale.delete(kind);
         this.backoff.delete(kind);
         this.hooks.onList?.(kind);
         return r;
       };
-      const lw = new ListWatch<KubernetesObject>(path, new BookmarkWatch(this.kc, kind), listFn, false, undefined, fieldSelector);
+      const lw = new ListWatch<KubernetesObject>(
+        path,
+        new BookmarkWatch(this.kc, (o) => trim(kind, o)),
+        listFn,
+        false,
+        undefined,
+        fieldSelector,
+      );
       lw.on('add', (o) => this.event(kind, 'add', o));
       lw.on('update', (o) => this.event(kind, 'update', o));
       lw.on('delete', (o) => this.event(kind, 'delete', o));
@@ -175,6 +218,8 @@ export class KubeSource {
     }
     await Promise.all([...this.informers.values()].map((lw) => lw.start()));
     const deadline = Date.now() + timeoutMs;
+    await this.discover();
+    this.schedule(() => this.rediscover(), this.opts.discoveryMs ?? 30_000);
     while (this.listed.size < KINDS.length) {
       if (this.stopped) throw new Error('source stopped');
       if (Date.now() > deadline) {
@@ -185,25 +230,184 @@ export class KubeSource {
       }
       await new Promise((r) => setTimeout(r, 100));
     }
+    // the served policy APIs: each listed or failing (a failing one keeps every pod on the normal path: policyGaps)
+    while (!this.stopped && Date.now() < deadline && [...this.policies.values()].some((p) => !p.synced && !p.error))
+      await new Promise((r) => setTimeout(r, 100));
+  }
+
+  private schedule(fn: () => Promise<void>, ms: number): void {
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      if (this.stopped) return;
+      void fn().finally(() => {
+        if (!this.stopped) this.schedule(fn, ms);
+      });
+    }, ms);
+    this.timers.add(t);
+  }
+
+  private async rediscover(): Promise<void> {
+    const before = this.gapKey();
+    const changed = await this.discover();
+    if (changed || this.gapKey() !== before) this.hooks.onChange({ pods: true, services: new Set() });
+  }
+
+  private gapKey(): string {
+    return JSON.stringify([this.policyGaps(), [...this.policies.keys()].sort()]);
+  }
+
+  /**
+   * API discovery: which POLICY_APIS the cluster serves (GET /apis, then each
+   * candidate group's version). Starts an informer for every newly served API
+   * and stops the ones no longer served. Returns whether that set changed.
+   */
+  private async discover(): Promise<boolean> {
+    const served = new Map<string, { api: PolicyApi; version: string }>();
+    try {
+      const groups = await this.kc.makeApiClient(ApisApi).getAPIVersions();
+      const custom = this.kc.makeApiClient(CustomObjectsApi);
+      for (const g of groups.groups ?? []) {
+        const wanted = POLICY_APIS.filter((a) => a.group === g.name);
+        if (!wanted.length) continue;
+        // the preferred version first: the first version serving a resource is the one watched
+        const versions = [g.preferredVersion?.version, ...(g.versions ?? []).map((v) => v.version)].filter(
+          (v, i, all): v is string => typeof v === 'string' && all.indexOf(v) === i,
+        );
+        for (const version of versions) {
+          const res = await custom.getAPIResources({ group: g.name, version });
+          for (const a of wanted) {
+            if (!served.has(apiName(a)) && (res.resources ?? []).some((r) => r.name === a.plural))
+              served.set(apiName(a), { api: a, version });
+          }
+        }
+      }
+    } catch (e) {
+      const err = apiError(e);
+      if (this.discoveryError !== err) log.warn({ err }, 'API discovery failed: no pod is accelerated until it answers');
+      this.discoveryError = err;
+      this.hooks.onPolicyError?.('discovery', err);
+      return false;
+    }
+    if (this.discoveryError) log.info('API discovery answers again');
+    this.discoveryError = '';
+    let changed = false;
+    for (const [name, p] of this.policies) {
+      if (served.get(name)?.version === p.version) continue;
+      p.stopped = true;
+      await p.lw.stop();
+      this.policies.delete(name);
+      changed = true;
+      log.info({ api: name }, 'policy API no longer served');
+    }
+    for (const [name, { api, version }] of served) {
+      if (this.policies.has(name)) continue;
+      this.startPolicy(name, api, version);
+      changed = true;
+      log.info({ api: name, version }, 'policy API served: watching it');
+    }
+    return changed;
+  }
+
+  private startPolicy(name: string, api: PolicyApi, version: string): void {
+    const custom = this.kc.makeApiClient(CustomObjectsApi);
+    const path = `/apis/${api.group}/${version}/${api.plural}`;
+    type Page = { items?: KubernetesObject[]; metadata?: { resourceVersion?: string; continue?: string } };
+    const p: PolicyInformer = { api, version, synced: false, stopped: false, lw: undefined as unknown as ListWatch<KubernetesObject> };
+    const listFn = async () => {
+      const items: KubernetesObject[] = [];
+      let page: Page | undefined;
+      do {
+        page = (await custom.listClusterCustomObject({
+          group: api.group,
+          version,
+          plural: api.plural,
+          limit: this.opts.pageSize ?? 500,
+          _continue: page?.metadata?.continue,
+        })) as Page;
+        for (const o of page.items ?? []) items.push(trimPolicy(o) as KubernetesObject);
+      } while (page.metadata?.continue);
+      if (p.stopped) throw new Error('stopped');
+      p.synced = true;
+      p.error = undefined;
+      p.backoffMs = undefined;
+      this.hooks.onChange({ pods: true, services: new Set() });
+      return { items, metadata: { resourceVersion: page.metadata?.resourceVersion } };
+    };
+    p.lw = new ListWatch<KubernetesObject>(path, new BookmarkWatch(this.kc, trimPolicy), listFn, false);
+    const changed = () => {
+      if (!p.stopped) this.hooks.onChange({ pods: true, services: new Set() });
+    };
+    p.lw.on('add', changed);
+    p.lw.on('update', changed);
+    p.lw.on('delete', changed);
+    p.lw.on('error', (e: unknown) => {
+      if (this.stopped || p.stopped) return;
+      const err = apiError(e);
+      const first = !p.error;
+      p.synced = false;
+      p.error = err;
+      this.hooks.onPolicyError?.(name, err);
+      // fail closed at once: the pods this API may cover leave the fast path until it relists
+      this.hooks.onChange({ pods: true, services: new Set() });
+      const ms = p.backoffMs ?? this.opts.backoffMs ?? 500;
+      p.backoffMs = Math.min(ms * 2, this.opts.maxBackoffMs ?? 10_000);
+      if (first) log.warn({ api: name, err, retryMs: ms }, 'policy API watch failed: its pods are not accelerated until it relists');
+      const t = setTimeout(() => {
+        this.timers.delete(t);
+        // relist (not resume): the cache counts as complete again only once a list has answered
+        relist(p.lw);
+        if (!this.stopped && !p.stopped) void p.lw.start();
+      }, ms);
+      this.timers.add(t);
+    });
+    this.policies.set(name, p);
+    void p.lw.start();
+  }
+
+  /** Policy APIs (and `discovery`) whose objects podwarp does not have right now: fail closed while any is listed. */
+  policyGaps(): string[] {
+    const gaps: string[] = [];
+    if (this.discoveryError !== '') gaps.push('discovery');
+    if (this.stale.has('networkpolicies')) gaps.push('networkpolicies.networking.k8s.io');
+    for (const [name, p] of this.policies) if (!p.synced) gaps.push(name);
+    return gaps.sort();
+  }
+
+  /** The served policy APIs and their object counts (status, metrics). */
+  policyApis(): { api: string; version: string; objects: number; synced: boolean; error?: string }[] {
+    return [...this.policies].map(([api, p]) => ({
+      api,
+      version: p.version,
+      objects: p.lw.list().length,
+      synced: p.synced,
+      error: p.error,
+    }));
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     for (const t of this.timers) clearTimeout(t);
     await Promise.all([...this.informers.values()].map((lw) => lw.stop()));
+    for (const p of this.policies.values()) p.stopped = true;
+    await Promise.all([...this.policies.values()].map((p) => p.lw.stop()));
   }
 
   private failed(kind: Kind, lw: ListWatch<KubernetesObject>, e: unknown): void {
     if (this.stopped) return; // stop() aborts the watch, which reports an AbortError
-    const code = (e as { code?: unknown }).code;
-    const err = typeof code === 'number' ? `HTTP ${code}: ${errorMessage(e).split('\n')[0]}` : errorMessage(e);
+    const err = apiError(e);
     this.lastError.set(kind, err);
+    if (kind === 'networkpolicies' && !this.stale.has(kind)) {
+      // events may be missed until it relists: fail closed
+      this.stale.add(kind);
+      this.hooks.onChange({ pods: true, services: new Set() });
+    }
     this.hooks.onError?.(kind, err);
     const ms = this.backoff.get(kind) ?? this.opts.backoffMs ?? 500;
     this.backoff.set(kind, Math.min(ms * 2, this.opts.maxBackoffMs ?? 10_000));
     log.warn({ kind, err, retryMs: ms }, 'watch failed; restarting');
     const t = setTimeout(() => {
       this.timers.delete(t);
+      if (kind === 'networkpolicies') relist(lw); // stale until a list answers (fail closed)
       if (!this.stopped) void lw.start();
     }, ms);
     this.timers.add(t);
@@ -257,13 +461,21 @@ export class KubeSource {
     }
     const d = dedupeIPs(pods);
     for (const [pod, why] of d.conflicts) this.hooks.onSkip('pod', pod, why);
-    const networkPolicies = [];
+    const networkPolicies: NetworkPolicy[] = [];
     for (const o of list<V1NetworkPolicy>('networkpolicies')) {
       const r = networkPolicyFrom(o);
       if (r.skip) this.hooks.onSkip('networkpolicy', keyOf(o), r.skip);
       if (r.value) networkPolicies.push(r.value);
     }
-    return { node: this.opts.node, namespaces, pods: d.pods, networkPolicies, services: [] };
+    for (const [name, p] of this.policies) {
+      for (const o of p.lw.list()) {
+        const r = policyFrom(p.api, o);
+        if (r.skip) this.hooks.onSkip(name, keyOf(o), r.skip);
+        if (r.value) networkPolicies.push(...r.value);
+      }
+    }
+    const policyGaps = this.policyGaps();
+    return { node: this.opts.node, namespaces, pods: d.pods, networkPolicies, services: [], policyGaps };
   }
 
   serviceKeys(): string[] {

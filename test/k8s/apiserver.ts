@@ -24,7 +24,17 @@ import type { AddressInfo, Socket } from 'node:net';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 
-export type Resource = 'namespaces' | 'pods' | 'services' | 'endpointslices' | 'networkpolicies';
+export type Resource =
+  | 'namespaces'
+  | 'pods'
+  | 'services'
+  | 'endpointslices'
+  | 'networkpolicies'
+  // policy APIs besides NetworkPolicy: only served (in discovery and by path) after serve()
+  | 'adminnetworkpolicies'
+  | 'globalnetworkpolicies.crd.projectcalico.org'
+  | 'networkpolicies.crd.projectcalico.org'
+  | 'ciliumnetworkpolicies';
 
 export interface ApiObject {
   apiVersion?: string;
@@ -61,6 +71,10 @@ interface ResourceInfo {
   apiVersion: string;
   kind: string;
   namespaced: boolean;
+  /** the path segment, when it differs from the key */
+  plural?: string;
+  /** a CRD-like API: served only after serve() */
+  optional?: boolean;
 }
 
 const RESOURCES: Record<Resource, ResourceInfo> = {
@@ -79,9 +93,40 @@ const RESOURCES: Record<Resource, ResourceInfo> = {
     kind: 'NetworkPolicy',
     namespaced: true,
   },
+  adminnetworkpolicies: {
+    prefix: '/apis/policy.networking.k8s.io/v1alpha1',
+    apiVersion: 'policy.networking.k8s.io/v1alpha1',
+    kind: 'AdminNetworkPolicy',
+    namespaced: false,
+    optional: true,
+  },
+  'globalnetworkpolicies.crd.projectcalico.org': {
+    prefix: '/apis/crd.projectcalico.org/v1',
+    apiVersion: 'crd.projectcalico.org/v1',
+    kind: 'GlobalNetworkPolicy',
+    namespaced: false,
+    plural: 'globalnetworkpolicies',
+    optional: true,
+  },
+  'networkpolicies.crd.projectcalico.org': {
+    prefix: '/apis/crd.projectcalico.org/v1',
+    apiVersion: 'crd.projectcalico.org/v1',
+    kind: 'NetworkPolicy',
+    namespaced: true,
+    plural: 'networkpolicies',
+    optional: true,
+  },
+  ciliumnetworkpolicies: {
+    prefix: '/apis/cilium.io/v2',
+    apiVersion: 'cilium.io/v2',
+    kind: 'CiliumNetworkPolicy',
+    namespaced: true,
+    optional: true,
+  },
 };
+const plural = (r: Resource): string => RESOURCES[r].plural ?? r;
 const RESOURCE_NAMES = Object.keys(RESOURCES) as Resource[];
-const GROUP_PREFIXES = ['/api/v1', '/apis/discovery.k8s.io/v1', '/apis/networking.k8s.io/v1'];
+const GROUP_PREFIXES = [...new Set(RESOURCE_NAMES.map((r) => RESOURCES[r].prefix))];
 
 interface StoredEvent {
   rv: number;
@@ -422,16 +467,19 @@ function route(pathname: string): Route | null {
     watchPrefix = true;
     segs = segs.slice(1);
   }
-  const inGroup = (r: string): r is Resource => (RESOURCE_NAMES as string[]).includes(r) && RESOURCES[r as Resource].prefix === prefix;
+  const inGroup = (seg: string): Resource | undefined => RESOURCE_NAMES.find((r) => plural(r) === seg && RESOURCES[r].prefix === prefix);
 
   const [a, b, c, d, e, ...rest] = segs;
   if (a === undefined || rest.length > 0) return null;
-  if (a === 'namespaces' && b !== undefined && c !== undefined && inGroup(c) && RESOURCES[c].namespaced) {
+  const rc = c === undefined ? undefined : inGroup(c);
+  if (a === 'namespaces' && b !== undefined && rc && RESOURCES[rc].namespaced) {
     // /namespaces/{ns}/{res}[/{name}[/{sub}]]
-    if (d === undefined) return { res: c, ns: b, watchPrefix };
-    return { res: c, ns: b, name: d, subresource: e, watchPrefix };
+    if (d === undefined) return { res: rc, ns: b, watchPrefix };
+    return { res: rc, ns: b, name: d, subresource: e, watchPrefix };
   }
-  if (!inGroup(a) || d !== undefined) return null;
+  const ra = inGroup(a);
+  if (!ra || d !== undefined) return null;
+  if (ra !== a) return b === undefined ? { res: ra, watchPrefix } : null;
   if (a === 'namespaces') {
     if (b === undefined) return { res: a, watchPrefix };
     if (c !== undefined && !['status', 'finalize'].includes(c)) return null;
@@ -460,6 +508,9 @@ export class FakeApiServer {
   private server: http.Server | undefined;
   private readonly tls: ApiServerOptions['tls'];
   private stopped = false;
+  private readonly served = new Set<Resource>();
+  private readonly failing = new Map<Resource, number>();
+  private discoveryFailing: number | undefined;
   private readonly historyLimit: number;
   private readonly bookmarkMs: number;
   private readonly watchTimeoutMs: number;
@@ -547,6 +598,55 @@ export class FakeApiServer {
   /** bulk-create many objects quickly; events are recorded like create() */
   load(res: Resource, objs: ApiObject[]): void {
     for (const o of objs) this.doCreate(res, clone(o));
+  }
+
+  /** serve (or stop serving) an optional policy API: it appears in discovery (/apis) and answers by path */
+  serve(res: Resource, on = true): void {
+    if (!RESOURCES[res].optional) throw new Error(`${res} is always served`);
+    if (on) this.served.add(res);
+    else this.served.delete(res);
+  }
+
+  /** make every request for res (list, watch, get…) fail with this HTTP status, and end its open watches; undefined: answer again */
+  failResource(res: Resource, code: number | undefined): void {
+    if (code === undefined) this.failing.delete(res);
+    else {
+      this.failing.set(res, code);
+      for (const w of [...this.watchers]) if (w.res === res) w.http.destroy();
+    }
+  }
+
+  /** make API discovery (/apis and each group version) fail with this HTTP status; undefined: answer again */
+  failDiscovery(code: number | undefined): void {
+    this.discoveryFailing = code;
+  }
+
+  private serveDiscovery(pathname: string, res: http.ServerResponse): void {
+    if (this.discoveryFailing) throw new HttpError(this.discoveryFailing, 'InternalError', 'discovery is failing (test)');
+    const live = RESOURCE_NAMES.filter((r) => !RESOURCES[r].optional || this.served.has(r));
+    if (pathname === '/apis') {
+      const gvs = [...new Set(live.map((r) => RESOURCES[r].apiVersion).filter((v) => v.includes('/')))];
+      const groups = [...new Set(gvs.map((gv) => gv.split('/')[0]!))].map((name) => {
+        const versions = gvs.filter((gv) => gv.startsWith(name + '/')).map((gv) => ({ groupVersion: gv, version: gv.split('/')[1]! }));
+        return { name, versions, preferredVersion: versions[0] };
+      });
+      this.sendJson(res, 200, { kind: 'APIGroupList', apiVersion: 'v1', groups });
+      return;
+    }
+    const inGv = live.filter((r) => RESOURCES[r].prefix === pathname);
+    if (!inGv.length) throw new HttpError(404, 'NotFound', 'the server could not find the requested resource');
+    this.sendJson(res, 200, {
+      kind: 'APIResourceList',
+      apiVersion: 'v1',
+      groupVersion: RESOURCES[inGv[0]!].apiVersion,
+      resources: inGv.map((r) => ({
+        name: plural(r),
+        singularName: '',
+        namespaced: RESOURCES[r].namespaced,
+        kind: RESOURCES[r].kind,
+        verbs: ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'],
+      })),
+    });
   }
 
   /** forget all history: a watch resuming from any older resourceVersion gets 410 Gone */
@@ -817,8 +917,13 @@ export class FakeApiServer {
       this.sendJson(res, 200, { major: '1', minor: '31', gitVersion: 'v1.31.0-podwarp-fake', platform: 'linux/amd64' });
       return;
     }
+    if (method === 'GET' && (url.pathname === '/apis' || GROUP_PREFIXES.includes(url.pathname)))
+      return this.serveDiscovery(url.pathname, res);
     const r = route(url.pathname);
-    if (!r) throw new HttpError(404, 'NotFound', 'the server could not find the requested resource');
+    if (!r || (RESOURCES[r.res].optional && !this.served.has(r.res)))
+      throw new HttpError(404, 'NotFound', 'the server could not find the requested resource');
+    const failing = this.failing.get(r.res);
+    if (failing) throw new HttpError(failing, failing === 403 ? 'Forbidden' : 'InternalError', `${r.res} is failing (test)`);
     const q = url.searchParams;
 
     if (r.name === undefined) {

@@ -6,6 +6,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { POLICY_APIS } from '../../src/sources/kube-policies.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -50,7 +51,7 @@ describe('deploy/podwarp.yaml', () => {
     expect(one('Namespace').metadata.labels?.['pod-security.kubernetes.io/enforce']).toBe('privileged');
   });
 
-  it('ClusterRole: get/list/watch only, on exactly the five resources the informers use', () => {
+  it('ClusterRole: get/list/watch only, on exactly the resources the informers use (five kinds and the policy APIs)', () => {
     const role = one('ClusterRole');
     expect(role.apiVersion).toBe('rbac.authorization.k8s.io/v1');
     const granted = new Set<string>();
@@ -66,8 +67,16 @@ describe('deploy/podwarp.yaml', () => {
           granted.add(`${g}/${r}`);
         }
     }
+    // the five informers' kinds, plus exactly the policy APIs the source looks for in discovery (POLICY_APIS)
     expect([...granted].sort()).toEqual(
-      ['/namespaces', '/pods', '/services', 'discovery.k8s.io/endpointslices', 'networking.k8s.io/networkpolicies'].sort(),
+      [
+        '/namespaces',
+        '/pods',
+        '/services',
+        'discovery.k8s.io/endpointslices',
+        'networking.k8s.io/networkpolicies',
+        ...POLICY_APIS.map((a) => `${a.group}/${a.plural}`),
+      ].sort(),
     );
   });
 
