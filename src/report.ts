@@ -22,7 +22,14 @@ export interface AgentReport {
   pid: number;
   updated: string;
   namespaces: Record<string, NamespaceCounts>;
-  services: { frontends: number; dropped: number };
+  services: {
+    frontends: number;
+    dropped: number;
+    /** Frontends with no usable backend on this node, left to kube-proxy (the first LEFT_LIST_MAX, by name). */
+    left?: { frontend: string; name: string; reason: string }[];
+    /** How many frontends are left to kube-proxy, by reason (all of them). */
+    leftCounts?: Record<string, number>;
+  };
 }
 
 export const runDir = (): string => process.env.PODWARP_RUN_DIR ?? '/run/podwarp';

@@ -33,6 +33,8 @@ import {
   serviceFrom,
 } from './kube-convert.js';
 
+export const ZONE_LABEL = 'topology.kubernetes.io/zone';
+
 export type Kind = 'namespaces' | 'pods' | 'services' | 'endpointslices' | 'networkpolicies';
 export const KINDS: Kind[] = ['namespaces', 'pods', 'services', 'endpointslices', 'networkpolicies'];
 
@@ -119,6 +121,10 @@ export class KubeSource {
   private readonly slicesBySvc = new Map<string, Map<string, V1EndpointSlice>>();
   private readonly sliceOwner = new Map<string, string>();
   private stopped = false;
+  /** This node's `topology.kubernetes.io/zone` label, read once at start (undefined: none, or the Node could not be read). */
+  zone?: string;
+  /** Why the zone is unknown, when reading the Node failed. */
+  zoneError?: string;
 
   constructor(
     private readonly opts: KubeSourceOptions,
@@ -174,6 +180,15 @@ export class KubeSource {
       this.informers.set(kind, lw);
     }
     await Promise.all([...this.informers.values()].map((lw) => lw.start()));
+    try {
+      // topology-aware routing compares endpoint zone hints with this node's zone, as kube-proxy does
+      const n = await core.readNode({ name: node });
+      const z = n.metadata?.labels?.[ZONE_LABEL];
+      this.zone = z ? z : undefined;
+    } catch (e) {
+      const code = (e as { code?: unknown }).code;
+      this.zoneError = typeof code === 'number' ? `HTTP ${code}` : errorMessage(e).split('\n')[0];
+    }
     const deadline = Date.now() + timeoutMs;
     while (this.listed.size < KINDS.length) {
       if (this.stopped) throw new Error('source stopped');
@@ -263,7 +278,7 @@ export class KubeSource {
       if (r.skip) this.hooks.onSkip('networkpolicy', keyOf(o), r.skip);
       if (r.value) networkPolicies.push(r.value);
     }
-    return { node: this.opts.node, namespaces, pods: d.pods, networkPolicies, services: [] };
+    return { node: this.opts.node, zone: this.zone, namespaces, pods: d.pods, networkPolicies, services: [] };
   }
 
   serviceKeys(): string[] {

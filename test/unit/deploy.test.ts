@@ -50,12 +50,13 @@ describe('deploy/podwarp.yaml', () => {
     expect(one('Namespace').metadata.labels?.['pod-security.kubernetes.io/enforce']).toBe('privileged');
   });
 
-  it('ClusterRole: get/list/watch only, on exactly the five resources the informers use', () => {
+  it('ClusterRole: get/list/watch only, on exactly the five resources the informers use, and get on nodes (the zone)', () => {
     const role = one('ClusterRole');
     expect(role.apiVersion).toBe('rbac.authorization.k8s.io/v1');
     const granted = new Set<string>();
     for (const rule of role.rules as Obj[]) {
-      expect([...rule.verbs].sort(), JSON.stringify(rule)).toEqual(['get', 'list', 'watch']);
+      const nodes = JSON.stringify(rule.resources) === '["nodes"]';
+      expect([...rule.verbs].sort(), JSON.stringify(rule)).toEqual(nodes ? ['get'] : ['get', 'list', 'watch']);
       expect(rule.resourceNames, 'no resourceNames').toBeUndefined();
       expect(rule.nonResourceURLs, 'no nonResourceURLs').toBeUndefined();
       for (const g of rule.apiGroups as string[])
@@ -67,7 +68,7 @@ describe('deploy/podwarp.yaml', () => {
         }
     }
     expect([...granted].sort()).toEqual(
-      ['/namespaces', '/pods', '/services', 'discovery.k8s.io/endpointslices', 'networking.k8s.io/networkpolicies'].sort(),
+      ['/namespaces', '/nodes', '/pods', '/services', 'discovery.k8s.io/endpointslices', 'networking.k8s.io/networkpolicies'].sort(),
     );
   });
 
