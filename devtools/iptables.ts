@@ -121,6 +121,13 @@ export interface KubeProxyService {
   port: number;
   proto: 'tcp' | 'udp';
   backends: { ip: string; port: number }[];
+  /**
+   * Without backends, what kube-proxy does: `reject` (the Service has no
+   * endpoints at all: REJECT, the client sees ECONNREFUSED / ICMP port
+   * unreachable) or `drop` (internalTrafficPolicy Local with no endpoint on this
+   * node: DROP, the client waits). Default drop.
+   */
+  empty?: 'reject' | 'drop';
 }
 
 /**
@@ -150,7 +157,13 @@ export async function installKubeProxy(
     });
   });
   nat.push(`-A PREROUTING -i ${ifacePattern} -m comment --comment ${owner} -j ${prefix}-SVC`, 'COMMIT');
-  const filter = ['*filter', `-I FORWARD 1 -i ${ifacePattern} -d ${vipRange} -m comment --comment ${owner} -j DROP`, 'COMMIT'];
+  const filter = ['*filter', `-I FORWARD 1 -i ${ifacePattern} -d ${vipRange} -m comment --comment ${owner} -j DROP`];
+  // inserted after the DROP at position 1, so evaluated before it
+  for (const s of services.filter((x) => !x.backends.length && x.empty === 'reject'))
+    filter.push(
+      `-I FORWARD 1 -i ${ifacePattern} -d ${s.vip}/32 -p ${s.proto} -m ${s.proto} --dport ${s.port} -m comment --comment ${owner} -j REJECT`,
+    );
+  filter.push('COMMIT');
   await run(`load ${services.length} kube-proxy-style services`, ['iptables-restore', '-w', '--noflush'], {
     input: [...nat, ...filter].join('\n') + '\n',
   });

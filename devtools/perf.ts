@@ -128,6 +128,9 @@ export function sink(
 export interface ConnResult {
   connections: number;
   errors: number;
+  /** failed connects by what the application saw: ECONNREFUSED, or no answer (the 2 s connect timeout) */
+  refused: number;
+  timeouts: number;
   peer_mismatch: number;
   per_second: number;
   backends: Record<string, number>;
@@ -151,6 +154,9 @@ export async function conn(
 export interface UdpResult {
   replies: number;
   errors: number;
+  /** requests without a reply: ECONNREFUSED (connected sockets learn of ICMP unreachable), or the 1 s receive timeout */
+  refused: number;
+  timeouts: number;
   wrong_source: number;
   peer_ok: boolean;
   backends: Record<string, number>;

@@ -135,6 +135,9 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   });
 }
 
+/** Left-to-kube-proxy frontends named in the report (the counts cover all). */
+const LEFT_LIST_MAX = 200;
+
 function report(ctx: Ctx, source: string, pods: PodsResult, snap: Snapshot, sync: ServiceSync): void {
   try {
     writeReport({
@@ -143,7 +146,12 @@ function report(ctx: Ctx, source: string, pods: PodsResult, snap: Snapshot, sync
       pid: process.pid,
       updated: new Date().toISOString(),
       namespaces: namespaceCounts(pods, snap.namespaces),
-      services: { frontends: sync.frontends, dropped: sync.droppedCount },
+      services: {
+        frontends: sync.frontends,
+        dropped: sync.droppedCount,
+        left: sync.leftServices().slice(0, LEFT_LIST_MAX),
+        leftCounts: sync.leftCounts(),
+      },
       notAccelerated: notAccelerated(pods, snap),
       policyGaps: snap.policyGaps ?? [],
     });
@@ -283,6 +291,12 @@ async function runKubernetes(ctx: Ctx): Promise<() => Promise<void>> {
     throw e;
   }
   log.info({ server: src.server, node: opts.node, objects: src.counts(), ms: Date.now() - t0, ...memory() }, 'caches synced');
+  sync.node = { name: opts.node, zone: src.zone };
+  if (src.zoneError)
+    log.warn(
+      { node: opts.node, err: src.zoneError },
+      'cannot read this Node: its zone is unknown, so Services with topology hints use all their endpoints (kube-proxy narrows them)',
+    );
   await ctx.loadDatapath();
 
   const svcPass = async (why: 'change' | 'full') => {

@@ -55,6 +55,12 @@ export class AgentMetrics {
     help: 'Service frontends left to kube-proxy because pw_svc/pw_backends would not hold them.',
     registers: [this.registry],
   });
+  private readonly left = new client.Gauge({
+    name: 'podwarp_services_left',
+    help: 'Service frontends with no usable backend on this node, left to kube-proxy (its REJECT or DROP), by reason.',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
   private readonly frontends = new client.Gauge({
     name: 'podwarp_service_frontends',
     help: 'Service frontends (ClusterIP, port, protocol) in pw_svc.',
@@ -146,6 +152,7 @@ export class AgentMetrics {
     }
     if (svc) {
       this.services.set(svc.dropped);
+      for (const [reason, n] of Object.entries(svc.left)) this.left.set({ reason }, n);
       this.frontends.set(svc.frontends);
     }
     this.ready = true;

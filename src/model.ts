@@ -93,6 +93,13 @@ export interface ServiceEndpoint {
   ip: string;
   ready: boolean;
   terminating: boolean;
+  /** EndpointSlice `conditions.serving`; unset = true (the API's nil). */
+  serving?: boolean;
+  /** EndpointSlice `nodeName`: the node the endpoint runs on. */
+  nodeName?: string;
+  /** EndpointSlice `hints.forZones[].name` / `hints.forNodes[].name` (topology-aware routing). */
+  forZones?: string[];
+  forNodes?: string[];
   ports: { name?: string; port: number; protocol: 'TCP' | 'UDP' }[];
 }
 
@@ -100,12 +107,16 @@ export interface Service {
   namespace: string;
   name: string;
   clusterIP: string;
+  /** `spec.internalTrafficPolicy`; unset = Cluster. */
+  internalTrafficPolicy?: 'Cluster' | 'Local';
   ports: ServicePort[];
   endpoints: ServiceEndpoint[];
 }
 
 export interface Snapshot {
   node?: string;
+  /** This node's `topology.kubernetes.io/zone` label (topology-aware routing). */
+  zone?: string;
   namespaces: Namespace[];
   pods: Pod[];
   networkPolicies: NetworkPolicy[];

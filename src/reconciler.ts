@@ -101,6 +101,7 @@ export async function reconcile(
   sync = new ServiceSync(new BpfServiceMaps(dp)),
 ): Promise<ReconcileResult> {
   const t0 = performance.now();
+  sync.node = { name: snap.node, zone: snap.zone };
   const svc = await sync.full(snap.services);
   if (svc.droppedNames.length)
     log.error({ services: svc.droppedNames }, 'service maps full: these services are left to kube-proxy (not written at all)');

@@ -23,7 +23,14 @@ export interface AgentReport {
   pid: number;
   updated: string;
   namespaces: Record<string, NamespaceCounts>;
-  services: { frontends: number; dropped: number };
+  services: {
+    frontends: number;
+    dropped: number;
+    /** Frontends with no usable backend on this node, left to kube-proxy (the first LEFT_LIST_MAX, by name). */
+    left?: { frontend: string; name: string; reason: string }[];
+    /** How many frontends are left to kube-proxy, by reason (all of them). */
+    leftCounts?: Record<string, number>;
+  };
   /** Local pods not (fully) accelerated, and why (DisableReason, SkipReason or CaptureReason of src/pods/desired.ts). */
   notAccelerated?: Record<string, { ip?: string; reason: string }>;
   /** Policy APIs podwarp cannot read right now (every pod is on the normal path while any is listed). */

@@ -562,7 +562,7 @@ static int conn(const char *ip, int port, long n, double secs)
 {
 	struct sockaddr_in want = { .sin_family = AF_INET, .sin_port = htons(port) };
 	struct tally t = {};
-	long done = 0, errors = 0, peer_mismatch = 0;
+	long done = 0, errors = 0, peer_mismatch = 0, refused = 0, timeouts = 0;
 	double start = now(), t_end = n ? 0 : start + secs;
 
 	inet_pton(AF_INET, ip, &want.sin_addr);
@@ -582,6 +582,11 @@ static int conn(const char *ip, int port, long n, double secs)
 		    read_full(fd, id, sizeof(id))) {
 			if (errors < 5)
 				fprintf(stderr, "pwperf conn: connection %ld failed: %s\n", done + errors, strerror(errno));
+			/* what the application sees: refused (RST or ICMP unreachable) or no answer at all */
+			if (errno == ECONNREFUSED)
+				refused++;
+			else if (errno == EINPROGRESS || errno == EAGAIN || errno == ETIMEDOUT)
+				timeouts++;
 			errors++;
 			if (fd >= 0)
 				close(fd);
@@ -594,8 +599,9 @@ static int conn(const char *ip, int port, long n, double secs)
 		done++;
 	}
 	double el = now() - start;
-	printf("{\"mode\":\"conn\",\"connections\":%ld,\"errors\":%ld,\"peer_mismatch\":%ld,\"seconds\":%.3f,\"per_second\":%.1f,",
-	       done, errors, peer_mismatch, el, done / el);
+	printf("{\"mode\":\"conn\",\"connections\":%ld,\"errors\":%ld,\"refused\":%ld,\"timeouts\":%ld,\"peer_mismatch\":%ld,"
+	       "\"seconds\":%.3f,\"per_second\":%.1f,",
+	       done, errors, refused, timeouts, peer_mismatch, el, done / el);
 	tally_print(&t);
 	printf("}\n");
 	return errors || peer_mismatch ? 7 : 0;
@@ -605,7 +611,7 @@ static int udp(const char *ip, int port, long n, int connected)
 {
 	struct sockaddr_in want = { .sin_family = AF_INET, .sin_port = htons(port) };
 	struct tally t = {};
-	long ok = 0, errors = 0, wrong_source = 0;
+	long ok = 0, errors = 0, wrong_source = 0, refused = 0, timeouts = 0;
 	int fd = socket(AF_INET, SOCK_DGRAM, 0);
 	struct timeval tv = { .tv_sec = 1 };
 
@@ -623,6 +629,11 @@ static int udp(const char *ip, int port, long n, int connected)
 		ssize_t w = connected ? send(fd, req, sizeof(req), 0) : sendto(fd, req, sizeof(req), 0, (struct sockaddr *)&want, sizeof(want));
 		ssize_t r = w < 0 ? -1 : recvfrom(fd, rep, sizeof(rep), 0, (struct sockaddr *)&from, &fl);
 		if (r != (ssize_t)sizeof(req) + 8 || memcmp(rep + 8, req, sizeof(req))) {
+			/* a connected socket learns of an ICMP port unreachable; an unconnected one only waits */
+			if (r < 0 && errno == ECONNREFUSED)
+				refused++;
+			else if (r < 0 && (errno == EAGAIN || errno == ETIMEDOUT))
+				timeouts++;
 			errors++;
 			continue;
 		}
@@ -635,8 +646,9 @@ static int udp(const char *ip, int port, long n, int connected)
 	socklen_t pl = sizeof(peer);
 	int peer_ok = !connected || (!getpeername(fd, (struct sockaddr *)&peer, &pl) && peer.sin_addr.s_addr == want.sin_addr.s_addr &&
 				     peer.sin_port == want.sin_port);
-	printf("{\"mode\":\"udp\",\"connected\":%s,\"replies\":%ld,\"errors\":%ld,\"wrong_source\":%ld,\"peer_ok\":%s,",
-	       connected ? "true" : "false", ok, errors, wrong_source, peer_ok ? "true" : "false");
+	printf("{\"mode\":\"udp\",\"connected\":%s,\"replies\":%ld,\"errors\":%ld,\"refused\":%ld,\"timeouts\":%ld,"
+	       "\"wrong_source\":%ld,\"peer_ok\":%s,",
+	       connected ? "true" : "false", ok, errors, refused, timeouts, wrong_source, peer_ok ? "true" : "false");
 	tally_print(&t);
 	printf("}\n");
 	return errors || wrong_source || !peer_ok ? 7 : 0;

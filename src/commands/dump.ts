@@ -161,6 +161,8 @@ export interface ServiceRow {
   proto: 'TCP' | 'UDP';
   count: number;
   slots: { slot: number; backendId: number; backend: string }[];
+  /** From the agent's report: the Service and why this frontend is left to kube-proxy (count 0). */
+  left?: { name: string; reason: string };
 }
 
 const PROTO_NAME: Record<number, 'TCP' | 'UDP'> = { 6: 'TCP', 17: 'UDP' };
@@ -173,13 +175,15 @@ export async function serviceRows(dp: Datapath): Promise<ServiceRow[]> {
     return b ? `${b.ip}:${b.port}` : '(missing)';
   };
   const keys = new Set([...have.masters.keys(), ...have.slots.keys()]);
+  const left = new Map((readReport()?.services.left ?? []).map((l) => [l.frontend, { name: l.name, reason: l.reason }]));
   return [...keys].sort().map((k) => {
     const m = have.masters.get(k);
     const [a = '', proto] = k.split('/');
     const slots = [...(have.slots.get(k) ?? new Map<number, number>())]
       .sort((x, y) => x[0] - y[0])
       .map(([slot, id]) => ({ slot, backendId: id, backend: addr(id) }));
-    return { frontend: a, proto: PROTO_NAME[Number(proto)] ?? 'TCP', count: m?.count ?? -1, slots };
+    const why = m?.count === 0 ? left.get(k) : undefined;
+    return { frontend: a, proto: PROTO_NAME[Number(proto)] ?? 'TCP', count: m?.count ?? -1, slots, ...(why ? { left: why } : {}) };
   });
 }
 
@@ -189,7 +193,8 @@ export async function dumpServices(dp: Datapath, fmt: OutputFormat): Promise<str
   if (fmt === 'json') return json(rows);
   const lines: (string | number)[][] = [];
   for (const r of rows) {
-    lines.push([`${r.frontend} (${r.proto})`, 0, r.count < 0 ? '(no master entry)' : `(${r.count} backends)`]);
+    const master = r.count < 0 ? '(no master entry)' : r.count === 0 ? '(0 backends: left to kube-proxy)' : `(${r.count} backends)`;
+    lines.push([`${r.frontend} (${r.proto})`, 0, r.left ? `${master} ${r.left.reason}: ${r.left.name}` : master]);
     for (const s of r.slots) lines.push(['', s.slot, `${s.backend} (id ${s.backendId})`]);
   }
   return table(['SERVICE ADDRESS', 'SLOT', 'BACKEND ADDRESS'], lines) + `${rows.length} frontends\n`;

@@ -108,6 +108,9 @@ export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
         .join(', ')}\n`;
     if (a.policyGaps?.length)
       out += `WARNING: policy APIs not readable (${a.policyGaps.join(', ')}): no pod is accelerated until they answer\n`;
+    const left = Object.entries(a.services.leftCounts ?? {}).filter(([, n]) => n > 0);
+    if (left.length)
+      out += `left to kube-proxy (no usable backend on this node): ${left.map(([why, n]) => `${n} ${why}`).join(', ')} (podwarp dump services)\n`;
   } else out += '\nagent:    no report (no agent has run here, or its run directory differs: PODWARP_RUN_DIR)\n';
   if (s.config?.svcDropped)
     out += `WARNING: ${s.config.svcDropped} services left to kube-proxy: pw_svc/pw_backends are full (PODWARP_MAP_SIZES)\n`;

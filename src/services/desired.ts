@@ -1,7 +1,7 @@
 // Services → the frontends and backends podwarp load-balances at connect():
 // pure, from the snapshot's Services and EndpointSlices.
 import { PROTO } from '../../abi/schema.js';
-import type { Service, Snapshot } from '../model.js';
+import type { Service, ServiceEndpoint, Snapshot } from '../model.js';
 
 export type Proto = (typeof PROTO)[keyof typeof PROTO];
 
@@ -17,11 +17,77 @@ export interface BackendAddr {
   proto: Proto;
 }
 
+/**
+ * Why a frontend has no backend in pw_svc (count 0), so connect() leaves it
+ * to kube-proxy's rules, which give the client kube-proxy's own outcome:
+ * - no_endpoints: no ready or serving-terminating endpoint → REJECT (refused)
+ * - no_local_endpoints: internalTrafficPolicy Local and none on this node, while
+ *   the Service has endpoints elsewhere → DROP (the connect times out)
+ */
+export type LeftReason = 'no_endpoints' | 'no_local_endpoints';
+export const LEFT_REASONS: LeftReason[] = ['no_endpoints', 'no_local_endpoints'];
+
 export interface DesiredService {
   fe: Frontend;
   /** "namespace/name:port-name" for humans */
   name: string;
   backends: BackendAddr[];
+  /** Set when backends is empty: why the frontend is left to kube-proxy. */
+  left?: LeftReason;
+}
+
+/** What the endpoint choice needs to know about this node. */
+export interface NodeTopology {
+  name?: string;
+  /** the node's `topology.kubernetes.io/zone` label */
+  zone?: string;
+}
+
+/**
+ * The endpoints kube-proxy (iptables/nftables mode, pkg/proxy/topology.go)
+ * sends this node's new connections to, for one Service:
+ * - Cluster policy: the ready endpoints, narrowed by topology hints when every
+ *   ready endpoint carries one and some hint names this node (forNodes,
+ *   PreferSameNode) or this node's zone (forZones, PreferClose / topology-mode
+ *   Auto); else all ready ones. None ready → the serving-and-terminating ones
+ *   (KEP-1669), without topology.
+ * - Local policy (internalTrafficPolicy): the ready endpoints on this node,
+ *   else this node's serving-and-terminating ones; none → empty, and
+ *   `left` says whether the Service has endpoints elsewhere (kube-proxy drops)
+ *   or none at all (kube-proxy rejects).
+ * Ready means `ready` (unset = ready), whatever `terminating` says: the
+ * EndpointSlice controller sets ready on terminating pods only for
+ * publishNotReadyAddresses Services, and kube-proxy uses them then.
+ */
+export function usableEndpoints(
+  svc: Pick<Service, 'endpoints' | 'internalTrafficPolicy'>,
+  node: NodeTopology,
+): { endpoints: ServiceEndpoint[]; left?: LeftReason } {
+  const eps = svc.endpoints;
+  const ready = (e: ServiceEndpoint) => e.ready;
+  const fallback = (e: ServiceEndpoint) => !e.ready && e.serving !== false && e.terminating;
+  const usable = (e: ServiceEndpoint) => ready(e) || fallback(e);
+  if (svc.internalTrafficPolicy === 'Local') {
+    const local = (e: ServiceEndpoint) => node.name !== undefined && e.nodeName === node.name;
+    let endpoints = eps.filter((e) => local(e) && ready(e));
+    if (!endpoints.length) endpoints = eps.filter((e) => local(e) && fallback(e));
+    if (endpoints.length) return { endpoints };
+    return { endpoints, left: eps.some(usable) ? 'no_local_endpoints' : 'no_endpoints' };
+  }
+  const readyEps = eps.filter(ready);
+  if (readyEps.length) return { endpoints: narrowByHints(readyEps, node) };
+  const endpoints = eps.filter(fallback);
+  return endpoints.length ? { endpoints } : { endpoints, left: 'no_endpoints' };
+}
+
+/** kube-proxy's topology mode from the hints of the ready endpoints: node hints first, then zone hints, else no narrowing. */
+function narrowByHints(ready: ServiceEndpoint[], node: NodeTopology): ServiceEndpoint[] {
+  const by = (hints: (e: ServiceEndpoint) => string[] | undefined, want: string | undefined) => {
+    if (!want || !ready.every((e) => hints(e)?.length)) return undefined;
+    const close = ready.filter((e) => hints(e)!.includes(want));
+    return close.length ? close : undefined;
+  };
+  return by((e) => e.forNodes, node.name) ?? by((e) => e.forZones, node.zone) ?? ready;
 }
 
 const ipNum = (ip: string) => ip.split('.').reduce((a, o) => a * 256 + Number(o), 0);
@@ -36,23 +102,27 @@ export const beKey = (b: BackendAddr): number => ipNum(b.ip) * 131072 + b.port *
 const cmpAddr = (a: BackendAddr, b: BackendAddr) => ipNum(a.ip) - ipNum(b.ip) || a.port - b.port || a.proto - b.proto;
 
 /**
- * Ready, non-terminating endpoints of every service port. A port is resolved
+ * The usable endpoints (usableEndpoints) of every service port. A port is resolved
  * through the endpoint's (EndpointSlice's) port of the same name; without
  * one, a numeric targetPort (or the service port) is used; a named targetPort
  * the endpoint does not list cannot be resolved and that endpoint is left
  * out (reported in `unresolved`).
  */
-export function desiredServices(snap: Pick<Snapshot, 'services'>): { services: Map<string, DesiredService>; unresolved: string[] } {
+export function desiredServices(snap: Pick<Snapshot, 'services' | 'node' | 'zone'>): {
+  services: Map<string, DesiredService>;
+  unresolved: string[];
+} {
   const services = new Map<string, DesiredService>();
   const unresolved: string[] = [];
+  const node: NodeTopology = { name: snap.node, zone: snap.zone };
   for (const svc of snap.services) {
+    const use = usableEndpoints(svc, node);
     for (const sp of svc.ports) {
       const proto = PROTO[sp.protocol];
       const fe: Frontend = { ip: svc.clusterIP, port: sp.port, proto };
       const seen = new Set<number>();
       const backends: BackendAddr[] = [];
-      for (const e of svc.endpoints) {
-        if (!e.ready || e.terminating) continue; // never chosen for new connections
+      for (const e of use.endpoints) {
         const port = resolvePort(sp, e);
         if (port === undefined) {
           unresolved.push(`${svc.namespace}/${svc.name}:${sp.name ?? sp.port} → ${e.ip}`);
@@ -63,7 +133,8 @@ export function desiredServices(snap: Pick<Snapshot, 'services'>): { services: M
         seen.add(beKey(b));
       }
       backends.sort(cmpAddr);
-      services.set(feKey(fe), { fe, name: `${svc.namespace}/${svc.name}:${sp.name ?? sp.port}`, backends });
+      const name = `${svc.namespace}/${svc.name}:${sp.name ?? sp.port}`;
+      services.set(feKey(fe), backends.length ? { fe, name, backends } : { fe, name, backends, left: use.left ?? 'no_endpoints' });
     }
   }
   return { services, unresolved };

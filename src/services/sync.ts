@@ -9,7 +9,7 @@
 //            is what keeps one change well under 100 ms at 10,000 Services.
 import { PROTO } from '../../abi/schema.js';
 import type { Service } from '../model.js';
-import { desiredServices, feKey, type DesiredService } from './desired.js';
+import { desiredServices, feKey, type DesiredService, type LeftReason, type NodeTopology } from './desired.js';
 import type { ServiceMaps } from './maps.js';
 import { applyToMirror } from './mirror.js';
 import { indexServices, planServices, type ActualServices, type ServiceIndex, type SvcPlan } from './plan.js';
@@ -28,6 +28,8 @@ export interface SvcSyncResult {
   droppedNames: string[];
   /** Frontends left out, in total (not only this pass). */
   dropped: number;
+  /** Frontends written without a backend, left to kube-proxy, by reason (in total). */
+  left: Record<LeftReason, number>;
   /** Endpoints whose named target port could not be resolved (this pass). */
   unresolved: string[];
   full: boolean;
@@ -63,8 +65,34 @@ export class ServiceSync {
   private owner = new Map<string, string>();
   /** Frontend → name, for the frontends left out. */
   private dropped = new Map<string, string>();
+  /** Frontend → name and reason, for the frontends left to kube-proxy (no usable backend here). */
+  private leftFe = new Map<string, { name: string; reason: LeftReason }>();
 
-  constructor(private readonly maps: ServiceMaps) {}
+  /**
+   * @param node this node's name and zone: the endpoints a Service resolves to
+   * depend on them (internalTrafficPolicy Local, topology hints). A change of
+   * either needs a full pass.
+   */
+  constructor(
+    private readonly maps: ServiceMaps,
+    public node: NodeTopology = {},
+  ) {}
+
+  /** The frontends left to kube-proxy now, with the reason, sorted by name. */
+  leftServices(): { frontend: string; name: string; reason: LeftReason }[] {
+    return [...this.leftFe].map(([frontend, v]) => ({ frontend, ...v })).sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  leftCounts(): Record<LeftReason, number> {
+    const c: Record<LeftReason, number> = { no_endpoints: 0, no_local_endpoints: 0 };
+    for (const v of this.leftFe.values()) c[v.reason]++;
+    return c;
+  }
+
+  private noteLeft(scope: Iterable<string>, want: Map<string, DesiredService>): void {
+    for (const fe of scope) this.leftFe.delete(fe);
+    for (const [k, d] of want) if (d.left && !this.dropped.has(k)) this.leftFe.set(k, { name: d.name, reason: d.left });
+  }
 
   /** A mirror exists (a full pass succeeded and no write failed since). */
   get ready(): boolean {
@@ -79,12 +107,15 @@ export class ServiceSync {
     return this.have?.masters.size ?? 0;
   }
 
-  private static desired(services: Service[]): { want: Map<string, DesiredService>; bySvc: Map<string, string[]>; unresolved: string[] } {
+  private static desired(
+    services: Service[],
+    node: NodeTopology,
+  ): { want: Map<string, DesiredService>; bySvc: Map<string, string[]>; unresolved: string[] } {
     const want = new Map<string, DesiredService>();
     const bySvc = new Map<string, string[]>();
     const unresolved: string[] = [];
     for (const s of services) {
-      const d = desiredServices({ services: [s] });
+      const d = desiredServices({ services: [s], node: node.name, zone: node.zone });
       unresolved.push(...d.unresolved);
       bySvc.set(svcKey(s), [...d.services.keys()]);
       for (const [k, v] of d.services) want.set(k, v);
@@ -119,6 +150,7 @@ export class ServiceSync {
     this.feBySvc = new Map();
     this.owner = new Map();
     this.dropped = new Map();
+    this.leftFe = new Map();
     const cap = await this.maps.capacity();
     const ops = noOps();
     const droppedNames: string[] = [];
@@ -133,7 +165,7 @@ export class ServiceSync {
     }
     for (let i = 0; i < services.length; i += chunk) {
       const part = services.slice(i, i + chunk);
-      const { want, bySvc, unresolved: u } = ServiceSync.desired(part);
+      const { want, bySvc, unresolved: u } = ServiceSync.desired(part, this.node);
       unresolved.push(...u);
       const p = planServices(want, have, cap, new Set(want.keys()), index);
       await this.apply(p);
@@ -145,6 +177,7 @@ export class ServiceSync {
       }
       const names = new Set(p.dropped);
       for (const [k, d] of want) if (names.has(d.name)) this.dropped.set(k, d.name);
+      this.noteLeft([], want);
     }
     // backends no slot points to (left by a crash between steps)
     const orphans = [...have.backends.keys()].filter((id) => !index.refs.get(id));
@@ -153,13 +186,16 @@ export class ServiceSync {
       await this.apply(p);
       addOps(ops, p);
     }
-    return { ops, droppedNames, dropped: this.dropped.size, unresolved, full: true, frontends: this.frontends };
+    return { ops, droppedNames, dropped: this.dropped.size, left: this.leftCounts(), unresolved, full: true, frontends: this.frontends };
   }
 
   /** Only the given Services (namespace/name → current object, or undefined when deleted or not load-balanced). */
   async changed(changes: Map<string, Service | undefined>): Promise<SvcSyncResult> {
     if (!this.have || !this.index) throw new Error('ServiceSync.changed() before a full pass');
-    const { want, bySvc, unresolved } = ServiceSync.desired([...changes.values()].filter((s): s is Service => s !== undefined));
+    const { want, bySvc, unresolved } = ServiceSync.desired(
+      [...changes.values()].filter((s): s is Service => s !== undefined),
+      this.node,
+    );
     const scope = new Set<string>(want.keys());
     for (const key of changes.keys()) {
       for (const fe of this.feBySvc.get(key) ?? []) {
@@ -179,8 +215,17 @@ export class ServiceSync {
     for (const fe of scope) this.dropped.delete(fe);
     const names = new Set(p.dropped);
     for (const [k, d] of want) if (names.has(d.name)) this.dropped.set(k, d.name);
+    this.noteLeft(scope, want);
     const ops = noOps();
     addOps(ops, p);
-    return { ops, droppedNames: p.dropped, dropped: this.dropped.size, unresolved, full: false, frontends: this.frontends };
+    return {
+      ops,
+      droppedNames: p.dropped,
+      dropped: this.dropped.size,
+      left: this.leftCounts(),
+      unresolved,
+      full: false,
+      frontends: this.frontends,
+    };
   }
 }

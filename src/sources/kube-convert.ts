@@ -162,7 +162,13 @@ export function serviceFrom(o: V1Service): Converted<Omit<Service, 'endpoints'>>
     const targetPort = typeof tp === 'number' ? tp : typeof tp === 'string' && tp !== '' ? (/^\d+$/.test(tp) ? Number(tp) : tp) : undefined;
     ports.push({ name: p.name || undefined, port: p.port, protocol: proto, targetPort });
   }
-  const value = { namespace: id.ns, name: id.name, clusterIP, ports };
+  const value = {
+    namespace: id.ns,
+    name: id.name,
+    clusterIP,
+    ...(spec.internalTrafficPolicy === 'Local' ? { internalTrafficPolicy: 'Local' as const } : {}),
+    ports,
+  };
   if (!ports.length) return { skip: 'no TCP/UDP port' };
   return odd.length ? { value, skip: `ports not load-balanced (not TCP/UDP or invalid): ${odd.join(', ')}` } : { value };
 }
@@ -198,8 +204,21 @@ export function endpointsFrom(slices: Iterable<V1EndpointSlice>): {
         skips.push({ slice: name, reason: `endpoint without an IPv4 address (${JSON.stringify(e?.addresses ?? null)})` });
         continue;
       }
-      // API semantics: a nil ready means ready; a nil terminating means not terminating
-      endpoints.push({ ip, ready: e.conditions?.ready !== false, terminating: e.conditions?.terminating === true, ports });
+      // API semantics (as kube-proxy reads them): a nil ready or serving means true; a nil terminating means false
+      const names = (h: unknown) =>
+        Array.isArray(h) ? h.map((x: { name?: unknown }) => x?.name).filter((n): n is string => typeof n === 'string' && n !== '') : [];
+      const forZones = names(e.hints?.forZones);
+      const forNodes = names((e.hints as { forNodes?: unknown } | undefined)?.forNodes);
+      endpoints.push({
+        ip,
+        ready: e.conditions?.ready !== false,
+        terminating: e.conditions?.terminating === true,
+        ...(e.conditions?.serving === false ? { serving: false } : {}),
+        ...(typeof e.nodeName === 'string' && e.nodeName !== '' ? { nodeName: e.nodeName } : {}),
+        ...(forZones.length ? { forZones } : {}),
+        ...(forNodes.length ? { forNodes } : {}),
+        ports,
+      });
     }
   }
   return { endpoints, skips };
@@ -212,27 +231,62 @@ export function endpointsFrom(slices: Iterable<V1EndpointSlice>): {
  * Applied to listed items and watch events alike, before caching.
  */
 /**
- * A slice's endpoints as the cache keeps them: "addr,ready,terminating;…"
- * with ready/terminating 1, 0 or - (unset), addr the first IPv4 address
- * or - (none). endpointsFrom() reads both this and the API's array form.
+ * A slice's endpoints as the cache keeps them:
+ * "addr,ready,terminating,serving,nodeName,zoneHints,nodeHints;…" with
+ * ready/terminating/serving 1, 0 or - (unset), addr the first IPv4 address
+ * or - (none), nodeName or - , hints as names joined by | or - (none).
+ * Strings of the older 3-field form read as before. endpointsFrom() reads
+ * both this and the API's array form.
  */
 export type PackedEndpoints = string;
 const flag = (v: unknown) => (v === true ? '1' : v === false ? '0' : '-');
-export function packEndpoints(eps: { addresses?: unknown; conditions?: { ready?: unknown; terminating?: unknown } }[]): PackedEndpoints {
+const word = (v: unknown) => (typeof v === 'string' && v !== '' ? v.replace(/[,;|]/g, '') : '-');
+const hintNames = (h: unknown) => {
+  const n = Array.isArray(h) ? h.map((x: { name?: unknown }) => word(x?.name)).filter((x) => x !== '-') : [];
+  return n.length ? n.join('|') : '-';
+};
+interface ApiEndpoint {
+  addresses?: unknown;
+  conditions?: { ready?: unknown; terminating?: unknown; serving?: unknown };
+  nodeName?: unknown;
+  hints?: { forZones?: unknown; forNodes?: unknown };
+}
+export function packEndpoints(eps: ApiEndpoint[]): PackedEndpoints {
   return eps
     .map((e) => {
       const a = Array.isArray(e?.addresses) ? e.addresses : [];
       const ip = a.find(isIPv4) ?? (a.length ? `!${a.map(String).join('|').replace(/[,;]/g, '')}` : '-');
-      return `${ip},${flag(e?.conditions?.ready)},${flag(e?.conditions?.terminating)}`;
+      const c = e?.conditions;
+      return [
+        ip,
+        flag(c?.ready),
+        flag(c?.terminating),
+        flag(c?.serving),
+        word(e?.nodeName),
+        hintNames(e?.hints?.forZones),
+        hintNames(e?.hints?.forNodes),
+      ].join(',');
     })
     .join(';');
 }
-function unpackEndpoints(p: PackedEndpoints): { addresses: string[]; conditions: { ready?: boolean; terminating?: boolean } }[] {
+function unpackEndpoints(p: PackedEndpoints): {
+  addresses: string[];
+  conditions: { ready?: boolean; terminating?: boolean; serving?: boolean };
+  nodeName?: string;
+  hints?: { forZones?: { name: string }[]; forNodes?: { name: string }[] };
+}[] {
   if (!p) return [];
+  const cond = (k: string, v: string | undefined) => (v === undefined || v === '-' ? {} : { [k]: v === '1' });
+  const hints = (v: string | undefined) => (v === undefined || v === '-' ? undefined : v.split('|').map((name) => ({ name })));
   return p.split(';').map((e) => {
-    const [ip = '-', r, t] = e.split(',');
+    const [ip = '-', r, t, sv, node, zones, nodes] = e.split(',');
     const addresses = ip === '-' ? [] : ip.startsWith('!') ? ip.slice(1).split('|') : [ip];
-    return { addresses, conditions: { ...(r === '-' ? {} : { ready: r === '1' }), ...(t === '-' ? {} : { terminating: t === '1' }) } };
+    return {
+      addresses,
+      conditions: { ...cond('ready', r), ...cond('terminating', t), ...cond('serving', sv) },
+      ...(node === undefined || node === '-' ? {} : { nodeName: node }),
+      hints: { forZones: hints(zones), forNodes: hints(nodes) },
+    };
   });
 }
 
@@ -276,7 +330,7 @@ export function trim(kind: string, o: unknown): unknown {
       };
     }
     case 'services':
-      return { metadata: meta(), spec: pick(x.spec, ['type', 'clusterIP', 'clusterIPs', 'ports']) };
+      return { metadata: meta(), spec: pick(x.spec, ['type', 'clusterIP', 'clusterIPs', 'ports', 'internalTrafficPolicy']) };
     case 'endpointslices':
       return {
         metadata: meta({

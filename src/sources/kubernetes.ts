@@ -36,6 +36,8 @@ import {
   serviceFrom,
 } from './kube-convert.js';
 
+export const ZONE_LABEL = 'topology.kubernetes.io/zone';
+
 export type Kind = 'namespaces' | 'pods' | 'services' | 'endpointslices' | 'networkpolicies';
 export const KINDS: Kind[] = ['namespaces', 'pods', 'services', 'endpointslices', 'networkpolicies'];
 
@@ -154,6 +156,10 @@ export class KubeSource {
   /** Core kinds whose watch failed and that have not relisted since. */
   private readonly stale = new Set<Kind>();
   private stopped = false;
+  /** This node's `topology.kubernetes.io/zone` label, read once at start (undefined: none, or the Node could not be read). */
+  zone?: string;
+  /** Why the zone is unknown, when reading the Node failed. */
+  zoneError?: string;
 
   constructor(
     private readonly opts: KubeSourceOptions,
@@ -217,6 +223,15 @@ export class KubeSource {
       this.informers.set(kind, lw);
     }
     await Promise.all([...this.informers.values()].map((lw) => lw.start()));
+    try {
+      // topology-aware routing compares endpoint zone hints with this node's zone, as kube-proxy does
+      const n = await core.readNode({ name: node });
+      const z = n.metadata?.labels?.[ZONE_LABEL];
+      this.zone = z ? z : undefined;
+    } catch (e) {
+      const code = (e as { code?: unknown }).code;
+      this.zoneError = typeof code === 'number' ? `HTTP ${code}` : errorMessage(e).split('\n')[0];
+    }
     const deadline = Date.now() + timeoutMs;
     await this.discover();
     this.schedule(() => this.rediscover(), this.opts.discoveryMs ?? 30_000);
@@ -475,7 +490,7 @@ export class KubeSource {
       }
     }
     const policyGaps = this.policyGaps();
-    return { node: this.opts.node, namespaces, pods: d.pods, networkPolicies, services: [], policyGaps };
+    return { node: this.opts.node, zone: this.zone, namespaces, pods: d.pods, networkPolicies, services: [], policyGaps };
   }
 
   serviceKeys(): string[] {

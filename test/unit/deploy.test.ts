@@ -51,12 +51,13 @@ describe('deploy/podwarp.yaml', () => {
     expect(one('Namespace').metadata.labels?.['pod-security.kubernetes.io/enforce']).toBe('privileged');
   });
 
-  it('ClusterRole: get/list/watch only, on exactly the resources the informers use (five kinds and the policy APIs)', () => {
+  it('ClusterRole: get/list/watch only, on exactly the resources the informers use (five kinds and the policy APIs), and get on nodes (the zone)', () => {
     const role = one('ClusterRole');
     expect(role.apiVersion).toBe('rbac.authorization.k8s.io/v1');
     const granted = new Set<string>();
     for (const rule of role.rules as Obj[]) {
-      expect([...rule.verbs].sort(), JSON.stringify(rule)).toEqual(['get', 'list', 'watch']);
+      const nodes = JSON.stringify(rule.resources) === '["nodes"]';
+      expect([...rule.verbs].sort(), JSON.stringify(rule)).toEqual(nodes ? ['get'] : ['get', 'list', 'watch']);
       expect(rule.resourceNames, 'no resourceNames').toBeUndefined();
       expect(rule.nonResourceURLs, 'no nonResourceURLs').toBeUndefined();
       for (const g of rule.apiGroups as string[])
@@ -71,6 +72,7 @@ describe('deploy/podwarp.yaml', () => {
     expect([...granted].sort()).toEqual(
       [
         '/namespaces',
+        '/nodes',
         '/pods',
         '/services',
         'discovery.k8s.io/endpointslices',

@@ -174,6 +174,12 @@ describe('trim() (what the informer caches keep)', () => {
         { addresses: ['10.1.0.2'], conditions: { ready: true, serving: true }, nodeName: 'n1', targetRef: { kind: 'Pod', name: 'a' } },
         { addresses: ['10.1.0.3'], conditions: { ready: false, terminating: true } },
         { addresses: ['10.1.0.4'] },
+        {
+          addresses: ['10.1.0.5'],
+          conditions: { ready: false, serving: false, terminating: true },
+          nodeName: 'n2',
+          hints: { forZones: [{ name: 'a' }, { name: 'b' }], forNodes: [{ name: 'n2' }] } as V1EndpointSlice['endpoints'][number]['hints'],
+        },
         { addresses: ['fd00::1'] },
         { addresses: [] },
       ],
@@ -181,6 +187,16 @@ describe('trim() (what the informer caches keep)', () => {
     };
     const t = trim('endpointslices', slice) as V1EndpointSlice;
     expect(endpointsFrom([t])).toEqual(endpointsFrom([slice]));
+    expect(endpointsFrom([t]).endpoints.map(({ ports: _, ...e }) => e)).toEqual([
+      { ip: '10.1.0.2', ready: true, terminating: false, nodeName: 'n1' },
+      { ip: '10.1.0.3', ready: false, terminating: true },
+      { ip: '10.1.0.4', ready: true, terminating: false },
+      { ip: '10.1.0.5', ready: false, terminating: true, serving: false, nodeName: 'n2', forZones: ['a', 'b'], forNodes: ['n2'] },
+    ]);
+    // the older 3-field packed form still reads
+    expect(endpointsFrom([{ ...t, endpoints: '10.1.0.9,0,1' as unknown as V1EndpointSlice['endpoints'] }]).endpoints).toEqual([
+      { ip: '10.1.0.9', ready: false, terminating: true, ports: [{ name: 'http', port: 8080, protocol: 'TCP' }] },
+    ]);
     expect(t.metadata?.labels).toEqual({ 'kubernetes.io/service-name': 'web' });
     expect(JSON.stringify(t)).not.toContain('managedFields');
   });
@@ -199,9 +215,10 @@ describe('trim() (what the informer caches keep)', () => {
   it('keeps services and policies convertible', () => {
     const s: V1Service = {
       metadata: { name: 'web', namespace: 'shop', annotations: { big: 'x'.repeat(1000) } },
-      spec: { clusterIP: '10.96.0.1', ports: [{ port: 80 }], sessionAffinity: 'None' },
+      spec: { clusterIP: '10.96.0.1', ports: [{ port: 80 }], sessionAffinity: 'None', internalTrafficPolicy: 'Local' },
     };
     expect(serviceFrom(trim('services', s) as V1Service)).toEqual(serviceFrom(s));
+    expect(serviceFrom(trim('services', s) as V1Service).value?.internalTrafficPolicy).toBe('Local');
     const np: V1NetworkPolicy = {
       metadata: { name: 'p', namespace: 'shop' },
       spec: { podSelector: { matchLabels: { a: 'b' } }, ingress: [{}] },

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Service, Snapshot } from '../../src/model.js';
-import { beKey, desiredServices, feKey, type BackendAddr, type DesiredService } from '../../src/services/desired.js';
+import { beKey, desiredServices, feKey, usableEndpoints, type BackendAddr, type DesiredService } from '../../src/services/desired.js';
 import { applyToMirror } from '../../src/services/mirror.js';
 import { indexServices, planServices, svcPlanSize, type ActualServices } from '../../src/services/plan.js';
 
@@ -16,7 +16,7 @@ const svc = (over: Partial<Service> = {}): Service => ({
     { ip: '10.1.0.3', ready: true, terminating: false, ports: [{ name: 'http', port: 8080, protocol: 'TCP' }] },
     { ip: '10.1.0.2', ready: true, terminating: false, ports: [{ name: 'http', port: 8081, protocol: 'TCP' }] },
     { ip: '10.1.0.4', ready: false, terminating: false, ports: [{ name: 'http', port: 8080, protocol: 'TCP' }] },
-    { ip: '10.1.0.5', ready: true, terminating: true, ports: [{ name: 'http', port: 8080, protocol: 'TCP' }] },
+    { ip: '10.1.0.5', ready: false, terminating: true, ports: [{ name: 'http', port: 8080, protocol: 'TCP' }] },
     { ip: '10.1.0.6', ready: true, terminating: false, ports: [] },
   ],
   ...over,
@@ -61,6 +61,90 @@ describe('desiredServices()', () => {
       '10.1.0.3:5353',
       '10.1.0.6:5353',
     ]);
+  });
+});
+
+describe('usableEndpoints(): the endpoints kube-proxy would use (pkg/proxy/topology.go)', () => {
+  type Ep = Service['endpoints'][number];
+  const ep = (ip: string, over: Partial<Ep> = {}): Ep => ({ ip, ready: true, terminating: false, ports: [], ...over });
+  const ips = (r: { endpoints: Ep[] }) => r.endpoints.map((e) => e.ip);
+  const here = { name: 'n1', zone: 'a' };
+  const terminatingServing = { ready: false, terminating: true }; // what the controller writes for a terminating ready pod
+
+  it('ready means ready, terminating or not (publishNotReadyAddresses: the controller marks every endpoint ready)', () => {
+    const r = usableEndpoints(
+      { endpoints: [ep('10.0.0.1'), ep('10.0.0.2', { terminating: true }), ep('10.0.0.3', { ready: false })] },
+      here,
+    );
+    expect(ips(r)).toEqual(['10.0.0.1', '10.0.0.2']);
+    expect(r.left).toBeUndefined();
+  });
+  it('no ready endpoint: the serving-and-terminating ones (KEP-1669); not serving or not terminating ones never', () => {
+    const eps = [
+      ep('10.0.0.1', terminatingServing),
+      ep('10.0.0.2', { ...terminatingServing, serving: false }),
+      ep('10.0.0.3', { ready: false }),
+    ];
+    expect(ips(usableEndpoints({ endpoints: eps }, here))).toEqual(['10.0.0.1']);
+    expect(ips(usableEndpoints({ endpoints: [...eps, ep('10.0.0.4')] }, here))).toEqual(['10.0.0.4']);
+    expect(usableEndpoints({ endpoints: eps.slice(1) }, here)).toEqual({ endpoints: [], left: 'no_endpoints' });
+  });
+  it("internalTrafficPolicy Local: this node's ready endpoints, else its serving-terminating ones, else none (kube-proxy drops)", () => {
+    const local = (endpoints: Ep[]) => usableEndpoints({ internalTrafficPolicy: 'Local', endpoints }, here);
+    const n1 = { nodeName: 'n1' };
+    const n2 = { nodeName: 'n2' };
+    expect(ips(local([ep('10.0.0.1', n1), ep('10.0.0.2', n2), ep('10.0.0.3', { ...n1, ready: false })]))).toEqual(['10.0.0.1']);
+    expect(ips(local([ep('10.0.0.1', { ...n1, ...terminatingServing }), ep('10.0.0.2', n2)]))).toEqual(['10.0.0.1']);
+    expect(local([ep('10.0.0.2', n2), ep('10.0.0.3')])).toEqual({ endpoints: [], left: 'no_local_endpoints' });
+    expect(local([ep('10.0.0.2', { ...n2, ...terminatingServing })])).toEqual({ endpoints: [], left: 'no_local_endpoints' });
+    expect(local([ep('10.0.0.1', { ...n1, ready: false })])).toEqual({ endpoints: [], left: 'no_endpoints' });
+    // without a node name nothing is local
+    expect(usableEndpoints({ internalTrafficPolicy: 'Local', endpoints: [ep('10.0.0.1', n1)] }, {}).left).toBe('no_local_endpoints');
+    // topology hints do not apply to Local
+    expect(ips(local([ep('10.0.0.1', { ...n1, forZones: ['b'] }), ep('10.0.0.2', { ...n2, forZones: ['a'] })]))).toEqual(['10.0.0.1']);
+  });
+  it('zone hints (PreferClose): only when every ready endpoint has one and some name this zone; else every ready endpoint', () => {
+    const z = (zones: string[], over: Partial<Ep> = {}) => ({ forZones: zones, ...over });
+    const use = (endpoints: Ep[], node: { name?: string; zone?: string } = here) => ips(usableEndpoints({ endpoints }, node));
+    const hinted = [ep('10.0.0.1', z(['a'])), ep('10.0.0.2', z(['b'])), ep('10.0.0.3', z(['a', 'c']))];
+    expect(use(hinted)).toEqual(['10.0.0.1', '10.0.0.3']);
+    expect(use(hinted, { name: 'n1', zone: 'b' })).toEqual(['10.0.0.2']);
+    // no endpoint for this zone → all
+    expect(use(hinted, { name: 'n1', zone: 'd' })).toEqual(['10.0.0.1', '10.0.0.2', '10.0.0.3']);
+    // the node has no zone label → all
+    expect(use(hinted, { name: 'n1' })).toEqual(['10.0.0.1', '10.0.0.2', '10.0.0.3']);
+    // one ready endpoint without a hint → all
+    expect(use([...hinted, ep('10.0.0.4')])).toEqual(['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4']);
+    // a not-ready endpoint without hints does not count; terminating fallback ignores hints
+    expect(use([...hinted, ep('10.0.0.4', { ready: false })])).toEqual(['10.0.0.1', '10.0.0.3']);
+    expect(use([ep('10.0.0.1', z(['b'], terminatingServing)), ep('10.0.0.2', z(['a'], terminatingServing))])).toEqual([
+      '10.0.0.1',
+      '10.0.0.2',
+    ]);
+  });
+  it('node hints (PreferSameNode, KEP-3015) win over zone hints when every ready endpoint has one and one names this node', () => {
+    const h = (nodes: string[], zones: string[]) => ({ forNodes: nodes, forZones: zones });
+    const eps = [ep('10.0.0.1', h(['n1'], ['a'])), ep('10.0.0.2', h(['n2'], ['a'])), ep('10.0.0.3', h(['n3'], ['b']))];
+    expect(ips(usableEndpoints({ endpoints: eps }, here))).toEqual(['10.0.0.1']);
+    expect(ips(usableEndpoints({ endpoints: eps }, { name: 'n9', zone: 'a' }))).toEqual(['10.0.0.1', '10.0.0.2']);
+  });
+  it('desiredServices() marks a frontend without backends with the reason and uses the node from the snapshot', () => {
+    const s = svc({
+      internalTrafficPolicy: 'Local',
+      endpoints: [
+        { ip: '10.1.0.2', ready: true, terminating: false, nodeName: 'n2', ports: [{ name: 'http', port: 8080, protocol: 'TCP' }] },
+      ],
+    });
+    expect(desiredServices({ services: [s], node: 'n1' }).services.get('10.96.0.10:80/6')).toMatchObject({
+      backends: [],
+      left: 'no_local_endpoints',
+    });
+    expect(desiredServices({ services: [s], node: 'n2' }).services.get('10.96.0.10:80/6')!.backends).toEqual([
+      { ip: '10.1.0.2', port: 8080, proto: 6 },
+    ]);
+    expect(desiredServices({ services: [svc({ endpoints: [] })] }).services.get('10.96.0.10:53/17')).toMatchObject({
+      left: 'no_endpoints',
+    });
   });
 });
 

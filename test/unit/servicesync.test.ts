@@ -26,6 +26,29 @@ const svc = (i: number, ips: string[], port = 80): Service => ({
 const many = (n: number) => Array.from({ length: n }, (_, i) => svc(i, [`10.1.${i >> 8}.${i & 255}`, '10.2.0.1']));
 
 describe('ServiceSync', () => {
+  it('resolves with its node (internalTrafficPolicy Local) and names the frontends left to kube-proxy, full and changed', async () => {
+    const k = fakeKernel();
+    const local = (i: number, nodes: string[]): Service => ({
+      ...svc(i, []),
+      internalTrafficPolicy: 'Local',
+      endpoints: nodes.map((nodeName, j) => ({ ip: `10.1.${i}.${j + 1}`, ready: true, terminating: false, nodeName, ports: [] })),
+    });
+    const sync = new ServiceSync(k.maps, { name: 'n1' });
+    const r = await sync.full([local(1, ['n1', 'n2']), local(2, ['n2']), svc(3, [])]);
+    expect(r.left).toEqual({ no_endpoints: 1, no_local_endpoints: 1 });
+    expect(sync.leftServices()).toEqual([
+      { frontend: '10.96.0.2:80/6', name: 'ns/s2:http', reason: 'no_local_endpoints' },
+      { frontend: '10.96.0.3:80/6', name: 'ns/s3:http', reason: 'no_endpoints' },
+    ]);
+    expect((await k.maps.read()).masters.get('10.96.0.1:80/6')?.count).toBe(1);
+    expect((await k.maps.read()).masters.get('10.96.0.2:80/6')?.count).toBe(0);
+    const c = await sync.changed(new Map([['ns/s2', local(2, ['n2', 'n1'])]]));
+    expect(c.left).toEqual({ no_endpoints: 1, no_local_endpoints: 0 });
+    expect((await k.maps.read()).masters.get('10.96.0.2:80/6')?.count).toBe(1);
+    await sync.changed(new Map([['ns/s3', undefined]]));
+    expect(sync.leftServices()).toEqual([]);
+  });
+
   it('a chunked full pass writes everything; a second one (a restart) writes nothing', async () => {
     const k = fakeKernel();
     const r = await new ServiceSync(k.maps).full(many(250), 100);
