@@ -338,6 +338,22 @@ describe('agent --source kubernetes against an API server double', () => {
 
   it('a restarted agent converges without rewriting one unchanged entry', async () => {
     const a1 = agents[0]!;
+    // the first agent idle first: no pass of its changed anything for two node-local resyncs
+    // (--resync 1; a pass logs only when it changes something). On a loaded machine a change
+    // from the tests above may still be on its way, and the second agent would rightly finish it.
+    const changes = () => a1.lines.filter((l) => l.msg === 'reconciled' || l.msg === 'reconciled pods').length;
+    let seen = -1;
+    await until(
+      'the first agent idle',
+      async () => {
+        const now = changes();
+        if (now === seen) return true;
+        seen = now;
+        await new Promise((r) => setTimeout(r, 2500));
+        return false;
+      },
+      60_000,
+    );
     const before = await readActual(env!.dp);
     const svcBefore = await new BpfServiceMaps(env!.dp).read();
     const ids = { ep: await env!.dp.maps.mapId('pw_endpoints'), svc: await env!.dp.maps.mapId('pw_svc') };
