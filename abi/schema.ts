@@ -95,6 +95,7 @@ export const MSG_REASONS = [
   'passthrough', // flow is on the normal TCP path (no peer at start, bulk, or disabled)
   'to_tcp_bulk', // flow switched to TCP for good after a bulk-sized message
   'to_tcp_off', // flow switched to TCP for good: socket acceleration switched off
+  'to_tcp_queue', // redirected, and the flow then switched to TCP for good: the peer held QUEUE_MAX_BYTES unread (TCP's window paces the writer)
 ] as const;
 
 export const PROXY_REASONS = [
@@ -141,6 +142,18 @@ export const STAT_GROUPS: StatGroup[] = [
 export const FLOW_FLAGS = {
   /** Messages of this socket go through TCP, never redirected again. */
   PASSTHROUGH: 1 << 0,
+} as const;
+
+/**
+ * Flow control of the sockmap fast path. A redirected message is queued on
+ * the peer socket without any receive window: a writer faster than its
+ * reader would queue without bound (until tcp_mem, then ENOMEM). bpf/trace/
+ * counts what each socket reads from that queue (pw_sock_read); pw_sk_msg
+ * moves a flow to TCP for good once redirected − read would pass this bound.
+ */
+export const FLOW_CONTROL = {
+  /** Unread redirected bytes a socket may hold (16 MiB: TCP's default tcp_rmem[2] 6 MiB + tcp_wmem[2] 4 MiB, rounded up). */
+  QUEUE_MAX_BYTES: 16 << 20,
 } as const;
 
 /** Cgroup hooks podwarp attaches (pw_cgroup.hooks). */
@@ -256,6 +269,12 @@ const flow: StructDef = {
     { name: '_pad0', type: 'u32', doc: 'explicit padding, zero' },
     { name: 'bytes', type: 'u64', doc: 'bytes redirected so far' },
   ],
+};
+
+const sockRead: StructDef = {
+  name: 'pw_read',
+  doc: 'Bytes a socket has read from its psock ingress queue (data its peer redirected).',
+  fields: [{ name: 'bytes', type: 'u64', doc: 'bytes read so far' }],
 };
 
 const cookieKey: StructDef = {
@@ -466,6 +485,17 @@ export const MAPS: MapDef[] = [
       'bpf/pw_sk_msg.c (decision at first message, bulk switch), bpf/pw_sockops.c (delete at close); loader/sockdrain.ts (passthrough before a drain)',
     reader: 'bpf/pw_sk_msg.c; loader/sockdrain.ts; `podwarp dump sockets`',
     doc: 'Per-socket fast-path state: redirected, or on TCP for good.',
+  },
+  {
+    name: 'pw_sock_read',
+    type: 'lru_hash',
+    key: sockKey,
+    value: sockRead,
+    maxEntries: 65536,
+    writer:
+      'bpf/trace/pw_read.h (fexit on the kernel function that copies a psock ingress queue to the reader), only for sockets a pw_flows flow redirects into; bpf/pw_sockops.c (delete at close)',
+    reader: "bpf/pw_sk_msg.c (unread = the sender's pw_flows.bytes − this); `podwarp dump sockets`",
+    doc: 'Flow control: bytes each accelerated socket has read of what its peer redirected into it.',
   },
   {
     name: 'pw_odst_cookie',

@@ -10,7 +10,7 @@
  * never overwritten (the socket just stays on TCP).
  *
  * Maps: pw_sock (write), pw_endpoints, pw_config, pw_odst_cookie (read),
- * pw_odst_tuple (write), pw_flows (delete at close), pw_stats.
+ * pw_odst_tuple (write), pw_flows and pw_sock_read (delete at close), pw_stats.
  */
 #include "pw_common.h"
 
@@ -28,8 +28,11 @@ int pw_sockops(struct bpf_sock_ops *skops)
 		return 1; /* IPv6 proper: not accelerated */
 
 	if (op == BPF_SOCK_OPS_STATE_CB) {
-		if (skops->args[1] == TCP_CLOSE && bpf_map_delete_elem(&pw_flows, &k) == 0)
-			pw_count(PW_SOCKOPS_CLOSED, 0);
+		if (skops->args[1] == TCP_CLOSE) {
+			bpf_map_delete_elem(&pw_sock_read, &k);
+			if (bpf_map_delete_elem(&pw_flows, &k) == 0)
+				pw_count(PW_SOCKOPS_CLOSED, 0);
+		}
 		return 1;
 	}
 	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
@@ -64,6 +67,7 @@ int pw_sockops(struct bpf_sock_ops *skops)
 
 	/* a new connection never inherits the state of an old one with the same 4-tuple */
 	bpf_map_delete_elem(&pw_flows, &k);
+	bpf_map_delete_elem(&pw_sock_read, &k);
 	long err = bpf_sock_hash_update(skops, &pw_sock, &k, BPF_NOEXIST);
 	if (err == 0) {
 		/* be told at close, to drop the flow state */

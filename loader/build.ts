@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { compile } from './clang.js';
+import { compile, compileHost } from './clang.js';
 import { InputError } from './errors.js';
 import { generateHeader, generateTypesHeader } from '../abi/cgen.js';
 import { log } from './log.js';
@@ -22,18 +22,9 @@ export const BUILD = path.join(ROOT, 'build');
 export const OBJ_DIR = path.join(BUILD, 'bpf');
 export const GEN_INCLUDE = path.join(BUILD, 'include');
 
-/** Programs, one object each (bpf/*.c), loaded with `bpftool prog loadall`. */
-export function programSources(): string[] {
-  return fs
-    .readdirSync(BPF_SRC)
-    .filter((f) => f.endsWith('.c'))
-    .sort()
-    .map((f) => path.join(BPF_SRC, f));
-}
-
-/** Iterators (bpf/iter/*.c): standalone objects pinned with `bpftool iter pin`. */
-export function iterSources(): string[] {
-  const dir = path.join(BPF_SRC, 'iter');
+/** The C sources of one directory under bpf/, sorted. */
+function cSources(sub: string): string[] {
+  const dir = path.join(BPF_SRC, sub);
   return fs
     .readdirSync(dir)
     .filter((f) => f.endsWith('.c'))
@@ -41,8 +32,31 @@ export function iterSources(): string[] {
     .map((f) => path.join(dir, f));
 }
 
+/** Programs, one object each (bpf/*.c), loaded with `bpftool prog loadall`. */
+export const programSources = (): string[] => cSources('');
+
+/** Iterators (bpf/iter/*.c): standalone objects pinned with `bpftool iter pin`. */
+export const iterSources = (): string[] => cSources('iter');
+
+/**
+ * Tracing programs (bpf/trace/<kernel function>.c): one object per name the
+ * hooked kernel function has had; the loader loads the first the running
+ * kernel has (loader/datapath.ts).
+ */
+export const traceSources = (): string[] => cSources('trace');
+
+/** Every BPF source `build()` compiles. */
+export function bpfSources(): string[] {
+  return [...programSources(), ...iterSources(), ...traceSources()];
+}
+
+/** The host tool that attaches tracing programs (loader/native/pw_trace_link.c). */
+export const TRACE_LINK_SRC = path.join(ROOT, 'loader', 'native', 'pw_trace_link.c');
+export const TRACE_LINK_BIN = path.join(BUILD, 'bin', 'pw-trace-link');
+
 export function objectFor(src: string): string {
-  const sub = path.basename(path.dirname(src)) === 'iter' ? 'iter' : '';
+  const parent = path.basename(path.dirname(src));
+  const sub = parent === 'iter' || parent === 'trace' ? parent : '';
   return path.join(OBJ_DIR, sub, path.basename(src).replace(/\.c$/, '.o'));
 }
 
@@ -71,7 +85,7 @@ function generatedHeaders(): [string, string][] {
 function headerFiles(generated: [string, string][]): string[] {
   return [
     ...generated.map(([f]) => f),
-    ...[BPF_SRC, path.join(BPF_SRC, 'iter')].flatMap((d) =>
+    ...[BPF_SRC, path.join(BPF_SRC, 'iter'), path.join(BPF_SRC, 'trace')].flatMap((d) =>
       fs
         .readdirSync(d)
         .filter((f) => f.endsWith('.h'))
@@ -80,8 +94,7 @@ function headerFiles(generated: [string, string][]): string[] {
   ];
 }
 
-function isStale(src: string, headers: string[]): boolean {
-  const out = objectFor(src);
+function isStale(src: string, headers: string[], out = objectFor(src)): boolean {
   return !fs.existsSync(out) || fs.statSync(out).mtimeMs < newest([src, ...headers]);
 }
 
@@ -93,20 +106,22 @@ function isStale(src: string, headers: string[]): boolean {
 export function staleSources(): string[] {
   const generated = generatedHeaders();
   const changed = generated.some(([file, text]) => !fs.existsSync(file) || fs.readFileSync(file, 'utf8') !== text);
-  const all = [...programSources(), ...iterSources()];
-  return changed ? all : all.filter((src) => isStale(src, headerFiles(generated)));
+  const all = bpfSources();
+  const stale = changed ? all : all.filter((src) => isStale(src, headerFiles(generated)));
+  return isStale(TRACE_LINK_SRC, [], TRACE_LINK_BIN) ? [...stale, TRACE_LINK_SRC] : stale;
 }
 
 /** Builds what is out of date; returns the object paths. */
 export async function build(opts: { force?: boolean } = {}): Promise<string[]> {
   fs.mkdirSync(GEN_INCLUDE, { recursive: true });
   fs.mkdirSync(path.join(OBJ_DIR, 'iter'), { recursive: true });
+  fs.mkdirSync(path.join(OBJ_DIR, 'trace'), { recursive: true });
   const generated = generatedHeaders();
   // rewritten only when the text changes: the objects' staleness follows the headers' mtime
   for (const [file, text] of generated) if (!fs.existsSync(file) || fs.readFileSync(file, 'utf8') !== text) fs.writeFileSync(file, text);
   const headers = headerFiles(generated);
   const objs: string[] = [];
-  for (const src of [...programSources(), ...iterSources()]) {
+  for (const src of bpfSources()) {
     const out = objectFor(src);
     if (opts.force || isStale(src, headers)) {
       const tmp = `${out}.tmp-${process.pid}`;
@@ -115,6 +130,12 @@ export async function build(opts: { force?: boolean } = {}): Promise<string[]> {
       log.info({ object: path.relative(ROOT, out) }, 'compiled');
     }
     objs.push(out);
+  }
+  if (opts.force || isStale(TRACE_LINK_SRC, [], TRACE_LINK_BIN)) {
+    fs.mkdirSync(path.dirname(TRACE_LINK_BIN), { recursive: true });
+    await compileHost(TRACE_LINK_SRC, `${TRACE_LINK_BIN}.tmp-${process.pid}`);
+    fs.renameSync(`${TRACE_LINK_BIN}.tmp-${process.pid}`, TRACE_LINK_BIN);
+    log.info({ tool: path.relative(ROOT, TRACE_LINK_BIN) }, 'compiled');
   }
   return objs;
 }

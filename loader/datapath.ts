@@ -5,14 +5,15 @@
 // own module.
 import fs from 'node:fs';
 import path from 'node:path';
-import { MAPS, layoutOf, mapDef, type MapDef } from '../abi/schema.js';
+import { FLOW_CONTROL, MAPS, layoutOf, mapDef, type MapDef } from '../abi/schema.js';
 import * as bpftool from './bpftool.js';
-import { mapSizes } from './build.js';
+import { TRACE_LINK_BIN, mapSizes } from './build.js';
 import { CgroupAttachments } from './cgroupattach.js';
-import { ToolError } from './errors.js';
+import { ToolError, errorMessage } from './errors.js';
+import { run } from './exec.js';
 import { log } from './log.js';
 import { Maps } from './maps.js';
-import { MSG_PROG, Pins } from './pins.js';
+import { MSG_PROG, Pins, READ_PROG } from './pins.js';
 import { SocketDrain } from './sockdrain.js';
 import { TcAttachments } from './tcattach.js';
 
@@ -22,6 +23,30 @@ export interface UninstallResult {
   removedPins: boolean;
   cgroupsDetached: string[];
   socketsRemoved: number;
+}
+
+/** Where pw_sk_msg's flow control gets a peer's unread bytes (loader/datapath.ts loadFlowControl). */
+export interface FlowControl {
+  /** psock: the kernel's msg_tot_len; fexit: bpf/trace/ counts reads at `fn`; none: bound on all redirected bytes. */
+  source: 'psock' | 'fexit' | 'none';
+  fn?: string;
+  error?: string;
+}
+
+/** Flow control as the pins show it (for a process that did not load: status). */
+export function flowControlOf(pins: Pins, kernelHasMsgLen: boolean): FlowControl {
+  if (kernelHasMsgLen) return { source: 'psock' };
+  const fn = pins.links()[0];
+  return fn ? { source: 'fexit', fn } : { source: 'none' };
+}
+
+/** One line for status and doctor. */
+export function describeFlowControl(fc: FlowControl): string {
+  const bound = `${FLOW_CONTROL.QUEUE_MAX_BYTES >> 20} MiB`;
+  if (fc.source === 'psock') return `a redirected flow moves to TCP when its reader holds ${bound} unread (the kernel's psock msg_tot_len)`;
+  if (fc.source === 'fexit')
+    return `a redirected flow moves to TCP when its reader holds ${bound} unread (reads counted by fexit on ${fc.fn ?? '?'})`;
+  return `NO read counter on this kernel (neither psock msg_tot_len nor fentry${fc.error ? `: ${fc.error}` : ''}): every redirected flow moves to TCP after ${bound}`;
 }
 
 export class Datapath {
@@ -57,26 +82,12 @@ export class Datapath {
    * atomically: a restart never drops traffic.
    */
   async load(objs: string[]): Promise<void> {
-    const objects = objs.filter((o) => !isIterator(o));
-    const iterators = objs.filter(isIterator);
+    const objects = objs.filter((o) => kindOf(o) === 'program');
+    const iterators = objs.filter((o) => kindOf(o) === 'iter');
+    const traces = objs.filter((o) => kindOf(o) === 'trace');
     fs.mkdirSync(this.pins.mapsDir, { recursive: true });
     fs.mkdirSync(this.pins.progsDir, { recursive: true });
-    for (const obj of objects) {
-      const stage = path.join(this.pins.root, `stage_${process.pid}_${Date.now()}`);
-      fs.mkdirSync(stage);
-      try {
-        const reuse = MAPS.filter((m) => this.pins.hasMap(m.name)).map((m) => ({ name: m.name, pin: this.pins.map(m.name) }));
-        await this.checkCompatible(reuse.map((r) => mapDef(r.name)));
-        await bpftool.progLoadAll(obj, path.join(stage, 'progs'), reuse, path.join(stage, 'maps'));
-        for (const m of fs.readdirSync(path.join(stage, 'maps'))) {
-          // only the schema's maps are shared; an object's own .rodata/.bss stays with its programs
-          if (MAPS.some((x) => x.name === m) && !this.pins.hasMap(m)) fs.renameSync(path.join(stage, 'maps', m), this.pins.map(m));
-        }
-        for (const p of fs.readdirSync(path.join(stage, 'progs'))) fs.renameSync(path.join(stage, 'progs', p), this.pins.prog(p));
-      } finally {
-        fs.rmSync(stage, { recursive: true, force: true });
-      }
-    }
+    for (const obj of objects) await this.loadObject(obj);
     await this.tc.reattach();
     if (this.pins.hasProg(MSG_PROG)) await bpftool.msgVerdictAttach(this.pins.prog(MSG_PROG), this.pins.map('pw_sock'));
     await this.cgroups.reattach();
@@ -88,7 +99,69 @@ export class Datapath {
       await bpftool.iterPin(it, tmp, this.pins.map(name));
       fs.renameSync(tmp, this.pins.iter(name));
     }
+    this.flowControl = await this.loadFlowControl(traces);
     log.info({ pinRoot: this.pins.root, objects: objs.map((o) => path.basename(o)) }, 'datapath loaded');
+  }
+
+  /** How flow control counts a peer's unread bytes on this kernel, after load(). */
+  flowControl: FlowControl = { source: 'none' };
+
+  /** One object: its programs pinned (replacing older pins), the schema's maps shared. */
+  private async loadObject(obj: string): Promise<void> {
+    const stage = path.join(this.pins.root, `stage_${process.pid}_${Date.now()}`);
+    fs.mkdirSync(stage);
+    try {
+      const reuse = MAPS.filter((m) => this.pins.hasMap(m.name)).map((m) => ({ name: m.name, pin: this.pins.map(m.name) }));
+      await this.checkCompatible(reuse.map((r) => mapDef(r.name)));
+      await bpftool.progLoadAll(obj, path.join(stage, 'progs'), reuse, path.join(stage, 'maps'));
+      for (const m of fs.readdirSync(path.join(stage, 'maps'))) {
+        // only the schema's maps are shared; an object's own .rodata/.bss stays with its programs
+        if (MAPS.some((x) => x.name === m) && !this.pins.hasMap(m)) fs.renameSync(path.join(stage, 'maps', m), this.pins.map(m));
+      }
+      for (const p of fs.readdirSync(path.join(stage, 'progs'))) fs.renameSync(path.join(stage, 'progs', p), this.pins.prog(p));
+    } finally {
+      fs.rmSync(stage, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * Flow control (bpf/pw_sk_msg.c). A kernel whose psock keeps msg_tot_len
+   * needs nothing more. Otherwise the read counter (bpf/trace/<fn>.c): the
+   * first object whose kernel function the running kernel has (its load
+   * fails on the others), attached by a link pinned at links/<fn>. A reload
+   * attaches the new program before it replaces the old link's pin
+   * (dropping the pin detaches the old one): no read goes uncounted, a few
+   * count twice, which lets a queue pass the bound by that much. With
+   * neither, pw_sk_msg counts every redirected byte as unread: flows move to
+   * TCP after PW_QUEUE_MAX_BYTES (safe, slower); status and doctor say so.
+   */
+  private async loadFlowControl(traces: string[]): Promise<FlowControl> {
+    if (await bpftool.kernelStructHasMember('sk_psock', 'msg_tot_len')) {
+      for (const l of this.pins.links()) fs.rmSync(this.pins.link(l), { force: true });
+      return { source: 'psock' };
+    }
+    const errors: string[] = [];
+    for (const obj of traces) {
+      const fn = path.basename(obj, '.o');
+      try {
+        await this.loadObject(obj);
+        fs.mkdirSync(this.pins.linksDir, { recursive: true });
+        const tmp = this.pins.link(`${fn}_new`);
+        fs.rmSync(tmp, { force: true });
+        await run(`attach ${READ_PROG} to ${fn}`, [TRACE_LINK_BIN, this.pins.prog(READ_PROG), tmp]);
+        fs.renameSync(tmp, this.pins.link(fn));
+        for (const other of this.pins.links()) if (other !== fn) fs.rmSync(this.pins.link(other), { force: true });
+        return { source: 'fexit', fn };
+      } catch (e) {
+        errors.push(`${fn}: ${errorMessage(e).split('\n')[0]}`);
+      }
+    }
+    const error = traces.length ? errors.join('; ') : 'no bpf/trace objects were built';
+    log.warn(
+      { error },
+      `flow control: this kernel has neither psock msg_tot_len nor fentry on ${traces.map((t) => path.basename(t, '.o')).join('/')}; accelerated flows move to TCP after ${FLOW_CONTROL.QUEUE_MAX_BYTES >> 20} MiB`,
+    );
+    return { source: 'none', error };
   }
 
   /** A pinned map whose layout or size differs from this build's cannot be reused: say so clearly. */
@@ -153,7 +226,11 @@ export class Datapath {
   }
 }
 
-/** Iterator objects (bpf/iter/*.c) are pinned as bpf_iter links, not loaded as programs. */
-function isIterator(obj: string): boolean {
-  return path.basename(path.dirname(obj)) === 'iter';
+/**
+ * bpf/*.c: programs (loadall); bpf/iter/*.c: pinned as bpf_iter links;
+ * bpf/trace/<fn>.c: one of them loaded, attached by a pinned link.
+ */
+function kindOf(obj: string): 'program' | 'iter' | 'trace' {
+  const dir = path.basename(path.dirname(obj));
+  return dir === 'iter' || dir === 'trace' ? dir : 'program';
 }

@@ -12,7 +12,7 @@ import { MAPS } from '../abi/schema.js';
 import * as bpftool from './bpftool.js';
 import { BPF_SRC, build, staleSources } from './build.js';
 import { HOOK_PROGS } from './cgroupattach.js';
-import { Datapath } from './datapath.js';
+import { Datapath, describeFlowControl } from './datapath.js';
 import { errorMessage } from './errors.js';
 import { run, which } from './exec.js';
 import { findMount, parseMounts } from './mounts.js';
@@ -39,6 +39,8 @@ export interface ProgramNeeds {
   source: string;
   section: string;
   helpers: string[];
+  /** Called only in a branch CO-RE removes on kernels that lack what it reads (the verifier never sees it there). */
+  optionalHelpers?: string[];
 }
 
 /** What `bpftool feature probe kernel -j` says (the parts used here). */
@@ -72,6 +74,8 @@ export function sectionKind(section: string): { progType: string; attach: string
   if (section === 'sk_msg') return { progType: 'sk_msg', attach: 'sk_msg verdict on sockhash' };
   const cg = /^cgroup\/(connect4|sendmsg4|recvmsg4|getpeername4|getsockopt)$/.exec(section);
   if (cg) return { progType: cg[1] === 'getsockopt' ? 'cgroup_sockopt' : 'cgroup_sock_addr', attach: `cgroup ${cg[1]}` };
+  const fx = /^fexit\/(\w+)$/.exec(section);
+  if (fx) return { progType: 'tracing', attach: `fexit ${fx[1]} (pinned link)` };
   const it = /^iter\/(sockmap|bpf_map_elem)$/.exec(section);
   if (it) return { progType: 'tracing', attach: `iter ${it[1]}` };
   throw new Error(`bpf/requirements.json: section "${section}" has no program type here (loader/doctor.ts sectionKind)`);
@@ -160,12 +164,13 @@ function probeChecks(f: DoctorFacts, needs: ProgramNeeds[]): Check[] {
   }
   const out: Check[] = [];
   const loaded = f.load?.find((c) => c.check === 'load programs')?.result === 'pass';
-  const byType = new Map<string, { sections: Set<string>; helpers: Set<string> }>();
+  const byType = new Map<string, { sections: Set<string>; helpers: Set<string>; optional: Set<string> }>();
   for (const n of needs) {
     const t = sectionKind(n.section).progType;
-    const e = byType.get(t) ?? { sections: new Set(), helpers: new Set() };
+    const e = byType.get(t) ?? { sections: new Set(), helpers: new Set(), optional: new Set() };
     e.sections.add(n.section);
     n.helpers.forEach((h) => e.helpers.add(h));
+    (n.optionalHelpers ?? []).forEach((h) => e.optional.add(h));
     byType.set(t, e);
   }
   for (const [t, e] of [...byType].sort(([a], [b]) => a.localeCompare(b))) {
@@ -194,10 +199,12 @@ function probeChecks(f: DoctorFacts, needs: ProgramNeeds[]): Check[] {
     const avail = new Set(p.helpers?.[`${t}_available_helpers`] ?? []);
     const used = [...e.helpers].sort();
     const missing = used.filter((h) => !avail.has(h));
+    const optMissing = [...e.optional].filter((h) => !avail.has(h)).sort();
+    const optNote = optMissing.length ? `; optional ${optMissing.join(', ')} not available (its branch is not loaded here)` : '';
     out.push({
       check: `helpers for ${t}`,
       result: missing.length ? 'fail' : 'pass',
-      detail: missing.length ? `missing: ${missing.join(', ')}` : `${used.length} used, all available`,
+      detail: missing.length ? `missing: ${missing.join(', ')}` : `${used.length} used, all available${optNote}`,
       fix: missing.length ? `a kernel ≥ ${KERNEL_FLOOR.join('.')} with these helpers` : '',
     });
     if (t === 'sched_cls')
@@ -375,6 +382,16 @@ async function scratchLoad(cg2: string, haveUnshare: boolean): Promise<Check[]> 
       return out;
     }
     out.push({ check: 'attach sk_msg verdict on sockhash', result: 'pass', detail: `${MSG_PROG} on pw_sock`, fix: '' });
+    const fc = dp.flowControl;
+    out.push({
+      check: 'sockmap flow control',
+      result: fc.source === 'none' ? 'warn' : 'pass',
+      detail: describeFlowControl(fc),
+      fix:
+        fc.source === 'none'
+          ? 'a kernel with fentry (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS) or ≥ 6.5; until then bulk flows lose acceleration after the bound'
+          : '',
+    });
     const iters = fs.existsSync(dp.pins.iterDir) ? fs.readdirSync(dp.pins.iterDir).sort() : [];
     try {
       for (const it of iters) fs.readFileSync(dp.pins.iter(it));

@@ -1,6 +1,6 @@
 // `podwarp status`: what is loaded, pinned and attached where.
 import fs from 'node:fs';
-import type { Datapath } from '../../loader/datapath.js';
+import { describeFlowControl, flowControlOf, type Datapath } from '../../loader/datapath.js';
 import { probe } from '../../loader/features.js';
 import { CONFIG_FLAGS, MAPS, mapDef } from '../../abi/schema.js';
 import { flagNames } from '../../abi/codec.js';
@@ -37,8 +37,22 @@ export async function statusData(dp: Datapath) {
   // counted that are no longer in pw_endpoints would show as a mismatch
   const agent = readReport();
   const cgroupListing = bpftool.cgroupListingPath() ?? 'unused';
+  const flowControl = flowControlOf(dp.pins, await bpftool.kernelStructHasMember('sk_psock', 'msg_tot_len'));
   const hint = loaded ? undefined : 'datapath not loaded: run `podwarp doctor` to check the prerequisites';
-  return { pinRoot: dp.pinRoot, loaded, hint, features, maps, programs: progs, attachments, cgroups, cgroupListing, config, agent };
+  return {
+    pinRoot: dp.pinRoot,
+    loaded,
+    hint,
+    features,
+    maps,
+    programs: progs,
+    attachments,
+    cgroups,
+    cgroupListing,
+    flowControl,
+    config,
+    agent,
+  };
 }
 
 export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
@@ -84,6 +98,7 @@ export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
     );
   out += `${s.cgroups.length} cgroup attachments; sk_msg on pw_sock; socket acceleration ${s.config && s.config.flags & CONFIG_FLAGS.SOCKMAP_ON ? 'on' : 'off'}\n`;
   out += `cgroup listing: ${s.cgroupListing === 'effective' ? 'bpftool cgroup show … effective minus the parent (the kernel rejects the attach-flags query, < 6.0)' : s.cgroupListing === 'query' ? 'bpftool cgroup show' : 'not needed yet'}\n`;
+  out += `flow control: ${describeFlowControl(s.flowControl)}\n`;
   const a = s.agent;
   if (a) {
     const rows = Object.entries(a.namespaces).sort(([x], [y]) => x.localeCompare(y));
