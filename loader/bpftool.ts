@@ -195,22 +195,6 @@ export async function btfDumpFile(obj: string): Promise<BtfType[]> {
   return (await bpftoolJson('dump BTF', ['btf', 'dump', 'file', obj], btfSchema)).types;
 }
 
-/**
- * Whether the running kernel's struct has a member (raw BTF text of
- * /sys/kernel/btf/vmlinux: the STRUCT line, then one line per member).
- */
-export async function kernelStructHasMember(struct: string, member: string): Promise<boolean> {
-  const raw = (await run('dump kernel BTF', ['bpftool', 'btf', 'dump', 'file', '/sys/kernel/btf/vmlinux', 'format', 'raw'])).stdout;
-  const at = raw.indexOf(`] STRUCT '${struct}' `);
-  if (at < 0) return false;
-  const body = raw.slice(raw.indexOf('\n', at) + 1).split('\n');
-  for (const line of body) {
-    if (!line.startsWith('\t')) break;
-    if (line.startsWith(`\t'${member}' `)) return true;
-  }
-  return false;
-}
-
 // ---- feature probes ----
 
 export interface FeatureProbe {

@@ -12,6 +12,7 @@ import { CgroupAttachments } from './cgroupattach.js';
 import { ToolError, errorMessage } from './errors.js';
 import { run } from './exec.js';
 import { log } from './log.js';
+import { kernelStructHasMember } from './kbtf.js';
 import { Maps } from './maps.js';
 import { MSG_PROG, Pins, READ_PROG } from './pins.js';
 import { SocketDrain } from './sockdrain.js';
@@ -136,7 +137,7 @@ export class Datapath {
    * TCP after PW_QUEUE_MAX_BYTES (safe, slower); status and doctor say so.
    */
   private async loadFlowControl(traces: string[]): Promise<FlowControl> {
-    if (await bpftool.kernelStructHasMember('sk_psock', 'msg_tot_len')) {
+    if (kernelStructHasMember('sk_psock', 'msg_tot_len')) {
       for (const l of this.pins.links()) fs.rmSync(this.pins.link(l), { force: true });
       return { source: 'psock' };
     }

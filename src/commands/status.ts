@@ -9,6 +9,7 @@ import type { OutputFormat } from './dump.js';
 import * as bpftool from '../../loader/bpftool.js';
 import { readReport } from '../report.js';
 import { readConfig } from '../pods/apply.js';
+import { kernelStructHasMember } from '../../loader/kbtf.js';
 
 export async function statusData(dp: Datapath) {
   const features = await probe();
@@ -37,7 +38,7 @@ export async function statusData(dp: Datapath) {
   // counted that are no longer in pw_endpoints would show as a mismatch
   const agent = readReport();
   const cgroupListing = bpftool.cgroupListingPath() ?? 'unused';
-  const flowControl = flowControlOf(dp.pins, await bpftool.kernelStructHasMember('sk_psock', 'msg_tot_len'));
+  const flowControl = flowControlOf(dp.pins, kernelStructHasMember('sk_psock', 'msg_tot_len'));
   const hint = loaded ? undefined : 'datapath not loaded: run `podwarp doctor` to check the prerequisites';
   return {
     pinRoot: dp.pinRoot,
