@@ -11,6 +11,7 @@ import { TRACE_LINK_BIN, mapSizes } from './build.js';
 import { CgroupAttachments } from './cgroupattach.js';
 import { ToolError, errorMessage } from './errors.js';
 import { run } from './exec.js';
+import { PinLock, lockState, type LockHolder, type LockOptions } from './lock.js';
 import { log } from './log.js';
 import { kernelStructHasMember } from './kbtf.js';
 import { Maps } from './maps.js';
@@ -74,6 +75,19 @@ export class Datapath {
 
   isLoaded(): boolean {
     return this.pins.isLoaded();
+  }
+
+  /**
+   * The node lock of this datapath (loader/lock.ts): every command that
+   * writes its pins takes it first; readers (dump, status, doctor) never do.
+   */
+  lock(opts: LockOptions): Promise<PinLock> {
+    return PinLock.acquire(this.pins.root, opts);
+  }
+
+  /** Who holds the node lock now (undefined: nobody), and how many wait for it. */
+  writer(): { holder?: LockHolder; waiters: number } {
+    return lockState(this.pins.root) ?? { waiters: 0 };
   }
 
   /**
@@ -221,7 +235,8 @@ export class Datapath {
       detached.push(r.name);
     }
     const sweptFilters = await this.tc.sweep(ourProgIds);
-    const removedPins = fs.existsSync(this.pins.root);
+    // the lock (taken on the pin root) may have made an empty root: that is no pin
+    const removedPins = fs.existsSync(this.pins.root) && fs.readdirSync(this.pins.root).length > 0;
     fs.rmSync(this.pins.root, { recursive: true, force: true });
     return { detached, sweptFilters, removedPins, cgroupsDetached, socketsRemoved };
   }

@@ -31,7 +31,8 @@ export interface Check {
 
 export const KERNEL_FLOOR = [5, 10] as const;
 export const NODE_FLOOR = 20;
-export const TOOLS = ['bpftool', 'tc', 'ip', 'clang', 'unshare'] as const;
+// flock (util-linux) holds the node lock (loader/lock.ts): no agent or uninstall without it
+export const TOOLS = ['bpftool', 'tc', 'ip', 'clang', 'unshare', 'flock'] as const;
 export type Tool = (typeof TOOLS)[number];
 
 /** One program's needs (bpf/requirements.json, checked against the objects by test/unit/requirements.test.ts). */
@@ -121,7 +122,14 @@ function toolCheck(f: DoctorFacts, tool: Tool): Check | undefined {
   const v = f.tools[tool];
   const check = tool === 'tc' || tool === 'ip' ? `${tool} (iproute2)` : tool;
   if (v) return { check, result: 'pass', detail: v, fix: '' };
-  const apt = { bpftool: 'bpftool', tc: 'iproute2', ip: 'iproute2', clang: 'clang llvm libbpf-dev', unshare: 'util-linux' }[tool];
+  const apt = {
+    bpftool: 'bpftool',
+    tc: 'iproute2',
+    ip: 'iproute2',
+    clang: 'clang llvm libbpf-dev',
+    unshare: 'util-linux',
+    flock: 'util-linux',
+  }[tool];
   if (tool === 'clang') {
     if (f.staleSources.length === 0)
       return {

@@ -63,6 +63,18 @@ export function spawnLong(argv: string[], opts: { env?: Record<string, string> }
   return execa(cmd, args, { reject: false, env: opts.env, buffer: true, stdin: 'ignore' });
 }
 
+/**
+ * A child that holds something for as long as its stdin stays open (the
+ * node lock, loader/lock.ts): stdin is a pipe this process keeps, so the
+ * child sees EOF when this process exits, however it dies.
+ */
+export function spawnHolder(argv: string[]): ResultPromise<{ stdin: 'pipe'; buffer: false; reject: false }> {
+  const [cmd, ...args] = argv;
+  if (!cmd) throw new Error('spawn: empty argv');
+  log.debug({ argv }, 'spawn');
+  return execa(cmd, args, { reject: false, buffer: false, stdin: 'pipe' });
+}
+
 export async function which(cmd: string): Promise<string | undefined> {
   const r = await run(`look up ${cmd}`, ['sh', '-c', `command -v ${cmd}`], { reject: false });
   return r.exitCode === 0 ? r.stdout.trim() : undefined;

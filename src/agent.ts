@@ -13,10 +13,19 @@
 // Pods whose node facts are missing are retried sooner. Stopping the agent
 // leaves the datapath in place (traffic keeps flowing); `podwarp uninstall`
 // removes it.
+//
+// One writer per node: before its first write the agent takes the node lock
+// of its pin root (loader/lock.ts). If another agent (a rolling update's new
+// pod, one started by hand) or an uninstall holds it, this one says so once,
+// is not ready (/readyz, podwarp_lock_waiting), and writes nothing, not even
+// a socket sweep, until the holder exits; then it loads over the pinned maps
+// (reused, as on any restart) and reconciles. The Kubernetes source fills
+// its caches while it waits, so the take-over is one pass.
 import fs from 'node:fs';
 import path from 'node:path';
 import { Datapath } from '../loader/datapath.js';
 import { InputError, errorMessage } from '../loader/errors.js';
+import { describeHolder, type PinLock } from '../loader/lock.js';
 import { requireDatapathFeatures } from '../loader/features.js';
 import { build } from '../loader/build.js';
 import { DEFAULT_OPTIONS, sockConfig, type DesiredOptions } from './pods/desired.js';
@@ -81,20 +90,54 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   const dp = await Datapath.open();
   await requireDatapathFeatures();
   const objs = await build();
-  const loadDatapath = async () => {
-    const reused = dp.isLoaded();
-    await dp.load(objs);
-    log.info({ pinRoot: dp.pinRoot, reusedMaps: reused }, 'datapath ready');
-  };
   const metrics = new AgentMetrics(dp);
   const http = opts.metricsAddr ? metrics.listen(opts.metricsAddr) : undefined;
+  // the node lock, and whether this agent writes yet (after its load): nothing is written before
+  let lock: PinLock | undefined;
+  let writing = false;
+  const takeLock = async () => {
+    const t0 = Date.now();
+    lock = await dp.lock({
+      wait: true,
+      onWait: (h) => {
+        metrics.lockWaiting(`waiting for the node lock: ${dp.pinRoot} is written by ${describeHolder(h)}`);
+        log.warn(
+          { pinRoot: dp.pinRoot, holderPid: h?.pid, holder: h?.command },
+          'another podwarp process writes this datapath: waiting for it to exit, then taking over (nothing is written meanwhile)',
+        );
+      },
+      onLost: () => {
+        // someone killed the lock's helper: another agent may be writing already
+        metrics.lockHeld(false);
+        log.error({ pinRoot: dp.pinRoot }, 'the node lock was lost: stopping so that two writers never overlap');
+        process.exit(1);
+      },
+    });
+    metrics.lockHeld(true);
+    log.info(
+      { pinRoot: dp.pinRoot, waitedMs: lock.waited ? Date.now() - t0 : 0 },
+      lock.waited ? 'node lock acquired: taking over' : 'node lock acquired',
+    );
+  };
+  const releaseLock = async () => {
+    writing = false;
+    await lock?.release();
+    metrics.lockHeld(false);
+  };
+  const loadDatapath = async () => {
+    await takeLock();
+    const reused = dp.isLoaded();
+    await dp.load(objs);
+    writing = true;
+    log.info({ pinRoot: dp.pinRoot, reusedMaps: reused }, 'datapath ready');
+  };
   let running = Promise.resolve();
   const queue = (f: () => Promise<void>) => (running = running.then(f));
   const ctx: Ctx = { dp, metrics, skips: new SkipLog(), opts, sockets, queue, loadDatapath };
 
   // sockets left with a direction on TCP (their peer never joined pw_sock) leave it soon, drained
   const sweep = setInterval(() => {
-    if (!dp.isLoaded()) return;
+    if (!writing || !dp.isLoaded()) return;
     void queue(async () => {
       try {
         const n = await dp.sockets.drainPassthrough();
@@ -112,6 +155,8 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   } catch (e) {
     clearInterval(sweep);
     http?.close();
+    await running.catch(() => undefined);
+    await releaseLock();
     throw e;
   }
   if (opts.once) {
@@ -119,6 +164,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     http?.close();
     await stopSource();
     await running;
+    await releaseLock();
     return;
   }
   await new Promise<void>((resolve) => {
@@ -128,6 +174,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
       http?.close();
       void stopSource()
         .then(() => running)
+        .then(releaseLock)
         .then(resolve);
     };
     process.once('SIGTERM', () => stop('SIGTERM'));

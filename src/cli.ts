@@ -4,6 +4,7 @@ import path from 'node:path';
 import { Command } from 'commander';
 import { Datapath } from '../loader/datapath.js';
 import { FeatureMissingError, InputError, ToolError, errorMessage } from '../loader/errors.js';
+import { LockBusyError } from '../loader/lock.js';
 import { build } from '../loader/build.js';
 import { checkFormat, dumpBackends, dumpEndpoints, dumpServices, dumpSockets, dumpStats } from './commands/dump.js';
 import { status } from './commands/status.js';
@@ -206,8 +207,26 @@ export function podwarpProgram(name = 'podwarp'): Command {
     .description('remove every program, filter, qdisc, cgroup attachment and pin podwarp created (idempotent)')
     .option('--drain-timeout <seconds>', 'how long to wait for accelerated sockets to hand over their unread data', '10')
     .option('--force', 'remove sockets even if their unread redirected data would be lost')
-    .action(async (o: { drainTimeout: string; force?: boolean }) => {
-      const r = await (await Datapath.open()).uninstall({ force: o.force, drainTimeoutMs: Number(o.drainTimeout) * 1000 });
+    .option('--wait', 'if an agent (or another uninstall) holds the node lock, wait for it to exit instead of refusing')
+    .action(async (o: { drainTimeout: string; force?: boolean; wait?: boolean }) => {
+      const dp = await Datapath.open();
+      // one writer per node: never under a running agent (it would rebuild what this removes)
+      const lock = await dp
+        .lock({
+          wait: !!o.wait,
+          onWait: (h) =>
+            log.warn(
+              { pinRoot: dp.pinRoot, holderPid: h?.pid, holder: h?.command },
+              'another podwarp process writes this datapath: waiting for it to exit',
+            ),
+        })
+        .catch((e: unknown) => {
+          if (!(e instanceof LockBusyError)) throw e;
+          throw new Error(
+            `uninstall refused: ${e.message}. Stop it first (on a cluster: delete the DaemonSet, deploy/README.md), or pass --wait to wait until it exits`,
+          );
+        });
+      const r = await dp.uninstall({ force: o.force, drainTimeoutMs: Number(o.drainTimeout) * 1000 }).finally(() => lock.release());
       out(
         `detached ${r.detached.length} interfaces, swept ${r.sweptFilters.length} stray filters, detached ${r.cgroupsDetached.length} cgroups, ` +
           `moved ${r.socketsRemoved} sockets to TCP, ${r.removedPins ? 'removed pins' : 'no pins'}\n`,

@@ -13,6 +13,8 @@ export class AgentMetrics {
   private ready = false;
   private lastError: string | undefined;
   private lastPass = 0;
+  /** Set while this agent waits for the node lock: what /readyz says. */
+  private waitingFor: string | undefined;
 
   readonly duration = new client.Histogram({
     name: 'podwarp_sync_duration_seconds',
@@ -97,6 +99,17 @@ export class AgentMetrics {
     registers: [this.registry],
   });
 
+  private readonly lockWaitingGauge = new client.Gauge({
+    name: 'podwarp_lock_waiting',
+    help: 'Is 1 while this agent waits for the node lock (another podwarp process writes this datapath); it writes nothing meanwhile.',
+    registers: [this.registry],
+  });
+  private readonly lockHeldGauge = new client.Gauge({
+    name: 'podwarp_lock_held',
+    help: "Is 1 while this agent holds the node lock, that is, while it is the node's one writer of the pinned datapath.",
+    registers: [this.registry],
+  });
+
   constructor(private readonly dp: Datapath) {
     client.collectDefaultMetrics({ register: this.registry, prefix: 'podwarp_process_' });
     // one pw_stats dump per scrape, shared by the two gauges below (their
@@ -160,6 +173,20 @@ export class AgentMetrics {
     this.lastPass = Date.now();
   }
 
+  /** Waiting for the node lock: not ready, and why. */
+  lockWaiting(why: string): void {
+    this.waitingFor = why;
+    this.lockWaitingGauge.set(1);
+    this.lockHeldGauge.set(0);
+  }
+
+  /** The node lock is ours (held = false: released or lost). */
+  lockHeld(held: boolean): void {
+    this.waitingFor = undefined;
+    this.lockWaitingGauge.set(0);
+    this.lockHeldGauge.set(held ? 1 : 0);
+  }
+
   failed(reason: string, err: string): void {
     this.errors.inc({ reason });
     this.lastError = err;
@@ -176,13 +203,13 @@ export class AgentMetrics {
         } else if (req.url === '/healthz') {
           res.end('ok\n');
         } else if (req.url === '/readyz') {
-          // ready once a pass succeeded and the last one did too
-          const ok = this.ready && !this.lastError;
+          // ready once a pass succeeded and the last one did too; never while waiting for the node lock
+          const ok = this.ready && !this.lastError && !this.waitingFor;
           res.statusCode = ok ? 200 : 503;
           res.end(
             ok
               ? `ready (last pass ${Math.round((Date.now() - this.lastPass) / 1000)} s ago)\n`
-              : `not ready${this.lastError ? `: ${this.lastError}` : ''}\n`,
+              : `not ready${this.waitingFor ? `: ${this.waitingFor}` : this.lastError ? `: ${this.lastError}` : ''}\n`,
           );
         } else {
           res.statusCode = 404;

@@ -7,6 +7,7 @@ import { flagNames } from '../../abi/codec.js';
 import { json, table } from '../table.js';
 import type { OutputFormat } from './dump.js';
 import * as bpftool from '../../loader/bpftool.js';
+import { describeHolder } from '../../loader/lock.js';
 import { readReport } from '../report.js';
 import { readConfig } from '../pods/apply.js';
 import { kernelStructHasMember } from '../../loader/kbtf.js';
@@ -40,11 +41,14 @@ export async function statusData(dp: Datapath) {
   const cgroupListing = bpftool.cgroupListingPath() ?? 'unused';
   const flowControl = flowControlOf(dp.pins, kernelStructHasMember('sk_psock', 'msg_tot_len'));
   const hint = loaded ? undefined : 'datapath not loaded: run `podwarp doctor` to check the prerequisites';
+  // the node lock's holder: the one process that may write these pins now (read from /proc/locks, not taken)
+  const writer = dp.writer();
   return {
     pinRoot: dp.pinRoot,
     loaded,
     hint,
     features,
+    writer,
     maps,
     programs: progs,
     attachments,
@@ -61,6 +65,7 @@ export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
   if (fmt === 'json') return json(s);
   const f = s.features;
   let out = `pins:     ${s.pinRoot} (${s.loaded ? 'loaded' : 'not loaded'})\n`;
+  out += `writer:   ${s.writer.holder ? describeHolder(s.writer.holder) : 'none (nobody holds the node lock)'}${s.writer.waiters ? `; ${s.writer.waiters} waiting for it` : ''}\n`;
   out += `kernel:   ${f.kernel}; bpf_redirect_peer ${f.redirectPeer ? 'yes' : 'NO'}; tc attach via ${f.tcAttach} (cls_bpf)\n\n`;
   if (!s.loaded) return out + 'the datapath is not loaded: is the agent running? `podwarp doctor` checks what this node needs for it\n';
   out += table(

@@ -723,7 +723,8 @@ describe.skipIf(!available)(available ? 'real-cluster e2e' : `real-cluster e2e (
                 name: 'uninstall',
                 image: 'podwarp:dev',
                 imagePullPolicy: 'IfNotPresent',
-                args: ['uninstall'],
+                // the agent pod may still be terminating: wait for its node lock (deploy/README.md)
+                args: ['uninstall', '--wait'],
                 securityContext: { privileged: true },
                 volumeMounts: [
                   { name: 'bpffs', mountPath: '/sys/fs/bpf', mountPropagation: 'Bidirectional' },

@@ -155,6 +155,10 @@ describe('deploy/podwarp.yaml', () => {
       expect(tolerates('node-role.kubernetes.io/control-plane')).toBe(true);
     });
 
+    it("rolls without surge: a surge pod would wait, not ready, for the old pod's node lock and stall the rollout", () => {
+      expect(ds.spec.updateStrategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxSurge: 0, maxUnavailable: 1 } });
+    });
+
     it('mounts the host bpffs (Bidirectional), cgroup2, /run/podwarp and /lib/modules (read-only)', () => {
       const vols = new Map((pod.volumes as Obj[]).map((v) => [v.name, v]));
       const mount = (at: string): { m: Obj; hostPath: string } => {
@@ -200,7 +204,7 @@ describe('deploy/kind.yaml', () => {
 
 describe('Dockerfile', () => {
   const text = fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8');
-  it('copies what `podwarp build` and the agent read, builds, and has nsenter', () => {
+  it('copies what `podwarp build` and the agent read, builds, and has nsenter and flock (util-linux)', () => {
     for (const dir of ['bpf', 'abi', 'loader', 'src']) expect(text).toMatch(new RegExp(`^COPY ${dir} \\./${dir}$`, 'm'));
     expect(text).toMatch(/^COPY bin\/podwarp \.\/bin\/podwarp$/m);
     // the image is the product only: no devtools, no test tools

@@ -24,6 +24,7 @@ function good(): DoctorFacts {
       ip: 'ip utility, iproute2-6.1.0',
       clang: 'clang 14',
       unshare: 'unshare 2.38',
+      flock: 'flock from util-linux 2.38.1',
     },
     staleSources: [],
     toolchainImage: false,
@@ -86,6 +87,12 @@ describe('podwarp doctor rules', () => {
     const stale = { ...noClang, staleSources: ['/x/bpf/pw_tc_egress.c'] };
     expect(byName(stale).get('clang')!.result).toBe('fail');
     expect(byName(stale).get('clang')!.detail).toContain('pw_tc_egress.c');
+  });
+
+  it('without flock: the agent cannot take the node lock, a failure with its package', () => {
+    const f = { ...good(), tools: { ...good().tools, flock: undefined } };
+    expect(report(evaluate(f, needs)).failed).toEqual(['flock']);
+    expect(byName(f).get('flock')).toEqual({ check: 'flock', result: 'fail', detail: 'not on PATH', fix: 'apt-get install util-linux' });
   });
 
   it('without bpftool: bpftool fails, the feature probe is skipped (not a second failure)', () => {
