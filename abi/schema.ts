@@ -487,7 +487,8 @@ const AFFINITY_MAPS: MapDef[] = [
     value: affMatchVal,
     maxEntries: 65536,
     writer: 'agent: src/services/sync.ts with the slots (added before the master entry, removed in the prune)',
-    reader: "bpf/pw_lb.h (is a remembered backend still one of the frontend's); agent read-back; `podwarp dump affinity`",
+    reader:
+      "bpf/pw_lb.h (is a remembered backend still one of the frontend's); agent read-back; `podwarp dump services` (per slot), `podwarp dump affinity` (entry state)",
     doc: 'Backends of the frontends with ClientIP affinity, (frontend, backend id) → 1: a client whose remembered backend is not here chooses anew.',
   },
 ];
