@@ -119,6 +119,9 @@ export const LB_REASONS = [
   'slot_missing', // a slot or backend was not there (must stay 0: update ordering)
   'rev_nat', // recvmsg/getpeername answered with the service address
   'rev_nat_full', // the UDP reverse translation could not be saved
+  'affinity_hit', // ClientIP affinity: sent to the backend this client used within the timeout
+  'affinity_expired', // ClientIP affinity: the client's entry was older than the timeout: chosen anew
+  'affinity_gone', // ClientIP affinity: the remembered backend is no longer one of the service's: chosen anew
 ] as const;
 
 export interface StatGroup {
@@ -337,7 +340,11 @@ const svcVal: StructDef = {
   name: 'pw_svc',
   doc: 'Master entry (slot 0): how many backends; slot entry: which backend.',
   fields: [
-    { name: 'backend_id', type: 'u32', doc: 'slot entry: id in pw_backends (0 in the master entry)' },
+    {
+      name: 'backend_id',
+      type: 'u32',
+      doc: 'slot entry: id in pw_backends; master entry: sessionAffinity ClientIP timeout in seconds (0: no affinity), as Cilium keeps it',
+    },
     { name: 'count', type: 'u16', doc: 'master entry: number of ready backends (slots 1..count)' },
     { name: '_pad0', type: 'u16', doc: 'explicit padding, zero' },
   ],
@@ -430,6 +437,80 @@ export const SOCK_DRAIN: StructDef = {
 
 /** Structs that are not map keys or values but cross the kernel/user boundary (iterator records). */
 export const RECORDS: StructDef[] = [SOCK_DRAIN];
+
+// ---- sessionAffinity: ClientIP (pw_affinity, pw_aff_match) ----
+// The master entry of pw_svc carries the timeout (backend_id field, seconds;
+// 0: none). pw_affinity remembers, per client and frontend, the backend last
+// used and when; pw_aff_match says which backends are still the frontend's,
+// so a remembered backend that left the service is never used again.
+
+const affinityKey: StructDef = {
+  name: 'pw_aff_key',
+  doc: 'A client (the network namespace of the connecting socket: one pod) and a service frontend.',
+  fields: [
+    {
+      name: 'netns',
+      type: 'u64',
+      doc: 'network namespace cookie of the client (bpf_get_netns_cookie): the pod, whose one IPv4 address kube-proxy keys by',
+    },
+    { name: 'ip', type: 'be32', format: 'ipv4', doc: 'ClusterIP' },
+    { name: 'port', type: 'be16', doc: 'service port, network order' },
+    { name: 'proto', type: 'u8', doc: 'IPPROTO_TCP or IPPROTO_UDP' },
+    { name: '_pad0', type: 'u8', doc: 'explicit padding, zero' },
+  ],
+};
+
+const affinityVal: StructDef = {
+  name: 'pw_affinity',
+  doc: 'The backend a client last reached through a frontend, and when.',
+  fields: [
+    { name: 'backend_id', type: 'u32', doc: 'id in pw_backends' },
+    { name: '_pad0', type: 'u32', doc: 'explicit padding, zero' },
+    { name: 'last_ns', type: 'u64', doc: 'CLOCK_MONOTONIC (bpf_ktime_get_ns) of the last connect()/sendmsg() that used it' },
+  ],
+};
+
+const affMatchKey: StructDef = {
+  name: 'pw_aff_match_key',
+  doc: 'A service frontend with affinity and one of its backends.',
+  fields: [
+    { name: 'ip', type: 'be32', format: 'ipv4', doc: 'ClusterIP' },
+    { name: 'port', type: 'be16', doc: 'service port, network order' },
+    { name: 'proto', type: 'u8', doc: 'IPPROTO_TCP or IPPROTO_UDP' },
+    { name: '_pad0', type: 'u8', doc: 'explicit padding, zero' },
+    { name: 'backend_id', type: 'u32', doc: 'id in pw_backends' },
+  ],
+};
+
+const affMatchVal: StructDef = {
+  name: 'pw_aff_match',
+  doc: 'Presence only.',
+  fields: [{ name: 'present', type: 'u32', doc: 'always 1' }],
+};
+
+const AFFINITY_MAPS: MapDef[] = [
+  {
+    name: 'pw_affinity',
+    type: 'lru_hash',
+    key: affinityKey,
+    value: affinityVal,
+    maxEntries: 65536,
+    writer: 'bpf/pw_lb.h (pw_lb_conn4, pw_lb_send4): every translation to a frontend with affinity',
+    reader: 'bpf/pw_lb.h; `podwarp dump affinity`',
+    doc: 'sessionAffinity ClientIP: the backend each client (pod) last used per frontend, and when. Used again while younger than the timeout and still in pw_aff_match; refreshed on every use, as kube-proxy refreshes its `recent` entry (nftables: affinity set) at each new connection. LRU evicts the oldest.',
+  },
+  {
+    name: 'pw_aff_match',
+    type: 'hash',
+    key: affMatchKey,
+    value: affMatchVal,
+    maxEntries: 65536,
+    writer: 'agent: src/services/sync.ts with the slots (added before the master entry, removed in the prune)',
+    reader:
+      "bpf/pw_lb.h (is a remembered backend still one of the frontend's); agent read-back; `podwarp dump services` (per slot), `podwarp dump affinity` (entry state)",
+    doc: 'Backends of the frontends with ClientIP affinity, (frontend, backend id) → 1: a client whose remembered backend is not here chooses anew.',
+  },
+];
 
 // ---- maps ----
 
@@ -535,7 +616,7 @@ export const MAPS: MapDef[] = [
     maxEntries: 262144,
     writer: 'agent: src/services/sync.ts through src/services/maps.ts, in order: backends → slots → master → prune',
     reader: 'bpf/pw_lb.h (pw_lb_conn4, pw_lb_send4); agent read-back through iter/pw_svc; `podwarp dump services`',
-    doc: 'Service frontends: slot 0 holds the backend count, slots 1..count the backend ids.',
+    doc: 'Service frontends: slot 0 holds the backend count (and the ClientIP affinity timeout), slots 1..count the backend ids.',
   },
   {
     name: 'pw_backends',
@@ -577,6 +658,7 @@ export const MAPS: MapDef[] = [
     reader: 'bpf/pw_sk_msg.c, bpf/pw_sockops.c, bpf/pw_proxy_conn4.c, bpf/pw_tc_egress.c (UDP); `podwarp status`',
     doc: 'Node-wide settings for the socket programs.',
   },
+  ...AFFINITY_MAPS,
 ];
 
 export function mapDef(name: string): MapDef {

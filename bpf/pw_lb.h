@@ -4,7 +4,8 @@
  * pw_lb_recv4 and pw_lb_peer4 (one program per cgroup hook).
  *
  * Maps: pw_svc (read: master entry, then one slot), pw_backends (read),
- * pw_revnat (UDP reverse translation), pw_stats.
+ * pw_revnat (UDP reverse translation), pw_affinity and pw_aff_match
+ * (sessionAffinity ClientIP), pw_stats.
  * The writer (src/services/sync.ts) orders every update backends → slots →
  * master → prune, so a reader that saw a master count always finds the
  * slots and backends it points to.
@@ -14,16 +15,63 @@
 
 #include "pw_common.h"
 
+/*
+ * sessionAffinity ClientIP, as kube-proxy does it (iptables: `-m recent
+ * --rcheck --seconds T --reap` per endpoint in the service chain, `--set` in
+ * the endpoint chain; nftables: per-endpoint sets with a timeout, `update` at
+ * each new connection): a client that used a backend of this frontend less
+ * than T seconds ago goes to it again while it is still one of the frontend's
+ * backends; every use restarts the timer. The client is the connecting
+ * socket's network namespace (one pod, whose one IPv4 address kube-proxy
+ * keys by): its source address is not chosen yet at connect(). Time is
+ * CLOCK_MONOTONIC (bpf_ktime_get_ns), like the jiffies xt_recent and
+ * nftables timeouts count (neither advances in suspend), and the clock
+ * Node's process.hrtime reads, so `podwarp dump affinity` can show ages.
+ */
+#define PW_NSEC 1000000000ull
+
+/* The remembered backend id of ak, 0 if none, expired or no longer the frontend's. */
+static __always_inline __u32 pw_aff_lookup(const struct pw_aff_key *ak, __u32 timeout_s, __u64 now)
+{
+	struct pw_aff_match_key mk = { .ip = ak->ip, .port = ak->port, .proto = ak->proto };
+	struct pw_affinity *a = bpf_map_lookup_elem(&pw_affinity, ak);
+
+	if (!a)
+		return 0;
+	/* last_ns may be a hair ahead of now (another CPU wrote it since): fresh */
+	if (now > a->last_ns && now - a->last_ns > (__u64)timeout_s * PW_NSEC) {
+		pw_count(PW_LB_AFFINITY_EXPIRED, 0);
+		return 0;
+	}
+	mk.backend_id = a->backend_id;
+	if (!bpf_map_lookup_elem(&pw_aff_match, &mk)) {
+		pw_count(PW_LB_AFFINITY_GONE, 0);
+		return 0;
+	}
+	return a->backend_id;
+}
+
+/* Remembers (or refreshes) the client's backend; an LRU map: never full. */
+static __always_inline void pw_aff_save(const struct pw_aff_key *ak, __u32 backend_id, __u64 now)
+{
+	struct pw_affinity v = { .backend_id = backend_id, .last_ns = now };
+
+	bpf_map_update_elem(&pw_affinity, ak, &v, BPF_ANY);
+}
+
 /* Picks a backend for (ip, port, proto); 0 when it is not a service or has
- * no backend. UDP is stable per socket (hash of the cookie), TCP random per
+ * no backend. With ClientIP affinity, the client's remembered backend first;
+ * else UDP is stable per socket (hash of the cookie), TCP random per
  * connection. */
-static __always_inline int pw_lb_pick(__be32 ip, __be16 port, __u8 proto, __u64 cookie,
-				      struct pw_backend *out)
+static __always_inline int pw_lb_pick(struct bpf_sock_addr *ctx, __be32 ip, __be16 port, __u8 proto,
+				      __u64 cookie, struct pw_backend *out)
 {
 	struct pw_svc_key k = { .ip = ip, .port = port, .proto = proto };
+	struct pw_aff_key ak = { .ip = ip, .port = port, .proto = proto };
 	struct pw_svc *master, *slot;
 	struct pw_backend *b;
-	__u32 pick;
+	__u32 pick, timeout, id;
+	__u64 now = 0;
 
 	master = bpf_map_lookup_elem(&pw_svc, &k);
 	if (!master) {
@@ -34,6 +82,19 @@ static __always_inline int pw_lb_pick(__be32 ip, __be16 port, __u8 proto, __u64 
 		pw_count(PW_LB_NO_BACKEND, 0);
 		return 0;
 	}
+	timeout = master->backend_id; /* the master entry's affinity timeout (s) */
+	if (timeout) {
+		ak.netns = bpf_get_netns_cookie(ctx);
+		now = bpf_ktime_get_ns();
+		id = pw_aff_lookup(&ak, timeout, now);
+		b = id ? bpf_map_lookup_elem(&pw_backends, &id) : 0;
+		if (b) {
+			*out = *b;
+			pw_aff_save(&ak, id, now);
+			pw_count(PW_LB_AFFINITY_HIT, 0);
+			return 1;
+		}
+	}
 	pick = proto == PW_IPPROTO_UDP ? (__u32)(cookie ^ (cookie >> 32)) * 2654435761u
 				       : bpf_get_prandom_u32();
 	k.slot = (pick % master->count) + 1;
@@ -42,12 +103,15 @@ static __always_inline int pw_lb_pick(__be32 ip, __be16 port, __u8 proto, __u64 
 		pw_count(PW_LB_SLOT_MISSING, 0);
 		return 0;
 	}
-	b = bpf_map_lookup_elem(&pw_backends, &slot->backend_id);
+	id = slot->backend_id;
+	b = bpf_map_lookup_elem(&pw_backends, &id);
 	if (!b) {
 		pw_count(PW_LB_SLOT_MISSING, 0);
 		return 0;
 	}
 	*out = *b;
+	if (timeout)
+		pw_aff_save(&ak, id, now);
 	return 1;
 }
 
@@ -70,7 +134,7 @@ static __always_inline int pw_lb_translate(struct bpf_sock_addr *ctx)
 	if (!proto)
 		return 1;
 	cookie = bpf_get_socket_cookie(ctx);
-	if (!pw_lb_pick(vip, vport, proto, cookie, &b))
+	if (!pw_lb_pick(ctx, vip, vport, proto, cookie, &b))
 		return 1;
 	{
 		/* getpeername() (TCP and UDP) and UDP replies show the service */

@@ -1,6 +1,7 @@
 // iptables rules the sandbox adds so its pods can be forwarded when the host's
 // FORWARD policy is DROP (as a Docker engine sets it). Every rule carries a
 // comment naming its owner, and only rules with that comment are removed.
+import crypto from 'node:crypto';
 import { run, which } from '../loader/exec.js';
 
 export interface Rule {
@@ -128,6 +129,42 @@ export interface KubeProxyService {
    * node: DROP, the client waits). Default drop.
    */
   empty?: 'reject' | 'drop';
+  /**
+   * sessionAffinity ClientIP with this timeoutSeconds: kube-proxy's rules
+   * for it (pkg/proxy/iptables): in the service chain, per endpoint,
+   * `-m recent --name <endpoint chain> --rcheck --seconds T --reap -j <endpoint chain>`
+   * before the random choice; in each endpoint chain `-m recent --name <it> --set`
+   * before the DNAT, so every new connection restarts the client's timer.
+   */
+  affinity?: number;
+}
+
+/** An endpoint chain (and its `recent` list), named by a hash of service port and endpoint as kube-proxy's KUBE-SEP-… are: stable while the endpoint stays. */
+function endpointChain(prefix: string, s: KubeProxyService, b: { ip: string; port: number }): string {
+  const h = crypto.createHash('sha256').update(`${s.vip}:${s.port}/${s.proto}>${b.ip}:${b.port}`).digest('hex');
+  return `${prefix}-E${h.slice(0, 8)}`;
+}
+
+/** The nat rules of service i: its chain `<prefix>-S<i>` and, with affinity, one chain per endpoint. */
+function serviceNat(prefix: string, s: KubeProxyService, i: number): { chains: string[]; rules: string[] } {
+  const chains: string[] = [];
+  const rules: string[] = [];
+  const svc = `${prefix}-S${i}`;
+  if (s.affinity) {
+    for (const b of s.backends) {
+      const ep = endpointChain(prefix, s, b);
+      chains.push(ep);
+      rules.push(`-A ${svc} -m recent --name ${ep} --rcheck --seconds ${s.affinity} --reap -j ${ep}`);
+      rules.push(`-A ${ep} -p ${s.proto} -m recent --name ${ep} --set -j DNAT --to-destination ${b.ip}:${b.port}`);
+    }
+  }
+  s.backends.forEach((b, j) => {
+    const left = s.backends.length - j;
+    const stat = left > 1 ? `-m statistic --mode random --probability ${(1 / left).toFixed(11)} ` : '';
+    const to = s.affinity ? `-j ${endpointChain(prefix, s, b)}` : `-j DNAT --to-destination ${b.ip}:${b.port}`;
+    rules.push(`-A ${svc} -p ${s.proto} ${stat}${to}`);
+  });
+  return { chains, rules };
 }
 
 /**
@@ -147,15 +184,10 @@ export async function installKubeProxy(
   services: KubeProxyService[],
 ): Promise<void> {
   const nat: string[] = ['*nat', `:${prefix}-SVC - [0:0]`];
-  services.forEach((_, i) => nat.push(`:${prefix}-S${i} - [0:0]`));
+  const per = services.map((s, i) => serviceNat(prefix, s, i));
+  services.forEach((_, i) => nat.push(`:${prefix}-S${i} - [0:0]`, ...per[i]!.chains.map((c) => `:${c} - [0:0]`)));
   services.forEach((s, i) => nat.push(`-A ${prefix}-SVC -d ${s.vip}/32 -p ${s.proto} -m ${s.proto} --dport ${s.port} -j ${prefix}-S${i}`));
-  services.forEach((s, i) => {
-    s.backends.forEach((b, j) => {
-      const left = s.backends.length - j;
-      const stat = left > 1 ? `-m statistic --mode random --probability ${(1 / left).toFixed(11)} ` : '';
-      nat.push(`-A ${prefix}-S${i} -p ${s.proto} ${stat}-j DNAT --to-destination ${b.ip}:${b.port}`);
-    });
-  });
+  for (const p of per) nat.push(...p.rules);
   nat.push(`-A PREROUTING -i ${ifacePattern} -m comment --comment ${owner} -j ${prefix}-SVC`, 'COMMIT');
   const filter = ['*filter', `-I FORWARD 1 -i ${ifacePattern} -d ${vipRange} -m comment --comment ${owner} -j DROP`];
   // inserted after the DROP at position 1, so evaluated before it
@@ -166,6 +198,30 @@ export async function installKubeProxy(
   filter.push('COMMIT');
   await run(`load ${services.length} kube-proxy-style services`, ['iptables-restore', '-w', '--noflush'], {
     input: [...nat, ...filter].join('\n') + '\n',
+  });
+}
+
+/**
+ * New backends for the services installKubeProxy loaded (same services, same
+ * order), as kube-proxy applies an EndpointSlice change: the service chains
+ * are rewritten and the chains of endpoints that left are deleted, in one
+ * iptables-restore, while the endpoint chains that stay, and so their
+ * `recent` lists (the clients' affinity), are kept.
+ */
+export async function updateKubeProxy(prefix: string, services: KubeProxyService[]): Promise<void> {
+  if (services.some((s) => !s.backends.length)) throw new Error('updateKubeProxy: every service needs a backend (use installKubeProxy)');
+  const r = await run('list nat chains', ['iptables', '-w', '-t', 'nat', '-S'], { reject: false });
+  const have = new Set([...r.stdout.matchAll(/^-N (\S+)$/gm)].map((m) => m[1]!).filter((c) => c.startsWith(`${prefix}-E`)));
+  const per = services.map((s, i) => serviceNat(prefix, s, i));
+  const want = new Set(per.flatMap((p) => p.chains));
+  const nat = ['*nat'];
+  services.forEach((_, i) => nat.push(`:${prefix}-S${i} - [0:0]`)); // flushed (--noflush still flushes a declared chain)
+  for (const c of want) if (!have.has(c)) nat.push(`:${c} - [0:0]`);
+  for (const p of per) nat.push(...p.rules.filter((l) => !l.startsWith(`-A ${prefix}-E`) || !have.has(l.split(' ')[1]!)));
+  for (const c of have) if (!want.has(c)) nat.push(`-F ${c}`, `-X ${c}`);
+  nat.push('COMMIT');
+  await run(`update ${services.length} kube-proxy-style services`, ['iptables-restore', '-w', '--noflush'], {
+    input: nat.join('\n') + '\n',
   });
 }
 

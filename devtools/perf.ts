@@ -162,14 +162,14 @@ export interface UdpResult {
   backends: Record<string, number>;
 }
 
-/** UDP requests to ip:port; every reply must come from ip:port. */
+/** UDP requests to ip:port; every reply must come from ip:port. `renew`: a new socket (a new flow) per request. */
 export async function udp(
   pod: SandboxPod,
   ip: string,
   port: number,
-  o: { n: number; connected?: boolean },
+  o: { n: number; connected?: boolean; renew?: boolean },
 ): Promise<UdpResult & { error?: string }> {
-  const args = ['udp', '-c', ip, '-p', String(port), '-n', String(o.n), ...(o.connected ? ['-C'] : [])];
+  const args = ['udp', '-c', ip, '-p', String(port), '-n', String(o.n), ...(o.connected ? ['-C'] : []), ...(o.renew ? ['-R'] : [])];
   const r = await run(`pwperf udp from ${pod.name}`, podCommand(pod, [PWPERF, ...args]), { reject: false, timeoutMs: 120_000 });
   const res = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as UdpResult;
   return r.exitCode === 0 ? res : { ...res, error: r.stderr.trim() || `exit ${r.exitCode}` };

@@ -358,6 +358,12 @@ export async function installServices(m: SandboxManifest, services: iptables.Kub
   await iptables.installKubeProxy(kubeProxyPrefix(m), m.iptablesOwner, `pw${m.id}+`, VIP_RANGE, services);
 }
 
+/** New backends for the services of installServices (same services, same order), keeping the endpoints that stay (and their affinity). */
+export async function updateServices(m: SandboxManifest, services: iptables.KubeProxyService[]): Promise<void> {
+  if (!m.iptablesOwner) throw new Error('iptables is not available: no kube-proxy-style rules');
+  await iptables.updateKubeProxy(kubeProxyPrefix(m), services);
+}
+
 /** argv to run a command inside a sandbox pod (its netns and its cgroup). */
 export function podCommand(p: SandboxPod, argv: string[]): string[] {
   return ipr.podArgv(p.netns, cgroup.cgroupPath(p.cgroup), argv);

@@ -6,7 +6,7 @@ import { Datapath } from '../loader/datapath.js';
 import { FeatureMissingError, InputError, ToolError, errorMessage } from '../loader/errors.js';
 import { LockBusyError } from '../loader/lock.js';
 import { build } from '../loader/build.js';
-import { checkFormat, dumpBackends, dumpEndpoints, dumpServices, dumpSockets, dumpStats } from './commands/dump.js';
+import { checkFormat, dumpAffinity, dumpBackends, dumpEndpoints, dumpServices, dumpSockets, dumpStats } from './commands/dump.js';
 import { status } from './commands/status.js';
 import { LOG_FORMATS, configureLog, humanLogs, log, type LogFormat } from '../loader/log.js';
 import { ACCELERATE_LABEL } from './model.js';
@@ -169,6 +169,11 @@ export function podwarpProgram(name = 'podwarp'): Command {
     .description('pw_svc: service frontends, their backend count (slot 0) and each slot')
     .option('-o, --output <format>', 'table | json', 'table')
     .action(async (o: { output: string }) => out(await dumpServices(await Datapath.open(), checkFormat(o.output))));
+  dump
+    .command('affinity')
+    .description('pw_affinity: sessionAffinity ClientIP, the backend each client pod last used per frontend, its age and state')
+    .option('-o, --output <format>', 'table | json', 'table')
+    .action(async (o: { output: string }) => out(await dumpAffinity(await Datapath.open(), checkFormat(o.output))));
   dump
     .command('backends')
     .description('pw_backends: service backends by id')

@@ -109,6 +109,12 @@ export interface Service {
   clusterIP: string;
   /** `spec.internalTrafficPolicy`; unset = Cluster. */
   internalTrafficPolicy?: 'Cluster' | 'Local';
+  /**
+   * `sessionAffinity: ClientIP`: seconds a client stays with the backend it
+   * used (`sessionAffinityConfig.clientIP.timeoutSeconds`, default 10800).
+   * Unset: `None`.
+   */
+  affinityTimeout?: number;
   ports: ServicePort[];
   endpoints: ServiceEndpoint[];
 }
@@ -127,6 +133,18 @@ export interface Snapshot {
    * any is listed, no pod of the node is accelerated (fail closed).
    */
   policyGaps?: string[];
+}
+
+/** kube-proxy's default sticky time (the API server defaults `timeoutSeconds` to it too). */
+export const DEFAULT_AFFINITY_TIMEOUT = 10800;
+
+/**
+ * `sessionAffinityConfig.clientIP.timeoutSeconds` as kube-proxy uses it: the
+ * API server defaults it to 10800 and accepts 1..86400; anything else (an
+ * object that skipped validation) gets the default, as an unset one does.
+ */
+export function affinityTimeout(t: unknown): number {
+  return typeof t === 'number' && Number.isInteger(t) && t >= 1 && t <= 86400 ? t : DEFAULT_AFFINITY_TIMEOUT;
 }
 
 export const podKey = (p: { namespace: string; name: string }): string => `${p.namespace}/${p.name}`;

@@ -15,9 +15,10 @@
  *        new connections one after another: connect, learn which backend
  *        answered, check getpeername() is the address dialled, close;
  *        prints the connection rate and the count per backend (services)
- *   pwperf udp -c IP -p PORT [-n N] [-C]
+ *   pwperf udp -c IP -p PORT [-n N] [-C] [-R]
  *        UDP requests (unconnected sendto, or connected with -C): every
- *        reply must come from the address dialled; count per backend
+ *        reply must come from the address dialled; count per backend;
+ *        -R: a new socket (a new flow) for every request
  *   (the server answers UDP on the same port too)
  *   pwperf stream -c IP -p PORT -d SECS [-i PACE_US]
  *        both directions at once for SECS, non-blocking I/O with poll() as
@@ -607,23 +608,37 @@ static int conn(const char *ip, int port, long n, double secs)
 	return errors || peer_mismatch ? 7 : 0;
 }
 
-static int udp(const char *ip, int port, long n, int connected)
+static int udp_socket(const struct sockaddr_in *want, int connected)
 {
-	struct sockaddr_in want = { .sin_family = AF_INET, .sin_port = htons(port) };
-	struct tally t = {};
-	long ok = 0, errors = 0, wrong_source = 0, refused = 0, timeouts = 0;
 	int fd = socket(AF_INET, SOCK_DGRAM, 0);
 	struct timeval tv = { .tv_sec = 1 };
 
-	inet_pton(AF_INET, ip, &want.sin_addr);
+	if (fd < 0)
+		die("udp socket");
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (connected && connect(fd, (struct sockaddr *)&want, sizeof(want)))
+	if (connected && connect(fd, (const struct sockaddr *)want, sizeof(*want)))
 		die("udp connect");
+	return fd;
+}
+
+static int udp(const char *ip, int port, long n, int connected, int renew)
+{
+	struct sockaddr_in want = { .sin_family = AF_INET, .sin_port = htons(port) };
+	struct tally t = {};
+	long ok = 0, errors = 0, wrong_source = 0, refused = 0, timeouts = 0, peer_bad = 0;
+	int fd;
+
+	inet_pton(AF_INET, ip, &want.sin_addr);
+	fd = udp_socket(&want, connected);
 	for (long i = 0; i < (n ? n : 100); i++) {
 		uint8_t req[16], rep[64];
 		struct sockaddr_in from;
 		socklen_t fl = sizeof(from);
 		uint64_t tag = splitmix(i);
+		if (renew && i > 0) {
+			close(fd);
+			fd = udp_socket(&want, connected);
+		}
 		memcpy(req, &tag, 8);
 		memcpy(req + 8, &tag, 8);
 		ssize_t w = connected ? send(fd, req, sizeof(req), 0) : sendto(fd, req, sizeof(req), 0, (struct sockaddr *)&want, sizeof(want));
@@ -639,13 +654,20 @@ static int udp(const char *ip, int port, long n, int connected)
 		}
 		if (from.sin_addr.s_addr != want.sin_addr.s_addr || from.sin_port != want.sin_port)
 			wrong_source++;
+		if (connected && renew) { /* every socket's getpeername(), not only the last one's */
+			struct sockaddr_in peer;
+			socklen_t pl = sizeof(peer);
+			if (getpeername(fd, (struct sockaddr *)&peer, &pl) || peer.sin_addr.s_addr != want.sin_addr.s_addr ||
+			    peer.sin_port != want.sin_port)
+				peer_bad++;
+		}
 		tally_add(&t, rep);
 		ok++;
 	}
 	struct sockaddr_in peer;
 	socklen_t pl = sizeof(peer);
-	int peer_ok = !connected || (!getpeername(fd, (struct sockaddr *)&peer, &pl) && peer.sin_addr.s_addr == want.sin_addr.s_addr &&
-				     peer.sin_port == want.sin_port);
+	int peer_ok = !peer_bad && (!connected || (!getpeername(fd, (struct sockaddr *)&peer, &pl) &&
+						   peer.sin_addr.s_addr == want.sin_addr.s_addr && peer.sin_port == want.sin_port));
 	printf("{\"mode\":\"udp\",\"connected\":%s,\"replies\":%ld,\"errors\":%ld,\"refused\":%ld,\"timeouts\":%ld,"
 	       "\"wrong_source\":%ld,\"peer_ok\":%s,",
 	       connected ? "true" : "false", ok, errors, refused, timeouts, wrong_source, peer_ok ? "true" : "false");
@@ -682,10 +704,11 @@ int main(int argc, char **argv)
 	}
 	const char *cmd = argv[1];
 	optind = 2;
-	int connected = 0;
-	while ((opt = getopt(argc, argv, "c:p:s:n:d:w:i:b:va:C")) != -1) {
+	int connected = 0, renew = 0;
+	while ((opt = getopt(argc, argv, "c:p:s:n:d:w:i:b:va:CR")) != -1) {
 		switch (opt) {
 		case 'C': connected = 1; break;
+		case 'R': renew = 1; break;
 		case 'a': {
 			cpu_set_t set;
 			CPU_ZERO(&set);
@@ -713,7 +736,7 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "conn"))
 		return conn(ip, port, n, n ? 0 : (secs ? secs : 2));
 	if (!strcmp(cmd, "udp"))
-		return udp(ip, port, n, connected);
+		return udp(ip, port, n, connected, renew);
 	if (!strcmp(cmd, "stream"))
 		return stream(ip, port, secs ? secs : 2, pace);
 	if (!strcmp(cmd, "sink"))

@@ -160,7 +160,10 @@ export interface ServiceRow {
   frontend: string;
   proto: 'TCP' | 'UDP';
   count: number;
-  slots: { slot: number; backendId: number; backend: string }[];
+  /** sessionAffinity ClientIP timeout in seconds (master entry); absent: None */
+  affinity?: number;
+  /** with affinity: whether the slot's backend is in pw_aff_match (a client remembered on it may return to it) */
+  slots: { slot: number; backendId: number; backend: string; match?: boolean }[];
   /** From the agent's report: the Service and why this frontend is left to kube-proxy (count 0). */
   left?: { name: string; reason: string };
 }
@@ -179,11 +182,19 @@ export async function serviceRows(dp: Datapath): Promise<ServiceRow[]> {
   return [...keys].sort().map((k) => {
     const m = have.masters.get(k);
     const [a = '', proto] = k.split('/');
+    const matches = have.matches.get(k);
     const slots = [...(have.slots.get(k) ?? new Map<number, number>())]
       .sort((x, y) => x[0] - y[0])
-      .map(([slot, id]) => ({ slot, backendId: id, backend: addr(id) }));
+      .map(([slot, id]) => ({ slot, backendId: id, backend: addr(id), ...(m?.affinity ? { match: matches?.has(id) ?? false } : {}) }));
     const why = m?.count === 0 ? left.get(k) : undefined;
-    return { frontend: a, proto: PROTO_NAME[Number(proto)] ?? 'TCP', count: m?.count ?? -1, slots, ...(why ? { left: why } : {}) };
+    return {
+      frontend: a,
+      proto: PROTO_NAME[Number(proto)] ?? 'TCP',
+      count: m?.count ?? -1,
+      ...(m?.affinity ? { affinity: m.affinity } : {}),
+      slots,
+      ...(why ? { left: why } : {}),
+    };
   });
 }
 
@@ -193,9 +204,10 @@ export async function dumpServices(dp: Datapath, fmt: OutputFormat): Promise<str
   if (fmt === 'json') return json(rows);
   const lines: (string | number)[][] = [];
   for (const r of rows) {
-    const master = r.count < 0 ? '(no master entry)' : r.count === 0 ? '(0 backends: left to kube-proxy)' : `(${r.count} backends)`;
+    const count = r.count < 0 ? '(no master entry)' : r.count === 0 ? '(0 backends: left to kube-proxy)' : `(${r.count} backends)`;
+    const master = r.affinity ? `${count} sessionAffinity ClientIP ${r.affinity}s` : count;
     lines.push([`${r.frontend} (${r.proto})`, 0, r.left ? `${master} ${r.left.reason}: ${r.left.name}` : master]);
-    for (const s of r.slots) lines.push(['', s.slot, `${s.backend} (id ${s.backendId})`]);
+    for (const s of r.slots) lines.push(['', s.slot, `${s.backend} (id ${s.backendId})${s.match === false ? ' no affinity match!' : ''}`]);
   }
   return table(['SERVICE ADDRESS', 'SLOT', 'BACKEND ADDRESS'], lines) + `${rows.length} frontends\n`;
 }
@@ -211,5 +223,74 @@ export async function dumpBackends(dp: Datapath, fmt: OutputFormat): Promise<str
       ['ID', 'ADDRESS', 'PROTO'],
       rows.map((r) => [r.id, r.address, r.proto]),
     ) + `${rows.length} backends\n`
+  );
+}
+
+export interface AffinityRow {
+  /** network namespace cookie of the client socket: one pod */
+  client: string;
+  frontend: string;
+  proto: 'TCP' | 'UDP';
+  backendId: number;
+  backend: string;
+  /** seconds since the client last used it (CLOCK_MONOTONIC, the programs' bpf_ktime_get_ns) */
+  ageSeconds: number;
+  /** the frontend's timeout now; absent when the frontend has no affinity (any more) */
+  timeout?: number;
+  /** what the next connect() of this client does with the entry: use it, or choose anew (too old, backend left, affinity off) */
+  state: 'live' | 'expired' | 'gone' | 'off';
+}
+
+/** pw_affinity, with each entry's age and whether a connect() would still use it (pw_svc timeout, pw_aff_match). */
+export async function affinityRows(dp: Datapath): Promise<AffinityRow[]> {
+  requirePinned(dp, 'pw_affinity');
+  const have = await new BpfServiceMaps(dp).read();
+  const now = process.hrtime.bigint(); // CLOCK_MONOTONIC, as bpf_ktime_get_ns
+  return (await dp.maps.dump('pw_affinity'))
+    .map((e) => {
+      const fe = `${String(e.key.ip)}:${Number(e.key.port)}`;
+      const proto = Number(e.key.proto);
+      const k = `${fe}/${proto}`;
+      const id = Number(e.value.backend_id);
+      const b = have.backends.get(id);
+      const last = BigInt(e.value.last_ns as bigint);
+      const ageSeconds = Number(now > last ? now - last : 0n) / 1e9;
+      const timeout = have.masters.get(k)?.affinity;
+      const state: AffinityRow['state'] = !timeout
+        ? 'off'
+        : ageSeconds > timeout
+          ? 'expired'
+          : have.matches.get(k)?.has(id)
+            ? 'live'
+            : 'gone';
+      return {
+        client: String(e.key.netns),
+        frontend: fe,
+        proto: PROTO_NAME[proto] ?? 'TCP',
+        backendId: id,
+        backend: b ? `${b.ip}:${b.port}` : '(missing)',
+        ageSeconds: Math.round(ageSeconds * 10) / 10,
+        ...(timeout ? { timeout } : {}),
+        state,
+      };
+    })
+    .sort((a, b) => a.frontend.localeCompare(b.frontend) || a.client.localeCompare(b.client));
+}
+
+export async function dumpAffinity(dp: Datapath, fmt: OutputFormat): Promise<string> {
+  const rows = await affinityRows(dp);
+  if (fmt === 'json') return json(rows);
+  return (
+    table(
+      ['SERVICE ADDRESS', 'CLIENT NETNS', 'BACKEND ADDRESS', 'AGE', 'TIMEOUT', 'STATE'],
+      rows.map((r) => [
+        `${r.frontend} (${r.proto})`,
+        r.client,
+        `${r.backend} (id ${r.backendId})`,
+        `${r.ageSeconds}s`,
+        r.timeout ? `${r.timeout}s` : '-',
+        r.state,
+      ]),
+    ) + `${rows.length} affinity entries\n`
   );
 }

@@ -34,6 +34,8 @@ export interface DesiredService {
   backends: BackendAddr[];
   /** Set when backends is empty: why the frontend is left to kube-proxy. */
   left?: LeftReason;
+  /** sessionAffinity ClientIP: its timeout in seconds (unset: None). */
+  affinity?: number;
 }
 
 /** What the endpoint choice needs to know about this node. */
@@ -134,7 +136,9 @@ export function desiredServices(snap: Pick<Snapshot, 'services' | 'node' | 'zone
       }
       backends.sort(cmpAddr);
       const name = `${svc.namespace}/${svc.name}:${sp.name ?? sp.port}`;
-      services.set(feKey(fe), backends.length ? { fe, name, backends } : { fe, name, backends, left: use.left ?? 'no_endpoints' });
+      const d: DesiredService = backends.length ? { fe, name, backends } : { fe, name, backends, left: use.left ?? 'no_endpoints' };
+      if (svc.affinityTimeout) d.affinity = svc.affinityTimeout;
+      services.set(feKey(fe), d);
     }
   }
   return { services, unresolved };

@@ -26,10 +26,24 @@ export function applyToMirror(have: ActualServices, index: ServiceIndex, p: SvcP
     slots.set(slot, id);
     ref(id, 1);
   }
-  for (const { fe, count } of p.mastersUpsert) {
+  for (const { fe, count, affinity } of p.mastersUpsert) {
     const k = feKey(fe);
     if (!have.masters.has(k)) index.entries++;
-    have.masters.set(k, { fe, count });
+    have.masters.set(k, affinity ? { fe, count, affinity } : { fe, count });
+  }
+  for (const { fe, id } of p.matchesUpsert) {
+    const k = feKey(fe);
+    let m = have.matches.get(k);
+    if (!m) have.matches.set(k, (m = new Set()));
+    if (!m.has(id)) index.matchEntries++;
+    m.add(id);
+  }
+  for (const { fe, id } of p.matchesDelete) {
+    const k = feKey(fe);
+    const m = have.matches.get(k);
+    if (!m?.delete(id)) continue;
+    index.matchEntries--;
+    if (m.size === 0) have.matches.delete(k);
   }
   for (const fe of p.mastersDelete) if (have.masters.delete(feKey(fe))) index.entries--;
   for (const { fe, slot } of p.slotsDelete) {

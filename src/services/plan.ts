@@ -1,28 +1,37 @@
-// The plan from desired services to pw_svc / pw_backends: pure (backend ids,
-// capacity, the diff). ServiceSync (sync.ts) writes it through a ServiceMaps
-// (maps.ts) in the order a concurrent connect() can live with:
-//   1. new backends   2. slots   3. master entries (counts)   4. prune
-// (removed masters first, then their slots and stale slots, then backends no
-// slot points to any more). A reader that saw a master count always finds
-// the slots below it and the backends they name.
+// The plan from desired services to pw_svc / pw_backends (and pw_aff_match
+// for ClientIP affinity): pure (backend ids, capacity, the diff). ServiceSync
+// (sync.ts) writes it through a ServiceMaps (maps.ts) in the order a
+// concurrent connect() can live with:
+//   1. new backends   2. slots, then affinity matches   3. master entries
+//   (counts, affinity timeout)   4. prune
+// (removed masters first, then their slots and stale slots, then matches of
+// backends that left a frontend, then backends no slot points to any more).
+// A reader that saw a master count always finds the slots below it and the
+// backends they name; a match always names a backend that exists.
 import { beKey, type BackendAddr, type DesiredService, type Frontend, type Proto } from './desired.js';
 
 export interface ActualServices {
-  /** feKey → count */
-  masters: Map<string, { fe: Frontend; count: number }>;
+  /** feKey → count and ClientIP affinity timeout (s; absent: none) */
+  masters: Map<string, { fe: Frontend; count: number; affinity?: number }>;
   /** feKey → slot → backend id */
   slots: Map<string, Map<number, number>>;
   /** id → address */
   backends: Map<number, BackendAddr>;
+  /** feKey → backend ids in pw_aff_match (frontends with affinity) */
+  matches: Map<string, Set<number>>;
 }
 
 export interface SvcPlan {
   backendsUpsert: { id: number; b: BackendAddr }[];
   slotsUpsert: { fe: Frontend; slot: number; id: number }[];
-  mastersUpsert: { fe: Frontend; count: number }[];
+  /** `affinity` only when the frontend has ClientIP affinity */
+  mastersUpsert: { fe: Frontend; count: number; affinity?: number }[];
   mastersDelete: Frontend[];
   slotsDelete: { fe: Frontend; slot: number }[];
   backendsDelete: number[];
+  /** pw_aff_match entries to add (step 2, after the slots) and remove (prune, before backends) */
+  matchesUpsert: { fe: Frontend; id: number }[];
+  matchesDelete: { fe: Frontend; id: number }[];
   /** services left out whole because the maps would not hold them */
   dropped: string[];
 }
@@ -34,7 +43,9 @@ export function svcPlanSize(p: SvcPlan): number {
     p.mastersUpsert.length +
     p.mastersDelete.length +
     p.slotsDelete.length +
-    p.backendsDelete.length
+    p.backendsDelete.length +
+    p.matchesUpsert.length +
+    p.matchesDelete.length
   );
 }
 
@@ -47,6 +58,8 @@ export interface ServiceIndex {
   idByAddr: Map<number, number>;
   refs: Map<number, number>;
   entries: number;
+  /** pw_aff_match entries */
+  matchEntries: number;
 }
 
 export function indexServices(have: ActualServices): ServiceIndex {
@@ -57,7 +70,9 @@ export function indexServices(have: ActualServices): ServiceIndex {
     entries += slots.size;
     for (const id of slots.values()) refs.set(id, (refs.get(id) ?? 0) + 1);
   }
-  return { idByAddr, refs, entries };
+  let matchEntries = 0;
+  for (const m of have.matches.values()) matchEntries += m.size;
+  return { idByAddr, refs, entries, matchEntries };
 }
 
 const parseAddr = (k: string): BackendAddr => {
@@ -80,7 +95,7 @@ const parseAddr = (k: string): BackendAddr => {
 export function planServices(
   want: Map<string, DesiredService>,
   have: ActualServices,
-  capacity: { svc: number; backends: number },
+  capacity: { svc: number; backends: number; /** pw_aff_match; absent: unbounded */ match?: number },
   scope?: Set<string>,
   index: ServiceIndex = indexServices(have),
 ): SvcPlan {
@@ -91,11 +106,14 @@ export function planServices(
     mastersDelete: [],
     slotsDelete: [],
     backendsDelete: [],
+    matchesUpsert: [],
+    matchesDelete: [],
     dropped: [],
   };
-  const keys = scope ?? new Set([...want.keys(), ...have.masters.keys(), ...have.slots.keys()]);
+  const keys = scope ?? new Set([...want.keys(), ...have.masters.keys(), ...have.slots.keys(), ...have.matches.keys()]);
   // what fits: entries already there stay counted until pruned, so count the union
   let svcEntries = index.entries;
+  let matchEntries = index.matchEntries;
   const addedBackends = new Set<number>();
   const kept = new Map<string, DesiredService>();
   for (const key of [...keys].sort()) {
@@ -103,11 +121,17 @@ export function planServices(
     if (!s) continue;
     const extraSvc = (have.masters.has(key) ? 0 : 1) + Math.max(0, s.backends.length - (have.slots.get(key)?.size ?? 0));
     const fresh = s.backends.map(beKey).filter((k) => !index.idByAddr.has(k) && !addedBackends.has(k));
-    if (svcEntries + extraSvc > capacity.svc || index.idByAddr.size + addedBackends.size + fresh.length > capacity.backends) {
+    const extraMatch = s.affinity ? Math.max(0, s.backends.length - (have.matches.get(key)?.size ?? 0)) : 0;
+    if (
+      svcEntries + extraSvc > capacity.svc ||
+      index.idByAddr.size + addedBackends.size + fresh.length > capacity.backends ||
+      matchEntries + extraMatch > (capacity.match ?? Infinity)
+    ) {
       p.dropped.push(s.name);
       continue;
     }
     svcEntries += extraSvc;
+    matchEntries += extraMatch;
     for (const k of fresh) addedBackends.add(k);
     kept.set(key, s);
   }
@@ -140,8 +164,17 @@ export function planServices(
       bump(id, 1);
       if (cur.get(i + 1) !== id) p.slotsUpsert.push({ fe: s.fe, slot: i + 1, id });
     });
-    if (have.masters.get(key)?.count !== s.backends.length) p.mastersUpsert.push({ fe: s.fe, count: s.backends.length });
+    const m = have.masters.get(key);
+    if (m?.count !== s.backends.length || (m.affinity ?? 0) !== (s.affinity ?? 0))
+      p.mastersUpsert.push(
+        s.affinity ? { fe: s.fe, count: s.backends.length, affinity: s.affinity } : { fe: s.fe, count: s.backends.length },
+      );
     for (const slot of cur.keys()) if (slot > s.backends.length) p.slotsDelete.push({ fe: s.fe, slot });
+    // affinity matches: exactly the frontend's backend ids while it has affinity
+    const wantMatch = new Set(s.affinity ? s.backends.map((b) => ids.get(beKey(b))!) : []);
+    const haveMatch = have.matches.get(key) ?? new Set<number>();
+    for (const id of wantMatch) if (!haveMatch.has(id)) p.matchesUpsert.push({ fe: s.fe, id });
+    for (const id of haveMatch) if (!wantMatch.has(id)) p.matchesDelete.push({ fe: s.fe, id });
   }
   for (const key of keys) {
     if (kept.has(key)) continue;
@@ -152,6 +185,11 @@ export function planServices(
     if (slots) {
       const fe = m?.fe ?? parseAddr(key);
       for (const slot of slots.keys()) p.slotsDelete.push({ fe, slot });
+    }
+    const matches = have.matches.get(key);
+    if (matches) {
+      const fe = m?.fe ?? parseAddr(key);
+      for (const id of matches) p.matchesDelete.push({ fe, id });
     }
   }
   const unreferenced = (id: number) => (index.refs.get(id) ?? 0) + (delta.get(id) ?? 0) <= 0 && !taken.has(id);

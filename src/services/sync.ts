@@ -18,7 +18,9 @@ export interface SvcOps {
   backendsUpsert: number;
   slotsUpsert: number;
   mastersUpsert: number;
-  /** masters, slots and backends removed */
+  /** pw_aff_match entries added (ClientIP affinity) */
+  matchesUpsert: number;
+  /** masters, slots, affinity matches and backends removed */
   deletes: number;
 }
 
@@ -36,13 +38,14 @@ export interface SvcSyncResult {
   frontends: number;
 }
 
-export const svcOpsTotal = (o: SvcOps): number => o.backendsUpsert + o.slotsUpsert + o.mastersUpsert + o.deletes;
-const noOps = (): SvcOps => ({ backendsUpsert: 0, slotsUpsert: 0, mastersUpsert: 0, deletes: 0 });
+export const svcOpsTotal = (o: SvcOps): number => o.backendsUpsert + o.slotsUpsert + o.mastersUpsert + o.matchesUpsert + o.deletes;
+const noOps = (): SvcOps => ({ backendsUpsert: 0, slotsUpsert: 0, mastersUpsert: 0, matchesUpsert: 0, deletes: 0 });
 const addOps = (o: SvcOps, p: SvcPlan) => {
   o.backendsUpsert += p.backendsUpsert.length;
   o.slotsUpsert += p.slotsUpsert.length;
   o.mastersUpsert += p.mastersUpsert.length;
-  o.deletes += p.mastersDelete.length + p.slotsDelete.length + p.backendsDelete.length;
+  o.matchesUpsert += p.matchesUpsert.length;
+  o.deletes += p.mastersDelete.length + p.slotsDelete.length + p.matchesDelete.length + p.backendsDelete.length;
 };
 const emptyPlan = (): SvcPlan => ({
   backendsUpsert: [],
@@ -51,6 +54,8 @@ const emptyPlan = (): SvcPlan => ({
   mastersDelete: [],
   slotsDelete: [],
   backendsDelete: [],
+  matchesUpsert: [],
+  matchesDelete: [],
   dropped: [],
 });
 
@@ -157,7 +162,7 @@ export class ServiceSync {
     const unresolved: string[] = [];
     const wanted = new Set<string>();
     for (const s of services) for (const sp of s.ports) wanted.add(feKey({ ip: s.clusterIP, port: sp.port, proto: PROTO[sp.protocol] }));
-    const stale = new Set([...have.masters.keys(), ...have.slots.keys()].filter((k) => !wanted.has(k)));
+    const stale = new Set([...have.masters.keys(), ...have.slots.keys(), ...have.matches.keys()].filter((k) => !wanted.has(k)));
     if (stale.size) {
       const p = planServices(new Map(), have, cap, stale, index);
       await this.apply(p);

@@ -5,6 +5,7 @@ import type { V1EndpointSlice, V1Namespace, V1NetworkPolicy, V1Pod, V1Service } 
 import { BANDWIDTH_ANNOTATIONS, ISTIO_CAPTURE_ANNOTATIONS } from '../pods/desired.js';
 import {
   ACCELERATE_LABEL,
+  affinityTimeout,
   type Namespace,
   type NetworkPolicy,
   type Pod,
@@ -167,6 +168,9 @@ export function serviceFrom(o: V1Service): Converted<Omit<Service, 'endpoints'>>
     name: id.name,
     clusterIP,
     ...(spec.internalTrafficPolicy === 'Local' ? { internalTrafficPolicy: 'Local' as const } : {}),
+    ...(spec.sessionAffinity === 'ClientIP'
+      ? { affinityTimeout: affinityTimeout(spec.sessionAffinityConfig?.clientIP?.timeoutSeconds) }
+      : {}),
     ports,
   };
   if (!ports.length) return { skip: 'no TCP/UDP port' };
@@ -330,7 +334,18 @@ export function trim(kind: string, o: unknown): unknown {
       };
     }
     case 'services':
-      return { metadata: meta(), spec: pick(x.spec, ['type', 'clusterIP', 'clusterIPs', 'ports', 'internalTrafficPolicy']) };
+      return {
+        metadata: meta(),
+        spec: pick(x.spec, [
+          'type',
+          'clusterIP',
+          'clusterIPs',
+          'ports',
+          'internalTrafficPolicy',
+          'sessionAffinity',
+          'sessionAffinityConfig',
+        ]),
+      };
     case 'endpointslices':
       return {
         metadata: meta({

@@ -5,7 +5,7 @@ import { Ajv } from 'ajv';
 import YAML from 'yaml';
 import { InputError } from '../../loader/errors.js';
 import type { Snapshot } from '../model.js';
-import { podKey } from '../model.js';
+import { affinityTimeout, podKey } from '../model.js';
 import schema from './state.schema.json' with { type: 'json' };
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true });
@@ -36,6 +36,8 @@ export interface StateFile {
     namespace: string;
     name: string;
     clusterIP: string;
+    sessionAffinity?: 'None' | 'ClientIP';
+    sessionAffinityConfig?: { clientIP?: { timeoutSeconds?: number } };
     ports: { name?: string; port: number; protocol?: 'TCP' | 'UDP'; targetPort?: number | string }[];
     endpoints?: {
       ip: string;
@@ -140,6 +142,7 @@ export function toSnapshot(st: StateFile): Snapshot {
       namespace: s.namespace,
       name: s.name,
       clusterIP: s.clusterIP,
+      ...(s.sessionAffinity === 'ClientIP' ? { affinityTimeout: affinityTimeout(s.sessionAffinityConfig?.clientIP?.timeoutSeconds) } : {}),
       ports: s.ports.map((p) => ({ name: p.name, port: p.port, protocol: p.protocol ?? 'TCP', targetPort: p.targetPort })),
       endpoints: (s.endpoints ?? []).map((e) => ({
         ip: e.ip,

@@ -1,4 +1,5 @@
-// Differential: which endpoints a Service resolves to (issue 10, items 2-4).
+// Differential: which endpoints a Service resolves to (issue 10, items 2-4),
+// and sessionAffinity ClientIP (item 1).
 // Each scenario runs twice in one test on the sandbox: acceleration off, so
 // the client's connects take kube-proxy-style iptables rules written by hand
 // from kube-proxy's documented behaviour, then on (the socket LB). What the
@@ -8,9 +9,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Service, ServiceEndpoint, Snapshot } from '../../src/model.js';
 import { conn, startServer, udp, type Server } from '../../devtools/perf.js';
 import { reconcile } from '../../src/reconciler.js';
-import { installServices, vip } from '../../devtools/sandbox.js';
+import { installServices, updateServices, vip } from '../../devtools/sandbox.js';
+import type { KubeProxyService } from '../../devtools/iptables.js';
+import { affinityRows } from '../../src/commands/dump.js';
 import { loadStateFile } from '../../src/state/load.js';
-import { counters, delta, setUp, tearDown, type Env } from './helpers.js';
+import { SLOWDOWN, counters, delta, setUp, tearDown, until, type Env } from './helpers.js';
 
 const NODE = 'node-a';
 const ZONE = 'zone-a';
@@ -116,7 +119,7 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
   const pods = () => env!.m.pods;
 
   beforeAll(async () => {
-    env = await setUp({ pods: 4, namespaces: ['team-a', 'team-b'] });
+    env = await setUp({ pods: 5, namespaces: ['team-a', 'team-b'] });
     base = loadStateFile(env.m.stateFile).snapshot;
     for (const p of env.m.pods.slice(1)) servers.push(await startServer(p, TARGET));
   });
@@ -205,5 +208,156 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
         }
       });
     }
+  });
+
+  // ---- sessionAffinity: ClientIP (item 1) ----
+  // kube-proxy's side: `-m recent --rcheck --seconds T --reap` per endpoint in
+  // the service chain and `--set` in the endpoint chain (devtools/iptables.ts).
+  // A "flow" is what kube-proxy decides on: a TCP connection, or a UDP socket's
+  // first datagram (a new conntrack entry); each UDP request here uses a new socket.
+  const STICKY = [1, 2, 3];
+  type Flow = 'TCP' | 'UDP' | 'UDP-connected';
+  const l4 = (f: Flow) => (f === 'TCP' ? 'TCP' : 'UDP');
+  const sticky = (ip: string, f: Flow, timeout: number | undefined, backends: number[], name = 'sticky'): Service => ({
+    namespace: 'team-b',
+    name,
+    clusterIP: ip,
+    ...(timeout ? { affinityTimeout: timeout } : {}),
+    ports: [{ name: 'p', port: PORT, protocol: l4(f), targetPort: TARGET }],
+    endpoints: backends.map((i) => ({ ip: pods()[i]!.ip, ready: true, terminating: false, ports: [] })),
+  });
+  const rules = (svc: Service): KubeProxyService => ({
+    vip: svc.clusterIP,
+    port: PORT,
+    proto: svc.ports[0]!.protocol === 'TCP' ? 'tcp' : 'udp',
+    backends: svc.endpoints.map((e) => ({ ip: e.ip, port: TARGET })),
+    ...(svc.affinityTimeout ? { affinity: svc.affinityTimeout } : {}),
+  });
+  const snapOf = (on: boolean, services: Service[]): Snapshot => ({ ...snap(on, services[0]!), services });
+  const podOf = (backend: string) => pods().findIndex((p) => `${p.ip}:${TARGET}` === backend);
+  const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms * SLOWDOWN));
+
+  /** n new flows from pod 0 to ip: every one must succeed and show the ClusterIP; the backends that answered. */
+  async function flows(f: Flow, ip: string, n: number): Promise<Record<string, number>> {
+    if (f === 'TCP') {
+      const r = await conn(pods()[0]!, ip, PORT, { n });
+      expect(r.errors, r.error).toBe(0);
+      expect(r.peer_mismatch).toBe(0);
+      return r.backends;
+    }
+    const u = await udp(pods()[0]!, ip, PORT, { n, connected: f === 'UDP-connected', renew: true });
+    expect(u.errors, u.error).toBe(0);
+    expect(u.wrong_source).toBe(0);
+    expect(u.peer_ok).toBe(true);
+    return u.backends;
+  }
+  /** The one backend n flows reached (fails on a spread). */
+  async function one(f: Flow, ip: string, n: number): Promise<string> {
+    const b = await flows(f, ip, n);
+    expect(Object.keys(b), JSON.stringify(b)).toHaveLength(1);
+    expect(Object.values(b)[0]).toBe(n);
+    return Object.keys(b)[0]!;
+  }
+  /** Flows one at a time, each after `expired()` says the client's affinity ran out, until one reaches another backend: the rounds it took. */
+  async function untilAnotherBackend(f: Flow, ip: string, expired: () => Promise<void>, rounds = 12): Promise<number> {
+    let last = await one(f, ip, 3); // within the timeout: one backend
+    for (let i = 1; i <= rounds; i++) {
+      await expired();
+      const next = await one(f, ip, 1);
+      if (next !== last) return i;
+      last = next;
+    }
+    throw new Error(`${rounds} expiries in a row chose the same backend again (chance (1/3)^${rounds}): affinity never ends`);
+  }
+  const affinityOf = async (ip: string) => (await affinityRows(env!.dp)).filter((r) => r.frontend === `${ip}:${PORT}`);
+
+  (['TCP', 'UDP', 'UDP-connected'] as const).forEach((f, i) => {
+    it(`sessionAffinity ClientIP: N new flows from one client reach one backend (${f})`, async () => {
+      const ip = vip(40 + i);
+      const svc = sticky(ip, f, 10800, STICKY);
+      const n = f === 'TCP' ? 30 : 12;
+      await installServices(env!.m, [rules(svc)]);
+      await reconcile(env!.dp, snapOf(false, [svc]));
+      const off = await one(f, ip, n);
+      await reconcile(env!.dp, snapOf(true, [svc]));
+      const c0 = await counters(env!.dp);
+      const on = await one(f, ip, n);
+      const d = delta(c0, await counters(env!.dp), 'pw_lb');
+      for (const b of [off, on]) expect(STICKY).toContain(podOf(b));
+      // the socket LB answered: the first flow chose, every later one was sent by the affinity entry
+      expect(d.translated).toBe(n);
+      expect(d.affinity_hit).toBe(n - 1);
+      const [entry, ...more] = await affinityOf(ip);
+      expect(more).toHaveLength(0);
+      expect(entry).toMatchObject({ backend: on, timeout: 10800, state: 'live' });
+      // without affinity the same client spreads (the control: it is the affinity that pins it)
+      if (f === 'TCP') {
+        const plain = sticky(ip, f, undefined, STICKY);
+        await reconcile(env!.dp, snapOf(true, [plain]));
+        expect(Object.keys(await flows(f, ip, 60)).length).toBeGreaterThan(1);
+      }
+    });
+  });
+
+  (['TCP', 'UDP'] as const).forEach((f, i) => {
+    it(`sessionAffinity ClientIP: after timeoutSeconds without a flow the client may reach another backend (${f})`, async () => {
+      const ip = vip(45 + i);
+      const T = 1; // the smallest timeout the API accepts
+      const svc = sticky(ip, f, T, STICKY);
+      await installServices(env!.m, [rules(svc)]);
+      await reconcile(env!.dp, snapOf(false, [svc]));
+      // xt_recent keeps jiffies: nothing to watch from outside, so wait the timeout out (and a margin)
+      const offRounds = await untilAnotherBackend(f, ip, () => sleep(T * 1000 + 300));
+      await reconcile(env!.dp, snapOf(true, [svc]));
+      const c0 = await counters(env!.dp);
+      // with the socket LB, the entry's age is visible: wait until `dump affinity` calls it expired
+      const onRounds = await untilAnotherBackend(f, ip, async () => {
+        await until('the affinity entry to expire', async () => (await affinityOf(ip)).some((r) => r.state === 'expired'), 10_000);
+      });
+      const d = delta(c0, await counters(env!.dp), 'pw_lb');
+      expect(d.affinity_expired).toBeGreaterThanOrEqual(onRounds);
+      expect(offRounds + onRounds).toBeGreaterThan(1);
+    });
+  });
+
+  (['TCP', 'UDP'] as const).forEach((f, i) => {
+    it(`sessionAffinity ClientIP: another backend leaving changes nothing; the client's own leaving sends it to a new one it sticks to (${f})`, async () => {
+      const ip = vip(48 + i);
+      const FOUR = [1, 2, 3, 4];
+      // another Service keeps every backend, so the ones that leave stay in pw_backends: only pw_aff_match can tell
+      const other = sticky(vip(51 + i), f, undefined, FOUR, 'other');
+      const n = f === 'TCP' ? 20 : 8;
+      const svcOf = (gone: string[]) =>
+        sticky(
+          ip,
+          f,
+          10800,
+          FOUR.filter((j) => !gone.map(podOf).includes(j)),
+        );
+      const notMine = (b: string) => `${pods()[FOUR.find((j) => j !== podOf(b))!]!.ip}:${TARGET}`;
+      /** the client's backend; then after another backend left; then after its own left */
+      async function run(on: boolean, change: (gone: string[]) => Promise<void>): Promise<string[]> {
+        await installServices(env!.m, [rules(svcOf([])), rules(other)]);
+        await reconcile(env!.dp, snapOf(on, [svcOf([]), other]));
+        const first = await one(f, ip, n);
+        const gone = [notMine(first)];
+        await change(gone);
+        const same = await one(f, ip, n);
+        gone.push(first);
+        await change(gone);
+        return [first, same, await one(f, ip, n)];
+      }
+      const off = await run(false, (gone) => updateServices(env!.m, [rules(svcOf(gone)), rules(other)]));
+      const c0 = await counters(env!.dp);
+      const on = await run(true, async (gone) => void (await reconcile(env!.dp, snapOf(true, [svcOf(gone), other]))));
+      const d = delta(c0, await counters(env!.dp), 'pw_lb');
+      for (const [first, same, next] of [off, on]) {
+        expect(same).toBe(first);
+        expect(next).not.toBe(first);
+      }
+      expect(d.affinity_gone).toBe(1);
+      expect(d.affinity_hit).toBe(3 * n - 2);
+      expect(d.translated).toBe(3 * n);
+    });
   });
 });

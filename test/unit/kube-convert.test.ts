@@ -93,6 +93,29 @@ describe('serviceFrom() and endpointsFrom()', () => {
     ]);
     expect(r.skip).toMatch(/sig\/SCTP/);
   });
+  it('sessionAffinity: ClientIP with its timeout, 10800 when unset (the API default) or invalid, nothing for None', () => {
+    const base = { clusterIP: '10.96.0.10', ports: [{ port: 80 }] };
+    expect(
+      serviceFrom(svc({ ...base, sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: 30 } } })).value
+        ?.affinityTimeout,
+    ).toBe(30);
+    expect(serviceFrom(svc({ ...base, sessionAffinity: 'ClientIP' })).value?.affinityTimeout).toBe(10800);
+    expect(serviceFrom(svc({ ...base, sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: {} } })).value?.affinityTimeout).toBe(
+      10800,
+    );
+    expect(
+      serviceFrom(svc({ ...base, sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: 0 } } })).value
+        ?.affinityTimeout,
+    ).toBe(10800);
+    expect(
+      serviceFrom(svc({ ...base, sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: 86401 } } })).value
+        ?.affinityTimeout,
+    ).toBe(10800);
+    expect(
+      serviceFrom(svc({ ...base, sessionAffinity: 'None', sessionAffinityConfig: { clientIP: { timeoutSeconds: 30 } } })).value,
+    ).not.toHaveProperty('affinityTimeout');
+    expect(serviceFrom(svc(base)).value).not.toHaveProperty('affinityTimeout');
+  });
   it('skips headless, ExternalName and IPv6-only services', () => {
     expect(serviceFrom(svc({ clusterIP: 'None', ports: [{ port: 80 }] })).skip).toMatch(/^headless/);
     expect(serviceFrom(svc({ type: 'ExternalName', externalName: 'x.example' })).skip).toMatch(/^ExternalName/);
@@ -219,6 +242,11 @@ describe('trim() (what the informer caches keep)', () => {
     };
     expect(serviceFrom(trim('services', s) as V1Service)).toEqual(serviceFrom(s));
     expect(serviceFrom(trim('services', s) as V1Service).value?.internalTrafficPolicy).toBe('Local');
+    const sticky: V1Service = {
+      ...s,
+      spec: { ...s.spec, sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: 77 } } },
+    };
+    expect(serviceFrom(trim('services', sticky) as V1Service).value?.affinityTimeout).toBe(77);
     const np: V1NetworkPolicy = {
       metadata: { name: 'p', namespace: 'shop' },
       spec: { podSelector: { matchLabels: { a: 'b' } }, ingress: [{}] },

@@ -22,7 +22,7 @@ const svc = (over: Partial<Service> = {}): Service => ({
   ...over,
 });
 const snap = (services: Service[]): Snapshot => ({ namespaces: [], pods: [], networkPolicies: [], services });
-const empty = (): ActualServices => ({ masters: new Map(), slots: new Map(), backends: new Map() });
+const empty = (): ActualServices => ({ masters: new Map(), slots: new Map(), backends: new Map(), matches: new Map() });
 const BIG = { svc: 1 << 20, backends: 1 << 20 };
 
 /** What the maps hold after applying `p` to `have` (the applier's effect, for tests). */
@@ -31,6 +31,7 @@ function applied(have: ActualServices, p: ReturnType<typeof planServices>): Actu
     masters: new Map(have.masters),
     slots: new Map([...have.slots].map(([k, v]) => [k, new Map(v)])),
     backends: new Map(have.backends),
+    matches: new Map([...have.matches].map(([k, v]) => [k, new Set(v)])),
   };
   const k = (f: { ip: string; port: number; proto: number }) => `${f.ip}:${f.port}/${f.proto}`;
   for (const b of p.backendsUpsert) out.backends.set(b.id, b.b);
@@ -38,10 +39,17 @@ function applied(have: ActualServices, p: ReturnType<typeof planServices>): Actu
     if (!out.slots.has(k(s.fe))) out.slots.set(k(s.fe), new Map());
     out.slots.get(k(s.fe))!.set(s.slot, s.id);
   }
-  for (const m of p.mastersUpsert) out.masters.set(k(m.fe), { fe: m.fe, count: m.count });
+  for (const m of p.matchesUpsert) {
+    if (!out.matches.has(k(m.fe))) out.matches.set(k(m.fe), new Set());
+    out.matches.get(k(m.fe))!.add(m.id);
+  }
+  for (const m of p.mastersUpsert)
+    out.masters.set(k(m.fe), m.affinity ? { fe: m.fe, count: m.count, affinity: m.affinity } : { fe: m.fe, count: m.count });
   for (const fe of p.mastersDelete) out.masters.delete(k(fe));
   for (const s of p.slotsDelete) out.slots.get(k(s.fe))?.delete(s.slot);
   for (const [key, v] of out.slots) if (v.size === 0) out.slots.delete(key);
+  for (const m of p.matchesDelete) out.matches.get(k(m.fe))?.delete(m.id);
+  for (const [key, v] of out.matches) if (v.size === 0) out.matches.delete(key);
   for (const id of p.backendsDelete) out.backends.delete(id);
   return out;
 }
@@ -159,6 +167,7 @@ describe('backend ids', () => {
         [1, b('10.0.0.2')],
         [2, b('10.9.9.9')],
       ]),
+      matches: new Map(),
     };
     const want = new Map<string, DesiredService>([
       [feKey(fe), { fe, name: 'ns/a:80', backends: [b('10.0.0.1'), b('10.0.0.2'), b('10.0.0.3')] }],
@@ -250,6 +259,8 @@ describe('planServices() with a scope (one changed Service at a time)', () => {
     name: `s${i}`,
     clusterIP: `10.96.0.${i}`,
     ports: [{ name: 'p', port: 80, protocol: 'TCP', targetPort: 8080 }],
+    // some with ClientIP affinity, which may come and go with a change
+    ...(r() < 0.4 ? { affinityTimeout: r() < 0.5 ? 10800 : 30 } : {}),
     // backends drawn from a small pool, so services share backends
     endpoints: Array.from({ length: Math.floor(r() * 5) }, () => ({
       ip: `10.1.0.${1 + Math.floor(r() * 8)}`,
@@ -283,6 +294,12 @@ describe('planServices() with a scope (one changed Service at a time)', () => {
       // no backend without a slot pointing to it, no slot pointing to a missing backend
       const used = new Set([...have.slots.values()].flatMap((m) => [...m.values()]));
       expect([...have.backends.keys()].sort()).toEqual([...used].sort());
+      // affinity matches: exactly the slots' backends of the frontends with affinity
+      for (const [k, m] of have.masters) {
+        const ids = [...(have.slots.get(k)?.values() ?? [])].sort();
+        expect([...(have.matches.get(k) ?? [])].sort(), `step ${step} ${k}`).toEqual(m.affinity ? ids : []);
+      }
+      for (const k of have.matches.keys()) expect(have.masters.get(k)?.affinity).toBeGreaterThan(0);
     }
   });
 
@@ -299,5 +316,63 @@ describe('planServices() with a scope (one changed Service at a time)', () => {
     expect(p.slotsDelete.every((s) => s.fe.ip === a.clusterIP)).toBe(true);
     expect(p.backendsDelete).toEqual([]);
     expect(p.slotsUpsert.length + p.mastersUpsert.length + p.backendsUpsert.length).toBe(0);
+  });
+});
+
+describe('sessionAffinity ClientIP (pw_aff_match and the master entry)', () => {
+  const one = (over: Partial<Service> = {}) =>
+    svc({ ports: [{ name: 'http', port: 80, protocol: 'TCP', targetPort: 8080 }], endpoints: [], ...over });
+  const ep = (ip: string) => ({ ip, ready: true, terminating: false, ports: [] });
+  const fe = { ip: '10.96.0.10', port: 80, proto: 6 as const };
+
+  it('desiredServices() carries the timeout to every port of the Service; None carries nothing', () => {
+    const d = desiredServices(snap([svc({ affinityTimeout: 600 })])).services;
+    expect([...d.values()].map((x) => x.affinity)).toEqual([600, 600]);
+    expect([...desiredServices(snap([svc()])).services.values()].every((x) => x.affinity === undefined)).toBe(true);
+  });
+
+  it('writes a match per backend before the master, which carries the timeout', () => {
+    const p = planServices(
+      desiredServices(snap([one({ affinityTimeout: 10800, endpoints: [ep('10.1.0.1'), ep('10.1.0.2')] })])).services,
+      empty(),
+      BIG,
+    );
+    expect(p.mastersUpsert).toEqual([{ fe, count: 2, affinity: 10800 }]);
+    expect(p.matchesUpsert).toEqual([
+      { fe, id: 1 },
+      { fe, id: 2 },
+    ]);
+    expect(applied(empty(), p).matches.get(feKey(fe))).toEqual(new Set([1, 2]));
+  });
+
+  it('a backend that leaves the Service loses its match in the same pass; the others keep theirs', () => {
+    const want = (ips: string[], t?: number) =>
+      desiredServices(snap([one({ ...(t ? { affinityTimeout: t } : {}), endpoints: ips.map(ep) })])).services;
+    const have = applied(empty(), planServices(want(['10.1.0.1', '10.1.0.2', '10.1.0.3'], 60), empty(), BIG));
+    const p = planServices(want(['10.1.0.1', '10.1.0.3'], 60), have, BIG);
+    expect(p.matchesDelete).toEqual([{ fe, id: 2 }]);
+    expect(p.matchesUpsert).toEqual([]);
+    expect(p.backendsDelete).toEqual([2]);
+    // a new timeout rewrites only the master entry
+    const q = planServices(want(['10.1.0.1', '10.1.0.2', '10.1.0.3'], 5), have, BIG);
+    expect(q.mastersUpsert).toEqual([{ fe, count: 3, affinity: 5 }]);
+    expect(svcPlanSize(q)).toBe(1);
+    // affinity switched off: master without timeout, every match removed
+    const r = planServices(want(['10.1.0.1', '10.1.0.2', '10.1.0.3']), have, BIG);
+    expect(r.mastersUpsert).toEqual([{ fe, count: 3 }]);
+    expect(r.matchesDelete).toHaveLength(3);
+    expect(applied(have, r).matches.size).toBe(0);
+    // the Service deleted: its matches go with it
+    expect(applied(have, planServices(new Map(), have, BIG))).toEqual(empty());
+  });
+
+  it('leaves out a Service whose matches would not fit pw_aff_match', () => {
+    const p = planServices(
+      desiredServices(snap([one({ affinityTimeout: 60, endpoints: [ep('10.1.0.1'), ep('10.1.0.2')] })])).services,
+      empty(),
+      { ...BIG, match: 1 },
+    );
+    expect(p.dropped).toEqual(['shop/web:http']);
+    expect(svcPlanSize(p)).toBe(0);
   });
 });

@@ -53,7 +53,7 @@ describe('ServiceSync', () => {
     const k = fakeKernel();
     const r = await new ServiceSync(k.maps).full(many(250), 100);
     expect(r.frontends).toBe(250);
-    expect(r.ops).toEqual({ backendsUpsert: 251, slotsUpsert: 500, mastersUpsert: 250, deletes: 0 });
+    expect(r.ops).toEqual({ backendsUpsert: 251, slotsUpsert: 500, mastersUpsert: 250, matchesUpsert: 0, deletes: 0 });
     const writes = k.state.writes;
     const again = await new ServiceSync(k.maps).full(many(250), 100);
     expect(svcOpsTotal(again.ops)).toBe(0);
@@ -102,5 +102,30 @@ describe('ServiceSync', () => {
     const r = await s.full(many(5).map((x) => (x.name === 's1' ? svc(1, ['10.8.0.1']) : x)));
     expect(r.ops.slotsUpsert).toBeGreaterThan(0);
     expect(s.ready).toBe(true);
+  });
+
+  it('ClientIP affinity: matches follow the backends through changes, never naming a missing backend, and a restart rewrites nothing', async () => {
+    const k = fakeKernel();
+    const s = new ServiceSync(k.maps);
+    const sticky = (i: number, ips: string[], t = 10800): Service => ({ ...svc(i, ips), affinityTimeout: t });
+    await s.full([sticky(1, ['10.1.0.1', '10.1.0.2', '10.1.0.3']), svc(2, ['10.1.0.1'])]);
+    const ids = () => [...k.maps.matches.values()].map((m) => k.maps.backends.get(m.id)?.ip).sort();
+    expect(ids()).toEqual(['10.1.0.1', '10.1.0.2', '10.1.0.3']);
+    expect((await k.maps.read()).masters.get('10.96.0.1:80/6')).toMatchObject({ count: 3, affinity: 10800 });
+    await s.changed(new Map([['ns/s1', sticky(1, ['10.1.0.1', '10.1.0.4'], 30)]]));
+    expect(ids()).toEqual(['10.1.0.1', '10.1.0.4']);
+    expect((await k.maps.read()).masters.get('10.96.0.1:80/6')).toMatchObject({ count: 2, affinity: 30 });
+    // affinity moves to the other Service, then s1 goes away
+    await s.changed(new Map([['ns/s2', sticky(2, ['10.1.0.1'], 60)]]));
+    await s.changed(new Map([['ns/s1', undefined]]));
+    expect(ids()).toEqual(['10.1.0.1']);
+    expect(k.maps.violation).toBeUndefined();
+    const again = await new ServiceSync(k.maps).full([sticky(2, ['10.1.0.1'], 60)]);
+    expect(svcOpsTotal(again.ops)).toBe(0);
+    // None again: the master loses its timeout, the match goes
+    const none = await s.changed(new Map([['ns/s2', svc(2, ['10.1.0.1'])]]));
+    expect(none.ops).toMatchObject({ mastersUpsert: 1, deletes: 1 });
+    expect(k.maps.matches.size).toBe(0);
+    expect(k.maps.violation).toBeUndefined();
   });
 });

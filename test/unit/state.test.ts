@@ -3,7 +3,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../../loader/errors.js';
-import { loadStateFile, parseState, writeStateFile, type StateFile } from '../../src/state/load.js';
+import { loadStateFile, parseState, toSnapshot, writeStateFile, type StateFile } from '../../src/state/load.js';
+
+const loadState = (text: string) => toSnapshot(parseState(text));
 
 const good = `
 apiVersion: podwarp.io/v1alpha1
@@ -43,6 +45,26 @@ describe('state file', () => {
     expect(st.namespaces[1]!.accelerate).toBe(false);
     expect(st.services![0]!.ports[0]!.protocol).toBe('TCP');
     expect(st.services![0]!.endpoints![0]!.ready).toBe(true);
+  });
+
+  it('reads sessionAffinity as a Service spec has it: ClientIP with timeoutSeconds (default 10800), None', () => {
+    const sticky = (extra: string) =>
+      loadState(good.replace('    clusterIP: 10.96.0.10\n', `    clusterIP: 10.96.0.10\n${extra}`)).services[0]!.affinityTimeout;
+    expect(sticky('    sessionAffinity: ClientIP\n    sessionAffinityConfig: { clientIP: { timeoutSeconds: 5 } }\n')).toBe(5);
+    expect(sticky('    sessionAffinity: ClientIP\n')).toBe(10800);
+    expect(sticky('    sessionAffinity: None\n')).toBeUndefined();
+    expect(sticky('')).toBeUndefined();
+    expect(problems(good.replace('    clusterIP: 10.96.0.10\n', '    clusterIP: 10.96.0.10\n    sessionAffinity: Cookie\n'))).toEqual([
+      expect.objectContaining({ path: '/services/0/sessionAffinity' }),
+    ]);
+    expect(
+      problems(
+        good.replace(
+          '    clusterIP: 10.96.0.10\n',
+          '    clusterIP: 10.96.0.10\n    sessionAffinity: ClientIP\n    sessionAffinityConfig: { clientIP: { timeoutSeconds: 86401 } }\n',
+        ),
+      ),
+    ).toEqual([{ path: '/services/0/sessionAffinityConfig/clientIP/timeoutSeconds', message: 'must be <= 86400' }]);
   });
 
   it('accepts the same content as JSON', () => {
