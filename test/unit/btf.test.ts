@@ -20,6 +20,7 @@ const SECTIONS_5_10 = [
   /^iter\/(sockmap|bpf_map_elem)$/,
   /^sockops$/,
   /^sk_msg$/,
+  /^fexit\/\w+$/, // fentry/fexit: 5.5
   /^cgroup\/(connect4|sendmsg4|recvmsg4|getpeername4|getsockopt)$/,
 ];
 
