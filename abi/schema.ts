@@ -563,7 +563,7 @@ export const MAPS: MapDef[] = [
     value: flow,
     maxEntries: 65536,
     writer:
-      'bpf/pw_sk_msg.c (decision at first message, bulk switch), bpf/pw_sockops.c (delete at close); loader/sockdrain.ts (passthrough before a drain)',
+      'bpf/pw_sk_msg.c (decision at first message, bulk and flow-control switches), bpf/pw_sockops.c (delete at close); loader/sockdrain.ts (passthrough before a drain)',
     reader: 'bpf/pw_sk_msg.c; loader/sockdrain.ts; `podwarp dump sockets`',
     doc: 'Per-socket fast-path state: redirected, or on TCP for good.',
   },
@@ -575,7 +575,8 @@ export const MAPS: MapDef[] = [
     maxEntries: 65536,
     writer:
       'bpf/trace/pw_read.h (fexit on the kernel function that copies a psock ingress queue to the reader), only for sockets a pw_flows flow redirects into; bpf/pw_sockops.c (delete at close)',
-    reader: "bpf/pw_sk_msg.c (unread = the sender's pw_flows.bytes − this); `podwarp dump sockets`",
+    reader:
+      "bpf/pw_sk_msg.c (unread = the sender's pw_flows.bytes − this, on kernels without psock msg_tot_len); `podwarp dump sockets` (READ-BYTES)",
     doc: 'Flow control: bytes each accelerated socket has read of what its peer redirected into it.',
   },
   {

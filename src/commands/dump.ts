@@ -118,12 +118,17 @@ export interface SocketRow {
   bytes: number;
   /** Redirected data waiting in this socket for its application to read. */
   pending: boolean;
+  /** Redirected bytes this socket has read (pw_sock_read: counted on kernels whose flow control uses the fexit read counter). */
+  read?: number;
 }
 
 export async function socketRows(dp: Datapath): Promise<SocketRow[]> {
   requirePinned(dp, 'pw_sock');
   const flows = new Map((await dp.maps.dump('pw_flows')).map((e) => [sockKeyString(e.key), e.value]));
   const pending = await dp.sockets.pending();
+  const reads = dp.pins.hasMap('pw_sock_read')
+    ? new Map((await dp.maps.dump('pw_sock_read')).map((e) => [sockKeyString(e.key), Number(e.value.bytes)]))
+    : new Map<string, number>();
   const raw = await bpftoolMapDump(dp.pins.map('pw_sock'));
   const keyDef = mapDef('pw_sock').key;
   return raw
@@ -140,6 +145,7 @@ export async function socketRows(dp: Datapath): Promise<SocketRow[]> {
         flow: !f ? ('undecided' as const) : Number(f.flags) & FLOW_FLAGS.PASSTHROUGH ? ('passthrough' as const) : ('redirect' as const),
         bytes: f ? Number(f.bytes) : 0,
         pending: pending.get(s) ?? false,
+        read: reads.get(s),
       };
     })
     .sort((a, b) => (a.local + a.remote).localeCompare(b.local + b.remote));
@@ -150,8 +156,8 @@ export async function dumpSockets(dp: Datapath, fmt: OutputFormat): Promise<stri
   if (fmt === 'json') return json({ count: rows.length, sockets: rows });
   return (
     table(
-      ['LOCAL', 'REMOTE', 'COOKIE', 'FLOW', 'REDIRECTED-BYTES', 'UNREAD'],
-      rows.map((r) => [r.local, r.remote, r.cookie, r.flow, r.bytes, r.pending ? 'yes' : 'no']),
+      ['LOCAL', 'REMOTE', 'COOKIE', 'FLOW', 'REDIRECTED-BYTES', 'READ-BYTES', 'UNREAD'],
+      rows.map((r) => [r.local, r.remote, r.cookie, r.flow, r.bytes, r.read ?? '-', r.pending ? 'yes' : 'no']),
     ) + `${rows.length} sockets in pw_sock\n`
   );
 }
