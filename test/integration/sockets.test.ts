@@ -97,7 +97,8 @@ describe('socket acceleration', () => {
     // the client reads a little every 2 ms; the server writes as fast as poll() lets it: a
     // redirected message skips the receive window, so without flow control the client's
     // queue grows at the server's write rate (GB/s) until tcp_mem runs out
-    const running = stream(client, srv.ip, 7400, { seconds: 3, paceUs: 2000 }).finally(() => (done = true));
+    // (3 s here; × SLOWDOWN under emulation, where the server writes ~4 MB/s and needs that long to pass 16 MiB)
+    const running = stream(client, srv.ip, 7400, { seconds: 3 * SLOWDOWN, paceUs: 2000 }).finally(() => (done = true));
     while (!done) {
       peak = Math.max(peak, tcpMemPages());
       await sleep(25);

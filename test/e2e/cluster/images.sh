@@ -110,7 +110,8 @@ if [[ ! -s $cache/podwarp-$ph.tar ]]; then
 fi
 ln -sf "podwarp-$ph.tar" "$cache/podwarp.tar"
 # older podwarp images (1 GB each): the three newest stay
-ls -t "$cache"/podwarp-*.tar 2>/dev/null | tail -n +4 | grep -v -F "podwarp-$ph.tar" | xargs -r rm -f
+# (grep finds nothing to remove with three or fewer: not an error)
+ls -t "$cache"/podwarp-*.tar 2>/dev/null | tail -n +4 | { grep -v -F "podwarp-$ph.tar" || true; } | xargs -r rm -f
 # this checkout's tarballs by content hash, not the shared links: another
 # checkout's run may point the links elsewhere before ours are imported
 echo "$cache/pause.tar"; echo "$cache/test-$th.tar"; echo "$cache/podwarp-$ph.tar"

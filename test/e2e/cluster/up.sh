@@ -50,7 +50,11 @@ need openssl openssl; need nsenter util-linux; need unshare util-linux; need ipt
 
 t_start=$(date +%s)
 BIN=$("$here/build.sh") || die "build.sh"
-mapfile -t IMAGES < <("$here/images.sh") || die "images.sh"
+# (a process substitution's exit status is lost: capture, then check; an empty list made
+# every pod wait for a pause image containerd then tried to pull from localhost:80)
+images_out=$("$here/images.sh") || die "images.sh failed"
+mapfile -t IMAGES <<<"$images_out"
+[ "${#IMAGES[@]}" -eq 3 ] && [ -n "${IMAGES[0]}" ] || die "images.sh listed ${#IMAGES[@]} tarballs, expected 3: ${IMAGES[*]}"
 
 mkdir -p "$RUN"/{pki,logs,pids,ns,etcd,kubelet,cni/net.d,cni/ipam,containerd,pod-logs}
 ln -sfn "$RUN" "$BASE/current"
