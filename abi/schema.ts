@@ -75,7 +75,9 @@ export const TC_REASONS = [
   'ttl_expired', // TTL ≤ 1: let the stack send ICMP time exceeded
   'hairpin', // destination behind the same interface as the source
   'untracked', // TCP packet of a connection the program did not see start (older, or NATed by kube-proxy): normal path
-  'udp_nat_unsafe', // UDP while kube-proxy may NAT it for enabled pods (socket LB off or incomplete): normal path
+  'udp_nat_unsafe', // no longer counted (before pw_udp_ct: UDP while the socket LB was off or incomplete); the slot stays (ABI)
+  'udp_not_tracked', // UDP of a flow not (yet) answered directly between the two pods (pw_udp_ct), or a fragment: normal path
+  'not_tcp_udp', // neither TCP nor UDP (ICMP, SCTP, …): may belong to a NATed flow, normal path
 ] as const;
 export type TcReason = (typeof TC_REASONS)[number];
 
@@ -177,11 +179,22 @@ export const PROTO = { TCP: 6, UDP: 17 } as const;
 /** pw_ct.state */
 export const CT_STATE = { SYN_SEEN: 1, ESTABLISHED: 2 } as const;
 
+/** pw_udp_ct.state (C: PW_UDP_CT_OPENED, PW_UDP_CT_ANSWERED). */
+export const UDP_CT_STATE = { OPENED: 1, ANSWERED: 2 } as const;
+
+/**
+ * Idle time after which a pw_udp_ct entry no longer counts (C:
+ * PW_UDP_CT_TIMEOUT_<STATE>_NS), as conntrack's UDP timeouts: 30 s while
+ * unanswered (nf_conntrack_udp_timeout), 120 s once answered
+ * (nf_conntrack_udp_timeout_stream). An expired flow starts over as OPENED.
+ */
+export const UDP_CT_TIMEOUT_NS = { OPENED: 30_000_000_000, ANSWERED: 120_000_000_000 } as const;
+
 /** Config (pw_config, one entry). */
 export const CONFIG_FLAGS = {
   /** sk_msg redirects at all (cleared before sockets are removed: drain first). */
   SOCKMAP_ON: 1 << 0,
-  /** every service is resolved at connect(): no pod↔pod UDP is NATed, the tc program may redirect UDP */
+  /** every service is resolved at connect() (socket LB on, none left out). Informational since pw_udp_ct: the tc program no longer reads it */
   TC_UDP: 1 << 1,
 } as const;
 
@@ -390,7 +403,7 @@ const revNatVal: StructDef = {
 
 const ctKey: StructDef = {
   name: 'pw_ct_key',
-  doc: 'A TCP connection, in the direction of its SYN.',
+  doc: 'A flow, in the direction of its first packet seen (TCP: its SYN).',
   fields: [
     { name: 'saddr', type: 'be32', format: 'ipv4', doc: 'client address' },
     { name: 'daddr', type: 'be32', format: 'ipv4', doc: 'server address' },
@@ -403,6 +416,16 @@ const ctVal: StructDef = {
   name: 'pw_ct',
   doc: 'How far the fast path saw the connection start.',
   fields: [{ name: 'state', type: 'u32', doc: 'PW_CT_SYN_SEEN (1), PW_CT_ESTABLISHED (2: its SYN-ACK answered that SYN)' }],
+};
+
+const udpCtVal: StructDef = {
+  name: 'pw_udp_ct',
+  doc: 'A UDP flow the fast path saw opened directly between two enabled pods, and when it last carried a packet.',
+  fields: [
+    { name: 'last_ns', type: 'u64', doc: 'CLOCK_MONOTONIC (bpf_ktime_get_ns) of the last packet of either direction' },
+    { name: 'state', type: 'u32', doc: 'PW_UDP_CT_OPENED (1), PW_UDP_CT_ANSWERED (2: the other pod sent back, addressed directly)' },
+    { name: '_pad0', type: 'u32', doc: 'explicit padding, zero' },
+  ],
 };
 
 const configKey: StructDef = {
@@ -610,6 +633,17 @@ export const MAPS: MapDef[] = [
     doc: 'TCP connections the tc program saw start: only those are redirected, so a connection NATed by kube-proxy (its replies need the reverse NAT) or older than the attachment stays on the normal path. Entries end at RST or by LRU eviction; a SYN-ACK that answers no SYN seen here drops a stale entry.',
   },
   {
+    name: 'pw_udp_ct',
+    type: 'lru_hash',
+    key: ctKey,
+    value: udpCtVal,
+    maxEntries: 65536,
+    writer:
+      'bpf/pw_tc_egress.c (UDP between two enabled pods: first packet → OPENED, the other pod answering directly → ANSWERED, every packet refreshes)',
+    reader: 'bpf/pw_tc_egress.c',
+    doc: "UDP flows between two enabled pods, keyed in the direction of the first packet seen. A flow is redirected only once ANSWERED: the other pod sent back to the opener's address directly, so neither side reaches the other through a NATed address. Its first packets, and every packet of a flow one side opened through a Service kube-proxy DNATs (its replies look pod-to-pod), take the normal path. An entry idle past PW_UDP_CT_TIMEOUT_* (30 s opened, 120 s answered, as conntrack) no longer counts; LRU evicts the oldest.",
+  },
+  {
     name: 'pw_svc',
     type: 'hash',
     key: svcKey,
@@ -656,7 +690,7 @@ export const MAPS: MapDef[] = [
     value: config,
     maxEntries: 1,
     writer: 'agent: src/pods/apply.ts (writeConfig)',
-    reader: 'bpf/pw_sk_msg.c, bpf/pw_sockops.c, bpf/pw_proxy_conn4.c, bpf/pw_tc_egress.c (UDP); `podwarp status`',
+    reader: 'bpf/pw_sk_msg.c, bpf/pw_sockops.c, bpf/pw_proxy_conn4.c; `podwarp status`',
     doc: 'Node-wide settings for the socket programs.',
   },
   ...AFFINITY_MAPS,

@@ -3,7 +3,7 @@
 // bpf/pw_tc_egress.c. Also what the kernel lets us test of pw_sk_msg and
 // pw_sockops (nothing: see the last describe).
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { CONFIG_FLAGS, CT_STATE, EP_FLAGS, PROTO, TC_REASONS } from '../../abi/schema.js';
+import { CONFIG_FLAGS, CT_STATE, EP_FLAGS, PROTO, TC_REASONS, UDP_CT_STATE, UDP_CT_TIMEOUT_NS } from '../../abi/schema.js';
 import * as bpftool from '../../loader/bpftool.js';
 import { ToolError } from '../../loader/errors.js';
 import {
@@ -94,6 +94,22 @@ afterAll(async () => {
   await scratch.dp?.uninstall();
 });
 
+const udpCtEntries = async () =>
+  (await dp.maps.dump('pw_udp_ct'))
+    .sort((a, b) => Number(a.key.sport) - Number(b.key.sport))
+    .map((e) => ({ saddr: e.key.saddr, daddr: e.key.daddr, sport: e.key.sport, dport: e.key.dport, state: e.value.state }));
+/**
+ * A pw_udp_ct entry for the flow s:sport → d:dport, `ageNs` old (bpf_ktime_get_ns is
+ * CLOCK_MONOTONIC, the clock process.hrtime reads): ANSWERED by default, so that
+ * flow's packets are redirected.
+ */
+const udpFlow = (s: Pod, sport: number, d: Pod, dport: number, state: number = UDP_CT_STATE.ANSWERED, ageNs = 0n) =>
+  dp.maps.write(
+    'pw_udp_ct',
+    [{ key: { saddr: s.ip, daddr: d.ip, sport, dport }, value: { last_ns: process.hrtime.bigint() - ageNs, state, _pad0: 0 } }],
+    [],
+  );
+
 const ctEntries = async () =>
   (await dp.maps.dump('pw_ct')).sort((a, b) => Number(a.key.sport) - Number(b.key.sport)).map((e) => ({ ...e.key, state: e.value.state }));
 
@@ -108,13 +124,19 @@ describe.skipIf(!!scratch.skip)(`pw_tc_egress verdicts and rewrites${scratch.ski
 
   beforeEach(async () => {
     await setConfig(CONFIG_FLAGS.TC_UDP);
-    const ct = await dp.maps.dump('pw_ct');
-    if (ct.length)
-      await dp.maps.write(
-        'pw_ct',
-        [],
-        ct.map((e) => e.key),
-      );
+    for (const m of ['pw_ct', 'pw_udp_ct']) {
+      const ct = await dp.maps.dump(m);
+      if (ct.length)
+        await dp.maps.write(
+          m,
+          [],
+          ct.map((e) => e.key),
+        );
+    }
+    // a UDP flow A:1 → B:2 and A:5000 → B:53 answered directly: the frames below that test
+    // rewrites and TTL handling use them (pw_udp_ct has its own tests at the end)
+    await udpFlow(A, 1, B, 2);
+    await udpFlow(A, 5000, B, 53);
   });
 
   it('runs in the kernel on this input format: __sk_buff ingress_ifindex reaches the program, ifindex stays loopback', async () => {
@@ -214,12 +236,27 @@ describe.skipIf(!!scratch.skip)(`pw_tc_egress verdicts and rewrites${scratch.ski
     expect(await expectVerdict(f, A.ifindex, TC_ACT_OK, 'hairpin')).toEqual(f);
   });
 
-  it('udp_nat_unsafe: UDP between enabled pods while PW_CONFIG_TC_UDP is off', async () => {
-    await setConfig(0);
-    const f = routed(A, B, udp(5000, 53), PROTO.UDP);
-    expect(await expectVerdict(f, A.ifindex, TC_ACT_OK, 'udp_nat_unsafe')).toEqual(f);
-    await setConfig(CONFIG_FLAGS.SOCKMAP_ON); // another flag set does not make UDP safe
-    expect(await expectVerdict(f, A.ifindex, TC_ACT_OK, 'udp_nat_unsafe')).toEqual(f);
+  it('udp_not_tracked: UDP between enabled pods of a flow not answered directly (its first packet)', async () => {
+    const f = routed(A, B, udp(5001, 53), PROTO.UDP);
+    expect(await expectVerdict(f, A.ifindex, TC_ACT_OK, 'udp_not_tracked')).toEqual(f);
+  });
+
+  it('udp_not_tracked: a UDP header cut short, a first fragment (MF) and a later fragment, even of an answered flow', async () => {
+    const cut = routed(A, B, udp(5000, 53).subarray(0, 6), PROTO.UDP);
+    expect(await expectVerdict(cut, A.ifindex, TC_ACT_OK, 'udp_not_tracked')).toEqual(cut);
+    const first = routed(A, B, udp(5000, 53), PROTO.UDP, { frag: 0x2000 });
+    expect(await expectVerdict(first, A.ifindex, TC_ACT_OK, 'udp_not_tracked')).toEqual(first);
+    const later = routed(A, B, udp(5000, 53), PROTO.UDP, { frag: 0x0010 });
+    expect(await expectVerdict(later, A.ifindex, TC_ACT_OK, 'udp_not_tracked')).toEqual(later);
+  });
+
+  it('not_tcp_udp: ICMP and SCTP between enabled pods take the normal path (they may belong to a NATed flow)', async () => {
+    const echo = Buffer.from([8, 0, 0xf7, 0xff, 0, 0, 0, 0]);
+    const icmp = routed(A, B, echo, 1);
+    expect(await expectVerdict(icmp, A.ifindex, TC_ACT_OK, 'not_tcp_udp')).toEqual(icmp);
+    const sctp = routed(A, B, Buffer.alloc(28, 7), 132);
+    expect(await expectVerdict(sctp, A.ifindex, TC_ACT_OK, 'not_tcp_udp')).toEqual(sctp);
+    expect(await ctEntries()).toEqual([]);
   });
 
   it('untracked: a TCP segment of a connection whose SYN was not seen', async () => {
@@ -315,14 +352,6 @@ describe.skipIf(!!scratch.skip)(`pw_tc_egress verdicts and rewrites${scratch.ski
     expect(await expectVerdict(last, A.ifindex, TC_ACT_REDIRECT, 'redirected')).toEqual(last);
   });
 
-  it('redirected: ICMP and other non-TCP/UDP protocols between enabled pods need no tracking nor PW_CONFIG_TC_UDP', async () => {
-    await setConfig(0);
-    const echo = Buffer.from([8, 0, 0xf7, 0xff, 0, 0, 0, 0]);
-    const out = await expectVerdict(routed(A, B, echo, 1), A.ifindex, TC_ACT_REDIRECT, 'redirected');
-    expect(out[22]).toBe(63);
-    expectChecksumOk(out.subarray(14, 34));
-  });
-
   // ---- pw_ct ----
 
   it('pw_ct: SYN creates SYN_SEEN, the SYN-ACK answering it makes it ESTABLISHED, data flows both ways, FIN keeps it, RST removes it', async () => {
@@ -398,10 +427,69 @@ describe.skipIf(!!scratch.skip)(`pw_tc_egress verdicts and rewrites${scratch.ski
     expect(await ctEntries()).toEqual([]);
   });
 
-  it('UDP with PW_CONFIG_TC_UDP is redirected in both directions without any pw_ct entry', async () => {
-    await expectVerdict(routed(A, B, udp(5353, 53), PROTO.UDP), A.ifindex, TC_ACT_REDIRECT, 'redirected');
-    await expectVerdict(routed(B, A, udp(53, 5353), PROTO.UDP), B.ifindex, TC_ACT_REDIRECT, 'redirected');
-    expect(await ctEntries()).toEqual([]);
+  // ---- pw_udp_ct ----
+
+  const OPENED = UDP_CT_STATE.OPENED;
+  const ANSWERED = UDP_CT_STATE.ANSWERED;
+
+  it("pw_udp_ct: the opener's packets take the normal path until the other pod answers directly; then both directions are redirected", async () => {
+    const q = routed(A, B, udp(6000, 53), PROTO.UDP);
+    expect(await expectVerdict(q, A.ifindex, TC_ACT_OK, 'udp_not_tracked')).toEqual(q);
+    expect(await udpCtEntries()).toContainEqual({ saddr: A.ip, daddr: B.ip, sport: 6000, dport: 53, state: OPENED });
+    expect(await expectVerdict(q, A.ifindex, TC_ACT_OK, 'udp_not_tracked')).toEqual(q); // still unanswered
+    await expectVerdict(routed(B, A, udp(53, 6000), PROTO.UDP), B.ifindex, TC_ACT_REDIRECT, 'redirected');
+    expect(await udpCtEntries()).toContainEqual({ saddr: A.ip, daddr: B.ip, sport: 6000, dport: 53, state: ANSWERED });
+    await expectVerdict(q, A.ifindex, TC_ACT_REDIRECT, 'redirected');
+    await expectVerdict(routed(B, A, udp(53, 6000), PROTO.UDP), B.ifindex, TC_ACT_REDIRECT, 'redirected');
+    // one entry for the flow, keyed in the opener's direction
+    expect((await udpCtEntries()).filter((e) => [e.sport, e.dport].includes(6000))).toHaveLength(1);
+  });
+
+  it('pw_udp_ct: a flow one pod opened through a NATed address (the other pod only answers) is never redirected', async () => {
+    // B dialled a ClusterIP that kube-proxy DNATed to A:53: B's packets go to the ClusterIP (not_local)
+    const toVip = routed(B, { ip: REMOTE }, udp(7000, 53), PROTO.UDP);
+    expect(await expectVerdict(toVip, B.ifindex, TC_ACT_OK, 'not_local')).toEqual(toVip);
+    // A's answers look pod-to-pod, but need the reverse NAT: each one takes the normal path
+    const answer = routed(A, B, udp(53, 7000), PROTO.UDP);
+    for (let i = 0; i < 3; i++) {
+      expect(await expectVerdict(answer, A.ifindex, TC_ACT_OK, 'udp_not_tracked')).toEqual(answer);
+      expect(await expectVerdict(toVip, B.ifindex, TC_ACT_OK, 'not_local')).toEqual(toVip);
+    }
+    expect(await udpCtEntries()).toContainEqual({ saddr: A.ip, daddr: B.ip, sport: 53, dport: 7000, state: OPENED });
+  });
+
+  it('pw_udp_ct: an entry idle past its timeout no longer counts: the flow starts over as OPENED', async () => {
+    const second = 1_000_000_000n;
+    await udpFlow(A, 6100, B, 53, ANSWERED, BigInt(UDP_CT_TIMEOUT_NS.ANSWERED) + second);
+    const q = routed(A, B, udp(6100, 53), PROTO.UDP);
+    expect(await expectVerdict(q, A.ifindex, TC_ACT_OK, 'udp_not_tracked')).toEqual(q);
+    expect(await udpCtEntries()).toContainEqual({ saddr: A.ip, daddr: B.ip, sport: 6100, dport: 53, state: OPENED });
+    // an expired OPENED entry is not answered by the other pod's packet: that packet opens its own flow
+    await udpFlow(A, 6200, B, 53, OPENED, BigInt(UDP_CT_TIMEOUT_NS.OPENED) + second);
+    const r = routed(B, A, udp(53, 6200), PROTO.UDP);
+    expect(await expectVerdict(r, B.ifindex, TC_ACT_OK, 'udp_not_tracked')).toEqual(r);
+    const e = await udpCtEntries();
+    expect(e).toContainEqual({ saddr: B.ip, daddr: A.ip, sport: 53, dport: 6200, state: OPENED });
+    expect(e).not.toContainEqual(expect.objectContaining({ saddr: A.ip, sport: 6200 }));
+    // a live ANSWERED entry a little younger than its timeout still counts
+    await udpFlow(A, 6300, B, 53, ANSWERED, BigInt(UDP_CT_TIMEOUT_NS.ANSWERED) - 5n * second);
+    await expectVerdict(routed(A, B, udp(6300, 53), PROTO.UDP), A.ifindex, TC_ACT_REDIRECT, 'redirected');
+  });
+
+  it('pw_udp_ct: PW_CONFIG_TC_UDP plays no part any more', async () => {
+    await setConfig(0);
+    await expectVerdict(routed(A, B, udp(5000, 53), PROTO.UDP), A.ifindex, TC_ACT_REDIRECT, 'redirected');
+    const f = routed(A, B, udp(6400, 53), PROTO.UDP);
+    await setConfig(CONFIG_FLAGS.TC_UDP);
+    expect(await expectVerdict(f, A.ifindex, TC_ACT_OK, 'udp_not_tracked')).toEqual(f);
+  });
+
+  it('pw_udp_ct: UDP to a disabled or remote destination, or from a spoofed source, tracks nothing', async () => {
+    const before = (await udpCtEntries()).length;
+    await expectVerdict(routed(A, C, udp(6500, 53), PROTO.UDP), A.ifindex, TC_ACT_OK, 'dst_disabled');
+    await expectVerdict(routed(A, { ip: REMOTE }, udp(6500, 53), PROTO.UDP), A.ifindex, TC_ACT_OK, 'not_local');
+    await expectVerdict(routed(B, A, udp(6500, 53), PROTO.UDP), A.ifindex, TC_ACT_OK, 'src_unknown');
+    expect((await udpCtEntries()).length).toBe(before);
   });
 });
 
