@@ -69,7 +69,11 @@ describe('socket acceleration', () => {
     const ops = delta(c0, c1, 'pw_sockops');
     expect(ops.added_pod).toBe(4); // two connections, both ends
     expect(msg.redirected).toBeGreaterThan(100);
-    expect(msg.no_peer! + msg.passthrough!).toBe(0);
+    // nothing left the fast path for any reason but flow control (the unpaced stream's ends
+    // both write as fast as they can; one may fall 16 MiB behind its reader on a busy machine)
+    expect(msg.no_peer! + msg.to_tcp_off! + msg.to_tcp_bulk!).toBe(0);
+    expect(msg.to_tcp_queue).toBeLessThanOrEqual(2);
+    if (msg.to_tcp_queue === 0) expect(msg.passthrough).toBe(0);
     // and not through the tc program: nothing was sent as packets
     expect(delta(c0, c1).redirected).toBeLessThan(50);
   });
