@@ -43,14 +43,17 @@ pwk_runc_wrapper() {
   cat >"$w.tmp" <<WRAPPER
 #!/bin/sh
 # runc for the pwkind Docker engine (test/e2e/kind/lib.sh)
-bundle=""; prev=""; create=""
+bundle=""; process=""; prev=""; create=""
 for a in "\$@"; do
-  case "\$a" in create|run) create=1 ;; --bundle=*) bundle="\${a#--bundle=}" ;; esac
-  case "\$prev" in --bundle|-b) bundle="\$a" ;; esac
+  case "\$a" in create|run) create=1 ;; --bundle=*) bundle="\${a#--bundle=}" ;; --process=*) process="\${a#--process=}" ;; esac
+  case "\$prev" in --bundle|-b) bundle="\$a" ;; --process|-p) process="\$a" ;; esac
   prev="\$a"
 done
 if [ -n "\$create" ] && [ -n "\$bundle" ] && [ -f "\$bundle/config.json" ]; then
   python3 "$here_dir/runc-caps.py" "\$bundle/config.json" || exit 1
+fi
+if [ -n "\$process" ] && [ -f "\$process" ]; then
+  python3 "$here_dir/runc-caps.py" "\$process" || exit 1
 fi
 exec $runc "\$@"
 WRAPPER

@@ -1,5 +1,5 @@
-"""Called by the runc wrapper of lib.sh on `runc create`/`run`: removes from
-the bundle's config.json every capability that is not in this process's
+"""Called by the runc wrapper of lib.sh on `runc create`/`run`/`exec`: removes
+from the bundle's config.json (or exec's process.json) every capability that is not in this process's
 bounding set. Docker 20.10 gives a --privileged container every capability it
 knows; where root lacks one (CAP_SYS_RESOURCE on this machine) runc fails with
 "unable to apply caps: operation not permitted". Usage: runc-caps.py CONFIG.json
@@ -23,7 +23,8 @@ def main(path: str) -> None:
     allowed = {"CAP_" + n for i, n in enumerate(NAMES) if bnd >> i & 1}
     with open(path) as f:
         cfg = json.load(f)
-    caps = cfg.get("process", {}).get("capabilities") or {}
+    # a bundle's config.json (create, run) or a process.json (exec --process)
+    caps = (cfg["process"] if "process" in cfg else cfg).get("capabilities") or {}
     changed = False
     for kind, names in caps.items():
         kept = [c for c in names if c in allowed]
