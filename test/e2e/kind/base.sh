@@ -11,7 +11,7 @@
 #   - the kubelet gets --fail-cgroupv1=false (Kubernetes 1.35+ refuses cgroup v1
 #     by default; kind sets nothing; a hybrid host gives its nodes cgroup v1)
 #   - on a hybrid host the entrypoint mounts cgroup2 at /sys/fs/cgroup/unified
-#   - /usr/local/bin/ctr accepts `images import --label=` (ctr 1.6 does not)
+#   - /usr/local/bin/ctr accepts `images import --label=` and `info` (ctr 1.6 does not)
 #
 #   base.sh ROOTFS KIND_FILES CRICTL CAP_SYS_RESOURCE(0|1)
 set -euo pipefail
@@ -74,6 +74,8 @@ for a in "$@"; do
     *) args+=("$a") ;;
   esac
 done
+# `ctr info` (kind waits for containerd with it) is not in ctr 1.6: `ctr version` asks the daemon too
+for a in "$@"; do [[ $a == -* ]] && continue; [[ $a == info ]] && exec /usr/bin/ctr "${args[@]/#info/version}" >/dev/null; break; done
 if ((import == 0 || ${#labels[@]} == 0)); then exec /usr/bin/ctr "$@"; fi
 /usr/bin/ctr "${args[@]}" || exit
 for img in $(/usr/bin/ctr "${ns[@]}" images list -q); do
