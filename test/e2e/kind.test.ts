@@ -1,16 +1,26 @@
 // End to end on a kind cluster: the image, the DaemonSet with the Kubernetes
 // source, a namespace switched on by its label, and pod→pod traffic on one
-// node taking the tc fast path.
+// node taking the tc fast path. kind's nodes are containers on one kernel:
+// each has its own bpffs and cgroup namespace, and two agents share the kernel.
 //
-// Needs `kind`, `kubectl` and a working Docker engine (`docker info`); without
-// them the suite is skipped and says what is missing. Run it with
+// Two ways to run it:
 //
-//   npx vitest run --project integration test/e2e/kind.test.ts
+//   bash scripts/e2e-kind.sh     # root, nothing needed beforehand: builds kind,
+//                                # a Docker engine, kind's base and node images
+//                                # without a registry, starts a private engine
+//                                # and the cluster, runs this file, tears down
+//                                # (test/e2e/kind/README.md)
 //
-// as a user who may use Docker. It pulls node:20-bookworm-slim and Debian
-// packages (docker build) and kindest/node (kind create). The test pods use
-// the podwarp:dev image itself (Node.js: a TCP echo server and a client), so
-// nothing else is pulled inside the cluster (imagePullPolicy: Never).
+//   PWKIND_RUN=/run/pwkind-<id>  # a cluster test/e2e/kind/up.sh made: its env
+//                                # file names the engine, kubeconfig, cluster
+//
+// or, where `kind`, `kubectl` and a Docker engine (`docker info`) already work,
+// plain `npx vitest run --project integration test/e2e/kind.test.ts`: it
+// creates a cluster of its own (`--image $PODWARP_KIND_NODE_IMAGE` if set), and
+// `docker build`s podwarp:dev (pulls node:20-bookworm-slim). Without them the
+// suite is skipped and says what is missing. The test pods use the podwarp:dev
+// image itself (Node.js: a TCP echo server and a client), so nothing else is
+// pulled inside the cluster (imagePullPolicy: Never).
 //
 //   PODWARP_E2E_NO_BUILD=1  use the podwarp:dev already in the Docker engine
 //   PODWARP_E2E_KEEP=1      keep the cluster afterwards (prints how to reach it)
@@ -30,6 +40,17 @@ const IMAGE = 'podwarp:dev';
 const ECHO_PORT = 8080;
 const ACCELERATE_LABEL = 'podwarp.io/accelerate';
 const MIN = 60_000;
+
+// a cluster made by test/e2e/kind/up.sh: take its engine, kubeconfig and name
+const RUN = process.env.PWKIND_RUN ?? '';
+const runEnv: Record<string, string> = {};
+if (RUN) {
+  for (const line of fs.readFileSync(path.join(RUN, 'env'), 'utf8').split('\n')) {
+    const m = /^export ([A-Z_]+)=(.*)$/.exec(line);
+    if (m) runEnv[m[1]!] = m[2]!;
+  }
+  for (const k of ['DOCKER_HOST', 'PATH', 'KIND_EXPERIMENTAL_DOCKER_NETWORK']) if (runEnv[k]) process.env[k] = runEnv[k];
+}
 
 // ---- is there anything to run it on? --------------------------------------
 
@@ -66,9 +87,9 @@ if (!available) {
   console.warn(
     [
       'podwarp kind e2e SKIPPED: ' + missing.map((m) => m.detail).join('; ') + '.',
-      'It needs kind, kubectl and a Docker engine it can use (docker info must succeed); it builds podwarp:dev',
-      '(pulls node:20-bookworm-slim and Debian packages) and creates a kind cluster (pulls kindest/node).',
-      'On such a host run: npx vitest run --project integration test/e2e/kind.test.ts',
+      'It needs kind, kubectl and a Docker engine it can use (docker info must succeed). On a machine without them',
+      '(and without a registry), `bash scripts/e2e-kind.sh` builds them, the node image and podwarp:dev, and runs this file',
+      'on a private engine (test/e2e/kind/README.md); or PWKIND_RUN=<run directory of test/e2e/kind/up.sh>.',
     ].join('\n'),
   );
 }
@@ -76,9 +97,9 @@ if (!available) {
 // ---- helpers ----------------------------------------------------------------
 
 const id = crypto.randomBytes(3).toString('hex');
-const cluster = `pw-e2e-${id}`;
+const cluster = runEnv.PWKIND_CLUSTER ?? `pw-e2e-${id}`;
 const testNs = `pw-e2e-${id}`;
-let kubeconfig = '';
+let kubeconfig = runEnv.KUBECONFIG ?? '';
 let clusterStarted = false;
 
 // what the manifest says, so the test follows it
@@ -184,13 +205,33 @@ describe.skipIf(!available)(available ? 'kind e2e' : `kind e2e (skipped: ${skipR
   let clientIp = '';
 
   beforeAll(async () => {
+    if (RUN) {
+      // up.sh made the cluster and loaded podwarp:dev into its engine
+      await run('kind load docker-image', ['kind', 'load', 'docker-image', IMAGE, '--name', cluster], { timeoutMs: 5 * MIN });
+      await kubectl(['wait', '--for=condition=Ready', 'nodes', '--all', '--timeout=180s'], { timeoutMs: 4 * MIN });
+      return;
+    }
     kubeconfig = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'pw-e2e-')), 'kubeconfig');
     clusterStarted = true;
+    const nodeImage = process.env.PODWARP_KIND_NODE_IMAGE ? ['--image', process.env.PODWARP_KIND_NODE_IMAGE] : [];
     // cluster and image in parallel: neither needs the other
     await Promise.all([
       run(
         'kind create cluster',
-        ['kind', 'create', 'cluster', '--name', cluster, '--config', KIND_CONFIG, '--kubeconfig', kubeconfig, '--wait', '180s'],
+        [
+          'kind',
+          'create',
+          'cluster',
+          '--name',
+          cluster,
+          '--config',
+          KIND_CONFIG,
+          ...nodeImage,
+          '--kubeconfig',
+          kubeconfig,
+          '--wait',
+          '180s',
+        ],
         {
           timeoutMs: 8 * MIN,
         },

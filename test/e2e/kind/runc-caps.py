@@ -1,4 +1,5 @@
-"""Called by the runc wrapper of lib.sh on `runc create`/`run`/`exec`: removes
+"""Called by the runc wrapper of lib.sh on `runc create`/`run`/`exec`: gives a
+privileged container the capabilities Docker 20.10 does not know (below), and removes
 from the bundle's config.json (or exec's process.json) every capability that is not in this process's
 bounding set. Docker 20.10 gives a --privileged container every capability it
 knows; where root lacks one (CAP_SYS_RESOURCE on this machine) runc fails with
@@ -25,10 +26,17 @@ def main(path: str) -> None:
         cfg = json.load(f)
     # a bundle's config.json (create, run) or a process.json (exec --process)
     caps = (cfg["process"] if "process" in cfg else cfg).get("capabilities") or {}
+    # Docker 20.10 knows capabilities up to AUDIT_READ (37): a --privileged
+    # container lacks CAP_PERFMON and CAP_BPF, which bpftool (podwarp's agent in
+    # a kind node) asks for. A set holding every capability Docker knows is a
+    # privileged one: it gets every capability root has.
+    docker_known = {"CAP_" + n for n in NAMES[:38]} & allowed
     changed = False
     for kind, names in caps.items():
         kept = [c for c in names if c in allowed]
-        if len(kept) != len(names):
+        if kind != "ambient" and docker_known <= set(kept):
+            kept = sorted(allowed)
+        if kept != names:
             caps[kind] = kept
             changed = True
     if changed:
