@@ -4,10 +4,13 @@
 #
 #   bin/kind                 sigs.k8s.io/kind v0.33.0 from the Go module proxy
 #   docker-20.10.24/         Debian's docker.io + tini, unpacked (lib.sh)
-#   bin/kubeadm, bin/crictl, bin/kindnetd, bin/coredns, bin/local-path-provisioner
+#   bin/kubeadm, bin/crictl, bin/coredns, bin/local-path-provisioner
 #                            Go builds (kubeadm from ../cluster/tools' pinned
-#                            k8s.io/kubernetes; kindnetd from ./kindnetd, a copy of
-#                            kind's images/kindnetd)
+#                            k8s.io/kubernetes; the others from the module proxy at
+#                            the versions below). No kindnetd: the cluster is made
+#                            with disableDefaultCNI and up.sh wires ptp + host-local
+#                            itself (kind's images/kindnetd is a module the proxy
+#                            does not serve, and no source of it is committed)
 #   base-<hash>.tar          pwkind/base:<hash>, kind's base image (images/base of
 #                            kind v0.33.0) made from a debootstrapped bookworm and
 #                            Debian's systemd, containerd 1.6, runc 1.1, CNI plugins
@@ -18,7 +21,11 @@
 #                            made here
 #
 # It starts a private Docker engine for the image steps and stops it at the end.
-# Prints the node image's tarball and name. Run as root.
+# Prints the node image's tarball, its name and the podwarp:dev tarball. Run as root.
+#
+#   build.sh --cached   builds nothing: prints the node image's tarball and exits 0
+#                       if it is in the cache for the pinned versions, else exits 1
+#                       (.ci/run runs the kind e2e only then)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
@@ -44,7 +51,10 @@ goinstall() { # name module@version (a main package of a published module)
   pwk_log "$name ($mv) built in $(( $(date +%s) - t0 ))s"
 }
 
+cached_only=0; [[ ${1:-} == --cached ]] && cached_only=1
+
 # ---- tools ------------------------------------------------------------------
+if ((cached_only == 0)); then
 pwk_docker_unpack
 [[ -x $GO ]] || { pwk_log "go not found (set GO=)"; exit 3; }
 kind_src="$GOMODCACHE/sigs.k8s.io/kind@$KIND_VERSION"
@@ -53,12 +63,20 @@ gobuild kind "$kind_src" .
 k8s_bin=$(bash "$here/../cluster/build.sh")
 gobuild kubeadm "$here/../cluster/tools" k8s.io/kubernetes/cmd/kubeadm
 goinstall crictl sigs.k8s.io/cri-tools/cmd/crictl@v1.36.0
-gobuild kindnetd "$here/kindnetd" ./cmd/kindnetd
 goinstall coredns github.com/coredns/coredns@v1.14.2
 # kind v0.33.0 builds local-path-provisioner v0.0.34; the module proxy here serves v0.0.30 at most
 goinstall local-path-provisioner github.com/rancher/local-path-provisioner@v0.0.30
-images_out=$(bash "$here/../cluster/images.sh")  # pause, test (busybox), podwarp:dev
-img_cache=$(dirname "$(echo "$images_out" | head -1)")
+mapfile -t images_out < <(bash "$here/../cluster/images.sh")  # pause, test (busybox), podwarp:dev
+[[ ${#images_out[@]} == 3 ]] || { pwk_log "../cluster/images.sh failed"; exit 1; }
+pause_tar=${images_out[0]} test_tar=${images_out[1]} podwarp_tar=${images_out[2]}
+else
+  # what the hashes below read, without building any of it
+  pause_tar=${PODWARP_IMAGE_CACHE:-/var/cache/podwarp/images}/pause.tar
+  for f in "$kind_cache/bin/"{kind,kubeadm,crictl,coredns,local-path-provisioner} \
+    "$k8s_bin/"{kubelet,kubectl,kube-apiserver,kube-controller-manager,kube-scheduler,kube-proxy,etcd} "$pause_tar"; do
+    [[ -s $f ]] || { pwk_log "not cached: $f"; exit 1; }
+  done
+fi
 
 # ---- the base image -----------------------------------------------------------
 # the node's containerd may not set oom_score_adj below 0 where root lacks
@@ -70,14 +88,21 @@ base_hash=$( (cd "$here" && sha256sum base.sh lib.sh; echo "$KIND_VERSION cap_sy
 base_tar="$kind_cache/base-$base_hash.tar"
 base_image="pwkind/base:$base_hash"
 
-node_hash=$( (echo "$base_hash $K8S_VERSION"; sha256sum "$here/build.sh" "$kind_cache/bin/"{kind,kubeadm,kindnetd,coredns,local-path-provisioner} \
-  "$k8s_bin/"{kubelet,kubectl,kube-apiserver,kube-controller-manager,kube-scheduler,kube-proxy,etcd} "$img_cache/pause.tar" "$img_cache/test.tar") \
-  | sha256sum | cut -c1-16)
+# the node image follows the pinned versions and these scripts, not the repo:
+# the test image (local-path's helper, see below) is whichever was current at
+# its build, so a change to the traffic tool does not rebuild the node
+node_hash=$( (echo "$base_hash $K8S_VERSION"; sha256sum "$here/build.sh" "$kind_cache/bin/"{kind,kubeadm,coredns,local-path-provisioner} \
+  "$k8s_bin/"{kubelet,kubectl,kube-apiserver,kube-controller-manager,kube-scheduler,kube-proxy,etcd} "$pause_tar") \
+  | sed "s|  /.*/|  |" | sha256sum | cut -c1-16)
 node_tar="$kind_cache/node-$node_hash.tar"
 node_image="pwkind/node:$K8S_VERSION-$node_hash"
+if ((cached_only)); then
+  [[ -s $node_tar ]] || { pwk_log "not cached: $node_tar"; exit 1; }
+  echo "$node_tar"; exit 0
+fi
 if [[ -s $node_tar ]]; then
   pwk_log "cached: $node_tar ($(( $(date +%s) - t_all ))s)"
-  echo "$node_tar"; echo "$node_image"; exit 0
+  echo "$node_tar"; echo "$node_image"; echo "$podwarp_tar"; exit 0
 fi
 
 id="b$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"
@@ -119,14 +144,18 @@ IMG_TAIL= img "registry.k8s.io/kube-controller-manager:$v" scratch "$k8s_bin/kub
 IMG_TAIL= img "registry.k8s.io/kube-scheduler:$v" scratch "$k8s_bin/kube-scheduler:/usr/local/bin/kube-scheduler"
 # kube-proxy and kindnetd need iptables/nft/conntrack: the base has them
 IMG_TAIL='ENTRYPOINT []' img "registry.k8s.io/kube-proxy:$v" "$base_image" "$k8s_bin/kube-proxy:/usr/local/bin/kube-proxy"
-IMG_TAIL='ENTRYPOINT []
-CMD ["/bin/kindnetd"]' img "docker.io/kindest/kindnetd:pwkind" "$base_image" "$kind_cache/bin/kindnetd:/bin/kindnetd"
 IMG_TAIL= img "registry.k8s.io/etcd:pwkind" scratch "$k8s_bin/etcd:/usr/local/bin/etcd"
 IMG_TAIL='ENTRYPOINT ["/coredns"]' img "registry.k8s.io/coredns/coredns:pwkind" scratch "$kind_cache/bin/coredns:/coredns"
 IMG_TAIL='ENTRYPOINT ["/usr/local/bin/local-path-provisioner"]' img "docker.io/kindest/local-path-provisioner:pwkind" scratch \
   "$kind_cache/bin/local-path-provisioner:/usr/local/bin/local-path-provisioner"
-docker load -q -i "$img_cache/pause.tar" >/dev/null
-docker load -q -i "$img_cache/test.tar" >/dev/null
+docker load -q -i "$pause_tar" >/dev/null
+docker load -q -i "$test_tar" >/dev/null
+# `kind build node-image` insists on the default CNI image (it pulls what the
+# archives lack). The cluster is made with disableDefaultCNI and never runs it;
+# this stand-in says so should anyone apply kind's kindnet manifest.
+IMG_TAIL='ENTRYPOINT []
+CMD ["sh", "-c", "echo not kindnetd: podwarp test/e2e/kind builds no kindnetd, up.sh wires ptp + host-local itself >&2; exit 1"]' \
+  img "docker.io/kindest/kindnetd:pwkind" localhost/pwe2e/test:1
 
 # the names kind v0.33.0 and this kubeadm want
 "$kind_cache/bin/kubeadm" config images list --kubernetes-version "$v" >"$work/required"
@@ -164,4 +193,4 @@ TMPDIR=$work nice -n 10 kind build node-image --type file --base-image "$base_im
   "$work/kubernetes-server-linux-amd64.tar.gz" >&2
 docker save -o "$node_tar.tmp" "$node_image" && mv "$node_tar.tmp" "$node_tar"
 pwk_log "node image built in $(( $(date +%s) - t0 ))s; all in $(( $(date +%s) - t_all ))s"
-echo "$node_tar"; echo "$node_image"
+echo "$node_tar"; echo "$node_image"; echo "$podwarp_tar"
