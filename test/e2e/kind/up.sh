@@ -44,6 +44,10 @@ t0=$(date +%s)
 docker load -q -i "$node_tar" >&2 &
 l1=$!
 docker load -q -i "$podwarp_tar" >&2   # docker.io/library/podwarp:dev, as deploy/podwarp.yaml names it
+# the scenarios' traffic image (localhost/pwe2e/test:1: busybox + pwperf), as current as this checkout
+test_tar=$(bash "$here/../cluster/images.sh" | sed -n 2p)
+[[ -s $test_tar ]] || { pwk_log "../cluster/images.sh gave no test image"; exit 1; }
+docker load -q -i "$test_tar" >&2
 wait $l1
 pwk_log "images loaded in $(( $(date +%s) - t0 ))s"
 
