@@ -124,14 +124,6 @@ const cluster: E2eCluster = {
   podIp: /^10\.244\.\d+\.\d+$/, // kind's default podSubnet
   // hostCgroup: none; the node's cgroup namespace hides the host's path (the
   // uninstall scenario's program-id check covers attachments: one holds its program)
-  // Seen on these nodes (cgroup v1 memory controller, hybrid host): the agent pod
-  // holds ~185 MB of its 300Mi limit (~80 MB RSS, ~105 MB kernel memory); doctor
-  // exec'd into it peaks past the limit, the OOM killer takes the agent, and the
-  // kernel memory left charged to the pod (~200 MB) crash-loops every restart
-  // (OOMKilled). An open problem of deploy/podwarp.yaml's limit, not of kind
-  // (test/e2e/kind/README.md); dump and status are run, doctor is not.
-  noDoctorInAgentPod:
-    'it exceeds the agent pod memory limit (300Mi; the agent pod holds ~185 MB, ~105 MB of it kernel memory) and the OOM-killed agent then crash-loops (test/e2e/kind/README.md)',
 };
 
 // ---- the test ---------------------------------------------------------------

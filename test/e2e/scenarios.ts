@@ -63,8 +63,6 @@ export interface E2eCluster {
   podIp: RegExp;
   /** the host's path of a pod cgroup as the agent reports it, where the host can see it */
   hostCgroup?: (agentPath: string) => string;
-  /** why `kubectl podwarp doctor` is not run in the agent pod on this cluster, if it is not */
-  noDoctorInAgentPod?: string;
 }
 
 /** Polls `f` until it returns something truthy; fails after `ms` with the last value it saw. */
@@ -311,11 +309,7 @@ export function registerScenarios(c: E2eCluster): void {
       const status = await plugin(['status', '-o', 'json']);
       expect(status.exitCode, status.stderr).toBe(0);
       expect((JSON.parse(status.stdout) as { loaded: boolean }).loaded).toBe(true);
-      if (c.noDoctorInAgentPod) {
-        console.log(`kubectl podwarp doctor on ${c.node}: NOT RUN here: ${c.noDoctorInAgentPod}`);
-      } else {
-        await doctorInAgentPod(plugin);
-      }
+      await doctorInAgentPod(plugin);
       // an unknown node: a clear error, non-zero
       const none = await c.kubectlPlugin(['--node', 'no-such-node', 'status']);
       expect(none.exitCode).not.toBe(0);
