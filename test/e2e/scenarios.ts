@@ -1,0 +1,610 @@
+// The real-cluster scenarios of issue 11 (part 2), written once and run on two
+// clusters: cluster.test.ts (one node built from upstream parts, reached with
+// nsenter) and kind.test.ts (kind's worker node, a container reached with
+// `docker exec`). What differs between them is an E2eCluster; the scenarios
+// run in the order they are registered and each builds on the one before.
+//
+//   podwarp deployed from deploy/podwarp.yaml → the node's real pods found
+//   (veth, MAC, cgroup by UID) → kubectl podwarp → label → pod→pod TCP through
+//   tc and the sockmap, checksummed → label removed → a ClusterIP Service over
+//   TCP and UDP, kube-proxy vs the socket LB, podwarp enable/disable → a
+//   NetworkPolicy → a rolling update and a killed agent under checksummed
+//   streams → DaemonSet deleted + the uninstall pod: nothing left.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import YAML from 'yaml';
+import { expect, it } from 'vitest';
+import { run, type RunResult } from '../../loader/exec.js';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const MANIFEST = path.join(ROOT, 'deploy', 'podwarp.yaml');
+/** The traffic image of test/e2e/cluster/images.sh: busybox + pwperf. */
+export const TEST_IMAGE = 'localhost/pwe2e/test:1';
+export const MIN = 60_000;
+const PORT = 8080;
+const ACCELERATE_LABEL = 'podwarp.io/accelerate';
+
+// what the manifest says, so the tests follow it
+const manifest = YAML.parseAllDocuments(fs.readFileSync(MANIFEST, 'utf8')).map((d) => d.toJS() as Record<string, any>);
+export const ds = manifest.find((d) => d?.kind === 'DaemonSet')!;
+export const agentNs: string = ds.metadata.namespace;
+export const agentSelector = Object.entries(ds.spec.selector.matchLabels as Record<string, string>)
+  .map(([k, v]) => `${k}=${v}`)
+  .join(',');
+
+export interface KubectlOpts {
+  input?: string;
+  timeoutMs?: number;
+  reject?: boolean;
+}
+
+/** What differs between the clusters. Filled in by the test file's beforeAll; read when a scenario runs. */
+export interface E2eCluster {
+  /** kubectl with the cluster's admin credentials */
+  kubectl(args: string[], opts?: KubectlOpts): Promise<RunResult>;
+  /** the namespace of the test pods (made by the scenarios, deleted by the test file) */
+  testNs: string;
+  /** the node whose agent and pods the scenarios look at */
+  node: string;
+  /** argv prefix: a command in the node's network namespace */
+  inNodeNet: string[];
+  /** argv prefix: a command in the node's network and mount namespaces (its bpffs, veths, tc) */
+  inNode: string[];
+  /** the podwarp CLI of this checkout as a user runs it against the cluster (enable, disable) */
+  podwarpCli(args: string[]): Promise<RunResult>;
+  /** `kubectl podwarp ARGS` with deploy/ first on PATH (exit code not checked) */
+  kubectlPlugin(args: string[]): Promise<RunResult>;
+  /** tags an image in the containerd of every node (k8s.io namespace) */
+  tagImage(from: string, to: string): Promise<void>;
+  /** kube-proxy's mode: iptables or nftables */
+  proxyMode: string;
+  /** the test pods' addresses (the node's pod range) */
+  podIp: RegExp;
+  /** the host's path of a pod cgroup as the agent reports it, where the host can see it */
+  hostCgroup?: (agentPath: string) => string;
+}
+
+/** Polls `f` until it returns something truthy; fails after `ms` with the last value it saw. */
+export async function until<T>(what: string, f: () => Promise<T>, ms: number, everyMs = 1000): Promise<NonNullable<T>> {
+  const end = Date.now() + ms;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await f();
+      if (v) return v as NonNullable<T>;
+      last = v;
+    } catch (e) {
+      last = e instanceof Error ? e.message : e;
+    }
+    if (Date.now() > end) throw new Error(`timed out after ${ms / 1000} s waiting for ${what}; last: ${JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** On failure, prints what the cluster looks like before the error propagates. */
+export async function diagnosed<T>(c: E2eCluster, f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    const show = async (args: string[]) => {
+      const r = await c.kubectl(args, { reject: false, timeoutMs: 30_000 }).catch((x: unknown) => ({ stdout: '', stderr: String(x) }));
+      console.log(`$ kubectl ${args.join(' ')}\n${r.stdout}${r.stderr}`);
+    };
+    await show(['get', 'nodes,pods', '-A', '-o', 'wide']);
+    await show(['-n', agentNs, 'describe', 'pods', '-l', agentSelector]);
+    await show(['-n', agentNs, 'logs', '-l', agentSelector, '--prefix', '--tail', '60']);
+    // the servers print one line per stream connection and any fault they saw (a wrong byte, a reset)
+    await show(['-n', c.testNs, 'logs', '-l', 'app in (server,server2)', '--tail', '20', '--prefix']);
+    throw e;
+  }
+}
+
+interface EndpointRow {
+  ip: string;
+  flags: string;
+  [k: string]: unknown;
+}
+interface StatRow {
+  program: string;
+  reason: string;
+  packets: number;
+  bytes: number;
+}
+/** A pod's cgroup by UID: `…/pod<uid>` (the kubelet's cgroupfs driver) or `…-pod<uid with _>.slice` (systemd driver, kind's nodes). */
+const isPodCgroup = (p: string, uid: string) => p.endsWith(`/pod${uid}`) || p.endsWith(`-pod${uid.replace(/-/g, '_')}.slice`);
+const stat = (rows: StatRow[], program: string, reason: string) =>
+  rows.find((s) => s.program === program && s.reason === reason)?.packets ?? 0;
+const skBytes = (rows: StatRow[]) => rows.find((x) => x.program === 'pw_sk_msg' && x.reason === 'redirected')?.bytes ?? 0;
+const nonZero = (rows: StatRow[]) =>
+  rows
+    .filter((s) => s.packets > 0)
+    .map((s) => `${s.program}/${s.reason}=${s.packets}`)
+    .join(' ');
+
+interface Sink {
+  ok: boolean;
+  bytes: number;
+  received: number;
+  hash: string;
+  server_hash: string;
+}
+interface ConnOut {
+  connections: number;
+  errors: number;
+  peer_mismatch: number;
+  backends: Record<string, number>;
+}
+interface UdpOut {
+  replies: number;
+  errors: number;
+  wrong_source: number;
+  peer_ok: boolean;
+  backends: Record<string, number>;
+}
+
+/**
+ * The endpoints kube-proxy DNATs to, as "tcp 10.151.0.2:8080": from the
+ * KUBE-SEP chains (iptables) or the numgen maps and dnat statements of the
+ * service chains (nftables, one map per service and protocol).
+ */
+function dnatTargets(rules: string[]): Set<string> {
+  const out = new Set<string>();
+  for (const l of rules) {
+    const ipt = /-p (tcp|udp)\b.*-j DNAT --to-destination (\S+)/.exec(l);
+    if (ipt) out.add(`${ipt[1]} ${ipt[2]}`);
+    const nft = /meta l4proto (tcp|udp) dnat ip to (.*)$/.exec(l);
+    if (nft) for (const m of nft[2]!.matchAll(/(\d+\.\d+\.\d+\.\d+)(?: \. |:)(\d+)/g)) out.add(`${nft[1]} ${m[1]}:${m[2]}`);
+  }
+  return out;
+}
+
+/** Registers the scenarios, in order, inside the caller's describe. */
+export function registerScenarios(c: E2eCluster): void {
+  const kubectl = (args: string[], opts: KubectlOpts = {}) => c.kubectl(args, opts);
+  const inNs = (args: string[]) => ['-n', c.testNs, ...args];
+  /** One scenario: a test whose failure prints the cluster's state. */
+  const step = (name: string, minutes: number, body: () => Promise<void>) => it(name, () => diagnosed(c, body), minutes * MIN);
+  let agentPod = '';
+  let serverIp = '';
+  let clientIp = '';
+  let server2Ip = '';
+
+  async function podwarp<T>(args: string[]): Promise<T> {
+    const r = await kubectl(['exec', '-n', agentNs, agentPod, '--', 'podwarp', ...args, '-o', 'json'], { timeoutMs: MIN });
+    return JSON.parse(r.stdout) as T;
+  }
+  const stats = () => podwarp<StatRow[]>(['dump', 'stats']);
+  async function endpointFlags(ip: string): Promise<string[] | undefined> {
+    const eps = await podwarp<EndpointRow[]>(['dump', 'endpoints']);
+    return eps.find((e) => e.ip === ip)?.flags.split('|');
+  }
+  const allEnabled = (ips: string[], on: boolean) => async () => {
+    for (const ip of ips) {
+      const f = await endpointFlags(ip);
+      if (!f || f.includes('enabled') !== on) return false;
+    }
+    return true;
+  };
+  const agentOnNode = async () =>
+    (
+      await kubectl([
+        '-n',
+        agentNs,
+        'get',
+        'pods',
+        '-l',
+        agentSelector,
+        '--field-selector',
+        `spec.nodeName=${c.node}`,
+        '-o',
+        'jsonpath={.items[0].metadata.name}',
+      ])
+    ).stdout.trim();
+  const rollout = () =>
+    kubectl(['-n', agentNs, 'rollout', 'status', `daemonset/${ds.metadata.name}`, '--timeout=240s'], { timeoutMs: 5 * MIN });
+  const podIp = async (pod: string) => (await kubectl(inNs(['get', 'pod', pod, '-o', 'jsonpath={.status.podIP}']))).stdout.trim();
+
+  function testPod(name: string, command: string[], listens?: number): object {
+    return {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name, namespace: c.testNs, labels: { app: name } },
+      spec: {
+        // all on the node whose agent is looked at: the fast path is for same-node traffic
+        nodeName: c.node,
+        terminationGracePeriodSeconds: 0,
+        containers: [
+          {
+            name,
+            image: TEST_IMAGE,
+            imagePullPolicy: 'Never',
+            command,
+            readinessProbe: listens ? { tcpSocket: { port: listens }, periodSeconds: 1 } : undefined,
+          },
+        ],
+      },
+    };
+  }
+  async function pwperfJson<T>(args: string[], timeoutMs = MIN): Promise<T> {
+    const r = await kubectl(inNs(['exec', 'client', '--', 'pwperf', ...args]), { timeoutMs });
+    return JSON.parse(r.stdout.trim().split('\n').pop()!) as T;
+  }
+  async function sinkIntact(ip: string, bytes: number): Promise<void> {
+    const s = await pwperfJson<Sink>(['sink', '-c', ip, '-p', String(PORT), '-b', String(bytes), '-v']);
+    expect(s.ok && s.received === bytes && s.hash === s.server_hash, JSON.stringify(s)).toBe(true);
+  }
+  /** kube-proxy's rules in the node's netns, without counters: its nat chains (iptables) or its `kube-proxy` table (nftables). */
+  async function kubeProxyRules(): Promise<string[]> {
+    const nft = c.proxyMode === 'nftables';
+    const argv = nft ? ['nft', 'list', 'table', 'ip', 'kube-proxy'] : ['iptables-save', '-t', 'nat'];
+    const r = await run(argv[0]!, [...c.inNodeNet, ...argv], { timeoutMs: 30_000 });
+    return r.stdout
+      .split('\n')
+      .filter((l) => (nft ? l.trim() !== '' : /KUBE-/.test(l) && !l.startsWith('#')))
+      .map((l) =>
+        l
+          .replace(/\[\d+:\d+\]/, '')
+          .replace(/counter packets \d+ bytes \d+ ?/, '')
+          .trim(),
+      )
+      .sort();
+  }
+
+  step('kubectl apply -f deploy/podwarp.yaml: the DaemonSet becomes ready, one agent per node', 6, async () => {
+    await kubectl(['apply', '-f', MANIFEST]);
+    await rollout();
+    const nodes = (await kubectl(['get', 'nodes', '-o', 'jsonpath={.items[*].metadata.name}'])).stdout.trim().split(/\s+/);
+    const agents = JSON.parse((await kubectl(['-n', agentNs, 'get', 'pods', '-l', agentSelector, '-o', 'json'])).stdout) as {
+      items: { spec: { nodeName: string }; status: { conditions?: { type: string; status: string }[] } }[];
+    };
+    expect(agents.items.map((p) => p.spec.nodeName).sort()).toEqual([...nodes].sort());
+    for (const p of agents.items) expect(p.status.conditions?.find((x) => x.type === 'Ready')?.status, p.spec.nodeName).toBe('True');
+    agentPod = await agentOnNode();
+    expect(agentPod, `the agent pod on ${c.node}`).not.toBe('');
+  });
+
+  step("the agent finds the node's real pods: host veth and MAC (not enabled yet)", 5, async () => {
+    expect(agentPod, 'the rollout step passed').not.toBe('');
+    await kubectl(['create', 'namespace', c.testNs]);
+    const pods = {
+      apiVersion: 'v1',
+      kind: 'List',
+      items: [testPod('server', ['pwperf', 'server', '-p', String(PORT)], PORT), testPod('client', ['sleep', '3600'])],
+    };
+    await kubectl(['apply', '-f', '-'], { input: JSON.stringify(pods) });
+    await kubectl(inNs(['wait', '--for=condition=Ready', 'pod/server', 'pod/client', '--timeout=180s']), { timeoutMs: 4 * MIN });
+    serverIp = await podIp('server');
+    clientIp = await podIp('client');
+    expect(serverIp).toMatch(c.podIp);
+    expect(clientIp).toMatch(c.podIp);
+    const rows = await until(
+      `${serverIp} and ${clientIp} in pw_endpoints`,
+      async () => {
+        const eps = await podwarp<EndpointRow[]>(['dump', 'endpoints']);
+        const mine = eps.filter((e) => e.ip === serverIp || e.ip === clientIp);
+        return mine.length === 2 ? mine : undefined;
+      },
+      90_000,
+    );
+    console.log('pw_endpoints rows of the test pods: ' + JSON.stringify(rows));
+    for (const r of rows) {
+      expect(r.flags, r.ip).not.toContain('enabled');
+      expect(String(r.iface), r.ip).toMatch(/^veth/);
+      expect(String(r.mac), r.ip).toMatch(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/);
+    }
+  });
+
+  step(
+    "kubectl podwarp (deploy/kubectl-podwarp, found by kubectl on PATH): dump, status and doctor in the node's agent pod",
+    5,
+    async () => {
+      expect(serverIp, 'the pods step passed').not.toBe('');
+      // the real kubectl resolves the plugin; the plugin runs kubectl exec in the agent pod of --node
+      const plugin = (args: string[]) => c.kubectlPlugin(['--node', c.node, ...args]);
+      const eps = await plugin(['dump', 'endpoints', '-o', 'json']);
+      expect(eps.exitCode, eps.stderr).toBe(0);
+      const ips = (JSON.parse(eps.stdout) as EndpointRow[]).map((e) => e.ip);
+      expect(ips).toEqual(expect.arrayContaining([serverIp, clientIp]));
+      const status = await plugin(['status', '-o', 'json']);
+      expect(status.exitCode, status.stderr).toBe(0);
+      expect((JSON.parse(status.stdout) as { loaded: boolean }).loaded).toBe(true);
+      await doctorInAgentPod(plugin);
+      // an unknown node: a clear error, non-zero
+      const none = await c.kubectlPlugin(['--node', 'no-such-node', 'status']);
+      expect(none.exitCode).not.toBe(0);
+      expect(none.stderr).toMatch(/no-such-node/);
+    },
+  );
+  /** doctor in the agent's pod: the node's kernel and mounts as the agent sees them. */
+  async function doctorInAgentPod(plugin: (args: string[]) => Promise<RunResult>): Promise<void> {
+    const doctor = await plugin(['doctor', '-o', 'json']);
+    expect(doctor.exitCode, doctor.stdout + doctor.stderr).toBe(0);
+    const report = JSON.parse(doctor.stdout) as { ok: boolean; failed: unknown[]; checks: { check: string; result: string }[] };
+    expect(report.failed).toEqual([]);
+    expect(report.ok).toBe(true);
+    expect(report.checks.find((x) => x.check === 'bpffs mount')?.result).toBe('pass');
+    console.log(
+      `kubectl podwarp doctor on ${c.node}: ${report.checks.filter((x) => x.result === 'pass').length} of ${report.checks.length} checks pass`,
+    );
+  }
+
+  step(`${ACCELERATE_LABEL}=true: pod→pod TCP is redirected, bytes intact`, 4, async () => {
+    expect(serverIp, 'the pods step passed').not.toBe('');
+    await kubectl(['label', 'namespace', c.testNs, `${ACCELERATE_LABEL}=true`]);
+    await until('both endpoints enabled', allEnabled([serverIp, clientIp], true), 90_000);
+    // the kubelet's pod cgroups, found by UID in the cgroup2 tree (on a hybrid
+    // host: <cgroup2 mount>/<cgroup root>/kubepods/<qos>/pod<uid>; systemd driver: …-pod<uid>.slice), carry the hooks
+    const uids = await Promise.all(
+      ['server', 'client'].map(async (p) => (await kubectl(inNs(['get', 'pod', p, '-o', 'jsonpath={.metadata.uid}']))).stdout.trim()),
+    );
+    const cgroups = await until(
+      'cgroup attachments of both pods',
+      async () => {
+        const st = await podwarp<{ cgroups: { path: string; attached: string[] }[] }>(['status']);
+        const mine = st.cgroups.filter((x) => uids.some((u) => isPodCgroup(x.path, u)));
+        return mine.length === 2 && mine.every((x) => x.attached.includes('pw_sockops')) ? mine : undefined;
+      },
+      60_000,
+    );
+    console.log('pod cgroups: ' + cgroups.map((x) => `${x.path} [${x.attached.join(',')}]`).join('; '));
+    const before = await stats();
+    for (let i = 0; i < 3; i++) await sinkIntact(serverIp, 8 << 20);
+    const after = await stats();
+    console.log(`counters before: ${nonZero(before)}\ncounters after:  ${nonZero(after)}`);
+    expect(stat(after, 'pw_tc_egress', 'redirected')).toBeGreaterThan(stat(before, 'pw_tc_egress', 'redirected'));
+    // sockops put the connections in the sockhash; sk_msg carried the payload
+    expect(stat(after, 'pw_sockops', 'added_pod') - stat(before, 'pw_sockops', 'added_pod')).toBeGreaterThanOrEqual(6);
+    expect(skBytes(after) - skBytes(before)).toBeGreaterThanOrEqual(3 * (8 << 20));
+  });
+
+  step('label removed: endpoints disabled, traffic takes the normal path, bytes intact', 4, async () => {
+    expect(serverIp, 'the enable step passed').not.toBe('');
+    await kubectl(['label', 'namespace', c.testNs, `${ACCELERATE_LABEL}-`]);
+    await until('both endpoints disabled', allEnabled([serverIp, clientIp], false), 90_000);
+    const before = await stats();
+    await sinkIntact(serverIp, 8 << 20);
+    const after = await stats();
+    console.log(`counters before: ${nonZero(before)}\ncounters after:  ${nonZero(after)}`);
+    expect(stat(after, 'pw_tc_egress', 'redirected')).toBe(stat(before, 'pw_tc_egress', 'redirected'));
+  });
+
+  step(
+    'a ClusterIP Service (TCP and UDP): the same backends through kube-proxy and through the socket LB; podwarp enable/disable through the API; kube-proxy rules untouched',
+    6,
+    async () => {
+      expect(serverIp, 'the pods step passed').not.toBe('');
+      const pods = { apiVersion: 'v1', kind: 'List', items: [testPod('server2', ['pwperf', 'server', '-p', String(PORT)], PORT)] };
+      (pods.items[0] as any).metadata.labels = { app: 'server2', role: 'echo' };
+      await kubectl(['apply', '-f', '-'], { input: JSON.stringify(pods) });
+      await kubectl(inNs(['label', 'pod', 'server', 'role=echo']));
+      const svc = {
+        apiVersion: 'v1',
+        kind: 'Service',
+        metadata: { name: 'echo', namespace: c.testNs },
+        spec: {
+          selector: { role: 'echo' },
+          ports: [
+            { name: 'tcp', protocol: 'TCP', port: 80, targetPort: PORT },
+            { name: 'udp', protocol: 'UDP', port: 80, targetPort: PORT },
+          ],
+        },
+      };
+      await kubectl(['apply', '-f', '-'], { input: JSON.stringify(svc) });
+      await kubectl(inNs(['wait', '--for=condition=Ready', 'pod/server2', '--timeout=180s']), { timeoutMs: 4 * MIN });
+      server2Ip = await podIp('server2');
+      const vip = (await kubectl(inNs(['get', 'service', 'echo', '-o', 'jsonpath={.spec.clusterIP}']))).stdout.trim();
+      const want = [`${serverIp}:${PORT}`, `${server2Ip}:${PORT}`].sort();
+      // kube-proxy has both backends (TCP and UDP chains)
+      await until(
+        'kube-proxy rules for both backends',
+        async () => {
+          const t = dnatTargets(await kubeProxyRules());
+          return want.every((w) => t.has(`tcp ${w}`) && t.has(`udp ${w}`));
+        },
+        90_000,
+      );
+      const rulesBefore = await kubeProxyRules();
+
+      const pass = async () => {
+        const before = await stats();
+        const tcp = await pwperfJson<ConnOut>(['conn', '-c', vip, '-p', '80', '-n', '60']);
+        const udp = await pwperfJson<UdpOut>(['udp', '-c', vip, '-p', '80', '-n', '60']);
+        const after = await stats();
+        return { tcp, udp, translated: stat(after, 'pw_lb', 'translated') - stat(before, 'pw_lb', 'translated') };
+      };
+      const viaKubeProxy = await pass();
+      await c.podwarpCli(['enable', c.testNs]);
+      await until('client and both servers enabled', allEnabled([clientIp, serverIp, server2Ip], true), 90_000);
+      await until(
+        'the service in pw_svc',
+        async () => (await kubectl(['exec', '-n', agentNs, agentPod, '--', 'podwarp', 'dump', 'services'])).stdout.includes(vip),
+        60_000,
+      );
+      const viaPodwarp = await pass();
+      console.log(
+        `service ${vip}: kube-proxy (${c.proxyMode} mode) ${JSON.stringify(viaKubeProxy)}\npodwarp ${JSON.stringify(viaPodwarp)}`,
+      );
+      for (const [name, r] of [
+        ['kube-proxy', viaKubeProxy],
+        ['podwarp', viaPodwarp],
+      ] as const) {
+        expect(r.tcp.connections, name).toBe(60);
+        expect(r.tcp.errors + r.tcp.peer_mismatch, name).toBe(0);
+        expect(Object.keys(r.tcp.backends).sort(), `${name} TCP backends`).toEqual(want);
+        expect(r.udp.replies, name).toBe(60);
+        expect(r.udp.errors + r.udp.wrong_source, name).toBe(0);
+        // one unconnected socket is one flow: kube-proxy's conntrack keeps it on
+        // one backend, and so must the socket LB
+        expect(Object.keys(r.udp.backends).length, `${name} UDP backends`).toBe(1);
+        expect(want, `${name} UDP backend`).toContain(Object.keys(r.udp.backends)[0]);
+      }
+      expect(viaKubeProxy.translated, 'socket LB off in a disabled namespace').toBe(0);
+      expect(viaPodwarp.translated, 'socket LB translated the connects and datagrams').toBeGreaterThanOrEqual(60);
+      expect(await kubeProxyRules(), "kube-proxy's rules").toEqual(rulesBefore);
+
+      await c.podwarpCli(['disable', c.testNs]);
+      await until('all disabled again', allEnabled([clientIp, serverIp, server2Ip], false), 90_000);
+      const label = (
+        await kubectl(['get', 'namespace', c.testNs, '-o', `jsonpath={.metadata.labels.podwarp\\.io/accelerate}`])
+      ).stdout.trim();
+      expect(label === '' || label === 'false', `label after disable: "${label}"`).toBe(true);
+    },
+  );
+
+  step('a NetworkPolicy selecting the server excludes it: no bypass to it, bytes intact', 4, async () => {
+    expect(server2Ip, 'the service step passed').not.toBe('');
+    const np = {
+      apiVersion: 'networking.k8s.io/v1',
+      kind: 'NetworkPolicy',
+      metadata: { name: 'server-only-from-client', namespace: c.testNs },
+      spec: {
+        podSelector: { matchLabels: { app: 'server' } },
+        ingress: [{ from: [{ podSelector: { matchLabels: { app: 'client' } } }] }],
+      },
+    };
+    await kubectl(['apply', '-f', '-'], { input: JSON.stringify(np) });
+    await kubectl(['label', 'namespace', c.testNs, `${ACCELERATE_LABEL}=true`, '--overwrite']);
+    await until(
+      'client enabled, server (selected by the policy) not',
+      async () => {
+        const cl = await endpointFlags(clientIp);
+        const s = await endpointFlags(serverIp);
+        return cl?.includes('enabled') && s !== undefined && !s.includes('enabled');
+      },
+      90_000,
+    );
+    const before = await stats();
+    await sinkIntact(serverIp, 4 << 20);
+    const after = await stats();
+    console.log(`counters before: ${nonZero(before)}\ncounters after:  ${nonZero(after)}`);
+    expect(stat(after, 'pw_tc_egress', 'redirected')).toBe(stat(before, 'pw_tc_egress', 'redirected'));
+    expect(skBytes(after)).toBe(skBytes(before));
+    await kubectl(['label', 'namespace', c.testNs, `${ACCELERATE_LABEL}-`]);
+  });
+
+  step('a rolling update of the DaemonSet (new image tag) and a killed agent under a checksummed stream: no byte lost', 8, async () => {
+    expect(server2Ip, 'the service step passed').not.toBe('');
+    await kubectl(inNs(['delete', 'networkpolicy', '--all']));
+    await kubectl(['label', 'namespace', c.testNs, `${ACCELERATE_LABEL}=true`, '--overwrite']);
+    await until('client and server enabled', allEnabled([serverIp, clientIp], true), 90_000);
+    // the same image under a new tag: a real rollout, nothing pulled
+    await c.tagImage('docker.io/library/podwarp:dev', 'docker.io/library/podwarp:e2e-next');
+    const stream = (secs: number) =>
+      pwperfJson<{ ok: boolean; sent: number; received: number }>(
+        ['stream', '-c', serverIp, '-p', String(PORT), '-d', String(secs), '-i', '200'],
+        3 * MIN,
+      );
+    const before = await stats();
+    const s1 = stream(30);
+    await new Promise((r) => setTimeout(r, 3000));
+    const container = ds.spec.template.spec.containers[0].name as string;
+    await kubectl(['-n', agentNs, 'set', 'image', `daemonset/${ds.metadata.name}`, `${container}=podwarp:e2e-next`]);
+    await rollout();
+    const r1 = await s1;
+    agentPod = await agentOnNode();
+    const after = await stats();
+    console.log(
+      `stream across the rollout: ${JSON.stringify(r1)}; sk_msg redirected +${stat(after, 'pw_sk_msg', 'redirected') - stat(before, 'pw_sk_msg', 'redirected')}`,
+    );
+    expect(r1.ok, JSON.stringify(r1)).toBe(true);
+    expect(stat(after, 'pw_sk_msg', 'redirected')).toBeGreaterThan(stat(before, 'pw_sk_msg', 'redirected'));
+
+    // the agent killed (no grace): the datapath stays, traffic goes on
+    const s2 = stream(20);
+    await new Promise((r) => setTimeout(r, 3000));
+    await kubectl(['-n', agentNs, 'delete', 'pod', agentPod, '--grace-period=0', '--force'], { reject: false });
+    const r2 = await s2;
+    console.log(`stream across the killed agent: ${JSON.stringify(r2)}`);
+    expect(r2.ok, JSON.stringify(r2)).toBe(true);
+    await rollout();
+    agentPod = await agentOnNode();
+  });
+
+  step('kubectl delete of the DaemonSet + podwarp uninstall (deploy/README.md): nothing of podwarp left on the node', 5, async () => {
+    expect(agentPod, 'the rollout step passed').not.toBe('');
+    const st = await podwarp<{ programs: { id: number; name: string }[]; cgroups: { path: string }[] }>(['status']);
+    const progIds = st.programs.map((p) => p.id);
+    const cgPaths = st.cgroups.map((x) => x.path);
+    expect(progIds.length).toBeGreaterThan(0);
+    await kubectl(['-n', agentNs, 'delete', 'daemonset', ds.metadata.name, '--wait=true'], { timeoutMs: 3 * MIN });
+    const uninstall = {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: {
+        name: `podwarp-uninstall-${c.node}`,
+        namespace: agentNs,
+        labels: { 'app.kubernetes.io/name': 'podwarp', 'app.kubernetes.io/component': 'uninstall' },
+      },
+      spec: {
+        nodeName: c.node,
+        restartPolicy: 'Never',
+        hostNetwork: true,
+        hostPID: true,
+        automountServiceAccountToken: false,
+        tolerations: [{ operator: 'Exists' }],
+        containers: [
+          {
+            name: 'uninstall',
+            image: 'podwarp:dev',
+            imagePullPolicy: 'IfNotPresent',
+            // the agent pod may still be terminating: wait for its node lock (deploy/README.md)
+            args: ['uninstall', '--wait'],
+            securityContext: { privileged: true },
+            volumeMounts: [
+              { name: 'bpffs', mountPath: '/sys/fs/bpf', mountPropagation: 'Bidirectional' },
+              { name: 'cgroup', mountPath: '/sys/fs/cgroup' },
+              { name: 'run', mountPath: '/run/podwarp' },
+            ],
+          },
+        ],
+        volumes: [
+          { name: 'bpffs', hostPath: { path: '/sys/fs/bpf' } },
+          { name: 'cgroup', hostPath: { path: '/sys/fs/cgroup' } },
+          { name: 'run', hostPath: { path: '/run/podwarp' } },
+        ],
+      },
+    };
+    await kubectl(['apply', '-f', '-'], { input: JSON.stringify(uninstall) });
+    await kubectl(
+      [
+        '-n',
+        agentNs,
+        'wait',
+        'pod',
+        '-l',
+        'app.kubernetes.io/component=uninstall',
+        '--for=jsonpath={.status.phase}=Succeeded',
+        '--timeout=180s',
+      ],
+      { timeoutMs: 4 * MIN },
+    );
+    const logs = await kubectl(['-n', agentNs, 'logs', '-l', 'app.kubernetes.io/component=uninstall', '--tail', '20']);
+    console.log('uninstall: ' + logs.stdout.trim().split('\n').slice(-5).join('\n'));
+
+    const pins = await run('ls bpffs', [...c.inNode, 'ls', '-A', '/sys/fs/bpf']);
+    expect(
+      pins.stdout.split('\n').filter((x) => x.startsWith('podwarp')),
+      'pins',
+    ).toEqual([]);
+    // one kernel: the programs are gone for the host too (an attachment would hold one)
+    for (const id of progIds) {
+      const r = await run('bpftool prog', ['bpftool', 'prog', 'show', 'id', String(id)], { reject: false });
+      expect(r.exitCode, `program id ${id} still loaded: ${r.stdout}`).not.toBe(0);
+    }
+    if (c.hostCgroup) {
+      for (const p of cgPaths) {
+        const r = await run('bpftool cgroup', ['bpftool', 'cgroup', 'show', c.hostCgroup(p)], { reject: false });
+        expect(r.stdout.trim(), `attachments left on ${p}`).toBe('');
+      }
+    }
+    const links = JSON.parse((await run('ip link', [...c.inNode, 'ip', '-j', 'link', 'show', 'type', 'veth'])).stdout) as {
+      ifname: string;
+    }[];
+    for (const l of links) {
+      const f = await run('tc filter', [...c.inNode, 'tc', 'filter', 'show', 'dev', l.ifname, 'ingress']);
+      expect(f.stdout.trim(), `tc filters left on ${l.ifname}`).toBe('');
+    }
+    await kubectl(['delete', '-f', MANIFEST, '--ignore-not-found', '--wait=false']);
+  });
+}
