@@ -52,6 +52,8 @@ export interface AgentOptions {
   retryMs?: number;
   /** Events are coalesced this long before a pass. */
   debounceMs?: number;
+  /** Longest wait between two attempts to attach a failing pod's hooks (src/pods/apply.ts PodBackoff). */
+  attachBackoffMs?: number;
   /** Kubernetes source: the initial lists must complete within this (the datapath is not touched before). */
   syncTimeoutMs?: number;
   /** Kubernetes source: full service pass (read both maps back) this often. */
@@ -136,7 +138,16 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   };
   let running = Promise.resolve();
   const queue = (f: () => Promise<void>) => (running = running.then(f));
-  const ctx: Ctx = { dp, metrics, skips: new SkipLog(), backoff: new PodBackoff(), opts, sockets, queue, loadDatapath };
+  const ctx: Ctx = {
+    dp,
+    metrics,
+    skips: new SkipLog(),
+    backoff: new PodBackoff(1000, opts.attachBackoffMs ?? 30_000),
+    opts,
+    sockets,
+    queue,
+    loadDatapath,
+  };
 
   // sockets left with a direction on TCP (their peer never joined pw_sock) leave it soon, drained
   const sweep = setInterval(() => {

@@ -183,6 +183,8 @@ export async function applyPlan(dp: Datapath, p: Plan, backoff = new PodBackoff(
     await step(`attach tc to ${a.name}`, () => dp.tc.attach(a.name));
   const ready: DesiredEndpoint[] = [];
   const demote: PodEnable[] = [];
+  /** Pods whose cgroup hooks this pass tried to attach. */
+  const tried = new Set<PodEnable>();
   for (const x of p.enable) {
     const pod = x.endpoint.pod;
     const waiting = backoff.waiting(pod);
@@ -195,6 +197,7 @@ export async function applyPlan(dp: Datapath, p: Plan, backoff = new PodBackoff(
     if (x.attach) await dp.tc.attach(x.attach.name).catch((e: unknown) => (failure = ['attach-failed', e]));
     if (!failure && x.cgroup) {
       const cg = x.cgroup;
+      tried.add(x);
       await dp.cgroups.set(cg.path, cg.hooks).catch((e: unknown) => (failure = ['cgroup-attach-failed', e]));
     }
     if (failure) {
@@ -220,13 +223,14 @@ export async function applyPlan(dp: Datapath, p: Plan, backoff = new PodBackoff(
   }
   for (const e of ready) if (!out.failed.has(e.pod)) backoff.ok(e.pod);
   // fail closed: the pods that could not be enabled are written disabled, their hooks off, their sockets drained
+  // (a pod still backing off costs nothing: its entry is already disabled and its cgroup out of the ledger)
   await writeEntries(
     'keep endpoint disabled',
-    demote.map((x) => x.endpoint),
+    demote.filter((x) => !x.heldDisabled).map((x) => x.endpoint),
     0,
   );
   for (const x of demote)
-    if (x.endpoint.cgroup && (x.cgroup || x.wasEnabled)) {
+    if (x.endpoint.cgroup && (tried.has(x) || x.cgroupHooked || x.wasEnabled)) {
       const path = x.endpoint.cgroup;
       await step(`detach cgroup hooks of ${path}`, () => dp.cgroups.set(path, 0));
     }

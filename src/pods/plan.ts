@@ -68,6 +68,10 @@ export interface PodEnable {
   upsert: boolean;
   /** pw_endpoints holds it enabled now. */
   wasEnabled: boolean;
+  /** pw_endpoints already holds exactly this entry, disabled (a pod left off by an earlier pass). */
+  heldDisabled: boolean;
+  /** Its cgroup is in the ledger (some hooks may be attached). */
+  cgroupHooked: boolean;
 }
 
 const same = (a: ActualEndpoint, b: DesiredEndpoint) =>
@@ -110,8 +114,19 @@ export function plan(want: DesiredState, have: ActualState): Plan {
     const cgroup = e.cgroup ? cgroupBy.get(e.cgroup) : undefined;
     const upsert = upserts.has(e);
     if (!attach && !cgroup && !upsert) continue;
-    const wasEnabled = !!((have.endpoints.get(e.ip)?.flags ?? 0) & EP_FLAGS.ENABLED);
-    p.enable.push({ endpoint: e, ...(attach ? { attach } : {}), ...(cgroup ? { cgroup } : {}), upsert, wasEnabled });
+    const cur = have.endpoints.get(e.ip);
+    const wasEnabled = !!((cur?.flags ?? 0) & EP_FLAGS.ENABLED);
+    const heldDisabled = !!cur && cur.flags === 0 && same(cur, { ...e, flags: 0 });
+    const cgroupHooked = !!e.cgroup && haveCg.has(e.cgroup);
+    p.enable.push({
+      endpoint: e,
+      ...(attach ? { attach } : {}),
+      ...(cgroup ? { cgroup } : {}),
+      upsert,
+      wasEnabled,
+      heldDisabled,
+      cgroupHooked,
+    });
   }
   return p;
 }

@@ -151,6 +151,14 @@ describe('applyPlan: fail closed', () => {
     expect(f.calls).not.toContain('tc attach v-b');
     expect(r.failed.get('ns/b')).toMatchObject({ backingOff: true, reason: 'attach-failed' });
     expect(f.entries.get('10.0.0.3')).toBe(0);
+    // backing off costs nothing once its entry is held disabled and its cgroup out of the ledger
+    const held = converged(true);
+    held.endpoints.set('10.0.0.3', { ...held.endpoints.get('10.0.0.3')!, flags: 0 });
+    held.ifaces = held.ifaces.filter((i) => i.name !== 'v-b');
+    held.cgroups = held.cgroups.filter((c) => c.path !== '/pods/b');
+    f = fakeDp();
+    expect((await applyPlan(f.dp, plan(want, held), b)).failed.get('ns/b')?.backingOff).toBe(true);
+    expect(f.calls).toEqual([]);
     now = 1000;
     f = fakeDp((c) => c === 'tc attach v-b');
     expect((await applyPlan(f.dp, plan(want, empty), b)).failed.get('ns/b')).toMatchObject({ attempts: 2, retryInMs: 2000 });
