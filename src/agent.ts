@@ -35,6 +35,7 @@ import type { Snapshot } from './model.js';
 import { SkipLog, reconcile, reconcilePods, type PodsResult } from './reconciler.js';
 import { namespaceCounts, notAccelerated, writeReport } from './report.js';
 import { ServiceSync, svcOpsTotal } from './services/sync.js';
+import { PodBackoff } from './pods/apply.js';
 import { loadStateFile } from './state/load.js';
 import { BpfServiceMaps } from './services/maps.js';
 
@@ -51,6 +52,8 @@ export interface AgentOptions {
   retryMs?: number;
   /** Events are coalesced this long before a pass. */
   debounceMs?: number;
+  /** Longest wait between two attempts to attach a failing pod's hooks (src/pods/apply.ts PodBackoff). */
+  attachBackoffMs?: number;
   /** Kubernetes source: the initial lists must complete within this (the datapath is not touched before). */
   syncTimeoutMs?: number;
   /** Kubernetes source: full service pass (read both maps back) this often. */
@@ -68,6 +71,8 @@ interface Ctx {
   dp: Datapath;
   metrics: AgentMetrics;
   skips: SkipLog;
+  /** Pods whose hooks cannot be attached: retried with backoff, on the normal path meanwhile (src/pods/apply.ts). */
+  backoff: PodBackoff;
   opts: AgentOptions;
   sockets: DesiredOptions;
   /** Serialises every pass and sweep. */
@@ -133,7 +138,16 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   };
   let running = Promise.resolve();
   const queue = (f: () => Promise<void>) => (running = running.then(f));
-  const ctx: Ctx = { dp, metrics, skips: new SkipLog(), opts, sockets, queue, loadDatapath };
+  const ctx: Ctx = {
+    dp,
+    metrics,
+    skips: new SkipLog(),
+    backoff: new PodBackoff(1000, opts.attachBackoffMs ?? 30_000),
+    opts,
+    sockets,
+    queue,
+    loadDatapath,
+  };
 
   // sockets left with a direction on TCP (their peer never joined pw_sock) leave it soon, drained
   const sweep = setInterval(() => {
@@ -185,6 +199,15 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
 /** Left-to-kube-proxy frontends named in the report (the counts cover all). */
 const LEFT_LIST_MAX = 200;
 
+/** Counts what a pass could not do (it still applied everything else) and says when to look again. */
+function passFailures(ctx: Ctx, pods: PodsResult): number | undefined {
+  for (const f of pods.failed.values()) if (!f.backingOff) ctx.metrics.errors.inc({ reason: 'pod_attach' });
+  for (const e of pods.errors) ctx.metrics.failed('apply', `${e.step}: ${e.err}`);
+  if (pods.errors.length) return ctx.opts.retryMs ?? 2000;
+  const next = ctx.backoff.nextRetryMs();
+  return next === undefined ? undefined : Math.min(Math.max(next, 50), ctx.opts.retryMs ?? 2000);
+}
+
 function report(ctx: Ctx, source: string, pods: PodsResult, snap: Snapshot, sync: ServiceSync): void {
   try {
     writeReport({
@@ -214,11 +237,13 @@ async function runLocal(ctx: Ctx): Promise<() => Promise<void>> {
   await ctx.loadDatapath();
   const sync = new ServiceSync(new BpfServiceMaps(dp));
   let missing = 0;
+  let retry: number | undefined;
   const pass = async () => {
     try {
-      const r = await reconcile(dp, snapshot, ctx.skips, ctx.sockets, sync);
+      const r = await reconcile(dp, snapshot, ctx.skips, ctx.sockets, sync, ctx.backoff);
       missing = r.missing.size;
       metrics.pass(r.ms, r, r.svc);
+      retry = passFailures(ctx, r);
       report(ctx, 'local', r, snapshot, sync);
     } catch (e) {
       metrics.failed('reconcile', errorMessage(e));
@@ -244,15 +269,16 @@ async function runLocal(ctx: Ctx): Promise<() => Promise<void>> {
           if (e instanceof InputError) metrics.errors.inc({ reason: 'state_rejected' });
           log.error({ err: errorMessage(e) }, e instanceof InputError ? 'state file rejected; keeping previous state' : 'reconcile failed');
         }
-        schedule(missing > 0 ? (opts.retryMs ?? 2000) : (opts.resyncMs ?? 10000));
+        schedule(next());
       });
     }, ms);
   };
+  const next = () => Math.min(retry ?? Infinity, missing > 0 ? (opts.retryMs ?? 2000) : (opts.resyncMs ?? 10000));
   const base = path.basename(file);
   const watcher = fs.watch(path.dirname(path.resolve(file)), (_ev, name) => {
     if (name === base) schedule(opts.debounceMs ?? 100);
   });
-  schedule(missing > 0 ? (opts.retryMs ?? 2000) : (opts.resyncMs ?? 10000));
+  schedule(next());
   return async () => {
     stopped = true;
     watcher.close();
@@ -282,6 +308,7 @@ async function runKubernetes(ctx: Ctx): Promise<() => Promise<void>> {
   let podTimer: NodeJS.Timeout | undefined;
   let started = false;
   let missing = 0;
+  let retry: number | undefined;
   let lastDropped = 0;
   let stopped = false;
   const debounce = opts.debounceMs ?? 10;
@@ -301,7 +328,7 @@ async function runKubernetes(ctx: Ctx): Promise<() => Promise<void>> {
         .queue(() => podsPass('change').catch(() => {}))
         .then(() => {
           // periodic re-check (sooner while some pod's node facts are missing)
-          if (!stopped && !podTimer) kickPods(missing > 0 ? (opts.retryMs ?? 2000) : (opts.resyncMs ?? 10000));
+          if (!stopped && !podTimer) kickPods(Math.min(retry ?? Infinity, missing > 0 ? (opts.retryMs ?? 2000) : (opts.resyncMs ?? 10000)));
         });
     }, ms);
   };
@@ -390,7 +417,7 @@ async function runKubernetes(ctx: Ctx): Promise<() => Promise<void>> {
     try {
       const snap = src.snapshot();
       const dropped = sync.droppedCount;
-      const pods = await reconcilePods(dp, snap, ctx.skips, ctx.sockets, dropped);
+      const pods = await reconcilePods(dp, snap, ctx.skips, ctx.sockets, dropped, ctx.backoff);
       lastDropped = dropped;
       missing = pods.missing.size;
       report(ctx, 'kubernetes', pods, snap, sync);
@@ -398,6 +425,7 @@ async function runKubernetes(ctx: Ctx): Promise<() => Promise<void>> {
       const lagMs = since ? Date.now() - since : undefined;
       if (lagMs !== undefined) metrics.changeLatency.observe(lagMs / 1000);
       metrics.pass(Math.round(ms), pods);
+      retry = passFailures(ctx, pods);
       for (const [k, n] of Object.entries(src.counts())) metrics.objects.set({ kind: k }, n);
       metrics.setPolicyGaps(snap.policyGaps ?? []);
       for (const a of src.policyApis()) metrics.objects.set({ kind: a.api }, a.objects);
@@ -407,6 +435,7 @@ async function runKubernetes(ctx: Ctx): Promise<() => Promise<void>> {
     } catch (e) {
       pending.pods = true;
       pending.podsSince ||= since || Date.now();
+      retry = opts.retryMs ?? 2000;
       metrics.failed('reconcile', errorMessage(e));
       log.error({ err: errorMessage(e), lane: 'node', why }, 'reconcile failed; retrying');
       throw e;

@@ -54,6 +54,11 @@ export function podwarpProgram(name = 'podwarp'): Command {
     .option('--full-resync <seconds>', 'kubernetes source: read the service maps back and re-plan every service this often', '300')
     .option('--sync-timeout <seconds>', 'kubernetes source: give up when the initial lists do not complete in time', '60')
     .option('--debounce <ms>', 'coalesce changes this long before applying them', '10')
+    .option(
+      '--attach-backoff <seconds>',
+      "longest wait between two attempts to attach a failing pod's hooks (it stays on the normal path meanwhile)",
+      '30',
+    )
     .option('--no-sockmap', 'tc fast path only: no sockops/sk_msg socket acceleration')
     .option('--proxy-uid <uid>', 'sidecar proxy uid, never captured', '1337')
     .option('--proxy-port <port>', 'sidecar outbound port', '15001')
@@ -70,6 +75,7 @@ export function podwarpProgram(name = 'podwarp'): Command {
         resync: string;
         fullResync: string;
         debounce: string;
+        attachBackoff: string;
         syncTimeout: string;
         sockmap: boolean;
         lb: boolean;
@@ -112,6 +118,7 @@ export function podwarpProgram(name = 'podwarp'): Command {
           resyncMs: int(o.resync, '--resync', 86400) * 1000,
           fullResyncMs: int(o.fullResync, '--full-resync', 86400 * 7) * 1000,
           debounceMs: int(o.debounce, '--debounce', 60000),
+          attachBackoffMs: Math.max(1, int(o.attachBackoff, '--attach-backoff', 3600)) * 1000,
           syncTimeoutMs: int(o.syncTimeout, '--sync-timeout', 86400) * 1000,
           sockets,
           metricsAddr: o.once ? '' : o.metricsAddr,

@@ -42,7 +42,7 @@ export class AgentMetrics {
   });
   private readonly notAccelerated = new client.Gauge({
     name: 'podwarp_pods_not_accelerated',
-    help: 'Local pod endpoints on the normal path, by reason (namespace-off, opted-out, policy-selected, policy-api-unavailable, bandwidth-shaped, ambient-mesh); istio-annotations: accelerated, but without podwarp sidecar capture.',
+    help: 'Local pod endpoints on the normal path, by reason (namespace-off, opted-out, policy-selected, policy-api-unavailable, bandwidth-shaped, ambient-mesh; attach-failed, cgroup-attach-failed, endpoint-write-failed: its hooks could not be attached, fail closed, retried with backoff); istio-annotations: accelerated, but without podwarp sidecar capture.',
     labelNames: ['reason'],
     registers: [this.registry],
   });

@@ -5,18 +5,15 @@ import { DEFAULT_OPTIONS, desired, withServiceOutcome, type DesiredOptions, type
 import { gatherFacts } from './facts.js';
 import { log } from '../loader/log.js';
 import type { Snapshot } from './model.js';
-import { applyPlan, readActual } from './pods/apply.js';
+import { EP_FLAGS } from '../abi/schema.js';
+import { errorMessage } from '../loader/errors.js';
+import { applyPlan, PodBackoff, readActual, type ApplyResult, type PodFailure } from './pods/apply.js';
 import { plan, planSize, type Plan } from './pods/plan.js';
 import { BpfServiceMaps } from './services/maps.js';
 import { ServiceSync, svcOpsTotal, type SvcSyncResult } from './services/sync.js';
 
-export interface ReconcileResult {
-  plan: Plan;
+export interface ReconcileResult extends PodsResult {
   svc: SvcSyncResult;
-  desired: DesiredState;
-  /** Pods whose node facts are not there yet: the caller should retry soon. */
-  missing: Map<string, string>;
-  ms: number;
 }
 
 /**
@@ -46,7 +43,12 @@ export class SkipLog {
 
 export interface PodsResult {
   plan: Plan;
+  /** What desired() made of the snapshot, with the pods the apply step left off (fail closed) moved to `disabled`. */
   desired: DesiredState;
+  /** Pods desired() enables that this pass left on the normal path, and why (src/pods/apply.ts). */
+  failed: Map<string, PodFailure>;
+  /** Steps that failed (retried next pass); every other step of the pass was still applied. */
+  errors: ApplyResult['errors'];
   /** Pods whose node facts are not there yet: the caller should retry soon. */
   missing: Map<string, string>;
   ms: number;
@@ -62,6 +64,7 @@ export async function reconcilePods(
   skips: SkipLog,
   opts: DesiredOptions,
   svcDropped: number,
+  backoff = new PodBackoff(),
 ): Promise<PodsResult> {
   const t0 = performance.now();
   const facts = await gatherFacts(snap);
@@ -69,9 +72,20 @@ export async function reconcilePods(
   want.config = withServiceOutcome(want.config, opts, svcDropped);
   const have = await readActual(dp);
   const p = plan(want, have);
-  await applyPlan(dp, p);
+  const applied = await applyPlan(dp, p, backoff);
+  backoff.keepOnly(new Set([...want.endpoints.values()].filter((e) => e.flags & EP_FLAGS.ENABLED).map((e) => e.pod)));
+  // what the pass really left: a pod that could not be enabled is disabled, and says why
+  for (const [pod, f] of applied.failed) {
+    want.disabled.set(pod, f.reason);
+    want.captureWithheld.delete(pod);
+    for (const [ip, e] of want.endpoints) if (e.pod === pod) want.endpoints.set(ip, { ...e, flags: 0 });
+  }
   // connections the fast path could not take whole (one direction on TCP) leave pw_sock: see loader/sockdrain.ts
-  await dp.sockets.drainPassthrough();
+  try {
+    await dp.sockets.drainPassthrough();
+  } catch (e) {
+    applied.errors.push({ step: 'drain passthrough sockets', err: errorMessage(e) });
+  }
   for (const [pod, why] of facts.missing) skips.note(`pod ${pod}`, why);
   for (const [pod, why] of want.skipped) if (why !== 'facts-missing') skips.note(`pod ${pod}`, why);
   const ms = Math.round(performance.now() - t0);
@@ -84,12 +98,14 @@ export async function reconcilePods(
         detach: p.detach.length,
         cgroups: p.cgroups.length,
         drained: p.drainIps.length,
+        ...(applied.failed.size ? { failedPods: applied.failed.size } : {}),
+        ...(applied.errors.length ? { failedSteps: applied.errors.length } : {}),
         ms,
       },
       'reconciled pods',
     );
   }
-  return { plan: p, desired: want, missing: facts.missing, ms };
+  return { plan: p, desired: want, failed: applied.failed, errors: applied.errors, missing: facts.missing, ms };
 }
 
 /** A full pass (the local source runs one per change): every service, then the node-local part. */
@@ -99,6 +115,7 @@ export async function reconcile(
   skips = new SkipLog(),
   opts: DesiredOptions = DEFAULT_OPTIONS,
   sync = new ServiceSync(new BpfServiceMaps(dp)),
+  backoff = new PodBackoff(),
 ): Promise<ReconcileResult> {
   const t0 = performance.now();
   sync.node = { name: snap.node, zone: snap.zone };
@@ -106,7 +123,7 @@ export async function reconcile(
   if (svc.droppedNames.length)
     log.error({ services: svc.droppedNames }, 'service maps full: these services are left to kube-proxy (not written at all)');
   for (const u of svc.unresolved) skips.note(`endpoint ${u}`, 'named target port not found in the endpoint ports');
-  const pods = await reconcilePods(dp, snap, skips, opts, svc.dropped);
+  const pods = await reconcilePods(dp, snap, skips, opts, svc.dropped, backoff);
   skips.forgetExcept(
     new Set(
       [...pods.missing.keys(), ...pods.desired.skipped.keys()].map((k) => `pod ${k}`).concat(svc.unresolved.map((u) => `endpoint ${u}`)),
@@ -115,5 +132,5 @@ export async function reconcile(
   const ms = Math.round(performance.now() - t0);
   if (svcOpsTotal(svc.ops) > 0) log.info({ svcOps: svcOpsTotal(svc.ops), ms }, 'reconciled services');
   if (planSize(pods.plan) + svcOpsTotal(svc.ops) > 0) log.info({ ms }, 'reconciled');
-  return { plan: pods.plan, svc, desired: pods.desired, missing: pods.missing, ms };
+  return { ...pods, svc, ms };
 }

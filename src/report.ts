@@ -38,7 +38,7 @@ export interface AgentReport {
 }
 
 /** Each local pod that is not accelerated (or not given podwarp's sidecar capture), with its IP and reason. */
-export function notAccelerated(pods: PodsResult, snap: Snapshot): Record<string, { ip?: string; reason: string }> {
+export function notAccelerated(pods: Pick<PodsResult, 'desired'>, snap: Snapshot): Record<string, { ip?: string; reason: string }> {
   const ips = new Map(snap.pods.map((p) => [podKey(p), p.ip]));
   const out: Record<string, { ip?: string; reason: string }> = {};
   for (const m of [pods.desired.skipped, pods.desired.disabled, pods.desired.captureWithheld])
@@ -49,7 +49,10 @@ export function notAccelerated(pods: PodsResult, snap: Snapshot): Record<string,
 export const runDir = (): string => process.env.PODWARP_RUN_DIR ?? '/run/podwarp';
 export const reportPath = (): string => path.join(runDir(), 'agent.json');
 
-export function namespaceCounts(pods: PodsResult, namespaces: { name: string; accelerate: boolean }[]): Record<string, NamespaceCounts> {
+export function namespaceCounts(
+  pods: Pick<PodsResult, 'desired'>,
+  namespaces: { name: string; accelerate: boolean }[],
+): Record<string, NamespaceCounts> {
   const out: Record<string, NamespaceCounts> = {};
   const row = (ns: string) => (out[ns] ??= { accelerate: false, enabled: 0, disabled: 0, skipped: 0 });
   for (const n of namespaces) row(n.name).accelerate = n.accelerate;

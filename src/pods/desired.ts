@@ -10,6 +10,10 @@ export interface DesiredEndpoint {
   mac: string;
   gwMac: string;
   pod: string;
+  /** Host side of the pod's veth (where the tc program goes). */
+  iface: string;
+  /** The pod's cgroup below the cgroup2 mount, when known. */
+  cgroup?: string;
 }
 
 export type SkipReason = 'host-network' | 'no-ip' | 'no-interface' | 'facts-missing';
@@ -21,9 +25,14 @@ export type SkipReason = 'host-network' | 'no-ip' | 'no-interface' | 'facts-miss
  * - policy-selected: a policy of any served API may select it (NetworkPolicy, AdminNetworkPolicy, Calico, Cilium, Antrea)
  * - bandwidth-shaped: kubernetes.io/ingress-bandwidth or egress-bandwidth (the CNI bandwidth plugin shapes on the host veth)
  * - ambient-mesh: istio.io/dataplane-mode=ambient on the pod or its namespace (ztunnel captures its traffic)
+ * - attach-failed / cgroup-attach-failed / endpoint-write-failed: wanted on, but the tc program could not be put on its
+ *   host veth, its cgroup hooks could not be attached, or its entry could not be written (set by the apply step, not by
+ *   desired(): src/pods/apply.ts, fail closed; retried with backoff)
  */
 export type DisableReason =
-  'namespace-off' | 'opted-out' | 'policy-api-unavailable' | 'policy-selected' | 'bandwidth-shaped' | 'ambient-mesh';
+  'namespace-off' | 'opted-out' | 'policy-api-unavailable' | 'policy-selected' | 'bandwidth-shaped' | 'ambient-mesh' | ApplyFailure;
+/** Why the apply step left a pod that desired() enables on the normal path (src/pods/apply.ts). */
+export type ApplyFailure = 'attach-failed' | 'cgroup-attach-failed' | 'endpoint-write-failed';
 /** An accelerated pod that is not given podwarp's sidecar capture (nor the socket LB): Istio's own iptables capture applies unchanged. */
 export type CaptureReason = 'istio-annotations';
 
@@ -155,9 +164,19 @@ export function desired(snap: Snapshot, facts: NodeFacts, opts: DesiredOptions =
     if (why) out.disabled.set(k, why);
     const withhold = !why && p.sidecar && ISTIO_CAPTURE_ANNOTATIONS.some((a) => Object.hasOwn(p.annotations, a));
     if (withhold) out.captureWithheld.set(k, 'istio-annotations');
-    out.endpoints.set(p.ip, { ip: p.ip, ifindex: f.ifindex, flags: why ? 0 : EP_FLAGS.ENABLED, mac: f.mac, gwMac: f.gwMac, pod: k });
-    out.attach.set(p.hostInterface || f.hostInterface, f.ifindex);
+    const iface = p.hostInterface || f.hostInterface;
     const cgroup = p.cgroup || f.cgroup;
+    out.endpoints.set(p.ip, {
+      ip: p.ip,
+      ifindex: f.ifindex,
+      flags: why ? 0 : EP_FLAGS.ENABLED,
+      mac: f.mac,
+      gwMac: f.gwMac,
+      pod: k,
+      iface,
+      ...(cgroup ? { cgroup } : {}),
+    });
+    out.attach.set(iface, f.ifindex);
     if (!why && cgroup && (opts.sockmap || opts.lb !== false)) {
       const sidecar = p.sidecar && !withhold ? CGROUP_HOOKS.CONNECT4 | CGROUP_HOOKS.GETSOCKOPT : 0;
       const sock = opts.sockmap ? CGROUP_HOOKS.SOCK_OPS | sidecar : 0;

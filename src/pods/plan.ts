@@ -49,13 +49,36 @@ export interface Plan {
   drainIps: string[];
   /** New pw_config value, when it differs. */
   config?: SockConfig;
+  /**
+   * Per pod that desired() enables and that needs any step (its tc filter, its
+   * cgroup hooks, its entry): what to do, so that apply can do it pod by pod
+   * and write the enabled entry only once the pod's hooks are in place.
+   * Derived from attach/cgroups/upsert above (the same items, grouped).
+   */
+  enable: PodEnable[];
+}
+
+export interface PodEnable {
+  endpoint: DesiredEndpoint;
+  /** Its host veth needs the tc filter. */
+  attach?: { name: string; ifindex: number };
+  /** Its cgroup hooks must become `hooks`. */
+  cgroup?: { path: string; hooks: number };
+  /** Its entry differs from pw_endpoints. */
+  upsert: boolean;
+  /** pw_endpoints holds it enabled now. */
+  wasEnabled: boolean;
+  /** pw_endpoints already holds exactly this entry, disabled (a pod left off by an earlier pass). */
+  heldDisabled: boolean;
+  /** Its cgroup is in the ledger (some hooks may be attached). */
+  cgroupHooked: boolean;
 }
 
 const same = (a: ActualEndpoint, b: DesiredEndpoint) =>
   a.ifindex === b.ifindex && a.flags === b.flags && a.mac === b.mac && a.gwMac === b.gwMac;
 
 export function plan(want: DesiredState, have: ActualState): Plan {
-  const p: Plan = { attach: [], upsert: [], delete: [], detach: [], cgroups: [], drainIps: [] };
+  const p: Plan = { attach: [], upsert: [], delete: [], detach: [], cgroups: [], drainIps: [], enable: [] };
   // a name can be in the ledger twice (pod recreated, veth name reused): match name and ifindex
   const ledger = new Map(have.ifaces.map((i) => [`${i.name}#${i.ifindex}`, i]));
   for (const [name, ifindex] of want.attach) {
@@ -82,6 +105,29 @@ export function plan(want: DesiredState, have: ActualState): Plan {
   }
   for (const [path] of haveCg) if (!want.cgroups.has(path)) p.cgroups.push({ path, hooks: 0 });
   if (!have.config || JSON.stringify(have.config) !== JSON.stringify(want.config)) p.config = want.config;
+  const attachBy = new Map(p.attach.map((a) => [`${a.name}#${a.ifindex}`, a]));
+  const cgroupBy = new Map(p.cgroups.map((c) => [c.path, c]));
+  const upserts = new Set(p.upsert);
+  for (const e of want.endpoints.values()) {
+    if (!(e.flags & EP_FLAGS.ENABLED)) continue;
+    const attach = attachBy.get(`${e.iface}#${e.ifindex}`);
+    const cgroup = e.cgroup ? cgroupBy.get(e.cgroup) : undefined;
+    const upsert = upserts.has(e);
+    if (!attach && !cgroup && !upsert) continue;
+    const cur = have.endpoints.get(e.ip);
+    const wasEnabled = !!((cur?.flags ?? 0) & EP_FLAGS.ENABLED);
+    const heldDisabled = !!cur && cur.flags === 0 && same(cur, { ...e, flags: 0 });
+    const cgroupHooked = !!e.cgroup && haveCg.has(e.cgroup);
+    p.enable.push({
+      endpoint: e,
+      ...(attach ? { attach } : {}),
+      ...(cgroup ? { cgroup } : {}),
+      upsert,
+      wasEnabled,
+      heldDisabled,
+      cgroupHooked,
+    });
+  }
   return p;
 }
 

@@ -145,3 +145,12 @@ export function spawnAgent(env: Env, args: string[]): Agent {
   });
   return a;
 }
+
+/** `podwarp agent` on the Kubernetes source as the root tests run it: quick resyncs and debounce, metrics on a free port. */
+export function spawnKubeAgent(env: Env, kubeconfig: string, node: string, extra: string[] = []): Agent {
+  return spawnAgent(env, [
+    ...['--source', 'kubernetes', '--kubeconfig', kubeconfig, '--node', node],
+    ...['--resync', '1', '--debounce', '10', '--metrics-addr', '127.0.0.1:0'],
+    ...extra,
+  ]);
+}

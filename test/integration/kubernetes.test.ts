@@ -12,7 +12,7 @@ import { conn, rr, startServer, type Server } from '../../devtools/perf.js';
 import { readActual } from '../../src/pods/apply.js';
 import { vip, type SandboxPod } from '../../devtools/sandbox.js';
 import { FakeApiServer, type ApiObject } from '../k8s/apiserver.js';
-import { CLI, counters, delta, setUp, SLOWDOWN, spawnAgent, tearDown, until, type Agent, type Env } from './helpers.js';
+import { CLI, counters, delta, setUp, SLOWDOWN, spawnKubeAgent, tearDown, until, type Agent, type Env } from './helpers.js';
 import { BpfServiceMaps } from '../../src/services/maps.js';
 
 describe('agent --source kubernetes against an API server double', () => {
@@ -49,21 +49,7 @@ describe('agent --source kubernetes against an API server double', () => {
   const ns = (name: string, on: boolean): ApiObject => ({ metadata: { name, labels: on ? { [ACCELERATE_LABEL]: 'true' } : {} } });
 
   function startAgent(extra: string[] = []): Agent {
-    const a = spawnAgent(env!, [
-      '--source',
-      'kubernetes',
-      '--kubeconfig',
-      kubeconfig,
-      '--node',
-      node,
-      '--resync',
-      '1',
-      '--debounce',
-      '10',
-      '--metrics-addr',
-      '127.0.0.1:0',
-      ...extra,
-    ]);
+    const a = spawnKubeAgent(env!, kubeconfig, node, extra);
     agents.push(a);
     return a;
   }

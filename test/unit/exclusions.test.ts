@@ -239,7 +239,7 @@ describe('bandwidth-shaped, ambient and meshed pods', () => {
       CGROUP_HOOKS.SOCK_OPS | CGROUP_HOOKS.CONNECT4 | CGROUP_HOOKS.GETSOCKOPT | CGROUP_HOOKS.LB,
     );
     expect(d.cgroups.get(unmeshed.cgroup!)).toBe(CGROUP_HOOKS.SOCK_OPS | CGROUP_HOOKS.LB);
-    expect(notAccelerated({ desired: d, plan: undefined as never, missing: new Map(), ms: 0 }, snap)).toEqual({
+    expect(notAccelerated({ desired: d }, snap)).toEqual({
       'a/m': { ip: '10.1.0.9', reason: 'istio-annotations' },
     });
   });
