@@ -128,23 +128,39 @@ export async function applyPlan(dp: Datapath, p: Plan, backoff = new PodBackoff(
       return false;
     }
   };
-  /** Entries in one batch; if the batch fails, one by one (one bad entry never holds back the others). */
-  const writeEntries = async (what: string, upserts: DesiredEndpoint[], flags?: number): Promise<Set<string>> => {
+  /**
+   * pw_endpoints changes in one batch; if the batch fails, one by one (one bad
+   * entry never holds back the others). Returns the IPs whose change failed.
+   */
+  const writeBatch = async <T>(
+    what: string,
+    items: T[],
+    ipOf: (x: T) => string,
+    label: (x: T) => string,
+    write: (xs: T[]) => Promise<unknown>,
+  ): Promise<Set<string>> => {
     const failed = new Set<string>();
-    if (upserts.length === 0) return failed;
+    if (items.length === 0) return failed;
     try {
-      await dp.maps.write(
-        'pw_endpoints',
-        upserts.map((e) => endpointEntry(e, flags ?? e.flags)),
-        [],
-      );
+      await write(items);
     } catch {
-      for (const e of upserts)
-        if (!(await step(`${what} ${e.ip} (${e.pod})`, () => dp.maps.write('pw_endpoints', [endpointEntry(e, flags ?? e.flags)], []))))
-          failed.add(e.ip);
+      for (const x of items) if (!(await step(`${what} ${label(x)}`, () => write([x])))) failed.add(ipOf(x));
     }
     return failed;
   };
+  const writeEntries = (what: string, upserts: DesiredEndpoint[], flags?: number): Promise<Set<string>> =>
+    writeBatch(
+      what,
+      upserts,
+      (e) => e.ip,
+      (e) => `${e.ip} (${e.pod})`,
+      (es) =>
+        dp.maps.write(
+          'pw_endpoints',
+          es.map((e) => endpointEntry(e, flags ?? e.flags)),
+          [],
+        ),
+    );
   const drain = (ips: string[]) =>
     ips.length === 0
       ? Promise.resolve(true)
@@ -160,17 +176,18 @@ export async function applyPlan(dp: Datapath, p: Plan, backoff = new PodBackoff(
   );
   for (const c of p.cgroups.filter((x) => x.hooks === 0)) await step(`detach cgroup hooks of ${c.path}`, () => dp.cgroups.set(c.path, 0));
   await drain(p.drainIps);
-  if (p.delete.length)
-    if (
-      !(await step('delete endpoints', () =>
-        dp.maps.write(
-          'pw_endpoints',
-          [],
-          p.delete.map((ip) => ({ ip })),
-        ),
-      ))
-    )
-      for (const ip of p.delete) await step(`delete endpoint ${ip}`, () => dp.maps.write('pw_endpoints', [], [{ ip }]));
+  await writeBatch(
+    'delete endpoint',
+    p.delete,
+    (ip) => ip,
+    (ip) => ip,
+    (ips) =>
+      dp.maps.write(
+        'pw_endpoints',
+        [],
+        ips.map((ip) => ({ ip })),
+      ),
+  );
   for (const i of p.detach) await step(`detach tc from ${i.name}`, () => dp.tc.detach(i));
 
   // 2. node-wide settings

@@ -176,4 +176,18 @@ describe('applyPlan: fail closed', () => {
     expect(enabledIps(f.entries)).toHaveLength(4);
     expect(r.failed.size).toBe(0);
   });
+  it('deleting entries: a failing batch falls back to one at a time, one bad entry keeps the others going', async () => {
+    // c and d left the node; the batch delete fails, and so does c's own delete
+    const have = converged(true);
+    const gone = { ...snap(true), pods: pods.filter((x) => x.name !== 'c' && x.name !== 'd') };
+    const f = fakeDp((c) => c.startsWith('write pw_endpoints  -') && c.includes('10.0.0.4'));
+    for (const [ip, e] of have.endpoints) f.entries.set(ip, e.flags);
+    const p = plan(desired(gone, facts), have);
+    expect([...p.delete].sort()).toEqual(['10.0.0.4', '10.0.0.5']);
+    const r = await applyPlan(f.dp, p);
+    expect(f.entries.has('10.0.0.5')).toBe(false); // d deleted on its own
+    expect(f.entries.has('10.0.0.4')).toBe(true); // c's delete failed, reported
+    expect(r.errors.map((e) => e.step)).toEqual(['delete endpoint 10.0.0.4']);
+    expect(enabledIps(f.entries).sort()).toEqual(['10.0.0.2', '10.0.0.3', '10.0.0.4']);
+  });
 });
