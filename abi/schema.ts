@@ -629,7 +629,7 @@ export const MAPS: MapDef[] = [
     value: ctVal,
     maxEntries: 262144,
     writer: 'bpf/pw_tc_egress.c (SYN between two enabled pods; SYN-ACK that answers it; RST)',
-    reader: 'bpf/pw_tc_egress.c (later packets of either direction)',
+    reader: 'bpf/pw_tc_egress.c (later packets of either direction); `podwarp dump flows`',
     doc: 'TCP connections the tc program saw start: only those are redirected, so a connection NATed by kube-proxy (its replies need the reverse NAT) or older than the attachment stays on the normal path. Entries end at RST or by LRU eviction; a SYN-ACK that answers no SYN seen here drops a stale entry.',
   },
   {
@@ -640,7 +640,7 @@ export const MAPS: MapDef[] = [
     maxEntries: 65536,
     writer:
       'bpf/pw_tc_egress.c (UDP between two enabled pods: first packet → OPENED, the other pod answering directly → ANSWERED, every packet refreshes)',
-    reader: 'bpf/pw_tc_egress.c',
+    reader: 'bpf/pw_tc_egress.c; `podwarp dump flows` (state, idle time, whether it still counts)',
     doc: "UDP flows between two enabled pods, keyed in the direction of the first packet seen. A flow is redirected only once ANSWERED: the other pod sent back to the opener's address directly, so neither side reaches the other through a NATed address. Its first packets, and every packet of a flow one side opened through a Service kube-proxy DNATs (its replies look pod-to-pod), take the normal path. An entry idle past PW_UDP_CT_TIMEOUT_* (30 s opened, 120 s answered, as conntrack) no longer counts; LRU evicts the oldest.",
   },
   {

@@ -6,7 +6,18 @@ import { Datapath } from '../loader/datapath.js';
 import { FeatureMissingError, InputError, ToolError, errorMessage } from '../loader/errors.js';
 import { LockBusyError } from '../loader/lock.js';
 import { build } from '../loader/build.js';
-import { checkFormat, dumpAffinity, dumpBackends, dumpEndpoints, dumpServices, dumpSockets, dumpStats } from './commands/dump.js';
+import {
+  checkFormat,
+  type OutputFormat,
+  dumpAffinity,
+  dumpBackends,
+  dumpEndpoints,
+  dumpFlows,
+  dumpMap,
+  dumpServices,
+  dumpSockets,
+  dumpStats,
+} from './commands/dump.js';
 import { status } from './commands/status.js';
 import { LOG_FORMATS, configureLog, humanLogs, log, type LogFormat } from '../loader/log.js';
 import { ACCELERATE_LABEL } from './model.js';
@@ -161,36 +172,35 @@ export function podwarpProgram(name = 'podwarp'): Command {
   }
 
   const dump = program.command('dump').description('decode a pinned map');
+  const dumps: [string, string, (dp: Datapath, f: OutputFormat) => Promise<string>][] = [
+    ['endpoints', 'pw_endpoints: local pods the tc program may redirect to', dumpEndpoints],
+    ['sockets', 'pw_sock: accelerated TCP sockets, their flow state and unread redirected data', dumpSockets],
+    ['services', 'pw_svc: service frontends, their backend count (slot 0) and each slot', dumpServices],
+    [
+      'affinity',
+      'pw_affinity: sessionAffinity ClientIP, the backend each client pod last used per frontend, its age and state',
+      dumpAffinity,
+    ],
+    ['backends', 'pw_backends: service backends by id', dumpBackends],
+    ['stats', 'pw_stats: datapath counters by reason (summed over CPUs)', dumpStats],
+    [
+      'flows',
+      'pw_ct and pw_udp_ct: TCP and UDP flows the tc program saw start directly between two pods (only those are redirected)',
+      dumpFlows,
+    ],
+  ];
+  for (const [name, description, render] of dumps)
+    dump
+      .command(name)
+      .description(description)
+      .option('-o, --output <format>', 'table | json', 'table')
+      .action(async (o: { output: string }) => out(await render(await Datapath.open(), checkFormat(o.output))));
   dump
-    .command('endpoints')
-    .description('pw_endpoints: local pods the tc program may redirect to')
+    .command('map')
+    .argument('<name>', 'a map of abi/schema.ts, e.g. pw_revnat, pw_config, pw_cgroups')
+    .description('any pinned map, decoded with the schema (per-CPU maps summed)')
     .option('-o, --output <format>', 'table | json', 'table')
-    .action(async (o: { output: string }) => out(await dumpEndpoints(await Datapath.open(), checkFormat(o.output))));
-  dump
-    .command('sockets')
-    .description('pw_sock: accelerated TCP sockets, their flow state and unread redirected data')
-    .option('-o, --output <format>', 'table | json', 'table')
-    .action(async (o: { output: string }) => out(await dumpSockets(await Datapath.open(), checkFormat(o.output))));
-  dump
-    .command('services')
-    .description('pw_svc: service frontends, their backend count (slot 0) and each slot')
-    .option('-o, --output <format>', 'table | json', 'table')
-    .action(async (o: { output: string }) => out(await dumpServices(await Datapath.open(), checkFormat(o.output))));
-  dump
-    .command('affinity')
-    .description('pw_affinity: sessionAffinity ClientIP, the backend each client pod last used per frontend, its age and state')
-    .option('-o, --output <format>', 'table | json', 'table')
-    .action(async (o: { output: string }) => out(await dumpAffinity(await Datapath.open(), checkFormat(o.output))));
-  dump
-    .command('backends')
-    .description('pw_backends: service backends by id')
-    .option('-o, --output <format>', 'table | json', 'table')
-    .action(async (o: { output: string }) => out(await dumpBackends(await Datapath.open(), checkFormat(o.output))));
-  dump
-    .command('stats')
-    .description('pw_stats: datapath counters by reason (summed over CPUs)')
-    .option('-o, --output <format>', 'table | json', 'table')
-    .action(async (o: { output: string }) => out(await dumpStats(await Datapath.open(), checkFormat(o.output))));
+    .action(async (name: string, o: { output: string }) => out(await dumpMap(await Datapath.open(), name, checkFormat(o.output))));
 
   program
     .command('status')

@@ -7,7 +7,7 @@ import * as ipr from '../../loader/ip.js';
 import { decode, flagNames, fromHexBytes } from '../../abi/codec.js';
 import { sockKeyString } from '../../loader/sockdrain.js';
 import { mapDump as bpftoolMapDump } from '../../loader/bpftool.js';
-import { FLOW_FLAGS, STAT_GROUPS, mapDef } from '../../abi/schema.js';
+import { CT_STATE, FLOW_FLAGS, MAPS, STAT_GROUPS, UDP_CT_STATE, UDP_CT_TIMEOUT_NS, mapDef } from '../../abi/schema.js';
 import { json, table } from '../table.js';
 import { BpfServiceMaps } from '../services/maps.js';
 import { readReport } from '../report.js';
@@ -298,5 +298,108 @@ export async function dumpAffinity(dp: Datapath, fmt: OutputFormat): Promise<str
         r.state,
       ]),
     ) + `${rows.length} affinity entries\n`
+  );
+}
+
+/** One entry of any map, decoded with the schema (per-CPU maps: numbers summed over CPUs). */
+export interface MapRow {
+  key: Record<string, unknown>;
+  value: Record<string, unknown>;
+}
+
+const sumValues = (vs: Record<string, unknown>[]): Record<string, unknown> => {
+  const out: Record<string, unknown> = { ...vs[0] };
+  for (const k of Object.keys(out))
+    if (typeof out[k] === 'bigint' || typeof out[k] === 'number') out[k] = vs.reduce((s, v) => s + BigInt(v[k] as bigint | number), 0n);
+  return out;
+};
+
+/** Every entry of a pinned map, decoded: `podwarp dump map NAME` (any map of abi/schema.ts). */
+export async function mapRows(dp: Datapath, name: string): Promise<MapRow[]> {
+  const def = MAPS.find((m) => m.name === name);
+  if (!def) throw new InputError(`unknown map "${name}" (${MAPS.map((m) => m.name).join(', ')})`);
+  requirePinned(dp, name);
+  if (def.type.startsWith('percpu')) return (await dp.maps.dumpPerCpu(name)).map((e) => ({ key: e.key, value: sumValues(e.values) }));
+  return (await dp.maps.dump(name)).map((e) => ({ key: e.key, value: e.value }));
+}
+
+const cell = (v: unknown): string => (Array.isArray(v) ? v.join(',') : String(v));
+
+export async function dumpMap(dp: Datapath, name: string, fmt: OutputFormat): Promise<string> {
+  const rows = await mapRows(dp, name);
+  if (fmt === 'json') return json(rows);
+  const def = mapDef(name);
+  const shown = (f: { name: string }) => !f.name.startsWith('_pad');
+  const kf = def.key.fields.filter(shown).map((f) => f.name);
+  const vf = def.value.fields.filter(shown).map((f) => f.name);
+  const headers = [...kf.map((f) => `KEY.${f}`), ...vf.map((f) => f)].map((h) => h.toUpperCase());
+  return (
+    table(
+      headers,
+      rows.map((r) => [...kf.map((f) => cell(r.key[f])), ...vf.map((f) => cell(r.value[f]))]),
+    ) +
+    `${rows.length} entries in ${name} (${def.type}, max ${def.maxEntries})${def.type.startsWith('percpu') ? ', summed over CPUs' : ''}\n`
+  );
+}
+
+export interface FlowRow {
+  proto: 'TCP' | 'UDP';
+  /** in the direction of the flow's first packet seen (TCP: its SYN) */
+  client: string;
+  server: string;
+  state: string;
+  /** UDP: seconds since the flow's last packet (CLOCK_MONOTONIC) */
+  idleSeconds?: number;
+  /** UDP: whether the entry still counts (younger than conntrack's timeout for its state) */
+  live?: boolean;
+}
+
+/** pw_ct and pw_udp_ct: the flows the tc program tracks to tell direct pod-to-pod flows from NATed ones. */
+export async function flowRows(dp: Datapath): Promise<FlowRow[]> {
+  requirePinned(dp, 'pw_ct');
+  requirePinned(dp, 'pw_udp_ct');
+  const tuple = (k: Record<string, unknown>) => ({
+    client: `${String(k.saddr)}:${Number(k.sport)}`,
+    server: `${String(k.daddr)}:${Number(k.dport)}`,
+  });
+  const tcpState: Record<number, string> = { [CT_STATE.SYN_SEEN]: 'syn-seen', [CT_STATE.ESTABLISHED]: 'established' };
+  const udpState: Record<number, string> = { [UDP_CT_STATE.OPENED]: 'opened', [UDP_CT_STATE.ANSWERED]: 'answered' };
+  const now = process.hrtime.bigint();
+  const tcp: FlowRow[] = (await dp.maps.dump('pw_ct')).map((e) => ({
+    proto: 'TCP',
+    ...tuple(e.key),
+    state: tcpState[Number(e.value.state)] ?? String(e.value.state),
+  }));
+  const udp: FlowRow[] = (await dp.maps.dump('pw_udp_ct')).map((e) => {
+    const st = Number(e.value.state);
+    const last = BigInt(e.value.last_ns as bigint);
+    const idle = now > last ? now - last : 0n;
+    const timeout = BigInt(st === UDP_CT_STATE.ANSWERED ? UDP_CT_TIMEOUT_NS.ANSWERED : UDP_CT_TIMEOUT_NS.OPENED);
+    return {
+      proto: 'UDP',
+      ...tuple(e.key),
+      state: udpState[st] ?? String(st),
+      idleSeconds: Math.round(Number(idle) / 1e8) / 10,
+      live: idle <= timeout,
+    };
+  });
+  return [...tcp, ...udp].sort((a, b) => a.proto.localeCompare(b.proto) || a.client.localeCompare(b.client));
+}
+
+export async function dumpFlows(dp: Datapath, fmt: OutputFormat): Promise<string> {
+  const rows = await flowRows(dp);
+  if (fmt === 'json') return json(rows);
+  return (
+    table(
+      ['PROTO', 'CLIENT', 'SERVER', 'STATE', 'IDLE', 'COUNTS'],
+      rows.map((r) => [
+        r.proto,
+        r.client,
+        r.server,
+        r.state,
+        r.idleSeconds === undefined ? '-' : `${r.idleSeconds}s`,
+        r.live === false ? 'expired' : 'yes',
+      ]),
+    ) + `${rows.filter((r) => r.proto === 'TCP').length} TCP, ${rows.filter((r) => r.proto === 'UDP').length} UDP flows\n`
   );
 }

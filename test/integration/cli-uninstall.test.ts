@@ -12,7 +12,8 @@ import { ROOT } from '../../loader/build.js';
 import { loadStateFile } from '../../src/state/load.js';
 import { reconcile } from '../../src/reconciler.js';
 import { leftovers, setUp, tearDown, type Env } from './helpers.js';
-import { IFACE_FLAGS } from '../../abi/schema.js';
+import { mapRows } from '../../src/commands/dump.js';
+import { IFACE_FLAGS, MAPS } from '../../abi/schema.js';
 
 const CLI = path.join(ROOT, 'bin', 'podwarp');
 
@@ -53,6 +54,25 @@ describe('CLI and uninstall', () => {
     const s = await cli('dump', 'stats', '-o', 'json');
     expect((JSON.parse(s.stdout) as { reason: string }[]).map((x) => x.reason)).toContain('redirected');
     expect((await cli('dump', 'stats', '-o', 'yaml')).exitCode).toBe(2);
+  });
+
+  it('dump map decodes every map of the schema; dump flows prints the tracked flows', async () => {
+    // every map decodes (the function behind the command; one CLI start per map is slow under TCG)
+    for (const m of MAPS) expect([m.name, Array.isArray(await mapRows(env!.dp, m.name))]).toEqual([m.name, true]);
+    const eps = JSON.parse((await cli('dump', 'map', 'pw_endpoints', '-o', 'json')).stdout) as { key: { ip: string } }[];
+    expect(eps.map((e) => e.key.ip).sort()).toEqual(env!.m.pods.map((p) => p.ip).sort());
+    const stats = await mapRows(env!.dp, 'pw_stats'); // per-CPU: summed
+    expect(stats.some((r) => typeof r.value.packets === 'bigint' && (r.value.packets as bigint) > 0n)).toBe(true);
+    const t = await cli('dump', 'map', 'pw_config');
+    expect(t.stdout).toMatch(/^KEY\.INDEX\s+FLAGS\s+PROXY_UID/);
+    expect(t.stdout).toContain('1 entries in pw_config (array, max 1)');
+    const bad = await cli('dump', 'map', 'pw_nope');
+    expect([bad.exitCode, bad.stderr]).toEqual([2, expect.stringContaining('unknown map "pw_nope"')]);
+    const f = await cli('dump', 'flows');
+    expect([f.exitCode, f.stdout]).toEqual([
+      0,
+      expect.stringMatching(/^PROTO\s+CLIENT\s+SERVER\s+STATE\s+IDLE\s+COUNTS[\s\S]*TCP, \d+ UDP flows\n$/),
+    ]);
   });
 
   it('status -o json lists maps, the program and every attachment', async () => {

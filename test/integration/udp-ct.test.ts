@@ -10,6 +10,7 @@ import { installServices, kubeProxyPrefix, podCommand, vip, type SandboxPod } fr
 import { onLines, run, spawnLong } from '../../loader/exec.js';
 import { CONFIG_FLAGS } from '../../abi/schema.js';
 import { readActual } from '../../src/pods/apply.js';
+import { flowRows } from '../../src/commands/dump.js';
 import { reconcile } from '../../src/reconciler.js';
 import { loadStateFile } from '../../src/state/load.js';
 import type { Snapshot } from '../../src/model.js';
@@ -176,6 +177,12 @@ describe('tc fast path: UDP flow tracking, other protocols', () => {
     expect(d.udp_not_tracked).toBe(2);
     expect(d.redirected).toBeGreaterThanOrEqual(2 * 400 - 2);
     expect(host).toBeLessThan(20); // the server's host veth did not carry them
+    // `podwarp dump flows` shows both flows answered and counting
+    const flows = (await flowRows(env!.dp)).filter((f) => f.proto === 'UDP' && f.server === `${srv.ip}:8080`);
+    expect(flows.filter((f) => f.client.startsWith(`${client.ip}:`)).map((f) => [f.state, f.live])).toEqual([
+      ['answered', true],
+      ['answered', true],
+    ]);
   });
 
   it('ICMP and SCTP between enabled pods take the normal path (not_tcp_udp) and arrive', async () => {
