@@ -9,6 +9,7 @@ import { onLines, run, spawnLong, which } from '../loader/exec.js';
 import { BUILD, ROOT, build } from '../loader/build.js';
 import { Datapath } from '../loader/datapath.js';
 import { requireDatapathFeatures } from '../loader/features.js';
+import { scaled } from './slowdown.js';
 import { podCommand, type SandboxPod } from './sandbox.js';
 
 export const PWPERF = path.join(BUILD, 'pwperf');
@@ -49,7 +50,7 @@ async function startListener(pod: SandboxPod, argv: string[]): Promise<Server> {
   const child = spawnLong(podCommand(pod, argv));
   const lines: Record<string, unknown>[] = [];
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${path.basename(argv[0]!)} in ${pod.name} did not start`)), 5000);
+    const timer = setTimeout(() => reject(new Error(`${path.basename(argv[0]!)} in ${pod.name} did not start`)), scaled(5000));
     onLines(child.stdout, (line) => {
       if (line.includes('listening')) {
         clearTimeout(timer);
@@ -95,7 +96,7 @@ export interface SinkResult {
 const cpuArgs = (cpu?: number) => (cpu === undefined ? [] : ['-a', String(cpu)]);
 
 async function client<T>(pod: SandboxPod, args: string[]): Promise<T> {
-  const r = await run(`pwperf ${args[0]} from ${pod.name}`, podCommand(pod, [PWPERF, ...args]), { timeoutMs: 300_000 });
+  const r = await run(`pwperf ${args[0]} from ${pod.name}`, podCommand(pod, [PWPERF, ...args]), { timeoutMs: scaled(300_000) });
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as T;
 }
 
@@ -144,7 +145,7 @@ export async function conn(
   o: { seconds?: number; n?: number; cpu?: number },
 ): Promise<ConnResult & { error?: string }> {
   const args = ['conn', '-c', ip, '-p', String(port), ...(o.n ? ['-n', String(o.n)] : ['-d', String(o.seconds ?? 2)]), ...cpuArgs(o.cpu)];
-  const r = await run(`pwperf conn from ${pod.name}`, podCommand(pod, [PWPERF, ...args]), { reject: false, timeoutMs: 300_000 });
+  const r = await run(`pwperf conn from ${pod.name}`, podCommand(pod, [PWPERF, ...args]), { reject: false, timeoutMs: scaled(300_000) });
   const last = r.stdout.trim().split('\n').pop() ?? '';
   if (!last.startsWith('{')) throw new Error(`pwperf conn: ${r.stderr.trim()}`);
   const res = JSON.parse(last) as ConnResult;
@@ -170,7 +171,7 @@ export async function udp(
   o: { n: number; connected?: boolean; renew?: boolean },
 ): Promise<UdpResult & { error?: string }> {
   const args = ['udp', '-c', ip, '-p', String(port), '-n', String(o.n), ...(o.connected ? ['-C'] : []), ...(o.renew ? ['-R'] : [])];
-  const r = await run(`pwperf udp from ${pod.name}`, podCommand(pod, [PWPERF, ...args]), { reject: false, timeoutMs: 120_000 });
+  const r = await run(`pwperf udp from ${pod.name}`, podCommand(pod, [PWPERF, ...args]), { reject: false, timeoutMs: scaled(120_000) });
   const res = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as UdpResult;
   return r.exitCode === 0 ? res : { ...res, error: r.stderr.trim() || `exit ${r.exitCode}` };
 }
@@ -192,7 +193,7 @@ export async function stream(
   const args = ['stream', '-c', ip, '-p', String(port), '-d', String(o.seconds), ...(o.paceUs ? ['-i', String(o.paceUs)] : [])];
   const r = await run(`pwperf stream from ${pod.name}`, podCommand(pod, [PWPERF, ...args]), {
     reject: false,
-    timeoutMs: (o.seconds + 60) * 1000,
+    timeoutMs: scaled((o.seconds + 60) * 1000),
   });
   const last = r.stdout.trim().split('\n').pop() ?? '';
   const res = last.startsWith('{') ? (JSON.parse(last) as StreamResult) : { seconds: 0, sent: 0, received: 0, ok: false };
@@ -207,7 +208,7 @@ export async function hasIperf3(): Promise<boolean> {
 export async function startIperf3Server(pod: SandboxPod, port: number): Promise<Server> {
   const child = spawnLong(podCommand(pod, ['iperf3', '-s', '-p', String(port), '--forceflush']));
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`iperf3 server in ${pod.name} did not start`)), 5000);
+    const timer = setTimeout(() => reject(new Error(`iperf3 server in ${pod.name} did not start`)), scaled(5000));
     child.stdout?.on('data', (d: Buffer) => {
       if (d.toString().includes('listening')) {
         clearTimeout(timer);
@@ -232,7 +233,7 @@ export async function startIperf3Server(pod: SandboxPod, port: number): Promise<
 export async function iperf3(pod: SandboxPod, ip: string, port: number, o: { seconds: number; cpu?: number }): Promise<number> {
   const args = ['iperf3', '-c', ip, '-p', String(port), '-t', String(Math.max(1, Math.round(o.seconds))), '-J'];
   if (o.cpu !== undefined) args.push('-A', `${o.cpu},${o.cpu}`);
-  const r = await run(`iperf3 from ${pod.name}`, podCommand(pod, args), { timeoutMs: (o.seconds + 30) * 1000 });
+  const r = await run(`iperf3 from ${pod.name}`, podCommand(pod, args), { timeoutMs: scaled((o.seconds + 30) * 1000) });
   const j = JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } };
   return j.end.sum_received.bits_per_second / 1e9;
 }

@@ -15,6 +15,7 @@ import { run } from '../loader/exec.js';
 import * as ipr from '../loader/ip.js';
 import * as iptables from './iptables.js';
 import { log } from '../loader/log.js';
+import { scaled } from './slowdown.js';
 import { writeStateFile, type StateFile } from '../src/state/load.js';
 
 export type Wiring = 'routed' | 'bridge';
@@ -264,7 +265,7 @@ async function startHolders(m: SandboxManifest, save: () => void): Promise<void>
     const r = await run(
       `start holder of ${p.namespace}/${p.name}`,
       ipr.podArgv(p.netns, abs, ['sh', '-c', 'setsid sleep 2147483647 </dev/null >/dev/null 2>&1 & echo $!']),
-      { timeoutMs: 10_000 },
+      { timeoutMs: scaled(10_000) },
     );
     const pid = Number(r.stdout.trim());
     if (!Number.isInteger(pid) || pid <= 0) throw new Error(`holder of ${p.name}: no pid in "${r.stdout.trim()}"`);

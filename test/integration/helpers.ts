@@ -15,6 +15,7 @@ import { statRows } from '../../src/commands/dump.js';
 import { STAT_GROUPS, type TcReason } from '../../abi/schema.js';
 import { ensurePwperf } from '../../devtools/perf.js';
 import * as sandbox from '../../devtools/sandbox.js';
+import { SLOWDOWN } from '../../devtools/slowdown.js';
 
 export function requireRoot(): void {
   if (process.getuid?.() !== 0)
@@ -105,8 +106,7 @@ export async function hostTx(p: sandbox.SandboxPod): Promise<number> {
   return (await ipr.link(p.hostInterface, undefined, true))?.stats64?.tx.packets ?? 0;
 }
 
-/** How much slower than a real machine this one is (PODWARP_TEST_SLOWDOWN, set by the kernel-matrix VMs). */
-export const SLOWDOWN = Math.max(1, Number(process.env.PODWARP_TEST_SLOWDOWN) || 1);
+export { SLOWDOWN };
 
 /** Polls f() until it returns something truthy, at most `ms` (× SLOWDOWN). */
 export async function until<T>(what: string, f: () => T | Promise<T>, ms = 15_000): Promise<NonNullable<T>> {
