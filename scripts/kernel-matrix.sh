@@ -29,6 +29,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "kernel-matrix: run as root" >&2; exit 1; }
+# one run per checkout: the VMs share this tree (build/, dist/, results)
+mkdir -p build
+exec 9>build/.kernel-matrix.lock
+flock -n 9 || { echo "kernel-matrix: another run uses this checkout ($project); wait for it or use another worktree" >&2; exit 1; }
 
 # test files: btf = the unit BTF check, NAME = test/integration/<name>.test.ts
 if [ -z "$files" ]; then
