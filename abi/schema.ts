@@ -112,6 +112,7 @@ export const PROXY_REASONS = [
   'dns_port', // TCP to port 53: left to the pod's iptables (Istio's DNS capture sends it to 15053, not to 15001)
   'redirected_v6', // pw_proxy_conn6: a dual-stack socket's connect() to ::ffff:a.b.c.d sent to the proxy
   'not_ipv4', // pw_proxy_conn6: a pure IPv6 destination (podwarp is IPv4-only): left alone
+  'peer_odst', // pw_proxy_peer4/6: getpeername() of a captured socket answered with its original destination
 ] as const;
 
 export const ODST_REASONS = [
@@ -170,7 +171,7 @@ export const FLOW_CONTROL = {
 export const CGROUP_HOOKS = {
   /** pw_sockops at sock_ops */
   SOCK_OPS: 1 << 0,
-  /** pw_proxy_conn4 at connect4 and pw_proxy_conn6 at connect6 (sidecar pods: outbound capture) */
+  /** pw_proxy_conn4/6 at connect4/6 and pw_proxy_peer4/6 at getpeername4/6 (sidecar pods: outbound capture) */
   CONNECT4: 1 << 1,
   /** pw_proxy_odst at getsockopt (sidecar pods) */
   GETSOCKOPT: 1 << 2,
@@ -631,7 +632,8 @@ export const MAPS: MapDef[] = [
     value: origDst,
     maxEntries: 65536,
     writer: 'bpf/pw_sockops.c',
-    reader: 'bpf/pw_proxy_odst.c (getsockopt SO_ORIGINAL_DST on the proxy side)',
+    reader:
+      'bpf/pw_proxy_odst.c (getsockopt SO_ORIGINAL_DST on the proxy side), bpf/pw_proxy_peer4.c and pw_proxy_peer6.c (getpeername on the app side)',
     doc: 'Original destination of a proxied connection, by the app socket 4-tuple.',
   },
   {

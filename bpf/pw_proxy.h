@@ -14,7 +14,11 @@
  *    proxy on 15053, which podwarp cannot know; the pod's iptables decide;
  *  - anything not TCP.
  *
- * Maps: pw_config (read), pw_pod_cgroup (read), pw_odst_cookie (write), pw_stats.
+ * getpeername() of a captured socket answers its original destination
+ * (pw_proxy_peer4/6, from pw_odst_tuple).
+ *
+ * Maps: pw_config (read), pw_pod_cgroup (read), pw_odst_cookie (write),
+ * pw_odst_tuple (read), pw_stats.
  */
 #ifndef PW_PROXY_H
 #define PW_PROXY_H
@@ -102,6 +106,33 @@ static __always_inline int pw_proxy_capture(void *ctx, __u32 protocol, __be32 ip
 	}
 	/* 22 bits of the cookie pick the loopback address; never .0 */
 	*to = bpf_htonl(PW_PROXY_NET | ((__u32)cookie & 0x3fffff) | 1);
+	return 1;
+}
+
+/*
+ * getpeername() of an app socket the capture sent to the proxy: the original
+ * destination, as with iptables REDIRECT (the socket keeps the address it
+ * dialled; NAT happens on its packets). peer_ip/peer_port (network order) is
+ * what the kernel would return; local the socket's own IPv4 address and port
+ * (host order). Returns 1 and fills *o when the peer is our proxy address.
+ */
+static __always_inline int pw_proxy_peer(struct pw_config *cfg, __be32 peer_ip, __u32 peer_port,
+					 __be32 local_ip, __u32 local_port, struct pw_odst *o)
+{
+	struct pw_sock_key k = {};
+	struct pw_odst *saved;
+
+	if (!pw_is_proxy_addr(peer_ip) || (__u16)peer_port != bpf_htons(cfg->proxy_port))
+		return 0;
+	k.sip = local_ip;
+	k.dip = peer_ip;
+	k.sport = bpf_htons((__u16)local_port);
+	k.dport = (__u16)peer_port;
+	saved = bpf_map_lookup_elem(&pw_odst_tuple, &k);
+	if (!saved)
+		return 0;
+	*o = *saved;
+	pw_count(PW_PROXY_PEER_ODST, 0);
 	return 1;
 }
 

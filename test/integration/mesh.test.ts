@@ -12,7 +12,7 @@ import { cgroupId, cgroupPath } from '../../loader/cgroup.js';
 import { onLines, run, spawnLong } from '../../loader/exec.js';
 import * as iptables from '../../devtools/iptables.js';
 import type { Service, Snapshot } from '../../src/model.js';
-import { PWPERF, sink, startProxy, startServer, udp, type Server } from '../../devtools/perf.js';
+import { PWPERF, conn, sink, startProxy, startServer, udp, type Server } from '../../devtools/perf.js';
 import { installServices, kubeProxyPrefix, podCommand, vip, type SandboxPod } from '../../devtools/sandbox.js';
 import { reconcile } from '../../src/reconciler.js';
 import { loadStateFile } from '../../src/state/load.js';
@@ -34,13 +34,15 @@ try:
 except OSError as e:
     print(json.dumps({"error": e.errno})); sys.exit(0)
 s.sendall(struct.pack("!IIII", 0x50575046, 4, 1, 0))
+peer = s.getpeername()
 b = b""
 while len(b) < 8:
     c = s.recv(8 - len(b))
     if not c: break
     b += c
 s.close()
-print(json.dumps({"id": "%s:%d" % (socket.inet_ntoa(b[:4]), struct.unpack("!H", b[4:6])[0]) if len(b) == 8 else None}))
+print(json.dumps({"id": "%s:%d" % (socket.inet_ntoa(b[:4]), struct.unpack("!H", b[4:6])[0]) if len(b) == 8 else None,
+                  "peer": "[%s]:%d" % peer[:2]}))
 `;
 
 /**
@@ -78,9 +80,9 @@ async function startDnsStandIn(pod: SandboxPod, port: number): Promise<Server> {
   };
 }
 
-async function v6Connect(pod: SandboxPod, addr: string, port: number): Promise<{ id?: string | null; error?: number }> {
+async function v6Connect(pod: SandboxPod, addr: string, port: number): Promise<{ id?: string | null; peer?: string; error?: number }> {
   const r = await run(`v6 client in ${pod.name}`, podCommand(pod, ['python3', '-c', V6_CLIENT, addr, String(port)]), { timeoutMs: 30_000 });
-  return JSON.parse(r.stdout.trim().split('\n').pop()!) as { id?: string | null; error?: number };
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as { id?: string | null; peer?: string; error?: number };
 }
 
 describe('meshed pods: Istio semantics kept', () => {
@@ -147,7 +149,14 @@ describe('meshed pods: Istio semantics kept', () => {
     const names = async (p: SandboxPod) => (await bpftool.cgroupShow(cgroupPath(p.cgroup))).map((x) => x.name).sort();
     expect(await names(pods()[0]!)).toContain('pw_lb_conn4');
     const r = await reconcile(env!.dp, snap(true));
-    expect(await names(pods()[0]!)).toEqual(['pw_proxy_conn4', 'pw_proxy_conn6', 'pw_proxy_odst', 'pw_sockops']);
+    expect(await names(pods()[0]!)).toEqual([
+      'pw_proxy_conn4',
+      'pw_proxy_conn6',
+      'pw_proxy_odst',
+      'pw_proxy_peer4',
+      'pw_proxy_peer6',
+      'pw_sockops',
+    ]);
     expect(await names(pods()[2]!)).toEqual(['pw_lb_conn4', 'pw_lb_peer4', 'pw_lb_recv4', 'pw_lb_send4', 'pw_sockops']);
     expect(r.desired.partial.get(`team-a/pod-0`)).toBe('mesh-sidecar');
 
@@ -194,6 +203,28 @@ describe('meshed pods: Istio semantics kept', () => {
     } finally {
       await iptables.dnsRedirect('remove', pods()[0]!.netns, DNS_PROXY_PORT);
     }
+  });
+
+  it('getpeername() of a captured socket is the address dialled, as under iptables REDIRECT', async () => {
+    const dst = pods()[1]!.ip;
+    const observe = async () => {
+      const c0 = await counters(env!.dp);
+      const r = await conn(pods()[0]!, dst, TARGET, { n: 10 });
+      return { r, d: delta(c0, await counters(env!.dp), 'pw_proxy_conn4') };
+    };
+    await reconcile(env!.dp, snap(false));
+    await iptables.addOutboundRedirect(pods()[0]!.netns, PROXY_PORT, PROXY_UID);
+    let off;
+    try {
+      off = await observe();
+    } finally {
+      await iptables.removeOutboundRedirect(pods()[0]!.netns, PROXY_PORT, PROXY_UID);
+    }
+    await reconcile(env!.dp, snap(true));
+    const on = await observe();
+    expect(off.r).toMatchObject({ connections: 10, errors: 0, peer_mismatch: 0, backends: { [`${dst}:${TARGET}`]: 10 } });
+    expect(on.r).toMatchObject({ connections: 10, errors: 0, peer_mismatch: 0, backends: off.r.backends });
+    expect(on.d).toMatchObject({ redirected: 10, peer_odst: 10 });
   });
 
   it('TCP to port 53 is left to the pod (Istio sends it to its DNS proxy, not to the outbound listener)', async () => {
@@ -270,10 +301,11 @@ describe('meshed pods: Istio semantics kept', () => {
     const c0 = await counters(env!.dp);
     const on = await v6Connect(app, `::ffff:${dst}`, TARGET);
     const c1 = await counters(env!.dp);
-    expect(off).toEqual({ id: `${dst}:${TARGET}` });
+    // what the app sees is the same: who answered, and getpeername() = the address dialled
+    expect(off).toEqual({ id: `${dst}:${TARGET}`, peer: `[::ffff:${dst}]:${TARGET}` });
     expect(on).toEqual(off);
     expect(proxy!.lines().slice(before)).toEqual([{ odst: `${dst}:${TARGET}`, ok: true, n: 0 }]);
-    expect(delta(c0, c1, 'pw_proxy_conn4')).toMatchObject({ redirected_v6: 1, redirected: 0 });
+    expect(delta(c0, c1, 'pw_proxy_conn4')).toMatchObject({ redirected_v6: 1, redirected: 0, peer_odst: 1 });
     // the v4-mapped app end was keyed by its IPv4 4-tuple: the proxy's SO_ORIGINAL_DST came from the map
     expect(delta(c0, c1, 'pw_sockops')).toMatchObject({ odst_saved: 1, added_proxy: 2 });
     expect(delta(c0, c1, 'pw_proxy_odst')).toMatchObject({ answered: 1, not_found: 0 });
@@ -281,7 +313,10 @@ describe('meshed pods: Istio semantics kept', () => {
 
     // its own pod IP, v4-mapped: not captured either
     const c2 = await counters(env!.dp);
-    expect(await v6Connect(app, `::ffff:${app.ip}`, OWN_PORT)).toEqual({ id: `${app.ip}:${OWN_PORT}` });
+    expect(await v6Connect(app, `::ffff:${app.ip}`, OWN_PORT)).toEqual({
+      id: `${app.ip}:${OWN_PORT}`,
+      peer: `[::ffff:${app.ip}]:${OWN_PORT}`,
+    });
     expect(delta(c2, await counters(env!.dp), 'pw_proxy_conn4')).toMatchObject({ own_pod_ip: 1, redirected_v6: 0 });
 
     const c3 = await counters(env!.dp);
