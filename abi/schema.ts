@@ -107,6 +107,12 @@ export const PROXY_REASONS = [
   'excluded_port', // destination port excluded
   'not_tcp', // UDP and others: left alone
   'odst_full', // original destination could not be saved: left alone
+  'proxy_gid', // a connect() by the proxy gid (Istio excludes --gid-owner 1337 too): left alone
+  'own_pod_ip', // destination is the connecting pod's own IP (Istio: `-o lo ! --uid-owner 1337 -j RETURN`): left alone
+  'dns_port', // TCP to port 53: left to the pod's iptables (Istio's DNS capture sends it to 15053, not to 15001)
+  'redirected_v6', // pw_proxy_conn6: a dual-stack socket's connect() to ::ffff:a.b.c.d sent to the proxy
+  'not_ipv4', // pw_proxy_conn6: a pure IPv6 destination (podwarp is IPv4-only): left alone
+  'peer_odst', // pw_proxy_peer4/6: getpeername() of a captured socket answered with its original destination
 ] as const;
 
 export const ODST_REASONS = [
@@ -165,7 +171,7 @@ export const FLOW_CONTROL = {
 export const CGROUP_HOOKS = {
   /** pw_sockops at sock_ops */
   SOCK_OPS: 1 << 0,
-  /** pw_proxy_conn4 at connect4 (sidecar pods) */
+  /** pw_proxy_conn4/6 at connect4/6 and pw_proxy_peer4/6 at getpeername4/6 (sidecar pods: outbound capture) */
   CONNECT4: 1 << 1,
   /** pw_proxy_odst at getsockopt (sidecar pods) */
   GETSOCKOPT: 1 << 2,
@@ -441,11 +447,21 @@ const config: StructDef = {
     { name: 'flags', type: 'u32', format: 'flags', flags: { [CONFIG_FLAGS.SOCKMAP_ON]: 'sockmap_on' }, doc: 'PW_CONFIG_* flags' },
     { name: 'proxy_uid', type: 'u32', doc: 'uid of the sidecar proxy (Istio: 1337); its connects are not captured' },
     { name: 'proxy_port', type: 'u16', doc: 'proxy outbound port (Istio: 15001), host order' },
-    { name: '_pad0', type: 'u16', doc: 'explicit padding, zero' },
+    {
+      name: 'proxy_gid',
+      type: 'u16',
+      doc: 'gid of the sidecar proxy (Istio: 1337), at most 65535; connects by a process of that gid are not captured. In the former padding: pw_config keeps its 36-byte layout, so a running node upgrades without uninstall',
+    },
     { name: 'bulk_bytes', type: 'u32', doc: 'a message at least this large moves its flow to TCP for good (0: never)' },
     { name: 'excluded_ports', type: 'u16', count: 8, doc: 'outbound destination ports never captured (0: unused slot), host order' },
     { name: 'svc_dropped', type: 'u32', doc: 'gauge: services the agent left out because pw_svc/pw_backends would not hold them' },
   ],
+};
+
+const podCgroupVal: StructDef = {
+  name: 'pw_pod_cg',
+  doc: 'The pod-level cgroup of the pod that owns an IPv4 address.',
+  fields: [{ name: 'id', type: 'u64', doc: 'cgroup id (inode of the pod cgroup directory): an ancestor of every process of the pod' }],
 };
 
 /**
@@ -608,7 +624,7 @@ export const MAPS: MapDef[] = [
     key: cookieKey,
     value: origDst,
     maxEntries: 65536,
-    writer: 'bpf/pw_proxy_conn4.c at connect()',
+    writer: 'bpf/pw_proxy_conn4.c, bpf/pw_proxy_conn6.c at connect()',
     reader: 'bpf/pw_sockops.c at ACTIVE_ESTABLISHED (moves it to pw_odst_tuple)',
     doc: 'Original destination of a connect() sent to the proxy, by the app socket cookie.',
   },
@@ -619,7 +635,8 @@ export const MAPS: MapDef[] = [
     value: origDst,
     maxEntries: 65536,
     writer: 'bpf/pw_sockops.c',
-    reader: 'bpf/pw_proxy_odst.c (getsockopt SO_ORIGINAL_DST on the proxy side)',
+    reader:
+      'bpf/pw_proxy_odst.c (getsockopt SO_ORIGINAL_DST on the proxy side), bpf/pw_proxy_peer4.c and pw_proxy_peer6.c (getpeername on the app side)',
     doc: 'Original destination of a proxied connection, by the app socket 4-tuple.',
   },
   {
@@ -690,8 +707,20 @@ export const MAPS: MapDef[] = [
     value: config,
     maxEntries: 1,
     writer: 'agent: src/pods/apply.ts (writeConfig)',
-    reader: 'bpf/pw_sk_msg.c, bpf/pw_sockops.c, bpf/pw_proxy_conn4.c; `podwarp status`',
+    reader: 'bpf/pw_sk_msg.c, bpf/pw_sockops.c, bpf/pw_proxy_conn4.c, bpf/pw_proxy_conn6.c; `podwarp status`',
     doc: 'Node-wide settings for the socket programs.',
+  },
+  {
+    name: 'pw_pod_cgroup',
+    type: 'hash',
+    key: endpointKey,
+    value: podCgroupVal,
+    maxEntries: 16384,
+    writer:
+      'agent: src/pods/apply.ts (syncPodCgroups: exactly the pods given the sidecar capture, written before their hooks are attached)',
+    reader:
+      'bpf/pw_proxy.h (pw_proxy_conn4, pw_proxy_conn6: is the destination the connecting pod itself); agent read-back (syncPodCgroups)',
+    doc: "Own pod IP of each pod with podwarp's sidecar capture, pod IP → pod cgroup id. A connect() whose destination is here and whose process has that cgroup as an ancestor (bpf_get_current_ancestor_cgroup_id) dials its own pod: not captured, as Istio's iptables return traffic that leaves through lo.",
   },
   ...AFFINITY_MAPS,
 ];

@@ -117,6 +117,21 @@ export async function removeOutboundRedirect(netns: string, proxyPort: number, p
   );
 }
 
+/**
+ * Istio's DNS capture (istio-iptables with DNS capture on), for comparison:
+ * inside the pod's network namespace, UDP to port 53 goes to the agent's DNS
+ * proxy port (15053). Istio adds `-d <nameserver>` and the uid/gid
+ * exclusions; the sandbox pods' nameserver is whatever the test dials.
+ */
+export async function dnsRedirect(op: 'add' | 'remove', netns: string, toPort: number): Promise<void> {
+  const spec = ['OUTPUT', '-p', 'udp', '--dport', '53', '-m', 'comment', '--comment', 'podwarp-dns-baseline', '-j', 'REDIRECT'];
+  await run(
+    `${op} DNS REDIRECT`,
+    ['ip', 'netns', 'exec', netns, 'iptables', '-w', '-t', 'nat', op === 'add' ? '-A' : '-D', ...spec, '--to-ports', String(toPort)],
+    { reject: op === 'add' },
+  );
+}
+
 export interface KubeProxyService {
   vip: string;
   port: number;

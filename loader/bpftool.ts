@@ -321,10 +321,12 @@ export function ownPrograms(effectiveHere: CgroupProg[], effectiveParent: Cgroup
 export const CGROUP_ATTACH = {
   sock_ops: { word: 'sock_ops', shown: 'cgroup_sock_ops' },
   connect4: { word: 'connect4', shown: 'cgroup_inet4_connect' },
+  connect6: { word: 'connect6', shown: 'cgroup_inet6_connect' },
   getsockopt: { word: 'getsockopt', shown: 'cgroup_getsockopt' },
   sendmsg4: { word: 'sendmsg4', shown: 'cgroup_udp4_sendmsg' },
   recvmsg4: { word: 'recvmsg4', shown: 'cgroup_udp4_recvmsg' },
   getpeername4: { word: 'getpeername4', shown: 'cgroup_inet4_getpeername' },
+  getpeername6: { word: 'getpeername6', shown: 'cgroup_inet6_getpeername' },
 } as const;
 export type CgroupHook = keyof typeof CGROUP_ATTACH;
 

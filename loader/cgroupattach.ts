@@ -12,6 +12,9 @@ import type { Pins } from './pins.js';
 export const HOOK_PROGS: [bpftool.CgroupHook, number, string][] = [
   ['sock_ops', CGROUP_HOOKS.SOCK_OPS, 'pw_sockops'],
   ['connect4', CGROUP_HOOKS.CONNECT4, 'pw_proxy_conn4'],
+  ['connect6', CGROUP_HOOKS.CONNECT4, 'pw_proxy_conn6'],
+  ['getpeername4', CGROUP_HOOKS.CONNECT4, 'pw_proxy_peer4'],
+  ['getpeername6', CGROUP_HOOKS.CONNECT4, 'pw_proxy_peer6'],
   ['getsockopt', CGROUP_HOOKS.GETSOCKOPT, 'pw_proxy_odst'],
   ['connect4', CGROUP_HOOKS.LB, 'pw_lb_conn4'],
   ['sendmsg4', CGROUP_HOOKS.LB, 'pw_lb_send4'],

@@ -72,6 +72,7 @@ export function podwarpProgram(name = 'podwarp'): Command {
     )
     .option('--no-sockmap', 'tc fast path only: no sockops/sk_msg socket acceleration')
     .option('--proxy-uid <uid>', 'sidecar proxy uid, never captured', '1337')
+    .option('--proxy-gid <gid>', 'sidecar proxy gid, never captured', '1337')
     .option('--proxy-port <port>', 'sidecar outbound port', '15001')
     .option('--exclude-outbound-ports <list>', 'comma-separated destination ports never sent to the sidecar (≤ 8)', '')
     .option('--no-lb', 'no service load balancing at connect() (kube-proxy rules only)')
@@ -91,6 +92,7 @@ export function podwarpProgram(name = 'podwarp'): Command {
         sockmap: boolean;
         lb: boolean;
         proxyUid: string;
+        proxyGid: string;
         proxyPort: string;
         excludeOutboundPorts: string;
         metricsAddr: string;
@@ -111,6 +113,7 @@ export function podwarpProgram(name = 'podwarp'): Command {
           sockmap: o.sockmap,
           lb: o.lb,
           proxyUid: int(o.proxyUid, '--proxy-uid', 2 ** 32 - 1),
+          proxyGid: int(o.proxyGid, '--proxy-gid', 65535),
           proxyPort: int(o.proxyPort, '--proxy-port', 65535),
           excludedPorts: o.excludeOutboundPorts
             .split(',')

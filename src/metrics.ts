@@ -42,7 +42,7 @@ export class AgentMetrics {
   });
   private readonly notAccelerated = new client.Gauge({
     name: 'podwarp_pods_not_accelerated',
-    help: 'Local pod endpoints on the normal path, by reason (namespace-off, opted-out, policy-selected, policy-api-unavailable, bandwidth-shaped, ambient-mesh; attach-failed, cgroup-attach-failed, endpoint-write-failed: its hooks could not be attached, fail closed, retried with backoff); istio-annotations: accelerated, but without podwarp sidecar capture.',
+    help: 'Local pod endpoints on the normal path, by reason (namespace-off, opted-out, policy-selected, policy-api-unavailable, bandwidth-shaped, ambient-mesh; attach-failed, cgroup-attach-failed, endpoint-write-failed: its hooks could not be attached, fail closed, retried with backoff); accelerated pod↔pod but partly: mesh-sidecar (socket LB off in a sidecar pod), istio-annotations (neither podwarp sidecar capture nor socket LB).',
     labelNames: ['reason'],
     registers: [this.registry],
   });
@@ -160,8 +160,7 @@ export class AgentMetrics {
       this.skipped.reset();
       for (const why of pods.desired.skipped.values()) this.skipped.inc({ reason: why });
       this.notAccelerated.reset();
-      for (const why of [...pods.desired.disabled.values(), ...pods.desired.captureWithheld.values()])
-        this.notAccelerated.inc({ reason: why });
+      for (const why of [...pods.desired.disabled.values(), ...pods.desired.partial.values()]) this.notAccelerated.inc({ reason: why });
     }
     if (svc) {
       this.services.set(svc.dropped);

@@ -77,7 +77,7 @@ export async function reconcilePods(
   // what the pass really left: a pod that could not be enabled is disabled, and says why
   for (const [pod, f] of applied.failed) {
     want.disabled.set(pod, f.reason);
-    want.captureWithheld.delete(pod);
+    want.partial.delete(pod);
     for (const [ip, e] of want.endpoints) if (e.pod === pod) want.endpoints.set(ip, { ...e, flags: 0 });
   }
   // connections the fast path could not take whole (one direction on TCP) leave pw_sock: see loader/sockdrain.ts

@@ -31,17 +31,17 @@ export interface AgentReport {
     /** How many frontends are left to kube-proxy, by reason (all of them). */
     leftCounts?: Record<string, number>;
   };
-  /** Local pods not (fully) accelerated, and why (DisableReason, SkipReason or CaptureReason of src/pods/desired.ts). */
+  /** Local pods not (fully) accelerated, and why (DisableReason, SkipReason or PartialReason of src/pods/desired.ts). */
   notAccelerated?: Record<string, { ip?: string; reason: string }>;
   /** Policy APIs podwarp cannot read right now (every pod is on the normal path while any is listed). */
   policyGaps?: string[];
 }
 
-/** Each local pod that is not accelerated (or not given podwarp's sidecar capture), with its IP and reason. */
+/** Each local pod that is not accelerated (or only partly: PartialReason), with its IP and reason. */
 export function notAccelerated(pods: Pick<PodsResult, 'desired'>, snap: Snapshot): Record<string, { ip?: string; reason: string }> {
   const ips = new Map(snap.pods.map((p) => [podKey(p), p.ip]));
   const out: Record<string, { ip?: string; reason: string }> = {};
-  for (const m of [pods.desired.skipped, pods.desired.disabled, pods.desired.captureWithheld])
+  for (const m of [pods.desired.skipped, pods.desired.disabled, pods.desired.partial])
     for (const [k, reason] of m) out[k] = { ...(ips.get(k) ? { ip: ips.get(k) } : {}), reason };
   return Object.fromEntries(Object.entries(out).sort(([a], [b]) => a.localeCompare(b)));
 }

@@ -1,6 +1,7 @@
 // The node-local half of the control loop's two ends: read the actual state
 // back from the pinned maps and live attachments, and apply a plan to them.
-import { EP_FLAGS } from '../../abi/schema.js';
+import { CGROUP_HOOKS, EP_FLAGS } from '../../abi/schema.js';
+import { cgroupId } from '../../loader/cgroup.js';
 import type { Datapath } from '../../loader/datapath.js';
 import { errorMessage } from '../../loader/errors.js';
 import { log } from '../../loader/log.js';
@@ -198,6 +199,8 @@ export async function applyPlan(dp: Datapath, p: Plan, backoff = new PodBackoff(
   // interfaces of pods that stay off still get the tc program (it counts and passes their traffic)
   for (const a of p.attach.filter((x) => !enabling.has(`${x.name}#${x.ifindex}`)))
     await step(`attach tc to ${a.name}`, () => dp.tc.attach(a.name));
+  // before any capture hook is attached: each captured pod's own IP (pw_pod_cgroup)
+  const podCgroupsOk = await step('write pw_pod_cgroup', () => syncPodCgroups(dp, p.podCgroups));
   const ready: DesiredEndpoint[] = [];
   const demote: PodEnable[] = [];
   /** Pods whose cgroup hooks this pass tried to attach. */
@@ -212,6 +215,8 @@ export async function applyPlan(dp: Datapath, p: Plan, backoff = new PodBackoff(
     }
     let failure: [ApplyFailure, unknown] | undefined;
     if (x.attach) await dp.tc.attach(x.attach.name).catch((e: unknown) => (failure = ['attach-failed', e]));
+    if (!failure && x.cgroup && x.cgroup.hooks & CGROUP_HOOKS.CONNECT4 && !podCgroupsOk)
+      failure = ['cgroup-attach-failed', new Error('its pw_pod_cgroup entry could not be written (its own-IP connects would be captured)')];
     if (!failure && x.cgroup) {
       const cg = x.cgroup;
       tried.add(x);
@@ -255,6 +260,27 @@ export async function applyPlan(dp: Datapath, p: Plan, backoff = new PodBackoff(
   return out;
 }
 
+/**
+ * Makes pw_pod_cgroup hold exactly `want` (pod IP → pod cgroup, by id): the
+ * sidecar capture leaves a pod's connects to its own IP alone. Writes only
+ * what differs. A cgroup that is gone is skipped (its hooks step fails).
+ */
+export async function syncPodCgroups(dp: Datapath, want: Map<string, string>): Promise<void> {
+  const have = new Map((await dp.maps.dump('pw_pod_cgroup')).map((e) => [String(e.key.ip), BigInt(e.value.id as bigint)]));
+  const upserts: { key: { ip: string }; value: { id: bigint } }[] = [];
+  for (const [ip, rel] of want) {
+    let id: bigint;
+    try {
+      id = cgroupId(rel);
+    } catch {
+      continue;
+    }
+    if (have.get(ip) !== id) upserts.push({ key: { ip }, value: { id } });
+  }
+  const deletes = [...have.keys()].filter((ip) => !want.has(ip)).map((ip) => ({ ip }));
+  if (upserts.length || deletes.length) await dp.maps.write('pw_pod_cgroup', upserts, deletes);
+}
+
 /** pw_config as the agent last wrote it; undefined before the first write. */
 export async function readConfig(dp: Datapath): Promise<SockConfig | undefined> {
   if (!dp.pins.hasMap('pw_config')) return undefined;
@@ -264,6 +290,7 @@ export async function readConfig(dp: Datapath): Promise<SockConfig | undefined> 
   return {
     flags: Number(v.flags),
     proxyUid: Number(v.proxy_uid),
+    proxyGid: Number(v.proxy_gid),
     proxyPort: Number(v.proxy_port),
     bulkBytes: Number(v.bulk_bytes),
     excludedPorts: (v.excluded_ports as number[]).filter((x) => x !== 0),
@@ -277,6 +304,7 @@ export async function writeConfig(dp: Datapath, c: SockConfig): Promise<void> {
   const value = {
     flags: c.flags,
     proxy_uid: c.proxyUid,
+    proxy_gid: c.proxyGid,
     proxy_port: c.proxyPort,
     bulk_bytes: c.bulkBytes,
     excluded_ports: ports,

@@ -33,8 +33,14 @@ export type DisableReason =
   'namespace-off' | 'opted-out' | 'policy-api-unavailable' | 'policy-selected' | 'bandwidth-shaped' | 'ambient-mesh' | ApplyFailure;
 /** Why the apply step left a pod that desired() enables on the normal path (src/pods/apply.ts). */
 export type ApplyFailure = 'attach-failed' | 'cgroup-attach-failed' | 'endpoint-write-failed';
-/** An accelerated pod that is not given podwarp's sidecar capture (nor the socket LB): Istio's own iptables capture applies unchanged. */
-export type CaptureReason = 'istio-annotations';
+/**
+ * An enabled pod given only part of podwarp (its pod↔pod traffic stays accelerated), and why:
+ * - mesh-sidecar: it has a sidecar, so the socket LB is off for it: the sidecar routes, applies mTLS and captures
+ *   DNS by the ClusterIP the app dialled (as Cilium's socketLB.hostNamespaceOnly); podwarp's sidecar capture is on
+ * - istio-annotations: a sidecar pod with Istio capture annotations: neither podwarp's sidecar capture nor the
+ *   socket LB; Istio's own iptables capture applies unchanged
+ */
+export type PartialReason = 'mesh-sidecar' | 'istio-annotations';
 
 export const BANDWIDTH_ANNOTATIONS = ['kubernetes.io/ingress-bandwidth', 'kubernetes.io/egress-bandwidth'];
 export const AMBIENT_LABEL = 'istio.io/dataplane-mode';
@@ -58,6 +64,7 @@ export function isAmbient(pod: Pick<Pod, 'labels'>, nsLabels: Record<string, str
 export interface SockConfig {
   flags: number;
   proxyUid: number;
+  proxyGid: number;
   proxyPort: number;
   bulkBytes: number;
   excludedPorts: number[];
@@ -70,6 +77,8 @@ export interface DesiredOptions {
   sockmap: boolean;
   /** Sidecar proxy uid: its own connects are never captured (Istio: 1337). */
   proxyUid?: number;
+  /** Sidecar proxy gid: connects by a process of this gid are never captured (Istio: 1337, `--gid-owner`). */
+  proxyGid?: number;
   /** Sidecar outbound port (Istio: 15001). */
   proxyPort?: number;
   /** Outbound destination ports never sent to the sidecar (at most 8). */
@@ -86,6 +95,7 @@ export function sockConfig(o: DesiredOptions): SockConfig {
   return {
     flags: o.sockmap ? CONFIG_FLAGS.SOCKMAP_ON : 0,
     proxyUid: o.proxyUid ?? 1337,
+    proxyGid: o.proxyGid ?? 1337,
     proxyPort: o.proxyPort ?? 15001,
     bulkBytes: 0,
     excludedPorts,
@@ -112,8 +122,10 @@ export interface DesiredState {
   skipped: Map<string, SkipReason>;
   /** Endpoints present but not enabled, and why. */
   disabled: Map<string, DisableReason>;
-  /** Enabled sidecar pods not given podwarp's capture (nor the socket LB), and why. */
-  captureWithheld: Map<string, CaptureReason>;
+  /** Enabled pods given only part of podwarp (sidecar pods: no socket LB; with Istio annotations: no capture either), and why. */
+  partial: Map<string, PartialReason>;
+  /** Pod IP → its cgroup, for each pod given the sidecar capture (pw_pod_cgroup: its connects to its own IP are not captured). */
+  podCgroups: Map<string, string>;
   /** Namespaces with acceleration on. */
   enabledNamespaces: string[];
   /** Pod cgroup (below the cgroup2 mount) → PW_HOOK_* bits to attach. */
@@ -129,7 +141,8 @@ export function desired(snap: Snapshot, facts: NodeFacts, opts: DesiredOptions =
     attach: new Map(),
     skipped: new Map(),
     disabled: new Map(),
-    captureWithheld: new Map(),
+    partial: new Map(),
+    podCgroups: new Map(),
     enabledNamespaces: [...nsOn].sort(),
     cgroups: new Map(),
     config: sockConfig(opts),
@@ -162,8 +175,9 @@ export function desired(snap: Snapshot, facts: NodeFacts, opts: DesiredOptions =
     else if (BANDWIDTH_ANNOTATIONS.some((a) => Object.hasOwn(p.annotations, a))) why = 'bandwidth-shaped';
     else if (isAmbient(p, nsLabels.get(p.namespace))) why = 'ambient-mesh';
     if (why) out.disabled.set(k, why);
-    const withhold = !why && p.sidecar && ISTIO_CAPTURE_ANNOTATIONS.some((a) => Object.hasOwn(p.annotations, a));
-    if (withhold) out.captureWithheld.set(k, 'istio-annotations');
+    const meshed = !why && p.sidecar;
+    const withhold = meshed && ISTIO_CAPTURE_ANNOTATIONS.some((a) => Object.hasOwn(p.annotations, a));
+    if (meshed) out.partial.set(k, withhold ? 'istio-annotations' : 'mesh-sidecar');
     const iface = p.hostInterface || f.hostInterface;
     const cgroup = p.cgroup || f.cgroup;
     out.endpoints.set(p.ip, {
@@ -178,11 +192,13 @@ export function desired(snap: Snapshot, facts: NodeFacts, opts: DesiredOptions =
     });
     out.attach.set(iface, f.ifindex);
     if (!why && cgroup && (opts.sockmap || opts.lb !== false)) {
-      const sidecar = p.sidecar && !withhold ? CGROUP_HOOKS.CONNECT4 | CGROUP_HOOKS.GETSOCKOPT : 0;
+      const sidecar = meshed && !withhold ? CGROUP_HOOKS.CONNECT4 | CGROUP_HOOKS.GETSOCKOPT : 0;
       const sock = opts.sockmap ? CGROUP_HOOKS.SOCK_OPS | sidecar : 0;
-      // Istio's iptables capture must see the destination the app dialled (a ClusterIP stays a ClusterIP)
-      const hooks = sock | (opts.lb === false || withhold ? 0 : CGROUP_HOOKS.LB);
+      // never the socket LB in a meshed pod: its sidecar (or Istio's iptables and DNS capture) must see the
+      // destination the app dialled (a ClusterIP stays a ClusterIP), whatever else applies
+      const hooks = sock | (opts.lb === false || meshed ? 0 : CGROUP_HOOKS.LB);
       if (hooks) out.cgroups.set(cgroup, hooks);
+      if (hooks & CGROUP_HOOKS.CONNECT4) out.podCgroups.set(p.ip, cgroup);
     }
   }
   return out;

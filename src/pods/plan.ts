@@ -49,6 +49,8 @@ export interface Plan {
   drainIps: string[];
   /** New pw_config value, when it differs. */
   config?: SockConfig;
+  /** pw_pod_cgroup as desired (pod IP → cgroup path): apply diffs it against the map (it needs the cgroup ids). */
+  podCgroups: Map<string, string>;
   /**
    * Per pod that desired() enables and that needs any step (its tc filter, its
    * cgroup hooks, its entry): what to do, so that apply can do it pod by pod
@@ -78,7 +80,16 @@ const same = (a: ActualEndpoint, b: DesiredEndpoint) =>
   a.ifindex === b.ifindex && a.flags === b.flags && a.mac === b.mac && a.gwMac === b.gwMac;
 
 export function plan(want: DesiredState, have: ActualState): Plan {
-  const p: Plan = { attach: [], upsert: [], delete: [], detach: [], cgroups: [], drainIps: [], enable: [] };
+  const p: Plan = {
+    attach: [],
+    upsert: [],
+    delete: [],
+    detach: [],
+    cgroups: [],
+    drainIps: [],
+    enable: [],
+    podCgroups: want.podCgroups,
+  };
   // a name can be in the ledger twice (pod recreated, veth name reused): match name and ifindex
   const ledger = new Map(have.ifaces.map((i) => [`${i.name}#${i.ifindex}`, i]));
   for (const [name, ifindex] of want.attach) {

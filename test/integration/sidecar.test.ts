@@ -41,16 +41,16 @@ describe('sidecar acceleration', () => {
     expect(await tearDown(env)).toEqual([]);
   });
 
-  it('attaches connect4 and getsockopt only to the sidecar pod', async () => {
+  it('attaches connect4, connect6 and getsockopt only to the sidecar pod', async () => {
     const [app, other] = [env!.m.pods[0]!, env!.m.pods[1]!];
     const names = async (rel: string) => (await bpftool.cgroupShow(cgroupPath(rel))).map((p) => p.name).sort();
+    // no socket LB in a meshed pod (test/integration/mesh.test.ts)
     expect(await names(app.cgroup)).toEqual([
-      'pw_lb_conn4',
-      'pw_lb_peer4',
-      'pw_lb_recv4',
-      'pw_lb_send4',
       'pw_proxy_conn4',
+      'pw_proxy_conn6',
       'pw_proxy_odst',
+      'pw_proxy_peer4',
+      'pw_proxy_peer6',
       'pw_sockops',
     ]);
     expect(await names(other.cgroup)).toEqual(['pw_lb_conn4', 'pw_lb_peer4', 'pw_lb_recv4', 'pw_lb_send4', 'pw_sockops']);

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { CGROUP_HOOKS, EP_FLAGS } from '../../abi/schema.js';
 import type { NodeFacts } from '../../src/facts.js';
 import { policySelects, type NetworkPolicy, type Pod, type Snapshot } from '../../src/model.js';
-import { desired, isAmbient } from '../../src/pods/desired.js';
+import { desired, isAmbient, type DesiredOptions } from '../../src/pods/desired.js';
 import { notAccelerated } from '../../src/report.js';
 import { podFrom, trim } from '../../src/sources/kube-convert.js';
 import { POLICY_APIS, policyFrom, trimPolicy, type PolicyApi } from '../../src/sources/kube-policies.js';
@@ -26,7 +26,7 @@ const mkPod = (ns: string, name: string, i: number, extra: Partial<Pod> = {}): P
   ...extra,
 });
 
-function run(pods: Pod[], policies: NetworkPolicy[] = [], more: Partial<Snapshot> = {}) {
+function run(pods: Pod[], policies: NetworkPolicy[] = [], more: Partial<Snapshot> = {}, opts?: DesiredOptions) {
   const snap: Snapshot = {
     namespaces: [
       { name: 'a', accelerate: true, labels: { team: 'a' } },
@@ -47,7 +47,7 @@ function run(pods: Pod[], policies: NetworkPolicy[] = [], more: Partial<Snapshot
     ),
     missing: new Map(),
   };
-  const d = desired(snap, facts);
+  const d = desired(snap, facts, opts);
   const enabled = [...d.endpoints.values()].filter((e) => e.flags & EP_FLAGS.ENABLED).map((e) => e.pod);
   return { d, enabled: enabled.sort(), snap };
 }
@@ -233,14 +233,37 @@ describe('bandwidth-shaped, ambient and meshed pods', () => {
     const unmeshed = mkPod('a', 'u', 3, { annotations: ann });
     const { d, enabled, snap } = run([meshed, plainMeshed, unmeshed]);
     expect(enabled).toEqual(['a/m', 'a/n', 'a/u']);
-    expect(d.captureWithheld).toEqual(new Map([['a/m', 'istio-annotations']]));
-    expect(d.cgroups.get('/kubepods/m')).toBe(CGROUP_HOOKS.SOCK_OPS);
-    expect(d.cgroups.get(plainMeshed.cgroup!)).toBe(
-      CGROUP_HOOKS.SOCK_OPS | CGROUP_HOOKS.CONNECT4 | CGROUP_HOOKS.GETSOCKOPT | CGROUP_HOOKS.LB,
+    expect(d.partial).toEqual(
+      new Map([
+        ['a/m', 'istio-annotations'],
+        ['a/n', 'mesh-sidecar'],
+      ]),
     );
+    expect(d.cgroups.get('/kubepods/m')).toBe(CGROUP_HOOKS.SOCK_OPS);
+    // a sidecar pod never gets the socket LB: the sidecar must see the ClusterIP
+    expect(d.cgroups.get(plainMeshed.cgroup!)).toBe(CGROUP_HOOKS.SOCK_OPS | CGROUP_HOOKS.CONNECT4 | CGROUP_HOOKS.GETSOCKOPT);
     expect(d.cgroups.get(unmeshed.cgroup!)).toBe(CGROUP_HOOKS.SOCK_OPS | CGROUP_HOOKS.LB);
+    // only the captured pod's own IP goes to pw_pod_cgroup
+    expect(d.podCgroups).toEqual(new Map([[plainMeshed.ip!, plainMeshed.cgroup!]]));
     expect(notAccelerated({ desired: d }, snap)).toEqual({
       'a/m': { ip: '10.1.0.9', reason: 'istio-annotations' },
+      'a/n': { ip: plainMeshed.ip, reason: 'mesh-sidecar' },
     });
+  });
+
+  it('socket LB off for every sidecar pod, classic or native, whatever the other options', () => {
+    const native: V1Pod = {
+      metadata: { name: 'nat', namespace: 'a' },
+      spec: { containers: [{ name: 'app' }], initContainers: [{ name: 'istio-proxy', restartPolicy: 'Always', image: 'x' }] },
+      status: { phase: 'Running', podIP: '10.1.0.7' },
+    };
+    const nat = { ...podFrom(trim('pods', native) as V1Pod).value!, cgroup: '/kubepods/nat' };
+    const classic = mkPod('a', 'c', 4, { sidecar: true });
+    for (const opts of [{ sockmap: true }, { sockmap: false }, { sockmap: true, lb: true }, { sockmap: false, lb: true }]) {
+      const { d } = run([nat, classic], [], {}, opts);
+      for (const cg of [nat.cgroup, classic.cgroup!]) expect((d.cgroups.get(cg) ?? 0) & CGROUP_HOOKS.LB, JSON.stringify(opts)).toBe(0);
+      expect(d.partial.get('a/nat')).toBe('mesh-sidecar');
+      expect(d.partial.get('a/c')).toBe('mesh-sidecar');
+    }
   });
 });

@@ -49,6 +49,7 @@ function fakeDp(fail: (call: string) => boolean = () => false) {
   };
   const dp = {
     maps: {
+      dump: async () => [],
       write: async (map: string, ups: { key: { ip: string }; value: { flags: number } }[], dels: { ip: string }[]) => {
         await rec(`write ${map} ${ups.map((u) => `${u.key.ip}=${u.value.flags}`).join(',')} -${dels.map((d) => d.ip).join(',')}`);
         if (map === 'pw_endpoints') {

@@ -117,7 +117,7 @@ describe('plan()', () => {
     const on = desired(withCg, facts);
     expect(Object.fromEntries(on.cgroups)).toEqual({ '/pods/a': 9 }); // sock_ops | lb
     const withSidecar = desired({ ...withCg, pods: withCg.pods.map((p) => (p.name === 'a' ? { ...p, sidecar: true } : p)) }, facts);
-    expect(Object.fromEntries(withSidecar.cgroups)).toEqual({ '/pods/a': 15 }); // sock_ops | connect4 | getsockopt | lb
+    expect(Object.fromEntries(withSidecar.cgroups)).toEqual({ '/pods/a': 7 }); // sock_ops | connect4 | getsockopt: no socket LB in a sidecar pod
     expect(Object.fromEntries(desired(withCg, facts, { sockmap: false }).cgroups)).toEqual({ '/pods/a': 8 }); // lb only
     expect(desired(withCg, facts, { sockmap: false, lb: false }).cgroups.size).toBe(0);
     const have: ActualState = { ...converged, cgroups: [{ path: '/pods/a', present: true, hooks: 9 }] };
@@ -138,8 +138,17 @@ describe('plan()', () => {
   });
 
   it('carries sidecar settings into pw_config, excluded ports de-duplicated and bounded', () => {
-    const d = desired(snap, facts, { sockmap: true, proxyUid: 1000, proxyPort: 15100, excludedPorts: [443, 22, 443] });
-    expect(d.config).toEqual({ flags: 1, proxyUid: 1000, proxyPort: 15100, bulkBytes: 0, excludedPorts: [22, 443], svcDropped: 0 });
+    const d = desired(snap, facts, { sockmap: true, proxyUid: 1000, proxyGid: 1001, proxyPort: 15100, excludedPorts: [443, 22, 443] });
+    expect(d.config).toEqual({
+      flags: 1,
+      proxyUid: 1000,
+      proxyGid: 1001,
+      proxyPort: 15100,
+      bulkBytes: 0,
+      excludedPorts: [22, 443],
+      svcDropped: 0,
+    });
+    expect(desired(snap, facts).config.proxyGid).toBe(1337);
     expect(() => desired(snap, facts, { sockmap: true, excludedPorts: [1, 2, 3, 4, 5, 6, 7, 8, 9] })).toThrow(/at most 8/);
   });
 
