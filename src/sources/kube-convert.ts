@@ -182,12 +182,15 @@ export function serviceFrom(o: V1Service): Converted<Omit<Service, 'endpoints'>>
  * The external addresses of a Service as kube-proxy's IPv4 proxier takes
  * them (pkg/proxy/serviceport.go): IPv4 `spec.externalIPs`, IPv4
  * `status.loadBalancer.ingress[].ip` (hostname-only entries have no address),
- * with their ipMode, externalTrafficPolicy, and the IPv4
+ * with their ipMode, externalTrafficPolicy (Local only for a LoadBalancer
+ * or NodePort Service or a ClusterIP one with externalIPs, as kube-proxy's
+ * apiservice.ExternalPolicyLocal reads it), and the IPv4
  * loadBalancerSourceRanges (whitespace trimmed, as kube-proxy does).
  */
 function externalOf(spec: NonNullable<V1Service['spec']>, status: V1Service['status']): Partial<Service> {
   const out: Partial<Service> = {};
-  const ext = [...new Set((Array.isArray(spec.externalIPs) ? spec.externalIPs : []).filter(isIPv4))];
+  const rawExt = Array.isArray(spec.externalIPs) ? spec.externalIPs : [];
+  const ext = [...new Set(rawExt.filter(isIPv4))];
   if (ext.length) out.externalIPs = ext;
   const ingress: NonNullable<Service['loadBalancerIngress']> = [];
   for (const ing of Array.isArray(status?.loadBalancer?.ingress) ? status.loadBalancer.ingress : []) {
@@ -195,7 +198,10 @@ function externalOf(spec: NonNullable<V1Service['spec']>, status: V1Service['sta
     ingress.push(ing.ipMode === 'Proxy' ? { ip: ing.ip, ipMode: 'Proxy' } : { ip: ing.ip });
   }
   if (ingress.length) out.loadBalancerIngress = ingress;
-  if (spec.externalTrafficPolicy === 'Local') out.externalTrafficPolicy = 'Local';
+  // apiservice.ExternalPolicyLocal: Local counts only for an externally accessible Service
+  const type = spec.type ?? 'ClusterIP';
+  const accessible = type === 'LoadBalancer' || type === 'NodePort' || (type === 'ClusterIP' && rawExt.length > 0);
+  if (spec.externalTrafficPolicy === 'Local' && accessible) out.externalTrafficPolicy = 'Local';
   const ranges = (Array.isArray(spec.loadBalancerSourceRanges) ? spec.loadBalancerSourceRanges : [])
     .map((r) => (typeof r === 'string' ? r.trim() : ''))
     .filter((r) => isIPv4(r.split('/')[0]));

@@ -145,6 +145,12 @@ describe('serviceFrom() and endpointsFrom()', () => {
       loadBalancerSourceRanges: ['10.0.0.0/8'],
       loadBalancerIngress: [{ ip: '198.51.100.1' }, { ip: '198.51.100.2', ipMode: 'Proxy' }, { ip: '198.51.100.3' }],
     });
+    // externalTrafficPolicy Local counts only where kube-proxy reads it: LoadBalancer, NodePort, ClusterIP with externalIPs
+    const etp = (spec: V1Service['spec']) =>
+      serviceFrom(svc({ clusterIP: '10.96.0.10', ports: [{ port: 80 }], externalTrafficPolicy: 'Local', ...spec })).value;
+    expect(etp({ externalIPs: ['192.0.2.1'] })?.externalTrafficPolicy).toBe('Local');
+    expect(etp({ type: 'NodePort' })?.externalTrafficPolicy).toBe('Local');
+    expect(etp({})).not.toHaveProperty('externalTrafficPolicy');
     const plain = serviceFrom(svc({ clusterIP: '10.96.0.10', ports: [{ port: 80 }], externalTrafficPolicy: 'Cluster' })).value!;
     for (const k of ['externalIPs', 'loadBalancerIngress', 'externalTrafficPolicy', 'loadBalancerSourceRanges'])
       expect(plain).not.toHaveProperty(k);
