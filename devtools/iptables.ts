@@ -152,6 +152,15 @@ export interface KubeProxyService {
    * before the DNAT, so every new connection restarts the client's timer.
    */
   affinity?: number;
+  /**
+   * Masquerade what this rule translates, as kube-proxy does for a Service's
+   * external destinations (externalIPs, LoadBalancer IPs) with
+   * externalTrafficPolicy Cluster: KUBE-MARK-MASQ in the EXT chain for every
+   * source, pods included, then MASQUERADE in POSTROUTING, so the backend sees
+   * the node's address. Here: MASQUERADE in POSTROUTING for the connections
+   * whose original destination is this vip:port (conntrack), no mark bit.
+   */
+  masquerade?: boolean;
 }
 
 /** An endpoint chain (and its `recent` list), named by a hash of service port and endpoint as kube-proxy's KUBE-SEP-… are: stable while the endpoint stays. */
@@ -203,7 +212,15 @@ export async function installKubeProxy(
   services.forEach((_, i) => nat.push(`:${prefix}-S${i} - [0:0]`, ...per[i]!.chains.map((c) => `:${c} - [0:0]`)));
   services.forEach((s, i) => nat.push(`-A ${prefix}-SVC -d ${s.vip}/32 -p ${s.proto} -m ${s.proto} --dport ${s.port} -j ${prefix}-S${i}`));
   for (const p of per) nat.push(...p.rules);
-  nat.push(`-A PREROUTING -i ${ifacePattern} -m comment --comment ${owner} -j ${prefix}-SVC`, 'COMMIT');
+  nat.push(`-A PREROUTING -i ${ifacePattern} -m comment --comment ${owner} -j ${prefix}-SVC`);
+  const masq = services.filter((x) => x.masquerade);
+  if (masq.length) {
+    // a chain of its own (removed by prefix), jumped to by one plain owned rule
+    nat.push(`:${prefix}-MASQ - [0:0]`, `-A POSTROUTING -m comment --comment ${owner} -j ${prefix}-MASQ`);
+    for (const s of masq)
+      nat.push(`-A ${prefix}-MASQ -m conntrack --ctproto ${s.proto} --ctorigdst ${s.vip}/32 --ctorigdstport ${s.port} -j MASQUERADE`);
+  }
+  nat.push('COMMIT');
   const filter = ['*filter', `-I FORWARD 1 -i ${ifacePattern} -d ${vipRange} -m comment --comment ${owner} -j DROP`];
   // inserted after the DROP at position 1, so evaluated before it
   for (const s of services.filter((x) => !x.backends.length && x.empty === 'reject'))
@@ -243,6 +260,7 @@ export async function updateKubeProxy(prefix: string, services: KubeProxyService
 /** Removes what installKubeProxy made (chains by prefix, rules by owner comment). Idempotent. */
 export async function removeKubeProxy(prefix: string, owner: string): Promise<void> {
   await removeOwned('PREROUTING', owner, 'nat');
+  await removeOwned('POSTROUTING', owner, 'nat');
   await removeOwned('FORWARD', owner);
   const r = await run('list nat chains', ['iptables', '-w', '-t', 'nat', '-S'], { reject: false });
   const chains = [...r.stdout.matchAll(/^-N (\S+)$/gm)].map((m) => m[1]!).filter((c) => c.startsWith(`${prefix}-`));

@@ -198,6 +198,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
 
 /** Left-to-kube-proxy frontends named in the report (the counts cover all). */
 const LEFT_LIST_MAX = 200;
+const NAMED_LIST_MAX = 2000;
 
 /** Counts what a pass could not do (it still applied everything else) and says when to look again. */
 function passFailures(ctx: Ctx, pods: PodsResult): number | undefined {
@@ -221,6 +222,8 @@ function report(ctx: Ctx, source: string, pods: PodsResult, snap: Snapshot, sync
         dropped: sync.droppedCount,
         left: sync.leftServices().slice(0, LEFT_LIST_MAX),
         leftCounts: sync.leftCounts(),
+        kinds: sync.kindCounts(),
+        named: sync.namedFrontends(NAMED_LIST_MAX),
       },
       notAccelerated: notAccelerated(pods, snap),
       policyGaps: snap.policyGaps ?? [],

@@ -59,7 +59,7 @@ export class AgentMetrics {
   });
   private readonly left = new client.Gauge({
     name: 'podwarp_services_left',
-    help: 'Service frontends with no usable backend on this node, left to kube-proxy (its REJECT or DROP), by reason.',
+    help: 'Service frontends written without a backend, left to kube-proxy (its REJECT, DROP, masquerade or firewall) or to the load balancer (ipMode Proxy), by reason.',
     labelNames: ['reason'],
     registers: [this.registry],
   });

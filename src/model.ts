@@ -115,6 +115,20 @@ export interface Service {
    * Unset: `None`.
    */
   affinityTimeout?: number;
+  /**
+   * `spec.externalIPs`, the IPv4 ones (kube-proxy only programs the addresses
+   * of the ClusterIP's family).
+   */
+  externalIPs?: string[];
+  /**
+   * `status.loadBalancer.ingress` entries with an IPv4 `ip` (hostname-only
+   * entries have no address: nothing to do); `ipMode` unset means VIP.
+   */
+  loadBalancerIngress?: { ip: string; ipMode?: 'VIP' | 'Proxy' }[];
+  /** `spec.externalTrafficPolicy`; unset = Cluster. */
+  externalTrafficPolicy?: 'Cluster' | 'Local';
+  /** `spec.loadBalancerSourceRanges`, the IPv4 CIDRs (kube-proxy's firewall for the LoadBalancer IPs). */
+  loadBalancerSourceRanges?: string[];
   ports: ServicePort[];
   endpoints: ServiceEndpoint[];
 }

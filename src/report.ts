@@ -26,10 +26,14 @@ export interface AgentReport {
   services: {
     frontends: number;
     dropped: number;
-    /** Frontends with no usable backend on this node, left to kube-proxy (the first LEFT_LIST_MAX, by name). */
-    left?: { frontend: string; name: string; reason: string }[];
+    /** Frontends written without a backend, left to kube-proxy or the load balancer (the first LEFT_LIST_MAX, by name). */
+    left?: { frontend: string; name: string; reason: string; kind?: string }[];
     /** How many frontends are left to kube-proxy, by reason (all of them). */
     leftCounts?: Record<string, number>;
+    /** Frontends written, by kind: cluster (ClusterIP), external_ip (spec.externalIPs), lb_ingress (status.loadBalancer.ingress). */
+    kinds?: Record<string, number>;
+    /** The first NAMED_LIST_MAX frontends with their Service and kind, every external/LoadBalancer one first (`podwarp dump services`). */
+    named?: { frontend: string; name: string; kind: string }[];
   };
   /** Local pods not (fully) accelerated, and why (DisableReason, SkipReason or PartialReason of src/pods/desired.ts). */
   notAccelerated?: Record<string, { ip?: string; reason: string }>;

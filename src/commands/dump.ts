@@ -172,9 +172,13 @@ export interface ServiceRow {
   slots: { slot: number; backendId: number; backend: string; match?: boolean }[];
   /** From the agent's report: the Service and why this frontend is left to kube-proxy (count 0). */
   left?: { name: string; reason: string };
+  /** From the agent's report: which address of which Service this is (absent: not in the report's list). */
+  kind?: string;
+  service?: string;
 }
 
 const PROTO_NAME: Record<number, 'TCP' | 'UDP'> = { 6: 'TCP', 17: 'UDP' };
+const KIND_LABEL: Record<string, string> = { cluster: 'cluster', external_ip: 'external-ip', lb_ingress: 'lb-ingress' };
 
 export async function serviceRows(dp: Datapath): Promise<ServiceRow[]> {
   requirePinned(dp, 'pw_svc');
@@ -184,7 +188,9 @@ export async function serviceRows(dp: Datapath): Promise<ServiceRow[]> {
     return b ? `${b.ip}:${b.port}` : '(missing)';
   };
   const keys = new Set([...have.masters.keys(), ...have.slots.keys()]);
-  const left = new Map((readReport()?.services.left ?? []).map((l) => [l.frontend, { name: l.name, reason: l.reason }]));
+  const report = readReport()?.services;
+  const left = new Map((report?.left ?? []).map((l) => [l.frontend, { name: l.name, reason: l.reason }]));
+  const named = new Map((report?.named ?? []).map((n) => [n.frontend, n]));
   return [...keys].sort().map((k) => {
     const m = have.masters.get(k);
     const [a = '', proto] = k.split('/');
@@ -193,9 +199,11 @@ export async function serviceRows(dp: Datapath): Promise<ServiceRow[]> {
       .sort((x, y) => x[0] - y[0])
       .map(([slot, id]) => ({ slot, backendId: id, backend: addr(id), ...(m?.affinity ? { match: matches?.has(id) ?? false } : {}) }));
     const why = m?.count === 0 ? left.get(k) : undefined;
+    const n = named.get(k);
     return {
       frontend: a,
       proto: PROTO_NAME[Number(proto)] ?? 'TCP',
+      ...(n ? { kind: n.kind, service: n.name } : {}),
       count: m?.count ?? -1,
       ...(m?.affinity ? { affinity: m.affinity } : {}),
       slots,
@@ -212,10 +220,13 @@ export async function dumpServices(dp: Datapath, fmt: OutputFormat): Promise<str
   for (const r of rows) {
     const count = r.count < 0 ? '(no master entry)' : r.count === 0 ? '(0 backends: left to kube-proxy)' : `(${r.count} backends)`;
     const master = r.affinity ? `${count} sessionAffinity ClientIP ${r.affinity}s` : count;
-    lines.push([`${r.frontend} (${r.proto})`, 0, r.left ? `${master} ${r.left.reason}: ${r.left.name}` : master]);
-    for (const s of r.slots) lines.push(['', s.slot, `${s.backend} (id ${s.backendId})${s.match === false ? ' no affinity match!' : ''}`]);
+    const svc = r.service ?? r.left?.name;
+    const kind = [r.kind ? (KIND_LABEL[r.kind] ?? r.kind) : svc ? '?' : '', svc ?? ''].join(' ').trim();
+    lines.push([`${r.frontend} (${r.proto})`, kind, 0, r.left ? `${master} ${r.left.reason}` : master]);
+    for (const s of r.slots)
+      lines.push(['', '', s.slot, `${s.backend} (id ${s.backendId})${s.match === false ? ' no affinity match!' : ''}`]);
   }
-  return table(['SERVICE ADDRESS', 'SLOT', 'BACKEND ADDRESS'], lines) + `${rows.length} frontends\n`;
+  return table(['SERVICE ADDRESS', 'KIND SERVICE', 'SLOT', 'BACKEND ADDRESS'], lines) + `${rows.length} frontends\n`;
 }
 
 export async function dumpBackends(dp: Datapath, fmt: OutputFormat): Promise<string> {

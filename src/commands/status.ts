@@ -119,7 +119,9 @@ export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
       ['NAMESPACE', 'ACCELERATE', 'ENABLED', 'DISABLED', 'SKIPPED'],
       rows.map(([ns, n]) => [ns, n.accelerate ? 'yes' : 'no', n.enabled, n.disabled, n.skipped]),
     );
-    out += `${a.services.frontends} service frontends in pw_svc${a.services.dropped ? `, ${a.services.dropped} left out` : ''}\n`;
+    const k = a.services.kinds;
+    const byKind = k ? ` (${k.cluster ?? 0} ClusterIP, ${k.external_ip ?? 0} external IP, ${k.lb_ingress ?? 0} LoadBalancer ingress)` : '';
+    out += `${a.services.frontends} service frontends in pw_svc${byKind}${a.services.dropped ? `, ${a.services.dropped} left out` : ''}\n`;
     const reasons = new Map<string, number>();
     for (const n of Object.values(a.notAccelerated ?? {})) reasons.set(n.reason, (reasons.get(n.reason) ?? 0) + 1);
     if (reasons.size)
@@ -130,8 +132,7 @@ export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
     if (a.policyGaps?.length)
       out += `WARNING: policy APIs not readable (${a.policyGaps.join(', ')}): no pod is accelerated until they answer\n`;
     const left = Object.entries(a.services.leftCounts ?? {}).filter(([, n]) => n > 0);
-    if (left.length)
-      out += `left to kube-proxy (no usable backend on this node): ${left.map(([why, n]) => `${n} ${why}`).join(', ')} (podwarp dump services)\n`;
+    if (left.length) out += `left to kube-proxy: ${left.map(([why, n]) => `${n} ${why}`).join(', ')} (podwarp dump services)\n`;
   } else out += '\nagent:    no report (no agent has run here, or its run directory differs: PODWARP_RUN_DIR)\n';
   if (s.config?.svcDropped)
     out += `WARNING: ${s.config.svcDropped} services left to kube-proxy: pw_svc/pw_backends are full (PODWARP_MAP_SIZES)\n`;

@@ -19,18 +19,32 @@ export interface BackendAddr {
 
 /**
  * Why a frontend has no backend in pw_svc (count 0), so connect() leaves it
- * to kube-proxy's rules, which give the client kube-proxy's own outcome:
+ * to kube-proxy's rules (or, for ipMode Proxy, to the network), which give the
+ * client what it gets without podwarp:
  * - no_endpoints: no ready or serving-terminating endpoint → REJECT (refused)
  * - no_local_endpoints: internalTrafficPolicy Local and none on this node, while
  *   the Service has endpoints elsewhere → DROP (the connect times out)
+ * - external_masquerade: an external IP or LoadBalancer IP of a Service with
+ *   externalTrafficPolicy Cluster: kube-proxy masquerades that traffic, pods'
+ *   too (the backend sees the node's address), which a connect()-time
+ *   translation cannot do
+ * - ip_mode_proxy: a LoadBalancer ingress with `ipMode: Proxy` (KEP-1860):
+ *   kube-proxy does not short-circuit it, the traffic goes to the load balancer
+ * - source_ranges: a LoadBalancer IP of a Service with loadBalancerSourceRanges:
+ *   kube-proxy's firewall decides by the client's address
  */
-export type LeftReason = 'no_endpoints' | 'no_local_endpoints';
-export const LEFT_REASONS: LeftReason[] = ['no_endpoints', 'no_local_endpoints'];
+export type LeftReason = 'no_endpoints' | 'no_local_endpoints' | 'external_masquerade' | 'ip_mode_proxy' | 'source_ranges';
+export const LEFT_REASONS: LeftReason[] = ['no_endpoints', 'no_local_endpoints', 'external_masquerade', 'ip_mode_proxy', 'source_ranges'];
+
+/** Which address of the Service a frontend is: the ClusterIP, one of `spec.externalIPs`, one of `status.loadBalancer.ingress[].ip`. */
+export type FrontendKind = 'cluster' | 'external_ip' | 'lb_ingress';
+export const FRONTEND_KINDS: FrontendKind[] = ['cluster', 'external_ip', 'lb_ingress'];
 
 export interface DesiredService {
   fe: Frontend;
   /** "namespace/name:port-name" for humans */
   name: string;
+  kind: FrontendKind;
   backends: BackendAddr[];
   /** Set when backends is empty: why the frontend is left to kube-proxy. */
   left?: LeftReason;
@@ -104,7 +118,56 @@ export const beKey = (b: BackendAddr): number => ipNum(b.ip) * 131072 + b.port *
 const cmpAddr = (a: BackendAddr, b: BackendAddr) => ipNum(a.ip) - ipNum(b.ip) || a.port - b.port || a.proto - b.proto;
 
 /**
- * The usable endpoints (usableEndpoints) of every service port. A port is resolved
+ * The addresses of a Service podwarp makes frontends of, each with its kind
+ * and, for an external one kube-proxy's rules handle in a way connect() cannot
+ * reproduce, the reason it is left (kube-proxy, pkg/proxy/serviceport.go and
+ * iptables/nftables proxier.go):
+ * - the ClusterIP;
+ * - each IPv4 `spec.externalIPs` and each IPv4 `status.loadBalancer.ingress[].ip`
+ *   (ipMode VIP or unset; Proxy: left, kube-proxy leaves it to the load
+ *   balancer). A pod's connection to one is short-circuited to the Service's
+ *   endpoints, but only externalTrafficPolicy Local keeps the pod's address
+ *   ("pod traffic for … external destinations" jumps straight to the Cluster
+ *   policy chain); Cluster masquerades it (left). A LoadBalancer IP with
+ *   loadBalancerSourceRanges goes through kube-proxy's firewall (left).
+ * An address listed twice is one frontend: the first kind wins (ClusterIP,
+ * externalIPs, then ingress).
+ */
+export function serviceAddresses(
+  svc: Pick<Service, 'clusterIP' | 'externalIPs' | 'loadBalancerIngress' | 'externalTrafficPolicy' | 'loadBalancerSourceRanges'>,
+): { ip: string; kind: FrontendKind; left?: LeftReason }[] {
+  const out: { ip: string; kind: FrontendKind; left?: LeftReason }[] = [{ ip: svc.clusterIP, kind: 'cluster' }];
+  const seen = new Set([svc.clusterIP]);
+  const external = (): LeftReason | undefined => (svc.externalTrafficPolicy === 'Local' ? undefined : 'external_masquerade');
+  for (const ip of svc.externalIPs ?? []) {
+    if (seen.has(ip)) continue;
+    seen.add(ip);
+    const left = external();
+    out.push(left ? { ip, kind: 'external_ip', left } : { ip, kind: 'external_ip' });
+  }
+  for (const ing of svc.loadBalancerIngress ?? []) {
+    if (seen.has(ing.ip)) continue;
+    seen.add(ing.ip);
+    const left =
+      ing.ipMode === 'Proxy' ? 'ip_mode_proxy' : (external() ?? (svc.loadBalancerSourceRanges?.length ? 'source_ranges' : undefined));
+    out.push(left ? { ip: ing.ip, kind: 'lb_ingress', left } : { ip: ing.ip, kind: 'lb_ingress' });
+  }
+  return out;
+}
+
+/** The pw_svc keys of a Service: every address (serviceAddresses) × port. */
+export function frontendKeys(svc: Service): string[] {
+  return serviceAddresses(svc).flatMap((a) => svc.ports.map((sp) => feKey({ ip: a.ip, port: sp.port, proto: PROTO[sp.protocol] })));
+}
+
+/**
+ * The usable endpoints (usableEndpoints) of every frontend: the ClusterIP's
+ * by the Service's internalTrafficPolicy; an external IP's or LoadBalancer
+ * IP's (a pod dialling it, externalTrafficPolicy Local) by the Cluster policy
+ * whatever either traffic policy says, as kube-proxy's short-circuit does
+ * (pkg/proxy/topology.go computes the Cluster endpoints for any externally
+ * accessible Service for that). An external frontend with no usable endpoint
+ * is left with no_endpoints (kube-proxy REJECTs it). A port is resolved
  * through the endpoint's (EndpointSlice's) port of the same name; without
  * one, a numeric targetPort (or the service port) is used; a named targetPort
  * the endpoint does not list cannot be resolved and that endpoint is left
@@ -115,33 +178,45 @@ export function desiredServices(snap: Pick<Snapshot, 'services' | 'node' | 'zone
   unresolved: string[];
 } {
   const services = new Map<string, DesiredService>();
-  const unresolved: string[] = [];
+  const unresolved = new Set<string>();
   const node: NodeTopology = { name: snap.node, zone: snap.zone };
   for (const svc of snap.services) {
-    const use = usableEndpoints(svc, node);
-    for (const sp of svc.ports) {
-      const proto = PROTO[sp.protocol];
-      const fe: Frontend = { ip: svc.clusterIP, port: sp.port, proto };
-      const seen = new Set<number>();
-      const backends: BackendAddr[] = [];
-      for (const e of use.endpoints) {
-        const port = resolvePort(sp, e);
-        if (port === undefined) {
-          unresolved.push(`${svc.namespace}/${svc.name}:${sp.name ?? sp.port} → ${e.ip}`);
-          continue;
-        }
-        const b = { ip: e.ip, port, proto };
-        if (!seen.has(beKey(b))) backends.push(b);
-        seen.add(beKey(b));
+    const internal = usableEndpoints(svc, node);
+    let cluster: ReturnType<typeof usableEndpoints> | undefined;
+    for (const addr of serviceAddresses(svc)) {
+      let use = internal;
+      if (addr.kind !== 'cluster') use = cluster ??= usableEndpoints({ endpoints: svc.endpoints }, node);
+      for (const sp of svc.ports) {
+        const proto = PROTO[sp.protocol];
+        const fe: Frontend = { ip: addr.ip, port: sp.port, proto };
+        const name = `${svc.namespace}/${svc.name}:${sp.name ?? sp.port}`;
+        const backends = addr.left ? [] : backendsOf(svc, sp, use.endpoints, unresolved);
+        const left = addr.left ?? (backends.length ? undefined : (use.left ?? 'no_endpoints'));
+        const d: DesiredService = left ? { fe, name, kind: addr.kind, backends, left } : { fe, name, kind: addr.kind, backends };
+        if (svc.affinityTimeout) d.affinity = svc.affinityTimeout;
+        services.set(feKey(fe), d);
       }
-      backends.sort(cmpAddr);
-      const name = `${svc.namespace}/${svc.name}:${sp.name ?? sp.port}`;
-      const d: DesiredService = backends.length ? { fe, name, backends } : { fe, name, backends, left: use.left ?? 'no_endpoints' };
-      if (svc.affinityTimeout) d.affinity = svc.affinityTimeout;
-      services.set(feKey(fe), d);
     }
   }
-  return { services, unresolved };
+  return { services, unresolved: [...unresolved] };
+}
+
+/** One service port's backends from these endpoints, sorted, without duplicates; endpoints whose port cannot be resolved go to `unresolved`. */
+function backendsOf(svc: Service, sp: Service['ports'][number], endpoints: ServiceEndpoint[], unresolved: Set<string>): BackendAddr[] {
+  const proto = PROTO[sp.protocol];
+  const seen = new Set<number>();
+  const backends: BackendAddr[] = [];
+  for (const e of endpoints) {
+    const port = resolvePort(sp, e);
+    if (port === undefined) {
+      unresolved.add(`${svc.namespace}/${svc.name}:${sp.name ?? sp.port} → ${e.ip}`);
+      continue;
+    }
+    const b = { ip: e.ip, port, proto };
+    if (!seen.has(beKey(b))) backends.push(b);
+    seen.add(beKey(b));
+  }
+  return backends.sort(cmpAddr);
 }
 
 function resolvePort(sp: Service['ports'][number], e: Service['endpoints'][number]): number | undefined {

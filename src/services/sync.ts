@@ -7,9 +7,17 @@
 //            mirror: the last read-back plus exactly what was written since
 //            (mirror.ts applyToMirror). O(changed), not O(maps), which
 //            is what keeps one change well under 100 ms at 10,000 Services.
-import { PROTO } from '../../abi/schema.js';
 import type { Service } from '../model.js';
-import { desiredServices, feKey, type DesiredService, type LeftReason, type NodeTopology } from './desired.js';
+import {
+  desiredServices,
+  frontendKeys,
+  FRONTEND_KINDS,
+  LEFT_REASONS,
+  type DesiredService,
+  type FrontendKind,
+  type LeftReason,
+  type NodeTopology,
+} from './desired.js';
 import type { ServiceMaps } from './maps.js';
 import { applyToMirror } from './mirror.js';
 import { indexServices, planServices, type ActualServices, type ServiceIndex, type SvcPlan } from './plan.js';
@@ -72,6 +80,8 @@ export class ServiceSync {
   private dropped = new Map<string, string>();
   /** Frontend → name and reason, for the frontends left to kube-proxy (no usable backend here). */
   private leftFe = new Map<string, { name: string; reason: LeftReason }>();
+  /** Frontend → its Service (namespace/name:port) and kind, for every frontend written (not the dropped ones). */
+  private info = new Map<string, { name: string; kind: FrontendKind }>();
 
   /**
    * @param node this node's name and zone: the endpoints a Service resolves to
@@ -84,19 +94,44 @@ export class ServiceSync {
   ) {}
 
   /** The frontends left to kube-proxy now, with the reason, sorted by name. */
-  leftServices(): { frontend: string; name: string; reason: LeftReason }[] {
-    return [...this.leftFe].map(([frontend, v]) => ({ frontend, ...v })).sort((a, b) => a.name.localeCompare(b.name));
+  leftServices(): { frontend: string; name: string; reason: LeftReason; kind: FrontendKind }[] {
+    return [...this.leftFe]
+      .map(([frontend, v]) => ({ frontend, ...v, kind: this.info.get(frontend)?.kind ?? 'cluster' }))
+      .sort((a, b) => a.name.localeCompare(b.name));
   }
 
   leftCounts(): Record<LeftReason, number> {
-    const c: Record<LeftReason, number> = { no_endpoints: 0, no_local_endpoints: 0 };
+    const c = Object.fromEntries(LEFT_REASONS.map((r) => [r, 0])) as Record<LeftReason, number>;
     for (const v of this.leftFe.values()) c[v.reason]++;
     return c;
   }
 
+  /** Frontends written, by kind (the left ones included). */
+  kindCounts(): Record<FrontendKind, number> {
+    const c = Object.fromEntries(FRONTEND_KINDS.map((k) => [k, 0])) as Record<FrontendKind, number>;
+    for (const v of this.info.values()) c[v.kind]++;
+    return c;
+  }
+
+  /** The first `max` frontends written with their Service and kind: every external and LoadBalancer one first, then ClusterIPs, by name. */
+  namedFrontends(max: number): { frontend: string; name: string; kind: FrontendKind }[] {
+    const rank = (k: FrontendKind) => (k === 'cluster' ? 1 : 0);
+    return [...this.info]
+      .map(([frontend, v]) => ({ frontend, ...v }))
+      .sort((a, b) => rank(a.kind) - rank(b.kind) || a.name.localeCompare(b.name) || a.frontend.localeCompare(b.frontend))
+      .slice(0, max);
+  }
+
   private noteLeft(scope: Iterable<string>, want: Map<string, DesiredService>): void {
-    for (const fe of scope) this.leftFe.delete(fe);
-    for (const [k, d] of want) if (d.left && !this.dropped.has(k)) this.leftFe.set(k, { name: d.name, reason: d.left });
+    for (const fe of scope) {
+      this.leftFe.delete(fe);
+      this.info.delete(fe);
+    }
+    for (const [k, d] of want) {
+      if (this.dropped.has(k)) continue;
+      this.info.set(k, { name: d.name, kind: d.kind });
+      if (d.left) this.leftFe.set(k, { name: d.name, reason: d.left });
+    }
   }
 
   /** A mirror exists (a full pass succeeded and no write failed since). */
@@ -156,12 +191,13 @@ export class ServiceSync {
     this.owner = new Map();
     this.dropped = new Map();
     this.leftFe = new Map();
+    this.info = new Map();
     const cap = await this.maps.capacity();
     const ops = noOps();
     const droppedNames: string[] = [];
     const unresolved: string[] = [];
     const wanted = new Set<string>();
-    for (const s of services) for (const sp of s.ports) wanted.add(feKey({ ip: s.clusterIP, port: sp.port, proto: PROTO[sp.protocol] }));
+    for (const s of services) for (const k of frontendKeys(s)) wanted.add(k);
     const stale = new Set([...have.masters.keys(), ...have.slots.keys(), ...have.matches.keys()].filter((k) => !wanted.has(k)));
     if (stale.size) {
       const p = planServices(new Map(), have, cap, stale, index);

@@ -171,10 +171,42 @@ export function serviceFrom(o: V1Service): Converted<Omit<Service, 'endpoints'>>
     ...(spec.sessionAffinity === 'ClientIP'
       ? { affinityTimeout: affinityTimeout(spec.sessionAffinityConfig?.clientIP?.timeoutSeconds) }
       : {}),
+    ...externalOf(spec, o.status),
     ports,
   };
   if (!ports.length) return { skip: 'no TCP/UDP port' };
   return odd.length ? { value, skip: `ports not load-balanced (not TCP/UDP or invalid): ${odd.join(', ')}` } : { value };
+}
+
+/**
+ * The external addresses of a Service as kube-proxy's IPv4 proxier takes
+ * them (pkg/proxy/serviceport.go): IPv4 `spec.externalIPs`, IPv4
+ * `status.loadBalancer.ingress[].ip` (hostname-only entries have no address),
+ * with their ipMode, externalTrafficPolicy (Local only for a LoadBalancer
+ * or NodePort Service or a ClusterIP one with externalIPs, as kube-proxy's
+ * apiservice.ExternalPolicyLocal reads it), and the IPv4
+ * loadBalancerSourceRanges (whitespace trimmed, as kube-proxy does).
+ */
+function externalOf(spec: NonNullable<V1Service['spec']>, status: V1Service['status']): Partial<Service> {
+  const out: Partial<Service> = {};
+  const rawExt = Array.isArray(spec.externalIPs) ? spec.externalIPs : [];
+  const ext = [...new Set(rawExt.filter(isIPv4))];
+  if (ext.length) out.externalIPs = ext;
+  const ingress: NonNullable<Service['loadBalancerIngress']> = [];
+  for (const ing of Array.isArray(status?.loadBalancer?.ingress) ? status.loadBalancer.ingress : []) {
+    if (!isIPv4(ing?.ip)) continue;
+    ingress.push(ing.ipMode === 'Proxy' ? { ip: ing.ip, ipMode: 'Proxy' } : { ip: ing.ip });
+  }
+  if (ingress.length) out.loadBalancerIngress = ingress;
+  // apiservice.ExternalPolicyLocal: Local counts only for an externally accessible Service
+  const type = spec.type ?? 'ClusterIP';
+  const accessible = type === 'LoadBalancer' || type === 'NodePort' || (type === 'ClusterIP' && rawExt.length > 0);
+  if (spec.externalTrafficPolicy === 'Local' && accessible) out.externalTrafficPolicy = 'Local';
+  const ranges = (Array.isArray(spec.loadBalancerSourceRanges) ? spec.loadBalancerSourceRanges : [])
+    .map((r) => (typeof r === 'string' ? r.trim() : ''))
+    .filter((r) => isIPv4(r.split('/')[0]));
+  if (ranges.length) out.loadBalancerSourceRanges = ranges;
+  return out;
 }
 
 /** The IPv4 endpoints of a Service's slices. Slices of other address types are reported and ignored. */
@@ -344,7 +376,19 @@ export function trim(kind: string, o: unknown): unknown {
           'internalTrafficPolicy',
           'sessionAffinity',
           'sessionAffinityConfig',
+          'externalIPs',
+          'externalTrafficPolicy',
+          'loadBalancerSourceRanges',
         ]),
+        status: x.status?.loadBalancer?.ingress
+          ? {
+              loadBalancer: {
+                ingress: (Array.isArray(x.status.loadBalancer.ingress) ? x.status.loadBalancer.ingress : []).map(
+                  (i: { ip?: string; ipMode?: string }) => pick(i, ['ip', 'ipMode']),
+                ),
+              },
+            }
+          : undefined,
       };
     case 'endpointslices':
       return {

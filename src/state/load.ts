@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import { Ajv } from 'ajv';
 import YAML from 'yaml';
 import { InputError } from '../../loader/errors.js';
-import type { Snapshot } from '../model.js';
+import type { Service, Snapshot } from '../model.js';
 import { affinityTimeout, podKey } from '../model.js';
 import schema from './state.schema.json' with { type: 'json' };
 
@@ -38,6 +38,10 @@ export interface StateFile {
     clusterIP: string;
     sessionAffinity?: 'None' | 'ClientIP';
     sessionAffinityConfig?: { clientIP?: { timeoutSeconds?: number } };
+    externalIPs?: string[];
+    externalTrafficPolicy?: 'Cluster' | 'Local';
+    loadBalancerSourceRanges?: string[];
+    status?: { loadBalancer?: { ingress?: { ip?: string; hostname?: string; ipMode?: 'VIP' | 'Proxy' }[] } };
     ports: { name?: string; port: number; protocol?: 'TCP' | 'UDP'; targetPort?: number | string }[];
     endpoints?: {
       ip: string;
@@ -143,6 +147,7 @@ export function toSnapshot(st: StateFile): Snapshot {
       name: s.name,
       clusterIP: s.clusterIP,
       ...(s.sessionAffinity === 'ClientIP' ? { affinityTimeout: affinityTimeout(s.sessionAffinityConfig?.clientIP?.timeoutSeconds) } : {}),
+      ...external(s),
       ports: s.ports.map((p) => ({ name: p.name, port: p.port, protocol: p.protocol ?? 'TCP', targetPort: p.targetPort })),
       endpoints: (s.endpoints ?? []).map((e) => ({
         ip: e.ip,
@@ -151,6 +156,20 @@ export function toSnapshot(st: StateFile): Snapshot {
         ports: (e.ports ?? []).map((p) => ({ name: p.name, port: p.port, protocol: p.protocol ?? 'TCP' })),
       })),
     })),
+  };
+}
+
+/** The external addresses of a state-file Service, as kube-convert takes them from a Service's spec and status. */
+function external(s: NonNullable<StateFile['services']>[number]): Partial<Service> {
+  const ingress = (s.status?.loadBalancer?.ingress ?? []).flatMap((i) =>
+    i.ip === undefined ? [] : [i.ipMode === 'Proxy' ? { ip: i.ip, ipMode: 'Proxy' as const } : { ip: i.ip }],
+  );
+  const ranges = (s.loadBalancerSourceRanges ?? []).map((r) => r.trim());
+  return {
+    ...(s.externalIPs?.length ? { externalIPs: [...new Set(s.externalIPs)] } : {}),
+    ...(ingress.length ? { loadBalancerIngress: ingress } : {}),
+    ...(s.externalTrafficPolicy === 'Local' ? { externalTrafficPolicy: 'Local' as const } : {}),
+    ...(ranges.length ? { loadBalancerSourceRanges: ranges } : {}),
   };
 }
 

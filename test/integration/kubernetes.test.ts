@@ -322,6 +322,62 @@ describe('agent --source kubernetes against an API server double', () => {
     expect(await metric(a, /^podwarp_change_to_maps_seconds_count/)).toBeGreaterThan(SLOWDOWN > 1 ? 0 : 10);
   });
 
+  it('externalIPs and a status-only LoadBalancer update reach pw_svc (externalTrafficPolicy Local), with their kind in dump services and status', async () => {
+    const EXT = vip(5);
+    const LB = vip(6);
+    const PROXY = vip(7);
+    const original = api!.get('services', 'team-b', 'web')!;
+    const spec = original.spec as Record<string, unknown>;
+    const counts = async () => {
+      const have = await new BpfServiceMaps(env!.dp).read();
+      return [EXT, LB, PROXY].map((ip) => have.masters.get(`${ip}:80/6`)?.count);
+    };
+    const n = (await webBackends()).length;
+    expect(n).toBeGreaterThan(0);
+    api!.update('services', { ...original, spec: { ...spec, type: 'LoadBalancer', externalIPs: [EXT], externalTrafficPolicy: 'Local' } });
+    await until('external IP frontend', async () => JSON.stringify(await counts()) === JSON.stringify([n, undefined, undefined]));
+    // the load balancer controller writes only the status
+    const withSpec = api!.get('services', 'team-b', 'web')!;
+    api!.update('services', {
+      ...withSpec,
+      status: { loadBalancer: { ingress: [{ ip: LB }, { ip: PROXY, ipMode: 'Proxy' }, { hostname: 'lb.example' }] } },
+    });
+    await until('ingress frontends', async () => JSON.stringify(await counts()) === JSON.stringify([n, n, 0]));
+    // a pod dialling the LoadBalancer IP is translated at connect() and sees the address it dialled
+    const before = await counters(env!.dp);
+    const c = await conn(pods()[0]!, LB, 80, { n: 20 });
+    expect(c.errors, c.error).toBe(0);
+    expect(c.peer_mismatch).toBe(0);
+    expect(delta(before, await counters(env!.dp), 'pw_lb').translated).toBeGreaterThanOrEqual(20);
+    const cliEnv = { ...process.env, PODWARP_PIN_NAME: env!.pinName, PODWARP_RUN_DIR: runDir } as Record<string, string>;
+    await until('report with the kinds', async () => {
+      const st = JSON.parse((await run(CLI, [CLI, 'status', '-o', 'json'], { env: cliEnv })).stdout) as {
+        agent?: { services: { kinds?: Record<string, number>; leftCounts?: Record<string, number> } };
+      };
+      return (
+        JSON.stringify(st.agent?.services.kinds) === JSON.stringify({ cluster: 1, external_ip: 1, lb_ingress: 2 }) &&
+        st.agent!.services.leftCounts!.ip_mode_proxy === 1
+      );
+    });
+    const rows = JSON.parse((await run(CLI, [CLI, 'dump', 'services', '-o', 'json'], { env: cliEnv })).stdout) as {
+      frontend: string;
+      kind?: string;
+      service?: string;
+      count: number;
+      left?: { reason: string };
+    }[];
+    const row = (ip: string) => rows.find((r) => r.frontend === `${ip}:80`);
+    expect(row(WEB)).toMatchObject({ kind: 'cluster', service: 'team-b/web:http', count: n });
+    expect(row(EXT)).toMatchObject({ kind: 'external_ip', service: 'team-b/web:http', count: n });
+    expect(row(LB)).toMatchObject({ kind: 'lb_ingress', service: 'team-b/web:http', count: n });
+    expect(row(PROXY)).toMatchObject({ kind: 'lb_ingress', count: 0, left: { reason: 'ip_mode_proxy' } });
+    const table = (await run(CLI, [CLI, 'dump', 'services'], { env: cliEnv })).stdout;
+    expect(table).toMatch(new RegExp(`${PROXY.replace(/\./g, '\\.')}:80 \\(TCP\\)\\s+lb-ingress team-b/web:http .*ip_mode_proxy`));
+    // back as it was: the external frontends go
+    api!.update('services', { ...original, metadata: { ...original.metadata, resourceVersion: undefined } });
+    await until('external frontends removed', async () => (await counts()).every((x) => x === undefined));
+  });
+
   it('a restarted agent converges without rewriting one unchanged entry', async () => {
     const a1 = agents[0]!;
     // the first agent idle first: no pass of its changed anything for two node-local resyncs

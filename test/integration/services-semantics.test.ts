@@ -11,7 +11,10 @@ import { conn, startServer, udp, type Server } from '../../devtools/perf.js';
 import { reconcile } from '../../src/reconciler.js';
 import { installServices, updateServices, vip } from '../../devtools/sandbox.js';
 import type { KubeProxyService } from '../../devtools/iptables.js';
-import { affinityRows } from '../../src/commands/dump.js';
+import { affinityRows, serviceRows } from '../../src/commands/dump.js';
+import { BpfServiceMaps } from '../../src/services/maps.js';
+import { ServiceSync } from '../../src/services/sync.js';
+import type { LeftReason } from '../../src/services/desired.js';
 import { loadStateFile } from '../../src/state/load.js';
 import { SLOWDOWN, counters, delta, setUp, tearDown, until, type Env } from './helpers.js';
 
@@ -359,5 +362,190 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
       expect(d.affinity_hit).toBe(3 * n - 2);
       expect(d.translated).toBe(3 * n);
     });
+  });
+});
+
+// ---- externalIPs and LoadBalancer ingress IPs dialled from a pod (item 5) ----
+// kube-proxy (iptables and nftables proxier, "pod traffic for … external
+// destinations"): with externalTrafficPolicy Local, a pod's connection to an
+// external IP or VIP-mode LoadBalancer IP jumps straight to the Service's
+// Cluster-policy endpoints (whatever either traffic policy says), its source
+// kept; with Cluster it is masqueraded; an ingress with ipMode Proxy gets no
+// rule (the load balancer answers); no endpoint at all → REJECT. The socket LB
+// translates the first kind at connect() and leaves the others alone.
+describe('external IPs and LoadBalancer IPs from a pod: kube-proxy rules and the socket LB observed alike', () => {
+  let env: Env | undefined;
+  let base: Snapshot;
+  const servers: Server[] = [];
+  const pods = () => env!.m.pods;
+
+  beforeAll(async () => {
+    env = await setUp({ pods: 5, namespaces: ['team-a', 'team-b'] });
+    base = loadStateFile(env.m.stateFile).snapshot;
+    for (const p of env.m.pods.slice(1)) servers.push(await startServer(p, TARGET));
+  });
+
+  afterAll(async () => {
+    for (const s of servers) await s.stop();
+    expect(await tearDown(env)).toEqual([]);
+  });
+
+  interface ExtScenario {
+    name: string;
+    /** which address the client dials */
+    dial: 'externalIP' | 'ingress';
+    over: Partial<Service>;
+    endpoints: [number, Partial<ServiceEndpoint>][];
+    /** what answers at the dialled address without podwarp (kube-proxy, or the load balancer standing in for ipMode Proxy) */
+    baseline: { backends: number[]; masquerade?: true } | 'reject';
+    /** the socket LB translates it; else it is left alone (kube-proxy's rule answers in both phases), with this reason */
+    translated: boolean;
+    left?: LeftReason;
+  }
+  const ELSEWHERE: [number, Partial<ServiceEndpoint>][] = [
+    [1, { nodeName: 'node-b' }],
+    [2, { nodeName: 'node-c' }],
+    [3, { nodeName: NODE, ready: false }],
+  ];
+  const extScenarios: ExtScenario[] = [
+    {
+      name: 'externalIP, externalTrafficPolicy Local and internalTrafficPolicy Local, no endpoint on this node: every Cluster endpoint',
+      dial: 'externalIP',
+      over: { externalTrafficPolicy: 'Local', internalTrafficPolicy: 'Local' },
+      endpoints: ELSEWHERE,
+      baseline: { backends: [1, 2] },
+      translated: true,
+    },
+    {
+      name: 'LoadBalancer ingress IP (ipMode VIP), externalTrafficPolicy Local: every Cluster endpoint',
+      dial: 'ingress',
+      over: { externalTrafficPolicy: 'Local', loadBalancerIngress: [{ ip: '', ipMode: 'VIP' }] },
+      endpoints: [[1, { nodeName: NODE }], ...ELSEWHERE.slice(1)],
+      baseline: { backends: [1, 2] },
+      translated: true,
+    },
+    {
+      name: 'LoadBalancer ingress IP with ipMode Proxy: left alone, the load balancer answers',
+      dial: 'ingress',
+      over: { externalTrafficPolicy: 'Local', loadBalancerIngress: [{ ip: '', ipMode: 'Proxy' }] },
+      endpoints: ELSEWHERE,
+      // the sandbox's stand-in for the load balancer: a DNAT to pod 4, which is no endpoint of the Service
+      baseline: { backends: [4] },
+      translated: false,
+      left: 'ip_mode_proxy',
+    },
+    {
+      name: 'externalIP, externalTrafficPolicy Cluster: left to kube-proxy, which masquerades',
+      dial: 'externalIP',
+      over: {},
+      endpoints: ELSEWHERE,
+      baseline: { backends: [1, 2], masquerade: true },
+      translated: false,
+      left: 'external_masquerade',
+    },
+    {
+      name: 'externalIP, externalTrafficPolicy Local, no usable endpoint: kube-proxy rejects (refused)',
+      dial: 'externalIP',
+      over: { externalTrafficPolicy: 'Local' },
+      endpoints: [
+        [1, { ready: false }],
+        [2, { ready: false, terminating: true, serving: false }],
+      ],
+      baseline: 'reject',
+      translated: false,
+      left: 'no_endpoints',
+    },
+  ];
+
+  const outcome = (n: number, ok: number, refused: number, timeouts: number): Outcome =>
+    ok === n ? 'ok' : refused === n ? 'refused' : timeouts === n ? 'timeout' : 'mixed';
+  async function observeAt(proto: 'TCP' | 'UDP' | 'UDP-connected', ip: string, n: number): Promise<Observed> {
+    if (proto === 'TCP') {
+      const r = await conn(pods()[0]!, ip, PORT, { n });
+      return {
+        outcome: outcome(n, r.connections, r.refused, r.timeouts),
+        backends: Object.keys(r.backends).sort(),
+        peerMismatch: r.peer_mismatch,
+      };
+    }
+    const u = await udp(pods()[0]!, ip, PORT, { n, connected: proto === 'UDP-connected' });
+    return {
+      outcome: outcome(n, u.replies, u.refused, u.timeouts),
+      backends: Object.keys(u.backends).sort(),
+      peerMismatch: u.wrong_source + (u.peer_ok ? 0 : 1),
+    };
+  }
+
+  extScenarios.forEach((sc, i) => {
+    for (const proto of ['TCP', 'UDP', 'UDP-connected'] as const) {
+      it(`${sc.name} (${proto})`, async () => {
+        const clusterIP = vip(60 + 3 * i);
+        const dialled = vip(61 + 3 * i);
+        const protocol = proto === 'TCP' ? 'TCP' : 'UDP';
+        const over: Partial<Service> =
+          sc.dial === 'externalIP'
+            ? { ...sc.over, externalIPs: [dialled] }
+            : { ...sc.over, loadBalancerIngress: sc.over.loadBalancerIngress!.map((g) => ({ ...g, ip: dialled })) };
+        const svc: Service = {
+          namespace: 'team-b',
+          name: 'ext',
+          clusterIP,
+          ports: [{ name: 'p', port: PORT, protocol, targetPort: TARGET }],
+          endpoints: sc.endpoints.map(([j, o]) => ({ ip: pods()[j]!.ip, ready: true, terminating: false, ports: [], ...o })),
+          ...over,
+        };
+        const addr = (j: number) => `${pods()[j]!.ip}:${TARGET}`;
+        const reachable = sc.baseline === 'reject' ? [] : sc.baseline.backends.map(addr).sort();
+        await installServices(env!.m, [
+          {
+            vip: dialled,
+            port: PORT,
+            proto: proto === 'TCP' ? 'tcp' : 'udp',
+            backends: sc.baseline === 'reject' ? [] : sc.baseline.backends.map((j) => ({ ip: pods()[j]!.ip, port: TARGET })),
+            ...(sc.baseline === 'reject' ? { empty: 'reject' as const } : sc.baseline.masquerade ? { masquerade: true } : {}),
+          },
+        ]);
+        const snapAt = (on: boolean): Snapshot => ({
+          ...base,
+          node: NODE,
+          zone: ZONE,
+          namespaces: base.namespaces.map((ns) => ({ ...ns, accelerate: on })),
+          services: [svc],
+        });
+        const n = reachable.length ? (proto === 'TCP' ? 30 : 10) : 2;
+
+        await reconcile(env!.dp, snapAt(false));
+        const off = await observeAt(proto, dialled, n);
+        const sync = new ServiceSync(new BpfServiceMaps(env!.dp));
+        await reconcile(env!.dp, snapAt(true), undefined, undefined, sync);
+        const c0 = await counters(env!.dp);
+        const on = await observeAt(proto, dialled, n);
+        const d = delta(c0, await counters(env!.dp), 'pw_lb');
+
+        // the baseline is what its rules say …
+        expect(off.outcome).toBe(reachable.length ? 'ok' : proto === 'UDP' ? 'timeout' : 'refused');
+        expect(off.peerMismatch).toBe(0);
+        // … and acceleration changes nothing the application sees: outcome, getpeername() / reply source = the dialled address
+        expect(on.outcome).toBe(off.outcome);
+        expect(on.peerMismatch).toBe(0);
+        for (const b of [...off.backends, ...on.backends]) expect(reachable).toContain(b);
+        if (proto === 'TCP') {
+          expect(off.backends).toEqual(reachable);
+          expect(on.backends).toEqual(reachable);
+        }
+        // the frontend is in pw_svc with the backends kube-proxy's short-circuit uses, or with none (left, with its reason)
+        const rows = await serviceRows(env!.dp);
+        const row = rows.find((r) => r.frontend === `${dialled}:${PORT}` && r.proto === protocol);
+        expect(row?.count).toBe(sc.translated ? reachable.length : 0);
+        if (sc.translated) expect(row!.slots.map((s) => s.backend).sort()).toEqual(reachable);
+        const key = `${dialled}:${PORT}/${protocol === 'TCP' ? 6 : 17}`;
+        expect(sync.leftServices().find((l) => l.frontend === key)?.reason).toBe(sc.left);
+        expect(sync.namedFrontends(10).find((f) => f.frontend === key)?.kind).toBe(sc.dial === 'externalIP' ? 'external_ip' : 'lb_ingress');
+        // who answered: the socket LB (connected UDP: same outcome either way, see the note in the brief) or kube-proxy's rule
+        if (!sc.translated) expect(d.translated).toBe(0);
+        else if (proto === 'TCP') expect(d.translated).toBe(n);
+        else if (proto === 'UDP') expect(d.translated).toBeGreaterThan(0);
+      });
+    }
   });
 });

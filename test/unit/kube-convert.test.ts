@@ -116,6 +116,45 @@ describe('serviceFrom() and endpointsFrom()', () => {
     ).not.toHaveProperty('affinityTimeout');
     expect(serviceFrom(svc(base)).value).not.toHaveProperty('affinityTimeout');
   });
+  it('externalIPs, LoadBalancer ingress IPs (with ipMode), externalTrafficPolicy and source ranges: IPv4 only, hostname-only entries dropped', () => {
+    const r = serviceFrom({
+      metadata: { name: 'web', namespace: 'shop' },
+      spec: {
+        type: 'LoadBalancer',
+        clusterIPs: ['10.96.0.10', 'fd00::10'],
+        ports: [{ port: 80 }],
+        externalIPs: ['192.0.2.10', '2001:db8::1', '192.0.2.10'],
+        externalTrafficPolicy: 'Local',
+        loadBalancerSourceRanges: [' 10.0.0.0/8 ', '2001:db8::/32'],
+      },
+      status: {
+        loadBalancer: {
+          ingress: [
+            { ip: '198.51.100.1' },
+            { ip: '198.51.100.2', ipMode: 'Proxy' },
+            { ip: '198.51.100.3', ipMode: 'VIP' },
+            { hostname: 'lb.example' },
+            { ip: '2001:db8::2' },
+          ],
+        },
+      },
+    });
+    expect(r.value).toMatchObject({
+      externalIPs: ['192.0.2.10'],
+      externalTrafficPolicy: 'Local',
+      loadBalancerSourceRanges: ['10.0.0.0/8'],
+      loadBalancerIngress: [{ ip: '198.51.100.1' }, { ip: '198.51.100.2', ipMode: 'Proxy' }, { ip: '198.51.100.3' }],
+    });
+    // externalTrafficPolicy Local counts only where kube-proxy reads it: LoadBalancer, NodePort, ClusterIP with externalIPs
+    const etp = (spec: V1Service['spec']) =>
+      serviceFrom(svc({ clusterIP: '10.96.0.10', ports: [{ port: 80 }], externalTrafficPolicy: 'Local', ...spec })).value;
+    expect(etp({ externalIPs: ['192.0.2.1'] })?.externalTrafficPolicy).toBe('Local');
+    expect(etp({ type: 'NodePort' })?.externalTrafficPolicy).toBe('Local');
+    expect(etp({})).not.toHaveProperty('externalTrafficPolicy');
+    const plain = serviceFrom(svc({ clusterIP: '10.96.0.10', ports: [{ port: 80 }], externalTrafficPolicy: 'Cluster' })).value!;
+    for (const k of ['externalIPs', 'loadBalancerIngress', 'externalTrafficPolicy', 'loadBalancerSourceRanges'])
+      expect(plain).not.toHaveProperty(k);
+  });
   it('skips headless, ExternalName and IPv6-only services', () => {
     expect(serviceFrom(svc({ clusterIP: 'None', ports: [{ port: 80 }] })).skip).toMatch(/^headless/);
     expect(serviceFrom(svc({ type: 'ExternalName', externalName: 'x.example' })).skip).toMatch(/^ExternalName/);
@@ -247,6 +286,19 @@ describe('trim() (what the informer caches keep)', () => {
       spec: { ...s.spec, sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: 77 } } },
     };
     expect(serviceFrom(trim('services', sticky) as V1Service).value?.affinityTimeout).toBe(77);
+    const lb: V1Service = {
+      ...s,
+      spec: {
+        ...s.spec,
+        type: 'LoadBalancer',
+        externalIPs: ['192.0.2.1'],
+        externalTrafficPolicy: 'Local',
+        loadBalancerSourceRanges: ['10.0.0.0/8'],
+      },
+      status: { loadBalancer: { ingress: [{ ip: '198.51.100.1', ipMode: 'Proxy', ports: [{ port: 80, protocol: 'TCP' }] }] } },
+    };
+    expect(serviceFrom(trim('services', lb) as V1Service)).toEqual(serviceFrom(lb));
+    expect(serviceFrom(trim('services', lb) as V1Service).value?.loadBalancerIngress).toEqual([{ ip: '198.51.100.1', ipMode: 'Proxy' }]);
     const np: V1NetworkPolicy = {
       metadata: { name: 'p', namespace: 'shop' },
       spec: { podSelector: { matchLabels: { a: 'b' } }, ingress: [{}] },

@@ -1,6 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import type { Service, Snapshot } from '../../src/model.js';
-import { beKey, desiredServices, feKey, usableEndpoints, type BackendAddr, type DesiredService } from '../../src/services/desired.js';
+import {
+  beKey,
+  desiredServices,
+  feKey,
+  serviceAddresses,
+  usableEndpoints,
+  type BackendAddr,
+  type DesiredService,
+} from '../../src/services/desired.js';
 import { applyToMirror } from '../../src/services/mirror.js';
 import { indexServices, planServices, svcPlanSize, type ActualServices } from '../../src/services/plan.js';
 
@@ -156,6 +164,105 @@ describe('usableEndpoints(): the endpoints kube-proxy would use (pkg/proxy/topol
   });
 });
 
+describe('external IPs and LoadBalancer IPs dialled from a pod (kube-proxy short-circuit)', () => {
+  type Ep = Service['endpoints'][number];
+  const http = [{ name: 'http', port: 8080, protocol: 'TCP' as const }];
+  const ep = (ip: string, over: Partial<Ep> = {}): Ep => ({ ip, ready: true, terminating: false, ports: http, ...over });
+  const ext = (over: Partial<Service> = {}) =>
+    svc({
+      ports: [{ name: 'http', port: 80, protocol: 'TCP', targetPort: 'http' }],
+      externalIPs: ['192.0.2.10'],
+      loadBalancerIngress: [{ ip: '198.51.100.1' }],
+      externalTrafficPolicy: 'Local',
+      endpoints: [ep('10.1.0.2', { nodeName: 'n2' }), ep('10.1.0.3', { nodeName: 'n3' })],
+      ...over,
+    });
+  const want = (s: Service, node = 'n1') => desiredServices({ services: [s], node }).services;
+  const ips = (d: DesiredService | undefined) => d?.backends.map((b) => b.ip);
+
+  it('every address × port is a frontend of its kind; an address listed twice is one frontend (ClusterIP, externalIPs, ingress first)', () => {
+    const w = want(ext({ ports: [...ext().ports, { name: 'dns', port: 53, protocol: 'UDP', targetPort: 5353 }] }));
+    expect([...w.values()].map((d) => [feKey(d.fe), d.kind])).toEqual([
+      ['10.96.0.10:80/6', 'cluster'],
+      ['10.96.0.10:53/17', 'cluster'],
+      ['192.0.2.10:80/6', 'external_ip'],
+      ['192.0.2.10:53/17', 'external_ip'],
+      ['198.51.100.1:80/6', 'lb_ingress'],
+      ['198.51.100.1:53/17', 'lb_ingress'],
+    ]);
+    expect(
+      serviceAddresses({
+        clusterIP: '10.96.0.10',
+        externalIPs: ['192.0.2.10', '10.96.0.10', '192.0.2.10'],
+        loadBalancerIngress: [{ ip: '192.0.2.10', ipMode: 'Proxy' }, { ip: '198.51.100.1' }],
+        externalTrafficPolicy: 'Local',
+      }),
+    ).toEqual([
+      { ip: '10.96.0.10', kind: 'cluster' },
+      { ip: '192.0.2.10', kind: 'external_ip' },
+      { ip: '198.51.100.1', kind: 'lb_ingress' },
+    ]);
+  });
+  it('externalTrafficPolicy Local: a pod reaches the Cluster-policy endpoints (all ready ones, topology hints applied), not only local ones', () => {
+    const w = want(ext());
+    expect(ips(w.get('192.0.2.10:80/6'))).toEqual(['10.1.0.2', '10.1.0.3']);
+    expect(ips(w.get('198.51.100.1:80/6'))).toEqual(['10.1.0.2', '10.1.0.3']);
+    expect(w.get('192.0.2.10:80/6')!.backends[0]!.port).toBe(8080);
+    // zone hints: the same narrowing as the ClusterIP with Cluster policy
+    const hinted = ext({ endpoints: [ep('10.1.0.2', { forZones: ['a'] }), ep('10.1.0.3', { forZones: ['b'] })] });
+    expect(ips(desiredServices({ services: [hinted], node: 'n1', zone: 'b' }).services.get('192.0.2.10:80/6'))).toEqual(['10.1.0.3']);
+    // no ready endpoint: the serving-and-terminating ones (KEP-1669)
+    const term = ext({ endpoints: [ep('10.1.0.2', { ready: false, terminating: true }), ep('10.1.0.3', { ready: false })] });
+    expect(ips(want(term).get('192.0.2.10:80/6'))).toEqual(['10.1.0.2']);
+  });
+  it('internalTrafficPolicy Local too: the ClusterIP gets only local endpoints (none here: dropped), the external addresses still every endpoint', () => {
+    const w = want(ext({ internalTrafficPolicy: 'Local' }));
+    expect(w.get('10.96.0.10:80/6')).toMatchObject({ backends: [], left: 'no_local_endpoints' });
+    expect(ips(w.get('192.0.2.10:80/6'))).toEqual(['10.1.0.2', '10.1.0.3']);
+    expect(w.get('192.0.2.10:80/6')!.left).toBeUndefined();
+    const here = want(ext({ internalTrafficPolicy: 'Local' }), 'n3');
+    expect(ips(here.get('10.96.0.10:80/6'))).toEqual(['10.1.0.3']);
+    expect(ips(here.get('198.51.100.1:80/6'))).toEqual(['10.1.0.2', '10.1.0.3']);
+  });
+  it('no usable endpoint: every frontend is left with no_endpoints (kube-proxy REJECTs external destinations too)', () => {
+    const w = want(ext({ endpoints: [ep('10.1.0.2', { ready: false })] }));
+    for (const k of ['10.96.0.10:80/6', '192.0.2.10:80/6', '198.51.100.1:80/6'])
+      expect(w.get(k), k).toMatchObject({ backends: [], left: 'no_endpoints' });
+  });
+  it('left alone: externalTrafficPolicy Cluster (kube-proxy masquerades), ipMode Proxy, LoadBalancer IPs with source ranges', () => {
+    const cluster = want(ext({ externalTrafficPolicy: undefined }));
+    expect(ips(cluster.get('10.96.0.10:80/6'))).toEqual(['10.1.0.2', '10.1.0.3']);
+    expect(cluster.get('192.0.2.10:80/6')).toMatchObject({ backends: [], left: 'external_masquerade', kind: 'external_ip' });
+    expect(cluster.get('198.51.100.1:80/6')).toMatchObject({ backends: [], left: 'external_masquerade', kind: 'lb_ingress' });
+    const proxy = want(ext({ loadBalancerIngress: [{ ip: '198.51.100.1', ipMode: 'Proxy' }] }));
+    expect(proxy.get('198.51.100.1:80/6')).toMatchObject({ backends: [], left: 'ip_mode_proxy' });
+    expect(ips(proxy.get('192.0.2.10:80/6'))).toEqual(['10.1.0.2', '10.1.0.3']);
+    // ipMode Proxy is left even with externalTrafficPolicy Cluster: kube-proxy writes no rule at all for it
+    expect(
+      want(ext({ externalTrafficPolicy: undefined, loadBalancerIngress: [{ ip: '198.51.100.1', ipMode: 'Proxy' }] })).get(
+        '198.51.100.1:80/6',
+      )!.left,
+    ).toBe('ip_mode_proxy');
+    const ranges = want(ext({ loadBalancerSourceRanges: ['10.0.0.0/8'] }));
+    expect(ranges.get('198.51.100.1:80/6')).toMatchObject({ backends: [], left: 'source_ranges' });
+    // the firewall is for LoadBalancer IPs only
+    expect(ips(ranges.get('192.0.2.10:80/6'))).toEqual(['10.1.0.2', '10.1.0.3']);
+  });
+  it('sessionAffinity applies to each frontend with the Service timeout', () => {
+    const w = want(ext({ affinityTimeout: 60 }));
+    expect([...w.values()].map((d) => d.affinity)).toEqual([60, 60, 60]);
+  });
+  it('the capacity check counts external frontends: one that does not fit is left out whole (named), the others written', () => {
+    const w = want(ext());
+    // ClusterIP + external IP + ingress: 3 masters + 6 slots
+    expect(planServices(w, empty(), { svc: 9, backends: 10 }).dropped).toEqual([]);
+    const p = planServices(w, empty(), { svc: 8, backends: 10 });
+    expect(p.dropped).toEqual(['shop/web:http']);
+    expect(p.mastersUpsert.map((m) => m.fe.ip)).toEqual(['10.96.0.10', '192.0.2.10']);
+    expect(p.slotsUpsert).toHaveLength(4);
+  });
+});
+
 describe('backend ids', () => {
   it('keeps existing ids and gives new addresses the smallest free ones', () => {
     const b = (ip: string): BackendAddr => ({ ip, port: 80, proto: 6 });
@@ -170,7 +277,7 @@ describe('backend ids', () => {
       matches: new Map(),
     };
     const want = new Map<string, DesiredService>([
-      [feKey(fe), { fe, name: 'ns/a:80', backends: [b('10.0.0.1'), b('10.0.0.2'), b('10.0.0.3')] }],
+      [feKey(fe), { fe, name: 'ns/a:80', kind: 'cluster', backends: [b('10.0.0.1'), b('10.0.0.2'), b('10.0.0.3')] }],
     ]);
     const p = planServices(want, have, BIG);
     expect(p.backendsUpsert).toEqual([

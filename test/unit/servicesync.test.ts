@@ -35,18 +35,52 @@ describe('ServiceSync', () => {
     });
     const sync = new ServiceSync(k.maps, { name: 'n1' });
     const r = await sync.full([local(1, ['n1', 'n2']), local(2, ['n2']), svc(3, [])]);
-    expect(r.left).toEqual({ no_endpoints: 1, no_local_endpoints: 1 });
+    expect(r.left).toMatchObject({ no_endpoints: 1, no_local_endpoints: 1 });
     expect(sync.leftServices()).toEqual([
-      { frontend: '10.96.0.2:80/6', name: 'ns/s2:http', reason: 'no_local_endpoints' },
-      { frontend: '10.96.0.3:80/6', name: 'ns/s3:http', reason: 'no_endpoints' },
+      { frontend: '10.96.0.2:80/6', name: 'ns/s2:http', reason: 'no_local_endpoints', kind: 'cluster' },
+      { frontend: '10.96.0.3:80/6', name: 'ns/s3:http', reason: 'no_endpoints', kind: 'cluster' },
     ]);
     expect((await k.maps.read()).masters.get('10.96.0.1:80/6')?.count).toBe(1);
     expect((await k.maps.read()).masters.get('10.96.0.2:80/6')?.count).toBe(0);
     const c = await sync.changed(new Map([['ns/s2', local(2, ['n2', 'n1'])]]));
-    expect(c.left).toEqual({ no_endpoints: 1, no_local_endpoints: 0 });
+    expect(c.left).toMatchObject({ no_endpoints: 1, no_local_endpoints: 0 });
     expect((await k.maps.read()).masters.get('10.96.0.2:80/6')?.count).toBe(1);
     await sync.changed(new Map([['ns/s3', undefined]]));
     expect(sync.leftServices()).toEqual([]);
+  });
+
+  it('external IPs and LoadBalancer IPs: frontends with their kind, left ones with their reason; a change of policy or status moves them, a full pass prunes them', async () => {
+    const k = fakeKernel();
+    const ext = (over: Partial<Service> = {}): Service => ({
+      ...svc(1, ['10.1.0.1']),
+      externalIPs: ['192.0.2.10'],
+      loadBalancerIngress: [{ ip: '198.51.100.1' }, { ip: '198.51.100.2', ipMode: 'Proxy' }],
+      externalTrafficPolicy: 'Local',
+      ...over,
+    });
+    const sync = new ServiceSync(k.maps);
+    const r = await sync.full([ext()]);
+    const masters = async () => Object.fromEntries([...(await k.maps.read()).masters].map(([key, m]) => [key, m.count]));
+    expect(await masters()).toEqual({ '10.96.0.1:80/6': 1, '192.0.2.10:80/6': 1, '198.51.100.1:80/6': 1, '198.51.100.2:80/6': 0 });
+    expect(r.frontends).toBe(4);
+    expect(r.left).toMatchObject({ ip_mode_proxy: 1 });
+    expect(sync.kindCounts()).toEqual({ cluster: 1, external_ip: 1, lb_ingress: 2 });
+    expect(sync.namedFrontends(2)).toEqual([
+      { frontend: '192.0.2.10:80/6', name: 'ns/s1:http', kind: 'external_ip' },
+      { frontend: '198.51.100.1:80/6', name: 'ns/s1:http', kind: 'lb_ingress' },
+    ]);
+    // externalTrafficPolicy Cluster: kube-proxy masquerades, so every external address is left to it
+    const c = await sync.changed(new Map([['ns/s1', ext({ externalTrafficPolicy: undefined })]]));
+    expect(c.left).toMatchObject({ external_masquerade: 2, ip_mode_proxy: 1 });
+    expect(await masters()).toEqual({ '10.96.0.1:80/6': 1, '192.0.2.10:80/6': 0, '198.51.100.1:80/6': 0, '198.51.100.2:80/6': 0 });
+    // the load balancer's status goes away: its frontends go with it
+    await sync.changed(new Map([['ns/s1', ext({ loadBalancerIngress: undefined })]]));
+    expect(await masters()).toEqual({ '10.96.0.1:80/6': 1, '192.0.2.10:80/6': 1 });
+    expect(sync.leftServices()).toEqual([]);
+    expect(k.maps.violation).toBeUndefined();
+    // a restarted agent given the Service without externalIPs prunes that frontend at its full pass
+    await new ServiceSync(k.maps).full([ext({ externalIPs: undefined, loadBalancerIngress: undefined })]);
+    expect(await masters()).toEqual({ '10.96.0.1:80/6': 1 });
   });
 
   it('a chunked full pass writes everything; a second one (a restart) writes nothing', async () => {

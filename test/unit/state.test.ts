@@ -67,6 +67,36 @@ describe('state file', () => {
     ).toEqual([{ path: '/services/0/sessionAffinityConfig/clientIP/timeoutSeconds', message: 'must be <= 86400' }]);
   });
 
+  it('reads externalIPs, externalTrafficPolicy, loadBalancerSourceRanges and status.loadBalancer.ingress as a Service has them', () => {
+    const st = loadState(
+      good.replace(
+        '    clusterIP: 10.96.0.10\n',
+        '    clusterIP: 10.96.0.10\n    externalIPs: [192.0.2.10]\n    externalTrafficPolicy: Local\n    loadBalancerSourceRanges: [" 10.0.0.0/8"]\n' +
+          '    status: { loadBalancer: { ingress: [{ ip: 198.51.100.1 }, { ip: 198.51.100.2, ipMode: Proxy }, { hostname: lb.example }] } }\n',
+      ),
+    ).services[0]!;
+    expect(st).toMatchObject({
+      externalIPs: ['192.0.2.10'],
+      externalTrafficPolicy: 'Local',
+      loadBalancerSourceRanges: ['10.0.0.0/8'],
+      loadBalancerIngress: [{ ip: '198.51.100.1' }, { ip: '198.51.100.2', ipMode: 'Proxy' }],
+    });
+    const plain = loadState(good).services[0]!;
+    for (const k of ['externalIPs', 'loadBalancerIngress', 'externalTrafficPolicy', 'loadBalancerSourceRanges'])
+      expect(plain).not.toHaveProperty(k);
+    expect(problems(good.replace('    clusterIP: 10.96.0.10\n', '    clusterIP: 10.96.0.10\n    externalIPs: [example.com]\n'))).toEqual([
+      expect.objectContaining({ path: '/services/0/externalIPs/0' }),
+    ]);
+    expect(
+      problems(
+        good.replace(
+          '    clusterIP: 10.96.0.10\n',
+          '    clusterIP: 10.96.0.10\n    status: { loadBalancer: { ingress: [{ ip: 198.51.100.1, ipMode: Direct }] } }\n',
+        ),
+      ),
+    ).toEqual([expect.objectContaining({ path: '/services/0/status/loadBalancer/ingress/0/ipMode' })]);
+  });
+
   it('accepts the same content as JSON', () => {
     const st = parseState(good);
     expect(parseState(JSON.stringify(st))).toEqual(st);
