@@ -6,6 +6,9 @@ import { Ajv, type JSONSchemaType, type ValidateFunction } from 'ajv';
 import { ToolError } from './errors.js';
 import { run } from './exec.js';
 
+/** statfs f_type of a bpffs. */
+const BPF_FS_MAGIC = 0xcafe4a11;
+
 const ajv = new Ajv({ allErrors: true, allowUnionTypes: true });
 
 function validator<T>(schema: object): ValidateFunction<T> {
@@ -116,9 +119,14 @@ export async function progShow(pin: string): Promise<ProgInfo> {
   return bpftoolJson('show program', ['prog', 'show', 'pinned', pin], progInfoSchema);
 }
 
-/** All loaded programs, with their pin paths (`-f`). */
+/**
+ * All loaded programs (ids, types, names). Without `-f`: pin paths would make
+ * bpftool walk every bpffs mount point, and a bpffs mounted on `/` (bpftool
+ * mounts one itself where it is asked to pin outside bpffs) makes that a walk
+ * of the whole root filesystem, minutes long.
+ */
 export async function progList(): Promise<ProgInfo[]> {
-  return (await bpftoolJson('list programs', ['-f', 'prog', 'show'], progListSchema)) ?? [];
+  return (await bpftoolJson('list programs', ['prog', 'show'], progListSchema)) ?? [];
 }
 
 /**
@@ -127,6 +135,11 @@ export async function progList(): Promise<ProgInfo[]> {
  * are pinned under pinMapsDir.
  */
 export async function progLoadAll(obj: string, progDir: string, reuse: { name: string; pin: string }[], pinMapsDir: string): Promise<void> {
+  // bpftool mounts a bpffs of its own on the parent of a pin path that is not on bpffs (even on `/`): refuse instead
+  for (const d of [progDir, pinMapsDir]) {
+    const parent = path.dirname(path.resolve(d));
+    if (fs.statfsSync(parent).type !== BPF_FS_MAGIC) throw new Error(`refusing to pin under ${d}: ${parent} is not on a bpffs`);
+  }
   const args = ['prog', 'loadall', obj, progDir];
   for (const r of reuse) args.push('map', 'name', r.name, 'pinned', r.pin);
   args.push('pinmaps', pinMapsDir);
