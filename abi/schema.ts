@@ -130,6 +130,8 @@ export const LB_REASONS = [
   'affinity_hit', // ClientIP affinity: sent to the backend this client used within the timeout
   'affinity_expired', // ClientIP affinity: the client's entry was older than the timeout: chosen anew
   'affinity_gone', // ClientIP affinity: the remembered backend is no longer one of the service's: chosen anew
+  'udp_connected_left', // connect() of a UDP socket to a service: not translated, kube-proxy's (its conntrack cleanup moves the socket off a removed backend)
+  'v4mapped', // an AF_INET6 socket's v4-mapped connect/recvmsg/getpeername translated by pw_lb_conn6/recv6/peer6 (also counted as translated or rev_nat)
 ] as const;
 
 export interface StatGroup {
@@ -175,7 +177,7 @@ export const CGROUP_HOOKS = {
   CONNECT4: 1 << 1,
   /** pw_proxy_odst at getsockopt (sidecar pods) */
   GETSOCKOPT: 1 << 2,
-  /** pw_lb_conn4, pw_lb_send4, pw_lb_recv4, pw_lb_peer4 (service load balancing) */
+  /** pw_lb_conn4, pw_lb_send4, pw_lb_recv4, pw_lb_peer4, and pw_lb_conn6, pw_lb_recv6, pw_lb_peer6 for v4-mapped AF_INET6 sockets (service load balancing) */
   LB: 1 << 3,
 } as const;
 
@@ -200,7 +202,7 @@ export const UDP_CT_TIMEOUT_NS = { OPENED: 30_000_000_000, ANSWERED: 120_000_000
 export const CONFIG_FLAGS = {
   /** sk_msg redirects at all (cleared before sockets are removed: drain first). */
   SOCKMAP_ON: 1 << 0,
-  /** every service is resolved at connect() (socket LB on, none left out). Informational since pw_udp_ct: the tc program no longer reads it */
+  /** the socket LB is on and no Service is left out of it (connected UDP is always kube-proxy's, so this never meant "no UDP is NATed"). Informational since pw_udp_ct: the tc program no longer reads it */
   TC_UDP: 1 << 1,
 } as const;
 
@@ -534,7 +536,7 @@ const AFFINITY_MAPS: MapDef[] = [
     key: affinityKey,
     value: affinityVal,
     maxEntries: 65536,
-    writer: 'bpf/pw_lb.h (pw_lb_conn4, pw_lb_send4): every translation to a frontend with affinity',
+    writer: 'bpf/pw_lb.h (pw_lb_conn4, pw_lb_conn6, pw_lb_send4): every translation to a frontend with affinity',
     reader: 'bpf/pw_lb.h; `podwarp dump affinity`',
     doc: 'sessionAffinity ClientIP: the backend each client (pod) last used per frontend, and when. Used again while younger than the timeout and still in pw_aff_match; refreshed on every use, as kube-proxy refreshes its `recent` entry (nftables: affinity set) at each new connection. LRU evicts the oldest.',
   },
@@ -667,7 +669,7 @@ export const MAPS: MapDef[] = [
     value: svcVal,
     maxEntries: 262144,
     writer: 'agent: src/services/sync.ts through src/services/maps.ts, in order: backends → slots → master → prune',
-    reader: 'bpf/pw_lb.h (pw_lb_conn4, pw_lb_send4); agent read-back through iter/pw_svc; `podwarp dump services`',
+    reader: 'bpf/pw_lb.h (pw_lb_conn4, pw_lb_conn6, pw_lb_send4); agent read-back through iter/pw_svc; `podwarp dump services`',
     doc: 'Service frontends: slot 0 holds the backend count (and the ClientIP affinity timeout), slots 1..count the backend ids.',
   },
   {
@@ -686,9 +688,10 @@ export const MAPS: MapDef[] = [
     key: revNatKey,
     value: revNatVal,
     maxEntries: 65536,
-    writer: 'bpf/pw_lb_conn4.c, bpf/pw_lb_send4.c (every translation)',
-    reader: 'bpf/pw_lb_recv4.c (UDP replies), bpf/pw_lb_peer4.c (getpeername)',
-    doc: 'Reverse translation by socket cookie and backend: UDP replies and getpeername() show the ClusterIP.',
+    writer:
+      'bpf/pw_lb_conn4.c, bpf/pw_lb_conn6.c (TCP connect), bpf/pw_lb_send4.c (unconnected UDP, AF_INET and v4-mapped): every translation',
+    reader: 'bpf/pw_lb_recv4.c, bpf/pw_lb_recv6.c (UDP replies), bpf/pw_lb_peer4.c, bpf/pw_lb_peer6.c (getpeername)',
+    doc: 'Reverse translation by socket cookie and backend: UDP replies and getpeername() show the ClusterIP (v4-mapped sockets: ::ffff:ClusterIP).',
   },
   {
     name: 'pw_cgroups',

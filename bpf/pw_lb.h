@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Service load balancing at the socket: shared by pw_lb_conn4, pw_lb_send4,
- * pw_lb_recv4 and pw_lb_peer4 (one program per cgroup hook).
+ * pw_lb_recv4 and pw_lb_peer4 (AF_INET sockets), and pw_lb_conn6,
+ * pw_lb_recv6 and pw_lb_peer6 (AF_INET6 sockets talking to a v4-mapped
+ * address ::ffff:a.b.c.d; one program per cgroup hook).
  *
  * Maps: pw_svc (read: master entry, then one slot), pw_backends (read),
  * pw_revnat (UDP reverse translation), pw_affinity and pw_aff_match
@@ -9,6 +11,18 @@
  * The writer (src/services/sync.ts) orders every update backends → slots →
  * master → prune, so a reader that saw a master count always finds the
  * slots and backends it points to.
+ *
+ * Connected UDP is left to kube-proxy: connect() of a UDP socket to a
+ * Service is not translated (udp_connected_left), so kube-proxy's conntrack
+ * cleanup moves a long-lived socket off a removed backend, as without
+ * podwarp (README, Services). Unconnected UDP (per datagram) and TCP are.
+ *
+ * Dual-stack sockets: a v4-mapped destination is IPv4 on the wire and in
+ * kube-proxy's rules. The kernel runs the INET6 connect hook for TCP and
+ * UDP connect(), the UDP6 recvmsg hook and the INET6 getpeername hook;
+ * udpv6_sendmsg hands a v4-mapped datagram to udp_sendmsg, which runs the
+ * UDP4 sendmsg hook (pw_lb_send4), so there is no sendmsg6 program. Real
+ * IPv6 addresses are left alone (podwarp is IPv4-only).
  */
 #ifndef PW_LB_H
 #define PW_LB_H
@@ -122,22 +136,86 @@ static __always_inline __u8 pw_sock_proto(struct bpf_sock_addr *ctx)
 						 : 0;
 }
 
-/* Rewrites the destination of a connect()/sendmsg() to a service. */
-static __always_inline int pw_lb_translate(struct bpf_sock_addr *ctx)
+/* Which socket family a program serves (a constant: each program compiles only its own ctx accesses). */
+#define PW_LB_V4 0
+#define PW_LB_V6 1
+
+/* The IPv4 destination of the context: user_ip4, or the embedded address of
+ * a v4-mapped user_ip6. 0 for a real IPv6 address: left alone. */
+static __always_inline int pw_lb_addr(struct bpf_sock_addr *ctx, int v6, __be32 *ip)
+{
+	if (!v6) {
+		*ip = ctx->user_ip4;
+		return 1;
+	}
+	if (!pw_v4mapped(ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2]))
+		return 0;
+	*ip = ctx->user_ip6[3];
+	return 1;
+}
+
+static __always_inline void pw_lb_set_addr(struct bpf_sock_addr *ctx, int v6, __be32 ip,
+					   __be16 port)
+{
+	/* ctx "changes" here: clang may not store through a ctx+offset pointer
+	 * it computed for an earlier load (the verifier rejects a modified ctx) */
+	asm volatile("" : "+r"(ctx));
+	if (v6)
+		ctx->user_ip6[3] = ip;
+	else
+		ctx->user_ip4 = ip;
+	ctx->user_port = port;
+}
+
+/* Whether (ip, port, proto) is a Service frontend. */
+static __always_inline int pw_lb_is_frontend(__be32 ip, __be16 port, __u8 proto)
+{
+	struct pw_svc_key k = { .ip = ip, .port = port, .proto = proto };
+
+	return bpf_map_lookup_elem(&pw_svc, &k) != 0;
+}
+
+/*
+ * A sendmsg() of a connected UDP socket to the address it is connected to.
+ * AF_INET sockets never come here for that (the UDP4 sendmsg hook runs only
+ * for an explicit address), but a connected v4-mapped socket's send() does:
+ * udpv6_sendmsg passes the peer as an explicit IPv4 address to
+ * udp_sendmsg. Connected UDP is kube-proxy's: leave it.
+ */
+static __always_inline int pw_lb_to_connected_peer(struct bpf_sock_addr *ctx, __be32 ip)
+{
+	struct bpf_sock *sk = ctx->sk;
+
+	return sk->state == BPF_TCP_ESTABLISHED && sk->dst_ip4 == ip;
+}
+
+/*
+ * Rewrites the destination of a connect() (at_connect) or an unconnected
+ * UDP sendmsg() to a service. connect() of a UDP socket is left to
+ * kube-proxy (see the top of this file).
+ */
+static __always_inline int pw_lb_translate(struct bpf_sock_addr *ctx, int v6, int at_connect)
 {
 	__u8 proto = pw_sock_proto(ctx);
-	__be32 vip = ctx->user_ip4;
 	__be16 vport = (__be16)ctx->user_port;
 	__u64 cookie = 0;
 	struct pw_backend b;
+	__be32 vip;
 
-	if (!proto)
+	if (!proto || !pw_lb_addr(ctx, v6, &vip))
+		return 1;
+	if (proto == PW_IPPROTO_UDP && at_connect) {
+		if (pw_lb_is_frontend(vip, vport, proto))
+			pw_count(PW_LB_UDP_CONNECTED_LEFT, 0);
+		return 1;
+	}
+	if (proto == PW_IPPROTO_UDP && pw_lb_to_connected_peer(ctx, vip))
 		return 1;
 	cookie = bpf_get_socket_cookie(ctx);
 	if (!pw_lb_pick(ctx, vip, vport, proto, cookie, &b))
 		return 1;
 	{
-		/* getpeername() (TCP and UDP) and UDP replies show the service */
+		/* getpeername() (TCP) and UDP replies show the service */
 		struct pw_revnat_key rk = { .cookie = cookie, .ip = b.ip, .port = b.port };
 		struct pw_revnat rv = { .ip = vip, .port = vport };
 
@@ -146,30 +224,33 @@ static __always_inline int pw_lb_translate(struct bpf_sock_addr *ctx)
 			return 1; /* no reverse translation, no translation: kube-proxy's rules take it */
 		}
 	}
-	ctx->user_ip4 = b.ip;
-	ctx->user_port = b.port;
+	pw_lb_set_addr(ctx, v6, b.ip, b.port);
 	pw_count(PW_LB_TRANSLATED, 0);
+	if (v6)
+		pw_count(PW_LB_V4MAPPED, 0);
 	return 1;
 }
 
 /* recvmsg() of a UDP socket and getpeername() of any socket talking to a
  * backend it was sent to show the service address. */
-static __always_inline int pw_lb_reverse(struct bpf_sock_addr *ctx)
+static __always_inline int pw_lb_reverse(struct bpf_sock_addr *ctx, int v6)
 {
 	struct pw_revnat_key rk = {};
 	struct pw_revnat *rv;
+	__be32 ip;
 
-	if (!pw_sock_proto(ctx))
+	if (!pw_sock_proto(ctx) || !pw_lb_addr(ctx, v6, &ip))
 		return 1;
 	rk.cookie = bpf_get_socket_cookie(ctx);
-	rk.ip = ctx->user_ip4;
+	rk.ip = ip;
 	rk.port = (__be16)ctx->user_port;
 	rv = bpf_map_lookup_elem(&pw_revnat, &rk);
 	if (!rv)
 		return 1;
-	ctx->user_ip4 = rv->ip;
-	ctx->user_port = rv->port;
+	pw_lb_set_addr(ctx, v6, rv->ip, rv->port);
 	pw_count(PW_LB_REV_NAT, 0);
+	if (v6)
+		pw_count(PW_LB_V4MAPPED, 0);
 	return 1;
 }
 

@@ -8,7 +8,7 @@
 SEC("cgroup/getpeername4")
 int pw_lb_peer4(struct bpf_sock_addr *ctx)
 {
-	return pw_lb_reverse(ctx);
+	return pw_lb_reverse(ctx, PW_LB_V4);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

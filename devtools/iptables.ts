@@ -279,3 +279,23 @@ export async function kubeProxyPackets(prefix: string): Promise<number> {
     .slice(2)
     .reduce((a, l) => a + (Number(l.trim().split(/\s+/)[0]) || 0), 0);
 }
+
+/**
+ * kube-proxy's UDP cleanup when an endpoint leaves a Service: the conntrack
+ * entries of flows from `client` to `vip` DNATed to `backend` are deleted
+ * (kube-proxy: `conntrack -D --orig-dst <vip> --dst-nat <endpoint> -p udp`,
+ * narrowed here to the sandbox's client), so a connected socket's next
+ * datagram is NATed anew to a live backend. Without `backend`: every entry
+ * client → vip (a test's clean slate). The number of entries deleted.
+ */
+export async function conntrackDeleteUdp(client: string, vip: string, backend?: string): Promise<number> {
+  const r = await run(
+    `delete UDP conntrack entries ${client} → ${vip}${backend ? ` (DNAT ${backend})` : ''}`,
+    ['conntrack', '-D', '-p', 'udp', '--orig-src', client, '--orig-dst', vip, ...(backend ? ['--dst-nat', backend] : [])],
+    { reject: false },
+  );
+  // exit 1 and "0 flow entries" when none matched
+  const m = /(\d+) flow entries have been deleted/.exec(r.stderr + r.stdout);
+  if (!m) throw new Error(`conntrack -D: ${r.stderr.trim() || `exit ${r.exitCode}`}`);
+  return Number(m[1]);
+}

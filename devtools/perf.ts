@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { compileHost } from '../loader/clang.js';
-import { onLines, run, spawnLong, which } from '../loader/exec.js';
+import { onLines, run, spawnHolder, spawnLong, which } from '../loader/exec.js';
 import { BUILD, ROOT, build } from '../loader/build.js';
 import { Datapath } from '../loader/datapath.js';
 import { requireDatapathFeatures } from '../loader/features.js';
@@ -94,6 +94,8 @@ export interface SinkResult {
 }
 
 const cpuArgs = (cpu?: number) => (cpu === undefined ? [] : ['-a', String(cpu)]);
+/** `v6`: an AF_INET6 (dual-stack) socket dialling the v4-mapped ::ffff:ip; results compare the embedded IPv4 address. */
+const v6Args = (v6?: boolean) => (v6 ? ['-6'] : []);
 
 async function client<T>(pod: SandboxPod, args: string[]): Promise<T> {
   const r = await run(`pwperf ${args[0]} from ${pod.name}`, podCommand(pod, [PWPERF, ...args]), { timeoutMs: scaled(300_000) });
@@ -104,9 +106,9 @@ export function rr(
   pod: SandboxPod,
   ip: string,
   port: number,
-  o: { seconds?: number; n?: number; size?: number; paceUs?: number; cpu?: number },
+  o: { seconds?: number; n?: number; size?: number; paceUs?: number; cpu?: number; v6?: boolean },
 ): Promise<RrResult> {
-  const args = ['rr', '-c', ip, '-p', String(port), '-s', String(o.size ?? 64), ...cpuArgs(o.cpu)];
+  const args = ['rr', '-c', ip, '-p', String(port), '-s', String(o.size ?? 64), ...cpuArgs(o.cpu), ...v6Args(o.v6)];
   if (o.n) args.push('-n', String(o.n));
   else args.push('-d', String(o.seconds ?? 2));
   if (o.paceUs) args.push('-i', String(o.paceUs), '-w', '0');
@@ -142,9 +144,18 @@ export async function conn(
   pod: SandboxPod,
   ip: string,
   port: number,
-  o: { seconds?: number; n?: number; cpu?: number },
+  o: { seconds?: number; n?: number; cpu?: number; v6?: boolean },
 ): Promise<ConnResult & { error?: string }> {
-  const args = ['conn', '-c', ip, '-p', String(port), ...(o.n ? ['-n', String(o.n)] : ['-d', String(o.seconds ?? 2)]), ...cpuArgs(o.cpu)];
+  const args = [
+    'conn',
+    '-c',
+    ip,
+    '-p',
+    String(port),
+    ...(o.n ? ['-n', String(o.n)] : ['-d', String(o.seconds ?? 2)]),
+    ...cpuArgs(o.cpu),
+    ...v6Args(o.v6),
+  ];
   const r = await run(`pwperf conn from ${pod.name}`, podCommand(pod, [PWPERF, ...args]), { reject: false, timeoutMs: scaled(300_000) });
   const last = r.stdout.trim().split('\n').pop() ?? '';
   if (!last.startsWith('{')) throw new Error(`pwperf conn: ${r.stderr.trim()}`);
@@ -168,12 +179,59 @@ export async function udp(
   pod: SandboxPod,
   ip: string,
   port: number,
-  o: { n: number; connected?: boolean; renew?: boolean },
+  o: { n: number; connected?: boolean; renew?: boolean; v6?: boolean },
 ): Promise<UdpResult & { error?: string }> {
-  const args = ['udp', '-c', ip, '-p', String(port), '-n', String(o.n), ...(o.connected ? ['-C'] : []), ...(o.renew ? ['-R'] : [])];
+  const args = ['udp', '-c', ip, '-p', String(port), '-n', String(o.n), ...udpArgs(o)];
   const r = await run(`pwperf udp from ${pod.name}`, podCommand(pod, [PWPERF, ...args]), { reject: false, timeoutMs: scaled(120_000) });
   const res = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as UdpResult;
   return r.exitCode === 0 ? res : { ...res, error: r.stderr.trim() || `exit ${r.exitCode}` };
+}
+
+const udpArgs = (o: { connected?: boolean; renew?: boolean; v6?: boolean }) => [
+  ...(o.connected ? ['-C'] : []),
+  ...(o.renew ? ['-R'] : []),
+  ...v6Args(o.v6),
+];
+
+/** One request of a UdpSession: the backend that answered and whether the reply came from the address dialled, or what went wrong. */
+export type UdpStep = { backend: string; source_ok: boolean } | { error: 'refused' | 'timeout' | 'error' };
+
+export interface UdpSession {
+  /** Sends one request on the session's socket and waits for its outcome (1 s receive timeout in pwperf). */
+  request(): Promise<UdpStep>;
+  /** Closes the socket; the session's totals (getpeername() checked at the end). */
+  close(): Promise<UdpResult & { error?: string }>;
+}
+
+/** A long-lived UDP socket in `pod` (pwperf udp -S) whose requests the caller paces: the Service may change between two. */
+export function udpSession(pod: SandboxPod, ip: string, port: number, o: { connected?: boolean; v6?: boolean }): UdpSession {
+  const child = spawnHolder(podCommand(pod, [PWPERF, 'udp', '-c', ip, '-p', String(port), '-S', ...udpArgs(o)]));
+  const lines: string[] = [];
+  const waiting: ((line: string) => void)[] = [];
+  onLines(child.stdout, (line) => {
+    const w = waiting.shift();
+    if (w) w(line);
+    else lines.push(line);
+  });
+  const next = () =>
+    new Promise<string>((resolve, reject) => {
+      const l = lines.shift();
+      if (l !== undefined) return resolve(l);
+      waiting.push(resolve);
+      void child.then((r) => reject(new Error(`pwperf udp -S exited: ${String(r.stderr)}`)));
+    });
+  return {
+    async request() {
+      child.stdin.write('\n');
+      return JSON.parse(await next()) as UdpStep;
+    },
+    async close() {
+      child.stdin.end();
+      const r = await child;
+      const res = JSON.parse(lines.pop() ?? '{}') as UdpResult;
+      return r.exitCode === 0 ? res : { ...res, error: `exit ${r.exitCode}` };
+    },
+  };
 }
 
 export interface StreamResult {

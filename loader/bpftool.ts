@@ -339,6 +339,7 @@ export const CGROUP_ATTACH = {
   sendmsg4: { word: 'sendmsg4', shown: 'cgroup_udp4_sendmsg' },
   recvmsg4: { word: 'recvmsg4', shown: 'cgroup_udp4_recvmsg' },
   getpeername4: { word: 'getpeername4', shown: 'cgroup_inet4_getpeername' },
+  recvmsg6: { word: 'recvmsg6', shown: 'cgroup_udp6_recvmsg' },
   getpeername6: { word: 'getpeername6', shown: 'cgroup_inet6_getpeername' },
 } as const;
 export type CgroupHook = keyof typeof CGROUP_ATTACH;

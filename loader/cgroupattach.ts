@@ -20,6 +20,10 @@ export const HOOK_PROGS: [bpftool.CgroupHook, number, string][] = [
   ['sendmsg4', CGROUP_HOOKS.LB, 'pw_lb_send4'],
   ['recvmsg4', CGROUP_HOOKS.LB, 'pw_lb_recv4'],
   ['getpeername4', CGROUP_HOOKS.LB, 'pw_lb_peer4'],
+  // AF_INET6 sockets talking to v4-mapped addresses (a v4-mapped sendmsg runs sendmsg4: no sendmsg6 program)
+  ['connect6', CGROUP_HOOKS.LB, 'pw_lb_conn6'],
+  ['recvmsg6', CGROUP_HOOKS.LB, 'pw_lb_recv6'],
+  ['getpeername6', CGROUP_HOOKS.LB, 'pw_lb_peer6'],
 ];
 
 export interface CgroupRecord {

@@ -73,7 +73,7 @@ export function sectionKind(section: string): { progType: string; attach: string
   if (section === 'tc') return { progType: 'sched_cls', attach: 'tc ingress (clsact, cls_bpf direct-action)' };
   if (section === 'sockops') return { progType: 'sock_ops', attach: 'cgroup sock_ops' };
   if (section === 'sk_msg') return { progType: 'sk_msg', attach: 'sk_msg verdict on sockhash' };
-  const cg = /^cgroup\/(connect4|connect6|sendmsg4|recvmsg4|getpeername4|getpeername6|getsockopt)$/.exec(section);
+  const cg = /^cgroup\/(connect4|sendmsg4|recvmsg4|getpeername4|connect6|recvmsg6|getpeername6|getsockopt)$/.exec(section);
   if (cg) return { progType: cg[1] === 'getsockopt' ? 'cgroup_sockopt' : 'cgroup_sock_addr', attach: `cgroup ${cg[1]}` };
   const fx = /^fexit\/(\w+)$/.exec(section);
   if (fx) return { progType: 'tracing', attach: `fexit ${fx[1]} (pinned link)` };

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what podwarp needs and is missing: Debian/Ubuntu packages (clang,
-# llvm, bpftool, libbpf headers, iproute2, iptables, clang-format) and the npm
+# llvm, bpftool, libbpf headers, iproute2, iptables, conntrack, clang-format) and the npm
 # packages (npm ci: exactly the lock file).
 # Idempotent; run as root.
 set -euo pipefail
@@ -23,6 +23,7 @@ command -v bpftool >/dev/null || missing+=(bpftool)
 [ -f /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
 command -v ip >/dev/null && command -v tc >/dev/null || missing+=(iproute2)
 command -v iptables >/dev/null || missing+=(iptables)
+command -v conntrack >/dev/null || missing+=(conntrack) # tests: kube-proxy's UDP conntrack cleanup
 command -v iperf3 >/dev/null || missing+=(iperf3)
 command -v clang-format >/dev/null || missing+=(clang-format)
 command -v nsenter >/dev/null || missing+=(util-linux)

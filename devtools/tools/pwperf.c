@@ -15,10 +15,17 @@
  *        new connections one after another: connect, learn which backend
  *        answered, check getpeername() is the address dialled, close;
  *        prints the connection rate and the count per backend (services)
- *   pwperf udp -c IP -p PORT [-n N] [-C] [-R]
+ *   pwperf udp -c IP -p PORT [-n N] [-C] [-R] [-S]
  *        UDP requests (unconnected sendto, or connected with -C): every
  *        reply must come from the address dialled; count per backend;
- *        -R: a new socket (a new flow) for every request
+ *        -R: a new socket (a new flow) for every request;
+ *        -S: one socket, one request per line read on stdin (until EOF),
+ *        one JSON line per request ({"i","backend","source_ok"} or
+ *        {"i","error"}), then the summary: a long-lived socket the caller
+ *        paces (the backend set can change between two requests)
+ *   -6 (client commands): an AF_INET6 socket dialling the v4-mapped address
+ *        ::ffff:IP (dual-stack applications: Java, .NET, Node udp6); reply
+ *        sources and getpeername() are compared by their embedded IPv4
  *   (the server answers UDP on the same port too)
  *   pwperf stream -c IP -p PORT -d SECS [-i PACE_US]
  *        both directions at once for SECS, non-blocking I/O with poll() as
@@ -55,6 +62,16 @@ enum { F_VERIFY = 1 };
 
 struct hdr {
 	uint32_t magic, mode, size, flags;
+};
+
+/* -6: client sockets are AF_INET6 and dial ::ffff:IP */
+static int g_v6;
+
+/* A socket address of either family (AF_INET, or AF_INET6 for -6). */
+union addr {
+	struct sockaddr sa;
+	struct sockaddr_in in;
+	struct sockaddr_in6 in6;
 };
 
 static void die(const char *what)
@@ -400,18 +417,69 @@ static void __attribute__((noreturn)) server(int port)
 	}
 }
 
-static int dial(const char *ip, int port, uint32_t mode, uint32_t size, uint32_t flags)
+/* The address a client dials: IP:PORT, or [::ffff:IP]:PORT with -6. */
+static socklen_t addr_make(union addr *a, const char *ip, int port)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
-	struct hdr h = { htonl(MAGIC), htonl(mode), htonl(size), htonl(flags) };
-	int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-	if (fd < 0)
-		die("socket");
-	if (inet_pton(AF_INET, ip, &a.sin_addr) != 1) {
+	struct in_addr v4;
+
+	memset(a, 0, sizeof(*a));
+	if (inet_pton(AF_INET, ip, &v4) != 1) {
 		fprintf(stderr, "pwperf: bad address %s\n", ip);
 		exit(2);
 	}
-	if (connect(fd, (struct sockaddr *)&a, sizeof(a)))
+	if (!g_v6) {
+		a->in.sin_family = AF_INET;
+		a->in.sin_port = htons(port);
+		a->in.sin_addr = v4;
+		return sizeof(a->in);
+	}
+	a->in6.sin6_family = AF_INET6;
+	a->in6.sin6_port = htons(port);
+	a->in6.sin6_addr.s6_addr[10] = 0xff;
+	a->in6.sin6_addr.s6_addr[11] = 0xff;
+	memcpy(&a->in6.sin6_addr.s6_addr[12], &v4, 4);
+	return sizeof(a->in6);
+}
+
+/* Whether a (a reply's source, getpeername()) is want: same family, port and
+ * IPv4 address (AF_INET6: v4-mapped, embedded address compared). */
+static int addr_same(const union addr *a, const union addr *want)
+{
+	if (a->sa.sa_family != want->sa.sa_family)
+		return 0;
+	if (a->sa.sa_family == AF_INET)
+		return a->in.sin_addr.s_addr == want->in.sin_addr.s_addr && a->in.sin_port == want->in.sin_port;
+	return !memcmp(&a->in6.sin6_addr, &want->in6.sin6_addr, 16) && a->in6.sin6_port == want->in6.sin6_port;
+}
+
+/* A client socket of the family -6 chose (AF_INET6: dual-stack, IPV6_V6ONLY off). */
+static int client_socket(int type)
+{
+	int fd = socket(g_v6 ? AF_INET6 : AF_INET, type, 0), off = 0;
+
+	if (fd >= 0 && g_v6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
+	return fd;
+}
+
+/* getpeername() equals want. */
+static int peer_is(int fd, const union addr *want)
+{
+	union addr peer;
+	socklen_t pl = sizeof(peer);
+
+	return !getpeername(fd, &peer.sa, &pl) && addr_same(&peer, want);
+}
+
+static int dial(const char *ip, int port, uint32_t mode, uint32_t size, uint32_t flags)
+{
+	union addr a;
+	socklen_t al = addr_make(&a, ip, port);
+	struct hdr h = { htonl(MAGIC), htonl(mode), htonl(size), htonl(flags) };
+	int fd = client_socket(SOCK_STREAM), one = 1;
+	if (fd < 0)
+		die("socket");
+	if (connect(fd, &a.sa, al))
 		die("connect");
 	if (mode == MODE_RR)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -561,25 +629,23 @@ static void tally_print(const struct tally *t)
 
 static int conn(const char *ip, int port, long n, double secs)
 {
-	struct sockaddr_in want = { .sin_family = AF_INET, .sin_port = htons(port) };
+	union addr want;
+	socklen_t wl = addr_make(&want, ip, port);
 	struct tally t = {};
 	long done = 0, errors = 0, peer_mismatch = 0, refused = 0, timeouts = 0;
 	double start = now(), t_end = n ? 0 : start + secs;
 
-	inet_pton(AF_INET, ip, &want.sin_addr);
 	while (n ? done + errors < n : now() < t_end) {
-		struct sockaddr_in peer;
-		socklen_t pl = sizeof(peer);
 		struct hdr h = { htonl(MAGIC), htonl(MODE_ID), htonl(1), 0 };
 		uint8_t id[8];
-		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		int fd = client_socket(SOCK_STREAM);
 		struct timeval cto = { .tv_sec = 2 }; /* a lost SYN is an error, not a 2-minute stall */
 
 		if (fd >= 0) {
 			setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &cto, sizeof(cto));
 			setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &cto, sizeof(cto));
 		}
-		if (fd < 0 || connect(fd, (struct sockaddr *)&want, sizeof(want)) || write_full(fd, &h, sizeof(h)) ||
+		if (fd < 0 || connect(fd, &want.sa, wl) || write_full(fd, &h, sizeof(h)) ||
 		    read_full(fd, id, sizeof(id))) {
 			if (errors < 5)
 				fprintf(stderr, "pwperf conn: connection %ld failed: %s\n", done + errors, strerror(errno));
@@ -593,7 +659,7 @@ static int conn(const char *ip, int port, long n, double secs)
 				close(fd);
 			continue;
 		}
-		if (getpeername(fd, (struct sockaddr *)&peer, &pl) || peer.sin_addr.s_addr != want.sin_addr.s_addr || peer.sin_port != want.sin_port)
+		if (!peer_is(fd, &want))
 			peer_mismatch++;
 		tally_add(&t, id);
 		close(fd);
@@ -608,66 +674,85 @@ static int conn(const char *ip, int port, long n, double secs)
 	return errors || peer_mismatch ? 7 : 0;
 }
 
-static int udp_socket(const struct sockaddr_in *want, int connected)
+static int udp_socket(const union addr *want, socklen_t wl, int connected)
 {
-	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	int fd = client_socket(SOCK_DGRAM);
 	struct timeval tv = { .tv_sec = 1 };
 
 	if (fd < 0)
 		die("udp socket");
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (connected && connect(fd, (const struct sockaddr *)want, sizeof(*want)))
+	if (connected && connect(fd, &want->sa, wl))
 		die("udp connect");
 	return fd;
 }
 
-static int udp(const char *ip, int port, long n, int connected, int renew)
+/* One request on fd: 1 answered (backend id in rep), 0 no or a bad reply (errno tells), source_ok set. */
+static int udp_request(int fd, const union addr *want, socklen_t wl, int connected, long i, uint8_t rep[64], int *source_ok)
 {
-	struct sockaddr_in want = { .sin_family = AF_INET, .sin_port = htons(port) };
+	uint8_t req[16];
+	union addr from;
+	socklen_t fl = sizeof(from);
+	uint64_t tag = splitmix(i);
+
+	memcpy(req, &tag, 8);
+	memcpy(req + 8, &tag, 8);
+	ssize_t w = connected ? send(fd, req, sizeof(req), 0) : sendto(fd, req, sizeof(req), 0, &want->sa, wl);
+	ssize_t r = w < 0 ? -1 : recvfrom(fd, rep, 64, 0, &from.sa, &fl);
+	if (r != (ssize_t)sizeof(req) + 8 || memcmp(rep + 8, req, sizeof(req))) {
+		if (r >= 0)
+			errno = EBADMSG;
+		return 0;
+	}
+	*source_ok = addr_same(&from, want);
+	return 1;
+}
+
+static int udp(const char *ip, int port, long n, int connected, int renew, int stepped)
+{
+	union addr want;
+	socklen_t wl = addr_make(&want, ip, port);
 	struct tally t = {};
 	long ok = 0, errors = 0, wrong_source = 0, refused = 0, timeouts = 0, peer_bad = 0;
+	char line[64];
 	int fd;
 
-	inet_pton(AF_INET, ip, &want.sin_addr);
-	fd = udp_socket(&want, connected);
-	for (long i = 0; i < (n ? n : 100); i++) {
-		uint8_t req[16], rep[64];
-		struct sockaddr_in from;
-		socklen_t fl = sizeof(from);
-		uint64_t tag = splitmix(i);
+	fd = udp_socket(&want, wl, connected);
+	for (long i = 0; stepped ? fgets(line, sizeof(line), stdin) != NULL : i < (n ? n : 100); i++) {
+		uint8_t rep[64];
+		int source_ok = 0;
 		if (renew && i > 0) {
 			close(fd);
-			fd = udp_socket(&want, connected);
+			fd = udp_socket(&want, wl, connected);
 		}
-		memcpy(req, &tag, 8);
-		memcpy(req + 8, &tag, 8);
-		ssize_t w = connected ? send(fd, req, sizeof(req), 0) : sendto(fd, req, sizeof(req), 0, (struct sockaddr *)&want, sizeof(want));
-		ssize_t r = w < 0 ? -1 : recvfrom(fd, rep, sizeof(rep), 0, (struct sockaddr *)&from, &fl);
-		if (r != (ssize_t)sizeof(req) + 8 || memcmp(rep + 8, req, sizeof(req))) {
+		if (!udp_request(fd, &want, wl, connected, i, rep, &source_ok)) {
 			/* a connected socket learns of an ICMP port unreachable; an unconnected one only waits */
-			if (r < 0 && errno == ECONNREFUSED)
+			const char *what = errno == ECONNREFUSED ? "refused" : errno == EAGAIN || errno == ETIMEDOUT ? "timeout" : "error";
+			if (errno == ECONNREFUSED)
 				refused++;
-			else if (r < 0 && (errno == EAGAIN || errno == ETIMEDOUT))
+			else if (errno == EAGAIN || errno == ETIMEDOUT)
 				timeouts++;
 			errors++;
+			if (stepped) {
+				printf("{\"i\":%ld,\"error\":\"%s\"}\n", i, what);
+				fflush(stdout);
+			}
 			continue;
 		}
-		if (from.sin_addr.s_addr != want.sin_addr.s_addr || from.sin_port != want.sin_port)
+		if (!source_ok)
 			wrong_source++;
-		if (connected && renew) { /* every socket's getpeername(), not only the last one's */
-			struct sockaddr_in peer;
-			socklen_t pl = sizeof(peer);
-			if (getpeername(fd, (struct sockaddr *)&peer, &pl) || peer.sin_addr.s_addr != want.sin_addr.s_addr ||
-			    peer.sin_port != want.sin_port)
-				peer_bad++;
+		if (connected && renew && !peer_is(fd, &want)) /* every socket's getpeername(), not only the last one's */
+			peer_bad++;
+		if (stepped) {
+			struct tally one = {};
+			tally_add(&one, rep);
+			printf("{\"i\":%ld,\"backend\":\"%s\",\"source_ok\":%s}\n", i, one.addr[0], source_ok ? "true" : "false");
+			fflush(stdout);
 		}
 		tally_add(&t, rep);
 		ok++;
 	}
-	struct sockaddr_in peer;
-	socklen_t pl = sizeof(peer);
-	int peer_ok = !peer_bad && (!connected || (!getpeername(fd, (struct sockaddr *)&peer, &pl) &&
-						   peer.sin_addr.s_addr == want.sin_addr.s_addr && peer.sin_port == want.sin_port));
+	int peer_ok = !peer_bad && (!connected || peer_is(fd, &want));
 	printf("{\"mode\":\"udp\",\"connected\":%s,\"replies\":%ld,\"errors\":%ld,\"refused\":%ld,\"timeouts\":%ld,"
 	       "\"wrong_source\":%ld,\"peer_ok\":%s,",
 	       connected ? "true" : "false", ok, errors, refused, timeouts, wrong_source, peer_ok ? "true" : "false");
@@ -704,9 +789,11 @@ int main(int argc, char **argv)
 	}
 	const char *cmd = argv[1];
 	optind = 2;
-	int connected = 0, renew = 0;
-	while ((opt = getopt(argc, argv, "c:p:s:n:d:w:i:b:va:CR")) != -1) {
+	int connected = 0, renew = 0, stepped = 0;
+	while ((opt = getopt(argc, argv, "c:p:s:n:d:w:i:b:va:CRS6")) != -1) {
 		switch (opt) {
+		case '6': g_v6 = 1; break;
+		case 'S': stepped = 1; break;
 		case 'C': connected = 1; break;
 		case 'R': renew = 1; break;
 		case 'a': {
@@ -736,7 +823,7 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "conn"))
 		return conn(ip, port, n, n ? 0 : (secs ? secs : 2));
 	if (!strcmp(cmd, "udp"))
-		return udp(ip, port, n, connected, renew);
+		return udp(ip, port, n, connected, renew, stepped);
 	if (!strcmp(cmd, "stream"))
 		return stream(ip, port, secs ? secs : 2, pace);
 	if (!strcmp(cmd, "sink"))

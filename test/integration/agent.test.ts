@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../loader/exec.js';
 import { rr, startServer, type Server } from '../../devtools/perf.js';
 import { readActual } from '../../src/pods/apply.js';
-import { CLI, counters, delta, setUp, spawnAgent, tearDown, until, type Agent, type Env } from './helpers.js';
+import { CLI, POD_PROGS, counters, delta, setUp, spawnAgent, tearDown, until, type Agent, type Env } from './helpers.js';
 
 const startAgent = (env: Env, stateFile: string): Agent =>
   spawnAgent(env, ['--state', stateFile, '--resync', '1', '--metrics-addr', '127.0.0.1:0']);
@@ -74,8 +74,7 @@ describe('agent process', () => {
     expect(before.cgroups).toHaveLength(env!.m.pods.length);
     // cgroups moved to the new sock_ops program, the old one is gone from them
     const sockops2 = await env!.dp.maps.progId('pw_sockops');
-    for (const c of await env!.dp.cgroups.status())
-      expect(c.attached.sort()).toEqual(['pw_lb_conn4', 'pw_lb_peer4', 'pw_lb_recv4', 'pw_lb_send4', 'pw_sockops']);
+    for (const c of await env!.dp.cgroups.status()) expect(c.attached.sort()).toEqual(POD_PROGS);
     expect(sockops2).not.toBe(sockops1);
     // filters moved to the newly loaded program
     const prog2 = await env!.dp.maps.progId('pw_tc_egress');

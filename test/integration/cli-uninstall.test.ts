@@ -11,7 +11,7 @@ import { TC_HANDLE, TC_PRIO } from '../../loader/tcattach.js';
 import { ROOT } from '../../loader/build.js';
 import { loadStateFile } from '../../src/state/load.js';
 import { reconcile } from '../../src/reconciler.js';
-import { leftovers, setUp, tearDown, type Env } from './helpers.js';
+import { LB_PROGS, leftovers, setUp, tearDown, type Env } from './helpers.js';
 import { mapRows } from '../../src/commands/dump.js';
 import { IFACE_FLAGS, MAPS } from '../../abi/schema.js';
 
@@ -85,10 +85,7 @@ describe('CLI and uninstall', () => {
     };
     expect(s.maps.find((m) => m.name === 'pw_endpoints')).toMatchObject({ pinned: true, entries: 4 });
     expect(s.programs.map((p) => p.name)).toEqual([
-      'pw_lb_conn4',
-      'pw_lb_peer4',
-      'pw_lb_recv4',
-      'pw_lb_send4',
+      ...LB_PROGS,
       'pw_proxy_conn4',
       'pw_proxy_odst',
       'pw_sk_msg',

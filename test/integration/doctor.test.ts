@@ -71,6 +71,9 @@ describe('podwarp doctor', () => {
       'attach cgroup sock_ops',
       'attach cgroup connect4',
       'attach cgroup getpeername4',
+      'attach cgroup connect6',
+      'attach cgroup recvmsg6',
+      'attach cgroup getpeername6',
       'program type tracing',
     ])
       expect(result.get(c), c).toBe('pass');

@@ -12,7 +12,8 @@ import * as ipr from '../../loader/ip.js';
 import { cgroup2Root } from '../../loader/mounts.js';
 import { ROOT, build } from '../../loader/build.js';
 import { statRows } from '../../src/commands/dump.js';
-import { STAT_GROUPS, type TcReason } from '../../abi/schema.js';
+import { CGROUP_HOOKS, STAT_GROUPS, type TcReason } from '../../abi/schema.js';
+import { HOOK_PROGS } from '../../loader/cgroupattach.js';
 import { ensurePwperf } from '../../devtools/perf.js';
 import * as sandbox from '../../devtools/sandbox.js';
 import { SLOWDOWN } from '../../devtools/slowdown.js';
@@ -50,8 +51,16 @@ export async function setUp(
     wiring: opts.wiring ?? 'routed',
     kubeLayout: opts.kubeLayout,
   });
-  if (opts.load !== false) await dp.load(objs);
-  return { id, dir, pinName, m, dp, objs, progIds: [] };
+  const env = { id, dir, pinName, m, dp, objs, progIds: [] };
+  // a failed load leaves no sandbox behind (the caller never gets an env to tear down)
+  if (opts.load !== false)
+    try {
+      await dp.load(objs);
+    } catch (e) {
+      await tearDown(env);
+      throw e;
+    }
+  return env;
 }
 
 /** Tears down, then returns what is still there (must be empty). */
@@ -154,3 +163,10 @@ export function spawnKubeAgent(env: Env, kubeconfig: string, node: string, extra
     ...extra,
   ]);
 }
+
+/** The socket LB's programs (v4 and v4-mapped v6 hooks), as every enabled pod's cgroup gets them, sorted. */
+export const LB_PROGS = HOOK_PROGS.filter(([, bit]) => bit === CGROUP_HOOKS.LB)
+  .map(([, , prog]) => prog)
+  .sort();
+/** What an enabled pod without a sidecar has attached, sorted. */
+export const POD_PROGS = [...LB_PROGS, 'pw_sockops'].sort();

@@ -1,15 +1,21 @@
 // Differential: which endpoints a Service resolves to (issue 10, items 2-4),
-// and sessionAffinity ClientIP (item 1).
+// sessionAffinity ClientIP (item 1), dual-stack sockets dialling v4-mapped
+// addresses (item 7) and a connected UDP socket whose backend leaves (item 9).
 // Each scenario runs twice in one test on the sandbox: acceleration off, so
 // the client's connects take kube-proxy-style iptables rules written by hand
 // from kube-proxy's documented behaviour, then on (the socket LB). What the
 // application observes must be the same: the connect outcome (ok, refused,
 // timeout), which backends answer, getpeername() and the reply source.
+// "v6" variants use an AF_INET6 socket dialling ::ffff:<ClusterIP>, as Java,
+// .NET and Node's udp6 do; kube-proxy's rules see plain IPv4 either way.
+// Connected UDP is left to kube-proxy by design (README, Services): with
+// acceleration on it must still be kube-proxy that answers it.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Service, ServiceEndpoint, Snapshot } from '../../src/model.js';
-import { conn, startServer, udp, type Server } from '../../devtools/perf.js';
+import { conn, startServer, udp, udpSession, type Server, type UdpStep } from '../../devtools/perf.js';
+import * as iptables from '../../devtools/iptables.js';
 import { reconcile } from '../../src/reconciler.js';
-import { installServices, updateServices, vip } from '../../devtools/sandbox.js';
+import { installServices, kubeProxyPrefix, updateServices, vip } from '../../devtools/sandbox.js';
 import type { KubeProxyService } from '../../devtools/iptables.js';
 import { affinityRows, serviceRows } from '../../src/commands/dump.js';
 import { BpfServiceMaps } from '../../src/services/maps.js';
@@ -39,6 +45,8 @@ interface Scenario {
   endpoints: [number, Partial<ServiceEndpoint>][];
   /** kube-proxy's rules, written from its behaviour, not from podwarp's code: the backends, else reject/drop */
   kubeProxy: number[] | 'reject' | 'drop';
+  /** also run from a dual-stack AF_INET6 socket dialling the v4-mapped ClusterIP */
+  v6?: boolean;
 }
 
 const scenarios: Scenario[] = [
@@ -68,6 +76,7 @@ const scenarios: Scenario[] = [
       [2, { ready: false, terminating: true, serving: false }],
     ],
     kubeProxy: 'reject',
+    v6: true,
   },
   {
     name: 'no ready endpoint: the serving-and-terminating ones (KEP-1669)',
@@ -113,6 +122,16 @@ const scenarios: Scenario[] = [
     ],
     kubeProxy: [1, 2, 3],
   },
+  {
+    name: 'plain Service: every ready endpoint',
+    endpoints: [
+      [1, {}],
+      [2, {}],
+      [3, {}],
+    ],
+    kubeProxy: [1, 2, 3],
+    v6: true,
+  },
 ];
 
 describe('service endpoint selection: kube-proxy rules and the socket LB observed alike', () => {
@@ -150,16 +169,16 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
   const outcome = (n: number, ok: number, refused: number, timeouts: number): Outcome =>
     ok === n ? 'ok' : refused === n ? 'refused' : timeouts === n ? 'timeout' : 'mixed';
 
-  async function observe(proto: 'TCP' | 'UDP' | 'UDP-connected', ip: string, n: number): Promise<Observed> {
+  async function observe(proto: 'TCP' | 'UDP' | 'UDP-connected', ip: string, n: number, v6: boolean): Promise<Observed> {
     if (proto === 'TCP') {
-      const r = await conn(pods()[0]!, ip, PORT, { n });
+      const r = await conn(pods()[0]!, ip, PORT, { n, v6 });
       return {
         outcome: outcome(n, r.connections, r.refused, r.timeouts),
         backends: Object.keys(r.backends).sort(),
         peerMismatch: r.peer_mismatch,
       };
     }
-    const u = await udp(pods()[0]!, ip, PORT, { n, connected: proto === 'UDP-connected' });
+    const u = await udp(pods()[0]!, ip, PORT, { n, connected: proto === 'UDP-connected', v6 });
     return {
       outcome: outcome(n, u.replies, u.refused, u.timeouts),
       backends: Object.keys(u.backends).sort(),
@@ -168,8 +187,11 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
   }
 
   scenarios.forEach((sc, i) => {
-    for (const proto of ['TCP', 'UDP', 'UDP-connected'] as const) {
-      it(`${sc.name} (${proto})`, async () => {
+    for (const [proto, v6] of [
+      ...(['TCP', 'UDP', 'UDP-connected'] as const).map((p) => [p, false] as const),
+      ...(sc.v6 ? (['TCP', 'UDP', 'UDP-connected'] as const).map((p) => [p, true] as const) : []),
+    ]) {
+      it(`${sc.name} (${proto}${v6 ? ', AF_INET6 v4-mapped' : ''})`, async () => {
         const ip = vip(20 + i);
         const l4 = proto === 'TCP' ? 'tcp' : 'udp';
         const svc = service(sc, ip, proto === 'TCP' ? 'TCP' : 'UDP');
@@ -187,11 +209,13 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
         const n = reachable.length ? (proto === 'TCP' ? 40 : 10) : 2;
 
         await reconcile(env!.dp, snap(false, svc));
-        const off = await observe(proto, ip, n);
+        const off = await observe(proto, ip, n, v6);
         await reconcile(env!.dp, snap(true, svc));
         const c0 = await counters(env!.dp);
-        const on = await observe(proto, ip, n);
+        const nat0 = await iptables.kubeProxyPackets(kubeProxyPrefix(env!.m));
+        const on = await observe(proto, ip, n, v6);
         const d = delta(c0, await counters(env!.dp), 'pw_lb');
+        const nat = (await iptables.kubeProxyPackets(kubeProxyPrefix(env!.m))) - nat0;
 
         // kube-proxy's outcome is what the rules say …
         const want: Outcome = reachable.length ? 'ok' : sc.kubeProxy === 'reject' && proto !== 'UDP' ? 'refused' : 'timeout';
@@ -203,11 +227,29 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
         if (proto === 'TCP') {
           expect(off.backends).toEqual(reachable);
           expect(on.backends).toEqual(off.backends);
-          // and it was the socket LB that answered with acceleration on (a left Service: kube-proxy's rules)
+          // and it was the socket LB that answered with acceleration on (a left Service: kube-proxy's rules);
+          // v4-mapped: pw_lb_conn6 translated each connect and pw_lb_peer6 answered each getpeername()
           expect(d.translated).toBe(reachable.length ? n : 0);
+          expect(d.v4mapped).toBe(v6 && reachable.length ? 2 * n : 0);
+          if (reachable.length) expect(nat).toBe(0);
         } else {
           for (const b of [...off.backends, ...on.backends]) expect(reachable).toContain(b);
-          if (reachable.length) expect(d.translated).toBeGreaterThan(0);
+          if (proto === 'UDP' && reachable.length) {
+            // per datagram by pw_lb_send4 (v4-mapped too), each reply's source by pw_lb_recv4/pw_lb_recv6
+            expect(d.translated).toBe(n);
+            expect(d.rev_nat).toBe(n);
+            expect(d.v4mapped).toBe(v6 ? n : 0);
+            expect(nat).toBe(0);
+          }
+          if (proto === 'UDP-connected') {
+            // connected UDP is kube-proxy's, v4-mapped or not: counted, never translated
+            expect(d.translated).toBe(0);
+            expect(d.v4mapped).toBe(0);
+            if (reachable.length) {
+              expect(d.udp_connected_left).toBe(1);
+              expect(nat).toBeGreaterThanOrEqual(1);
+            }
+          }
         }
       });
     }
@@ -241,22 +283,22 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
   const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms * SLOWDOWN));
 
   /** n new flows from pod 0 to ip: every one must succeed and show the ClusterIP; the backends that answered. */
-  async function flows(f: Flow, ip: string, n: number): Promise<Record<string, number>> {
+  async function flows(f: Flow, ip: string, n: number, v6 = false): Promise<Record<string, number>> {
     if (f === 'TCP') {
-      const r = await conn(pods()[0]!, ip, PORT, { n });
+      const r = await conn(pods()[0]!, ip, PORT, { n, v6 });
       expect(r.errors, r.error).toBe(0);
       expect(r.peer_mismatch).toBe(0);
       return r.backends;
     }
-    const u = await udp(pods()[0]!, ip, PORT, { n, connected: f === 'UDP-connected', renew: true });
+    const u = await udp(pods()[0]!, ip, PORT, { n, connected: f === 'UDP-connected', renew: true, v6 });
     expect(u.errors, u.error).toBe(0);
     expect(u.wrong_source).toBe(0);
     expect(u.peer_ok).toBe(true);
     return u.backends;
   }
   /** The one backend n flows reached (fails on a spread). */
-  async function one(f: Flow, ip: string, n: number): Promise<string> {
-    const b = await flows(f, ip, n);
+  async function one(f: Flow, ip: string, n: number, v6 = false): Promise<string> {
+    const b = await flows(f, ip, n, v6);
     expect(Object.keys(b), JSON.stringify(b)).toHaveLength(1);
     expect(Object.values(b)[0]).toBe(n);
     return Object.keys(b)[0]!;
@@ -274,33 +316,44 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
   }
   const affinityOf = async (ip: string) => (await affinityRows(env!.dp)).filter((r) => r.frontend === `${ip}:${PORT}`);
 
-  (['TCP', 'UDP', 'UDP-connected'] as const).forEach((f, i) => {
-    it(`sessionAffinity ClientIP: N new flows from one client reach one backend (${f})`, async () => {
-      const ip = vip(40 + i);
-      const svc = sticky(ip, f, 10800, STICKY);
-      const n = f === 'TCP' ? 30 : 12;
-      await installServices(env!.m, [rules(svc)]);
-      await reconcile(env!.dp, snapOf(false, [svc]));
-      const off = await one(f, ip, n);
-      await reconcile(env!.dp, snapOf(true, [svc]));
-      const c0 = await counters(env!.dp);
-      const on = await one(f, ip, n);
-      const d = delta(c0, await counters(env!.dp), 'pw_lb');
-      for (const b of [off, on]) expect(STICKY).toContain(podOf(b));
-      // the socket LB answered: the first flow chose, every later one was sent by the affinity entry
-      expect(d.translated).toBe(n);
-      expect(d.affinity_hit).toBe(n - 1);
-      const [entry, ...more] = await affinityOf(ip);
-      expect(more).toHaveLength(0);
-      expect(entry).toMatchObject({ backend: on, timeout: 10800, state: 'live' });
-      // without affinity the same client spreads (the control: it is the affinity that pins it)
-      if (f === 'TCP') {
-        const plain = sticky(ip, f, undefined, STICKY);
-        await reconcile(env!.dp, snapOf(true, [plain]));
-        expect(Object.keys(await flows(f, ip, 60)).length).toBeGreaterThan(1);
-      }
-    });
-  });
+  ([false, true] as const).forEach((v6, k) =>
+    (['TCP', 'UDP', 'UDP-connected'] as const).forEach((f, i) => {
+      it(`sessionAffinity ClientIP: N new flows from one client reach one backend (${f}${v6 ? ', AF_INET6 v4-mapped' : ''})`, async () => {
+        const ip = vip(40 + i + 60 * k);
+        const svc = sticky(ip, f, 10800, STICKY);
+        const n = f === 'TCP' ? 30 : 12;
+        await installServices(env!.m, [rules(svc)]);
+        await reconcile(env!.dp, snapOf(false, [svc]));
+        const off = await one(f, ip, n, v6);
+        await reconcile(env!.dp, snapOf(true, [svc]));
+        const c0 = await counters(env!.dp);
+        const on = await one(f, ip, n, v6);
+        const d = delta(c0, await counters(env!.dp), 'pw_lb');
+        for (const b of [off, on]) expect(STICKY).toContain(podOf(b));
+        if (f === 'UDP-connected') {
+          // connected UDP is kube-proxy's (its `recent` match pinned the client): counted, never translated, no entry of ours
+          expect(d.udp_connected_left).toBe(n);
+          expect(d.translated).toBe(0);
+          expect(await affinityOf(ip)).toEqual([]);
+          return;
+        }
+        // the socket LB answered: the first flow chose, every later one was sent by the affinity entry
+        expect(d.translated).toBe(n);
+        expect(d.affinity_hit).toBe(n - 1);
+        // v4-mapped: TCP connects by pw_lb_conn6 (and each getpeername() by pw_lb_peer6), UDP replies by pw_lb_recv6
+        expect(d.v4mapped).toBe(v6 ? (f === 'TCP' ? 2 * n : n) : 0);
+        const [entry, ...more] = await affinityOf(ip);
+        expect(more).toHaveLength(0);
+        expect(entry).toMatchObject({ backend: on, timeout: 10800, state: 'live' });
+        // without affinity the same client spreads (the control: it is the affinity that pins it)
+        if (f === 'TCP') {
+          const plain = sticky(ip, f, undefined, STICKY);
+          await reconcile(env!.dp, snapOf(true, [plain]));
+          expect(Object.keys(await flows(f, ip, 60, v6)).length).toBeGreaterThan(1);
+        }
+      });
+    }),
+  );
 
   (['TCP', 'UDP'] as const).forEach((f, i) => {
     it(`sessionAffinity ClientIP: after timeoutSeconds without a flow the client may reach another backend (${f})`, async () => {
@@ -361,6 +414,75 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
       expect(d.affinity_gone).toBe(1);
       expect(d.affinity_hit).toBe(3 * n - 2);
       expect(d.translated).toBe(3 * n);
+    });
+  });
+
+  // ---- a connected UDP socket whose backend leaves (item 9) ----
+  // kube-proxy rewrites its rules and deletes the removed endpoint's UDP
+  // conntrack entries, so a long-lived connected socket (statsd, OTLP/UDP,
+  // syslog, a resolver) is NATed anew on its next datagram, transparently.
+  // podwarp leaves connected UDP to kube-proxy for exactly this: the same
+  // socket must move on with acceleration on as with it off.
+  ([false, true] as const).forEach((v6, k) => {
+    it(`connected UDP: after its backend leaves the Service, the same socket reaches a live backend (${v6 ? 'AF_INET6 v4-mapped' : 'AF_INET'})`, async () => {
+      const ip = vip(55 + k);
+      const ALL = [1, 2, 3];
+      const svcOf = (gone: number[]) =>
+        sticky(
+          ip,
+          'UDP-connected',
+          undefined,
+          ALL.filter((j) => !gone.includes(j)),
+          'statsd',
+        );
+      const answered = (s: UdpStep): string => {
+        expect(s).toMatchObject({ source_ok: true }); // the reply's source is the ClusterIP
+        return (s as { backend: string }).backend;
+      };
+      /** the backend before the removal, the backends of the same socket's datagrams after it, the conntrack entries kube-proxy's cleanup deleted */
+      async function run(on: boolean): Promise<{ before: string; after: string[]; deleted: number }> {
+        await installServices(env!.m, [rules(svcOf([]))]);
+        await reconcile(env!.dp, snapOf(on, [svcOf([])]));
+        await iptables.conntrackDeleteUdp(pods()[0]!.ip, ip); // the flows of an earlier run
+        const session = udpSession(pods()[0]!, ip, PORT, { connected: true, v6 });
+        let closed = false;
+        try {
+          const before = answered(await session.request());
+          for (let i = 0; i < 3; i++) expect(answered(await session.request())).toBe(before);
+          const gone = [podOf(before)];
+          // the endpoint leaves: kube-proxy's rules (and podwarp's maps when on), then kube-proxy's conntrack cleanup
+          await updateServices(env!.m, [rules(svcOf(gone))]);
+          if (on) await reconcile(env!.dp, snapOf(true, [svcOf(gone)]));
+          const deleted = await iptables.conntrackDeleteUdp(pods()[0]!.ip, ip, before.split(':')[0]!);
+          const after: string[] = [];
+          for (let i = 0; i < 5; i++) after.push(answered(await session.request()));
+          closed = true;
+          const total = await session.close();
+          expect(total).toMatchObject({ replies: 9, errors: 0, wrong_source: 0, peer_ok: true });
+          return { before, after, deleted };
+        } finally {
+          if (!closed) await session.close();
+        }
+      }
+      const off = await run(false);
+      const c0 = await counters(env!.dp);
+      const on = await run(true);
+      const c1 = await counters(env!.dp);
+      const d = delta(c0, c1, 'pw_lb');
+      // the tc fast path never took the NATed flow: the backends' replies look pod-to-pod, but were never answered directly (pw_udp_ct)
+      const tc = delta(c0, c1);
+      expect(tc.redirected).toBe(0);
+      expect(tc.udp_not_tracked).toBeGreaterThanOrEqual(9);
+      for (const r of [off, on]) {
+        // one live backend for the rest of the socket's life, not the one that left
+        expect(new Set(r.after).size).toBe(1);
+        expect(r.after[0]).not.toBe(r.before);
+        expect(ALL).toContain(podOf(r.after[0]!));
+        // kube-proxy NATed the socket's flow in both runs: its cleanup had an entry to delete
+        expect(r.deleted).toBe(1);
+      }
+      expect(d.udp_connected_left).toBe(1);
+      expect(d.translated).toBe(0);
     });
   });
 });

@@ -10,7 +10,7 @@ import type { Snapshot } from '../../src/model.js';
 import { sink, startProxy, startServer, type Server } from '../../devtools/perf.js';
 import { reconcile } from '../../src/reconciler.js';
 import { loadStateFile } from '../../src/state/load.js';
-import { counters, delta, setUp, tearDown, type Env } from './helpers.js';
+import { POD_PROGS, counters, delta, setUp, tearDown, type Env } from './helpers.js';
 
 const PROXY_UID = 1337;
 const PROXY_PORT = 15001;
@@ -53,7 +53,7 @@ describe('sidecar acceleration', () => {
       'pw_proxy_peer6',
       'pw_sockops',
     ]);
-    expect(await names(other.cgroup)).toEqual(['pw_lb_conn4', 'pw_lb_peer4', 'pw_lb_recv4', 'pw_lb_send4', 'pw_sockops']);
+    expect(await names(other.cgroup)).toEqual(POD_PROGS);
   });
 
   it('hands the proxy the right original destination for every connection, without a loop', async () => {

@@ -21,7 +21,7 @@ const SECTIONS_5_10 = [
   /^sockops$/,
   /^sk_msg$/,
   /^fexit\/\w+$/, // fentry/fexit: 5.5
-  /^cgroup\/(connect4|connect6|sendmsg4|recvmsg4|getpeername4|getpeername6|getsockopt)$/,
+  /^cgroup\/(connect4|sendmsg4|recvmsg4|getpeername4|connect6|recvmsg6|getpeername6|getsockopt)$/,
 ];
 
 let objs: string[] = [];
