@@ -16,7 +16,7 @@ import { PWPERF, conn, sink, startProxy, startServer, udp, type Server } from '.
 import { installServices, kubeProxyPrefix, podCommand, vip, type SandboxPod } from '../../devtools/sandbox.js';
 import { reconcile } from '../../src/reconciler.js';
 import { loadStateFile } from '../../src/state/load.js';
-import { counters, delta, setUp, tearDown, type Env } from './helpers.js';
+import { POD_PROGS, counters, delta, setUp, tearDown, type Env } from './helpers.js';
 
 const PROXY_UID = 1337;
 const PROXY_PORT = 15001;
@@ -157,7 +157,7 @@ describe('meshed pods: Istio semantics kept', () => {
       'pw_proxy_peer6',
       'pw_sockops',
     ]);
-    expect(await names(pods()[2]!)).toEqual(['pw_lb_conn4', 'pw_lb_peer4', 'pw_lb_recv4', 'pw_lb_send4', 'pw_sockops']);
+    expect(await names(pods()[2]!)).toEqual(POD_PROGS);
     expect(r.desired.partial.get(`team-a/pod-0`)).toBe('mesh-sidecar');
 
     const before = proxy!.lines().length;
