@@ -15,7 +15,7 @@ import { HOOK_PROGS } from './cgroupattach.js';
 import { Datapath, describeFlowControl } from './datapath.js';
 import { errorMessage } from './errors.js';
 import { run, which } from './exec.js';
-import { findMount, parseMounts } from './mounts.js';
+import { findMount, parseMounts, reachableMounts } from './mounts.js';
 import { MSG_PROG, TC_PROG } from './pins.js';
 import { TC_HANDLE, TC_PRIO } from './tcattach.js';
 import { findFilter, type TcFilter } from './tc.js';
@@ -327,7 +327,7 @@ export async function gatherFacts(opts: { load: boolean }): Promise<DoctorFacts>
     string | undefined
   >;
   const uid = process.getuid?.() ?? -1;
-  const mounts = fs.readFileSync('/proc/mounts', 'utf8');
+  const mounts = reachableMounts(); // /proc/mounts without hidden mounts
   const f: DoctorFacts = {
     uid,
     kernel: os.release(),

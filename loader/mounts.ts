@@ -20,7 +20,38 @@ export function parseMounts(text: string): MountEntry[] {
     });
 }
 
-export function findMount(fstype: string, mountsText = fs.readFileSync('/proc/mounts', 'utf8')): string | undefined {
+/** statfs f_type of the file systems podwarp looks up. */
+const FS_MAGIC: Record<string, number> = { bpf: 0xcafe4a11, cgroup2: 0x63677270 };
+
+/**
+ * Whether a listed mount can be reached through its mount point: one that
+ * another mount hides (mounted on top of it, e.g. a bpffs some tool mounted on
+ * `/`, which path lookups never enter) is listed in /proc/mounts but unusable.
+ */
+function reachable(m: MountEntry): boolean {
+  const magic = FS_MAGIC[m.fstype];
+  if (magic === undefined) return true;
+  try {
+    return fs.statfsSync(m.target).type === magic;
+  } catch {
+    return false;
+  }
+}
+
+/** /proc/mounts without the lines of mounts that cannot be reached (see reachable()). */
+export function reachableMounts(): string {
+  const text = fs.readFileSync('/proc/mounts', 'utf8');
+  return text
+    .split('\n')
+    .filter((l) => {
+      const [m] = parseMounts(l);
+      return !m || reachable(m);
+    })
+    .join('\n');
+}
+
+/** The first mount of `fstype` in `mountsText` (default: the reachable mounts of /proc/mounts). */
+export function findMount(fstype: string, mountsText = reachableMounts()): string | undefined {
   return parseMounts(mountsText).find((m) => m.fstype === fstype)?.target;
 }
 

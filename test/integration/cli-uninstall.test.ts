@@ -87,7 +87,10 @@ describe('CLI and uninstall', () => {
     expect(s.programs.map((p) => p.name)).toEqual([
       ...LB_PROGS,
       'pw_proxy_conn4',
+      'pw_proxy_conn6',
       'pw_proxy_odst',
+      'pw_proxy_peer4',
+      'pw_proxy_peer6',
       'pw_sk_msg',
       'pw_sockops',
       'pw_tc_egress',

@@ -47,7 +47,16 @@ describe.each(['routed', 'bridge'] as const)('tc fast path, %s wiring', (wiring)
     ).toEqual(env!.m.pods.map((p) => p.hostInterface).sort());
     // a second pass with nothing changed writes nothing
     const again = await reconcile(env!.dp, withAccel(base, { 'team-a': true, 'team-b': true }), undefined, TC_ONLY);
-    expect(again.plan).toEqual({ attach: [], upsert: [], delete: [], detach: [], cgroups: [], drainIps: [], enable: [] });
+    expect(again.plan).toEqual({
+      attach: [],
+      upsert: [],
+      delete: [],
+      detach: [],
+      cgroups: [],
+      drainIps: [],
+      enable: [],
+      podCgroups: new Map(),
+    });
   });
 
   it('redirects a multi-megabyte transfer across namespaces byte-identical, past the host stack', async () => {
