@@ -46,7 +46,8 @@ export async function startProxy(pod: SandboxPod, port: number, uid: number, cpu
   return startListener(pod, [PWPROXY, '-p', String(port), '-u', String(uid), ...cpuArgs(cpu)]);
 }
 
-async function startListener(pod: SandboxPod, argv: string[]): Promise<Server> {
+/** Starts a long-running program in a pod and waits until it prints a line containing "listening". */
+export async function startListener(pod: SandboxPod, argv: string[]): Promise<Server> {
   const child = spawnLong(podCommand(pod, argv));
   const lines: Record<string, unknown>[] = [];
   await new Promise<void>((resolve, reject) => {

@@ -9,10 +9,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as bpftool from '../../loader/bpftool.js';
 import { cgroupId, cgroupPath } from '../../loader/cgroup.js';
-import { onLines, run, spawnLong } from '../../loader/exec.js';
+import { run } from '../../loader/exec.js';
 import * as iptables from '../../devtools/iptables.js';
 import type { Service, Snapshot } from '../../src/model.js';
-import { PWPERF, conn, sink, startProxy, startServer, udp, type Server } from '../../devtools/perf.js';
+import { PWPERF, conn, sink, startListener, startProxy, startServer, udp, type Server } from '../../devtools/perf.js';
 import { installServices, kubeProxyPrefix, podCommand, vip, type SandboxPod } from '../../devtools/sandbox.js';
 import { reconcile } from '../../src/reconciler.js';
 import { loadStateFile } from '../../src/state/load.js';
@@ -60,24 +60,8 @@ while True:
     s.sendto(socket.inet_aton("127.0.0.1") + struct.pack("!H", int(sys.argv[1])) + b"\\0\\0" + d, a)
 `;
 
-async function startDnsStandIn(pod: SandboxPod, port: number): Promise<Server> {
-  const child = spawnLong(podCommand(pod, ['python3', '-c', DNS_STANDIN, String(port)]));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('DNS stand-in did not start')), 10_000);
-    onLines(child.stdout, (line) => {
-      if (line.includes('listening')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
-  return {
-    async stop() {
-      child.kill('SIGKILL');
-      await Promise.race([child, new Promise((r) => setTimeout(r, 2000))]);
-    },
-    lines: () => [],
-  };
+function startDnsStandIn(pod: SandboxPod, port: number): Promise<Server> {
+  return startListener(pod, ['python3', '-c', DNS_STANDIN, String(port)]);
 }
 
 async function v6Connect(pod: SandboxPod, addr: string, port: number): Promise<{ id?: string | null; peer?: string; error?: number }> {
