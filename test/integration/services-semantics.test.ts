@@ -255,6 +255,44 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
     }
   });
 
+  // ---- a pod dialling its own Service (hairpin, item 6) ----
+  // kube-proxy masquerades a connection DNATed back to the pod that sent it
+  // (KUBE-MARK-MASQ for `-s <endpoint>`; here: MASQUERADE by original
+  // destination, the Service's only endpoint being the client): the client
+  // still sees the ClusterIP. The socket LB connects inside the pod: same
+  // outcome, same peer; only the server's view of the client differs (its own
+  // IP instead of the node's, README "A pod dialling its own Service").
+  for (const proto of ['TCP', 'UDP'] as const)
+    it(`a pod dialling its own Service (hairpin, ${proto}): the same outcome and peer address as with kube-proxy`, async () => {
+      const me = pods()[0]!;
+      const own = await startServer(me, TARGET);
+      try {
+        const ip = vip(19);
+        const svc: Service = {
+          namespace: 'team-b',
+          name: 'hairpin',
+          clusterIP: ip,
+          ports: [{ name: 'p', port: PORT, protocol: proto, targetPort: TARGET }],
+          endpoints: [{ ip: me.ip, ready: true, terminating: false, ports: [] }],
+        };
+        await installServices(env!.m, [
+          { vip: ip, port: PORT, proto: proto === 'TCP' ? 'tcp' : 'udp', backends: [{ ip: me.ip, port: TARGET }], masquerade: true },
+        ]);
+        const n = proto === 'TCP' ? 20 : 10;
+        await reconcile(env!.dp, snap(false, svc));
+        const off = await observe(proto, ip, n, false);
+        await reconcile(env!.dp, snap(true, svc));
+        const c0 = await counters(env!.dp);
+        const on = await observe(proto, ip, n, false);
+        const d = delta(c0, await counters(env!.dp), 'pw_lb');
+        expect(off).toEqual({ outcome: 'ok', backends: [`${me.ip}:${TARGET}`], peerMismatch: 0 });
+        expect(on).toEqual(off);
+        expect(d.translated).toBe(n); // the socket LB answered, not the rules
+      } finally {
+        await own.stop();
+      }
+    });
+
   // ---- sessionAffinity: ClientIP (item 1) ----
   // kube-proxy's side: `-m recent --rcheck --seconds T --reap` per endpoint in
   // the service chain and `--set` in the endpoint chain (devtools/iptables.ts).
