@@ -58,7 +58,15 @@ const setConfig = (flags: number) =>
     [
       {
         key: { index: 0 },
-        value: { flags, proxy_uid: 0, proxy_port: 0, bulk_bytes: 0, excluded_ports: [0, 0, 0, 0, 0, 0, 0, 0], svc_dropped: 0 },
+        value: {
+          flags,
+          proxy_uid: 0,
+          proxy_port: 0,
+          proxy_gid: 0,
+          bulk_bytes: 0,
+          excluded_ports: [0, 0, 0, 0, 0, 0, 0, 0],
+          svc_dropped: 0,
+        },
       },
     ],
     [],
