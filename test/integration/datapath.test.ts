@@ -103,9 +103,10 @@ describe.each(['routed', 'bridge'] as const)('tc fast path, %s wiring', (wiring)
     await reconcile(env!.dp, withAccel(base, { 'team-a': false, 'team-b': false }), undefined, TC_ONLY);
     const passSeconds = (Date.now() - t0) / 1000;
     const [client, srv] = [env!.m.pods[0]!, env!.m.pods[1]!];
-    // the stream must outlast the enabling pass: as long again as the disabling one took
-    // (0.1 s here, 40 s on 5.10 under TCG emulation), twice, plus 2 s
-    const running = stream(client, srv.ip, 7100, { seconds: Math.ceil(2 + 2 * passSeconds) });
+    // the stream must outlast the enabling pass, which attaches more than the disabling one
+    // took (0.1 s here, 40 s on 5.10 under TCG emulation): four times that, plus 4 s
+    // (twice plus 2 s ended before the enabling pass on 5.10 under TCG once)
+    const running = stream(client, srv.ip, 7100, { seconds: Math.ceil(4 + 4 * passSeconds) });
     await new Promise((r) => setTimeout(r, 500));
     const c0 = await counters(env!.dp);
     await reconcile(env!.dp, withAccel(base, { 'team-a': true, 'team-b': true }), undefined, TC_ONLY);
