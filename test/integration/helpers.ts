@@ -10,6 +10,7 @@ import type { ResultPromise } from 'execa';
 import { onLines, run, spawnLong } from '../../loader/exec.js';
 import * as ipr from '../../loader/ip.js';
 import { cgroup2Root } from '../../loader/mounts.js';
+import { cgroupPath } from '../../loader/cgroup.js';
 import { ROOT, build } from '../../loader/build.js';
 import { statRows } from '../../src/commands/dump.js';
 import { CGROUP_HOOKS, STAT_GROUPS, type TcReason } from '../../abi/schema.js';
@@ -170,3 +171,9 @@ export const LB_PROGS = HOOK_PROGS.filter(([, bit]) => bit === CGROUP_HOOKS.LB)
   .sort();
 /** What an enabled pod without a sidecar has attached, sorted. */
 export const POD_PROGS = [...LB_PROGS, 'pw_sockops'].sort();
+/** What a meshed pod (podwarp's sidecar capture, no socket LB) has attached, sorted. */
+export const MESHED_PROGS = ['pw_proxy_conn4', 'pw_proxy_conn6', 'pw_proxy_odst', 'pw_proxy_peer4', 'pw_proxy_peer6', 'pw_sockops'];
+/** Names of the programs attached to a pod cgroup (path below the cgroup2 mount), sorted. */
+export async function cgroupProgs(rel: string): Promise<string[]> {
+  return (await bpftool.cgroupShow(cgroupPath(rel))).map((x) => x.name ?? '').sort();
+}

@@ -7,8 +7,7 @@
 // - a dual-stack (AF_INET6) socket dialling ::ffff:a.b.c.d is captured like
 //   an AF_INET one, and the proxy still gets its original destination.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import * as bpftool from '../../loader/bpftool.js';
-import { cgroupId, cgroupPath } from '../../loader/cgroup.js';
+import { cgroupId } from '../../loader/cgroup.js';
 import { run } from '../../loader/exec.js';
 import * as iptables from '../../devtools/iptables.js';
 import type { Service, Snapshot } from '../../src/model.js';
@@ -16,7 +15,7 @@ import { PWPERF, conn, sink, startListener, startProxy, startServer, udp, type S
 import { installServices, kubeProxyPrefix, podCommand, vip, type SandboxPod } from '../../devtools/sandbox.js';
 import { reconcile } from '../../src/reconciler.js';
 import { loadStateFile } from '../../src/state/load.js';
-import { POD_PROGS, counters, delta, setUp, tearDown, type Env } from './helpers.js';
+import { MESHED_PROGS, POD_PROGS, cgroupProgs, counters, delta, setUp, tearDown, type Env } from './helpers.js';
 
 const PROXY_UID = 1337;
 const PROXY_PORT = 15001;
@@ -130,17 +129,10 @@ describe('meshed pods: Istio semantics kept', () => {
   it('a meshed pod never gets the socket LB, even when it had it before; the proxy sees the ClusterIP', async () => {
     // first not meshed: the socket LB is attached (the order in which a later capture would run after it)
     await reconcile(env!.dp, snap(true, false));
-    const names = async (p: SandboxPod) => (await bpftool.cgroupShow(cgroupPath(p.cgroup))).map((x) => x.name).sort();
+    const names = (p: SandboxPod) => cgroupProgs(p.cgroup);
     expect(await names(pods()[0]!)).toContain('pw_lb_conn4');
     const r = await reconcile(env!.dp, snap(true));
-    expect(await names(pods()[0]!)).toEqual([
-      'pw_proxy_conn4',
-      'pw_proxy_conn6',
-      'pw_proxy_odst',
-      'pw_proxy_peer4',
-      'pw_proxy_peer6',
-      'pw_sockops',
-    ]);
+    expect(await names(pods()[0]!)).toEqual(MESHED_PROGS);
     expect(await names(pods()[2]!)).toEqual(POD_PROGS);
     expect(r.desired.partial.get(`team-a/pod-0`)).toBe('mesh-sidecar');
 

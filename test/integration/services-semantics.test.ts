@@ -15,7 +15,7 @@ import type { Service, ServiceEndpoint, Snapshot } from '../../src/model.js';
 import { conn, startServer, udp, udpSession, type Server, type UdpStep } from '../../devtools/perf.js';
 import * as iptables from '../../devtools/iptables.js';
 import { reconcile } from '../../src/reconciler.js';
-import { installServices, kubeProxyPrefix, updateServices, vip } from '../../devtools/sandbox.js';
+import { installServices, kubeProxyPrefix, updateServices, vip, type SandboxPod } from '../../devtools/sandbox.js';
 import type { KubeProxyService } from '../../devtools/iptables.js';
 import { affinityRows, serviceRows } from '../../src/commands/dump.js';
 import { BpfServiceMaps } from '../../src/services/maps.js';
@@ -134,22 +134,46 @@ const scenarios: Scenario[] = [
   },
 ];
 
-describe('service endpoint selection: kube-proxy rules and the socket LB observed alike', () => {
-  let env: Env | undefined;
-  let base: Snapshot;
+const outcome = (n: number, ok: number, refused: number, timeouts: number): Outcome =>
+  ok === n ? 'ok' : refused === n ? 'refused' : timeouts === n ? 'timeout' : 'mixed';
+
+/** What the application in `client` observes of n connects (TCP) or datagrams (UDP) to ip:PORT. */
+async function observe(client: SandboxPod, proto: 'TCP' | 'UDP' | 'UDP-connected', ip: string, n: number, v6 = false): Promise<Observed> {
+  if (proto === 'TCP') {
+    const r = await conn(client, ip, PORT, { n, v6 });
+    return {
+      outcome: outcome(n, r.connections, r.refused, r.timeouts),
+      backends: Object.keys(r.backends).sort(),
+      peerMismatch: r.peer_mismatch,
+    };
+  }
+  const u = await udp(client, ip, PORT, { n, connected: proto === 'UDP-connected', v6 });
+  return {
+    outcome: outcome(n, u.replies, u.refused, u.timeouts),
+    backends: Object.keys(u.backends).sort(),
+    peerMismatch: u.wrong_source + (u.peer_ok ? 0 : 1),
+  };
+}
+
+/** The sandbox of a describe block: 5 pods, pod-0 the client, a server on TARGET in every other pod. */
+function sandboxWithServers() {
+  const f: { env?: Env; base?: Snapshot } = {};
   const servers: Server[] = [];
-  const pods = () => env!.m.pods;
-
   beforeAll(async () => {
-    env = await setUp({ pods: 5, namespaces: ['team-a', 'team-b'] });
-    base = loadStateFile(env.m.stateFile).snapshot;
-    for (const p of env.m.pods.slice(1)) servers.push(await startServer(p, TARGET));
+    f.env = await setUp({ pods: 5, namespaces: ['team-a', 'team-b'] });
+    f.base = loadStateFile(f.env.m.stateFile).snapshot;
+    for (const p of f.env.m.pods.slice(1)) servers.push(await startServer(p, TARGET));
   });
-
   afterAll(async () => {
     for (const s of servers) await s.stop();
-    expect(await tearDown(env)).toEqual([]);
+    expect(await tearDown(f.env)).toEqual([]);
   });
+  return f;
+}
+
+describe('service endpoint selection: kube-proxy rules and the socket LB observed alike', () => {
+  const sb = sandboxWithServers();
+  const pods = () => sb.env!.m.pods;
 
   const service = (sc: Scenario, ip: string, protocol: 'TCP' | 'UDP'): Service => ({
     namespace: 'team-b',
@@ -160,32 +184,12 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
     endpoints: sc.endpoints.map(([i, over]) => ({ ip: pods()[i]!.ip, ready: true, terminating: false, ports: [], ...over })),
   });
   const snap = (on: boolean, svc: Service): Snapshot => ({
-    ...base,
+    ...sb.base!,
     node: NODE,
     zone: ZONE,
-    namespaces: base.namespaces.map((n) => ({ ...n, accelerate: on })),
+    namespaces: sb.base!.namespaces.map((n) => ({ ...n, accelerate: on })),
     services: [svc],
   });
-  const outcome = (n: number, ok: number, refused: number, timeouts: number): Outcome =>
-    ok === n ? 'ok' : refused === n ? 'refused' : timeouts === n ? 'timeout' : 'mixed';
-
-  async function observe(proto: 'TCP' | 'UDP' | 'UDP-connected', ip: string, n: number, v6: boolean): Promise<Observed> {
-    if (proto === 'TCP') {
-      const r = await conn(pods()[0]!, ip, PORT, { n, v6 });
-      return {
-        outcome: outcome(n, r.connections, r.refused, r.timeouts),
-        backends: Object.keys(r.backends).sort(),
-        peerMismatch: r.peer_mismatch,
-      };
-    }
-    const u = await udp(pods()[0]!, ip, PORT, { n, connected: proto === 'UDP-connected', v6 });
-    return {
-      outcome: outcome(n, u.replies, u.refused, u.timeouts),
-      backends: Object.keys(u.backends).sort(),
-      peerMismatch: u.wrong_source + (u.peer_ok ? 0 : 1),
-    };
-  }
-
   scenarios.forEach((sc, i) => {
     for (const [proto, v6] of [
       ...(['TCP', 'UDP', 'UDP-connected'] as const).map((p) => [p, false] as const),
@@ -196,7 +200,7 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
         const l4 = proto === 'TCP' ? 'tcp' : 'udp';
         const svc = service(sc, ip, proto === 'TCP' ? 'TCP' : 'UDP');
         const reachable = Array.isArray(sc.kubeProxy) ? sc.kubeProxy.map((j) => `${pods()[j]!.ip}:${TARGET}`).sort() : [];
-        await installServices(env!.m, [
+        await installServices(sb.env!.m, [
           {
             vip: ip,
             port: PORT,
@@ -208,14 +212,14 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
         // a failing scenario costs a timeout per attempt: few attempts
         const n = reachable.length ? (proto === 'TCP' ? 40 : 10) : 2;
 
-        await reconcile(env!.dp, snap(false, svc));
-        const off = await observe(proto, ip, n, v6);
-        await reconcile(env!.dp, snap(true, svc));
-        const c0 = await counters(env!.dp);
-        const nat0 = await iptables.kubeProxyPackets(kubeProxyPrefix(env!.m));
-        const on = await observe(proto, ip, n, v6);
-        const d = delta(c0, await counters(env!.dp), 'pw_lb');
-        const nat = (await iptables.kubeProxyPackets(kubeProxyPrefix(env!.m))) - nat0;
+        await reconcile(sb.env!.dp, snap(false, svc));
+        const off = await observe(pods()[0]!, proto, ip, n, v6);
+        await reconcile(sb.env!.dp, snap(true, svc));
+        const c0 = await counters(sb.env!.dp);
+        const nat0 = await iptables.kubeProxyPackets(kubeProxyPrefix(sb.env!.m));
+        const on = await observe(pods()[0]!, proto, ip, n, v6);
+        const d = delta(c0, await counters(sb.env!.dp), 'pw_lb');
+        const nat = (await iptables.kubeProxyPackets(kubeProxyPrefix(sb.env!.m))) - nat0;
 
         // kube-proxy's outcome is what the rules say …
         const want: Outcome = reachable.length ? 'ok' : sc.kubeProxy === 'reject' && proto !== 'UDP' ? 'refused' : 'timeout';
@@ -275,16 +279,16 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
           ports: [{ name: 'p', port: PORT, protocol: proto, targetPort: TARGET }],
           endpoints: [{ ip: me.ip, ready: true, terminating: false, ports: [] }],
         };
-        await installServices(env!.m, [
+        await installServices(sb.env!.m, [
           { vip: ip, port: PORT, proto: proto === 'TCP' ? 'tcp' : 'udp', backends: [{ ip: me.ip, port: TARGET }], masquerade: true },
         ]);
         const n = proto === 'TCP' ? 20 : 10;
-        await reconcile(env!.dp, snap(false, svc));
-        const off = await observe(proto, ip, n, false);
-        await reconcile(env!.dp, snap(true, svc));
-        const c0 = await counters(env!.dp);
-        const on = await observe(proto, ip, n, false);
-        const d = delta(c0, await counters(env!.dp), 'pw_lb');
+        await reconcile(sb.env!.dp, snap(false, svc));
+        const off = await observe(pods()[0]!, proto, ip, n);
+        await reconcile(sb.env!.dp, snap(true, svc));
+        const c0 = await counters(sb.env!.dp);
+        const on = await observe(pods()[0]!, proto, ip, n);
+        const d = delta(c0, await counters(sb.env!.dp), 'pw_lb');
         expect(off).toEqual({ outcome: 'ok', backends: [`${me.ip}:${TARGET}`], peerMismatch: 0 });
         expect(on).toEqual(off);
         expect(d.translated).toBe(n); // the socket LB answered, not the rules
@@ -352,7 +356,7 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
     }
     throw new Error(`${rounds} expiries in a row chose the same backend again (chance (1/3)^${rounds}): affinity never ends`);
   }
-  const affinityOf = async (ip: string) => (await affinityRows(env!.dp)).filter((r) => r.frontend === `${ip}:${PORT}`);
+  const affinityOf = async (ip: string) => (await affinityRows(sb.env!.dp)).filter((r) => r.frontend === `${ip}:${PORT}`);
 
   ([false, true] as const).forEach((v6, k) =>
     (['TCP', 'UDP', 'UDP-connected'] as const).forEach((f, i) => {
@@ -360,13 +364,13 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
         const ip = vip(40 + i + 60 * k);
         const svc = sticky(ip, f, 10800, STICKY);
         const n = f === 'TCP' ? 30 : 12;
-        await installServices(env!.m, [rules(svc)]);
-        await reconcile(env!.dp, snapOf(false, [svc]));
+        await installServices(sb.env!.m, [rules(svc)]);
+        await reconcile(sb.env!.dp, snapOf(false, [svc]));
         const off = await one(f, ip, n, v6);
-        await reconcile(env!.dp, snapOf(true, [svc]));
-        const c0 = await counters(env!.dp);
+        await reconcile(sb.env!.dp, snapOf(true, [svc]));
+        const c0 = await counters(sb.env!.dp);
         const on = await one(f, ip, n, v6);
-        const d = delta(c0, await counters(env!.dp), 'pw_lb');
+        const d = delta(c0, await counters(sb.env!.dp), 'pw_lb');
         for (const b of [off, on]) expect(STICKY).toContain(podOf(b));
         if (f === 'UDP-connected') {
           // connected UDP is kube-proxy's (its `recent` match pinned the client): counted, never translated, no entry of ours
@@ -386,7 +390,7 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
         // without affinity the same client spreads (the control: it is the affinity that pins it)
         if (f === 'TCP') {
           const plain = sticky(ip, f, undefined, STICKY);
-          await reconcile(env!.dp, snapOf(true, [plain]));
+          await reconcile(sb.env!.dp, snapOf(true, [plain]));
           expect(Object.keys(await flows(f, ip, 60, v6)).length).toBeGreaterThan(1);
         }
       });
@@ -398,17 +402,17 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
       const ip = vip(45 + i);
       const T = 1; // the smallest timeout the API accepts
       const svc = sticky(ip, f, T, STICKY);
-      await installServices(env!.m, [rules(svc)]);
-      await reconcile(env!.dp, snapOf(false, [svc]));
+      await installServices(sb.env!.m, [rules(svc)]);
+      await reconcile(sb.env!.dp, snapOf(false, [svc]));
       // xt_recent keeps jiffies: nothing to watch from outside, so wait the timeout out (and a margin)
       const offRounds = await untilAnotherBackend(f, ip, () => sleep(T * 1000 + 300));
-      await reconcile(env!.dp, snapOf(true, [svc]));
-      const c0 = await counters(env!.dp);
+      await reconcile(sb.env!.dp, snapOf(true, [svc]));
+      const c0 = await counters(sb.env!.dp);
       // with the socket LB, the entry's age is visible: wait until `dump affinity` calls it expired
       const onRounds = await untilAnotherBackend(f, ip, async () => {
         await until('the affinity entry to expire', async () => (await affinityOf(ip)).some((r) => r.state === 'expired'), 10_000);
       });
-      const d = delta(c0, await counters(env!.dp), 'pw_lb');
+      const d = delta(c0, await counters(sb.env!.dp), 'pw_lb');
       expect(d.affinity_expired).toBeGreaterThanOrEqual(onRounds);
       expect(offRounds + onRounds).toBeGreaterThan(1);
     });
@@ -431,8 +435,8 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
       const notMine = (b: string) => `${pods()[FOUR.find((j) => j !== podOf(b))!]!.ip}:${TARGET}`;
       /** the client's backend; then after another backend left; then after its own left */
       async function run(on: boolean, change: (gone: string[]) => Promise<void>): Promise<string[]> {
-        await installServices(env!.m, [rules(svcOf([])), rules(other)]);
-        await reconcile(env!.dp, snapOf(on, [svcOf([]), other]));
+        await installServices(sb.env!.m, [rules(svcOf([])), rules(other)]);
+        await reconcile(sb.env!.dp, snapOf(on, [svcOf([]), other]));
         const first = await one(f, ip, n);
         const gone = [notMine(first)];
         await change(gone);
@@ -441,10 +445,10 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
         await change(gone);
         return [first, same, await one(f, ip, n)];
       }
-      const off = await run(false, (gone) => updateServices(env!.m, [rules(svcOf(gone)), rules(other)]));
-      const c0 = await counters(env!.dp);
-      const on = await run(true, async (gone) => void (await reconcile(env!.dp, snapOf(true, [svcOf(gone), other]))));
-      const d = delta(c0, await counters(env!.dp), 'pw_lb');
+      const off = await run(false, (gone) => updateServices(sb.env!.m, [rules(svcOf(gone)), rules(other)]));
+      const c0 = await counters(sb.env!.dp);
+      const on = await run(true, async (gone) => void (await reconcile(sb.env!.dp, snapOf(true, [svcOf(gone), other]))));
+      const d = delta(c0, await counters(sb.env!.dp), 'pw_lb');
       for (const [first, same, next] of [off, on]) {
         expect(same).toBe(first);
         expect(next).not.toBe(first);
@@ -479,8 +483,8 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
       };
       /** the backend before the removal, the backends of the same socket's datagrams after it, the conntrack entries kube-proxy's cleanup deleted */
       async function run(on: boolean): Promise<{ before: string; after: string[]; deleted: number }> {
-        await installServices(env!.m, [rules(svcOf([]))]);
-        await reconcile(env!.dp, snapOf(on, [svcOf([])]));
+        await installServices(sb.env!.m, [rules(svcOf([]))]);
+        await reconcile(sb.env!.dp, snapOf(on, [svcOf([])]));
         await iptables.conntrackDeleteUdp(pods()[0]!.ip, ip); // the flows of an earlier run
         const session = udpSession(pods()[0]!, ip, PORT, { connected: true, v6 });
         let closed = false;
@@ -489,8 +493,8 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
           for (let i = 0; i < 3; i++) expect(answered(await session.request())).toBe(before);
           const gone = [podOf(before)];
           // the endpoint leaves: kube-proxy's rules (and podwarp's maps when on), then kube-proxy's conntrack cleanup
-          await updateServices(env!.m, [rules(svcOf(gone))]);
-          if (on) await reconcile(env!.dp, snapOf(true, [svcOf(gone)]));
+          await updateServices(sb.env!.m, [rules(svcOf(gone))]);
+          if (on) await reconcile(sb.env!.dp, snapOf(true, [svcOf(gone)]));
           const deleted = await iptables.conntrackDeleteUdp(pods()[0]!.ip, ip, before.split(':')[0]!);
           const after: string[] = [];
           for (let i = 0; i < 5; i++) after.push(answered(await session.request()));
@@ -503,9 +507,9 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
         }
       }
       const off = await run(false);
-      const c0 = await counters(env!.dp);
+      const c0 = await counters(sb.env!.dp);
       const on = await run(true);
-      const c1 = await counters(env!.dp);
+      const c1 = await counters(sb.env!.dp);
       const d = delta(c0, c1, 'pw_lb');
       // the tc fast path never took the NATed flow: the backends' replies look pod-to-pod, but were never answered directly (pw_udp_ct)
       const tc = delta(c0, c1);
@@ -534,21 +538,8 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
 // rule (the load balancer answers); no endpoint at all → REJECT. The socket LB
 // translates the first kind at connect() and leaves the others alone.
 describe('external IPs and LoadBalancer IPs from a pod: kube-proxy rules and the socket LB observed alike', () => {
-  let env: Env | undefined;
-  let base: Snapshot;
-  const servers: Server[] = [];
-  const pods = () => env!.m.pods;
-
-  beforeAll(async () => {
-    env = await setUp({ pods: 5, namespaces: ['team-a', 'team-b'] });
-    base = loadStateFile(env.m.stateFile).snapshot;
-    for (const p of env.m.pods.slice(1)) servers.push(await startServer(p, TARGET));
-  });
-
-  afterAll(async () => {
-    for (const s of servers) await s.stop();
-    expect(await tearDown(env)).toEqual([]);
-  });
+  const sb = sandboxWithServers();
+  const pods = () => sb.env!.m.pods;
 
   interface ExtScenario {
     name: string;
@@ -617,25 +608,6 @@ describe('external IPs and LoadBalancer IPs from a pod: kube-proxy rules and the
     },
   ];
 
-  const outcome = (n: number, ok: number, refused: number, timeouts: number): Outcome =>
-    ok === n ? 'ok' : refused === n ? 'refused' : timeouts === n ? 'timeout' : 'mixed';
-  async function observeAt(proto: 'TCP' | 'UDP' | 'UDP-connected', ip: string, n: number): Promise<Observed> {
-    if (proto === 'TCP') {
-      const r = await conn(pods()[0]!, ip, PORT, { n });
-      return {
-        outcome: outcome(n, r.connections, r.refused, r.timeouts),
-        backends: Object.keys(r.backends).sort(),
-        peerMismatch: r.peer_mismatch,
-      };
-    }
-    const u = await udp(pods()[0]!, ip, PORT, { n, connected: proto === 'UDP-connected' });
-    return {
-      outcome: outcome(n, u.replies, u.refused, u.timeouts),
-      backends: Object.keys(u.backends).sort(),
-      peerMismatch: u.wrong_source + (u.peer_ok ? 0 : 1),
-    };
-  }
-
   extScenarios.forEach((sc, i) => {
     for (const proto of ['TCP', 'UDP', 'UDP-connected'] as const) {
       it(`${sc.name} (${proto})`, async () => {
@@ -656,7 +628,7 @@ describe('external IPs and LoadBalancer IPs from a pod: kube-proxy rules and the
         };
         const addr = (j: number) => `${pods()[j]!.ip}:${TARGET}`;
         const reachable = sc.baseline === 'reject' ? [] : sc.baseline.backends.map(addr).sort();
-        await installServices(env!.m, [
+        await installServices(sb.env!.m, [
           {
             vip: dialled,
             port: PORT,
@@ -666,21 +638,21 @@ describe('external IPs and LoadBalancer IPs from a pod: kube-proxy rules and the
           },
         ]);
         const snapAt = (on: boolean): Snapshot => ({
-          ...base,
+          ...sb.base!,
           node: NODE,
           zone: ZONE,
-          namespaces: base.namespaces.map((ns) => ({ ...ns, accelerate: on })),
+          namespaces: sb.base!.namespaces.map((ns) => ({ ...ns, accelerate: on })),
           services: [svc],
         });
         const n = reachable.length ? (proto === 'TCP' ? 30 : 10) : 2;
 
-        await reconcile(env!.dp, snapAt(false));
-        const off = await observeAt(proto, dialled, n);
-        const sync = new ServiceSync(new BpfServiceMaps(env!.dp));
-        await reconcile(env!.dp, snapAt(true), undefined, undefined, sync);
-        const c0 = await counters(env!.dp);
-        const on = await observeAt(proto, dialled, n);
-        const d = delta(c0, await counters(env!.dp), 'pw_lb');
+        await reconcile(sb.env!.dp, snapAt(false));
+        const off = await observe(pods()[0]!, proto, dialled, n);
+        const sync = new ServiceSync(new BpfServiceMaps(sb.env!.dp));
+        await reconcile(sb.env!.dp, snapAt(true), undefined, undefined, sync);
+        const c0 = await counters(sb.env!.dp);
+        const on = await observe(pods()[0]!, proto, dialled, n);
+        const d = delta(c0, await counters(sb.env!.dp), 'pw_lb');
 
         // the baseline is what its rules say …
         expect(off.outcome).toBe(reachable.length ? 'ok' : proto === 'UDP' ? 'timeout' : 'refused');
@@ -694,7 +666,7 @@ describe('external IPs and LoadBalancer IPs from a pod: kube-proxy rules and the
           expect(on.backends).toEqual(reachable);
         }
         // the frontend is in pw_svc with the backends kube-proxy's short-circuit uses, or with none (left, with its reason)
-        const rows = await serviceRows(env!.dp);
+        const rows = await serviceRows(sb.env!.dp);
         const row = rows.find((r) => r.frontend === `${dialled}:${PORT}` && r.proto === protocol);
         expect(row?.count).toBe(sc.translated ? reachable.length : 0);
         if (sc.translated) expect(row!.slots.map((s) => s.backend).sort()).toEqual(reachable);

@@ -10,7 +10,7 @@ import type { Snapshot } from '../../src/model.js';
 import { sink, startProxy, startServer, type Server } from '../../devtools/perf.js';
 import { reconcile } from '../../src/reconciler.js';
 import { loadStateFile } from '../../src/state/load.js';
-import { POD_PROGS, counters, delta, setUp, tearDown, type Env } from './helpers.js';
+import { MESHED_PROGS, POD_PROGS, cgroupProgs, counters, delta, setUp, tearDown, type Env } from './helpers.js';
 
 const PROXY_UID = 1337;
 const PROXY_PORT = 15001;
@@ -43,16 +43,9 @@ describe('sidecar acceleration', () => {
 
   it('attaches connect4, connect6 and getsockopt only to the sidecar pod', async () => {
     const [app, other] = [env!.m.pods[0]!, env!.m.pods[1]!];
-    const names = async (rel: string) => (await bpftool.cgroupShow(cgroupPath(rel))).map((p) => p.name).sort();
+    const names = cgroupProgs;
     // no socket LB in a meshed pod (test/integration/mesh.test.ts)
-    expect(await names(app.cgroup)).toEqual([
-      'pw_proxy_conn4',
-      'pw_proxy_conn6',
-      'pw_proxy_odst',
-      'pw_proxy_peer4',
-      'pw_proxy_peer6',
-      'pw_sockops',
-    ]);
+    expect(await names(app.cgroup)).toEqual(MESHED_PROGS);
     expect(await names(other.cgroup)).toEqual(POD_PROGS);
   });
 
