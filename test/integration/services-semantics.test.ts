@@ -155,6 +155,15 @@ async function observe(client: SandboxPod, proto: 'TCP' | 'UDP' | 'UDP-connected
   };
 }
 
+/**
+ * kube-proxy's REJECT answers with ICMP port unreachable, which the kernel
+ * rate-limits per destination (net.ipv4.icmp_ratelimit: a token a second,
+ * a burst of 6): after a few rejected scenarios in a row the next ones would
+ * see some attempts time out ('mixed'). A phase of a rejecting scenario waits
+ * for 2 tokens (its n = 2 attempts) first.
+ */
+const icmpTokens = () => new Promise((r) => setTimeout(r, 2000));
+
 /** The sandbox of a describe block: 5 pods, pod-0 the client, a server on TARGET in every other pod. */
 function sandboxWithServers() {
   const f: { env?: Env; base?: Snapshot } = {};
@@ -213,10 +222,12 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
         const n = reachable.length ? (proto === 'TCP' ? 40 : 10) : 2;
 
         await reconcile(sb.env!.dp, snap(false, svc));
+        if (sc.kubeProxy === 'reject') await icmpTokens();
         const off = await observe(pods()[0]!, proto, ip, n, v6);
         await reconcile(sb.env!.dp, snap(true, svc));
         const c0 = await counters(sb.env!.dp);
         const nat0 = await iptables.kubeProxyPackets(kubeProxyPrefix(sb.env!.m));
+        if (sc.kubeProxy === 'reject') await icmpTokens();
         const on = await observe(pods()[0]!, proto, ip, n, v6);
         const d = delta(c0, await counters(sb.env!.dp), 'pw_lb');
         const nat = (await iptables.kubeProxyPackets(kubeProxyPrefix(sb.env!.m))) - nat0;
@@ -647,10 +658,12 @@ describe('external IPs and LoadBalancer IPs from a pod: kube-proxy rules and the
         const n = reachable.length ? (proto === 'TCP' ? 30 : 10) : 2;
 
         await reconcile(sb.env!.dp, snapAt(false));
+        if (sc.baseline === 'reject') await icmpTokens();
         const off = await observe(pods()[0]!, proto, dialled, n);
         const sync = new ServiceSync(new BpfServiceMaps(sb.env!.dp));
         await reconcile(sb.env!.dp, snapAt(true), undefined, undefined, sync);
         const c0 = await counters(sb.env!.dp);
+        if (sc.baseline === 'reject') await icmpTokens();
         const on = await observe(pods()[0]!, proto, dialled, n);
         const d = delta(c0, await counters(sb.env!.dp), 'pw_lb');
 
