@@ -344,30 +344,40 @@ export const CGROUP_ATTACH = {
 } as const;
 export type CgroupHook = keyof typeof CGROUP_ATTACH;
 
-/** Multi-attach: other tools' programs on the cgroup stay and keep running. */
+/** One attach (multi: other tools' programs on the cgroup stay and keep running) or detach on a cgroup. */
+export type CgroupOp = { op: 'attach'; hook: CgroupHook; progPin: string } | { op: 'detach'; hook: CgroupHook; progId: number };
+
+function cgroupOpArgs(cgroupPath: string, o: CgroupOp): string[] {
+  const word = CGROUP_ATTACH[o.hook].word;
+  return o.op === 'attach'
+    ? ['cgroup', 'attach', cgroupPath, word, 'pinned', o.progPin, 'multi']
+    : ['cgroup', 'detach', cgroupPath, word, 'id', String(o.progId)];
+}
+
 export async function cgroupAttach(cgroupPath: string, hook: CgroupHook, progPin: string): Promise<void> {
-  await run(`attach ${hook} to ${cgroupPath}`, [
-    'bpftool',
-    'cgroup',
-    'attach',
-    cgroupPath,
-    CGROUP_ATTACH[hook].word,
-    'pinned',
-    progPin,
-    'multi',
-  ]);
+  await run(`attach ${hook} to ${cgroupPath}`, ['bpftool', ...cgroupOpArgs(cgroupPath, { op: 'attach', hook, progPin })]);
 }
 
 export async function cgroupDetach(cgroupPath: string, hook: CgroupHook, progId: number): Promise<void> {
-  await run(`detach ${hook} from ${cgroupPath}`, [
-    'bpftool',
-    'cgroup',
-    'detach',
-    cgroupPath,
-    CGROUP_ATTACH[hook].word,
-    'id',
-    String(progId),
-  ]);
+  await run(`detach ${hook} from ${cgroupPath}`, ['bpftool', ...cgroupOpArgs(cgroupPath, { op: 'detach', hook, progId })]);
+}
+
+/**
+ * Several attaches and detaches, in order, in one bpftool run (`batch`): a
+ * pass that switches a pod on or off changes up to 14 hooks, and a process
+ * each cost seconds per pod on an emulated kernel. Stops at the first that
+ * fails, as one call after another would. A path batch cannot carry
+ * unquoted (space, quote, backslash) goes one call at a time.
+ */
+export async function cgroupApply(cgroupPath: string, ops: CgroupOp[]): Promise<void> {
+  const lines = ops.map((o) => cgroupOpArgs(cgroupPath, o));
+  if (ops.length < 2 || lines.some((l) => l.some((w) => w === '' || /[\s'"\\]/.test(w)))) {
+    for (const [i, o] of ops.entries())
+      await run(`${o.op} ${o.hook} ${o.op === 'attach' ? 'to' : 'from'} ${cgroupPath}`, ['bpftool', ...lines[i]!]);
+    return;
+  }
+  const what = ops.map((o) => `${o.op} ${o.hook}`).join(', ');
+  await run(`${what} on ${cgroupPath}`, ['bpftool', 'batch', 'file', '-'], { input: lines.map((l) => l.join(' ')).join('\n') + '\n' });
 }
 
 /** sk_msg verdict program on a sockhash (replaces the one attached before). */

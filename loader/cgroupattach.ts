@@ -103,12 +103,16 @@ export class CgroupAttachments {
     const abs = cgroupPath(rec.path);
     if (!fs.existsSync(abs)) return; // pod gone: its attachments went with it
     const attached = await bpftool.cgroupShow(abs);
+    // per hook: the new program attached before the old one goes (no gap), all in one bpftool run
+    const ops: bpftool.CgroupOp[] = [];
     for (const [hook, bit, prog] of HOOK_PROGS) {
       const cur = this.pins.hasProg(prog) ? await this.maps.progId(prog) : undefined;
       const ours = attached.filter((a) => a.attach_type === bpftool.CGROUP_ATTACH[hook].shown && a.name === prog);
-      if (hooks & bit && cur !== undefined && !ours.some((a) => a.id === cur)) await bpftool.cgroupAttach(abs, hook, this.pins.prog(prog));
-      for (const a of ours) if (!(hooks & bit) || a.id !== cur) await bpftool.cgroupDetach(abs, hook, a.id);
+      if (hooks & bit && cur !== undefined && !ours.some((a) => a.id === cur))
+        ops.push({ op: 'attach', hook, progPin: this.pins.prog(prog) });
+      for (const a of ours) if (!(hooks & bit) || a.id !== cur) ops.push({ op: 'detach', hook, progId: a.id });
     }
+    await bpftool.cgroupApply(abs, ops);
   }
 
   /** Ledger entries checked against what each cgroup really has attached. */

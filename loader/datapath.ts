@@ -102,7 +102,11 @@ export class Datapath {
     const traces = objs.filter((o) => kindOf(o) === 'trace');
     fs.mkdirSync(this.pins.mapsDir, { recursive: true });
     fs.mkdirSync(this.pins.progsDir, { recursive: true });
-    for (const obj of objects) await this.loadObject(obj);
+    // each pinned map's layout is checked once per load (once per object cost
+    // ~250 `bpftool map show` runs; minutes on an emulated kernel); a map this
+    // load pinned comes from this build and needs no check
+    const checked = new Set<string>();
+    for (const obj of objects) await this.loadObject(obj, checked);
     await this.tc.reattach();
     if (this.pins.hasProg(MSG_PROG)) await bpftool.msgVerdictAttach(this.pins.prog(MSG_PROG), this.pins.map('pw_sock'));
     await this.cgroups.reattach();
@@ -114,7 +118,7 @@ export class Datapath {
       await bpftool.iterPin(it, tmp, this.pins.map(name));
       fs.renameSync(tmp, this.pins.iter(name));
     }
-    this.flowControl = await this.loadFlowControl(traces);
+    this.flowControl = await this.loadFlowControl(traces, checked);
     log.info({ pinRoot: this.pins.root, objects: objs.map((o) => path.basename(o)) }, 'datapath loaded');
   }
 
@@ -122,16 +126,20 @@ export class Datapath {
   flowControl: FlowControl = { source: 'none' };
 
   /** One object: its programs pinned (replacing older pins), the schema's maps shared. */
-  private async loadObject(obj: string): Promise<void> {
+  private async loadObject(obj: string, checked: Set<string>): Promise<void> {
     const stage = path.join(this.pins.root, `stage_${process.pid}_${Date.now()}`);
     fs.mkdirSync(stage);
     try {
       const reuse = MAPS.filter((m) => this.pins.hasMap(m.name)).map((m) => ({ name: m.name, pin: this.pins.map(m.name) }));
-      await this.checkCompatible(reuse.map((r) => mapDef(r.name)));
+      await this.checkCompatible(reuse.filter((r) => !checked.has(r.name)).map((r) => mapDef(r.name)));
+      for (const r of reuse) checked.add(r.name);
       await bpftool.progLoadAll(obj, path.join(stage, 'progs'), reuse, path.join(stage, 'maps'));
       for (const m of fs.readdirSync(path.join(stage, 'maps'))) {
         // only the schema's maps are shared; an object's own .rodata/.bss stays with its programs
-        if (MAPS.some((x) => x.name === m) && !this.pins.hasMap(m)) fs.renameSync(path.join(stage, 'maps', m), this.pins.map(m));
+        if (MAPS.some((x) => x.name === m) && !this.pins.hasMap(m)) {
+          fs.renameSync(path.join(stage, 'maps', m), this.pins.map(m));
+          checked.add(m);
+        }
       }
       for (const p of fs.readdirSync(path.join(stage, 'progs'))) fs.renameSync(path.join(stage, 'progs', p), this.pins.prog(p));
     } finally {
@@ -150,7 +158,7 @@ export class Datapath {
    * neither, pw_sk_msg counts every redirected byte as unread: flows move to
    * TCP after PW_QUEUE_MAX_BYTES (safe, slower); status and doctor say so.
    */
-  private async loadFlowControl(traces: string[]): Promise<FlowControl> {
+  private async loadFlowControl(traces: string[], checked: Set<string>): Promise<FlowControl> {
     if (kernelStructHasMember('sk_psock', 'msg_tot_len')) {
       for (const l of this.pins.links()) fs.rmSync(this.pins.link(l), { force: true });
       return { source: 'psock' };
@@ -159,7 +167,7 @@ export class Datapath {
     for (const obj of traces) {
       const fn = path.basename(obj, '.o');
       try {
-        await this.loadObject(obj);
+        await this.loadObject(obj, checked);
         fs.mkdirSync(this.pins.linksDir, { recursive: true });
         const tmp = this.pins.link(`${fn}_new`);
         fs.rmSync(tmp, { force: true });

@@ -25,6 +25,7 @@ const bytes = (hex: string[]): Buffer => Buffer.from(hex.map((b) => parseInt(b, 
 
 export class Maps {
   private info = new Map<string, bpftool.MapInfo>();
+  private progIds = new Map<string, { stamp: string; id: number }>();
 
   constructor(readonly pins: Pins) {}
 
@@ -93,8 +94,26 @@ export class Maps {
     return (await bpftool.mapShow(this.pins.map(name))).id;
   }
 
+  /**
+   * A pinned program's id. Remembered per pin file (inode and ctime): a
+   * reload replaces the pin by a rename, which the next call sees. A pass
+   * asks it per pod and hook; one `bpftool prog show` each cost ~70 runs a
+   * pass (seconds per pass on an emulated kernel).
+   */
   async progId(name: string): Promise<number> {
-    return (await bpftool.progShow(this.pins.prog(name))).id;
+    const pin = this.pins.prog(name);
+    let stamp: string | undefined;
+    try {
+      const st = fs.statSync(pin, { bigint: true });
+      stamp = `${st.ino}:${st.ctimeNs}`;
+    } catch {
+      // no pin: bpftool says so below
+    }
+    const hit = this.progIds.get(pin);
+    if (stamp !== undefined && hit?.stamp === stamp) return hit.id;
+    const id = (await bpftool.progShow(pin)).id;
+    if (stamp !== undefined) this.progIds.set(pin, { stamp, id });
+    return id;
   }
 
   /** A per-CPU counter map summed over CPUs, by its (one-field) key. */

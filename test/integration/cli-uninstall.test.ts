@@ -105,6 +105,43 @@ describe('CLI and uninstall', () => {
     }
   });
 
+  it("a cgroup's attaches and detaches go in one bpftool run, in order, stop at the first failure; a path with a space goes one by one", async () => {
+    const parent = path.dirname(cgroupPath(env!.m.pods[0]!.cgroup));
+    const dirs = [path.join(parent, `pwbatch-${env!.id}`), path.join(parent, `pw batch ${env!.id}`)];
+    const names = async (d: string) => (await bpftool.cgroupShow(d)).map((p) => `${p.attach_type} ${p.name}`).sort();
+    const conn = { hook: 'connect4', prog: 'pw_lb_conn4', shown: 'cgroup_inet4_connect pw_lb_conn4' } as const;
+    const send = { hook: 'sendmsg4', prog: 'pw_lb_send4', shown: 'cgroup_udp4_sendmsg pw_lb_send4' } as const;
+    try {
+      for (const d of dirs) {
+        fs.mkdirSync(d);
+        await bpftool.cgroupApply(
+          d,
+          [conn, send].map((h) => ({ op: 'attach', hook: h.hook, progPin: env!.dp.pins.prog(h.prog) })),
+        );
+        expect(await names(d)).toEqual([conn.shown, send.shown].sort());
+      }
+      // the first line fails (no such program attached): the second never runs
+      const sendId = await env!.dp.maps.progId(send.prog);
+      await expect(
+        bpftool.cgroupApply(dirs[0]!, [
+          { op: 'detach', hook: 'connect4', progId: 0x7ffffff0 },
+          { op: 'detach', hook: 'sendmsg4', progId: sendId },
+        ]),
+      ).rejects.toThrow(/detach connect4, detach sendmsg4 on .*pwbatch/);
+      expect(await names(dirs[0]!)).toEqual([conn.shown, send.shown].sort());
+      const connId = await env!.dp.maps.progId(conn.prog);
+      for (const d of dirs) {
+        await bpftool.cgroupApply(d, [
+          { op: 'detach', hook: 'connect4', progId: connId },
+          { op: 'detach', hook: 'sendmsg4', progId: sendId },
+        ]);
+        expect(await names(d)).toEqual([]);
+      }
+    } finally {
+      for (const d of dirs) if (fs.existsSync(d)) fs.rmdirSync(d);
+    }
+  });
+
   it('uninstall removes filters, own qdiscs, pins and programs, keeps the foreign ones, and is idempotent', async () => {
     const progId = await env!.dp.maps.progId('pw_tc_egress');
     for (const p of ['pw_tc_egress', 'pw_sockops', 'pw_sk_msg']) env!.progIds.push(await env!.dp.maps.progId(p));
