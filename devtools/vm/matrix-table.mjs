@@ -24,8 +24,11 @@ function cell(kdir, file) {
   if (!json) {
     bad = true;
     const log = read(path.join(res, `${file}.log`));
-    if (time) return { text: `no result (${time}s)`, why: short((log ?? '').split('\n').filter(Boolean).slice(-1)[0] ?? '', 120) };
-    return { text: log !== undefined ? 'killed (VM timeout)' : 'not run', why: '' };
+    // the run ended without this file's result (a crash, a failed start): the run's last words
+    if (log !== undefined)
+      return { text: `no result${time ? ` (${time}s)` : ''}`, why: short(log.split('\n').filter(Boolean).slice(-1)[0] ?? '', 120) };
+    // queued, and the VM went before the run ended
+    return { text: fs.existsSync(path.join(res, `${file}.queued`)) ? 'killed (VM timeout)' : 'not run', why: '' };
   }
   let r;
   try {
@@ -92,7 +95,7 @@ for (const k of kernels) {
 const head = ['kernel', 'accel', 'boot', 'run', 'wall', ...files.map((f) => f.replace(/\.test$/, ''))];
 const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
 const line = (r) => '| ' + r.map((c, i) => c.padEnd(widths[i])).join(' | ') + ' |';
-console.log("cells: passed/failed/skipped and the file's time (one vitest run per file)");
+console.log("cells: passed/failed/skipped and the file's time (collect, hooks, tests; one vitest run per kernel, its start-up in 'run')");
 console.log(line(head));
 console.log('|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|');
 for (const r of rows) console.log(line(r));
