@@ -13,7 +13,7 @@ import { readActual } from '../../src/pods/apply.js';
 import { rr, startServer, stream, type Server } from '../../devtools/perf.js';
 import type { SandboxPod } from '../../devtools/sandbox.js';
 import { FakeApiServer, type ApiObject } from '../k8s/apiserver.js';
-import { CLI, counters, delta, setUp, spawnKubeAgent, tearDown, until, type Agent, type Env } from './helpers.js';
+import { CLI, counters, delta, setUp, SLOWDOWN, spawnKubeAgent, tearDown, until, type Agent, type Env } from './helpers.js';
 
 const ROUNDS = 5;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -156,27 +156,31 @@ describe('fail closed: a failing interface never holds back another pod, nor a p
 
   const figures: Record<string, Awaited<ReturnType<typeof round>>[]> = { fault: [], clean: [] };
 
-  it('a NetworkPolicy selecting a healthy pod takes it off the fast path while the faulty pod fails every pass; the same without the fault (rounds interleaved)', async () => {
-    const f = pod(F);
-    for (let i = 0; i < ROUNDS; i++) {
-      // with the fault: the first round as the pod was from the start, later ones after another tool replaced podwarp's clsact
-      if (!faultOn) {
-        await run('tc', ['tc', 'qdisc', 'del', 'dev', f.hostInterface, 'clsact']);
-        await addFault(f.hostInterface);
-        await until('faulty pod disabled', async () => (await state(f)) === 'disabled');
+  it(
+    'a NetworkPolicy selecting a healthy pod takes it off the fast path while the faulty pod fails every pass; the same without the fault (rounds interleaved)',
+    async () => {
+      const f = pod(F);
+      for (let i = 0; i < ROUNDS; i++) {
+        // with the fault: the first round as the pod was from the start, later ones after another tool replaced podwarp's clsact
+        if (!faultOn) {
+          await run('tc', ['tc', 'qdisc', 'del', 'dev', f.hostInterface, 'clsact']);
+          await addFault(f.hostInterface);
+          await until('faulty pod disabled', async () => (await state(f)) === 'disabled');
+        }
+        const attempts0 = await metric(/^podwarp_errors_total\{reason="pod_attach"\}/);
+        figures.fault!.push(await round());
+        // the faulty pod was tried again meanwhile (backoff at most 2 s here) and is still off
+        expect(await metric(/^podwarp_errors_total\{reason="pod_attach"\}/)).toBeGreaterThan(attempts0);
+        expect(await state(f)).toBe('disabled');
+        // without: the fault removed, the pod is enabled on a retry
+        await removeFault();
+        await until('faulty pod enabled after the retry', async () => (await state(f)) === 'enabled');
+        expect(await metric(/^podwarp_pods_not_accelerated\{reason="attach-failed"\}/)).toBe(0);
+        figures.clean!.push(await round());
       }
-      const attempts0 = await metric(/^podwarp_errors_total\{reason="pod_attach"\}/);
-      figures.fault!.push(await round());
-      // the faulty pod was tried again meanwhile (backoff at most 2 s here) and is still off
-      expect(await metric(/^podwarp_errors_total\{reason="pod_attach"\}/)).toBeGreaterThan(attempts0);
-      expect(await state(f)).toBe('disabled');
-      // without: the fault removed, the pod is enabled on a retry
-      await removeFault();
-      await until('faulty pod enabled after the retry', async () => (await state(f)) === 'enabled');
-      expect(await metric(/^podwarp_pods_not_accelerated\{reason="attach-failed"\}/)).toBe(0);
-      figures.clean!.push(await round());
-    }
-  }, 600_000);
+    },
+    600_000 * SLOWDOWN,
+  );
 
   it('an enabled pod whose filter is taken away and cannot be put back is disabled and its sockets drained', async () => {
     const f = pod(F);

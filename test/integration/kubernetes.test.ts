@@ -422,7 +422,7 @@ describe('agent --source kubernetes against an API server double', () => {
       [CLI, 'agent', '--source', 'kubernetes', '--kubeconfig', bad, '--node', node, '--metrics-addr', '', '--sync-timeout', '3'],
       {
         reject: false,
-        timeoutMs: 90_000,
+        timeoutMs: 90_000 * SLOWDOWN,
         env: { ...process.env, PODWARP_PIN_NAME: env!.pinName, PODWARP_RUN_DIR: runDir } as Record<string, string>,
       },
     );

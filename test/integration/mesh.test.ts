@@ -15,7 +15,7 @@ import { PWPERF, conn, sink, startListener, startProxy, startServer, udp, type S
 import { installServices, kubeProxyPrefix, podCommand, vip, type SandboxPod } from '../../devtools/sandbox.js';
 import { reconcile } from '../../src/reconciler.js';
 import { loadStateFile } from '../../src/state/load.js';
-import { MESHED_PROGS, POD_PROGS, cgroupProgs, counters, delta, setUp, tearDown, type Env } from './helpers.js';
+import { MESHED_PROGS, POD_PROGS, SLOWDOWN, cgroupProgs, counters, delta, setUp, tearDown, type Env } from './helpers.js';
 
 const PROXY_UID = 1337;
 const PROXY_PORT = 15001;
@@ -64,7 +64,9 @@ function startDnsStandIn(pod: SandboxPod, port: number): Promise<Server> {
 }
 
 async function v6Connect(pod: SandboxPod, addr: string, port: number): Promise<{ id?: string | null; peer?: string; error?: number }> {
-  const r = await run(`v6 client in ${pod.name}`, podCommand(pod, ['python3', '-c', V6_CLIENT, addr, String(port)]), { timeoutMs: 30_000 });
+  const r = await run(`v6 client in ${pod.name}`, podCommand(pod, ['python3', '-c', V6_CLIENT, addr, String(port)]), {
+    timeoutMs: 30_000 * SLOWDOWN,
+  });
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as { id?: string | null; peer?: string; error?: number };
 }
 
