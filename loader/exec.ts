@@ -56,11 +56,18 @@ export async function run(what: string, argv: string[], opts: RunOptions = {}): 
 }
 
 /** A long-running child (benchmark servers, the agent in tests). */
-export function spawnLong(argv: string[], opts: { env?: Record<string, string> } = {}): ResultPromise {
+export function spawnLong(argv: string[], opts: { env?: Record<string, string>; forceKillAfterMs?: number } = {}): ResultPromise {
   const [cmd, ...args] = argv;
   if (!cmd) throw new Error('spawn: empty argv');
   log.debug({ argv }, 'spawn');
-  return execa(cmd, args, { reject: false, env: opts.env, buffer: true, stdin: 'ignore' });
+  // kill(): SIGKILL follows when the child has not exited after forceKillAfterMs (execa's default: 5 s)
+  return execa(cmd, args, {
+    reject: false,
+    env: opts.env,
+    buffer: true,
+    stdin: 'ignore',
+    forceKillAfterDelay: opts.forceKillAfterMs ?? 5000,
+  });
 }
 
 /**

@@ -144,6 +144,8 @@ export function spawnAgent(env: Env, args: string[]): Agent {
       string,
       string
     >,
+    // a SIGTERMed agent drains and unlocks before it exits: seconds under emulation, not execa's 5 s
+    forceKillAfterMs: 5000 * SLOWDOWN,
   });
   const a: Agent = { child, lines: [] };
   onLines(child.stderr, (line) => {
