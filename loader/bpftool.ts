@@ -2,20 +2,16 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Ajv, type JSONSchemaType, type ValidateFunction } from 'ajv';
 import { ToolError } from './errors.js';
 import { run } from './exec.js';
+import { checks, type Check } from './validate.js';
 
 /** statfs f_type of a bpffs. */
 const BPF_FS_MAGIC = 0xcafe4a11;
 
-const ajv = new Ajv({ allErrors: true, allowUnionTypes: true });
+const validator = checks({ allErrors: true, allowUnionTypes: true });
 
-function validator<T>(schema: object): ValidateFunction<T> {
-  return ajv.compile<T>(schema as JSONSchemaType<T>);
-}
-
-async function bpftoolJson<T>(what: string, args: string[], check: ValidateFunction<T>, input?: string): Promise<T> {
+async function bpftoolJson<T>(what: string, args: string[], check: Check<T>, input?: string): Promise<T> {
   const argv = ['bpftool', '-j', ...args];
   const r = await run(what, argv, { input });
   let parsed: unknown;
@@ -25,7 +21,7 @@ async function bpftoolJson<T>(what: string, args: string[], check: ValidateFunct
     throw new ToolError(`${what}: bpftool printed invalid JSON`, argv, r.exitCode, r.stdout.slice(0, 300));
   }
   if (!check(parsed)) {
-    throw new ToolError(`${what}: unexpected bpftool JSON (${ajv.errorsText(check.errors)})`, argv, r.exitCode, r.stdout.slice(0, 300));
+    throw new ToolError(`${what}: unexpected bpftool JSON (${check.text()})`, argv, r.exitCode, r.stdout.slice(0, 300));
   }
   return parsed;
 }

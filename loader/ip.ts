@@ -1,10 +1,10 @@
 // iproute2 `ip` (always -j where it prints), sysctl files, network namespaces.
 import fs from 'node:fs';
-import { Ajv } from 'ajv';
 import { ToolError } from './errors.js';
 import { run, type RunResult } from './exec.js';
+import { checks } from './validate.js';
 
-const ajv = new Ajv({ allowUnionTypes: true });
+const check = checks({ allowUnionTypes: true });
 
 export interface Link {
   ifindex: number;
@@ -23,7 +23,7 @@ export interface Link {
   addr_info?: { family?: string; local?: string; prefixlen?: number }[];
   stats64?: { rx: { bytes: number; packets: number }; tx: { bytes: number; packets: number } };
 }
-const linksOk = ajv.compile<Link[]>({
+const linksOk = check<Link[]>({
   type: 'array',
   items: {
     type: 'object',

@@ -1,17 +1,17 @@
 // tc (iproute2) for clsact qdiscs and cls_bpf filters; the 5.10 attach path.
-import { Ajv } from 'ajv';
 import { ToolError } from './errors.js';
 import { run } from './exec.js';
+import { checks } from './validate.js';
 
-const ajv = new Ajv({ allowUnionTypes: true });
+const check = checks({ allowUnionTypes: true });
 
 export interface TcFilter {
   kind?: string;
   pref?: number;
   options?: { handle?: number | string; bpf_name?: string; 'direct-action'?: boolean; prog?: { id: number; name?: string; tag?: string } };
 }
-const filtersOk = ajv.compile<TcFilter[]>({ type: 'array', items: { type: 'object' } });
-const qdiscsOk = ajv.compile<{ kind: string; handle?: string }[]>({
+const filtersOk = check<TcFilter[]>({ type: 'array', items: { type: 'object' } });
+const qdiscsOk = check<{ kind: string; handle?: string }[]>({
   type: 'array',
   items: { type: 'object', required: ['kind'], properties: { kind: { type: 'string' } } },
 });

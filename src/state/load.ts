@@ -1,15 +1,14 @@
 // Local source: a state file (YAML or JSON) → Snapshot. The file is validated
 // whole (JSON Schema via ajv, then cross-references) before anything is used.
 import fs from 'node:fs';
-import { Ajv } from 'ajv';
 import YAML from 'yaml';
 import { InputError } from '../../loader/errors.js';
+import { checks } from '../../loader/validate.js';
 import type { Service, Snapshot } from '../model.js';
 import { affinityTimeout, podKey } from '../model.js';
 import schema from './state.schema.json' with { type: 'json' };
 
-const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true });
-const validate = ajv.compile(schema);
+const validate = checks({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true })<StateFile>(schema);
 
 export interface StateFile {
   apiVersion: 'podwarp.io/v1alpha1';
