@@ -129,7 +129,7 @@ export function ownerOf(pid: number, proc = '/proc'): LockHolder {
 
 /** "node --import …/tsx/dist/loader.mjs /x/src/main.ts agent --state f" → "podwarp agent --state f". */
 function shorten(cmd: string): string {
-  const m = /\S*(?:bin\/podwarp|src\/main\.[jt]s)\s+(.*)$/.exec(cmd);
+  const m = /\S*(?:bin\/podwarp|(?:src|bundle)\/main\.[jt]s)\s+(.*)$/.exec(cmd);
   const s = m ? `podwarp ${m[1]}` : cmd;
   return s.length > 120 ? `${s.slice(0, 117)}…` : s;
 }
