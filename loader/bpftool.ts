@@ -351,11 +351,11 @@ function cgroupOpArgs(cgroupPath: string, o: CgroupOp): string[] {
 }
 
 export async function cgroupAttach(cgroupPath: string, hook: CgroupHook, progPin: string): Promise<void> {
-  await run(`attach ${hook} to ${cgroupPath}`, ['bpftool', ...cgroupOpArgs(cgroupPath, { op: 'attach', hook, progPin })]);
+  await cgroupApply(cgroupPath, [{ op: 'attach', hook, progPin }]);
 }
 
 export async function cgroupDetach(cgroupPath: string, hook: CgroupHook, progId: number): Promise<void> {
-  await run(`detach ${hook} from ${cgroupPath}`, ['bpftool', ...cgroupOpArgs(cgroupPath, { op: 'detach', hook, progId })]);
+  await cgroupApply(cgroupPath, [{ op: 'detach', hook, progId }]);
 }
 
 /**

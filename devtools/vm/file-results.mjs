@@ -12,8 +12,6 @@ import path from 'node:path';
 const out = process.env.PWVM_RESULTS;
 if (!out) throw new Error('file-results reporter: set PWVM_RESULTS to the results directory');
 
-const STATUS = { passed: 'passed', failed: 'failed', skipped: 'skipped', pending: 'pending' };
-
 export default class FileResults {
   onTestModuleEnd(mod) {
     const name = path.basename(mod.moduleId, '.ts');
@@ -23,7 +21,7 @@ export default class FileResults {
       return {
         title: t.name,
         fullName: t.fullName,
-        status: STATUS[r.state] ?? r.state,
+        status: r.state,
         duration: d?.duration ?? 0,
         failureMessages: (r.errors ?? []).map((e) => e.message ?? String(e)),
       };
