@@ -7,6 +7,8 @@ import * as bpftool from '../../loader/bpftool.js';
 import { run } from '../../loader/exec.js';
 import * as tc from '../../loader/tc.js';
 import { cgroupPath } from '../../loader/cgroup.js';
+import { kernelStructHasMember } from '../../loader/kbtf.js';
+import { READ_PROG } from '../../loader/pins.js';
 import { TC_HANDLE, TC_PRIO } from '../../loader/tcattach.js';
 import { ROOT } from '../../loader/build.js';
 import { loadStateFile } from '../../src/state/load.js';
@@ -82,19 +84,27 @@ describe('CLI and uninstall', () => {
       maps: { name: string; pinned: boolean; entries: number }[];
       programs: { name: string; id: number }[];
       attachments: { name: string; attached: boolean; flags: number; progId: number }[];
+      flowControl: { source: string };
     };
     expect(s.maps.find((m) => m.name === 'pw_endpoints')).toMatchObject({ pinned: true, entries: 4 });
-    expect(s.programs.map((p) => p.name)).toEqual([
-      ...LB_PROGS,
-      'pw_proxy_conn4',
-      'pw_proxy_conn6',
-      'pw_proxy_odst',
-      'pw_proxy_peer4',
-      'pw_proxy_peer6',
-      'pw_sk_msg',
-      'pw_sockops',
-      'pw_tc_egress',
-    ]);
+    // flow control: the psock's own count where the kernel keeps one (6.x with msg_tot_len),
+    // else the fexit read counter (5.10, 6.1), which is one more program
+    const psock = kernelStructHasMember('sk_psock', 'msg_tot_len');
+    expect(s.flowControl.source).toBe(psock ? 'psock' : 'fexit');
+    expect(s.programs.map((p) => p.name)).toEqual(
+      [
+        ...LB_PROGS,
+        'pw_proxy_conn4',
+        'pw_proxy_conn6',
+        'pw_proxy_odst',
+        'pw_proxy_peer4',
+        'pw_proxy_peer6',
+        ...(psock ? [] : [READ_PROG]),
+        'pw_sk_msg',
+        'pw_sockops',
+        'pw_tc_egress',
+      ].sort(),
+    );
     expect(s.attachments.map((a) => a.name).sort()).toEqual(env!.m.pods.map((p) => p.hostInterface).sort());
     const tcId = s.programs.find((p) => p.name === 'pw_tc_egress')!.id;
     for (const a of s.attachments) {
