@@ -119,7 +119,8 @@ describe('fail closed: a failing interface never holds back another pod, nor a p
     await until('target enabled', async () => (await state(t)) === 'enabled');
     const accel = await rr(c, t.ip, 8080, { n: 2000, size: 64 });
     // a live connection in pw_sock while the policy arrives: drained out with no byte lost
-    const live = stream(c, t.ip, 8080, { seconds: 2, paceUs: 200 });
+    // it must outlive the policy's arrival, which under emulation (the kernel matrix) takes seconds: × SLOWDOWN
+    const live = stream(c, t.ip, 8080, { seconds: 2 * SLOWDOWN, paceUs: 200 });
     await until('live connection accelerated', async () => (await sockets(t)) >= 2);
     const t0 = Date.now();
     api!.create('networkpolicies', {
@@ -184,7 +185,7 @@ describe('fail closed: a failing interface never holds back another pod, nor a p
 
   it('an enabled pod whose filter is taken away and cannot be put back is disabled and its sockets drained', async () => {
     const f = pod(F);
-    const live = stream(pod(C), f.ip, 8080, { seconds: 2, paceUs: 200 });
+    const live = stream(pod(C), f.ip, 8080, { seconds: 2 * SLOWDOWN, paceUs: 200 });
     await until('live connection to F accelerated', async () => (await sockets(f)) >= 2);
     // another tool replaces the qdisc: podwarp's clsact (and filter) go, a foreign ingress qdisc comes
     await run('tc', ['tc', 'qdisc', 'del', 'dev', f.hostInterface, 'clsact']);
