@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { chromium, type Page } from 'playwright-core';
+import { scaled } from './slowdown.js';
 
 export const CHROMIUM = process.env.PODWARP_CHROMIUM ?? '/usr/bin/chromium';
 
@@ -38,6 +39,7 @@ export async function visitReport(htmlFile: string, o: { png?: string; width?: n
     throw new Error(`no Chromium at ${CHROMIUM}: bash scripts/setup-browser.sh installs Debian's (or set PODWARP_CHROMIUM)`);
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
+    timeout: scaled(180_000),
     // root without a user namespace sandbox; and no background traffic to hosts this machine cannot reach
     args: [
       '--no-sandbox',
@@ -51,6 +53,8 @@ export async function visitReport(htmlFile: string, o: { png?: string; width?: n
   });
   try {
     const page = await browser.newPage({ viewport: { width: o.width ?? 1280, height: 900 } });
+    // playwright's 30 s for navigation and waits: × PODWARP_TEST_SLOWDOWN (Chromium under TCG loaded the page in more)
+    page.setDefaultTimeout(scaled(30_000));
     const url = pathToFileURL(htmlFile).href;
     const errors: string[] = [];
     const requests: string[] = [];
@@ -62,7 +66,7 @@ export async function visitReport(htmlFile: string, o: { png?: string; width?: n
       if (r.url() !== url) requests.push(r.url());
     });
     await page.goto(url, { waitUntil: 'load' });
-    await page.waitForSelector('body[data-ready="true"]', { timeout: 15_000 });
+    await page.waitForSelector('body[data-ready="true"]', { timeout: scaled(15_000) });
     const visit: PageVisit = { charts: await drawnCharts(page), errors, requests, canvases: await page.locator('canvas').count() };
     if (o.png) await page.screenshot({ path: o.png, fullPage: true });
     return visit;
