@@ -112,12 +112,27 @@ for k in ${kernels//,/ }; do
     per=$([ "$accel" = tcg ] && echo 900 || echo 180)
     tmo=${timeout:-$((120 + per * ${#paths[@]}))}
     echo "kernel-matrix: $k ($(basename "$d"), $accel, timeout ${tmo}s): ${#paths[@]} files" >&2
-    rc=0
-    devtools/vm/run-in-vm.sh --kernel-dir "$d" --out "$kout" --timeout "$tmo" --accel "$accel" -- \
-      "mkdir -p /mnt/pwvm/results; devtools/vm/probe-cgroup-query.sh >/mnt/pwvm/results/probe-cgroup.txt 2>&1; PODWARP_TEST_SLOWDOWN=$slow PODWARP_EXEC_TIMEOUT_MS=$((120000 * slow)) devtools/vm/run-tests.sh /mnt/pwvm/results ${paths[*]}" || rc=$?
-    echo "$rc" >"$kout/vm_rc"
-    echo $((SECONDS - t0)) >"$kout/wall_s"
-    grep -a 'pwvm-tests:' "$kout/console.log" | sed "s/^/[$k] /" >&2 || true
+    # a VM that dies of an emulator fault (devtools/vm/console-fault.mjs: a
+    # stale TCG translation of re-patched kernel text) runs once more; any
+    # other death, failure or timeout stands
+    for attempt in 1 2; do
+      rc=0
+      devtools/vm/run-in-vm.sh --kernel-dir "$d" --out "$kout" --timeout "$tmo" --accel "$accel" -- \
+        "mkdir -p /mnt/pwvm/results; devtools/vm/probe-cgroup-query.sh >/mnt/pwvm/results/probe-cgroup.txt 2>&1; PODWARP_TEST_SLOWDOWN=$slow PODWARP_EXEC_TIMEOUT_MS=$((120000 * slow)) devtools/vm/run-tests.sh /mnt/pwvm/results ${paths[*]}" || rc=$?
+      echo "$rc" >"$kout/vm_rc"
+      echo $((SECONDS - t0)) >"$kout/wall_s"
+      grep -a 'pwvm-tests:' "$kout/console.log" | sed "s/^/[$k] /" >&2 || true
+      fault=$(node devtools/vm/console-fault.mjs "$kout/console.log") || fault=
+      if [ "$rc" = 125 ] && [ "$accel" = tcg ] && [ -n "$fault" ] && [ "$attempt" = 1 ]; then
+        echo "kernel-matrix: $k: the VM died of an $fault; running it once more" >&2
+        prev=$out/$k.attempt1
+        rm -rf "$prev"; mv "$kout" "$prev"; mkdir -p "$kout"
+        basename "$d" >"$kout/kernel"
+        echo "attempt 1 ended after $(cat "$prev/wall_s")s: $fault" >"$kout/retried"
+        continue
+      fi
+      break
+    done
   fi
 done
 

@@ -5,6 +5,7 @@
 //   node devtools/vm/matrix-table.mjs OUT 5.10 6.1 host -- test/unit/btf.test.ts ...
 import fs from 'node:fs';
 import path from 'node:path';
+import { consoleFault } from './console-fault.mjs';
 
 const args = process.argv.slice(2);
 const out = args[0];
@@ -17,7 +18,7 @@ const short = (s, n) => (s.length > n ? s.slice(0, n - 1) + '…' : s);
 // any failure, missing result or file without a passing test: exit 1 (CI)
 let bad = false;
 
-function cell(kdir, file) {
+function cell(kdir, file, vmrc) {
   const res = path.join(kdir, 'results');
   const time = read(path.join(res, `${file}.time`));
   const json = read(path.join(res, `${file}.json`));
@@ -28,7 +29,10 @@ function cell(kdir, file) {
     if (log !== undefined)
       return { text: `no result${time ? ` (${time}s)` : ''}`, why: short(log.split('\n').filter(Boolean).slice(-1)[0] ?? '', 120) };
     // queued, and the VM went before the run ended
-    return { text: fs.existsSync(path.join(res, `${file}.queued`)) ? 'killed (VM timeout)' : 'not run', why: '' };
+    return {
+      text: !fs.existsSync(path.join(res, `${file}.queued`)) ? 'not run' : vmrc === '125' ? 'killed (VM died)' : 'killed (VM timeout)',
+      why: '',
+    };
   }
   let r;
   try {
@@ -81,7 +85,7 @@ for (const k of kernels) {
   const run = read(path.join(kdir, 'run_s')) ?? '-';
   const wall = read(path.join(kdir, 'wall_s')) ?? run;
   const vmrc = read(path.join(kdir, 'vm_rc'));
-  const cells = files.map((f) => cell(kdir, f));
+  const cells = files.map((f) => cell(kdir, f, vmrc));
   rows.push([
     `${k} ${kernel === k ? '' : kernel}`.trim(),
     accel.toUpperCase(),
@@ -91,6 +95,13 @@ for (const k of kernels) {
     ...cells.map((c) => c.text),
   ]);
   cells.forEach((c, i) => c.why && notes.push(`${k} ${files[i]}: ${c.why}`));
+  // why the VM died, from its console; and an earlier attempt that an emulator fault ended
+  if (vmrc === '125') {
+    const f = consoleFault(read(path.join(kdir, 'console.log')) ?? '');
+    notes.push(`${k} VM: ${f.kind === 'none' ? 'no kernel panic on the console (see console.log)' : `${f.kind}: ${f.line}`}`);
+  }
+  const retried = read(path.join(kdir, 'retried'));
+  if (retried) notes.push(`${k} run once more: ${retried}`);
 }
 const head = ['kernel', 'accel', 'boot', 'run', 'wall', ...files.map((f) => f.replace(/\.test$/, ''))];
 const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
@@ -106,7 +117,7 @@ if (probes.length) {
     for (const l of t.split('\n').filter((x) => x.startsWith('bpftool'))) console.log(`  ${k}: ${short(l, 160)}`);
 }
 if (notes.length) {
-  console.log('\nfirst failure or skips per cell:');
+  console.log('\nfirst failure or skips per cell, deaths and re-runs per VM:');
   for (const n of notes) console.log('  ' + n);
 }
 if (bad) process.exitCode = 1;
