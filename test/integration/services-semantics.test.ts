@@ -1,11 +1,14 @@
 // Differential: which endpoints a Service resolves to (issue 10, items 2-4),
 // sessionAffinity ClientIP (item 1), dual-stack sockets dialling v4-mapped
 // addresses (item 7) and a connected UDP socket whose backend leaves (item 9).
-// Each scenario runs twice in one test on the sandbox: acceleration off, so
-// the client's connects take kube-proxy-style iptables rules written by hand
+// Each scenario runs twice on the sandbox: acceleration off, so the
+// client's connects take kube-proxy-style iptables rules written by hand
 // from kube-proxy's documented behaviour, then on (the socket LB). What the
 // application observes must be the same: the connect outcome (ok, refused,
 // timeout), which backends answer, getpeername() and the reply source.
+// The endpoint-selection and external-IP scenarios are installed together
+// (an address each) and observed off in the block's beforeAll, then on, one
+// test per scenario and protocol; the others toggle within their test.
 // "v6" variants use an AF_INET6 socket dialling ::ffff:<ClusterIP>, as Java,
 // .NET and Node's udp6 do; kube-proxy's rules see plain IPv4 either way.
 // Connected UDP is left to kube-proxy by design (README, Services): with
@@ -199,32 +202,62 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
     namespaces: sb.base!.namespaces.map((n) => ({ ...n, accelerate: on })),
     services: [svc],
   });
-  scenarios.forEach((sc, i) => {
-    for (const [proto, v6] of [
+
+  // Every scenario has a ClusterIP of its own, with a TCP and a UDP port, so
+  // all of them are installed at once: the kube-proxy rules and one snapshot
+  // of every Service. The off phase of every case runs first (one reconcile
+  // with acceleration off), then the on phase (one reconcile with it on),
+  // one case per test. Two reconciles instead of two per case: each one
+  // attaches or detaches the pods' cgroup programs, dozens of bpftool runs,
+  // which under the kernel matrix's emulation cost a minute a case.
+  interface Case {
+    sc: Scenario;
+    ip: string;
+    proto: 'TCP' | 'UDP' | 'UDP-connected';
+    v6: boolean;
+  }
+  const cases: Case[] = scenarios.flatMap((sc, i) =>
+    [
       ...(['TCP', 'UDP', 'UDP-connected'] as const).map((p) => [p, false] as const),
       ...(sc.v6 ? (['TCP', 'UDP', 'UDP-connected'] as const).map((p) => [p, true] as const) : []),
-    ]) {
-      it(`${sc.name} (${proto}${v6 ? ', AF_INET6 v4-mapped' : ''})`, async () => {
-        const ip = vip(20 + i);
-        const l4 = proto === 'TCP' ? 'tcp' : 'udp';
-        const svc = service(sc, ip, proto === 'TCP' ? 'TCP' : 'UDP');
-        const reachable = Array.isArray(sc.kubeProxy) ? sc.kubeProxy.map((j) => `${pods()[j]!.ip}:${TARGET}`).sort() : [];
-        await installServices(sb.env!.m, [
-          {
-            vip: ip,
-            port: PORT,
-            proto: l4,
-            backends: Array.isArray(sc.kubeProxy) ? sc.kubeProxy.map((j) => ({ ip: pods()[j]!.ip, port: TARGET })) : [],
-            empty: Array.isArray(sc.kubeProxy) ? undefined : sc.kubeProxy,
-          },
-        ]);
-        // a failing scenario costs a timeout per attempt: few attempts
-        const n = reachable.length ? (proto === 'TCP' ? 40 : 10) : 2;
+    ].map(([proto, v6]) => ({ sc, ip: vip(20 + i), proto, v6 })),
+  );
+  const reachableOf = (sc: Scenario) => (Array.isArray(sc.kubeProxy) ? sc.kubeProxy.map((j) => `${pods()[j]!.ip}:${TARGET}`).sort() : []);
+  // a failing scenario costs a timeout per attempt: few attempts
+  const attempts = (c: Case) => (reachableOf(c.sc).length ? (c.proto === 'TCP' ? 40 : 10) : 2);
+  const offSeen = new Map<Case, Observed>();
 
-        await reconcile(sb.env!.dp, snap(false, svc));
-        if (sc.kubeProxy === 'reject') await icmpTokens();
-        const off = await observe(pods()[0]!, proto, ip, n, v6);
-        await reconcile(sb.env!.dp, snap(true, svc));
+  describe('each scenario and protocol: acceleration off, then on', () => {
+    beforeAll(async () => {
+      const kp: KubeProxyService[] = scenarios.flatMap((sc, i) =>
+        (['tcp', 'udp'] as const).map((l4) => ({
+          vip: vip(20 + i),
+          port: PORT,
+          proto: l4,
+          backends: Array.isArray(sc.kubeProxy) ? sc.kubeProxy.map((j) => ({ ip: pods()[j]!.ip, port: TARGET })) : [],
+          empty: Array.isArray(sc.kubeProxy) ? undefined : sc.kubeProxy,
+        })),
+      );
+      await installServices(sb.env!.m, kp);
+      const all = scenarios.map((sc, i) => {
+        const svc = service(sc, vip(20 + i), 'TCP');
+        return { ...svc, name: `sem-${i}`, ports: [...svc.ports, { name: 'u', port: PORT, protocol: 'UDP' as const, targetPort: TARGET }] };
+      });
+      const at = (on: boolean): Snapshot => ({ ...snap(on, all[0]!), services: all });
+      await reconcile(sb.env!.dp, at(false));
+      for (const c of cases) {
+        if (c.sc.kubeProxy === 'reject') await icmpTokens();
+        offSeen.set(c, await observe(pods()[0]!, c.proto, c.ip, attempts(c), c.v6));
+      }
+      await reconcile(sb.env!.dp, at(true));
+    }, 600_000 * SLOWDOWN);
+
+    for (const c of cases) {
+      const { sc, ip, proto, v6 } = c;
+      it(`${sc.name} (${proto}${v6 ? ', AF_INET6 v4-mapped' : ''})`, async () => {
+        const reachable = reachableOf(sc);
+        const n = attempts(c);
+        const off = offSeen.get(c)!;
         const c0 = await counters(sb.env!.dp);
         const nat0 = await iptables.kubeProxyPackets(kubeProxyPrefix(sb.env!.m));
         if (sc.kubeProxy === 'reject') await icmpTokens();
@@ -619,78 +652,102 @@ describe('external IPs and LoadBalancer IPs from a pod: kube-proxy rules and the
     },
   ];
 
-  extScenarios.forEach((sc, i) => {
-    for (const proto of ['TCP', 'UDP', 'UDP-connected'] as const) {
-      it(`${sc.name} (${proto})`, async () => {
-        const clusterIP = vip(60 + 3 * i);
-        const dialled = vip(61 + 3 * i);
-        const protocol = proto === 'TCP' ? 'TCP' : 'UDP';
-        const over: Partial<Service> =
-          sc.dial === 'externalIP'
-            ? { ...sc.over, externalIPs: [dialled] }
-            : { ...sc.over, loadBalancerIngress: sc.over.loadBalancerIngress!.map((g) => ({ ...g, ip: dialled })) };
-        const svc: Service = {
-          namespace: 'team-b',
-          name: 'ext',
-          clusterIP,
-          ports: [{ name: 'p', port: PORT, protocol, targetPort: TARGET }],
-          endpoints: sc.endpoints.map(([j, o]) => ({ ip: pods()[j]!.ip, ready: true, terminating: false, ports: [], ...o })),
-          ...over,
-        };
-        const addr = (j: number) => `${pods()[j]!.ip}:${TARGET}`;
-        const reachable = sc.baseline === 'reject' ? [] : sc.baseline.backends.map(addr).sort();
-        await installServices(sb.env!.m, [
-          {
-            vip: dialled,
-            port: PORT,
-            proto: proto === 'TCP' ? 'tcp' : 'udp',
-            backends: sc.baseline === 'reject' ? [] : sc.baseline.backends.map((j) => ({ ip: pods()[j]!.ip, port: TARGET })),
-            ...(sc.baseline === 'reject' ? { empty: 'reject' as const } : sc.baseline.masquerade ? { masquerade: true } : {}),
-          },
-        ]);
-        const snapAt = (on: boolean): Snapshot => ({
-          ...sb.base!,
-          node: NODE,
-          zone: ZONE,
-          namespaces: sb.base!.namespaces.map((ns) => ({ ...ns, accelerate: on })),
-          services: [svc],
-        });
-        const n = reachable.length ? (proto === 'TCP' ? 30 : 10) : 2;
+  // as above: every scenario at once (a ClusterIP and a dialled address of
+  // its own, a TCP and a UDP port), one reconcile off, one on
+  interface ExtCase {
+    sc: ExtScenario;
+    i: number;
+    proto: 'TCP' | 'UDP' | 'UDP-connected';
+  }
+  const extCases: ExtCase[] = extScenarios.flatMap((sc, i) =>
+    (['TCP', 'UDP', 'UDP-connected'] as const).map((proto) => ({ sc, i, proto })),
+  );
+  const dialledOf = (i: number) => vip(61 + 3 * i);
+  const addr = (j: number) => `${pods()[j]!.ip}:${TARGET}`;
+  const reachableOf = (sc: ExtScenario) => (sc.baseline === 'reject' ? [] : sc.baseline.backends.map(addr).sort());
+  const attempts = (c: ExtCase) => (reachableOf(c.sc).length ? (c.proto === 'TCP' ? 30 : 10) : 2);
+  const offSeen = new Map<ExtCase, Observed>();
+  const ext: { sync?: ServiceSync } = {};
 
-        await reconcile(sb.env!.dp, snapAt(false));
-        if (sc.baseline === 'reject') await icmpTokens();
-        const off = await observe(pods()[0]!, proto, dialled, n);
-        const sync = new ServiceSync(new BpfServiceMaps(sb.env!.dp));
-        await reconcile(sb.env!.dp, snapAt(true), undefined, undefined, sync);
-        const c0 = await counters(sb.env!.dp);
-        if (sc.baseline === 'reject') await icmpTokens();
-        const on = await observe(pods()[0]!, proto, dialled, n);
-        const d = delta(c0, await counters(sb.env!.dp), 'pw_lb');
-
-        // the baseline is what its rules say …
-        expect(off.outcome).toBe(reachable.length ? 'ok' : proto === 'UDP' ? 'timeout' : 'refused');
-        expect(off.peerMismatch).toBe(0);
-        // … and acceleration changes nothing the application sees: outcome, getpeername() / reply source = the dialled address
-        expect(on.outcome).toBe(off.outcome);
-        expect(on.peerMismatch).toBe(0);
-        for (const b of [...off.backends, ...on.backends]) expect(reachable).toContain(b);
-        if (proto === 'TCP') {
-          expect(off.backends).toEqual(reachable);
-          expect(on.backends).toEqual(reachable);
-        }
-        // the frontend is in pw_svc with the backends kube-proxy's short-circuit uses, or with none (left, with its reason)
-        const rows = await serviceRows(sb.env!.dp);
-        const row = rows.find((r) => r.frontend === `${dialled}:${PORT}` && r.proto === protocol);
-        expect(row?.count).toBe(sc.translated ? reachable.length : 0);
-        if (sc.translated) expect(row!.slots.map((s) => s.backend).sort()).toEqual(reachable);
-        const key = `${dialled}:${PORT}/${protocol === 'TCP' ? 6 : 17}`;
-        expect(sync.leftServices().find((l) => l.frontend === key)?.reason).toBe(sc.left);
-        expect(sync.namedFrontends(10).find((f) => f.frontend === key)?.kind).toBe(sc.dial === 'externalIP' ? 'external_ip' : 'lb_ingress');
-        // who answered: the socket LB (connected UDP: same outcome either way, see the note in the brief) or kube-proxy's rule
-        if (!sc.translated) expect(d.translated).toBe(0);
-        else if (proto === 'TCP') expect(d.translated).toBe(n);
-        else if (proto === 'UDP') expect(d.translated).toBeGreaterThan(0);
-      });
+  beforeAll(async () => {
+    await installServices(
+      sb.env!.m,
+      extScenarios.flatMap((sc, i) =>
+        (['tcp', 'udp'] as const).map((l4) => ({
+          vip: dialledOf(i),
+          port: PORT,
+          proto: l4,
+          backends: sc.baseline === 'reject' ? [] : sc.baseline.backends.map((j) => ({ ip: pods()[j]!.ip, port: TARGET })),
+          ...(sc.baseline === 'reject' ? { empty: 'reject' as const } : sc.baseline.masquerade ? { masquerade: true } : {}),
+        })),
+      ),
+    );
+    const services: Service[] = extScenarios.map((sc, i) => ({
+      namespace: 'team-b',
+      name: `ext-${i}`,
+      clusterIP: vip(60 + 3 * i),
+      ports: [
+        { name: 'p', port: PORT, protocol: 'TCP', targetPort: TARGET },
+        { name: 'u', port: PORT, protocol: 'UDP', targetPort: TARGET },
+      ],
+      endpoints: sc.endpoints.map(([j, o]) => ({ ip: pods()[j]!.ip, ready: true, terminating: false, ports: [], ...o })),
+      ...(sc.dial === 'externalIP'
+        ? { ...sc.over, externalIPs: [dialledOf(i)] }
+        : { ...sc.over, loadBalancerIngress: sc.over.loadBalancerIngress!.map((g) => ({ ...g, ip: dialledOf(i) })) }),
+    }));
+    const snapAt = (on: boolean): Snapshot => ({
+      ...sb.base!,
+      node: NODE,
+      zone: ZONE,
+      namespaces: sb.base!.namespaces.map((ns) => ({ ...ns, accelerate: on })),
+      services,
+    });
+    await reconcile(sb.env!.dp, snapAt(false));
+    for (const c of extCases) {
+      if (c.sc.baseline === 'reject') await icmpTokens();
+      offSeen.set(c, await observe(pods()[0]!, c.proto, dialledOf(c.i), attempts(c)));
     }
-  });
+    ext.sync = new ServiceSync(new BpfServiceMaps(sb.env!.dp));
+    await reconcile(sb.env!.dp, snapAt(true), undefined, undefined, ext.sync);
+  }, 600_000 * SLOWDOWN);
+
+  for (const c of extCases) {
+    const { sc, proto } = c;
+    it(`${sc.name} (${proto})`, async () => {
+      const dialled = dialledOf(c.i);
+      const protocol = proto === 'TCP' ? 'TCP' : 'UDP';
+      const reachable = reachableOf(sc);
+      const n = attempts(c);
+      const off = offSeen.get(c)!;
+      const sync = ext.sync!;
+      const c0 = await counters(sb.env!.dp);
+      if (sc.baseline === 'reject') await icmpTokens();
+      const on = await observe(pods()[0]!, proto, dialled, n);
+      const d = delta(c0, await counters(sb.env!.dp), 'pw_lb');
+
+      // the baseline is what its rules say …
+      expect(off.outcome).toBe(reachable.length ? 'ok' : proto === 'UDP' ? 'timeout' : 'refused');
+      expect(off.peerMismatch).toBe(0);
+      // … and acceleration changes nothing the application sees: outcome, getpeername() / reply source = the dialled address
+      expect(on.outcome).toBe(off.outcome);
+      expect(on.peerMismatch).toBe(0);
+      for (const b of [...off.backends, ...on.backends]) expect(reachable).toContain(b);
+      if (proto === 'TCP') {
+        expect(off.backends).toEqual(reachable);
+        expect(on.backends).toEqual(reachable);
+      }
+      // the frontend is in pw_svc with the backends kube-proxy's short-circuit uses, or with none (left, with its reason)
+      const rows = await serviceRows(sb.env!.dp);
+      const row = rows.find((r) => r.frontend === `${dialled}:${PORT}` && r.proto === protocol);
+      expect(row?.count).toBe(sc.translated ? reachable.length : 0);
+      if (sc.translated) expect(row!.slots.map((s) => s.backend).sort()).toEqual(reachable);
+      const key = `${dialled}:${PORT}/${protocol === 'TCP' ? 6 : 17}`;
+      expect(sync.leftServices().find((l) => l.frontend === key)?.reason).toBe(sc.left);
+      expect(sync.namedFrontends(100).find((f) => f.frontend === key)?.kind).toBe(sc.dial === 'externalIP' ? 'external_ip' : 'lb_ingress');
+      // who answered: the socket LB (connected UDP: same outcome either way, see the note in the brief) or kube-proxy's rule
+      if (!sc.translated) expect(d.translated).toBe(0);
+      else if (proto === 'TCP') expect(d.translated).toBe(n);
+      else if (proto === 'UDP') expect(d.translated).toBeGreaterThan(0);
+    });
+  }
 });
