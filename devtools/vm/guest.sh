@@ -28,7 +28,13 @@ hostname pwvm
 ip link set lo up
 # the cgroup v2 controllers a node has (tests make child cgroups)
 for c in $(cat /sys/fs/cgroup/cgroup.controllers); do echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; done
-modprobe -a veth sch_ingress cls_bpf bridge 2>/dev/null
+modprobe -a veth sch_ingress cls_bpf bridge dummy 2>/dev/null
+# a node's uplink and default route, as on the host: without any route a
+# ClusterIP that kube-proxy's rules drop or reject gets 'network unreachable'
+# from routing before the FORWARD rules see it (services-semantics). A dummy
+# device: what is routed to it goes nowhere, the VM stays without a network.
+ip link add uplink0 type dummy && ip link set uplink0 up && ip route add default dev uplink0 ||
+  echo "pwvm: no dummy uplink: tests that need a default route will fail"
 project=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^pw.project=//p' | tail -n1)
 cd "$project" || echo "pwvm: no project dir $project"
 t0=$(cut -d' ' -f1 /proc/uptime)

@@ -39,6 +39,8 @@ interface Observed {
   backends: string[];
   /** getpeername() / reply source not the ClusterIP */
   peerMismatch: number;
+  /** the tool's counts and first error line, for a failure message */
+  detail: string;
 }
 
 interface Scenario {
@@ -148,6 +150,7 @@ async function observe(client: SandboxPod, proto: 'TCP' | 'UDP' | 'UDP-connected
       outcome: outcome(n, r.connections, r.refused, r.timeouts),
       backends: Object.keys(r.backends).sort(),
       peerMismatch: r.peer_mismatch,
+      detail: `${n} connects: ${r.connections} ok, ${r.refused} refused, ${r.timeouts} timed out, ${r.errors} failed${r.error ? ` (${r.error.split('\n')[0]})` : ''}`,
     };
   }
   const u = await udp(client, ip, PORT, { n, connected: proto === 'UDP-connected', v6 });
@@ -155,6 +158,7 @@ async function observe(client: SandboxPod, proto: 'TCP' | 'UDP' | 'UDP-connected
     outcome: outcome(n, u.replies, u.refused, u.timeouts),
     backends: Object.keys(u.backends).sort(),
     peerMismatch: u.wrong_source + (u.peer_ok ? 0 : 1),
+    detail: `${n} requests: ${u.replies} answered, ${u.refused} refused, ${u.timeouts} timed out, ${u.errors} failed${u.error ? ` (${u.error.split('\n')[0]})` : ''}`,
   };
 }
 
@@ -267,9 +271,9 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
 
         // kube-proxy's outcome is what the rules say …
         const want: Outcome = reachable.length ? 'ok' : sc.kubeProxy === 'reject' && proto !== 'UDP' ? 'refused' : 'timeout';
-        expect(off.outcome).toBe(want);
+        expect(off.outcome, `kube-proxy's rules: ${off.detail}`).toBe(want);
         // … and acceleration changes nothing the application sees
-        expect(on.outcome).toBe(off.outcome);
+        expect(on.outcome, `socket LB: ${on.detail}`).toBe(off.outcome);
         expect(on.peerMismatch).toBe(0);
         expect(off.peerMismatch).toBe(0);
         if (proto === 'TCP') {
@@ -333,8 +337,13 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
         const c0 = await counters(sb.env!.dp);
         const on = await observe(pods()[0]!, proto, ip, n);
         const d = delta(c0, await counters(sb.env!.dp), 'pw_lb');
-        expect(off).toEqual({ outcome: 'ok', backends: [`${me.ip}:${TARGET}`], peerMismatch: 0 });
-        expect(on).toEqual(off);
+        const seen = ({ detail: _, ...o }: Observed) => o;
+        expect(seen(off), `kube-proxy's rules: ${off.detail}`).toEqual({
+          outcome: 'ok',
+          backends: [`${me.ip}:${TARGET}`],
+          peerMismatch: 0,
+        });
+        expect(seen(on), `socket LB: ${on.detail}`).toEqual(seen(off));
         expect(d.translated).toBe(n); // the socket LB answered, not the rules
       } finally {
         await own.stop();
@@ -726,10 +735,10 @@ describe('external IPs and LoadBalancer IPs from a pod: kube-proxy rules and the
       const d = delta(c0, await counters(sb.env!.dp), 'pw_lb');
 
       // the baseline is what its rules say …
-      expect(off.outcome).toBe(reachable.length ? 'ok' : proto === 'UDP' ? 'timeout' : 'refused');
+      expect(off.outcome, `baseline: ${off.detail}`).toBe(reachable.length ? 'ok' : proto === 'UDP' ? 'timeout' : 'refused');
       expect(off.peerMismatch).toBe(0);
       // … and acceleration changes nothing the application sees: outcome, getpeername() / reply source = the dialled address
-      expect(on.outcome).toBe(off.outcome);
+      expect(on.outcome, `socket LB: ${on.detail}`).toBe(off.outcome);
       expect(on.peerMismatch).toBe(0);
       for (const b of [...off.backends, ...on.backends]) expect(reachable).toContain(b);
       if (proto === 'TCP') {
