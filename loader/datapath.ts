@@ -9,8 +9,23 @@ import { FLOW_CONTROL, MAPS, layoutOf, mapDef, type MapDef } from '../abi/schema
 import * as bpftool from './bpftool.js';
 import { TRACE_LINK_BIN, mapSizes } from './build.js';
 import { CgroupAttachments } from './cgroupattach.js';
-import { ToolError, errorMessage } from './errors.js';
+import { FeatureMissingError, ToolError } from './errors.js';
 import { run } from './exec.js';
+import {
+  NEEDS,
+  TEST_REFUSAL,
+  activePart,
+  coreOf,
+  describePart,
+  joinReasons,
+  kernelReason,
+  partOf,
+  refusedPart,
+  testRefused,
+  type CorePartId,
+  type Part,
+  type PartId,
+} from './parts.js';
 import { PinLock, lockState, type LockHolder, type LockOptions } from './lock.js';
 import { log } from './log.js';
 import { kernelStructHasMember } from './kbtf.js';
@@ -41,6 +56,42 @@ export function flowControlOf(pins: Pins, kernelHasMsgLen: boolean): FlowControl
   const fn = pins.links()[0];
   return fn ? { source: 'fexit', fn } : { source: 'none' };
 }
+
+/**
+ * The optional parts as the pins show them, for a process that did not load
+ * (status); the kernel's reasons are known only to the loading process
+ * (the agent's report carries them).
+ */
+export function partsOf(pins: Pins, kernelHasMsgLen: boolean): Part[] {
+  const iters = (names: string[]) => names.every((n) => fs.existsSync(pins.iter(n)));
+  const notPinned = 'not pinned by the last load (its log, or `podwarp doctor`, has the kernel reason)';
+  const fc = flowControlOf(pins, kernelHasMsgLen);
+  const core = (part: CorePartId, prefix: RegExp, objects: string[]): Part => {
+    const have = pins.progs().filter((p) => prefix.test(p));
+    return have.length
+      ? activePart(
+          part,
+          have.map((p) => `${p}.o`),
+        )
+      : refusedPart(part, objects, notPinned);
+  };
+  return [
+    core('sockmap', /^pw_(sockops|sk_msg)$/, ['pw_sockops.o', 'pw_sk_msg.o']),
+    core('socket-lb', /^pw_lb_/, ['pw_lb_*.o']),
+    core('sidecar', /^pw_proxy_/, ['pw_proxy_*.o']),
+    iters(['pw_svc', 'pw_backends'])
+      ? activePart('map-dump', ['pw_svc_iter.o', 'pw_backends_iter.o'])
+      : refusedPart('map-dump', ['pw_svc_iter.o', 'pw_backends_iter.o'], notPinned),
+    iters(['pw_sock']) ? activePart('drain', ['pw_sock_iter.o']) : refusedPart('drain', ['pw_sock_iter.o'], notPinned),
+    fc.source === 'psock'
+      ? { part: 'read-counter', state: 'not-needed', objects: [], effect: PSOCK_COUNTS }
+      : fc.source === 'fexit'
+        ? activePart('read-counter', [fc.fn!], `fexit on ${fc.fn}`)
+        : refusedPart('read-counter', ['bpf/trace/*.o'], notPinned),
+  ];
+}
+
+const PSOCK_COUNTS = "the kernel's psock msg_tot_len counts unread bytes";
 
 /** One line for status and doctor. */
 export function describeFlowControl(fc: FlowControl): string {
@@ -106,24 +157,115 @@ export class Datapath {
     // ~250 `bpftool map show` runs; minutes on an emulated kernel); a map this
     // load pinned comes from this build and needs no check
     const checked = new Set<string>();
-    for (const obj of objects) await this.loadObject(obj, checked);
+    const core = await this.loadCore(objects, checked);
     await this.tc.reattach();
     if (this.pins.hasProg(MSG_PROG)) await bpftool.msgVerdictAttach(this.pins.prog(MSG_PROG), this.pins.map('pw_sock'));
     await this.cgroups.reattach();
-    fs.mkdirSync(this.pins.iterDir, { recursive: true });
-    for (const it of iterators) {
-      const name = path.basename(it, '.o').replace(/_iter$/, '');
-      const tmp = this.pins.iter(`${name}_new`);
-      fs.rmSync(tmp, { force: true });
-      await bpftool.iterPin(it, tmp, this.pins.map(name));
-      fs.renameSync(tmp, this.pins.iter(name));
-    }
-    this.flowControl = await this.loadFlowControl(traces, checked);
-    log.info({ pinRoot: this.pins.root, objects: objs.map((o) => path.basename(o)) }, 'datapath loaded');
+    this.parts = [...core, ...(await this.loadIterators(iterators)), await this.loadFlowControl(traces, checked)];
+    const fc = this.parts.find((p) => p.part === 'read-counter')!;
+    this.flowControl =
+      fc.state === 'not-needed'
+        ? { source: 'psock' }
+        : fc.state === 'active'
+          ? { source: 'fexit', fn: fc.objects[0] }
+          : { source: 'none', error: fc.reason };
+    for (const p of this.parts.filter((x) => x.state === 'refused'))
+      log.warn({ part: p.part, objects: p.objects, reason: p.reason }, describePart(p));
+    log.info(
+      {
+        pinRoot: this.pins.root,
+        objects: objs.map((o) => path.basename(o)),
+        parts: Object.fromEntries(this.parts.map((p) => [p.part, p.state])),
+      },
+      'datapath loaded',
+    );
   }
 
   /** How flow control counts a peer's unread bytes on this kernel, after load(). */
   flowControl: FlowControl = { source: 'none' };
+
+  /** The optional parts (loader/parts.ts) and what became of each, after load(). */
+  parts: Part[] = [];
+
+  /**
+   * The core objects, feature by feature (loader/parts.ts coreOf). The tc
+   * program is required: its refusal is a FeatureMissingError. Any other
+   * feature the kernel refuses is switched off whole (its programs unpinned,
+   * so the attachments leave it out) and the others load on.
+   */
+  private async loadCore(objects: string[], checked: Set<string>): Promise<Part[]> {
+    const groups = new Map<CorePartId, { objects: string[]; reasons: [string, string][] }>();
+    // tc first, and a feature before the one that needs it
+    const order = ['tc', 'sockmap', 'socket-lb', 'sidecar'];
+    const rank = (o: string) => order.indexOf(coreOf(o) ?? 'tc');
+    for (const obj of [...objects].sort((a, b) => rank(a) - rank(b))) {
+      const feature = coreOf(obj);
+      const base = path.basename(obj);
+      if (feature === 'tc' || feature === undefined) {
+        try {
+          await this.loadObject(obj, checked);
+        } catch (e) {
+          throw new FeatureMissingError(
+            feature === 'tc' ? 'tc program' : base,
+            `the kernel refused ${base} (${kernelReason(e)}): podwarp cannot run without it`,
+          );
+        }
+        continue;
+      }
+      const g = groups.get(feature) ?? { objects: [], reasons: [] };
+      groups.set(feature, g);
+      g.objects.push(base);
+      if (g.reasons.length) continue; // the feature is off already
+      const need = NEEDS[feature];
+      try {
+        if (testRefused(feature)) throw new Error(TEST_REFUSAL);
+        if (need && groups.get(need)?.reasons.length) throw new Error(`needs ${need}, which is off`);
+        await this.loadObject(obj, checked);
+      } catch (e) {
+        g.reasons.push([base, kernelReason(e)]);
+      }
+    }
+    const parts: Part[] = [];
+    for (const [feature, g] of groups) {
+      if (!g.reasons.length) {
+        parts.push(activePart(feature, g.objects));
+        continue;
+      }
+      for (const o of g.objects) fs.rmSync(this.pins.prog(path.basename(o, '.o')), { force: true });
+      parts.push(refusedPart(feature, g.objects, joinReasons(g.reasons)));
+    }
+    return parts;
+  }
+
+  /**
+   * The iterators (map-dump and drain parts): each pinned as a bpf_iter link
+   * on its map. One the kernel refuses is recorded with its reason, and a pin
+   * of an earlier load is removed, so that the pins say what this load has.
+   */
+  private async loadIterators(iterators: string[]): Promise<Part[]> {
+    fs.mkdirSync(this.pins.iterDir, { recursive: true });
+    const byPart = new Map<PartId, { objects: string[]; reasons: [string, string][] }>();
+    for (const it of iterators) {
+      const part = partOf(it)!;
+      const name = path.basename(it, '.o').replace(/_iter$/, '');
+      const e = byPart.get(part) ?? { objects: [], reasons: [] };
+      byPart.set(part, e);
+      e.objects.push(path.basename(it));
+      const tmp = this.pins.iter(`${name}_new`);
+      fs.rmSync(tmp, { force: true });
+      try {
+        if (testRefused(part)) throw new Error(TEST_REFUSAL);
+        await bpftool.iterPin(it, tmp, this.pins.map(name));
+        fs.renameSync(tmp, this.pins.iter(name));
+      } catch (err) {
+        fs.rmSync(this.pins.iter(name), { force: true });
+        e.reasons.push([path.basename(it), kernelReason(err)]);
+      }
+    }
+    return [...byPart].map(([part, e]) =>
+      e.reasons.length ? refusedPart(part, e.objects, joinReasons(e.reasons)) : activePart(part, e.objects),
+    );
+  }
 
   /** One object: its programs pinned (replacing older pins), the schema's maps shared. */
   private async loadObject(obj: string, checked: Set<string>): Promise<void> {
@@ -158,15 +300,17 @@ export class Datapath {
    * neither, pw_sk_msg counts every redirected byte as unread: flows move to
    * TCP after PW_QUEUE_MAX_BYTES (safe, slower); status and doctor say so.
    */
-  private async loadFlowControl(traces: string[], checked: Set<string>): Promise<FlowControl> {
+  private async loadFlowControl(traces: string[], checked: Set<string>): Promise<Part> {
+    const objects = traces.map((t) => path.basename(t));
     if (kernelStructHasMember('sk_psock', 'msg_tot_len')) {
       for (const l of this.pins.links()) fs.rmSync(this.pins.link(l), { force: true });
-      return { source: 'psock' };
+      return { part: 'read-counter', state: 'not-needed', objects: [], effect: PSOCK_COUNTS };
     }
-    const errors: string[] = [];
+    const errors: [string, string][] = [];
     for (const obj of traces) {
       const fn = path.basename(obj, '.o');
       try {
+        if (testRefused('read-counter')) throw new Error(TEST_REFUSAL);
         await this.loadObject(obj, checked);
         fs.mkdirSync(this.pins.linksDir, { recursive: true });
         const tmp = this.pins.link(`${fn}_new`);
@@ -174,17 +318,14 @@ export class Datapath {
         await run(`attach ${READ_PROG} to ${fn}`, [TRACE_LINK_BIN, this.pins.prog(READ_PROG), tmp]);
         fs.renameSync(tmp, this.pins.link(fn));
         for (const other of this.pins.links()) if (other !== fn) fs.rmSync(this.pins.link(other), { force: true });
-        return { source: 'fexit', fn };
+        return activePart('read-counter', [fn], `fexit on ${fn}`);
       } catch (e) {
-        errors.push(`${fn}: ${errorMessage(e).split('\n')[0]}`);
+        errors.push([`${fn}.o`, kernelReason(e)]);
       }
     }
-    const error = traces.length ? errors.join('; ') : 'no bpf/trace objects were built';
-    log.warn(
-      { error },
-      `flow control: this kernel has neither psock msg_tot_len nor fentry on ${traces.map((t) => path.basename(t, '.o')).join('/')}; accelerated flows move to TCP after ${FLOW_CONTROL.QUEUE_MAX_BYTES >> 20} MiB`,
-    );
-    return { source: 'none', error };
+    for (const l of this.pins.links()) fs.rmSync(this.pins.link(l), { force: true });
+    if (this.pins.hasProg(READ_PROG)) fs.rmSync(this.pins.prog(READ_PROG), { force: true });
+    return refusedPart('read-counter', objects, traces.length ? joinReasons(errors) : 'no bpf/trace objects were built');
   }
 
   /** A pinned map whose layout or size differs from this build's cannot be reused: say so clearly. */
@@ -227,11 +368,15 @@ export class Datapath {
     const cgroupsDetached = await this.cgroups.detachAll();
     let socketsRemoved = 0;
     if (this.pins.hasMap('pw_sock')) {
-      const d = await this.sockets.drain(() => true, opts.drainTimeoutMs ?? 10_000);
+      // without the drain iterator nothing tells an empty queue: wait for the sockets to close
+      const d = await this.sockets.drain(() => true, opts.drainTimeoutMs ?? 10_000, { waitClose: true });
       socketsRemoved = d.removed;
       if (d.stuck.length && !opts.force) {
+        const some = `${d.stuck.slice(0, 4).join(', ')}${d.stuck.length > 4 ? ', …' : ''}`;
         throw new Error(
-          `uninstall stopped: ${d.stuck.length} accelerated sockets still hold data their applications have not read (${d.stuck.slice(0, 4).join(', ')}${d.stuck.length > 4 ? ', …' : ''}); removing them now would lose it. Run uninstall again later, or with --force to drop it`,
+          d.blind
+            ? `uninstall stopped: ${d.stuck.length} accelerated sockets are still open (${some}), and the kernel refused the drain iterator, so podwarp cannot see whether they hold data their applications have not read; removing them now could lose it. They are on TCP now: run uninstall again once they have closed (or with a longer --drain-timeout), or with --force to drop what they may hold`
+            : `uninstall stopped: ${d.stuck.length} accelerated sockets still hold data their applications have not read (${some}); removing them now would lose it. Run uninstall again later, or with --force to drop it`,
         );
       }
       if (this.pins.hasProg(MSG_PROG))

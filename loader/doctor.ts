@@ -15,7 +15,8 @@ import { HOOK_PROGS } from './cgroupattach.js';
 import { Datapath, describeFlowControl } from './datapath.js';
 import { errorMessage } from './errors.js';
 import { run, which } from './exec.js';
-import { findMount, parseMounts, reachableMounts } from './mounts.js';
+import { bpffsMountedByPodwarp, ensureBpffs, findMount, parseMounts, reachableMounts } from './mounts.js';
+import { kernelReason, refusedPart, type Part } from './parts.js';
 import { MSG_PROG, TC_PROG } from './pins.js';
 import { TC_HANDLE, TC_PRIO } from './tcattach.js';
 import { findFilter, type TcFilter } from './tc.js';
@@ -54,6 +55,10 @@ export interface DoctorFacts {
   btf: boolean;
   /** /proc/mounts */
   mounts: string;
+  /** The bpffs podwarp mounted because the node had none (as root: the agent does the same). */
+  bpffsMounted?: string;
+  /** Why no bpffs could be mounted. */
+  bpffsError?: string;
   /** First line of each tool's version output; undefined: not on PATH. */
   tools: Record<Tool, string | undefined>;
   /** Sources whose objects must be compiled before a load (loader/build.ts staleSources). */
@@ -65,6 +70,8 @@ export interface DoctorFacts {
   tcx: { kernel: boolean; bpftool: boolean };
   /** Checks of the scratch load (undefined: not tried, with the reason). */
   load?: Check[];
+  /** The optional parts as the scratch load found them (loader/parts.ts). */
+  parts?: Part[];
   loadSkipped?: string;
 }
 
@@ -184,14 +191,20 @@ function probeChecks(f: DoctorFacts, needs: ProgramNeeds[]): Check[] {
   for (const [t, e] of [...byType].sort(([a], [b]) => a.localeCompare(b))) {
     const secs = [...e.sections].join(', ');
     if (t === 'tracing') {
-      // bpftool cannot probe tracing programs (they need a BTF attach target): the scratch load decides
+      // bpftool cannot probe tracing programs (they need a BTF attach target): the scratch load decides;
+      // every tracing program is an optional part, so a refusal is a warning (the parts' checks say what follows)
+      const refused = (f.parts ?? []).filter((x) => x.state === 'refused');
       out.push({
         check: `program type ${t}`,
-        result: loaded ? 'pass' : 'skip',
-        detail: loaded
-          ? `${secs}: loaded and run (bpftool cannot probe this type)`
-          : `${secs}: bpftool cannot probe this type; \`podwarp doctor\` loads them`,
-        fix: '',
+        result: !loaded ? 'skip' : refused.length ? 'warn' : 'pass',
+        detail: !loaded
+          ? `${secs}: bpftool cannot probe this type; \`podwarp doctor\` loads them`
+          : refused.length
+            ? `${secs}: the kernel refused ${refused.flatMap((x) => x.objects).join(', ')} (${[...new Set(refused.map((x) => x.reason?.split(': ')[0]))].join(', ')}); optional, podwarp runs without them (see the parts below)`
+            : `${secs}: loaded and run (bpftool cannot probe this type)`,
+        fix: refused.length
+          ? 'optional: a kernel, LSM policy or lockdown mode that allows BPF tracing programs (fentry/fexit, map iterators)'
+          : '',
       });
       continue;
     }
@@ -263,12 +276,20 @@ export function evaluate(f: DoctorFacts, needs: ProgramNeeds[] = readNeeds()): C
   const bpffs = findMount('bpf', f.mounts);
   out.push(
     bpffs
-      ? { check: 'bpffs mount', result: 'pass', detail: bpffs, fix: '' }
+      ? {
+          check: 'bpffs mount',
+          result: 'pass',
+          detail: f.bpffsMounted === bpffs ? `${bpffs}: mounted by podwarp (the node had none; left mounted)` : `${bpffs}: present`,
+          fix: '',
+        }
       : {
           check: 'bpffs mount',
           result: 'fail',
-          detail: 'no bpf file system in /proc/mounts: pins cannot outlive the agent',
-          fix: 'mount -t bpf bpf /sys/fs/bpf (mount --make-shared for a pod; the DaemonSet mounts the host path /sys/fs/bpf)',
+          detail: `no bpf file system in /proc/mounts: pins cannot outlive the agent${f.bpffsError ? ` (${f.bpffsError})` : ''}`,
+          fix:
+            f.uid === 0
+              ? 'mount -t bpf bpf /sys/fs/bpf; in a pod: the DaemonSet hostPath volume /sys/fs/bpf with mountPropagation: Bidirectional'
+              : 'run as root: podwarp mounts it at /sys/fs/bpf',
         },
   );
   out.push(cgroupCheck(f.mounts));
@@ -327,6 +348,17 @@ export async function gatherFacts(opts: { load: boolean }): Promise<DoctorFacts>
     string | undefined
   >;
   const uid = process.getuid?.() ?? -1;
+  let bpffsMounted: string | undefined;
+  let bpffsError: string | undefined;
+  if (uid === 0 && !findMount('bpf')) {
+    // as the agent does: a node without a bpffs gets one
+    try {
+      await ensureBpffs();
+      bpffsMounted = bpffsMountedByPodwarp();
+    } catch (e) {
+      bpffsError = errorMessage(e);
+    }
+  } else bpffsMounted = bpffsMountedByPodwarp();
   const mounts = reachableMounts(); // /proc/mounts without hidden mounts
   const f: DoctorFacts = {
     uid,
@@ -334,6 +366,8 @@ export async function gatherFacts(opts: { load: boolean }): Promise<DoctorFacts>
     node: process.version,
     btf: fs.existsSync('/sys/kernel/btf/vmlinux'),
     mounts,
+    bpffsMounted,
+    bpffsError,
     tools,
     staleSources: staleSources(),
     toolchainImage: !!process.env.PODWARP_TOOLCHAIN_IMAGE && !!(await which('docker')),
@@ -354,7 +388,11 @@ export async function gatherFacts(opts: { load: boolean }): Promise<DoctorFacts>
     );
     if (missing.length) f.loadSkipped = `needs ${missing.join(', ')}`;
     else if (f.staleSources.length && !tools.clang && !f.toolchainImage) f.loadSkipped = 'the BPF objects must be built first (clang)';
-    else f.load = await scratchLoad(cg2!, !!tools.unshare);
+    else {
+      const r = await scratchLoad(cg2!, !!tools.unshare);
+      f.load = r.checks;
+      f.parts = r.parts;
+    }
   }
   return f;
 }
@@ -365,7 +403,7 @@ export async function gatherFacts(opts: { load: boolean }): Promise<DoctorFacts>
  * tc program to a veth in a throwaway network namespace and every
  * cgroup program to an empty scratch cgroup, then removes all of it.
  */
-async function scratchLoad(cg2: string, haveUnshare: boolean): Promise<Check[]> {
+async function scratchLoad(cg2: string, haveUnshare: boolean): Promise<{ checks: Check[]; parts?: Part[] }> {
   const id = `${process.pid}_${crypto.randomBytes(3).toString('hex')}`;
   const out: Check[] = [];
   const dp = await Datapath.open(`pwdoctor_${id}`);
@@ -384,29 +422,29 @@ async function scratchLoad(cg2: string, haveUnshare: boolean): Promise<Check[]> 
       out.push({
         check: 'load programs',
         result: 'fail',
-        detail: errorMessage(e),
-        fix: 'see the failed program type, map type or helper above; the verifier log: PODWARP_LOG_LEVEL=debug',
+        detail: `the kernel refused a core program: ${kernelReason(e)}`,
+        fix: 'a kernel that loads tc, sock_ops, sk_msg and cgroup sock_addr programs (≥ 5.10); the verifier log: PODWARP_LOG_LEVEL=debug',
       });
-      return out;
+      return { checks: out };
     }
     out.push({ check: 'attach sk_msg verdict on sockhash', result: 'pass', detail: `${MSG_PROG} on pw_sock`, fix: '' });
-    const fc = dp.flowControl;
     out.push({
       check: 'sockmap flow control',
-      result: fc.source === 'none' ? 'warn' : 'pass',
-      detail: describeFlowControl(fc),
-      fix:
-        fc.source === 'none'
-          ? 'a kernel with fentry (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS) or ≥ 6.5; until then bulk flows lose acceleration after the bound'
-          : '',
+      result: 'pass',
+      detail: describeFlowControl(dp.flowControl),
+      fix: '',
     });
     const iters = fs.existsSync(dp.pins.iterDir) ? fs.readdirSync(dp.pins.iterDir).sort() : [];
-    try {
-      for (const it of iters) fs.readFileSync(dp.pins.iter(it));
-      out.push({ check: 'attach iterators', result: 'pass', detail: `${iters.join(', ')}: pinned and run`, fix: '' });
-    } catch (e) {
-      out.push({ check: 'attach iterators', result: 'fail', detail: errorMessage(e), fix: 'a kernel with BTF and bpf_iter (≥ 5.10)' });
+    for (const it of iters) {
+      try {
+        fs.readFileSync(dp.pins.iter(it));
+      } catch (e) {
+        // pinned but failing to run: the part cannot be used (the loader would fall back the same way)
+        const p = dp.parts.find((x) => x.objects.includes(`${it}_iter.o`));
+        if (p) Object.assign(p, refusedPart(p.part, p.objects, `running ${it}_iter: ${kernelReason(e)}`));
+      }
     }
+    out.push(...dp.parts.map(partCheck));
     out.push(
       haveUnshare
         ? await tcProbe(dp.pins.prog(TC_PROG))
@@ -446,11 +484,21 @@ async function scratchLoad(cg2: string, haveUnshare: boolean): Promise<Check[]> 
             : 'fallback: `bpftool cgroup show … effective` minus the parent (this kernel rejects the attach-flags query, < 6.0)',
         fix: '',
       });
+    return { checks: out, parts: dp.parts };
   } finally {
     if (fs.existsSync(cgDir)) fs.rmdirSync(cgDir);
     await dp.uninstall({ force: true, drainTimeoutMs: 0 });
   }
-  return out;
+}
+
+/** An optional part as a check: active or not needed passes, refused warns with what podwarp does instead. */
+export function partCheck(p: Part): Check {
+  return {
+    check: `optional part ${p.part}`,
+    result: p.state === 'refused' ? 'warn' : 'pass',
+    detail: p.state === 'refused' ? `kernel refused ${p.objects.join(', ')} (${p.reason}): ${p.effect}` : `${p.state}: ${p.effect}`,
+    fix: p.state === 'refused' ? 'none needed; to have it: a kernel, LSM policy or lockdown mode that allows this program type' : '',
+  };
 }
 
 /** tc clsact + cls_bpf direct-action on a veth, in a network namespace that dies with the command. */

@@ -3,6 +3,14 @@
 // marks both directions of a connection passthrough (pw_flows), waits for
 // sendmsg() calls already past the check, and deletes each socket only once
 // the drain iterator (bpf/iter/pw_sock_iter.c) says its queue is empty.
+//
+// Without the iterator (the kernel refused it: loader/parts.ts "drain") no
+// one can tell an empty queue from a full one, so nothing is deleted: a
+// chosen socket stays in pw_sock, marked passthrough (its peer's sends take
+// TCP, the queued bytes are read first, in order), until its application
+// closes it and the kernel drops it from the sockhash. The cost: those
+// connections keep the tcp_bpf receive path until they close. Uninstall,
+// which drops the sockhash and with it every queue, waits for them to close.
 import fs from 'node:fs';
 import { decode, encode, type StructValue } from '../abi/codec.js';
 import { FLOW_FLAGS, SOCK_DRAIN, layoutOf, mapDef } from '../abi/schema.js';
@@ -34,18 +42,24 @@ export class SocketDrain {
 
   /** Connections with a direction on TCP (no peer at the first message, or marked) leave pw_sock, drained. */
   async drainPassthrough(): Promise<number> {
-    if (!this.pins.hasMap('pw_flows')) return 0;
+    // without the iterator a passthrough socket stays until it closes: nothing to do
+    if (!this.pins.hasMap('pw_flows') || !this.canSeeQueues()) return 0;
     const flows = await this.maps.dump('pw_flows');
     const pass = new Set(flows.filter((e) => Number(e.value.flags) & FLOW_FLAGS.PASSTHROUGH).map((e) => sockKeyString(e.key)));
     if (pass.size === 0) return 0;
     return (await this.drain((k) => pass.has(sockKeyString(k)), 1000)).removed;
   }
 
-  /** Runs the drain iterator: for each socket in pw_sock, whether redirected bytes still wait unread. */
-  async pending(): Promise<Map<string, boolean>> {
+  /** Whether the drain iterator is pinned (the kernel allowed it). */
+  canSeeQueues(): boolean {
+    return fs.existsSync(this.pins.iter('pw_sock'));
+  }
+
+  /** Runs the drain iterator: for each socket in pw_sock, whether redirected bytes still wait unread; undefined without it. */
+  async pending(): Promise<Map<string, boolean> | undefined> {
     const pin = this.pins.iter('pw_sock');
     const out = new Map<string, boolean>();
-    if (!fs.existsSync(pin)) return out;
+    if (!fs.existsSync(pin)) return undefined;
     const buf = fs.readFileSync(pin);
     const size = layoutOf(SOCK_DRAIN).size;
     if (buf.length % size !== 0) throw new Error(`drain iterator: ${buf.length} bytes is not a whole number of ${size}-byte records`);
@@ -60,10 +74,18 @@ export class SocketDrain {
    * Takes the selected sockets (and their peers) out of pw_sock without
    * losing a byte. Connections still holding unread data at the deadline stay
    * (passthrough) and are returned as `stuck`; a later call finishes them.
+   * Without the drain iterator (`blind`) no socket is deleted: the chosen
+   * ones are marked passthrough and stay until they close; with `waitClose`
+   * the call waits up to the deadline for them to close (uninstall), else it
+   * returns at once with the open ones as `stuck`.
    */
-  async drain(select: (k: StructValue) => boolean, timeoutMs = 5000): Promise<{ removed: number; stuck: string[] }> {
+  async drain(
+    select: (k: StructValue) => boolean,
+    timeoutMs = 5000,
+    opts: { waitClose?: boolean } = {},
+  ): Promise<{ removed: number; stuck: string[]; blind: boolean }> {
     const keyDef = mapDef('pw_sock').key;
-    const present = new Map((await this.maps.dump('pw_sock')).map((e) => [sockKeyString(e.key), e.key]));
+    const present = await this.present();
     const chosen = new Map<string, StructValue>();
     for (const [s, k] of present) {
       if (!select(k)) continue;
@@ -71,7 +93,8 @@ export class SocketDrain {
       const r = reverseSockKey(k);
       if (present.has(sockKeyString(r))) chosen.set(sockKeyString(r), r);
     }
-    if (chosen.size === 0) return { removed: 0, stuck: [] };
+    const blind = !this.canSeeQueues();
+    if (chosen.size === 0) return { removed: 0, stuck: [], blind };
     const passthrough = [...chosen.values()].map((k) => ({ key: k, value: { flags: FLOW_FLAGS.PASSTHROUGH, bytes: 0n } }));
     await this.maps.write('pw_flows', passthrough, []);
     await sleep(GRACE_MS);
@@ -79,9 +102,10 @@ export class SocketDrain {
     const pin = this.pins.map('pw_sock');
     let removed = 0;
     for (;;) {
-      const pending = await this.pending();
-      const ready = [...chosen].filter(([s]) => pending.get(s) === false);
-      for (const [s] of [...chosen]) if (!pending.has(s)) chosen.delete(s); // closed meanwhile
+      const pending = blind ? undefined : await this.pending();
+      const open = pending ?? (await this.present());
+      for (const [s] of [...chosen]) if (!open.has(s)) chosen.delete(s); // closed meanwhile
+      const ready = pending ? [...chosen].filter(([s]) => pending.get(s) === false) : [];
       if (ready.length) {
         try {
           await bpftool.batch(ready.map(([, k]) => bpftool.deleteLine(pin, encode(keyDef, k))));
@@ -92,11 +116,21 @@ export class SocketDrain {
         for (const [s] of ready) chosen.delete(s);
         removed += ready.length;
       }
-      if (chosen.size === 0 || Date.now() > deadline) break;
+      if (chosen.size === 0 || Date.now() > deadline || (blind && !opts.waitClose)) break;
       await sleep(50);
     }
-    if (chosen.size)
+    if (chosen.size && blind && !opts.waitClose)
+      log.info(
+        { sockets: chosen.size },
+        'sockets on passthrough stay in pw_sock until they close (the kernel refused the drain iterator: their queues cannot be seen)',
+      );
+    else if (chosen.size)
       log.warn({ sockets: [...chosen.keys()] }, 'sockets still hold unread redirected data; left in pw_sock (passthrough) for now');
-    return { removed, stuck: [...chosen.keys()] };
+    return { removed, stuck: [...chosen.keys()], blind };
+  }
+
+  /** The sockets in pw_sock now, by key string. */
+  private async present(): Promise<Map<string, StructValue>> {
+    return new Map((await this.maps.dump('pw_sock')).map((e) => [sockKeyString(e.key), e.key]));
   }
 }

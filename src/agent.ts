@@ -133,6 +133,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     await takeLock();
     const reused = dp.isLoaded();
     await dp.load(objs);
+    metrics.setParts(dp.parts);
     writing = true;
     log.info({ pinRoot: dp.pinRoot, reusedMaps: reused }, 'datapath ready');
   };
@@ -227,6 +228,7 @@ function report(ctx: Ctx, source: string, pods: PodsResult, snap: Snapshot, sync
       },
       notAccelerated: notAccelerated(pods, snap),
       policyGaps: snap.policyGaps ?? [],
+      parts: ctx.dp.parts,
     });
   } catch (e) {
     log.warn({ err: errorMessage(e) }, 'cannot write the agent report (podwarp status shows less)');

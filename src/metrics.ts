@@ -3,6 +3,7 @@
 import http from 'node:http';
 import client from 'prom-client';
 import type { Datapath } from '../loader/datapath.js';
+import type { Part } from '../loader/parts.js';
 import { EP_FLAGS, STAT_GROUPS } from '../abi/schema.js';
 import { log } from '../loader/log.js';
 import type { PodsResult } from './reconciler.js';
@@ -110,6 +111,13 @@ export class AgentMetrics {
     registers: [this.registry],
   });
 
+  private readonly partsGauge = new client.Gauge({
+    name: 'podwarp_optional_part',
+    help: 'Optional datapath parts (loader/parts.ts): 1 for the state each is in (active, refused: the kernel refused it and podwarp runs without it, not-needed: the kernel does it itself), with the kernel reason when refused.',
+    labelNames: ['part', 'state', 'reason'],
+    registers: [this.registry],
+  });
+
   constructor(private readonly dp: Datapath) {
     client.collectDefaultMetrics({ register: this.registry, prefix: 'podwarp_process_' });
     // one pw_stats dump per scrape, shared by the two gauges below (their
@@ -142,6 +150,12 @@ export class AgentMetrics {
       'Bytes counted with podwarp_datapath_events (monotonic), by program and reason: frame bytes for tc, message bytes for sk_msg, 0 for socket hooks.',
       'bytes',
     );
+  }
+
+  /** The optional parts of the last load (Datapath.parts). */
+  setParts(parts: Part[]): void {
+    this.partsGauge.reset();
+    for (const p of parts) this.partsGauge.set({ part: p.part, state: p.state, reason: p.reason ?? '' }, 1);
   }
 
   /** Policy APIs (and `discovery`) that cannot be read now (Snapshot.policyGaps). */

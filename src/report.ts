@@ -3,6 +3,7 @@
 // directory ($PODWARP_RUN_DIR, default /run/podwarp), replaced atomically.
 import fs from 'node:fs';
 import path from 'node:path';
+import type { Part } from '../loader/parts.js';
 import type { PodsResult } from './reconciler.js';
 import { EP_FLAGS } from '../abi/schema.js';
 import { podKey, type Snapshot } from './model.js';
@@ -39,6 +40,8 @@ export interface AgentReport {
   notAccelerated?: Record<string, { ip?: string; reason: string }>;
   /** Policy APIs podwarp cannot read right now (every pod is on the normal path while any is listed). */
   policyGaps?: string[];
+  /** The optional datapath parts of the agent's load, with the kernel's reason for each refused one (loader/parts.ts). */
+  parts?: Part[];
 }
 
 /** Each local pod that is not accelerated (or only partly: PartialReason), with its IP and reason. */

@@ -116,8 +116,8 @@ export interface SocketRow {
   flow: 'redirect' | 'passthrough' | 'undecided';
   /** Bytes this socket has redirected into its peer. */
   bytes: number;
-  /** Redirected data waiting in this socket for its application to read. */
-  pending: boolean;
+  /** Redirected data waiting in this socket for its application to read (null: unknown, the kernel refused the drain iterator). */
+  pending: boolean | null;
   /** Redirected bytes this socket has read (pw_sock_read: counted on kernels whose flow control uses the fexit read counter). */
   read?: number;
 }
@@ -144,7 +144,7 @@ export async function socketRows(dp: Datapath): Promise<SocketRow[]> {
           .toString(),
         flow: !f ? ('undecided' as const) : Number(f.flags) & FLOW_FLAGS.PASSTHROUGH ? ('passthrough' as const) : ('redirect' as const),
         bytes: f ? Number(f.bytes) : 0,
-        pending: pending.get(s) ?? false,
+        pending: pending ? (pending.get(s) ?? false) : null,
         read: reads.get(s),
       };
     })
@@ -157,7 +157,15 @@ export async function dumpSockets(dp: Datapath, fmt: OutputFormat): Promise<stri
   return (
     table(
       ['LOCAL', 'REMOTE', 'COOKIE', 'FLOW', 'REDIRECTED-BYTES', 'READ-BYTES', 'UNREAD'],
-      rows.map((r) => [r.local, r.remote, r.cookie, r.flow, r.bytes, r.read ?? '-', r.pending ? 'yes' : 'no']),
+      rows.map((r) => [
+        r.local,
+        r.remote,
+        r.cookie,
+        r.flow,
+        r.bytes,
+        r.read ?? '-',
+        r.pending === null ? 'unknown' : r.pending ? 'yes' : 'no',
+      ]),
     ) + `${rows.length} sockets in pw_sock\n`
   );
 }

@@ -1,6 +1,7 @@
 // `podwarp status`: what is loaded, pinned and attached where.
 import fs from 'node:fs';
-import { describeFlowControl, flowControlOf, type Datapath } from '../../loader/datapath.js';
+import { describeFlowControl, flowControlOf, partsOf, type Datapath } from '../../loader/datapath.js';
+import { describePart } from '../../loader/parts.js';
 import { probe } from '../../loader/features.js';
 import { CONFIG_FLAGS, MAPS, mapDef } from '../../abi/schema.js';
 import { flagNames } from '../../abi/codec.js';
@@ -40,6 +41,9 @@ export async function statusData(dp: Datapath) {
   const agent = readReport();
   const cgroupListing = bpftool.cgroupListingPath() ?? 'unused';
   const flowControl = flowControlOf(dp.pins, kernelStructHasMember('sk_psock', 'msg_tot_len'));
+  // the agent's own record has the kernel's reasons; without a running agent, the pins say what is there
+  const parts = agent?.running && agent.parts ? agent.parts : partsOf(dp.pins, kernelStructHasMember('sk_psock', 'msg_tot_len'));
+  const testRefuse = process.env.PODWARP_TEST_REFUSE;
   const hint = loaded ? undefined : 'datapath not loaded: run `podwarp doctor` to check the prerequisites';
   // the node lock's holder: the one process that may write these pins now (read from /proc/locks, not taken)
   const writer = dp.writer();
@@ -55,6 +59,8 @@ export async function statusData(dp: Datapath) {
     cgroups,
     cgroupListing,
     flowControl,
+    parts,
+    ...(testRefuse ? { testRefuse } : {}),
     config,
     agent,
   };
@@ -105,6 +111,14 @@ export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
   out += `${s.cgroups.length} cgroup attachments; sk_msg on pw_sock; socket acceleration ${s.config && s.config.flags & CONFIG_FLAGS.SOCKMAP_ON ? 'on' : 'off'}\n`;
   out += `cgroup listing: ${s.cgroupListing === 'effective' ? 'bpftool cgroup show … effective minus the parent (the kernel rejects the attach-flags query, < 6.0)' : s.cgroupListing === 'query' ? 'bpftool cgroup show' : 'not needed yet'}\n`;
   out += `flow control: ${describeFlowControl(s.flowControl)}\n`;
+  out +=
+    '\n' +
+    table(
+      ['OPTIONAL PART', 'STATE', 'WHAT PODWARP DOES'],
+      s.parts.map((p) => [p.part, p.state === 'refused' ? `off: ${p.reason ?? 'refused'}` : p.state, p.effect]),
+    );
+  for (const p of s.parts.filter((x) => x.state === 'refused')) out += `warning: ${describePart(p)}\n`;
+  if (s.testRefuse) out += `PODWARP_TEST_REFUSE=${s.testRefuse}: parts refused on purpose (a test switch)\n`;
   const a = s.agent;
   if (a) {
     const rows = Object.entries(a.namespaces).sort(([x], [y]) => x.localeCompare(y));
