@@ -13,6 +13,7 @@ import { FeatureMissingError, ToolError } from './errors.js';
 import { run } from './exec.js';
 import {
   NEEDS,
+  NOT_PINNED,
   TEST_REFUSAL,
   activePart,
   coreOf,
@@ -64,7 +65,7 @@ export function flowControlOf(pins: Pins, kernelHasMsgLen: boolean): FlowControl
  */
 export function partsOf(pins: Pins, kernelHasMsgLen: boolean): Part[] {
   const iters = (names: string[]) => names.every((n) => fs.existsSync(pins.iter(n)));
-  const notPinned = 'not pinned by the last load (its log, or `podwarp doctor`, has the kernel reason)';
+  const notPinned = NOT_PINNED;
   const fc = flowControlOf(pins, kernelHasMsgLen);
   const core = (part: CorePartId, prefix: RegExp, objects: string[]): Part => {
     const have = pins.progs().filter((p) => prefix.test(p));
@@ -203,6 +204,7 @@ export class Datapath {
       const base = path.basename(obj);
       if (feature === 'tc' || feature === undefined) {
         try {
+          if (feature === 'tc' && testRefused('tc')) throw new Error(TEST_REFUSAL);
           await this.loadObject(obj, checked);
         } catch (e) {
           throw new FeatureMissingError(

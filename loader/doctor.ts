@@ -16,7 +16,7 @@ import { Datapath, describeFlowControl } from './datapath.js';
 import { errorMessage } from './errors.js';
 import { run, which } from './exec.js';
 import { bpffsMountedByPodwarp, ensureBpffs, findMount, parseMounts, reachableMounts } from './mounts.js';
-import { kernelReason, refusedPart, type Part } from './parts.js';
+import { isCore, kernelReason, refusedPart, type Part } from './parts.js';
 import { MSG_PROG, TC_PROG } from './pins.js';
 import { TC_HANDLE, TC_PRIO } from './tcattach.js';
 import { findFilter, type TcFilter } from './tc.js';
@@ -427,7 +427,11 @@ async function scratchLoad(cg2: string, haveUnshare: boolean): Promise<{ checks:
       });
       return { checks: out };
     }
-    out.push({ check: 'attach sk_msg verdict on sockhash', result: 'pass', detail: `${MSG_PROG} on pw_sock`, fix: '' });
+    out.push(
+      dp.pins.hasProg(MSG_PROG)
+        ? { check: 'attach sk_msg verdict on sockhash', result: 'pass', detail: `${MSG_PROG} on pw_sock`, fix: '' }
+        : { check: 'attach sk_msg verdict on sockhash', result: 'skip', detail: 'not loaded: the sockmap feature is off (below)', fix: '' },
+    );
     out.push({
       check: 'sockmap flow control',
       result: 'pass',
@@ -452,7 +456,8 @@ async function scratchLoad(cg2: string, haveUnshare: boolean): Promise<{ checks:
     );
     fs.mkdirSync(cgDir);
     const byHook = new Map<string, string[]>();
-    for (const [hook, , prog] of HOOK_PROGS) {
+    // a program of a feature the kernel refused is not pinned: its attach is not tried (the feature's row says why)
+    for (const [hook, , prog] of HOOK_PROGS.filter(([, , p]) => dp.pins.hasProg(p))) {
       try {
         await bpftool.cgroupAttach(cgDir, hook, dp.pins.prog(prog));
         const progId = await dp.maps.progId(prog);
@@ -491,10 +496,10 @@ async function scratchLoad(cg2: string, haveUnshare: boolean): Promise<{ checks:
   }
 }
 
-/** An optional part as a check: active or not needed passes, refused warns with what podwarp does instead. */
+/** A part as a check: active or not needed passes, refused warns with what podwarp does instead (the agent runs). */
 export function partCheck(p: Part): Check {
   return {
-    check: `optional part ${p.part}`,
+    check: `${isCore(p.part) ? 'feature' : 'optional part'} ${p.part}`,
     result: p.state === 'refused' ? 'warn' : 'pass',
     detail: p.state === 'refused' ? `kernel refused ${p.objects.join(', ')} (${p.reason}): ${p.effect}` : `${p.state}: ${p.effect}`,
     fix: p.state === 'refused' ? 'none needed; to have it: a kernel, LSM policy or lockdown mode that allows this program type' : '',

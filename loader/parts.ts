@@ -68,6 +68,10 @@ export function coreOf(obj: string): CorePartId | 'tc' | undefined {
   return undefined;
 }
 
+export function isCore(p: PartId): p is CorePartId {
+  return p === 'sockmap' || p === 'socket-lb' || p === 'sidecar';
+}
+
 /** A core feature that needs another one loaded (sidecar capture: sock_ops moves the original destination). */
 export const NEEDS: Partial<Record<CorePartId, CorePartId>> = { sidecar: 'sockmap' };
 
@@ -89,15 +93,23 @@ export function refusedPart(part: PartId, objects: string[], reason: string): Pa
 }
 
 /**
- * The test switch: PODWARP_TEST_REFUSE=part[,part…] (or `all`) makes the
- * loader treat those parts as refused by the kernel, on any kernel, so every
- * test runs in both worlds. Never set in production; `status` shows it.
+ * The test switch: PODWARP_TEST_REFUSE=part[,part…] makes the loader treat
+ * those parts as refused by the kernel, on any kernel, so every test runs in
+ * both worlds: `tracing` is what a kernel refusing BPF tracing programs takes
+ * (map-dump, drain, read-counter), `all` every part but the tc program, `tc`
+ * the tc program (podwarp cannot run). Never set in production; `status`
+ * shows it.
  */
-export function testRefused(part: PartId, env = process.env.PODWARP_TEST_REFUSE): boolean {
+export function testRefused(part: PartId | 'tc', env = process.env.PODWARP_TEST_REFUSE): boolean {
   if (!env) return false;
-  const want = env.split(',').map((s) => s.trim());
-  return want.includes('all') || want.includes(part);
+  const want = env.split(',').flatMap((s) => (s.trim() === 'tracing' ? TRACING : [s.trim()]));
+  for (const w of want)
+    if (w !== 'all' && w !== 'tc' && !PART_IDS.includes(w as PartId))
+      throw new Error(`PODWARP_TEST_REFUSE: "${w}" is not a part (${['tc', ...PART_IDS, 'tracing', 'all'].join(', ')})`);
+  return want.includes(part) || (want.includes('all') && part !== 'tc');
 }
+/** The parts a kernel that refuses BPF tracing programs (fentry/fexit, map iterators) takes away. */
+export const TRACING: OptionalPartId[] = ['map-dump', 'drain', 'read-counter'];
 export const TEST_REFUSAL = 'refused by PODWARP_TEST_REFUSE (test switch, as a kernel that refuses it)';
 
 const ERRNO: [RegExp, string][] = [
@@ -137,9 +149,13 @@ export function joinReasons(byObject: [string, string][]): string {
   return distinct.length === 1 ? distinct[0]! : byObject.map(([o, r]) => `${o}: ${r}`).join('; ');
 }
 
-/** One line per part that is not active, for the log, status and doctor. */
+/** The reason of a part that the pins show missing, seen by a process that did not load (status without a running agent). */
+export const NOT_PINNED = 'not pinned by the last load (its log, the agent report or `podwarp doctor` has the kernel reason)';
+
+/** One line per part, for the log, status and doctor. */
 export function describePart(p: Part): string {
   if (p.state === 'not-needed') return `${p.part}: not needed on this kernel (${p.effect})`;
   if (p.state === 'active') return `${p.part}: active (${p.effect})`;
+  if (p.reason === NOT_PINNED) return `${p.part}: off — ${p.objects.join(', ')} ${NOT_PINNED}; ${p.effect}`;
   return `${p.part}: off — kernel refused ${p.objects.join(', ')} (${p.reason}); ${p.effect}`;
 }

@@ -24,7 +24,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Datapath } from '../loader/datapath.js';
-import { InputError, errorMessage } from '../loader/errors.js';
+import { FeatureMissingError, InputError, errorMessage } from '../loader/errors.js';
 import { describeHolder, type PinLock } from '../loader/lock.js';
 import { requireDatapathFeatures } from '../loader/features.js';
 import { build } from '../loader/build.js';
@@ -132,7 +132,21 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
   const loadDatapath = async () => {
     await takeLock();
     const reused = dp.isLoaded();
-    await dp.load(objs);
+    for (;;) {
+      try {
+        await dp.load(objs);
+        break;
+      } catch (e) {
+        // a refused core tc program: nothing can be accelerated, but the agent stays up, not ready, saying why
+        if (!(e instanceof FeatureMissingError) || opts.once) throw e;
+        const retryMs = Number(process.env.PODWARP_LOAD_RETRY_MS) || 30_000;
+        metrics.failed('datapath_load', e.message);
+        log.error({ err: e.message, retryInMs: retryMs }, 'cannot run on this node: the datapath does not load; not ready, trying again');
+        await releaseLock();
+        await new Promise((r) => setTimeout(r, retryMs));
+        await takeLock();
+      }
+    }
     metrics.setParts(dp.parts);
     writing = true;
     log.info({ pinRoot: dp.pinRoot, reusedMaps: reused }, 'datapath ready');

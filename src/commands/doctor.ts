@@ -54,8 +54,12 @@ export function render(r: DoctorReport, fmt: OutputFormat): string {
   );
   for (const c of r.checks.filter((x) => x.result === 'fail' && (x.detail.length > DETAIL_WIDTH || x.fix)))
     out += `\nFAIL ${c.check}: ${c.detail}\n  fix: ${c.fix || '-'}\n`;
+  // a warning says what podwarp does without something: in full, never cut
+  for (const c of r.checks.filter((x) => x.result === 'warn' && x.detail.length > DETAIL_WIDTH)) out += `\nWARN ${c.check}: ${c.detail}\n`;
   out += `\n${count('pass')} pass, ${count('warn')} warn, ${count('fail')} fail, ${count('skip')} skipped: `;
-  out += r.ok ? 'the agent can run on this node\n' : `the agent cannot run on this node (${r.failed.join(', ')}); fix the failed checks\n`;
+  out += r.ok
+    ? `the agent can run on this node${count('warn') ? `, with the ${count('warn')} warnings above` : ''}\n`
+    : `the agent cannot run on this node (${r.failed.join(', ')}); fix the failed checks\n`;
   return out;
 }
 

@@ -1,7 +1,7 @@
 // `podwarp status`: what is loaded, pinned and attached where.
 import fs from 'node:fs';
 import { describeFlowControl, flowControlOf, partsOf, type Datapath } from '../../loader/datapath.js';
-import { describePart } from '../../loader/parts.js';
+import { NOT_PINNED, describePart } from '../../loader/parts.js';
 import { probe } from '../../loader/features.js';
 import { CONFIG_FLAGS, MAPS, mapDef } from '../../abi/schema.js';
 import { flagNames } from '../../abi/codec.js';
@@ -114,8 +114,12 @@ export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
   out +=
     '\n' +
     table(
-      ['OPTIONAL PART', 'STATE', 'WHAT PODWARP DOES'],
-      s.parts.map((p) => [p.part, p.state === 'refused' ? `off: ${p.reason ?? 'refused'}` : p.state, p.effect]),
+      ['PART', 'STATE', 'WHAT PODWARP DOES'],
+      s.parts.map((p) => [
+        p.part,
+        p.state === 'refused' ? (p.reason === NOT_PINNED ? 'off' : `off: ${p.reason ?? 'refused'}`) : p.state,
+        p.effect,
+      ]),
     );
   for (const p of s.parts.filter((x) => x.state === 'refused')) out += `warning: ${describePart(p)}\n`;
   if (s.testRefuse) out += `PODWARP_TEST_REFUSE=${s.testRefuse}: parts refused on purpose (a test switch)\n`;

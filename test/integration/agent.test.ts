@@ -5,6 +5,8 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../loader/exec.js';
+import { partsOf } from '../../loader/datapath.js';
+import { kernelStructHasMember } from '../../loader/kbtf.js';
 import { rr, startServer, type Server } from '../../devtools/perf.js';
 import { readActual } from '../../src/pods/apply.js';
 import { CLI, POD_PROGS, counters, delta, setUp, spawnAgent, tearDown, until, type Agent, type Env } from './helpers.js';
@@ -99,6 +101,17 @@ describe('agent process', () => {
     expect(m).toMatch(/podwarp_datapath_events\{program="pw_sk_msg",reason="redirected"\} [1-9]\d*/);
     expect(m).toMatch(/podwarp_sync_duration_seconds_count [1-9]/);
     expect(m).toContain('podwarp_services_dropped 0');
+    // one gauge per part, in the state the pins show (the kernel's reason on refused ones, as the log has it)
+    const shown = partsOf(env!.dp.pins, kernelStructHasMember('sk_psock', 'msg_tot_len'));
+    expect(shown).toHaveLength(6);
+    for (const p of shown) {
+      const line = new RegExp(`^podwarp_optional_part\\{part="${p.part}",state="${p.state}",reason="([^"]*)"\\} 1$`, 'm').exec(m);
+      expect(line, `${p.part} ${p.state}`).not.toBeNull();
+      if (p.state === 'refused') {
+        const logged = a.lines.find((l) => l.part === p.part && String(l.msg).startsWith(`${p.part}: off`));
+        expect(line![1], p.part).toBe(String(logged?.reason));
+      } else expect(line![1]).toBe('');
+    }
   });
 
   it('follows `podwarp disable` (a state-file edit) and keeps the last good state on an invalid file', async () => {

@@ -9,7 +9,8 @@ import * as bpftool from '../../loader/bpftool.js';
 import type { ResultPromise } from 'execa';
 import { onLines, run, spawnLong } from '../../loader/exec.js';
 import * as ipr from '../../loader/ip.js';
-import { cgroup2Root } from '../../loader/mounts.js';
+import { cgroup2Root, ensureBpffs } from '../../loader/mounts.js';
+import { kernelReason, testRefused, type PartId } from '../../loader/parts.js';
 import { cgroupPath } from '../../loader/cgroup.js';
 import { ROOT, build } from '../../loader/build.js';
 import { statRows } from '../../src/commands/dump.js';
@@ -22,6 +23,26 @@ import { SLOWDOWN } from '../../devtools/slowdown.js';
 export function requireRoot(): void {
   if (process.getuid?.() !== 0)
     throw new Error('integration tests need root (real netns, veth, BPF): run them as root, or run `npm run test:unit`');
+}
+
+/**
+ * Whether this kernel loads `obj` (a file under build/bpf), asked directly
+ * with bpftool in a scratch pin directory, independent of the loader: the
+ * world a test is in (a kernel may refuse tracing programs). The test switch
+ * PODWARP_TEST_REFUSE refuses a part on any kernel; `part` names it.
+ */
+export async function kernelAllows(obj: string, part: PartId): Promise<{ allowed: boolean; reason: string }> {
+  if (testRefused(part)) return { allowed: false, reason: 'PODWARP_TEST_REFUSE' };
+  const root = path.join(await ensureBpffs(), `pwtest_probe_${crypto.randomBytes(3).toString('hex')}`);
+  fs.mkdirSync(root);
+  try {
+    await bpftool.progLoadAll(path.join(ROOT, 'build', 'bpf', obj), path.join(root, 'progs'), [], path.join(root, 'maps'));
+    return { allowed: true, reason: '' };
+  } catch (e) {
+    return { allowed: false, reason: kernelReason(e) };
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
 }
 
 export interface Env {
