@@ -126,6 +126,18 @@ export async function progList(): Promise<ProgInfo[]> {
 }
 
 /**
+ * Whether the program with this id is still loaded (`bpftool prog show id`,
+ * BPF_PROG_GET_FD_BY_ID): true, false (ENOENT: freed), or undefined when the
+ * kernel does not say (it hides other processes' objects, EPERM). Unlike
+ * progList() it needs no listing of every program, which some kernels refuse.
+ */
+export async function progAlive(id: number): Promise<boolean | undefined> {
+  const r = await run('show program', ['bpftool', 'prog', 'show', 'id', String(id)], { reject: false });
+  if (r.exitCode === 0) return true;
+  return /No such file or directory|can't get prog by id \(\d+\): No such/.test(r.stderr) ? false : undefined;
+}
+
+/**
  * `bpftool prog loadall`: pins every program of OBJ under progDir; maps named
  * in `reuse` are taken from their pins instead of being created; the others
  * are pinned under pinMapsDir.

@@ -17,7 +17,11 @@ export type Scratch = { dp: Datapath; skip?: undefined } | { dp?: undefined; ski
 
 /**
  * Loads the programs into a fresh pin directory, or says why the suite must
- * be skipped (not root, no BPF). The caller uninstalls in afterAll.
+ * be skipped (only: not root). As root a build or load error fails the file:
+ * a verifier regression must never turn these tests into skips. Every
+ * program here is core (tc, sk_msg, sock_ops); one the kernel refuses (or
+ * PODWARP_TEST_REFUSE) fails with the kernel's reason. The caller uninstalls
+ * in afterAll.
  */
 export async function openScratch(): Promise<Scratch> {
   if (process.getuid?.() !== 0) return { skip: 'BPF unit tests load programs and need root (run `npx vitest run --project bpf` as root)' };
@@ -25,10 +29,12 @@ export async function openScratch(): Promise<Scratch> {
   try {
     const objs = (await build()).filter((o) => OBJECTS.includes(path.basename(o)));
     await dp.load(objs);
+    const off = dp.parts.filter((p) => p.state === 'refused' && (p.part === 'sockmap' || p.part === 'socket-lb'));
+    if (off.length) throw new Error(`the programs under test were refused: ${off.map((p) => `${p.part} (${p.reason})`).join('; ')}`);
     return { dp };
   } catch (e) {
     await dp.uninstall().catch(() => undefined);
-    return { skip: `BPF programs cannot be loaded here: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}` };
+    throw e;
   }
 }
 

@@ -183,7 +183,7 @@ describe('CLI and uninstall', () => {
     const eg = await tc.listFilters(env!.m.pods[2]!.hostInterface, 'egress');
     expect(eg.some((f) => f.kind === 'bpf' && f.pref === 7)).toBe(true);
     expect((await leftovers(env!)).filter((x) => x.startsWith('programs') || x.startsWith('pins'))).toEqual([]);
-    expect((await bpftool.progList()).some((p) => p.id === progId)).toBe(false);
+    expect(await bpftool.progAlive(progId)).toBe(false);
 
     const again = await cli('uninstall');
     expect(again.exitCode).toBe(0);

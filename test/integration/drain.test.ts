@@ -55,8 +55,10 @@ describe.each(WORLDS)('drain with $name', ({ refuse }) => {
 
   it('a slow reader loses 0 bytes through disable → enable → agent SIGKILL → restart → uninstall', async () => {
     const [client, srv] = [env!.m.pods[0]!, env!.m.pods[1]!];
+    const t1 = Date.now();
     const a1 = startAgent();
     await ready(a1);
+    const startMs = Date.now() - t1; // an agent's start-up here: the stream must outlast two more and the switches
     // the world this run is in, from the loader's pins and from the kernel asked directly
     const seeing = env!.dp.sockets.canSeeQueues();
     const kernel = await kernelAllows('iter/pw_sock_iter.o', 'drain');
@@ -65,7 +67,7 @@ describe.each(WORLDS)('drain with $name', ({ refuse }) => {
 
     // the client reads a little every 2 ms, the server writes as fast as it can: redirected data waits in the client's psock
     const c0 = await counters(env!.dp);
-    const seconds = 12 * SLOWDOWN;
+    const seconds = Math.max(12, Math.ceil((4 * startMs) / 1000) + 10);
     const t0 = Date.now();
     const running = stream(client, srv.ip, 7500, { seconds, paceUs: 2000 });
     const ofStream = async () =>
