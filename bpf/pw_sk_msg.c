@@ -33,6 +33,11 @@
 #include "pw_common.h"
 #include <bpf/bpf_core_read.h>
 
+/* bpf/fallback/pw_sk_msg.c sets it: no bpf_probe_read_kernel in the object at all */
+#ifndef PW_NO_KERNEL_READ
+#define PW_NO_KERNEL_READ 0
+#endif
+
 /* kernel structs (flavoured names: relocated against "sk_msg", "sock" and
  * "sk_psock" of the running kernel's BTF) */
 struct sk_msg___pw {
@@ -54,7 +59,7 @@ struct sk_psock___pw {
 static __always_inline __u64 pw_peer_unread(struct sk_msg_md *msg, const struct pw_flow *f,
 					    const struct pw_sock_key *peer)
 {
-	if (bpf_core_field_exists(struct sk_psock___pw, msg_tot_len)) {
+	if (!PW_NO_KERNEL_READ && bpf_core_field_exists(struct sk_psock___pw, msg_tot_len)) {
 		/* the context is the kernel's struct sk_msg; the helper just set sk_redir */
 		unsigned long sk = 0, ud = 0;
 		__u32 len = 0;

@@ -45,10 +45,20 @@ export const iterSources = (): string[] => cSources('iter');
  */
 export const traceSources = (): string[] => cSources('trace');
 
+/**
+ * Fallbacks (bpf/fallback/<program>.c): the program of bpf/<program>.c built
+ * without what some kernels refuse; loaded only when the kernel refuses the
+ * program itself (loader/datapath.ts).
+ */
+export const fallbackSources = (): string[] => cSources('fallback');
+
 /** Every BPF source `build()` compiles. */
 export function bpfSources(): string[] {
-  return [...programSources(), ...iterSources(), ...traceSources()];
+  return [...programSources(), ...iterSources(), ...traceSources(), ...fallbackSources()];
 }
+
+/** The subdirectories of bpf/ (and build/bpf/) that hold objects of their own kind. */
+export const OBJECT_KINDS = ['iter', 'trace', 'fallback'] as const;
 
 /** The host tool that attaches tracing programs (loader/native/pw_trace_link.c). */
 export const TRACE_LINK_SRC = path.join(ROOT, 'loader', 'native', 'pw_trace_link.c');
@@ -56,7 +66,7 @@ export const TRACE_LINK_BIN = path.join(BUILD, 'bin', 'pw-trace-link');
 
 export function objectFor(src: string): string {
   const parent = path.basename(path.dirname(src));
-  const sub = parent === 'iter' || parent === 'trace' ? parent : '';
+  const sub = (OBJECT_KINDS as readonly string[]).includes(parent) ? parent : '';
   return path.join(OBJ_DIR, sub, path.basename(src).replace(/\.c$/, '.o'));
 }
 
@@ -95,7 +105,9 @@ function headerFiles(generated: [string, string][]): string[] {
 }
 
 function isStale(src: string, headers: string[], out = objectFor(src)): boolean {
-  return !fs.existsSync(out) || fs.statSync(out).mtimeMs < newest([src, ...headers]);
+  // a fallback includes the program it stands in for
+  const base = path.basename(path.dirname(src)) === 'fallback' ? [path.join(BPF_SRC, path.basename(src))] : [];
+  return !fs.existsSync(out) || fs.statSync(out).mtimeMs < newest([src, ...base, ...headers]);
 }
 
 /**
@@ -114,8 +126,7 @@ export function staleSources(): string[] {
 /** Builds what is out of date; returns the object paths. */
 export async function build(opts: { force?: boolean } = {}): Promise<string[]> {
   fs.mkdirSync(GEN_INCLUDE, { recursive: true });
-  fs.mkdirSync(path.join(OBJ_DIR, 'iter'), { recursive: true });
-  fs.mkdirSync(path.join(OBJ_DIR, 'trace'), { recursive: true });
+  for (const k of OBJECT_KINDS) fs.mkdirSync(path.join(OBJ_DIR, k), { recursive: true });
   const generated = generatedHeaders();
   // rewritten only when the text changes: the objects' staleness follows the headers' mtime
   for (const [file, text] of generated) if (!fs.existsSync(file) || fs.readFileSync(file, 'utf8') !== text) fs.writeFileSync(file, text);

@@ -152,13 +152,14 @@ export class Datapath {
     const objects = objs.filter((o) => kindOf(o) === 'program');
     const iterators = objs.filter((o) => kindOf(o) === 'iter');
     const traces = objs.filter((o) => kindOf(o) === 'trace');
+    const fallbacks = new Map(objs.filter((o) => kindOf(o) === 'fallback').map((o) => [path.basename(o), o]));
     fs.mkdirSync(this.pins.mapsDir, { recursive: true });
     fs.mkdirSync(this.pins.progsDir, { recursive: true });
     // each pinned map's layout is checked once per load (once per object cost
     // ~250 `bpftool map show` runs; minutes on an emulated kernel); a map this
     // load pinned comes from this build and needs no check
     const checked = new Set<string>();
-    const core = await this.loadCore(objects, checked);
+    const core = await this.loadCore(objects, fallbacks, checked);
     await this.tc.reattach();
     if (this.pins.hasProg(MSG_PROG)) await bpftool.msgVerdictAttach(this.pins.prog(MSG_PROG), this.pins.map('pw_sock'));
     await this.cgroups.reattach();
@@ -185,6 +186,9 @@ export class Datapath {
   /** How flow control counts a peer's unread bytes on this kernel, after load(). */
   flowControl: FlowControl = { source: 'none' };
 
+  /** Why the kernel refused pw_sk_msg.o's kernel read (its fallback runs), after load(). */
+  kernelReadRefused: string | undefined;
+
   /** The optional parts (loader/parts.ts) and what became of each, after load(). */
   parts: Part[] = [];
 
@@ -194,8 +198,9 @@ export class Datapath {
    * feature the kernel refuses is switched off whole (its programs unpinned,
    * so the attachments leave it out) and the others load on.
    */
-  private async loadCore(objects: string[], checked: Set<string>): Promise<Part[]> {
-    const groups = new Map<CorePartId, { objects: string[]; reasons: [string, string][] }>();
+  private async loadCore(objects: string[], fallbacks: Map<string, string>, checked: Set<string>): Promise<Part[]> {
+    const groups = new Map<CorePartId, { objects: string[]; reasons: [string, string][]; notes: string[] }>();
+    this.kernelReadRefused = undefined;
     // tc first, and a feature before the one that needs it
     const order = ['tc', 'sockmap', 'socket-lb', 'sidecar'];
     const rank = (o: string) => order.indexOf(coreOf(o) ?? 'tc');
@@ -214,7 +219,7 @@ export class Datapath {
         }
         continue;
       }
-      const g = groups.get(feature) ?? { objects: [], reasons: [] };
+      const g = groups.get(feature) ?? { objects: [], reasons: [], notes: [] };
       groups.set(feature, g);
       g.objects.push(base);
       if (g.reasons.length) continue; // the feature is off already
@@ -222,7 +227,17 @@ export class Datapath {
       try {
         if (testRefused(feature)) throw new Error(TEST_REFUSAL);
         if (need && groups.get(need)?.reasons.length) throw new Error(`needs ${need}, which is off`);
-        await this.loadObject(obj, checked);
+        try {
+          if (base === `${MSG_PROG}.o` && testRefused('kernel-read')) throw new Error(TEST_REFUSAL);
+          await this.loadObject(obj, checked);
+        } catch (e) {
+          // a fallback built without what the kernel refused (bpf/fallback/): the feature stays on
+          const fb = fallbacks.get(base);
+          if (!fb) throw e;
+          await this.loadObject(fb, checked);
+          g.notes.push(`fallback/${base} loaded: the kernel refused ${base} (${kernelReason(e)})`);
+          if (base === `${MSG_PROG}.o`) this.kernelReadRefused = kernelReason(e);
+        }
       } catch (e) {
         g.reasons.push([base, kernelReason(e)]);
       }
@@ -230,7 +245,7 @@ export class Datapath {
     const parts: Part[] = [];
     for (const [feature, g] of groups) {
       if (!g.reasons.length) {
-        parts.push(activePart(feature, g.objects));
+        parts.push(activePart(feature, g.objects, g.notes.join('; ') || undefined));
         continue;
       }
       for (const o of g.objects) fs.rmSync(this.pins.prog(path.basename(o, '.o')), { force: true });
@@ -304,7 +319,8 @@ export class Datapath {
    */
   private async loadFlowControl(traces: string[], checked: Set<string>): Promise<Part> {
     const objects = traces.map((t) => path.basename(t));
-    if (kernelStructHasMember('sk_psock', 'msg_tot_len')) {
+    // the psock counter is read by pw_sk_msg.o itself; its fallback (no kernel reads) needs a read counter
+    if (kernelStructHasMember('sk_psock', 'msg_tot_len') && this.kernelReadRefused === undefined) {
       for (const l of this.pins.links()) fs.rmSync(this.pins.link(l), { force: true });
       return { part: 'read-counter', state: 'not-needed', objects: [], effect: PSOCK_COUNTS };
     }
@@ -327,7 +343,12 @@ export class Datapath {
     }
     for (const l of this.pins.links()) fs.rmSync(this.pins.link(l), { force: true });
     if (this.pins.hasProg(READ_PROG)) fs.rmSync(this.pins.prog(READ_PROG), { force: true });
-    return refusedPart('read-counter', objects, traces.length ? joinReasons(errors) : 'no bpf/trace objects were built');
+    const psock = this.kernelReadRefused === undefined ? [] : [`psock msg_tot_len read: ${this.kernelReadRefused}`];
+    return refusedPart(
+      'read-counter',
+      objects,
+      [...psock, traces.length ? joinReasons(errors) : 'no bpf/trace objects were built'].join('; '),
+    );
   }
 
   /** A pinned map whose layout or size differs from this build's cannot be reused: say so clearly. */
@@ -399,9 +420,10 @@ export class Datapath {
 
 /**
  * bpf/*.c: programs (loadall); bpf/iter/*.c: pinned as bpf_iter links;
- * bpf/trace/<fn>.c: one of them loaded, attached by a pinned link.
+ * bpf/trace/<fn>.c: one of them loaded, attached by a pinned link;
+ * bpf/fallback/<prog>.c: loaded only where the kernel refuses bpf/<prog>.c.
  */
-function kindOf(obj: string): 'program' | 'iter' | 'trace' {
+function kindOf(obj: string): 'program' | 'iter' | 'trace' | 'fallback' {
   const dir = path.basename(path.dirname(obj));
-  return dir === 'iter' || dir === 'trace' ? dir : 'program';
+  return dir === 'iter' || dir === 'trace' || dir === 'fallback' ? dir : 'program';
 }

@@ -100,16 +100,26 @@ export function refusedPart(part: PartId, objects: string[], reason: string): Pa
  * the tc program (podwarp cannot run). Never set in production; `status`
  * shows it.
  */
-export function testRefused(part: PartId | 'tc', env = process.env.PODWARP_TEST_REFUSE): boolean {
+export function testRefused(part: PartId | 'tc' | 'kernel-read', env = process.env.PODWARP_TEST_REFUSE): boolean {
   if (!env) return false;
-  const want = env.split(',').flatMap((s) => (s.trim() === 'tracing' ? TRACING : [s.trim()]));
+  const want = env.split(',').flatMap((s) => ALIASES[s.trim()] ?? [s.trim()]);
   for (const w of want)
-    if (w !== 'all' && w !== 'tc' && !PART_IDS.includes(w as PartId))
-      throw new Error(`PODWARP_TEST_REFUSE: "${w}" is not a part (${['tc', ...PART_IDS, 'tracing', 'all'].join(', ')})`);
+    if (w !== 'all' && w !== 'tc' && w !== 'kernel-read' && !PART_IDS.includes(w as PartId))
+      throw new Error(
+        `PODWARP_TEST_REFUSE: "${w}" is not a part (${['tc', ...PART_IDS, 'kernel-read', ...Object.keys(ALIASES), 'all'].join(', ')})`,
+      );
   return want.includes(part) || (want.includes('all') && part !== 'tc');
 }
 /** The parts a kernel that refuses BPF tracing programs (fentry/fexit, map iterators) takes away. */
 export const TRACING: OptionalPartId[] = ['map-dump', 'drain', 'read-counter'];
+/**
+ * Test switch words for what a kind of kernel refuses: `tracing` (BPF
+ * tracing programs refused, as some hardened builds do), `lockdown`
+ * (lockdown=confidentiality: every object calling bpf_probe_read_kernel, so
+ * pw_sk_msg.o, whose bpf/fallback/ twin loads instead, the drain iterator and
+ * the read counter). `kernel-read` alone refuses pw_sk_msg.o's kernel read.
+ */
+const ALIASES: Record<string, string[]> = { tracing: TRACING, lockdown: ['drain', 'read-counter', 'kernel-read'] };
 export const TEST_REFUSAL = 'refused by PODWARP_TEST_REFUSE (test switch, as a kernel that refuses it)';
 
 const ERRNO: [RegExp, string][] = [

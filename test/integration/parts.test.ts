@@ -92,6 +92,40 @@ describe('sock_ops and sk_msg refused: the tc fast path stays on', () => {
   });
 });
 
+describe('lockdown (PODWARP_TEST_REFUSE=lockdown): no kernel reads, sockmap stays on through its fallback', () => {
+  let env: Env | undefined;
+  let server: Server | undefined;
+  const sw = refusing('lockdown');
+
+  beforeAll(async () => {
+    sw.on();
+    env = await setUp({ pods: 2, namespaces: ['team-a'] });
+    await reconcile(env.dp, allOn(loadStateFile(env.m.stateFile).snapshot));
+    server = await startServer(env.m.pods[1]!, 7601);
+  });
+  afterAll(async () => {
+    sw.off();
+    await server?.stop();
+    expect(await tearDown(env)).toEqual([]);
+  });
+
+  it('bpf/fallback/pw_sk_msg.o runs; flow control counts every redirected byte; bytes arrive intact through the sockmap', async () => {
+    const parts = new Map(env!.dp.parts.map((p) => [p.part, p]));
+    expect(parts.get('sockmap')).toMatchObject({ state: 'active', effect: expect.stringContaining('fallback/pw_sk_msg.o loaded') });
+    expect(parts.get('sidecar')!.state).toBe('active');
+    expect(parts.get('drain')!.state).toBe('refused');
+    expect(parts.get('read-counter')).toMatchObject({ state: 'refused', reason: expect.stringContaining('psock msg_tot_len read') });
+    expect(env!.dp.flowControl.source).toBe('none');
+    const c0 = await counters(env!.dp);
+    const r = await sink(env!.m.pods[0]!, env!.m.pods[1]!.ip, 7601, { bytes: 4 << 20, verify: true });
+    expect(r).toMatchObject({ ok: true, bytes: 4 << 20, received: 4 << 20 });
+    expect(r.hash).toBe(r.server_hash);
+    const msg = delta(c0, await counters(env!.dp), 'pw_sk_msg');
+    expect(msg.redirected).toBeGreaterThan(10);
+    expect(delta(c0, await counters(env!.dp), 'pw_sockops').added_pod).toBe(2);
+  });
+});
+
 describe('the socket LB refused: sockmap stays on', () => {
   let env: Env | undefined;
   const sw = refusing('socket-lb');

@@ -19,14 +19,16 @@ function helperNames(): Map<number, string> {
 function sourceSections(): { source: string; section: string }[] {
   const out: { source: string; section: string }[] = [];
   const headers = new Map<string, string>();
-  for (const d of ['', 'iter', 'trace'])
+  for (const d of ['', 'iter', 'trace', 'fallback'])
     for (const f of fs.readdirSync(path.join(BPF_SRC, d)).filter((x) => x.endsWith('.h')))
       headers.set(f, fs.readFileSync(path.join(BPF_SRC, d, f), 'utf8'));
-  for (const d of ['', 'iter', 'trace'])
+  for (const d of ['', 'iter', 'trace', 'fallback'])
     for (const f of fs.readdirSync(path.join(BPF_SRC, d)).filter((x) => x.endsWith('.c'))) {
       let text = fs.readFileSync(path.join(BPF_SRC, d, f), 'utf8');
       // a program defined by a macro in an included header (iter/pw_map_dump.h)
       for (const [h, body] of headers) if (text.includes(`"${h}"`)) text += body;
+      // a fallback includes the program it stands in for (bpf/fallback/<prog>.c)
+      for (const m of text.matchAll(/^#include "\.\.\/(\w+\.c)"$/gm)) text += fs.readFileSync(path.join(BPF_SRC, m[1]!), 'utf8');
       const secs = [...text.matchAll(/SEC\("([^"]+)"\)/g)].map((m) => m[1]!).filter((s) => s !== 'license' && s !== '.maps');
       for (const section of new Set(secs)) out.push({ source: path.join(d, f), section });
     }
