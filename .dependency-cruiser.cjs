@@ -1,7 +1,8 @@
 // The layer rule (DESIGN.md "Layout and layers"), checked by `npm run layers`:
 //   abi/ ← loader/ ← src/ ← devtools/   (and test/ may import anything)
-// abi imports nothing of ours; loader only abi; src only abi and loader;
-// nothing of the product imports devtools or test; no cycles anywhere.
+// abi imports nothing of ours; loader only abi; src only abi and loader, and
+// of loader only its facades (no bpftool, no exec); nothing of the product
+// imports devtools or test; no cycles anywhere.
 module.exports = {
   forbidden: [
     { name: 'no-cycles', severity: 'error', comment: 'imports form no cycle', from: {}, to: { circular: true } },
@@ -25,6 +26,14 @@ module.exports = {
       comment: 'src/ (the product) never imports devtools/ or test/',
       from: { path: '^src/' },
       to: { path: '^(devtools|test)/' },
+    },
+    {
+      name: 'src-through-the-facades',
+      severity: 'error',
+      comment:
+        "src/ reaches the kernel only through loader's facades (Datapath, Maps, TcAttachments, CgroupAttachments, SocketDrain): never bpftool or a raw command",
+      from: { path: '^src/' },
+      to: { path: '^loader/(bpftool|exec)\\.ts$' },
     },
     {
       name: 'devtools-without-tests',

@@ -115,6 +115,11 @@ export class CgroupAttachments {
     await bpftool.cgroupApply(abs, ops);
   }
 
+  /** How bpftool lists a cgroup's programs on this kernel, once it has listed one ('query', or 'effective' before 6.0). */
+  listingPath(): bpftool.CgroupListing | undefined {
+    return bpftool.cgroupListingPath();
+  }
+
   /** Ledger entries checked against what each cgroup really has attached. */
   async status(): Promise<CgroupStatus[]> {
     const out: CgroupStatus[] = [];

@@ -16,6 +16,13 @@ export interface PerCpuEntry {
   values: StructValue[];
 }
 
+/** One write of Maps.batch(): an update when `value` is given, else a delete. */
+export interface MapOp {
+  map: string;
+  key: StructValue;
+  value?: StructValue;
+}
+
 export interface Counter {
   packets: bigint;
   bytes: bigint;
@@ -43,6 +50,32 @@ export class Maps {
       key: decode(m.key, bytes(e.key)),
       values: (e.values ?? []).map((v) => decode(m.value, bytes(v.value))),
     }));
+  }
+
+  /**
+   * Writes to several maps in one bpftool batch, in the given order (a
+   * reader relying on ordering, as the service maps do, gets it): an op with
+   * a value updates, one without deletes. Accepts a generator, so a large
+   * plan is encoded as it is written.
+   */
+  async batch(ops: Iterable<MapOp>): Promise<void> {
+    await bpftool.batch(batchLines(this.pins, ops));
+  }
+
+  /** Entries as raw bytes (a sockhash's value is the socket cookie, which the schema does not describe). */
+  async dumpRaw(name: string): Promise<{ key: Buffer; value: Buffer }[]> {
+    return (await bpftool.mapDump(this.pins.map(name))).map((e) => ({ key: bytes(e.key), value: bytes(e.value ?? []) }));
+  }
+
+  /** How many entries a map holds now (an array: its size). */
+  async count(name: string): Promise<number> {
+    const m = mapDef(name);
+    return m.type.includes('array') ? (await this.show(name)).max_entries : (await bpftool.mapDump(this.pins.map(name))).length;
+  }
+
+  /** `bpftool prog show` of a pinned program: id, type, tag. */
+  async progInfo(name: string): Promise<bpftool.ProgInfo> {
+    return bpftool.progShow(this.pins.prog(name));
   }
 
   /** Upserts then deletes, in one bpftool batch. */
@@ -130,5 +163,16 @@ export class Maps {
       out.set(Number(Object.values(e.key)[0]), { packets, bytes });
     }
     return out;
+  }
+}
+
+/** The bpftool batch lines of map writes, encoded with the schema's codecs as they are consumed. */
+function* batchLines(pins: Pins, ops: Iterable<MapOp>): Generator<bpftool.BatchLine> {
+  for (const op of ops) {
+    const m = mapDef(op.map);
+    const pin = pins.map(op.map);
+    yield op.value === undefined
+      ? bpftool.deleteLine(pin, encode(m.key, op.key))
+      : bpftool.updateLine(pin, encode(m.key, op.key), encode(m.value, op.value));
   }
 }

@@ -4,9 +4,8 @@ import fs from 'node:fs';
 import type { Datapath } from '../../loader/datapath.js';
 import { InputError } from '../../loader/errors.js';
 import * as ipr from '../../loader/ip.js';
-import { decode, flagNames, fromHexBytes } from '../../abi/codec.js';
+import { decode, flagNames } from '../../abi/codec.js';
 import { sockKeyString } from '../../loader/sockdrain.js';
-import { mapDump as bpftoolMapDump } from '../../loader/bpftool.js';
 import { CT_STATE, FLOW_FLAGS, MAPS, STAT_GROUPS, UDP_CT_STATE, UDP_CT_TIMEOUT_NS, mapDef } from '../../abi/schema.js';
 import { json, table } from '../table.js';
 import { BpfServiceMaps } from '../services/maps.js';
@@ -129,19 +128,17 @@ export async function socketRows(dp: Datapath): Promise<SocketRow[]> {
   const reads = dp.pins.hasMap('pw_sock_read')
     ? new Map((await dp.maps.dump('pw_sock_read')).map((e) => [sockKeyString(e.key), Number(e.value.bytes)]))
     : new Map<string, number>();
-  const raw = await bpftoolMapDump(dp.pins.map('pw_sock'));
+  const raw = await dp.maps.dumpRaw('pw_sock');
   const keyDef = mapDef('pw_sock').key;
   return raw
     .map((e) => {
-      const k = decode(keyDef, fromHexBytes(e.key));
+      const k = decode(keyDef, e.key);
       const s = sockKeyString(k);
       const f = flows.get(s);
       return {
         local: `${String(k.sip)}:${Number(k.sport)}`,
         remote: `${String(k.dip)}:${Number(k.dport)}`,
-        cookie: fromHexBytes(e.value ?? [])
-          .readBigUInt64LE(0)
-          .toString(),
+        cookie: e.value.readBigUInt64LE(0).toString(),
         flow: !f ? ('undecided' as const) : Number(f.flags) & FLOW_FLAGS.PASSTHROUGH ? ('passthrough' as const) : ('redirect' as const),
         bytes: f ? Number(f.bytes) : 0,
         pending: pending ? (pending.get(s) ?? false) : null,

@@ -7,7 +7,6 @@ import { CONFIG_FLAGS, MAPS, mapDef } from '../../abi/schema.js';
 import { flagNames } from '../../abi/codec.js';
 import { json, table } from '../table.js';
 import type { OutputFormat } from './dump.js';
-import * as bpftool from '../../loader/bpftool.js';
 import { describeHolder } from '../../loader/lock.js';
 import { readReport } from '../report.js';
 import { readConfig } from '../pods/apply.js';
@@ -22,14 +21,14 @@ export async function statusData(dp: Datapath) {
       maps.push({ name: m.name, pinned: false });
       continue;
     }
-    const info = await bpftool.mapShow(dp.pins.map(m.name));
-    const entries = m.type.includes('array') ? info.max_entries : (await bpftool.mapDump(dp.pins.map(m.name))).length;
+    const info = await dp.maps.show(m.name);
+    const entries = await dp.maps.count(m.name);
     maps.push({ name: m.name, pinned: true, id: info.id, type: info.type, entries, maxEntries: info.max_entries });
   }
   const progs = [];
   if (fs.existsSync(dp.pins.progsDir)) {
     for (const p of fs.readdirSync(dp.pins.progsDir).sort()) {
-      const info = await bpftool.progShow(dp.pins.prog(p));
+      const info = await dp.maps.progInfo(p);
       progs.push({ name: p, id: info.id, type: info.type, tag: info.tag });
     }
   }
@@ -39,7 +38,7 @@ export async function statusData(dp: Datapath) {
   // per-namespace view: from the agent's report (the maps key endpoints by IP only); endpoints it
   // counted that are no longer in pw_endpoints would show as a mismatch
   const agent = readReport();
-  const cgroupListing = bpftool.cgroupListingPath() ?? 'unused';
+  const cgroupListing = dp.cgroups.listingPath() ?? 'unused';
   const flowControl = flowControlOf(dp.pins, kernelStructHasMember('sk_psock', 'msg_tot_len'));
   // the agent's own record has the kernel's reasons; without a running agent, the pins say what is there
   const parts = agent?.running && agent.parts ? agent.parts : partsOf(dp.pins, kernelStructHasMember('sk_psock', 'msg_tot_len'));

@@ -2,7 +2,7 @@
 // changes against the mirror, and a fresh read-back that agrees with both.
 import { describe, expect, it } from 'vitest';
 import type { Service } from '../../src/model.js';
-import { MemoryServiceMaps } from '../../src/services/maps.js';
+import { MemoryServiceMaps } from '../doubles/memory-service-maps.js';
 import { ServiceSync, svcOpsTotal } from '../../src/services/sync.js';
 
 /**
