@@ -10,7 +10,8 @@
 # configuration; the machine's apt sources are not touched). KVM is used when
 # a probe boot succeeds in time, else TCG (software emulation, slow); say
 # PODWARP_VM_ACCEL=tcg|kvm to skip the probe. The VMs have no network device.
-# Installs qemu, busybox-static, kmod and cpio when missing. Run as root.
+# Each script installs the Debian packages it needs when missing (qemu,
+# busybox-static, kmod, cpio, ...: devtools/vm/need.sh). Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 project=$(pwd)
@@ -24,7 +25,7 @@ while [ $# -gt 0 ]; do
     --files) files=$2; shift 2 ;;
     --timeout) timeout=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "kernel-matrix: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -49,18 +50,6 @@ for f in ${files//,/ }; do
   esac
 done
 
-# what the harness needs
-missing=()
-command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
-case "$(ldd /bin/busybox 2>&1 || true)" in *'not a dynamic'*) ;; *) missing+=(busybox-static) ;; esac
-command -v depmod >/dev/null && command -v modprobe >/dev/null || missing+=(kmod)
-command -v cpio >/dev/null || missing+=(cpio)
-command -v xz >/dev/null || missing+=(xz-utils)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "kernel-matrix: installing ${missing[*]}" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
 bash scripts/setup.sh
 # build objects and test tools once on the host; the VMs share the tree
 ./bin/podwarp build >/dev/null

@@ -13,9 +13,12 @@
 # boot_s (uptime when the command started), run_s, accel. Exit code: the
 # command's, 124 on timeout, 125 when the VM died without a status.
 # qemu is always killed; nothing stays mounted (the mounts live in the VM).
+# Installs qemu-system-x86 when missing, and kmod and iproute2 that the
+# guest runs from this host's userland (devtools/vm/need.sh).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 project=$(cd "$here/../.." && pwd)
+. "$here/need.sh"
 timeout=1800 accel=${PODWARP_VM_ACCEL:-} kdir= out=
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -32,6 +35,7 @@ kdir=$(cd "$kdir" && pwd)
 ver=$(ls "$kdir/lib/modules")
 mkdir -p "$out"; out=$(cd "$out" && pwd)
 rm -f "$out/status" "$out/boot_s" "$out/run_s"
+need qemu-system-x86_64 qemu-system-x86 modprobe kmod ip iproute2
 
 # the initramfs, rebuilt when its inputs change
 initrd=$kdir/initramfs.cpio.gz
