@@ -51,7 +51,9 @@ function cell(kdir, file, vmrc) {
   let why = '';
   if (failedTests.length) {
     const f = failedTests[0];
-    let msg = (f.failureMessages?.[0] ?? '').split('\n')[0];
+    const lines = (f.failureMessages?.[0] ?? '').split('\n').filter((l) => l.trim());
+    // an assertion whose message is a JSON report (doctor's): its first line is "{", its last the expectation
+    let msg = ((/^\s*[[{]\s*$/.test(lines[0] ?? '') ? lines.at(-1) : lines[0]) ?? '').replace(/^:\s*/, '');
     // a timeout comes as "STACK_TRACE_ERROR" in the JSON: the console says it ("→ …" under the test)
     const log = read(path.join(res, `${file}.log`)) ?? '';
     const arrow = log
