@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # The kernel matrix (issue 13): the BTF unit check and the integration test
-# files on Debian's 5.10, 6.1 and 6.12 kernels in qemu VMs, and on the host
-# kernel natively; prints one table (kernel × file → passed/failed/skipped).
+# files on Debian's 5.10, 6.1 and 6.12 kernels in qemu VMs, on 6.12 booted
+# with lockdown=confidentiality (6.12-lockdown: the lockdown mode Secure Boot
+# distributions can enforce), and on the host kernel natively; prints one
+# table (kernel × file → passed/failed/skipped).
 #
-#   scripts/kernel-matrix.sh [--kernels 5.10,6.1,6.12,host] [--files btf,datapath,...]
+#   scripts/kernel-matrix.sh [--kernels 5.10,6.1,6.12,6.12-lockdown,host]
+#                            [--files btf,datapath,...]
 #                            [--timeout SECONDS_PER_KERNEL] [--out DIR]
 #
+# K-lockdown: kernel K with lockdown=confidentiality (any of 5.10, 6.1, 6.12).
 # Kernels are downloaded once into /var/cache/podwarp/kernels (private apt
 # configuration; the machine's apt sources are not touched). KVM is used when
 # a probe boot succeeds in time, else TCG (software emulation, slow); say
 # PODWARP_VM_ACCEL=tcg|kvm to skip the probe. The VMs have no network device.
-# Installs qemu, busybox-static, kmod and cpio when missing. Run as root.
+# Each script installs the Debian packages it needs when missing (qemu,
+# busybox-static, kmod, cpio, ...: devtools/vm/need.sh). Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 project=$(pwd)
-kernels=5.10,6.1,6.12,host
+kernels=5.10,6.1,6.12,6.12-lockdown,host
 files=
 timeout=
 out=
@@ -24,7 +29,7 @@ while [ $# -gt 0 ]; do
     --files) files=$2; shift 2 ;;
     --timeout) timeout=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "kernel-matrix: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -49,18 +54,6 @@ for f in ${files//,/ }; do
   esac
 done
 
-# what the harness needs
-missing=()
-command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
-case "$(ldd /bin/busybox 2>&1 || true)" in *'not a dynamic'*) ;; *) missing+=(busybox-static) ;; esac
-command -v depmod >/dev/null && command -v modprobe >/dev/null || missing+=(kmod)
-command -v cpio >/dev/null || missing+=(cpio)
-command -v xz >/dev/null || missing+=(xz-utils)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "kernel-matrix: installing ${missing[*]}" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
 bash scripts/setup.sh
 # build objects and test tools once on the host; the VMs share the tree
 ./bin/podwarp build >/dev/null
@@ -72,8 +65,15 @@ npx tsx -e "import('./devtools/perf.ts').then((m) => m.ensurePwperf())"
 mkdir -p "$out"
 echo "kernel-matrix: results in $out" >&2
 
+# a column's kernel and its extra kernel arguments: K-lockdown boots K with lockdown=confidentiality
+base() { echo "${1%-lockdown}"; }
+bootargs() { case "$1" in *-lockdown) echo lockdown=confidentiality ;; esac; }
 vmkernels=()
-for k in ${kernels//,/ }; do [ "$k" = host ] || vmkernels+=("$k"); done
+for k in ${kernels//,/ }; do
+  [ "$k" = host ] && continue
+  b=$(base "$k")
+  [[ " ${vmkernels[*]} " == *" $b "* ]] || vmkernels+=("$b")
+done
 declare -A kdir=()
 if [ ${#vmkernels[@]} -gt 0 ]; then
   while read -r k d; do kdir[$k]=$d; done < <(devtools/vm/kernels.sh "${vmkernels[@]}")
@@ -106,18 +106,19 @@ for k in ${kernels//,/ }; do
     PODWARP_TEST_SLOWDOWN=${PODWARP_TEST_SLOWDOWN:-1} devtools/vm/run-tests.sh "$kout/results" "${paths[@]}" | sed -u "s/^/[host] /" >&2
     echo $((SECONDS - t0)) >"$kout/run_s"
   else
-    d=${kdir[$k]}
+    d=${kdir[$(base "$k")]}
+    append=$(bootargs "$k")
     basename "$d" >"$kout/kernel"
     # budget: 15 min per file under TCG, 3 under KVM, unless given
     per=$([ "$accel" = tcg ] && echo 900 || echo 180)
     tmo=${timeout:-$((120 + per * ${#paths[@]}))}
-    echo "kernel-matrix: $k ($(basename "$d"), $accel, timeout ${tmo}s): ${#paths[@]} files" >&2
+    echo "kernel-matrix: $k ($(basename "$d")${append:+ $append}, $accel, timeout ${tmo}s): ${#paths[@]} files" >&2
     # a VM that dies of an emulator fault (devtools/vm/console-fault.mjs: a
     # stale TCG translation of re-patched kernel text) runs once more; any
     # other death, failure or timeout stands
     for attempt in 1 2; do
       rc=0
-      devtools/vm/run-in-vm.sh --kernel-dir "$d" --out "$kout" --timeout "$tmo" --accel "$accel" -- \
+      devtools/vm/run-in-vm.sh --kernel-dir "$d" --out "$kout" --timeout "$tmo" --accel "$accel" --append "$append" -- \
         "mkdir -p /mnt/pwvm/results; devtools/vm/probe-cgroup-query.sh >/mnt/pwvm/results/probe-cgroup.txt 2>&1; PODWARP_TEST_SLOWDOWN=$slow PODWARP_EXEC_TIMEOUT_MS=$((120000 * slow)) devtools/vm/run-tests.sh /mnt/pwvm/results ${paths[*]}" || rc=$?
       echo "$rc" >"$kout/vm_rc"
       echo $((SECONDS - t0)) >"$kout/wall_s"

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Stage 2 of the kernel-matrix VM, PID 1 after switch_root (the host's
-# userland, read-only under a tmpfs overlay). Mounts what a node has, raises
+# userland, read-only under a tmpfs overlay). Mounts what a node has (and
+# securityfs: prints and writes /mnt/pwvm/lockdown, the lockdown mode), raises
 # RLIMIT_MEMLOCK (kernels before 5.11 charge BPF maps to it), runs
 # /mnt/pwvm/cmd in the project directory, writes its exit status to
 # /mnt/pwvm/status and powers the VM off (qemu runs with -no-reboot).
@@ -20,7 +21,12 @@ mount -t bpf bpf /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
 echo "pwvm: stage2 at uptime $(cut -d' ' -f1 /proc/uptime) s, kernel $(uname -r)"
+# the lockdown mode in force (lockdown= on the command line; none without the LSM)
+lockdown=$(cat /sys/kernel/security/lockdown 2>/dev/null) || lockdown="no lockdown LSM ($(cat /sys/kernel/security/lsm 2>/dev/null || echo 'no securityfs'))"
+echo "pwvm: /sys/kernel/security/lockdown: $lockdown"
+echo "$lockdown" >/mnt/pwvm/lockdown
 cut -d' ' -f1 /proc/uptime >/mnt/pwvm/boot_s
 ulimit -l unlimited
 ulimit -n 65536

@@ -2,15 +2,20 @@
 # Builds the VM's initramfs for one extracted kernel (devtools/vm/kernels.sh):
 # a static busybox, devtools/vm/init, and the modules the boot needs (virtio,
 # 9p, overlay) with their dependencies, in load order, uncompressed.
+# Installs busybox-static, cpio and the modules' decompressor when missing
+# (devtools/vm/need.sh).
 #
 #   devtools/vm/initramfs.sh <kernel-dir> <out.cpio.gz>
 set -euo pipefail
 kdir=$1 out=$2
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/need.sh"
 ver=$(ls "$kdir/lib/modules")
 mods=$kdir/lib/modules/$ver
 bb=/bin/busybox
-case "$(ldd "$bb" 2>&1 || true)" in *'not a dynamic'*) ;; *) echo "initramfs: a static $bb is needed (apt-get install busybox-static)" >&2; exit 1 ;; esac
+# a static busybox (busybox-static replaces a dynamic busybox package)
+static_bb() { case "$(ldd "$bb" 2>&1 || true)" in *'not a dynamic'*) return 0 ;; *) return 1 ;; esac; }
+need static_bb busybox-static cpio cpio gzip gzip
 
 stage=$(mktemp -d /tmp/podwarp-initramfs.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
@@ -41,8 +46,8 @@ for m in virtio virtio_ring virtio_pci 9pnet_virtio 9p overlay; do want "$m"; do
 for f in "${order[@]}"; do
   base=$(basename "$f")
   case "$base" in
-    *.xz) xz -dc "$mods/$f" >"$stage/modules/${base%.xz}"; base=${base%.xz} ;;
-    *.zst) zstd -qdc "$mods/$f" >"$stage/modules/${base%.zst}"; base=${base%.zst} ;;
+    *.xz) need xz xz-utils; xz -dc "$mods/$f" >"$stage/modules/${base%.xz}"; base=${base%.xz} ;;
+    *.zst) need zstd zstd; zstd -qdc "$mods/$f" >"$stage/modules/${base%.zst}"; base=${base%.zst} ;;
     *.gz) gzip -dc "$mods/$f" >"$stage/modules/${base%.gz}"; base=${base%.gz} ;;
     *) cp "$mods/$f" "$stage/modules/$base" ;;
   esac

@@ -5,8 +5,10 @@
 #
 #   devtools/vm/kernels.sh 5.10 6.1 6.12   → prints "<short> <dir>" per kernel,
 #   where <dir> holds vmlinuz and lib/modules/<version>/.
-# A second run with the same kernels downloads nothing.
+# A second run with the same kernels downloads nothing. Installs kmod
+# (depmod) and debian-archive-keyring when missing (devtools/vm/need.sh).
 set -euo pipefail
+. "$(dirname "$0")/need.sh"
 
 CACHE=${PODWARP_KERNEL_CACHE:-/var/cache/podwarp/kernels}
 APT=$CACHE/apt
@@ -21,7 +23,7 @@ mirror() {
 }
 MIRROR=$(mirror)
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
-[ -f "$KEYRING" ] || { echo "kernels: $KEYRING missing (apt-get install debian-archive-keyring)" >&2; exit 1; }
+need "$KEYRING" debian-archive-keyring depmod kmod dpkg-deb dpkg
 cat >"$APT/etc/sources.list" <<SRC
 deb [signed-by=$KEYRING] $MIRROR bullseye main
 deb [signed-by=$KEYRING] $MIRROR bullseye-updates main

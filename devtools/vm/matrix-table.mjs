@@ -1,8 +1,11 @@
 // Prints the kernel matrix table from the result directories that
 // scripts/kernel-matrix.sh wrote: OUT/<kernel>/{kernel,accel,boot_s,run_s,
-// wall_s,vm_rc,results/<file>.json|.time|.log}.
+// wall_s,vm_rc,cmdline,lockdown,results/<file>.json|.time|.log}. A kernel
+// booted with lockdown= (6.12-lockdown) gets a note with the mode the guest
+// saw in /sys/kernel/security/lockdown; a mode other than the one asked for
+// fails the run (that row would not test what it says).
 //
-//   node devtools/vm/matrix-table.mjs OUT 5.10 6.1 host -- test/unit/btf.test.ts ...
+//   node devtools/vm/matrix-table.mjs OUT 5.10 6.1 6.12-lockdown host -- test/unit/btf.test.ts ...
 import fs from 'node:fs';
 import path from 'node:path';
 import { consoleFault } from './console-fault.mjs';
@@ -48,7 +51,9 @@ function cell(kdir, file, vmrc) {
   let why = '';
   if (failedTests.length) {
     const f = failedTests[0];
-    let msg = (f.failureMessages?.[0] ?? '').split('\n')[0];
+    const lines = (f.failureMessages?.[0] ?? '').split('\n').filter((l) => l.trim());
+    // an assertion whose message is a JSON report (doctor's): its first line is "{", its last the expectation
+    let msg = ((/^\s*[[{]\s*$/.test(lines[0] ?? '') ? lines.at(-1) : lines[0]) ?? '').replace(/^:\s*/, '');
     // a timeout comes as "STACK_TRACE_ERROR" in the JSON: the console says it ("→ …" under the test)
     const log = read(path.join(res, `${file}.log`)) ?? '';
     const arrow = log
@@ -100,6 +105,16 @@ for (const k of kernels) {
     const f = consoleFault(read(path.join(kdir, 'console.log')) ?? '');
     notes.push(`${k} VM: ${f.kind === 'none' ? 'no kernel panic on the console (see console.log)' : `${f.kind}: ${f.line}`}`);
   }
+  // the lockdown mode asked for on the kernel command line, and the one in force
+  const asked = /(?:^| )lockdown=(\S+)/.exec(read(path.join(kdir, 'cmdline')) ?? '')?.[1];
+  const lockdown = read(path.join(kdir, 'lockdown'));
+  if (asked) {
+    const inForce = /\[(\w+)\]/.exec(lockdown ?? '')?.[1];
+    if (lockdown !== undefined && inForce !== asked) bad = true;
+    notes.push(
+      `${k} booted with lockdown=${asked}: /sys/kernel/security/lockdown ${lockdown === undefined ? 'not read (the VM wrote no lockdown file)' : `"${lockdown}"`}${lockdown !== undefined && inForce !== asked ? ` (NOT ${asked})` : ''}`,
+    );
+  }
   const retried = read(path.join(kdir, 'retried'));
   if (retried) notes.push(`${k} run once more: ${retried}`);
 }
@@ -117,7 +132,7 @@ if (probes.length) {
     for (const l of t.split('\n').filter((x) => x.startsWith('bpftool'))) console.log(`  ${k}: ${short(l, 160)}`);
 }
 if (notes.length) {
-  console.log('\nfirst failure or skips per cell, deaths and re-runs per VM:');
+  console.log('\nfirst failure or skips per cell; per VM: death, re-run, lockdown mode:');
   for (const n of notes) console.log('  ' + n);
 }
 if (bad) process.exitCode = 1;

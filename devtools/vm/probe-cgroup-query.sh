@@ -2,9 +2,12 @@
 # Evidence for the cgroup listing fallback (loader/bpftool.ts cgroupShow):
 # attaches pw_sockops to a fresh child cgroup and runs `bpftool -j cgroup
 # show CG` and `… effective`, printing each exit code and output. Uses only
-# a child cgroup and pins it creates; removes them. Needs build/bpf/pw_sockops.o.
+# a child cgroup and pins it creates; removes them. Needs build/bpf/pw_sockops.o;
+# installs bpftool when missing (devtools/vm/need.sh).
 set -u
 cd "$(dirname "$0")/../.."
+. devtools/vm/need.sh
+need bpftool bpftool || exit 1
 cg2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
 bpffs=$(awk '$3 == "bpf" { print $2; exit }' /proc/mounts)
 id=pwprobe$$
