@@ -76,7 +76,8 @@ function cell(kdir, file, vmrc) {
       );
   }
   const fileFailed = r.testResults.some((t) => t.status === 'failed') && !failedTests.length;
-  if (failedTests.length || fileFailed || tests.length === 0) bad = true;
+  // a file without a passing test fails the run (all skipped, or none collected)
+  if (failedTests.length || fileFailed || n('passed') === 0) bad = true;
   return { text: `${n('passed')}/${failedTests.length + (fileFailed ? 1 : 0)}/${skipped} ${time ?? '?'}s`, why };
 }
 

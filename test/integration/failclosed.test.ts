@@ -10,6 +10,7 @@ import { EP_FLAGS } from '../../abi/schema.js';
 import { run } from '../../loader/exec.js';
 import { ACCELERATE_LABEL } from '../../src/model.js';
 import { readActual } from '../../src/pods/apply.js';
+import { socketRows } from '../../src/commands/dump.js';
 import { rr, startServer, stream, type Server } from '../../devtools/perf.js';
 import type { SandboxPod } from '../../devtools/sandbox.js';
 import { FakeApiServer, type ApiObject } from '../k8s/apiserver.js';
@@ -35,12 +36,23 @@ describe('fail closed: a failing interface never holds back another pod, nor a p
     spec: { nodeName: node, containers: [{ name: 'app', image: 'pwperf' }] },
     status: { phase: 'Running', podIP: p.ip, podIPs: [{ ip: p.ip }] },
   });
+  /** enabled: its endpoint has the flag and its cgroup its hooks (the pass writes the endpoint first, then attaches). */
   const state = async (p: SandboxPod) => {
-    const e = (await readActual(env!.dp)).endpoints.get(p.ip);
-    return e ? (e.flags & EP_FLAGS.ENABLED ? 'enabled' : 'disabled') : 'absent';
+    const a = await readActual(env!.dp);
+    const e = a.endpoints.get(p.ip);
+    if (!e) return 'absent';
+    return e.flags & EP_FLAGS.ENABLED ? (a.cgroups.some((c) => c.path === p.cgroup) ? 'enabled' : 'enabling') : 'disabled';
   };
-  const sockets = async (p: SandboxPod) =>
-    (await env!.dp.maps.dump('pw_sock')).filter((e) => String(e.key.sip) === p.ip || String(e.key.dip) === p.ip).length;
+  /** The pod's sockets in pw_sock, with their flow (redirect, undecided, passthrough). */
+  const sockRows = async (p: SandboxPod) =>
+    (await socketRows(env!.dp)).filter((r) => r.local.startsWith(`${p.ip}:`) || r.remote.startsWith(`${p.ip}:`));
+  /** A connection of the pod is accelerated: both ends in pw_sock, one direction at least redirecting (flow control may have moved the other to TCP). */
+  const accelerated = async (p: SandboxPod) => {
+    const rows = await sockRows(p);
+    return rows.length >= 2 && rows.some((r) => r.flow !== 'passthrough');
+  };
+  /** None of the pod's sockets redirects any more: drained out of pw_sock, or (without the drain iterator) left there on passthrough until they close. */
+  const offFastPath = async (p: SandboxPod) => (await sockRows(p)).every((r) => r.flow === 'passthrough');
   const metric = async (re: RegExp) => {
     const l = await until('metrics address', () => agent!.lines.find((x) => x.msg === 'metrics and health endpoints listening'));
     const text = await (await fetch(`http://${String(l.addr)}/metrics`)).text();
@@ -120,24 +132,32 @@ describe('fail closed: a failing interface never holds back another pod, nor a p
     const accel = await rr(c, t.ip, 8080, { n: 2000, size: 64 });
     // a live connection in pw_sock while the policy arrives: drained out with no byte lost
     // it must outlive the policy's arrival, which under emulation (the kernel matrix) takes seconds: × SLOWDOWN
+    const c0 = await counters(env!.dp);
     const live = stream(c, t.ip, 8080, { seconds: 2 * SLOWDOWN, paceUs: 200 });
-    await until('live connection accelerated', async () => (await sockets(t)) >= 2);
+    await until('live connection accelerated', () => accelerated(t)).catch(async (e: Error) => {
+      // say what the socket programs saw meanwhile
+      throw new Error(
+        `${e.message}: pw_sockops ${JSON.stringify(delta(c0, await counters(env!.dp), 'pw_sockops'))}, stream ${JSON.stringify(await live)}`,
+      );
+    });
     const t0 = Date.now();
     api!.create('networkpolicies', {
       metadata: { name: 'lock', namespace: NS },
       spec: { podSelector: { matchLabels: { app: t.name } }, policyTypes: ['Ingress'] },
     });
-    // on the normal path: its entry is not enabled (tc stops redirecting) and none of its sockets is in pw_sock
-    await until('target on the normal path', async () => (await state(t)) === 'disabled' && (await sockets(t)) === 0);
+    // on the normal path: its entry is not enabled (tc stops redirecting) and none of its sockets redirects
+    await until('target on the normal path', async () => (await state(t)) === 'disabled' && (await offFastPath(t)));
     const toNormalMs = Date.now() - t0;
     // the agent's side: the pass that disabled it (its duration) and the lag from the event to that pass's end
     // (its log line comes at the end of the pass, which may still run when the state is already visible)
     const disabling = () =>
       agent!.lines.find((l) => Number(l.time) >= t0 && l.msg === 'reconciled pods' && Number(l.drained) >= 1 && !l.failedSteps);
-    const passLine = await until('the disabling pass logged', disabling, 30_000).catch(() => undefined);
-    const lagLine = agent!.lines.find((l) => Number(l.time) >= Number(passLine?.time) && l.msg === 'reconciled' && l.lane === 'node');
-    const passMs = Number(passLine?.ms);
-    const lagMs = Number(lagLine?.lagMs);
+    const passLine = await until('the disabling pass logged', disabling, 30_000);
+    const lagLine = await until('the lag of the disabling pass logged', () =>
+      agent!.lines.find((l) => Number(l.time) >= Number(passLine.time) && l.msg === 'reconciled' && l.lane === 'node'),
+    );
+    const passMs = Number(passLine.ms);
+    const lagMs = Number(lagLine.lagMs);
     const s = await live;
     expect(s.error).toBeUndefined();
     expect(s.ok).toBe(true);
@@ -186,11 +206,11 @@ describe('fail closed: a failing interface never holds back another pod, nor a p
   it('an enabled pod whose filter is taken away and cannot be put back is disabled and its sockets drained', async () => {
     const f = pod(F);
     const live = stream(pod(C), f.ip, 8080, { seconds: 2 * SLOWDOWN, paceUs: 200 });
-    await until('live connection to F accelerated', async () => (await sockets(f)) >= 2);
+    await until('live connection to F accelerated', () => accelerated(f));
     // another tool replaces the qdisc: podwarp's clsact (and filter) go, a foreign ingress qdisc comes
     await run('tc', ['tc', 'qdisc', 'del', 'dev', f.hostInterface, 'clsact']);
     await addFault(f.hostInterface);
-    await until('F disabled and drained', async () => (await state(f)) === 'disabled' && (await sockets(f)) === 0);
+    await until('F disabled and drained', async () => (await state(f)) === 'disabled' && (await offFastPath(f)));
     const s = await live;
     expect(s.error).toBeUndefined();
     expect(s.ok).toBe(true);
@@ -215,5 +235,10 @@ describe('fail closed: a failing interface never holds back another pod, nor a p
     console.log(`FAILCLOSED-FIGURE ${JSON.stringify(out)}`);
     expect(out.withFault.rounds).toBe(ROUNDS);
     expect(out.withoutFault.rounds).toBe(ROUNDS);
+    // every figure of every round was measured (a missing log line would be NaN), and within the wait's budget
+    for (const r of [...figures.fault!, ...figures.clean!]) {
+      for (const [k, v] of Object.entries(r)) expect(Number.isFinite(v) && v >= 0, `${k} = ${v}`).toBe(true);
+      expect(r.toNormalMs).toBeLessThanOrEqual(15_000 * SLOWDOWN);
+    }
   });
 });
