@@ -1,11 +1,14 @@
-// The README's map table, generated from the schema (abi/schema.ts): the one
-// place a map's type, size, key, value, writer and reader are written down.
+// The map table of docs/maps.md, generated from the schema (abi/schema.ts):
+// the one place a map's type, size, key, value, writer and reader are written down.
 //   tsx devtools/docs.ts --write   rewrite the table between the markers
-//   tsx devtools/docs.ts --check   exit 1 when README.md differs (CI)
+//   tsx devtools/docs.ts --check   exit 1 when docs/maps.md differs (CI)
 import fs from 'node:fs';
 import path from 'node:path';
 import { MAPS, type MapDef, type StructDef } from '../abi/schema.js';
 import { ROOT } from '../loader/build.js';
+
+/** The page that holds the generated map table. */
+export const MAP_TABLE_FILE = 'docs/maps.md';
 
 const BEGIN = '<!-- generated from abi/schema.ts by `npm run docs`: do not edit -->';
 const END = '<!-- end of generated map table -->';
@@ -34,22 +37,22 @@ export function mapTable(): string {
   ].join('\n');
 }
 
-/** README text with the table between the markers replaced. */
-export function withMapTable(readme: string): string {
-  const i = readme.indexOf(BEGIN);
-  const j = readme.indexOf(END);
-  if (i < 0 || j < i) throw new Error(`README.md has no generated map table (markers "${BEGIN}" … "${END}")`);
-  return readme.slice(0, i) + mapTable() + readme.slice(j + END.length);
+/** The page's text with the table between the markers replaced. */
+export function withMapTable(text: string, file = MAP_TABLE_FILE): string {
+  const i = text.indexOf(BEGIN);
+  const j = text.indexOf(END);
+  if (i < 0 || j < i) throw new Error(`${file} has no generated map table (markers "${BEGIN}" … "${END}")`);
+  return text.slice(0, i) + mapTable() + text.slice(j + END.length);
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === path.resolve(import.meta.filename)) {
-  const file = path.join(ROOT, 'README.md');
+  const file = path.join(ROOT, MAP_TABLE_FILE);
   const text = fs.readFileSync(file, 'utf8');
   const want = withMapTable(text);
   if (process.argv.includes('--write')) {
     fs.writeFileSync(file, want);
   } else if (want !== text) {
-    process.stderr.write('README.md: the map table differs from abi/schema.ts; run `npm run docs`\n');
+    process.stderr.write(`${MAP_TABLE_FILE}: the map table differs from abi/schema.ts; run \`npm run docs\`\n`);
     process.exitCode = 1;
   }
 }
