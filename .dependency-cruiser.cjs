@@ -1,4 +1,4 @@
-// The layer rule (DESIGN.md "Layout and layers"), checked by `npm run layers`:
+// The layer rule (docs/architecture.md "Layers", CONTRIBUTING.md), checked by `npm run layers`:
 //   abi/ ← loader/ ← src/ ← devtools/   (and test/ may import anything)
 // abi imports nothing of ours; loader only abi; src only abi and loader, and
 // of loader only its facades (no bpftool, no exec); nothing of the product

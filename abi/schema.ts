@@ -3,7 +3,7 @@
 // Each map below names its key and value structs field by field, with explicit
 // padding. `cgen.ts` turns this file into build/include/pw_types.h (flags,
 // enums, structs with _Static_asserts) and pw_maps.h (the SEC(".maps")
-// definitions the programs use); devtools/docs.ts into the README's map table;
+// definitions the programs use); devtools/docs.ts into the map table of docs/maps.md;
 // `codec.ts` encodes and decodes the same structs for the reconciler and the
 // CLI; test/unit/btf.test.ts checks the compiled objects' BTF against it.
 

@@ -15,7 +15,7 @@
  * Connected UDP is left to kube-proxy: connect() of a UDP socket to a
  * Service is not translated (udp_connected_left), so kube-proxy's conntrack
  * cleanup moves a long-lived socket off a removed backend, as without
- * podwarp (README, Services). Unconnected UDP (per datagram) and TCP are.
+ * podwarp (docs/services.md). Unconnected UDP (per datagram) and TCP are.
  *
  * Dual-stack sockets: a v4-mapped destination is IPv4 on the wire and in
  * kube-proxy's rules. The kernel runs the INET6 connect hook for TCP and

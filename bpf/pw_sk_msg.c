@@ -8,7 +8,7 @@
  *  - peer in pw_sock at the first message → redirected (BPF_F_INGRESS);
  *  - otherwise → passthrough for good (normal TCP);
  *  - a redirected flow moves to TCP for good when a message reaches
- *    pw_config.bulk_bytes (bulk transfers are faster on TCP, see README),
+ *    pw_config.bulk_bytes (bulk transfers are faster on TCP, see docs/sockmap.md),
  *    when its peer holds more than PW_QUEUE_MAX_BYTES unread (flow control,
  *    below), or when the agent marks it (namespace disabled, uninstall).
  * Redirect → TCP is safe: the receiver drains its psock queue (earlier,

@@ -10,7 +10,7 @@ export interface Features {
   redirectPeer: boolean;
   /**
    * How podwarp attaches its tc program: clsact + cls_bpf on every kernel
-   * (the 5.10 path). tcx links (6.6+) are not used (README "Limits").
+   * (the 5.10 path). tcx links (6.6+) are not used (docs/design-decisions.md, "tc attachment").
    */
   tcAttach: 'clsact';
 }

@@ -107,7 +107,7 @@ export function sockConfig(o: DesiredOptions): SockConfig {
  * pw_config once the services are planned: TC_UDP says the socket LB is on
  * with no Service left out, and the number left out is kept as a gauge.
  * Informational: the tc program decides per flow (pw_udp_ct), and connected
- * UDP is kube-proxy's whatever this flag says (README, Services), so it never
+ * UDP is kube-proxy's whatever this flag says (docs/services.md), so it never
  * meant that no UDP flow is NATed.
  */
 export function withServiceOutcome(c: SockConfig, opts: DesiredOptions, dropped: number): SockConfig {

@@ -11,7 +11,7 @@
 // test per scenario and protocol; the others toggle within their test.
 // "v6" variants use an AF_INET6 socket dialling ::ffff:<ClusterIP>, as Java,
 // .NET and Node's udp6 do; kube-proxy's rules see plain IPv4 either way.
-// Connected UDP is left to kube-proxy by design (README, Services): with
+// Connected UDP is left to kube-proxy by design (docs/services.md): with
 // acceleration on it must still be kube-proxy that answers it.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Service, ServiceEndpoint, Snapshot } from '../../src/model.js';
@@ -313,7 +313,7 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
   // destination, the Service's only endpoint being the client): the client
   // still sees the ClusterIP. The socket LB connects inside the pod: same
   // outcome, same peer; only the server's view of the client differs (its own
-  // IP instead of the node's, README "A pod dialling its own Service").
+  // IP instead of the node's, docs/services.md "A pod dialling its own Service").
   for (const proto of ['TCP', 'UDP'] as const)
     it(`a pod dialling its own Service (hairpin, ${proto}): the same outcome and peer address as with kube-proxy`, async () => {
       const me = pods()[0]!;

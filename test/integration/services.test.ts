@@ -94,7 +94,7 @@ describe('service load balancing at connect()', () => {
     expect(u.error).toBeUndefined();
     expect(u).toMatchObject({ replies: 50, errors: 0, wrong_source: 0 });
     expect(Object.values(u.backends)).toEqual([50]);
-    // connected UDP is left to kube-proxy (README, Services): counted, answered by its rules, alike
+    // connected UDP is left to kube-proxy (docs/services.md): counted, answered by its rules, alike
     const c0 = await counters(env!.dp);
     const nat0 = await iptables.kubeProxyPackets(kubeProxyPrefix(env!.m));
     const c = await udp(pods()[0]!, DNS, 53, { n: 20, connected: true });

@@ -1,4 +1,4 @@
-// The tc fast path and flows it must not redirect (README "The fast path"):
+// The tc fast path and flows it must not redirect (docs/fast-path.md):
 // UDP is redirected only once a flow was answered directly between two enabled
 // pods (pw_udp_ct), so a UDP flow kube-proxy NATs keeps its reverse NAT; ICMP
 // and SCTP always take the normal path. Differential: what the client sees
