@@ -98,7 +98,6 @@ const progInfoItem = {
   },
 };
 const progInfoSchema = validator<ProgInfo>(progInfoItem);
-const progListSchema = validator<ProgInfo[] | null>({ anyOf: [{ type: 'null' }, { type: 'array', items: progInfoItem }] });
 
 /** Dump a pinned map: raw key/value bytes (per-CPU maps give one value per CPU). */
 export async function mapDump(pin: string): Promise<RawEntry[]> {
@@ -116,20 +115,10 @@ export async function progShow(pin: string): Promise<ProgInfo> {
 }
 
 /**
- * All loaded programs (ids, types, names). Without `-f`: pin paths would make
- * bpftool walk every bpffs mount point, and a bpffs mounted on `/` (bpftool
- * mounts one itself where it is asked to pin outside bpffs) makes that a walk
- * of the whole root filesystem, minutes long.
- */
-export async function progList(): Promise<ProgInfo[]> {
-  return (await bpftoolJson('list programs', ['prog', 'show'], progListSchema)) ?? [];
-}
-
-/**
  * Whether the program with this id is still loaded (`bpftool prog show id`,
  * BPF_PROG_GET_FD_BY_ID): true, false (ENOENT: freed), or undefined when the
- * kernel does not say (it hides other processes' objects, EPERM). Unlike
- * progList() it needs no listing of every program, which some kernels refuse.
+ * kernel does not say (it hides other processes' objects, EPERM). It needs
+ * no listing of every program, which some kernels refuse (BPF_PROG_GET_NEXT_ID).
  */
 export async function progAlive(id: number): Promise<boolean | undefined> {
   const r = await run('show program', ['bpftool', 'prog', 'show', 'id', String(id)], { reject: false });
