@@ -27,11 +27,13 @@
  *        ::ffff:IP (dual-stack applications: Java, .NET, Node udp6); reply
  *        sources and getpeername() are compared by their embedded IPv4
  *   (the server answers UDP on the same port too)
- *   pwperf stream -c IP -p PORT -d SECS [-i PACE_US]
+ *   pwperf stream -c IP -p PORT -d SECS [-i PACE_US] [-x STOPFILE]
  *        both directions at once for SECS, non-blocking I/O with poll() as
  *        proxies do, writes of varying size; every received byte is checked
  *        against its position in the peer's seeded stream, so a lost,
- *        duplicated or reordered byte is caught where it happens
+ *        duplicated or reordered byte is caught where it happens; -x: the
+ *        client also stops sending (and drains, as at SECS) once STOPFILE
+ *        exists, so a caller ends the stream when its steps are done
  *
  * Exit status is non-zero on any I/O error, short read or data mismatch.
  * It is deliberately small C: a Node client would add tens of µs per round
@@ -209,6 +211,18 @@ struct stream_stats {
  * the peer's EOF (server); then half-closes and drains the other direction.
  * Returns 0, or a non-zero code with a message on stderr at the first fault.
  */
+/* -x: a file whose existence ends the client's sending (checked at most every 50 ms) */
+static const char *g_stop_file;
+
+static int stop_requested(void)
+{
+	static double next;
+	if (!g_stop_file || now() < next)
+		return 0;
+	next = now() + 0.05;
+	return access(g_stop_file, F_OK) == 0;
+}
+
 static int run_stream(int fd, uint64_t send_seed, uint64_t recv_seed, double t_end, long pace_us, struct stream_stats *st)
 {
 	static uint8_t out[65536], in[65536];
@@ -220,7 +234,7 @@ static int run_stream(int fd, uint64_t send_seed, uint64_t recv_seed, double t_e
 	while (sending || peer_open) {
 		struct pollfd p = { .fd = fd, .events = POLLIN | (sending ? POLLOUT : 0) };
 
-		if (sending && t_end && now() >= t_end) {
+		if (sending && t_end && (now() >= t_end || stop_requested())) {
 			shutdown(fd, SHUT_WR);
 			sending = 0;
 			continue;
@@ -790,8 +804,9 @@ int main(int argc, char **argv)
 	const char *cmd = argv[1];
 	optind = 2;
 	int connected = 0, renew = 0, stepped = 0;
-	while ((opt = getopt(argc, argv, "c:p:s:n:d:w:i:b:va:CRS6")) != -1) {
+	while ((opt = getopt(argc, argv, "c:p:s:n:d:w:i:b:va:x:CRS6")) != -1) {
 		switch (opt) {
+		case 'x': g_stop_file = optarg; break;
 		case '6': g_v6 = 1; break;
 		case 'S': stepped = 1; break;
 		case 'C': connected = 1; break;
