@@ -4,16 +4,26 @@
 // layout of pw_svc + pw_backends, sessionAffinity ClientIP, and reverse NAT.
 // Each run checks the destination the socket is left with, the counters that
 // moved in pw_stats, and what pw_revnat and pw_affinity hold afterwards.
-import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { PROTO } from '../../abi/schema.js';
+import type { Datapath } from '../../loader/datapath.js';
 import { moved, reasonCounters } from './helpers.js';
-import { ip4, ip6, openLogic, runLogic, sockAddr, sockAddrDest, v4mapped, type LogicRun, type Mock, type SockAddr } from './logic.js';
+import {
+  bpfSkipReason,
+  ip4,
+  ip6,
+  runLogic,
+  sockAddr,
+  sockAddrDest,
+  useLogic,
+  v4mapped,
+  type LogicRun,
+  type Mock,
+  type SockAddr,
+} from './logic.js';
 
-const scratch = await openLogic(['lb']);
-const dp = scratch.dp!;
-afterAll(async () => {
-  await scratch.dp?.uninstall();
-});
+const skip = bpfSkipReason();
+let dp: Datapath;
 
 const SEC = 1_000_000_000n;
 const NOW = 5_000_000n * SEC; // a monotonic clock reading far from 0
@@ -102,7 +112,9 @@ const backend = (id: number) => `${BACKENDS[id]!.ip}:${BACKENDS[id]!.port}`;
 const tcpTo = (f: Frontend, port = f.port): SockAddr => ({ ip4: f.ip, port, protocol: PROTO.TCP });
 const udpTo = (f: Frontend, port = f.port): SockAddr => ({ ip4: f.ip, port, protocol: PROTO.UDP });
 
-describe.skipIf(!!scratch.skip)(`pw_lb.h${scratch.skip ? ` — skipped: ${scratch.skip}` : ''}`, () => {
+describe.skipIf(!!skip)(`pw_lb.h${skip ? ` — skipped: ${skip}` : ''}`, () => {
+  useLogic(['lb'], (d) => (dp = d));
+
   beforeEach(async () => {
     // the service maps as src/services/sync.ts writes them: backends, slots, masters; no other state
     await dp.maps.write(

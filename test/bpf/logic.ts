@@ -9,12 +9,12 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { afterAll, beforeAll, beforeEach } from 'vitest';
 import { ipv4ToBytes } from '../../abi/codec.js';
 import { BPF_SRC, BUILD, GEN_INCLUDE, build } from '../../loader/build.js';
 import { compile } from '../../loader/clang.js';
 import { Datapath } from '../../loader/datapath.js';
 import * as bpftool from '../../loader/bpftool.js';
-import type { Scratch } from './helpers.js';
 
 export const TESTS_SRC = path.join(BPF_SRC, 'tests');
 export const TESTS_OBJ = path.join(BUILD, 'bpf-tests');
@@ -45,23 +45,52 @@ export async function buildTestObjects(names: string[]): Promise<string[]> {
   return out;
 }
 
+/** Why these tests cannot run here (only: not root), else undefined. */
+export function bpfSkipReason(): string | undefined {
+  return process.getuid?.() !== 0 ? 'BPF unit tests load programs and need root (run `npx vitest run --project bpf` as root)' : undefined;
+}
+
 /**
  * Builds and loads bpf/tests/<name>.c for each name into a fresh pin
- * directory, or says why the suite must be skipped (only: not root). As root
- * a build or load error fails the file (a verifier regression must never
- * turn these tests into skips). The caller uninstalls in afterAll.
+ * directory; the caller uninstalls.
  */
-export async function openLogic(names: string[]): Promise<Scratch> {
-  if (process.getuid?.() !== 0) return { skip: 'BPF unit tests load programs and need root (run `npx vitest run --project bpf` as root)' };
+export async function openLogic(names: string[]): Promise<Datapath> {
   const objs = await buildTestObjects(names);
   const dp = await Datapath.open(`pwbpf_${crypto.randomBytes(3).toString('hex')}`);
   try {
     await dp.load(objs);
-    return { dp };
+    return dp;
   } catch (e) {
     await dp.uninstall().catch(() => undefined);
     throw e;
   }
+}
+
+/**
+ * The hooks of a suite of these tests (call it at the top of its describe):
+ * loads the objects before the suite and hands the datapath to `use`, removes
+ * it after. Loaded there and not at the top of the file, so collecting the
+ * file (`vitest list`) loads nothing. As root a build or load error fails
+ * every test of the suite with the kernel's reason: a verifier regression
+ * never turns them into skips.
+ */
+export function useLogic(names: string[], use: (dp: Datapath) => void): void {
+  let dp: Datapath | undefined;
+  let error: unknown;
+  beforeAll(async () => {
+    try {
+      dp = await openLogic(names);
+      use(dp);
+    } catch (e) {
+      error = e;
+    }
+  });
+  beforeEach(() => {
+    if (error) throw error;
+  });
+  afterAll(async () => {
+    await dp?.uninstall();
+  });
 }
 
 // ---- the test packet (bpf/tests/pw_test.h) ----

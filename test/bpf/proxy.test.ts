@@ -3,16 +3,25 @@
 // connects are sent to the proxy's port on a per-connection loopback address,
 // which are left alone (and counted why), what pw_odst_cookie holds
 // afterwards, and getpeername() of a captured socket.
-import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { CONFIG_FLAGS, PROTO } from '../../abi/schema.js';
+import type { Datapath } from '../../loader/datapath.js';
 import { moved, reasonCounters } from './helpers.js';
-import { ip6, openLogic, runLogic, sockAddr, sockAddrDest, v4mapped, type LogicRun, type Mock, type SockAddr } from './logic.js';
+import {
+  bpfSkipReason,
+  ip6,
+  runLogic,
+  sockAddr,
+  sockAddrDest,
+  useLogic,
+  v4mapped,
+  type LogicRun,
+  type Mock,
+  type SockAddr,
+} from './logic.js';
 
-const scratch = await openLogic(['proxy']);
-const dp = scratch.dp!;
-afterAll(async () => {
-  await scratch.dp?.uninstall();
-});
+const skip = bpfSkipReason();
+let dp: Datapath;
 
 const PROXY_PORT = 15001;
 const EXCLUDED = [15020, 3306, 0, 0, 0, 0, 0, 9090]; // 0: unused slot
@@ -58,7 +67,9 @@ async function proxy(prog: string, ctx: SockAddr, mock: Mock, counted: string[])
 const dest = (r: LogicRun) => `${sockAddrDest(r.ctx).ip4}:${sockAddrDest(r.ctx).port}`;
 const tcp = (ip4: string, port: number): SockAddr => ({ ip4, port, protocol: PROTO.TCP });
 
-describe.skipIf(!!scratch.skip)(`pw_proxy.h${scratch.skip ? ` — skipped: ${scratch.skip}` : ''}`, () => {
+describe.skipIf(!!skip)(`pw_proxy.h${skip ? ` — skipped: ${skip}` : ''}`, () => {
+  useLogic(['proxy'], (d) => (dp = d));
+
   beforeEach(async () => {
     await setConfig(PROXY_PORT);
     for (const m of ['pw_odst_cookie', 'pw_odst_tuple', 'pw_pod_cgroup']) {

@@ -8,17 +8,15 @@
 // and answers whether the peer is in pw_sock. Each run checks the verdict,
 // the key and flags asked for, the counter that moved (by one message and
 // its bytes), and pw_flows afterwards.
-import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { CONFIG_FLAGS, FLOW_CONTROL, FLOW_FLAGS } from '../../abi/schema.js';
 import { kernelStructHasMember } from '../../loader/kbtf.js';
+import type { Datapath } from '../../loader/datapath.js';
 import { reasonCounters } from './helpers.js';
-import { ip6, openLogic, runLogic, skMsg, v4mapped, type LogicRun, type Mock, type Tuple } from './logic.js';
+import { bpfSkipReason, ip6, runLogic, skMsg, useLogic, v4mapped, type LogicRun, type Mock, type Tuple } from './logic.js';
 
-const scratch = await openLogic(['sk_msg', 'sk_msg_no_kernel_read']);
-const dp = scratch.dp!;
-afterAll(async () => {
-  await scratch.dp?.uninstall();
-});
+const skip = bpfSkipReason();
+let dp: Datapath;
 
 const SK_PASS = 1;
 const BPF_F_INGRESS = 1n;
@@ -107,7 +105,9 @@ async function msg(
 
 const PROGS = ['test_sk_msg', 'test_sk_msg_no_kernel_read'];
 
-describe.skipIf(!!scratch.skip)(`pw_sk_msg.h${scratch.skip ? ` — skipped: ${scratch.skip}` : ''}`, () => {
+describe.skipIf(!!skip)(`pw_sk_msg.h${skip ? ` — skipped: ${skip}` : ''}`, () => {
+  useLogic(['sk_msg', 'sk_msg_no_kernel_read'], (d) => (dp = d));
+
   beforeEach(async () => {
     await setConfig(CONFIG_FLAGS.SOCKMAP_ON);
     for (const m of ['pw_flows', 'pw_sock_read']) await clear(m);

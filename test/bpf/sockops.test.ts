@@ -3,30 +3,29 @@
 // which established sockets enter pw_sock (the mocked bpf_sock_hash_update
 // records its key and flags), with the counters, pw_odst_tuple, and the flow
 // state dropped at establishment and close.
-import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { CONFIG_FLAGS, EP_FLAGS, FLOW_FLAGS } from '../../abi/schema.js';
+import type { Datapath } from '../../loader/datapath.js';
 import { moved, reasonCounters } from './helpers.js';
 import {
   AF_INET6,
   SOCK_OPS,
   SOCK_OPS_STATE_CB_FLAG,
   TCP_STATE,
+  bpfSkipReason,
   ip6,
-  openLogic,
   runLogic,
   sockKey,
   sockOps,
+  useLogic,
   v4mapped,
   type LogicRun,
   type Mock,
   type Tuple,
 } from './logic.js';
 
-const scratch = await openLogic(['sockops']);
-const dp = scratch.dp!;
-afterAll(async () => {
-  await scratch.dp?.uninstall();
-});
+const skip = bpfSkipReason();
+let dp: Datapath;
 
 const A = '10.244.1.2'; // enabled
 const B = '10.244.1.3'; // enabled
@@ -93,7 +92,9 @@ const inserted = (r: LogicRun) => ({
 });
 const notInserted = (r: LogicRun) => expect({ update: r.calls.hashUpdate, cb: r.calls.cbFlagsSet }).toEqual({ update: 0, cb: 0 });
 
-describe.skipIf(!!scratch.skip)(`pw_sockops.h${scratch.skip ? ` — skipped: ${scratch.skip}` : ''}`, () => {
+describe.skipIf(!!skip)(`pw_sockops.h${skip ? ` — skipped: ${skip}` : ''}`, () => {
+  useLogic(['sockops'], (d) => (dp = d));
+
   beforeEach(async () => {
     await setConfig(PROXY_PORT);
     for (const m of ['pw_endpoints', 'pw_flows', 'pw_sock_read', 'pw_odst_cookie', 'pw_odst_tuple']) await clear(m);
