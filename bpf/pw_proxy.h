@@ -17,8 +17,9 @@
  * getpeername() of a captured socket answers its original destination
  * (pw_proxy_peer4/6, from pw_odst_tuple).
  *
- * Maps: pw_config (read), pw_pod_cgroup (read), pw_odst_cookie (write),
- * pw_odst_tuple (read), pw_stats.
+ * Entry points: pw_proxy_connect4/6 (pw_proxy_conn4/6), pw_proxy_getpeername4/6
+ * (pw_proxy_peer4/6). Maps: pw_config (read), pw_pod_cgroup (read),
+ * pw_odst_cookie (write), pw_odst_tuple (read), pw_stats.
  */
 #ifndef PW_PROXY_H
 #define PW_PROXY_H
@@ -133,6 +134,85 @@ static __always_inline int pw_proxy_peer(struct pw_config *cfg, __be32 peer_ip, 
 		return 0;
 	*o = *saved;
 	pw_count(PW_PROXY_PEER_ODST, 0);
+	return 1;
+}
+
+/*
+ * connect() of an AF_INET socket (pw_proxy_conn4): a captured connect is
+ * rewritten to 127.128.x.y:<proxy_port>. Sidecar capture is off while
+ * pw_config.proxy_port is 0.
+ */
+static __always_inline int pw_proxy_connect4(struct bpf_sock_addr *ctx)
+{
+	struct pw_config *cfg = pw_cfg();
+	__be32 to;
+
+	if (!cfg || !cfg->proxy_port)
+		return 1;
+	if (!pw_proxy_capture(ctx, ctx->protocol, ctx->user_ip4, ctx->user_port, cfg, &to))
+		return 1;
+	ctx->user_ip4 = to;
+	ctx->user_port = bpf_htons(cfg->proxy_port);
+	pw_count(PW_PROXY_REDIRECTED, 0);
+	return 1;
+}
+
+/*
+ * connect() of an AF_INET6 socket (pw_proxy_conn6): a v4-mapped destination
+ * ::ffff:a.b.c.d is captured as pw_proxy_connect4 would, and rewritten to
+ * ::ffff:127.128.x.y:<proxy_port>; a real IPv6 destination is left alone.
+ */
+static __always_inline int pw_proxy_connect6(struct bpf_sock_addr *ctx)
+{
+	struct pw_config *cfg = pw_cfg();
+	__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2];
+	__be32 ip4 = ctx->user_ip6[3], to;
+
+	if (!cfg || !cfg->proxy_port)
+		return 1;
+	if (!pw_v4mapped(w0, w1, w2)) {
+		pw_count(PW_PROXY_NOT_IPV4, 0);
+		return 1;
+	}
+	if (!pw_proxy_capture(ctx, ctx->protocol, ip4, ctx->user_port, cfg, &to))
+		return 1;
+	ctx->user_ip6[3] = to; /* words 0-2 already say ::ffff: */
+	ctx->user_port = bpf_htons(cfg->proxy_port);
+	pw_count(PW_PROXY_REDIRECTED_V6, 0);
+	return 1;
+}
+
+/* getpeername() of an AF_INET socket (pw_proxy_peer4). */
+static __always_inline int pw_proxy_getpeername4(struct bpf_sock_addr *ctx)
+{
+	struct pw_config *cfg = pw_cfg();
+	struct bpf_sock *sk = ctx->sk;
+	struct pw_odst o;
+
+	if (!cfg || !cfg->proxy_port || !sk)
+		return 1;
+	if (!pw_proxy_peer(cfg, ctx->user_ip4, ctx->user_port, sk->src_ip4, sk->src_port, &o))
+		return 1;
+	ctx->user_ip4 = o.ip;
+	ctx->user_port = o.port;
+	return 1;
+}
+
+/* getpeername() of an AF_INET6 socket with a v4-mapped peer (pw_proxy_peer6). */
+static __always_inline int pw_proxy_getpeername6(struct bpf_sock_addr *ctx)
+{
+	struct pw_config *cfg = pw_cfg();
+	struct bpf_sock *sk = ctx->sk;
+	__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2];
+	struct pw_odst o;
+
+	if (!cfg || !cfg->proxy_port || !sk || !pw_v4mapped(w0, w1, w2))
+		return 1;
+	/* a v4-mapped connected socket keeps its IPv4 source in src_ip4 */
+	if (!pw_proxy_peer(cfg, ctx->user_ip6[3], ctx->user_port, sk->src_ip4, sk->src_port, &o))
+		return 1;
+	ctx->user_ip6[3] = o.ip;
+	ctx->user_port = o.port;
 	return 1;
 }
 

@@ -17,17 +17,7 @@
 SEC("cgroup/connect4")
 int pw_proxy_conn4(struct bpf_sock_addr *ctx)
 {
-	struct pw_config *cfg = pw_cfg();
-	__be32 to;
-
-	if (!cfg || !cfg->proxy_port)
-		return 1;
-	if (!pw_proxy_capture(ctx, ctx->protocol, ctx->user_ip4, ctx->user_port, cfg, &to))
-		return 1;
-	ctx->user_ip4 = to;
-	ctx->user_port = bpf_htons(cfg->proxy_port);
-	pw_count(PW_PROXY_REDIRECTED, 0);
-	return 1;
+	return pw_proxy_connect4(ctx);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -19,22 +19,7 @@
 SEC("cgroup/connect6")
 int pw_proxy_conn6(struct bpf_sock_addr *ctx)
 {
-	struct pw_config *cfg = pw_cfg();
-	__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2];
-	__be32 ip4 = ctx->user_ip6[3], to;
-
-	if (!cfg || !cfg->proxy_port)
-		return 1;
-	if (!pw_v4mapped(w0, w1, w2)) {
-		pw_count(PW_PROXY_NOT_IPV4, 0);
-		return 1;
-	}
-	if (!pw_proxy_capture(ctx, ctx->protocol, ip4, ctx->user_port, cfg, &to))
-		return 1;
-	ctx->user_ip6[3] = to; /* words 0-2 already say ::ffff: */
-	ctx->user_port = bpf_htons(cfg->proxy_port);
-	pw_count(PW_PROXY_REDIRECTED_V6, 0);
-	return 1;
+	return pw_proxy_connect6(ctx);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

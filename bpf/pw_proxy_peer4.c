@@ -12,17 +12,7 @@
 SEC("cgroup/getpeername4")
 int pw_proxy_peer4(struct bpf_sock_addr *ctx)
 {
-	struct pw_config *cfg = pw_cfg();
-	struct bpf_sock *sk = ctx->sk;
-	struct pw_odst o;
-
-	if (!cfg || !cfg->proxy_port || !sk)
-		return 1;
-	if (!pw_proxy_peer(cfg, ctx->user_ip4, ctx->user_port, sk->src_ip4, sk->src_port, &o))
-		return 1;
-	ctx->user_ip4 = o.ip;
-	ctx->user_port = o.port;
-	return 1;
+	return pw_proxy_getpeername4(ctx);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -12,19 +12,7 @@
 SEC("cgroup/getpeername6")
 int pw_proxy_peer6(struct bpf_sock_addr *ctx)
 {
-	struct pw_config *cfg = pw_cfg();
-	struct bpf_sock *sk = ctx->sk;
-	__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2];
-	struct pw_odst o;
-
-	if (!cfg || !cfg->proxy_port || !sk || !pw_v4mapped(w0, w1, w2))
-		return 1;
-	/* a v4-mapped connected socket keeps its IPv4 source in src_ip4 */
-	if (!pw_proxy_peer(cfg, ctx->user_ip6[3], ctx->user_port, sk->src_ip4, sk->src_port, &o))
-		return 1;
-	ctx->user_ip6[3] = o.ip;
-	ctx->user_port = o.port;
-	return 1;
+	return pw_proxy_getpeername6(ctx);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,85 +1,14 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * pw_sockops — put established TCP sockets of enabled pods into pw_sock.
- *
- * Attached (multi) to each enabled pod's cgroup. A socket enters pw_sock when
- *  - both ends are enabled local endpoints (pod↔pod on this node), or
- *  - it is one end of an app↔proxy connection that pw_proxy_conn4 sent to
- *    127.128.0.0/10:<proxy_port> (sidecar acceleration).
- * Keys are 4-tuples as seen from the socket; BPF_NOEXIST: a colliding key is
- * never overwritten (the socket just stays on TCP).
- *
- * Maps: pw_sock (write), pw_endpoints, pw_config, pw_odst_cookie (read),
- * pw_odst_tuple (write), pw_flows and pw_sock_read (delete at close), pw_stats.
+ * Attached (multi) to each enabled pod's cgroup; logic in pw_sockops.h.
  */
-#include "pw_common.h"
-
-#define TCP_CLOSE 7
+#include "pw_sockops.h"
 
 SEC("sockops")
 int pw_sockops(struct bpf_sock_ops *skops)
 {
-	struct pw_sock_key k = {};
-	struct pw_config *cfg;
-	int proxy_side = 0;
-	__u32 op = skops->op;
-
-	if (!PW_SOCK_KEY(skops, &k))
-		return 1; /* IPv6 proper: not accelerated */
-
-	if (op == BPF_SOCK_OPS_STATE_CB) {
-		if (skops->args[1] == TCP_CLOSE) {
-			bpf_map_delete_elem(&pw_sock_read, &k);
-			if (bpf_map_delete_elem(&pw_flows, &k) == 0)
-				pw_count(PW_SOCKOPS_CLOSED, 0);
-		}
-		return 1;
-	}
-	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
-		return 1;
-
-	cfg = pw_cfg();
-	if (cfg && cfg->proxy_port) {
-		__be16 pp = bpf_htons(cfg->proxy_port);
-
-		if ((pw_is_proxy_addr(k.dip) && k.dport == pp) ||
-		    (pw_is_proxy_addr(k.sip) && k.sport == pp))
-			proxy_side = 1;
-	}
-	if (!proxy_side && !(pw_endpoint_enabled(k.sip) && pw_endpoint_enabled(k.dip))) {
-		pw_count(PW_SOCKOPS_NOT_LOCAL, 0);
-		return 1;
-	}
-
-	if (proxy_side && op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
-		/* the app's socket: key its original destination by 4-tuple for getsockopt */
-		__u64 cookie = bpf_get_socket_cookie(skops);
-		struct pw_odst *o = bpf_map_lookup_elem(&pw_odst_cookie, &cookie);
-
-		if (o) {
-			struct pw_odst copy = *o;
-
-			if (bpf_map_update_elem(&pw_odst_tuple, &k, &copy, BPF_ANY) == 0)
-				pw_count(PW_SOCKOPS_ODST_SAVED, 0);
-			bpf_map_delete_elem(&pw_odst_cookie, &cookie);
-		}
-	}
-
-	/* a new connection never inherits the state of an old one with the same 4-tuple */
-	bpf_map_delete_elem(&pw_flows, &k);
-	bpf_map_delete_elem(&pw_sock_read, &k);
-	long err = bpf_sock_hash_update(skops, &pw_sock, &k, BPF_NOEXIST);
-	if (err == 0) {
-		/* be told at close, to drop the flow state */
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
-							 BPF_SOCK_OPS_STATE_CB_FLAG);
-		pw_count(proxy_side ? PW_SOCKOPS_ADDED_PROXY : PW_SOCKOPS_ADDED_POD, 0);
-	} else if (err == -EEXIST) {
-		pw_count(PW_SOCKOPS_EXISTS, 0);
-	} else {
-		pw_count(PW_SOCKOPS_ADD_FAILED, 0);
-	}
-	return 1;
+	return pw_sockops_run(skops);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,7 +1,7 @@
 // pw_tc_egress on crafted frames (BPF_PROG_TEST_RUN): the verdict, the one
 // counted reason, the rewritten frame and pw_ct, for each branch of
-// bpf/pw_tc_egress.c. Also what the kernel lets us test of pw_sk_msg and
-// pw_sockops (nothing: see the last describe).
+// bpf/pw_tc_egress.c. Also what the kernel lets us run of pw_sk_msg and
+// pw_sockops themselves (nothing: see the last describe).
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CONFIG_FLAGS, CT_STATE, EP_FLAGS, PROTO, TC_REASONS, UDP_CT_STATE, UDP_CT_TIMEOUT_NS } from '../../abi/schema.js';
 import * as bpftool from '../../loader/bpftool.js';
@@ -507,10 +507,11 @@ describe.skipIf(!!scratch.skip)(`pw_tc_egress verdicts and rewrites${scratch.ski
  * types. In the kernel, sk_msg_prog_ops and sock_ops_prog_ops (net/core/filter.c)
  * define no .test_run, and bpf_prog_test_run() (kernel/bpf/syscall.c) answers
  * -ENOTSUPP (524) for such a type; the cgroup sock_addr programs (connect4, …)
- * are in the same case. Their decisions are covered end to end by
- * test/integration/sockets.test.ts and sidecar.test.ts. This test documents the
- * limit on the running kernel, and fails the day a kernel can run them, so
- * these unit tests get written then.
+ * are in the same case. Their logic headers are unit-tested instead inside tc
+ * test programs (bpf/tests/, test/bpf/logic.ts: lb, proxy, sockops and sk_msg
+ * tests), and end to end by test/integration/sockets.test.ts and
+ * sidecar.test.ts. This test documents the limit on the running kernel, and
+ * fails the day a kernel can run them, so the programs themselves can be run.
  */
 describe.skipIf(!!scratch.skip)(`pw_sk_msg and pw_sockops${scratch.skip ? ` — skipped: ${scratch.skip}` : ''}`, () => {
   it.each(['pw_sk_msg', 'pw_sockops'])('%s cannot run under BPF_PROG_TEST_RUN on this kernel (ENOTSUPP)', async (prog) => {

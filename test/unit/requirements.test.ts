@@ -16,6 +16,11 @@ function helperNames(): Map<number, string> {
   return names;
 }
 
+/**
+ * The product's sources: bpf/ and its object kinds. bpf/tests/ is left out on
+ * purpose: its tc programs are BPF unit tests (test/bpf/logic.ts), never
+ * loaded by podwarp, so the kernel need not offer what they call.
+ */
 function sourceSections(): { source: string; section: string }[] {
   const out: { source: string; section: string }[] = [];
   const headers = new Map<string, string>();

@@ -1,0 +1,240 @@
+// pw_sockops.h through bpf/tests/sockops.c: the pw_sock key built from the
+// socket's 4-tuple as sock_ops shows it (local side first, exact bytes), and
+// which established sockets enter pw_sock (the mocked bpf_sock_hash_update
+// records its key and flags), with the counters, pw_odst_tuple, and the flow
+// state dropped at establishment and close.
+import { beforeEach, describe, expect, it } from 'vitest';
+import { CONFIG_FLAGS, EP_FLAGS, FLOW_FLAGS } from '../../abi/schema.js';
+import type { Datapath } from '../../loader/datapath.js';
+import { moved, reasonCounters } from './helpers.js';
+import {
+  AF_INET6,
+  SOCK_OPS,
+  SOCK_OPS_STATE_CB_FLAG,
+  TCP_STATE,
+  bpfSkipReason,
+  ip6,
+  runLogic,
+  sockKey,
+  sockOps,
+  useLogic,
+  v4mapped,
+  type LogicRun,
+  type Mock,
+  type Tuple,
+} from './logic.js';
+
+const skip = bpfSkipReason();
+let dp: Datapath;
+
+const A = '10.244.1.2'; // enabled
+const B = '10.244.1.3'; // enabled
+const C = '10.244.1.4'; // an endpoint, not enabled
+const REMOTE = '10.99.0.7'; // no endpoint
+const PROXY_PORT = 15001;
+const PROXY_ADDR = '127.129.35.69';
+const BPF_NOEXIST = 1n;
+const EEXIST = 17;
+const ENOMEM = 12;
+
+const setConfig = (proxyPort: number) =>
+  dp.maps.write(
+    'pw_config',
+    [
+      {
+        key: { index: 0 },
+        value: {
+          flags: CONFIG_FLAGS.SOCKMAP_ON,
+          proxy_uid: 1337,
+          proxy_port: proxyPort,
+          proxy_gid: 1337,
+          bulk_bytes: 0,
+          excluded_ports: [0, 0, 0, 0, 0, 0, 0, 0],
+          svc_dropped: 0,
+        },
+      },
+    ],
+    [],
+  );
+
+async function clear(map: string): Promise<void> {
+  const all = await dp.maps.dump(map);
+  if (all.length)
+    await dp.maps.write(
+      map,
+      [],
+      all.map((e) => e.key),
+    );
+}
+
+const t4 = (local: string, localPort: number, remote: string, remotePort: number): Tuple => ({ local, remote, localPort, remotePort });
+
+/** Runs the sock_ops logic; checks the return value (1) and that exactly the `counted` reasons moved, by one each. */
+async function sockops(
+  op: number,
+  t: Tuple,
+  counted: string[],
+  mock: Mock = {},
+  opts: { newState?: number; cbFlags?: number } = {},
+): Promise<LogicRun> {
+  const before = await reasonCounters(dp, 'pw_sockops');
+  const r = await runLogic(dp, 'test_sockops', sockOps(op, t, opts), mock);
+  const after = await reasonCounters(dp, 'pw_sockops');
+  expect({ retval: r.retval, moved: moved(before, after) }).toEqual({ retval: 1, moved: Object.fromEntries(counted.map((c) => [c, 1])) });
+  return r;
+}
+
+/** The one pw_sock insertion a run asked for: key bytes (hex) and flags. */
+const inserted = (r: LogicRun) => ({
+  calls: r.calls.hashUpdate,
+  key: r.calls.hashUpdateKey.toString('hex'),
+  flags: r.calls.hashUpdateFlags,
+});
+const notInserted = (r: LogicRun) => expect({ update: r.calls.hashUpdate, cb: r.calls.cbFlagsSet }).toEqual({ update: 0, cb: 0 });
+
+describe.skipIf(!!skip)(`pw_sockops.h${skip ? ` — skipped: ${skip}` : ''}`, () => {
+  useLogic(['sockops'], (d) => (dp = d));
+
+  beforeEach(async () => {
+    await setConfig(PROXY_PORT);
+    for (const m of ['pw_endpoints', 'pw_flows', 'pw_sock_read', 'pw_odst_cookie', 'pw_odst_tuple']) await clear(m);
+    await dp.maps.write(
+      'pw_endpoints',
+      [A, B, C].map((ip, i) => ({
+        key: { ip },
+        value: { ifindex: 10 + i, flags: ip === C ? 0 : EP_FLAGS.ENABLED, mac: '02:00:00:00:00:01', gw_mac: '02:00:00:00:00:02' },
+      })),
+      [],
+    );
+  });
+
+  describe('keying: the 4-tuple as seen from the socket, local first, network order', () => {
+    it('the client side of a pod↔pod connection (ACTIVE_ESTABLISHED): sip dip sport dport', async () => {
+      const r = await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, t4(A, 40000, B, 8080), ['added_pod']);
+      // 10.244.1.2 10.244.1.3 40000 8080
+      expect(inserted(r)).toEqual({ calls: 1, key: '0af401020af401039c401f90', flags: BPF_NOEXIST });
+    });
+
+    it('the server side (PASSIVE_ESTABLISHED) is keyed from its own side: the byte-wise reverse of the client key', async () => {
+      const r = await sockops(SOCK_OPS.PASSIVE_ESTABLISHED_CB, t4(B, 8080, A, 40000), ['added_pod']);
+      expect(inserted(r)).toEqual({ calls: 1, key: '0af401030af401021f909c40', flags: BPF_NOEXIST });
+      expect(r.calls.hashUpdateKey).toEqual(sockKey(B, A, 8080, 40000));
+    });
+
+    it('ports at both ends of their range (1, 65535, 256) keep their bytes', async () => {
+      let r = await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, t4(A, 1, B, 65535), ['added_pod']);
+      expect(inserted(r).key).toBe('0af401020af401030001ffff');
+      r = await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, t4(A, 65535, B, 256), ['added_pod']);
+      expect(inserted(r).key).toBe('0af401020af40103ffff0100');
+    });
+
+    it('a dual-stack (AF_INET6) socket talking IPv4 as ::ffff:a.b.c.d is keyed by its IPv4 tuple, as an AF_INET one', async () => {
+      const r = await sockops(
+        SOCK_OPS.ACTIVE_ESTABLISHED_CB,
+        { local: v4mapped(A), remote: v4mapped(B), localPort: 40000, remotePort: 8080 },
+        ['added_pod'],
+      );
+      expect(inserted(r)).toEqual({ calls: 1, key: '0af401020af401039c401f90', flags: BPF_NOEXIST });
+    });
+
+    it('IPv6 proper is not keyed at all: no insertion, nothing counted, even when the last words are enabled pods', async () => {
+      const tail = (ip: string) => Buffer.concat([ip6('fd00::').subarray(0, 12), v4mapped(ip).subarray(12)]);
+      const cases: Tuple[] = [
+        { local: tail(A), remote: tail(B), localPort: 40000, remotePort: 8080 },
+        { local: v4mapped(A), remote: tail(B), localPort: 40000, remotePort: 8080 }, // one side only v4-mapped
+        { local: tail(A), remote: v4mapped(B), localPort: 40000, remotePort: 8080 },
+      ];
+      for (const t of cases) notInserted(await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, t, []));
+      // an AF_INET6 socket whose IPv4 fields hold enabled pods is still IPv6
+      notInserted(await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, { ...t4(A, 40000, B, 8080), family: AF_INET6 }, []));
+    });
+  });
+
+  describe('which sockets enter pw_sock', () => {
+    it('after an insertion it asks to be told at close: cb flags = the socket’s flags | STATE_CB_FLAG', async () => {
+      const r = await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, t4(A, 40001, B, 80), ['added_pod'], {}, { cbFlags: 0x1 });
+      expect({ set: r.calls.cbFlagsSet, flags: r.calls.cbFlags }).toEqual({ set: 1, flags: 0x1 | SOCK_OPS_STATE_CB_FLAG });
+    });
+
+    it('not_local: one end disabled, or not a local endpoint at all (either direction)', async () => {
+      for (const t of [t4(A, 40002, C, 80), t4(C, 80, A, 40002), t4(A, 40002, REMOTE, 443), t4(REMOTE, 443, B, 40003)])
+        notInserted(await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, t, ['not_local']));
+    });
+
+    it('exists: the key is in pw_sock already (BPF_NOEXIST refused it): no close callback asked', async () => {
+      const r = await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, t4(A, 40004, B, 80), ['exists'], { hashUpdateRet: -EEXIST });
+      expect({ update: r.calls.hashUpdate, cb: r.calls.cbFlagsSet }).toEqual({ update: 1, cb: 0 });
+    });
+
+    it('add_failed: any other error of the insertion', async () => {
+      const r = await sockops(SOCK_OPS.PASSIVE_ESTABLISHED_CB, t4(B, 80, A, 40005), ['add_failed'], { hashUpdateRet: -ENOMEM });
+      expect(r.calls.cbFlagsSet).toBe(0);
+    });
+
+    it('a new connection never inherits flow state: pw_flows and pw_sock_read of its tuple are dropped at establishment', async () => {
+      await dp.maps.write(
+        'pw_flows',
+        [{ key: { sip: A, dip: B, sport: 40006, dport: 80 }, value: { flags: FLOW_FLAGS.PASSTHROUGH, bytes: 99n } }],
+        [],
+      );
+      await dp.maps.write('pw_sock_read', [{ key: { sip: A, dip: B, sport: 40006, dport: 80 }, value: { bytes: 42n } }], []);
+      await dp.maps.write('pw_flows', [{ key: { sip: A, dip: B, sport: 40007, dport: 80 }, value: { flags: 0, bytes: 1n } }], []); // another tuple
+      await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, t4(A, 40006, B, 80), ['added_pod']);
+      expect((await dp.maps.dump('pw_flows')).map((e) => e.key.sport)).toEqual([40007]);
+      expect(await dp.maps.dump('pw_sock_read')).toEqual([]);
+    });
+
+    it('other callbacks (RTO, a state change that is not a close) change nothing', async () => {
+      await dp.maps.write('pw_flows', [{ key: { sip: A, dip: B, sport: 40008, dport: 80 }, value: { flags: 0, bytes: 5n } }], []);
+      notInserted(await sockops(SOCK_OPS.RTO_CB, t4(A, 40008, B, 80), []));
+      notInserted(await sockops(SOCK_OPS.STATE_CB, t4(A, 40008, B, 80), [], {}, { newState: TCP_STATE.FIN_WAIT1 }));
+      expect((await dp.maps.dump('pw_flows')).length).toBe(1);
+    });
+
+    it('at close (STATE_CB → TCP_CLOSE) the flow state goes; closed is counted when there was a flow', async () => {
+      const key = { sip: A, dip: B, sport: 40009, dport: 80 };
+      await dp.maps.write('pw_flows', [{ key, value: { flags: 0, bytes: 5n } }], []);
+      await dp.maps.write('pw_sock_read', [{ key, value: { bytes: 5n } }], []);
+      notInserted(await sockops(SOCK_OPS.STATE_CB, t4(A, 40009, B, 80), ['closed'], {}, { newState: TCP_STATE.CLOSE }));
+      expect({ flows: await dp.maps.dump('pw_flows'), read: await dp.maps.dump('pw_sock_read') }).toEqual({ flows: [], read: [] });
+      // a socket that never sent: nothing to drop, nothing counted
+      await dp.maps.write('pw_sock_read', [{ key, value: { bytes: 1n } }], []);
+      await sockops(SOCK_OPS.STATE_CB, t4(A, 40009, B, 80), [], {}, { newState: TCP_STATE.CLOSE });
+      expect(await dp.maps.dump('pw_sock_read')).toEqual([]);
+    });
+  });
+
+  describe('sidecar acceleration: app↔proxy sockets', () => {
+    const app = t4(A, 40100, PROXY_ADDR, PROXY_PORT);
+    const odst = { ip: '10.96.0.10', port: 80 };
+
+    it("the app's socket (ACTIVE, peer 127.128/10:proxy port) enters pw_sock, its original destination moves from cookie to 4-tuple", async () => {
+      await dp.maps.write('pw_odst_cookie', [{ key: { cookie: 0x12345n }, value: odst }], []);
+      const r = await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, app, ['added_proxy', 'odst_saved'], { cookie: 0x12345n });
+      expect(inserted(r)).toEqual({ calls: 1, key: '0af401027f8123459ca43a99', flags: BPF_NOEXIST });
+      expect((await dp.maps.dump('pw_odst_tuple')).map((e) => ({ ...e.key, ...e.value }))).toEqual([
+        { sip: A, dip: PROXY_ADDR, sport: 40100, dport: PROXY_PORT, ...odst },
+      ]);
+      expect(await dp.maps.dump('pw_odst_cookie')).toEqual([]);
+    });
+
+    it("the proxy's accepted socket (PASSIVE, local 127.128/10:proxy port) enters pw_sock; no original destination is moved", async () => {
+      await dp.maps.write('pw_odst_cookie', [{ key: { cookie: 0x12345n }, value: odst }], []);
+      const r = await sockops(SOCK_OPS.PASSIVE_ESTABLISHED_CB, t4(PROXY_ADDR, PROXY_PORT, A, 40100), ['added_proxy'], { cookie: 0x12345n });
+      expect(inserted(r).key).toBe('7f8123450af401023a999ca4');
+      expect(await dp.maps.dump('pw_odst_tuple')).toEqual([]);
+      expect((await dp.maps.dump('pw_odst_cookie')).length).toBe(1);
+    });
+
+    it('an app socket whose cookie saved nothing still enters pw_sock (added_proxy only)', async () => {
+      await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, app, ['added_proxy'], { cookie: 0x999n });
+      expect(await dp.maps.dump('pw_odst_tuple')).toEqual([]);
+    });
+
+    it('not the proxy: a 127.128/10 peer on another port, or any of it while capture is off (proxy_port 0)', async () => {
+      notInserted(await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, t4(A, 40101, PROXY_ADDR, 15006), ['not_local']));
+      await setConfig(0);
+      notInserted(await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, app, ['not_local']));
+    });
+  });
+});
