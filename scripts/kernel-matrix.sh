@@ -6,7 +6,7 @@
 # table (kernel × file → passed/failed/skipped).
 #
 #   scripts/kernel-matrix.sh [--kernels 5.10,6.1,6.12,6.12-lockdown,host]
-#                            [--files btf,datapath,...]
+#                            [--files btf,bpf,datapath,...]
 #                            [--timeout SECONDS_PER_KERNEL] [--out DIR]
 #
 # K-lockdown: kernel K with lockdown=confidentiality (any of 5.10, 6.1, 6.12).
@@ -39,15 +39,17 @@ mkdir -p build
 exec 9>build/.kernel-matrix.lock
 flock -n 9 || { echo "kernel-matrix: another run uses this checkout ($project); wait for it or use another worktree" >&2; exit 1; }
 
-# test files: btf = the unit BTF check, NAME = test/integration/<name>.test.ts
+# test files: btf = the unit BTF check, bpf = the BPF unit tests (test/bpf/: BPF_PROG_TEST_RUN),
+# NAME = test/integration/<name>.test.ts
 if [ -z "$files" ]; then
-  files=btf
+  files=btf,bpf
   for f in test/integration/*.test.ts; do files="$files,$(basename "$f" .test.ts)"; done
 fi
 paths=()
 for f in ${files//,/ }; do
   case "$f" in
     btf) paths+=(test/unit/btf.test.ts) ;;
+    bpf) paths+=(test/bpf/*.test.ts) ;;
     */*) paths+=("$f") ;;
     *) [ -f "test/integration/$f.test.ts" ] || { echo "kernel-matrix: no test/integration/$f.test.ts" >&2; exit 2; }
        paths+=("test/integration/$f.test.ts") ;;
