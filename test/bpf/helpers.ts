@@ -7,6 +7,8 @@ import { STAT_GROUPS } from '../../abi/schema.js';
 import { build } from '../../loader/build.js';
 import { Datapath } from '../../loader/datapath.js';
 import * as bpftool from '../../loader/bpftool.js';
+import { writeConfig } from '../../src/pods/apply.js';
+import type { SockConfig } from '../../src/pods/desired.js';
 
 // ---- the scratch datapath ----
 
@@ -35,6 +37,26 @@ export async function openScratch(): Promise<Scratch> {
   } catch (e) {
     await dp.uninstall().catch(() => undefined);
     throw e;
+  }
+}
+
+// ---- map state ----
+
+/** pw_config as a test wants it: the agent's own writer, every field zero unless given. */
+export function setConfig(dp: Datapath, c: Partial<SockConfig>): Promise<void> {
+  return writeConfig(dp, { flags: 0, proxyUid: 0, proxyGid: 0, proxyPort: 0, bulkBytes: 0, excludedPorts: [], svcDropped: 0, ...c });
+}
+
+/** Empties maps (one batch each). */
+export async function clearMaps(dp: Datapath, names: string[]): Promise<void> {
+  for (const name of names) {
+    const all = await dp.maps.dump(name);
+    if (all.length)
+      await dp.maps.write(
+        name,
+        [],
+        all.map((e) => e.key),
+      );
   }
 }
 

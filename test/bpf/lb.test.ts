@@ -7,7 +7,7 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import { PROTO } from '../../abi/schema.js';
 import type { Datapath } from '../../loader/datapath.js';
-import { moved, reasonCounters } from './helpers.js';
+import { clearMaps, moved, reasonCounters } from './helpers.js';
 import {
   bpfSkipReason,
   ip4,
@@ -67,16 +67,6 @@ const FRONTENDS = [WEB, DNS, EMPTY, NO_SLOT, NO_BACKEND, STICKY, STICKY_UDP, STI
 const svcKey = (f: Frontend, slot: number) => ({ ip: f.ip, port: f.port, proto: f.proto, slot });
 const affKey = (f: Frontend, netns: bigint) => ({ netns, ip: f.ip, port: f.port, proto: f.proto });
 
-async function clear(map: string): Promise<void> {
-  const all = await dp.maps.dump(map);
-  if (all.length)
-    await dp.maps.write(
-      map,
-      [],
-      all.map((e) => e.key),
-    );
-}
-
 /** Remembers backend `id` for client `netns` at `lastNs`. */
 const remember = (f: Frontend, netns: bigint, id: number, lastNs: bigint) =>
   dp.maps.write('pw_affinity', [{ key: affKey(f, netns), value: { backend_id: id, last_ns: lastNs } }], []);
@@ -122,7 +112,7 @@ describe.skipIf(!!skip)(`pw_lb.h${skip ? ` — skipped: ${skip}` : ''}`, () => {
       Object.entries(BACKENDS).map(([id, b]) => ({ key: { id: Number(id) }, value: { ...b, _pad0: 0 } })),
       [],
     );
-    for (const m of ['pw_svc', 'pw_aff_match', 'pw_affinity', 'pw_revnat']) await clear(m);
+    await clearMaps(dp, ['pw_svc', 'pw_aff_match', 'pw_affinity', 'pw_revnat']);
     await dp.maps.write(
       'pw_svc',
       FRONTENDS.flatMap((f) => [

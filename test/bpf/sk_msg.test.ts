@@ -12,7 +12,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { CONFIG_FLAGS, FLOW_CONTROL, FLOW_FLAGS } from '../../abi/schema.js';
 import { kernelStructHasMember } from '../../loader/kbtf.js';
 import type { Datapath } from '../../loader/datapath.js';
-import { reasonCounters } from './helpers.js';
+import { clearMaps, reasonCounters, setConfig } from './helpers.js';
 import { bpfSkipReason, ip6, runLogic, skMsg, useLogic, v4mapped, type LogicRun, type Mock, type Tuple } from './logic.js';
 
 const skip = bpfSkipReason();
@@ -33,36 +33,6 @@ const SELF: Tuple = { local: A, remote: B, localPort: 40000, remotePort: 8080 };
 const SELF_KEY = { sip: A, dip: B, sport: 40000, dport: 8080 };
 const PEER_KEY = { sip: B, dip: A, sport: 8080, dport: 40000 };
 const PEER_HEX = '0af401030af401021f909c40';
-
-const setConfig = (flags: number, bulk = BULK) =>
-  dp.maps.write(
-    'pw_config',
-    [
-      {
-        key: { index: 0 },
-        value: {
-          flags,
-          proxy_uid: 1337,
-          proxy_port: 15001,
-          proxy_gid: 1337,
-          bulk_bytes: bulk,
-          excluded_ports: [0, 0, 0, 0, 0, 0, 0, 0],
-          svc_dropped: 0,
-        },
-      },
-    ],
-    [],
-  );
-
-async function clear(map: string): Promise<void> {
-  const all = await dp.maps.dump(map);
-  if (all.length)
-    await dp.maps.write(
-      map,
-      [],
-      all.map((e) => e.key),
-    );
-}
 
 const setFlow = (flags: number, bytes: number | bigint, key = SELF_KEY) =>
   dp.maps.write('pw_flows', [{ key, value: { flags, bytes: BigInt(bytes) } }], []);
@@ -109,8 +79,8 @@ describe.skipIf(!!skip)(`pw_sk_msg.h${skip ? ` — skipped: ${skip}` : ''}`, () 
   useLogic(['sk_msg', 'sk_msg_no_kernel_read'], (d) => (dp = d));
 
   beforeEach(async () => {
-    await setConfig(CONFIG_FLAGS.SOCKMAP_ON);
-    for (const m of ['pw_flows', 'pw_sock_read']) await clear(m);
+    await setConfig(dp, { flags: CONFIG_FLAGS.SOCKMAP_ON, proxyUid: 1337, proxyGid: 1337, proxyPort: 15001, bulkBytes: BULK });
+    await clearMaps(dp, ['pw_flows', 'pw_sock_read']);
   });
 
   it('flow control reads the psock exactly where the kernel keeps msg_tot_len, and never in the object built without kernel reads', async () => {
@@ -171,7 +141,7 @@ describe.skipIf(!!skip)(`pw_sk_msg.h${skip ? ` — skipped: ${skip}` : ''}`, () 
       });
 
       it('sockmap off (pw_config without SOCKMAP_ON): the flow is set to PASSTHROUGH with no bytes (to_tcp_off), no redirect', async () => {
-        await setConfig(0);
+        await setConfig(dp, { flags: 0, proxyUid: 1337, proxyGid: 1337, proxyPort: 15001, bulkBytes: BULK });
         await msg(prog, 100, 'to_tcp_off', false, { peerInSock: true });
         expect(await flows()).toEqual(flow(PASS, 0));
         await setFlow(0, 777); // a redirected flow: its state is replaced
@@ -191,7 +161,7 @@ describe.skipIf(!!skip)(`pw_sk_msg.h${skip ? ` — skipped: ${skip}` : ''}`, () 
       it('bulk applies to a redirected flow: a first message of bulk size is redirected; bulk_bytes 0 never switches', async () => {
         await msg(prog, BULK * 2, 'redirected', true, { peerInSock: true });
         expect(await flows()).toEqual(flow(0, BULK * 2));
-        await setConfig(CONFIG_FLAGS.SOCKMAP_ON, 0);
+        await setConfig(dp, { flags: CONFIG_FLAGS.SOCKMAP_ON, proxyUid: 1337, proxyGid: 1337, proxyPort: 15001, bulkBytes: 0 });
         await msg(prog, 1 << 20, 'redirected', true, { peerInSock: true });
         expect(await flows()).toEqual(flow(0, BULK * 2 + (1 << 20)));
       });
@@ -203,7 +173,7 @@ describe.skipIf(!!skip)(`pw_sk_msg.h${skip ? ` — skipped: ${skip}` : ''}`, () 
   describe('queue bound, unread = redirected − read (test_sk_msg_no_kernel_read: the fallback object)', () => {
     const prog = 'test_sk_msg_no_kernel_read';
     beforeEach(async () => {
-      await setConfig(CONFIG_FLAGS.SOCKMAP_ON, 0);
+      await setConfig(dp, { flags: CONFIG_FLAGS.SOCKMAP_ON, proxyUid: 1337, proxyGid: 1337, proxyPort: 15001, bulkBytes: 0 });
     });
 
     it('up to the bound the flow stays redirected; the message that would pass it is still redirected, then the flow goes to TCP (to_tcp_queue)', async () => {
@@ -243,7 +213,7 @@ describe.skipIf(!!skip)(`pw_sk_msg.h${skip ? ` — skipped: ${skip}` : ''}`, () 
     const SK = 0xffff888012340000n; // the peer socket (sk_msg.sk_redir)
     const PSOCK_PTR = 0xffff888056780000n; // its psock (sock.sk_user_data, low bits: flags)
     beforeEach(async () => {
-      await setConfig(CONFIG_FLAGS.SOCKMAP_ON, 0);
+      await setConfig(dp, { flags: CONFIG_FLAGS.SOCKMAP_ON, proxyUid: 1337, proxyGid: 1337, proxyPort: 15001, bulkBytes: 0 });
     });
 
     it('the unread bytes the psock chain reads decide; redirected − read does not (where the kernel keeps msg_tot_len)', async () => {

@@ -6,7 +6,7 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import { CONFIG_FLAGS, EP_FLAGS, FLOW_FLAGS } from '../../abi/schema.js';
 import type { Datapath } from '../../loader/datapath.js';
-import { moved, reasonCounters } from './helpers.js';
+import { clearMaps, moved, reasonCounters, setConfig } from './helpers.js';
 import {
   AF_INET6,
   SOCK_OPS,
@@ -37,36 +37,6 @@ const BPF_NOEXIST = 1n;
 const EEXIST = 17;
 const ENOMEM = 12;
 
-const setConfig = (proxyPort: number) =>
-  dp.maps.write(
-    'pw_config',
-    [
-      {
-        key: { index: 0 },
-        value: {
-          flags: CONFIG_FLAGS.SOCKMAP_ON,
-          proxy_uid: 1337,
-          proxy_port: proxyPort,
-          proxy_gid: 1337,
-          bulk_bytes: 0,
-          excluded_ports: [0, 0, 0, 0, 0, 0, 0, 0],
-          svc_dropped: 0,
-        },
-      },
-    ],
-    [],
-  );
-
-async function clear(map: string): Promise<void> {
-  const all = await dp.maps.dump(map);
-  if (all.length)
-    await dp.maps.write(
-      map,
-      [],
-      all.map((e) => e.key),
-    );
-}
-
 const t4 = (local: string, localPort: number, remote: string, remotePort: number): Tuple => ({ local, remote, localPort, remotePort });
 
 /** Runs the sock_ops logic; checks the return value (1) and that exactly the `counted` reasons moved, by one each. */
@@ -96,8 +66,8 @@ describe.skipIf(!!skip)(`pw_sockops.h${skip ? ` — skipped: ${skip}` : ''}`, ()
   useLogic(['sockops'], (d) => (dp = d));
 
   beforeEach(async () => {
-    await setConfig(PROXY_PORT);
-    for (const m of ['pw_endpoints', 'pw_flows', 'pw_sock_read', 'pw_odst_cookie', 'pw_odst_tuple']) await clear(m);
+    await setConfig(dp, { flags: CONFIG_FLAGS.SOCKMAP_ON, proxyUid: 1337, proxyGid: 1337, proxyPort: PROXY_PORT });
+    await clearMaps(dp, ['pw_endpoints', 'pw_flows', 'pw_sock_read', 'pw_odst_cookie', 'pw_odst_tuple']);
     await dp.maps.write(
       'pw_endpoints',
       [A, B, C].map((ip, i) => ({
@@ -233,7 +203,7 @@ describe.skipIf(!!skip)(`pw_sockops.h${skip ? ` — skipped: ${skip}` : ''}`, ()
 
     it('not the proxy: a 127.128/10 peer on another port, or any of it while capture is off (proxy_port 0)', async () => {
       notInserted(await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, t4(A, 40101, PROXY_ADDR, 15006), ['not_local']));
-      await setConfig(0);
+      await setConfig(dp, { flags: CONFIG_FLAGS.SOCKMAP_ON, proxyUid: 1337, proxyGid: 1337, proxyPort: 0 });
       notInserted(await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, app, ['not_local']));
     });
   });

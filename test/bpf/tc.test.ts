@@ -22,6 +22,7 @@ import {
   openScratch,
   reasonCounters,
   run,
+  setConfig,
   tcp,
   udp,
 } from './helpers.js';
@@ -51,26 +52,6 @@ const routed = (s: Pod, d: { ip: string }, l4: Buffer, proto: number, ip: Partia
 /** The same as a bridge switches it: already addressed to the destination pod's MAC. */
 const bridged = (s: Pod, d: Pod, l4: Buffer, proto: number, ip: Partial<Parameters<typeof ipv4>[0]> = {}) =>
   ether(d.mac, s.mac, ETH_P_IP, ipv4({ src: s.ip, dst: d.ip, proto, ...ip }, l4));
-
-const setConfig = (flags: number) =>
-  dp.maps.write(
-    'pw_config',
-    [
-      {
-        key: { index: 0 },
-        value: {
-          flags,
-          proxy_uid: 0,
-          proxy_port: 0,
-          proxy_gid: 0,
-          bulk_bytes: 0,
-          excluded_ports: [0, 0, 0, 0, 0, 0, 0, 0],
-          svc_dropped: 0,
-        },
-      },
-    ],
-    [],
-  );
 
 /**
  * Runs the program on `frame` arriving on `ifindex`; checks the verdict, that
@@ -131,7 +112,7 @@ describe.skipIf(!!scratch.skip)(`pw_tc_egress verdicts and rewrites${scratch.ski
   });
 
   beforeEach(async () => {
-    await setConfig(CONFIG_FLAGS.TC_UDP);
+    await setConfig(dp, { flags: CONFIG_FLAGS.TC_UDP });
     for (const m of ['pw_ct', 'pw_udp_ct']) {
       const ct = await dp.maps.dump(m);
       if (ct.length)
@@ -486,10 +467,10 @@ describe.skipIf(!!scratch.skip)(`pw_tc_egress verdicts and rewrites${scratch.ski
   });
 
   it('pw_udp_ct: PW_CONFIG_TC_UDP plays no part any more', async () => {
-    await setConfig(0);
+    await setConfig(dp, { flags: 0 });
     await expectVerdict(routed(A, B, udp(5000, 53), PROTO.UDP), A.ifindex, TC_ACT_REDIRECT, 'redirected');
     const f = routed(A, B, udp(6400, 53), PROTO.UDP);
-    await setConfig(CONFIG_FLAGS.TC_UDP);
+    await setConfig(dp, { flags: CONFIG_FLAGS.TC_UDP });
     expect(await expectVerdict(f, A.ifindex, TC_ACT_OK, 'udp_not_tracked')).toEqual(f);
   });
 
