@@ -62,17 +62,26 @@ export async function setUp(
   const id = crypto.randomBytes(2).toString('hex');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `pwtest-${id}-`));
   const pinName = `pwtest_${id}`;
-  const objs = await build();
-  await ensurePwperf();
-  const dp = await Datapath.open(pinName);
-  const m = await sandbox.up({
-    dir,
-    id,
-    pods: opts.pods ?? 4,
-    namespaces: opts.namespaces,
-    wiring: opts.wiring ?? 'routed',
-    kubeLayout: opts.kubeLayout,
-  });
+  let dp: Datapath;
+  let m: sandbox.SandboxManifest;
+  let objs: string[];
+  try {
+    objs = await build();
+    await ensurePwperf();
+    dp = await Datapath.open(pinName);
+    m = await sandbox.up({
+      dir,
+      id,
+      pods: opts.pods ?? 4,
+      namespaces: opts.namespaces,
+      wiring: opts.wiring ?? 'routed',
+      kubeLayout: opts.kubeLayout,
+    });
+  } catch (e) {
+    // nothing of a set-up that failed stays behind (sandbox.up removes what it made itself)
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
   const env = { id, dir, pinName, m, dp, objs, progIds: [] };
   // a failed load leaves no sandbox behind (the caller never gets an env to tear down)
   if (opts.load !== false)
