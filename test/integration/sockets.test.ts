@@ -73,7 +73,9 @@ describe('socket acceleration', () => {
     // nothing left the fast path for any reason but flow control (the unpaced stream's ends
     // both write as fast as they can; one may fall 16 MiB behind its reader on a busy machine)
     expect(msg.no_peer! + msg.to_tcp_off! + msg.to_tcp_bulk!).toBe(0);
-    expect(msg.to_tcp_queue).toBeLessThanOrEqual(2);
+    // without a read counter (lockdown) every redirected byte counts as unread: the 16 MiB one-way
+    // transfer may pass the bound too, besides the stream's two directions
+    expect(msg.to_tcp_queue).toBeLessThanOrEqual(env!.dp.flowControl.source === 'none' ? 3 : 2);
     if (msg.to_tcp_queue === 0) {
       expect(msg.passthrough).toBe(0);
       // and not through the tc program: nothing was sent as packets
