@@ -15,25 +15,23 @@ import type { SockConfig } from '../../src/pods/desired.js';
 /** Only the objects the tests run: loading all of them would cost seconds for nothing. */
 const OBJECTS = ['pw_tc_egress.o', 'pw_sk_msg.o', 'pw_sockops.o'];
 
-export type Scratch = { dp: Datapath; skip?: undefined } | { dp?: undefined; skip: string };
-
 /**
- * Loads the programs into a fresh pin directory, or says why the suite must
- * be skipped (only: not root). As root a build or load error fails the file:
+ * Loads the programs into a fresh pin directory (root only: a file checks
+ * bpfSkipReason() first and opens this in beforeAll, so that collecting the
+ * tests, e.g. `vitest list`, loads nothing). A build or load error fails the file:
  * a verifier regression must never turn these tests into skips. Every
  * program here is core (tc, sk_msg, sock_ops); one the kernel refuses (or
  * PODWARP_TEST_REFUSE) fails with the kernel's reason. The caller uninstalls
  * in afterAll.
  */
-export async function openScratch(): Promise<Scratch> {
-  if (process.getuid?.() !== 0) return { skip: 'BPF unit tests load programs and need root (run `npx vitest run --project bpf` as root)' };
+export async function openScratch(): Promise<Datapath> {
   const dp = await Datapath.open(`pwbpf_${crypto.randomBytes(3).toString('hex')}`);
   try {
     const objs = (await build()).filter((o) => OBJECTS.includes(path.basename(o)));
     await dp.load(objs);
     const off = dp.parts.filter((p) => p.state === 'refused' && (p.part === 'sockmap' || p.part === 'socket-lb'));
     if (off.length) throw new Error(`the programs under test were refused: ${off.map((p) => `${p.part} (${p.reason})`).join('; ')}`);
-    return { dp };
+    return dp;
   } catch (e) {
     await dp.uninstall().catch(() => undefined);
     throw e;

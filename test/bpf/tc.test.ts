@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CONFIG_FLAGS, CT_STATE, EP_FLAGS, PROTO, TC_REASONS, UDP_CT_STATE, UDP_CT_TIMEOUT_NS } from '../../abi/schema.js';
 import * as bpftool from '../../loader/bpftool.js';
+import type { Datapath } from '../../loader/datapath.js';
 import { ToolError } from '../../loader/errors.js';
 import {
   ETH_P_ARP,
@@ -26,9 +27,11 @@ import {
   tcp,
   udp,
 } from './helpers.js';
+import { bpfSkipReason } from './logic.js';
+import { skipBecause } from '../skip.js';
 
-const scratch = await openScratch();
-const dp = scratch.dp!;
+const skip = bpfSkipReason();
+let dp: Datapath;
 const PROG = 'pw_tc_egress';
 
 interface Pod {
@@ -78,9 +81,13 @@ function expectChecksumOk(hdr: Buffer): void {
 }
 let lastCounters: Awaited<ReturnType<typeof reasonCounters>> | undefined;
 
-// one scratch datapath for the file, removed even when a test fails
+// one scratch datapath for the file, opened when the tests run (not when they are
+// collected) and removed even when a test fails
+beforeAll(async () => {
+  if (!skip) dp = await openScratch();
+});
 afterAll(async () => {
-  await scratch.dp?.uninstall();
+  await dp?.uninstall();
 });
 
 const udpCtEntries = async () =>
@@ -102,7 +109,7 @@ const udpFlow = (s: Pod, sport: number, d: Pod, dport: number, state: number = U
 const ctEntries = async () =>
   (await dp.maps.dump('pw_ct')).sort((a, b) => Number(a.key.sport) - Number(b.key.sport)).map((e) => ({ ...e.key, state: e.value.state }));
 
-describe.skipIf(!!scratch.skip)(`pw_tc_egress verdicts and rewrites${scratch.skip ? ` — skipped: ${scratch.skip}` : ''}`, () => {
+describe.skipIf(!!skip)(`pw_tc_egress verdicts and rewrites${skip ? ` — skipped: ${skip}` : ''}`, () => {
   beforeAll(async () => {
     const eps = [A, B, C, D].map((p) => ({
       key: { ip: p.ip },
@@ -157,7 +164,7 @@ describe.skipIf(!!scratch.skip)(`pw_tc_egress verdicts and rewrites${scratch.ski
       (e: unknown) => e instanceof ToolError && /Invalid argument/.test(e.message),
     );
     // the kernel's own refusal, named (it never reaches the program): EINVAL from BPF_PROG_TEST_RUN on 6.18
-    if (refused) ctx.skip('the kernel refuses to test-run an IPv4 frame shorter than its header (BPF_PROG_TEST_RUN: EINVAL)');
+    if (refused) skipBecause(ctx, 'the kernel refuses to test-run an IPv4 frame shorter than its header (BPF_PROG_TEST_RUN: EINVAL)');
     expect(await expectVerdict(f, A.ifindex, TC_ACT_OK, 'malformed')).toEqual(f);
   });
 
@@ -494,7 +501,7 @@ describe.skipIf(!!scratch.skip)(`pw_tc_egress verdicts and rewrites${scratch.ski
  * sidecar.test.ts. This test documents the limit on the running kernel, and
  * fails the day a kernel can run them, so the programs themselves can be run.
  */
-describe.skipIf(!!scratch.skip)(`pw_sk_msg and pw_sockops${scratch.skip ? ` — skipped: ${scratch.skip}` : ''}`, () => {
+describe.skipIf(!!skip)(`pw_sk_msg and pw_sockops${skip ? ` — skipped: ${skip}` : ''}`, () => {
   it.each(['pw_sk_msg', 'pw_sockops'])('%s cannot run under BPF_PROG_TEST_RUN on this kernel (ENOTSUPP)', async (prog) => {
     const err = await bpftool.progRun(dp.pins.prog(prog), Buffer.alloc(64)).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ToolError);
