@@ -34,5 +34,7 @@ fi
 [ -x /usr/local/go/bin/go ] && export PATH=$PATH:/usr/local/go/bin
 for mode in ${PWE2E_PROXY_MODES:-iptables nftables}; do
   echo "e2e-cluster: kube-proxy in $mode mode" >&2
-  PWE2E_PROXY_MODE=$mode PODWARP_E2E_CLUSTER=1 npx vitest run --project integration test/e2e/cluster.test.ts "$@"
+  mkdir -p "${PODWARP_RESULTS:-build/results}"
+  PWE2E_PROXY_MODE=$mode PODWARP_E2E_CLUSTER=1 npx vitest run --project e2e test/e2e/cluster.test.ts \
+    --reporter=default --reporter=json --outputFile.json="${PODWARP_RESULTS:-build/results}/e2e-cluster-$mode.json" "$@"
 done

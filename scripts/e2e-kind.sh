@@ -24,7 +24,9 @@ fi
 [ -x /usr/local/go/bin/go ] && export PATH=$PATH:/usr/local/go/bin
 run=$(bash test/e2e/kind/up.sh)
 if [ -z "${PWKIND_KEEP:-}" ]; then trap 'bash test/e2e/kind/down.sh "$run"' EXIT; fi
-PWKIND_RUN=$run npx vitest run --project integration test/e2e/kind.test.ts "$@"
+mkdir -p "${PODWARP_RESULTS:-build/results}"
+PWKIND_RUN=$run npx vitest run --project e2e test/e2e/kind.test.ts \
+  --reporter=default --reporter=json --outputFile.json="${PODWARP_RESULTS:-build/results}/e2e-kind.json" "$@"
 if [ -n "${PWKIND_KEEP:-}" ]; then
   echo "kept: . $run/env; kubectl get nodes; remove with: bash test/e2e/kind/down.sh $run" >&2
 fi
