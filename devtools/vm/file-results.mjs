@@ -24,6 +24,8 @@ export default class FileResults {
         status: r.state,
         duration: d?.duration ?? 0,
         failureMessages: (r.errors ?? []).map((e) => e.message ?? String(e)),
+        // a skip's reason (test/skip.ts), for scripts/test-summary.mjs
+        meta: t.meta(),
       };
     });
     const errs = mod.errors();
