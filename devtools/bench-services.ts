@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import type { Service, Snapshot } from '../src/model.js';
 import { conn, median, scratchDatapath, startServer, type Server } from './perf.js';
+import { expectPath, SERVICES_PATH, withEvidence, type PathEvidence } from './evidence.js';
 import { reconcile } from '../src/reconciler.js';
 import { svcOpsTotal } from '../src/services/sync.js';
 import * as sandbox from './sandbox.js';
@@ -25,7 +26,7 @@ export interface ServicesResult {
   iptablesConnPerS: number;
   socketLbConnPerS: number;
   ratio: number;
-  rounds: { round: number; mode: LbMode; perSecond: number }[];
+  rounds: { round: number; mode: LbMode; perSecond: number; evidence: PathEvidence }[];
 }
 
 /**
@@ -118,9 +119,14 @@ export async function measureServices(o: {
       for (let r = 1; r <= o.rounds; r++) {
         for (const mode of ['iptables', 'socket-lb'] as const) {
           await reconcile(dp, { ...snap(true), services: changed }, undefined, { sockmap: false, lb: mode === 'socket-lb' });
-          const c = await conn(client, target, 80, { seconds: o.seconds, cpu: o.cpu });
+          const { result: c, evidence } = await withEvidence(dp, () => conn(client, target, 80, { seconds: o.seconds, cpu: o.cpu }));
           if (c.errors || c.peer_mismatch) throw new Error(`${mode}: ${c.errors} failed connections, ${c.peer_mismatch} wrong peers`);
-          rounds.push({ round: r, mode, perSecond: c.per_second });
+          expectPath(`round ${r}, ${mode}`, evidence, SERVICES_PATH[mode]);
+          if (mode === 'socket-lb' && evidence.lbTranslated < c.connections)
+            throw new Error(
+              `round ${r}, socket-lb: ${c.connections} connections but only ${evidence.lbTranslated} translated at connect()`,
+            );
+          rounds.push({ round: r, mode, perSecond: c.per_second, evidence });
           o.say(`  round ${r} ${mode.padEnd(9)}: ${c.per_second.toFixed(0)} connections/s\n`);
         }
       }

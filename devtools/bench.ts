@@ -21,6 +21,7 @@ import {
 import { measureServices, servicesTable, type ServicesResult } from './bench-services.js';
 import { hasIperf3, median, prepareTools, scratchDatapath, startIperf3Server, startProxy, startServer } from './perf.js';
 import * as sandbox from './sandbox.js';
+import type { PathEvidence } from './evidence.js';
 import { loadStateFile } from '../src/state/load.js';
 
 export const BENCH_FORMAT = 'podwarp-bench/1';
@@ -41,7 +42,8 @@ export interface BenchGroup {
   baseline: string;
   paths: { id: string; label: string }[];
   figures: Figure[];
-  rounds: { round: number; path: string; values: Record<string, number> }[];
+  /** per round: its figures, and how far the path's counters moved (devtools/evidence.ts; the round was refused if they contradict the path) */
+  rounds: { round: number; path: string; values: Record<string, number>; evidence: PathEvidence }[];
   /** path → figure → median over the rounds */
   median: Record<string, Record<string, number>>;
   /** path → figure → median / the baseline's median */
@@ -106,6 +108,7 @@ export function podGroup(c: Comparison, wiring: sandbox.Wiring): BenchGroup {
       round: r.round,
       path: r.mode,
       values: Object.fromEntries(figures.map((f) => [f.key, r[f.key as 'p50_us']])),
+      evidence: r.evidence,
     })),
     median: c.median as BenchGroup['median'],
     ratio: c.ratio as BenchGroup['ratio'],
@@ -123,7 +126,7 @@ export function sidecarGroup(c: SidecarComparison): BenchGroup {
       { id: 'podwarp', label: 'podwarp' },
     ],
     figures: POD_FIGURES.slice(0, 2),
-    rounds: c.rounds.map((r) => ({ round: r.round, path: r.mode, values: { p50_us: r.p50_us, p99_us: r.p99_us } })),
+    rounds: c.rounds.map((r) => ({ round: r.round, path: r.mode, values: { p50_us: r.p50_us, p99_us: r.p99_us }, evidence: r.evidence })),
     median: c.median,
     ratio: { iptables: { p50_us: 1, p99_us: 1 }, podwarp: { p50_us: c.ratio.p50, p99_us: c.ratio.p99 } },
   };
@@ -144,7 +147,7 @@ export function servicesGroup(s: ServicesResult): BenchGroup {
       { id: 'socket-lb', label: 'podwarp socket LB' },
     ],
     figures: [fig],
-    rounds: s.rounds.map((r) => ({ round: r.round, path: r.mode, values: { conn_per_s: r.perSecond } })),
+    rounds: s.rounds.map((r) => ({ round: r.round, path: r.mode, values: { conn_per_s: r.perSecond }, evidence: r.evidence })),
     // from the rounds: ServicesResult's medians are rounded for its table
     median: { iptables: { conn_per_s: med('iptables') }, 'socket-lb': { conn_per_s: med('socket-lb') } },
     ratio: { iptables: { conn_per_s: 1 }, 'socket-lb': { conn_per_s: med('socket-lb') / med('iptables') } },

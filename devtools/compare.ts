@@ -2,6 +2,7 @@
 // sockmap, normal, …) so drift hits all alike; medians over the rounds and
 // ratios against the normal path. Used by `podwarp demo` and test/bench/run.ts.
 import type { Datapath } from '../loader/datapath.js';
+import { expectPath, POD_PATH, SIDECAR_PATH, withEvidence, type PathEvidence } from './evidence.js';
 import * as iptables from './iptables.js';
 import type { Snapshot } from '../src/model.js';
 import { iperf3, median, rr, sink, type Server } from './perf.js';
@@ -22,6 +23,8 @@ export interface RoundResult {
   gbps: number;
   /** iperf3 single stream, when iperf3 is installed */
   iperf3_gbps?: number;
+  /** how far the counters moved during the round (devtools/evidence.ts) */
+  evidence: PathEvidence;
 }
 
 type Metric = 'p50_us' | 'p99_us' | 'gbps' | 'iperf3_gbps';
@@ -62,13 +65,25 @@ export async function compare(o: {
   for (let round = 1; round <= o.rounds; round++) {
     for (const mode of modes) {
       await setMode(o.dp, o.base, mode);
-      const lat = await rr(o.client, o.server.ip, o.port, { seconds: o.seconds, cpu: o.cpu });
-      const bulk = await sink(o.client, o.server.ip, o.port, { seconds: o.seconds, cpu: o.cpu });
-      if (!bulk.ok) throw new Error(`bulk transfer lost bytes: sent ${bulk.bytes}, server got ${bulk.received}`);
-      const r: RoundResult = { round, mode, p50_us: lat.p50_us, p99_us: lat.p99_us, exchanges: lat.n, gbps: bulk.gbps };
-      if (o.iperf3Port) r.iperf3_gbps = await iperf3(o.client, o.server.ip, o.iperf3Port, { seconds: o.seconds, cpu: o.cpu });
-      rounds.push(r);
-      o.onRound?.(r);
+      const { result: r, evidence } = await withEvidence(o.dp, async () => {
+        const lat = await rr(o.client, o.server.ip, o.port, { seconds: o.seconds, cpu: o.cpu });
+        const bulk = await sink(o.client, o.server.ip, o.port, { seconds: o.seconds, cpu: o.cpu });
+        if (!bulk.ok) throw new Error(`bulk transfer lost bytes: sent ${bulk.bytes}, server got ${bulk.received}`);
+        const res: Omit<RoundResult, 'evidence'> = {
+          round,
+          mode,
+          p50_us: lat.p50_us,
+          p99_us: lat.p99_us,
+          exchanges: lat.n,
+          gbps: bulk.gbps,
+        };
+        if (o.iperf3Port) res.iperf3_gbps = await iperf3(o.client, o.server.ip, o.iperf3Port, { seconds: o.seconds, cpu: o.cpu });
+        return res;
+      });
+      expectPath(`round ${round}, ${MODE_LABEL[mode].toLowerCase()}`, evidence, POD_PATH[mode]);
+      const done: RoundResult = { ...r, evidence };
+      rounds.push(done);
+      o.onRound?.(done);
     }
   }
   const metrics: Metric[] = ['p50_us', 'p99_us', 'gbps', ...(o.iperf3Port ? (['iperf3_gbps'] as const) : [])];
@@ -114,7 +129,7 @@ export function comparisonTable(c: Comparison): string {
 export type { Server };
 
 export interface SidecarComparison {
-  rounds: { round: number; mode: 'iptables' | 'podwarp'; p50_us: number; p99_us: number }[];
+  rounds: { round: number; mode: 'iptables' | 'podwarp'; p50_us: number; p99_us: number; evidence: PathEvidence }[];
   median: Record<'iptables' | 'podwarp', { p50_us: number; p99_us: number }>;
   ratio: { p50: number; p99: number };
 }
@@ -149,8 +164,11 @@ export async function compareSidecar(o: {
         await setMode(o.dp, o.base, 'sockmap');
       }
       try {
-        const lat = await rr(o.client, o.server.ip, o.port, { seconds: o.seconds, cpu: o.cpu });
-        rounds.push({ round, mode, p50_us: lat.p50_us, p99_us: lat.p99_us });
+        const { result: lat, evidence } = await withEvidence(o.dp, () =>
+          rr(o.client, o.server.ip, o.port, { seconds: o.seconds, cpu: o.cpu }),
+        );
+        expectPath(`round ${round}, app→sidecar ${mode}`, evidence, SIDECAR_PATH[mode]);
+        rounds.push({ round, mode, p50_us: lat.p50_us, p99_us: lat.p99_us, evidence });
         o.onRound?.(
           `round ${round} ${mode === 'iptables' ? 'iptables REDIRECT' : 'podwarp          '}: app→proxy→server rr p50 ${lat.p50_us.toFixed(1)}µs p99 ${lat.p99_us.toFixed(1)}µs\n`,
         );

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BENCH_FORMAT, type BenchReport } from '../../devtools/bench.js';
 import { CHROMIUM, hasChromium, visitReport, type PageVisit } from '../../devtools/browser.js';
+import { contradictions, expectedFor } from '../../devtools/evidence.js';
 import { readReport, renderHtml, writeReport } from '../../devtools/report.js';
 import { ROOT } from '../../loader/build.js';
 
@@ -45,6 +46,15 @@ describe(`bench report of ${path.relative(ROOT, source)}`, () => {
     }
   });
 
+  it('every round took the path it names: the counters of that path moved, those of the others did not', () => {
+    for (const g of report.groups)
+      for (const r of g.rounds) {
+        const want = expectedFor(g.id, r.path);
+        expect(want, `${g.id} ${r.path}: a path without an expectation`).toBeDefined();
+        expect(contradictions(r.evidence, want!), `${g.id} round ${r.round} ${r.path}`).toEqual([]);
+      }
+  });
+
   it('the HTML is one self-contained file: data, Chart.js and the page script inline, nothing loaded from elsewhere', () => {
     const html = renderHtml(report);
     // the markup around the inline scripts (Chart.js's own source names URLs in comments and strings)
@@ -57,51 +67,54 @@ describe(`bench report of ${path.relative(ROOT, source)}`, () => {
     expect(html).toContain('Chart.js v4');
   });
 
-  describe.skipIf(!hasChromium())(`in headless Chromium (${CHROMIUM})`, () => {
-    let visit: PageVisit;
-    const png = path.join(ROOT, 'build', 'bench-report-test.png');
-    beforeAll(async () => {
-      fs.mkdirSync(path.dirname(png), { recursive: true });
-      const { html } = writeReport(report, dir);
-      visit = await visitReport(html, { png });
-    }, 120_000);
+  describe.skipIf(!hasChromium())(
+    `in headless Chromium (${CHROMIUM})${hasChromium() ? '' : ' — skipped: Chromium is not installed (bash scripts/setup-browser.sh)'}`,
+    () => {
+      let visit: PageVisit;
+      const png = path.join(ROOT, 'build', 'bench-report-test.png');
+      beforeAll(async () => {
+        fs.mkdirSync(path.dirname(png), { recursive: true });
+        const { html } = writeReport(report, dir);
+        visit = await visitReport(html, { png });
+      }, 120_000);
 
-    it('no console errors, no network requests', () => {
-      expect(visit.errors).toEqual([]);
-      expect(visit.requests).toEqual([]);
-    });
+      it('no console errors, no network requests', () => {
+        expect(visit.errors).toEqual([]);
+        expect(visit.requests).toEqual([]);
+      });
 
-    it('per group and figure: a drawn chart with the median of each path and a dot for every round', () => {
-      for (const g of report.groups)
-        for (const f of g.figures) {
-          const c = visit.charts.find((x) => x.group === g.id && x.figure === f.key);
-          expect(c, `${g.id} ${f.key}`).toBeDefined();
-          expect(c!.datasets).toEqual([
-            { label: 'median', type: 'bar', points: g.paths.length },
-            { label: 'each round', type: 'scatter', points: g.rounds.filter((r) => r.values[f.key] !== undefined).length },
-          ]);
-          // axes, labels, bars and dots: well above an empty or axes-only canvas
+      it('per group and figure: a drawn chart with the median of each path and a dot for every round', () => {
+        for (const g of report.groups)
+          for (const f of g.figures) {
+            const c = visit.charts.find((x) => x.group === g.id && x.figure === f.key);
+            expect(c, `${g.id} ${f.key}`).toBeDefined();
+            expect(c!.datasets).toEqual([
+              { label: 'median', type: 'bar', points: g.paths.length },
+              { label: 'each round', type: 'scatter', points: g.rounds.filter((r) => r.values[f.key] !== undefined).length },
+            ]);
+            // axes, labels, bars and dots: well above an empty or axes-only canvas
+            expect(c!.paintedPixels / c!.totalPixels, c!.canvas).toBeGreaterThan(0.1);
+          }
+      });
+
+      it('per group: a drawn chart of the ratios against the baseline path', () => {
+        for (const g of report.groups) {
+          const c = visit.charts.find((x) => x.group === g.id && x.kind === 'ratio');
+          expect(c, g.id).toBeDefined();
+          expect(c!.datasets.map((d) => d.label)).toEqual(g.paths.map((p) => p.label));
+          for (const d of c!.datasets) expect(d.points).toBe(g.figures.length);
           expect(c!.paintedPixels / c!.totalPixels, c!.canvas).toBeGreaterThan(0.1);
         }
-    });
+        const figures = report.groups.reduce((n, g) => n + g.figures.length + 1, 0);
+        expect(visit.charts).toHaveLength(figures);
+        expect(visit.canvases).toBe(figures);
+      });
 
-    it('per group: a drawn chart of the ratios against the baseline path', () => {
-      for (const g of report.groups) {
-        const c = visit.charts.find((x) => x.group === g.id && x.kind === 'ratio');
-        expect(c, g.id).toBeDefined();
-        expect(c!.datasets.map((d) => d.label)).toEqual(g.paths.map((p) => p.label));
-        for (const d of c!.datasets) expect(d.points).toBe(g.figures.length);
-        expect(c!.paintedPixels / c!.totalPixels, c!.canvas).toBeGreaterThan(0.1);
-      }
-      const figures = report.groups.reduce((n, g) => n + g.figures.length + 1, 0);
-      expect(visit.charts).toHaveLength(figures);
-      expect(visit.canvases).toBe(figures);
-    });
-
-    it('a full-page screenshot', () => {
-      const head = fs.readFileSync(png).subarray(0, 8);
-      expect(head.toString('hex')).toBe('89504e470d0a1a0a');
-      expect(fs.statSync(png).size).toBeGreaterThan(50_000);
-    });
-  });
+      it('a full-page screenshot', () => {
+        const head = fs.readFileSync(png).subarray(0, 8);
+        expect(head.toString('hex')).toBe('89504e470d0a1a0a');
+        expect(fs.statSync(png).size).toBeGreaterThan(50_000);
+      });
+    },
+  );
 });
