@@ -9,7 +9,21 @@ import { partsOf } from '../../loader/datapath.js';
 import { kernelStructHasMember } from '../../loader/kbtf.js';
 import { rr, startServer, type Server } from '../../devtools/perf.js';
 import { readActual } from '../../src/pods/apply.js';
-import { CLI, POD_PROGS, counters, delta, setUp, spawnAgent, tearDown, until, type Agent, type Env } from './helpers.js';
+import { socketRows } from '../../src/commands/dump.js';
+import {
+  CLI,
+  POD_PROGS,
+  agentGet,
+  agentMetric,
+  counters,
+  delta,
+  setUp,
+  spawnAgent,
+  tearDown,
+  until,
+  type Agent,
+  type Env,
+} from './helpers.js';
 
 const startAgent = (env: Env, stateFile: string): Agent =>
   spawnAgent(env, ['--state', stateFile, '--resync', '1', '--metrics-addr', '127.0.0.1:0']);
@@ -49,8 +63,18 @@ describe('agent process', () => {
     const before = await readActual(env!.dp);
 
     // 300 verified exchanges, 10 ms apart, on one connection, across the restart
-    const conn = rr(env!.m.pods[0]!, env!.m.pods[1]!.ip, 7200, { n: 300, paceUs: 10_000, size: 256 });
-    await new Promise((r) => setTimeout(r, 700));
+    const client = env!.m.pods[0]!;
+    const cUp = await counters(env!.dp);
+    let connDone = false;
+    const conn = rr(client, env!.m.pods[1]!.ip, 7200, { n: 300, paceUs: 10_000, size: 256 }).finally(() => (connDone = true));
+    // the connection is up and on the socket fast path before the agent is killed
+    await until(
+      'the connection in pw_sock with its messages redirected',
+      async () =>
+        (await socketRows(env!.dp)).some((r) => r.local.startsWith(`${client.ip}:`)) &&
+        delta(cUp, await counters(env!.dp), 'pw_sk_msg').redirected! > 0,
+    );
+    expect(connDone, 'the connection still open when the agent is killed').toBe(false);
     a1.child.kill('SIGKILL');
     await a1.child;
     const c0 = await counters(env!.dp);
@@ -86,13 +110,7 @@ describe('agent process', () => {
 
   it('serves /readyz, /healthz and /metrics with the maps and datapath counters', async () => {
     const a = agents[agents.length - 1]!;
-    const addr = String(
-      (await until('metrics address', () => a.lines.find((l) => l.msg === 'metrics and health endpoints listening')))!.addr,
-    );
-    const get = async (p: string) => {
-      const r = await fetch(`http://${addr}${p}`);
-      return { status: r.status, body: await r.text() };
-    };
+    const get = (p: string) => agentGet(a, p);
     expect(await get('/healthz')).toEqual({ status: 200, body: 'ok\n' });
     // ready once its first pass is done (minutes on 5.10 under TCG emulation)
     await until('/readyz 200', async () => (await get('/readyz')).status === 200, 30_000);
@@ -130,14 +148,16 @@ describe('agent process', () => {
     const good = await readActual(env!.dp);
 
     fs.writeFileSync(env!.m.stateFile, 'apiVersion: podwarp.io/v1alpha1\nkind: NodeState\nnamespaces: []\npods: [{namespace: x}]\n');
-    const addr = String(a.lines.find((l) => l.msg === 'metrics and health endpoints listening')!.addr);
     await until('rejection logged', () => a.lines.find((l) => l.msg === 'state file rejected; keeping previous state'));
     const rejected = a.lines.find((l) => l.msg === 'state file rejected; keeping previous state')!;
     expect(String(rejected.err)).toContain("/pods/0: must have required property 'name'");
-    await new Promise((r) => setTimeout(r, 1500)); // past a resync
+    // every resync (--resync 1) reads the file again and rejects it: two more of them, and the maps are as they were
+    const rejections = () => agentMetric(a, /^podwarp_errors_total\{reason="state_rejected"\} /);
+    const r0 = await rejections();
+    expect(r0).toBeGreaterThanOrEqual(1);
+    await until('two more resyncs rejecting the state file', async () => (await rejections()) >= r0 + 2);
     expect(await readActual(env!.dp)).toEqual(good);
     expect(a.child.exitCode).toBeNull();
-    expect(await (await fetch(`http://${addr}/metrics`)).text()).toContain('podwarp_errors_total{reason="state_rejected"}');
   });
 
   it('refuses to start on an invalid state file and touches nothing', async () => {

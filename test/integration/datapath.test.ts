@@ -1,12 +1,14 @@
 // tc redirect_peer fast path on a real sandbox, in both wiring styles
 // (socket acceleration off, so every byte crosses the tc program).
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadStateFile } from '../../src/state/load.js';
 import { reconcile } from '../../src/reconciler.js';
 import { readActual } from '../../src/pods/apply.js';
 import { sink, startServer, stream, type Server } from '../../devtools/perf.js';
 import type { Snapshot } from '../../src/model.js';
-import { counters, delta, hostTx, podTx, setUp, tearDown, until, type Env } from './helpers.js';
+import { counters, delta, hostTx, podTx, setUp, SLOWDOWN, tearDown, until, type Env } from './helpers.js';
 
 const MB16 = 16 * 1024 * 1024;
 const TC_ONLY = { sockmap: false };
@@ -99,23 +101,27 @@ describe.each(['routed', 'bridge'] as const)('tc fast path, %s wiring', (wiring)
   });
 
   it('keeps a connection opened before acceleration on the normal path, intact', async () => {
-    const t0 = Date.now();
     await reconcile(env!.dp, withAccel(base, { 'team-a': false, 'team-b': false }), undefined, TC_ONLY);
-    const passSeconds = (Date.now() - t0) / 1000;
     const [client, srv] = [env!.m.pods[0]!, env!.m.pods[1]!];
-    // the stream must outlast the enabling pass, which attaches more than the disabling one
-    // took (0.1 s here, 40 s on 5.10 under TCG emulation): four times that, plus 4 s
-    // (twice plus 2 s ended before the enabling pass on 5.10 under TCG once)
-    const running = stream(client, srv.ip, 7100, { seconds: Math.ceil(4 + 4 * passSeconds) });
-    await new Promise((r) => setTimeout(r, 500));
-    const c0 = await counters(env!.dp);
-    await reconcile(env!.dp, withAccel(base, { 'team-a': true, 'team-b': true }), undefined, TC_ONLY);
-    await until(
-      'packets of the open connection seen by the tc program',
-      async () => delta(c0, await counters(env!.dp)).untracked > 0,
-      1500,
-    );
-    const d = delta(c0, await counters(env!.dp));
+    // the stream runs until the tc program has seen it after the enabling pass (the stop file)
+    const stopFile = path.join(env!.dir, 'stop-open-connection');
+    const tx0 = await podTx(client);
+    const running = stream(client, srv.ip, 7100, { seconds: 600 * SLOWDOWN, stopFile });
+    let d: ReturnType<typeof delta>;
+    try {
+      // established and carrying data before the enabling pass
+      await until('the stream sending before acceleration (100 packets)', async () => (await podTx(client)) - tx0 >= 100);
+      const c0 = await counters(env!.dp);
+      await reconcile(env!.dp, withAccel(base, { 'team-a': true, 'team-b': true }), undefined, TC_ONLY);
+      await until(
+        'packets of the open connection seen by the tc program',
+        async () => delta(c0, await counters(env!.dp)).untracked > 0,
+        1500,
+      );
+      d = delta(c0, await counters(env!.dp));
+    } finally {
+      fs.writeFileSync(stopFile, '');
+    }
     const r = await running;
     expect(r.error).toBeUndefined();
     expect(r.ok).toBe(true);

@@ -173,10 +173,13 @@ export interface Agent {
   lines: { msg: string; [k: string]: unknown }[];
 }
 
+/** The run directory of the agents a test spawns (their report, agent.json). */
+const agentRunDir = (env: Env) => path.join(env.dir, 'run');
+
 /** `podwarp agent ARGS` as a process, on this test's pins and run directory, logging at info. */
 export function spawnAgent(env: Env, args: string[]): Agent {
   const child = spawnLong([CLI, 'agent', ...args], {
-    env: { ...process.env, PODWARP_PIN_NAME: env.pinName, PODWARP_RUN_DIR: path.join(env.dir, 'run'), PODWARP_LOG_LEVEL: 'info' } as Record<
+    env: { ...process.env, PODWARP_PIN_NAME: env.pinName, PODWARP_RUN_DIR: agentRunDir(env), PODWARP_LOG_LEVEL: 'info' } as Record<
       string,
       string
     >,
@@ -192,6 +195,53 @@ export function spawnAgent(env: Env, args: string[]): Agent {
     }
   });
   return a;
+}
+
+/** GET `p` (/metrics, /readyz, /healthz) from the agent's metrics and health server, at the address its log names. */
+export async function agentGet(a: Agent, p: string): Promise<{ status: number; body: string }> {
+  const listening = await until('the metrics address in the agent log', () =>
+    a.lines.find((l) => l.msg === 'metrics and health endpoints listening'),
+  );
+  const r = await fetch(`http://${String(listening.addr)}${p}`);
+  return { status: r.status, body: await r.text() };
+}
+
+/** The sum of the agent's /metrics samples whose line matches `re` (0 when none does). */
+export async function agentMetric(a: Agent, re: RegExp): Promise<number> {
+  return (await agentGet(a, '/metrics')).body
+    .split('\n')
+    .filter((l) => re.test(l))
+    .reduce((s, l) => s + Number(l.split(' ').pop()), 0);
+}
+
+/**
+ * Waits until the agent has finished `n` more node-local passes: each one
+ * rewrites its report (agent.json) with a new `updated` time, whether or not
+ * it changed anything. Passes in between two polls count as one, so this is
+ * at least `n`.
+ */
+export async function nodePasses(env: Env, a: Agent, n: number, ms = 30_000): Promise<void> {
+  const file = path.join(agentRunDir(env), 'agent.json');
+  const stamp = (): string | undefined => {
+    try {
+      const r = JSON.parse(fs.readFileSync(file, 'utf8')) as { pid: number; updated: string };
+      return r.pid === a.child.pid ? r.updated : undefined;
+    } catch {
+      return undefined; // not written yet
+    }
+  };
+  let last = stamp();
+  for (let i = 1; i <= n; i++) {
+    const seen = last;
+    last = await until(
+      `node-local pass ${i} of ${n} of agent ${a.child.pid} (its report rewritten)`,
+      () => {
+        const s = stamp();
+        return s !== seen ? s : undefined;
+      },
+      ms,
+    );
+  }
 }
 
 /** `podwarp agent` on the Kubernetes source as the root tests run it: quick resyncs and debounce, metrics on a free port. */

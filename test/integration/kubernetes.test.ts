@@ -12,7 +12,20 @@ import { conn, rr, startServer, type Server } from '../../devtools/perf.js';
 import { readActual } from '../../src/pods/apply.js';
 import { vip, type SandboxPod } from '../../devtools/sandbox.js';
 import { FakeApiServer, type ApiObject } from '../k8s/apiserver.js';
-import { CLI, counters, delta, setUp, SLOWDOWN, spawnKubeAgent, tearDown, until, type Agent, type Env } from './helpers.js';
+import {
+  CLI,
+  agentMetric as metric,
+  counters,
+  delta,
+  nodePasses,
+  setUp,
+  SLOWDOWN,
+  spawnKubeAgent,
+  tearDown,
+  until,
+  type Agent,
+  type Env,
+} from './helpers.js';
 import { BpfServiceMaps } from '../../src/services/maps.js';
 
 describe('agent --source kubernetes against an API server double', () => {
@@ -54,15 +67,6 @@ describe('agent --source kubernetes against an API server double', () => {
     return a;
   }
   const ready = (a: Agent) => until('agent ready', () => a.lines.find((l) => l.msg === 'ready'), 30_000);
-  const metricsUrl = async (a: Agent) =>
-    `http://${String((await until('metrics address', () => a.lines.find((l) => l.msg === 'metrics and health endpoints listening'))).addr)}/metrics`;
-  const metric = async (a: Agent, re: RegExp) => {
-    const text = await (await fetch(await metricsUrl(a))).text();
-    return text
-      .split('\n')
-      .filter((l) => re.test(l))
-      .reduce((s, l) => s + Number(l.split(' ').pop()), 0);
-  };
   const endpoints = async () => (await readActual(env!.dp)).endpoints;
   const enabled = async (p: SandboxPod) => {
     const e = (await endpoints()).get(p.ip);
@@ -223,8 +227,8 @@ describe('agent --source kubernetes against an API server double', () => {
     await until('duplicate IP excluded', async () => (await enabled(p)) === 'absent');
     api!.delete('pods', p.namespace, `${p.name}-clone`);
     await until('endpoint back after the clone left', async () => (await enabled(p)) === 'enabled');
-    // each skip was logged once, though the node-local part ran many times since (--resync 1)
-    await new Promise((r) => setTimeout(r, 1500));
+    // each skip was logged once, though the node-local part ran many times since (--resync 1): two more of them
+    await nodePasses(env!, a, 2);
     expect(v6Lines()).toHaveLength(1);
     expect(await metric(a, /^podwarp_objects_skipped_total\{kind="pod",reason="no IPv4 address"/)).toBe(1);
     expect(await metric(a, /^podwarp_objects_skipped_total\{kind="pod",reason="duplicate IP"/)).toBe(2);
@@ -233,7 +237,13 @@ describe('agent --source kubernetes against an API server double', () => {
     api!.delete('pods', 'team-a', 'bare');
     api!.delete('pods', 'team-a', 'hostnet');
     api!.delete('pods', p.namespace, p.name); // the terminating one
-    await new Promise((r) => setTimeout(r, 300));
+    // a node-local pass that saw the deletions: its object count (set at the end of a pass) is back to the sandbox's
+    // pods, and the pass after it started with them gone
+    await until(
+      'a node-local pass without the deleted pods',
+      async () => (await metric(a, /^podwarp_objects\{kind="pods"\}/)) === pods().length,
+    );
+    await nodePasses(env!, a, 1);
     expect(await enabled(p)).toBe('enabled');
     expect(a.child.exitCode).toBeNull();
   });
@@ -384,15 +394,12 @@ describe('agent --source kubernetes against an API server double', () => {
     // (--resync 1; a pass logs only when it changes something). On a loaded machine a change
     // from the tests above may still be on its way, and the second agent would rightly finish it.
     const changes = () => a1.lines.filter((l) => l.msg === 'reconciled' || l.msg === 'reconciled pods').length;
-    let seen = -1;
     await until(
-      'the first agent idle',
+      'the first agent idle (two node-local passes that changed nothing)',
       async () => {
-        const now = changes();
-        if (now === seen) return true;
-        seen = now;
-        await new Promise((r) => setTimeout(r, 2500));
-        return false;
+        const seen = changes();
+        await nodePasses(env!, a1, 2);
+        return changes() === seen;
       },
       60_000,
     );
@@ -403,7 +410,7 @@ describe('agent --source kubernetes against an API server double', () => {
     await a1.child.catch(() => {});
     const a2 = startAgent();
     await ready(a2);
-    await new Promise((r) => setTimeout(r, 2500)); // two node-local passes (--resync 1)
+    await nodePasses(env!, a2, 2); // past its first pass, two node-local resyncs (--resync 1)
     expect(a2.lines.filter((l) => l.msg === 'reconciled' || l.msg === 'reconciled pods')).toEqual([]);
     expect(await env!.dp.maps.mapId('pw_endpoints')).toBe(ids.ep);
     expect(await env!.dp.maps.mapId('pw_svc')).toBe(ids.svc);

@@ -12,13 +12,12 @@ import { sink, startServer, stream, type Server } from '../../devtools/perf.js';
 import { reconcile } from '../../src/reconciler.js';
 import { readActual } from '../../src/pods/apply.js';
 import { loadStateFile } from '../../src/state/load.js';
-import { counters, delta, setUp, SLOWDOWN, tearDown, until, type Env } from './helpers.js';
+import { counters, delta, podTx, setUp, SLOWDOWN, tearDown, until, type Env } from './helpers.js';
 
 const withAccel = (s: Snapshot, on: Record<string, boolean>): Snapshot => ({
   ...s,
   namespaces: s.namespaces.map((n) => ({ ...n, accelerate: on[n.name] ?? n.accelerate })),
 });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Pages of TCP memory the kernel has charged, node-wide (sockmap ingress queues count here too). */
 const tcpMemPages = (): number => Number(/^TCP:.* mem (\d+)/m.exec(fs.readFileSync('/proc/net/sockstat', 'utf8'))?.[1] ?? NaN);
 
@@ -107,17 +106,28 @@ describe('socket acceleration', () => {
     const c0 = await counters(env!.dp);
     const mem0 = tcpMemPages();
     let peak = mem0;
-    let done = false;
+    // what the kernel charges, sampled every 25 ms while the stream runs
+    const sampler = setInterval(() => (peak = Math.max(peak, tcpMemPages())), 25);
     // the client reads a little every 2 ms; the server writes as fast as poll() lets it: a
     // redirected message skips the receive window, so without flow control the client's
-    // queue grows at the server's write rate (GB/s) until tcp_mem runs out
-    // (3 s here; × SLOWDOWN under emulation, where the server writes ~4 MB/s and needs that long to pass 16 MiB)
-    const running = stream(client, srv.ip, 7400, { seconds: 3 * SLOWDOWN, paceUs: 2000 }).finally(() => (done = true));
-    while (!done) {
-      peak = Math.max(peak, tcpMemPages());
-      await sleep(25);
+    // queue grows at the server's write rate (GB/s) until tcp_mem runs out. The stream runs
+    // until flow control has moved the server's side to TCP (seconds under emulation, where the
+    // server writes ~4 MB/s), then ends (the stop file), both directions drained and checked.
+    const stopFile = path.join(env!.dir, 'stop-slow-reader');
+    let ended = false;
+    const running = stream(client, srv.ip, 7400, { seconds: 600 * SLOWDOWN, paceUs: 2000, stopFile }).finally(() => (ended = true));
+    try {
+      // (a stream that ends early ends the wait too: its error is what the assertions below report)
+      await until(
+        "flow control moving the server's side to TCP (pw_sk_msg to_tcp_queue)",
+        async () => ended || delta(c0, await counters(env!.dp), 'pw_sk_msg').to_tcp_queue! > 0,
+        60_000,
+      );
+    } finally {
+      fs.writeFileSync(stopFile, '');
     }
     const r = await running;
+    clearInterval(sampler);
     expect(r.error).toBeUndefined();
     expect(r.ok).toBe(true);
     expect(servers[0]!.lines().at(-1)!).toMatchObject({ ok: true, stream_received: r.sent, stream_sent: r.received });
@@ -137,9 +147,18 @@ describe('socket acceleration', () => {
     const a0 = env!.m.pods[0]!; // team-a
     expect(await bpftool.cgroupShow(cgroupPath(a0.cgroup))).toEqual([]);
     const c0 = await counters(env!.dp);
-    const running = stream(a0, env!.m.pods[1]!.ip, 7400, { seconds: 1.5, paceUs: 2000 }); // team-a → team-b
-    await sleep(500);
-    const rows = await socketRows(env!.dp);
+    const stopFile = path.join(env!.dir, 'stop-disabled-stream');
+    const running = stream(a0, env!.m.pods[1]!.ip, 7400, { seconds: 600 * SLOWDOWN, paceUs: 2000, stopFile }); // team-a → team-b
+    // pw_sock is read while the connection is open (until the stop file), once sock_ops has seen it
+    // established (the team-b side counts a peer that is not enabled)
+    let rows: Awaited<ReturnType<typeof socketRows>>;
+    try {
+      const seen = async () => delta(c0, await counters(env!.dp), 'pw_sockops').not_local! > 0;
+      await until('sock_ops seeing the team-a → team-b connection established', seen);
+      rows = await socketRows(env!.dp);
+    } finally {
+      fs.writeFileSync(stopFile, '');
+    }
     const r = await running;
     expect(r.ok).toBe(true);
     expect(rows.filter((x) => x.local.startsWith(a0.ip + ':') || x.remote.startsWith(a0.ip + ':'))).toEqual([]);
@@ -162,12 +181,23 @@ describe('socket acceleration', () => {
       (await socketRows(env!.dp)).filter((x) => x.local.startsWith(client.ip + ':') || x.local.startsWith(srv.ip + ':'));
     // it runs until the steps are done (the stop file), at most 10 minutes × the slowdown
     const stopFile = path.join(env!.dir, 'stop-sockets-stream');
+    const c0 = await counters(env!.dp);
     const running = stream(client, srv.ip, 7400, { seconds: 600 * SLOWDOWN, stopFile });
-    const accelerated = await until('both ends of the stream in pw_sock', async () => {
+    // up and accelerated: both ends in pw_sock, messages redirected
+    const accelerated = await until('both ends of the stream in pw_sock, its messages redirected', async () => {
       const rows = await ofStream();
-      return rows.length === 2 ? rows : undefined;
+      return rows.length === 2 && delta(c0, await counters(env!.dp), 'pw_sk_msg').redirected! > 0 ? rows : undefined;
     });
     expect(accelerated.filter((x) => x.local.startsWith(client.ip + ':'))).toHaveLength(1);
+    // the stream's packets, both ways: it runs on TCP when they grow (a socket on the sockmap sends none)
+    const packets = async () => [await podTx(client), await podTx(srv)];
+    const flowsOnTcp = async (what: string) => {
+      const [c, s] = await packets();
+      await until(`the stream on TCP ${what} (100 more packets each way)`, async () => {
+        const [c1, s1] = await packets();
+        return c1! - c! >= 100 && s1! - s! >= 100;
+      });
+    };
 
     await reconcile(env!.dp, withAccel(base, { 'team-a': false, 'team-b': true })); // drains the stream's sockets out
     const afterDisable = await ofStream();
@@ -177,9 +207,9 @@ describe('socket acceleration', () => {
         ['passthrough', null],
         ['passthrough', null],
       ]);
-    await sleep(1000); // the stream runs on TCP for a while
+    await flowsOnTcp('after the disable');
     await reconcile(env!.dp, withAccel(base, { 'team-a': true, 'team-b': true }));
-    await sleep(1000);
+    await flowsOnTcp('after the re-enable'); // an established connection stays where it is
     if (seeing) expect((await env!.dp.uninstall({ drainTimeoutMs: 5000 })).removedPins).toBe(true);
     else await expect(env!.dp.uninstall({ drainTimeoutMs: 500 })).rejects.toThrow(/still open .* refused the drain iterator/);
 
