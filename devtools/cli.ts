@@ -3,8 +3,8 @@
 // the image (dist/ holds no devtools): `demo`, `sandbox` and `bench`. bin/podwarp-dev
 // runs it from a checkout.
 import type { Command } from 'commander';
-import { InputError } from '../loader/errors.js';
-import { configureLog } from '../loader/log.js';
+import { InputError } from '../host/errors.js';
+import { configureLog } from '../host/log.js';
 import { out, podwarpProgram, runCli } from '../src/cli.js';
 import { QUICK, runBench } from './bench.js';
 import * as sandbox from './sandbox.js';

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { compileHost } from '../loader/clang.js';
-import { onLines, run, spawnHolder, spawnLong, which } from '../loader/exec.js';
+import { onLines, run, spawnHolder, spawnLong, which } from '../host/exec.js';
 import { BUILD, ROOT, build } from '../loader/build.js';
 import { Datapath } from '../loader/datapath.js';
 import { requireDatapathFeatures } from '../loader/features.js';

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { InputError } from '../loader/errors.js';
+import { InputError } from '../host/errors.js';
 import { BENCH_FORMAT, type BenchGroup, type BenchReport } from './bench.js';
 
 /** Chart.js's minified UMD bundle (devDependency chart.js; the package exports only its ESM/CJS entries). */

@@ -2,9 +2,9 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ToolError } from './errors.js';
-import { run } from './exec.js';
-import { checks, type Check } from './validate.js';
+import { ToolError } from '../host/errors.js';
+import { run } from '../host/exec.js';
+import { checks, type Check } from '../host/validate.js';
 
 /** statfs f_type of a bpffs. */
 const BPF_FS_MAGIC = 0xcafe4a11;

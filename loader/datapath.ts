@@ -9,8 +9,8 @@ import { FLOW_CONTROL, MAPS, layoutOf, mapDef, type MapDef } from '../abi/schema
 import * as bpftool from './bpftool.js';
 import { TRACE_LINK_BIN, mapSizes } from './build.js';
 import { CgroupAttachments } from './cgroupattach.js';
-import { FeatureMissingError, ToolError } from './errors.js';
-import { run } from './exec.js';
+import { FeatureMissingError, ToolError } from '../host/errors.js';
+import { run } from '../host/exec.js';
 import {
   NEEDS,
   NOT_PINNED,
@@ -27,8 +27,8 @@ import {
   type Part,
   type PartId,
 } from './parts.js';
-import { PinLock, lockState, type LockHolder, type LockOptions } from './lock.js';
-import { log } from './log.js';
+import { PinLock, lockState, type LockHolder, type LockOptions } from '../host/lock.js';
+import { log } from '../host/log.js';
 import { kernelStructHasMember } from './kbtf.js';
 import { Maps } from './maps.js';
 import { MSG_PROG, Pins, READ_PROG } from './pins.js';
@@ -130,7 +130,7 @@ export class Datapath {
   }
 
   /**
-   * The node lock of this datapath (loader/lock.ts): every command that
+   * The node lock of this datapath (host/lock.ts): every command that
    * writes its pins takes it first; readers (dump, status, doctor) never do.
    */
   lock(opts: LockOptions): Promise<PinLock> {

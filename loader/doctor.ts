@@ -13,13 +13,13 @@ import * as bpftool from './bpftool.js';
 import { BPF_SRC, build, staleSources } from './build.js';
 import { HOOK_PROGS } from './cgroupattach.js';
 import { Datapath, describeFlowControl } from './datapath.js';
-import { errorMessage } from './errors.js';
-import { run, which } from './exec.js';
-import { bpffsMountedByPodwarp, ensureBpffs, findMount, parseMounts, reachableMounts } from './mounts.js';
+import { errorMessage } from '../host/errors.js';
+import { run, which } from '../host/exec.js';
+import { bpffsMountedByPodwarp, ensureBpffs, findMount, parseMounts, reachableMounts } from '../host/mounts.js';
 import { isCore, kernelReason, refusedPart, type Part } from './parts.js';
 import { MSG_PROG, TC_PROG } from './pins.js';
 import { TC_HANDLE, TC_PRIO } from './tcattach.js';
-import { findFilter, type TcFilter } from './tc.js';
+import { findFilter, type TcFilter } from '../host/tc.js';
 
 /** pass / warn (runs, with a caveat) / fail (the agent cannot run) / info (nothing needed) / skip (not tried: an earlier check failed). */
 export type CheckResult = 'pass' | 'warn' | 'fail' | 'info' | 'skip';
@@ -32,7 +32,7 @@ export interface Check {
 
 export const KERNEL_FLOOR = [5, 10] as const;
 export const NODE_FLOOR = 20;
-// flock (util-linux) holds the node lock (loader/lock.ts): no agent or uninstall without it
+// flock (util-linux) holds the node lock (host/lock.ts): no agent or uninstall without it
 export const TOOLS = ['bpftool', 'tc', 'ip', 'clang', 'unshare', 'flock'] as const;
 export type Tool = (typeof TOOLS)[number];
 

@@ -3,7 +3,7 @@
 import os from 'node:os';
 import * as bpftool from './bpftool.js';
 import { doctor, failed } from './doctor.js';
-import { FeatureMissingError } from './errors.js';
+import { FeatureMissingError } from '../host/errors.js';
 
 export interface Features {
   kernel: string;

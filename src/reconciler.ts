@@ -3,10 +3,10 @@
 import type { Datapath } from '../loader/datapath.js';
 import { DEFAULT_OPTIONS, desired, withServiceOutcome, type DesiredOptions, type DesiredState } from './pods/desired.js';
 import { gatherFacts } from './facts.js';
-import { log } from '../loader/log.js';
+import { log } from '../host/log.js';
 import type { Snapshot } from './model.js';
 import { EP_FLAGS } from '../abi/schema.js';
-import { errorMessage } from '../loader/errors.js';
+import { errorMessage } from '../host/errors.js';
 import { applyPlan, PodBackoff, readActual, type ApplyResult, type PodFailure } from './pods/apply.js';
 import { plan, planSize, type Plan } from './pods/plan.js';
 import { BpfServiceMaps } from './services/maps.js';

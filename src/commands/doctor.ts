@@ -1,9 +1,9 @@
 // `podwarp doctor`: every prerequisite of the agent on this node, pass / warn
 // / fail with how to fix it. The probing is loader/doctor.ts; this file adds
 // the kubelet's pod cgroups (src/facts/cgroups.ts) and renders.
-import { findMount } from '../../loader/mounts.js';
+import { findMount } from '../../host/mounts.js';
 import { doctor, failed, type Check } from '../../loader/doctor.js';
-import { errorMessage } from '../../loader/errors.js';
+import { errorMessage } from '../../host/errors.js';
 import { scanPodCgroups } from '../facts/cgroups.js';
 import { json, table } from '../table.js';
 import type { OutputFormat } from './dump.js';

@@ -2,8 +2,8 @@
 // the schema. Works whether or not the agent runs.
 import fs from 'node:fs';
 import type { Datapath } from '../../loader/datapath.js';
-import { InputError } from '../../loader/errors.js';
-import * as ipr from '../../loader/ip.js';
+import { InputError } from '../../host/errors.js';
+import * as ipr from '../../host/ip.js';
 import { decode, flagNames } from '../../abi/codec.js';
 import { sockKeyString } from '../../loader/sockdrain.js';
 import { CT_STATE, FLOW_FLAGS, MAPS, STAT_GROUPS, UDP_CT_STATE, UDP_CT_TIMEOUT_NS, mapDef } from '../../abi/schema.js';

@@ -7,7 +7,7 @@ import { CONFIG_FLAGS, MAPS, mapDef } from '../../abi/schema.js';
 import { flagNames } from '../../abi/codec.js';
 import { json, table } from '../table.js';
 import type { OutputFormat } from './dump.js';
-import { describeHolder } from '../../loader/lock.js';
+import { describeHolder } from '../../host/lock.js';
 import { readReport } from '../report.js';
 import { readConfig } from '../pods/apply.js';
 import { kernelStructHasMember } from '../../loader/kbtf.js';

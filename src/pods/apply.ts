@@ -1,10 +1,10 @@
 // The node-local half of the control loop's two ends: read the actual state
 // back from the pinned maps and live attachments, and apply a plan to them.
 import { CGROUP_HOOKS, EP_FLAGS } from '../../abi/schema.js';
-import { cgroupId } from '../../loader/cgroup.js';
+import { cgroupId } from '../../host/cgroup.js';
 import type { Datapath } from '../../loader/datapath.js';
-import { errorMessage } from '../../loader/errors.js';
-import { log } from '../../loader/log.js';
+import { errorMessage } from '../../host/errors.js';
+import { log } from '../../host/log.js';
 import type { ApplyFailure, DesiredEndpoint, SockConfig } from './desired.js';
 import type { ActualState, PodEnable, Plan } from './plan.js';
 

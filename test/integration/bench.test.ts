@@ -11,9 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BenchReport } from '../../devtools/bench.js';
 import { hasChromium, visitReport } from '../../devtools/browser.js';
 import { readReport } from '../../devtools/report.js';
-import { onLines, run } from '../../loader/exec.js';
-import * as ipr from '../../loader/ip.js';
-import { cgroup2Root } from '../../loader/mounts.js';
+import { onLines, run } from '../../host/exec.js';
+import * as ipr from '../../host/ip.js';
+import { cgroup2Root } from '../../host/mounts.js';
 import { ROOT } from '../../loader/build.js';
 import { requireRoot, until } from './helpers.js';
 

@@ -3,8 +3,8 @@
 // guess), the test switch, and how doctor and the mount rules speak of them.
 import { describe, expect, it } from 'vitest';
 import { evaluate, partCheck, readNeeds, type DoctorFacts } from '../../loader/doctor.js';
-import { ToolError } from '../../loader/errors.js';
-import { propagates } from '../../loader/mounts.js';
+import { ToolError } from '../../host/errors.js';
+import { propagates } from '../../host/mounts.js';
 import {
   PART_IDS,
   TRACING,
