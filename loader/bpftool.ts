@@ -230,6 +230,12 @@ export async function featureProbeRaw(): Promise<KernelFeatures> {
   return bpftoolJson('probe kernel features', ['feature', 'probe', 'kernel'], featureSchema);
 }
 
+/** Whether this bpftool knows tcx attachments (`bpftool net help` names tcx_ingress, tcx_egress). */
+export async function knowsTcx(): Promise<boolean> {
+  const r = await run('bpftool net help', ['bpftool', 'net', 'help'], { reject: false });
+  return /tcx_(ingress|egress)/.test(r.stdout + r.stderr);
+}
+
 export async function featureProbeKernel(): Promise<FeatureProbe> {
   const j = await featureProbeRaw();
   const mapTypes: Record<string, boolean> = {};

@@ -26,7 +26,7 @@ import path from 'node:path';
 import { Datapath } from '../loader/datapath.js';
 import { FeatureMissingError, InputError, errorMessage } from '../host/errors.js';
 import { describeHolder, type PinLock } from '../host/lock.js';
-import { requireDatapathFeatures } from '../loader/features.js';
+import { requireDatapathFeatures } from './doctor/probe.js';
 import { build } from '../loader/build.js';
 import { DEFAULT_OPTIONS, sockConfig, type DesiredOptions } from './pods/desired.js';
 import { log } from '../host/log.js';
