@@ -4,14 +4,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { ToolError } from '../host/errors.js';
 import { run } from '../host/exec.js';
-import { checks, type Check } from '../host/validate.js';
+import { checks, type SchemaCheck } from '../host/validate.js';
 
 /** statfs f_type of a bpffs. */
 const BPF_FS_MAGIC = 0xcafe4a11;
 
 const validator = checks({ allErrors: true, allowUnionTypes: true });
 
-async function bpftoolJson<T>(what: string, args: string[], check: Check<T>, input?: string): Promise<T> {
+async function bpftoolJson<T>(what: string, args: string[], check: SchemaCheck<T>, input?: string): Promise<T> {
   const argv = ['bpftool', '-j', ...args];
   const r = await run(what, argv, { input });
   let parsed: unknown;

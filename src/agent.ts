@@ -33,7 +33,7 @@ import { log } from '../host/log.js';
 import { AgentMetrics } from './metrics.js';
 import type { Snapshot } from './model.js';
 import { SkipLog, reconcile, reconcilePods, type PodsResult } from './reconciler.js';
-import { namespaceCounts, notAccelerated, writeReport } from './report.js';
+import { namespaceCounts, notAccelerated, writeAgentReport } from './agent-report.js';
 import { ServiceSync, svcOpsTotal } from './services/sync.js';
 import { PodBackoff } from './pods/apply.js';
 import { loadStateFile } from './state/load.js';
@@ -226,7 +226,7 @@ function passFailures(ctx: Ctx, pods: PodsResult): number | undefined {
 
 function report(ctx: Ctx, source: string, pods: PodsResult, snap: Snapshot, sync: ServiceSync): void {
   try {
-    writeReport({
+    writeAgentReport({
       source,
       node: ctx.opts.node,
       pid: process.pid,

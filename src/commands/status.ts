@@ -8,7 +8,7 @@ import { flagNames } from '../../abi/codec.js';
 import { json, table } from '../table.js';
 import type { OutputFormat } from './dump.js';
 import { describeHolder } from '../../host/lock.js';
-import { readReport } from '../report.js';
+import { readAgentReport } from '../agent-report.js';
 import { readConfig } from '../pods/apply.js';
 import { kernelStructHasMember } from '../../loader/kbtf.js';
 
@@ -37,7 +37,7 @@ export async function statusData(dp: Datapath) {
   const config = loaded ? await readConfig(dp) : undefined;
   // per-namespace view: from the agent's report (the maps key endpoints by IP only); endpoints it
   // counted that are no longer in pw_endpoints would show as a mismatch
-  const agent = readReport();
+  const agent = readAgentReport();
   const cgroupListing = dp.cgroups.listingPath() ?? 'unused';
   const flowControl = flowControlOf(dp.pins, kernelStructHasMember('sk_psock', 'msg_tot_len'));
   // the agent's own record has the kernel's reasons; without a running agent, the pins say what is there

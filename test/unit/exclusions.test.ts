@@ -7,7 +7,7 @@ import { CGROUP_HOOKS, EP_FLAGS } from '../../abi/schema.js';
 import type { NodeFacts } from '../../src/facts.js';
 import { policySelects, type NetworkPolicy, type Pod, type Snapshot } from '../../src/model.js';
 import { desired, isAmbient, type DesiredOptions } from '../../src/pods/desired.js';
-import { notAccelerated } from '../../src/report.js';
+import { notAccelerated } from '../../src/agent-report.js';
 import { podFrom, trim } from '../../src/sources/kube-convert.js';
 import { POLICY_APIS, policyFrom, trimPolicy, type PolicyApi } from '../../src/sources/kube-policies.js';
 
