@@ -2,7 +2,7 @@
 // plan → apply. I/O only at the two ends (facts/actual in, apply out).
 import type { Datapath } from '../loader/datapath.js';
 import { DEFAULT_OPTIONS, desired, withServiceOutcome, type DesiredOptions, type DesiredState } from './pods/desired.js';
-import { gatherFacts } from './facts.js';
+import { gatherFacts } from './facts/gather.js';
 import { log } from '../host/log.js';
 import type { Snapshot } from './model.js';
 import { EP_FLAGS } from '../abi/schema.js';

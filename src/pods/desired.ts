@@ -1,7 +1,7 @@
 // desired(snapshot, node facts) → DesiredState. Pure: no I/O, no clock.
 import { CGROUP_HOOKS, CONFIG_FLAGS, EP_FLAGS } from '../../abi/schema.js';
 import { ACCELERATE_ANNOTATION, podKey, policySelects, type Pod, type Snapshot } from '../model.js';
-import type { NodeFacts } from '../facts.js';
+import type { NodeFacts } from '../facts/gather.js';
 
 export interface DesiredEndpoint {
   ip: string;
@@ -160,7 +160,7 @@ export function desired(snap: Snapshot, facts: NodeFacts, opts: DesiredOptions =
       continue;
     }
     const f = facts.pods.get(k);
-    // a pod known by UID only is found by the node (facts.ts); one with neither cannot be
+    // a pod known by UID only is found by the node (src/facts/gather.ts); one with neither cannot be
     if (!p.hostInterface && !p.uid && !f) {
       out.skipped.set(k, 'no-interface');
       continue;

@@ -12,7 +12,7 @@ import { run } from '../../host/exec.js';
 import * as ipr from '../../host/ip.js';
 import { cgroup2Root } from '../../host/mounts.js';
 import { desired } from '../../src/pods/desired.js';
-import { FactsCache, gatherFacts } from '../../src/facts.js';
+import { FactsCache, gatherFacts } from '../../src/facts/gather.js';
 import { podCgroupIndex, podPids } from '../../src/facts/cgroups.js';
 import { podNetByPid } from '../../src/facts/podnet.js';
 import { podKey, type Pod, type Snapshot } from '../../src/model.js';

@@ -4,7 +4,7 @@
 import type { V1Pod } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { CGROUP_HOOKS, EP_FLAGS } from '../../abi/schema.js';
-import type { NodeFacts } from '../../src/facts.js';
+import type { NodeFacts } from '../../src/facts/gather.js';
 import { policySelects, type NetworkPolicy, type Pod, type Snapshot } from '../../src/model.js';
 import { desired, isAmbient, type DesiredOptions } from '../../src/pods/desired.js';
 import { notAccelerated } from '../../src/agent-report.js';

@@ -6,7 +6,7 @@ import { EP_FLAGS } from '../../abi/schema.js';
 import type { Datapath } from '../../loader/datapath.js';
 import { applyPlan, PodBackoff } from '../../src/pods/apply.js';
 import { desired } from '../../src/pods/desired.js';
-import type { NodeFacts } from '../../src/facts.js';
+import type { NodeFacts } from '../../src/facts/gather.js';
 import type { Pod, Snapshot } from '../../src/model.js';
 import { plan, type ActualState } from '../../src/pods/plan.js';
 
