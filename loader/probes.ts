@@ -12,7 +12,7 @@ import * as bpftool from './bpftool.js';
 import { build } from './build.js';
 import { HOOK_PROGS } from './cgroupattach.js';
 import { Datapath } from './datapath.js';
-import type { FlowControl } from './datapath.js';
+import type { FlowControl } from './flowcontrol.js';
 import { kernelReason, refusedPart, type Part } from './parts.js';
 import { MSG_PROG, TC_PROG } from './pins.js';
 import { TC_HANDLE, TC_PRIO } from './tcattach.js';

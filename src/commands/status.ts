@@ -1,6 +1,7 @@
 // `podwarp status`: what is loaded, pinned and attached where.
 import fs from 'node:fs';
-import { describeFlowControl, flowControlOf, partsOf, type Datapath } from '../../loader/datapath.js';
+import { partsOf, type Datapath } from '../../loader/datapath.js';
+import { describeFlowControl, flowControlOf } from '../../loader/flowcontrol.js';
 import { NOT_PINNED, describePart } from '../../loader/parts.js';
 import { probe } from '../../loader/features.js';
 import { CONFIG_FLAGS, MAPS, mapDef } from '../../abi/schema.js';

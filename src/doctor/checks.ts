@@ -8,7 +8,7 @@ import path from 'node:path';
 import { MAPS } from '../../abi/schema.js';
 import { findMount, parseMounts } from '../../host/mounts.js';
 import { BPF_SRC } from '../../loader/build.js';
-import { describeFlowControl } from '../../loader/datapath.js';
+import { describeFlowControl } from '../../loader/flowcontrol.js';
 import { isCore, type Part } from '../../loader/parts.js';
 import { MSG_PROG, TC_PROG } from '../../loader/pins.js';
 import type { KernelProbe, ScratchLoad } from '../../loader/probes.js';
