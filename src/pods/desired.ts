@@ -115,6 +115,24 @@ export function withServiceOutcome(c: SockConfig, opts: DesiredOptions, dropped:
   return { ...c, flags: (c.flags & ~CONFIG_FLAGS.TC_UDP) | udp, svcDropped: dropped };
 }
 
+/**
+ * What a pass left: `want` with each pod the apply step left off (fail
+ * closed) disabled, with its reason, instead of enabled or partial. Pure: a
+ * new state, `want` unchanged.
+ */
+export function withApplyOutcome(want: DesiredState, failed: ReadonlyMap<string, { reason: ApplyFailure }>): DesiredState {
+  if (failed.size === 0) return want;
+  const endpoints = new Map(want.endpoints);
+  const disabled = new Map(want.disabled);
+  const partial = new Map(want.partial);
+  for (const [pod, f] of failed) {
+    disabled.set(pod, f.reason);
+    partial.delete(pod);
+    for (const [ip, e] of endpoints) if (e.pod === pod) endpoints.set(ip, { ...e, flags: 0 });
+  }
+  return { ...want, endpoints, disabled, partial };
+}
+
 export interface DesiredState {
   /** By pod IP. */
   endpoints: Map<string, DesiredEndpoint>;
