@@ -1,8 +1,8 @@
 // The layer rule (docs/architecture.md "Layers", CONTRIBUTING.md), checked by `npm run layers`:
-//   abi/ ← loader/ ← src/ ← devtools/   (and test/ may import anything)
-// abi imports nothing of ours; loader only abi; src only abi and loader, and
-// of loader only its facades (no bpftool, no exec); nothing of the product
-// imports devtools or test; no cycles anywhere.
+//   abi/ ← host/ ← loader/ ← src/ ← devtools/   (and test/ may import anything)
+// abi imports nothing of ours; host only abi; loader only abi and host; src
+// only abi, host and loader, and of them only the facades (no bpftool, no
+// exec); nothing of the product imports devtools or test; no cycles anywhere.
 module.exports = {
   forbidden: [
     { name: 'no-cycles', severity: 'error', comment: 'imports form no cycle', from: {}, to: { circular: true } },
@@ -11,12 +11,19 @@ module.exports = {
       severity: 'error',
       comment: 'abi/ (schema, codecs, C generation) imports nothing of podwarp',
       from: { path: '^abi/' },
+      to: { path: '^(host|loader|src|devtools|test)/' },
+    },
+    {
+      name: 'host-below-loader',
+      severity: 'error',
+      comment: 'host/ (processes, ip, tc, mounts, cgroups, the node lock, logging) imports only abi/',
+      from: { path: '^host/' },
       to: { path: '^(loader|src|devtools|test)/' },
     },
     {
       name: 'loader-below-src',
       severity: 'error',
-      comment: 'loader/ (kernel objects and tools) imports only abi/',
+      comment: 'loader/ (kernel objects) imports only abi/ and host/',
       from: { path: '^loader/' },
       to: { path: '^(src|devtools|test)/' },
     },
@@ -31,9 +38,9 @@ module.exports = {
       name: 'src-through-the-facades',
       severity: 'error',
       comment:
-        "src/ reaches the kernel only through loader's facades (Datapath, Maps, TcAttachments, CgroupAttachments, SocketDrain): never bpftool or a raw command",
+        "src/ reaches the kernel only through loader's facades (Datapath, Maps, TcAttachments, CgroupAttachments, SocketDrain) and host's tool wrappers: never bpftool or a raw command",
       from: { path: '^src/' },
-      to: { path: '^loader/(bpftool|exec)\\.ts$' },
+      to: { path: '^(loader/bpftool|host/exec)\\.ts$' },
     },
     {
       name: 'devtools-without-tests',

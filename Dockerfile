@@ -11,7 +11,7 @@
 # What the agent runs at run time: bpftool, tc and ip (iproute2), mount (bpffs
 # if the host has none), nsenter (util-linux: pod network namespaces by PID),
 # clang only if the objects built here are out of date. The image holds the
-# product only (abi/, loader/, src/, bpf/): the demo, sandbox and traffic tools
+# product only (abi/, host/, loader/, src/, bpf/): the demo, sandbox and traffic tools
 # (devtools/) run from a checkout.
 # stage 1: the agent and CLI compiled to plain JS and bundled (dist/bundle/,
 # scripts/bundle.mjs); bin/podwarp runs it instead of TypeScript through tsx
@@ -23,6 +23,7 @@ COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
 # npm can exit 0 after a failed install ("Exit handler never called!"): check the compiler is there
 RUN npm ci --no-audit --no-fund && test -x node_modules/.bin/tsc
 COPY abi ./abi
+COPY host ./host
 COPY loader ./loader
 COPY src ./src
 COPY scripts/bundle.mjs ./scripts/bundle.mjs
@@ -44,9 +45,10 @@ RUN npm ci --omit=dev --no-audit --no-fund
 COPY bin/podwarp ./bin/podwarp
 COPY bpf ./bpf
 COPY abi ./abi
+COPY host ./host
 COPY loader ./loader
 COPY src ./src
-# after src/ and loader/: bin/podwarp uses dist/ while .stamp is newer than every source
+# after src/, loader/ and host/: bin/podwarp uses dist/ while .stamp is newer than every source
 COPY --from=js /src/dist ./dist
 RUN touch dist/.stamp
 # objects built now are up to date when the agent starts (no clang at start-up);

@@ -22,7 +22,7 @@ export default tseslint.config(
   },
   {
     // the bench report's page script runs in the browser (inlined into bench.html)
-    files: ['devtools/report-page.js'],
+    files: ['devtools/bench-report-page.js'],
     languageOptions: { sourceType: 'script', globals: { window: 'readonly', document: 'readonly', Chart: 'readonly' } },
   },
   {

@@ -2,7 +2,7 @@
 // with the measurement code of the demo (compare.ts) and of the service
 // benchmark (bench-services.ts). The result is one JSON document (every
 // round, medians, ratios against the path podwarp replaces, machine facts)
-// and a self-contained HTML report of it (report.ts).
+// and a self-contained HTML report of it (bench-report.ts).
 //   groups: pod→pod TCP in routed and bridge wiring (normal / tc / tc + sockmap),
 //           app→sidecar→pod (iptables REDIRECT / podwarp),
 //           ClusterIP connects per number of services (iptables / socket LB)

@@ -2,7 +2,7 @@
 // file-system operations; the product never creates or removes cgroups).
 import fs from 'node:fs';
 import path from 'node:path';
-import { cgroupPath } from '../loader/cgroup.js';
+import { cgroupPath } from '../host/cgroup.js';
 
 export { cgroupPath };
 

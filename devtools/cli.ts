@@ -3,8 +3,8 @@
 // the image (dist/ holds no devtools): `demo`, `sandbox` and `bench`. bin/podwarp-dev
 // runs it from a checkout.
 import type { Command } from 'commander';
-import { InputError } from '../loader/errors.js';
-import { configureLog } from '../loader/log.js';
+import { InputError } from '../host/errors.js';
+import { configureLog } from '../host/log.js';
 import { out, podwarpProgram, runCli } from '../src/cli.js';
 import { QUICK, runBench } from './bench.js';
 import * as sandbox from './sandbox.js';
@@ -98,14 +98,14 @@ program
       },
       cmd: Command,
     ) => {
-      const { readReport, writeReport } = await import('./report.js');
+      const { readBenchReport, writeBenchReport } = await import('./bench-report.js');
       const num = (flag: string, v: string, min: number) => {
         const n = Number(v);
         if (!Number.isFinite(n) || n < min) throw new InputError(`${flag} ${v}: expected a number ≥ ${min}`);
         return n;
       };
       let report;
-      if (o.from) report = readReport(o.from);
+      if (o.from) report = readBenchReport(o.from);
       else {
         if (program.getOptionValueSource('logLevel') === 'default' && !process.env.PODWARP_LOG_LEVEL) configureLog({ level: 'warn' });
         const wirings = o.wiring.split(',').filter(Boolean);
@@ -128,7 +128,7 @@ program
           say: (s) => out(s),
         });
       }
-      const files = writeReport(report, o.out);
+      const files = writeBenchReport(report, o.out);
       out(`\nresult ${files.json}\nreport ${files.html}\n`);
       if (o.png) {
         const { visitReport } = await import('./browser.js');

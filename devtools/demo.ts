@@ -6,8 +6,8 @@
 //  4. disable one namespace; show its traffic back on the normal path (counters)
 //  5. tear everything down (datapath and sandbox), also on failure
 import fs from 'node:fs';
-import * as ipr from '../loader/ip.js';
-import { log } from '../loader/log.js';
+import * as ipr from '../host/ip.js';
+import { log } from '../host/log.js';
 import { compare, compareSidecar, comparisonTable, roundLine, sidecarTable, withAccel } from './compare.js';
 import { hasIperf3, prepareTools, scratchDatapath, sink, startIperf3Server, startProxy, startServer, stream, type Server } from './perf.js';
 import { reconcile } from '../src/reconciler.js';

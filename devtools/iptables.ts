@@ -2,7 +2,7 @@
 // FORWARD policy is DROP (as a Docker engine sets it). Every rule carries a
 // comment naming its owner, and only rules with that comment are removed.
 import crypto from 'node:crypto';
-import { run, which } from '../loader/exec.js';
+import { run, which } from '../host/exec.js';
 
 export interface Rule {
   chain: string;

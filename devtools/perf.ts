@@ -5,10 +5,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { compileHost } from '../loader/clang.js';
-import { onLines, run, spawnHolder, spawnLong, which } from '../loader/exec.js';
+import { onLines, run, spawnHolder, spawnLong, which } from '../host/exec.js';
 import { BUILD, ROOT, build } from '../loader/build.js';
 import { Datapath } from '../loader/datapath.js';
-import { requireDatapathFeatures } from '../loader/features.js';
+import { requireDatapathFeatures } from '../src/doctor/probe.js';
 import { scaled } from './slowdown.js';
 import { podCommand, type SandboxPod } from './sandbox.js';
 

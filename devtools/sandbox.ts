@@ -10,11 +10,11 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as cgroup from './cgroups.js';
-import { errorMessage } from '../loader/errors.js';
-import { run } from '../loader/exec.js';
-import * as ipr from '../loader/ip.js';
+import { errorMessage } from '../host/errors.js';
+import { run } from '../host/exec.js';
+import * as ipr from '../host/ip.js';
 import * as iptables from './iptables.js';
-import { log } from '../loader/log.js';
+import { log } from '../host/log.js';
 import { scaled } from './slowdown.js';
 import { writeStateFile, type StateFile } from '../src/state/load.js';
 

@@ -2,16 +2,16 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ToolError } from './errors.js';
-import { run } from './exec.js';
-import { checks, type Check } from './validate.js';
+import { ToolError } from '../host/errors.js';
+import { run } from '../host/exec.js';
+import { checks, type SchemaCheck } from '../host/validate.js';
 
 /** statfs f_type of a bpffs. */
 const BPF_FS_MAGIC = 0xcafe4a11;
 
 const validator = checks({ allErrors: true, allowUnionTypes: true });
 
-async function bpftoolJson<T>(what: string, args: string[], check: Check<T>, input?: string): Promise<T> {
+async function bpftoolJson<T>(what: string, args: string[], check: SchemaCheck<T>, input?: string): Promise<T> {
   const argv = ['bpftool', '-j', ...args];
   const r = await run(what, argv, { input });
   let parsed: unknown;
@@ -228,6 +228,12 @@ const featureSchema = validator<KernelFeatures>({
 
 export async function featureProbeRaw(): Promise<KernelFeatures> {
   return bpftoolJson('probe kernel features', ['feature', 'probe', 'kernel'], featureSchema);
+}
+
+/** Whether this bpftool knows tcx attachments (`bpftool net help` names tcx_ingress, tcx_egress). */
+export async function knowsTcx(): Promise<boolean> {
+  const r = await run('bpftool net help', ['bpftool', 'net', 'help'], { reject: false });
+  return /tcx_(ingress|egress)/.test(r.stdout + r.stderr);
 }
 
 export async function featureProbeKernel(): Promise<FeatureProbe> {

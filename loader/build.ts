@@ -3,9 +3,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { compile, compileHost } from './clang.js';
-import { InputError } from './errors.js';
+import { InputError } from '../host/errors.js';
 import { generateHeader, generateTypesHeader } from '../abi/cgen.js';
-import { log } from './log.js';
+import { log } from '../host/log.js';
 
 /** The repository (or image) root: the nearest directory above this file with package.json (src/ under tsx, dist/src/ compiled). */
 export const ROOT = (() => {

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import { CGROUP_HOOKS } from '../abi/schema.js';
 import * as bpftool from './bpftool.js';
-import { cgroupPath } from './cgroup.js';
+import { cgroupPath } from '../host/cgroup.js';
 import type { Maps } from './maps.js';
 import type { Pins } from './pins.js';
 

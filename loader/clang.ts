@@ -2,8 +2,8 @@
 // (PODWARP_TOOLCHAIN_IMAGE, see Dockerfile) when there is no local clang.
 import fs from 'node:fs';
 import path from 'node:path';
-import { FeatureMissingError } from './errors.js';
-import { run, which } from './exec.js';
+import { FeatureMissingError } from '../host/errors.js';
+import { run, which } from '../host/exec.js';
 
 export interface CompileJob {
   src: string;

@@ -1,16 +1,16 @@
 // The datapath podwarp owns on a node, as one object: its pins (pins.ts),
 // map I/O (maps.ts), the tc ledger (tcattach.ts), the cgroup ledger
-// (cgroupattach.ts) and the socket drain (sockdrain.ts). This file only
-// loads the objects and uninstalls everything; each concept lives in its
-// own module.
+// (cgroupattach.ts), the socket drain (sockdrain.ts) and flow control's read
+// counter (flowcontrol.ts). This file only loads the objects and uninstalls
+// everything; each concept lives in its own module.
 import fs from 'node:fs';
 import path from 'node:path';
-import { FLOW_CONTROL, MAPS, layoutOf, mapDef, type MapDef } from '../abi/schema.js';
+import { MAPS, layoutOf, mapDef, type MapDef } from '../abi/schema.js';
 import * as bpftool from './bpftool.js';
-import { TRACE_LINK_BIN, mapSizes } from './build.js';
+import { mapSizes } from './build.js';
 import { CgroupAttachments } from './cgroupattach.js';
-import { FeatureMissingError, ToolError } from './errors.js';
-import { run } from './exec.js';
+import { flowControlFrom, loadReadCounter, readCounterOf, type FlowControl } from './flowcontrol.js';
+import { FeatureMissingError, ToolError } from '../host/errors.js';
 import {
   NEEDS,
   NOT_PINNED,
@@ -27,11 +27,10 @@ import {
   type Part,
   type PartId,
 } from './parts.js';
-import { PinLock, lockState, type LockHolder, type LockOptions } from './lock.js';
-import { log } from './log.js';
-import { kernelStructHasMember } from './kbtf.js';
+import { PinLock, lockState, type LockHolder, type LockOptions } from '../host/lock.js';
+import { log } from '../host/log.js';
 import { Maps } from './maps.js';
-import { MSG_PROG, Pins, READ_PROG } from './pins.js';
+import { MSG_PROG, Pins } from './pins.js';
 import { SocketDrain } from './sockdrain.js';
 import { TcAttachments } from './tcattach.js';
 
@@ -43,21 +42,6 @@ export interface UninstallResult {
   socketsRemoved: number;
 }
 
-/** Where pw_sk_msg's flow control gets a peer's unread bytes (loader/datapath.ts loadFlowControl). */
-export interface FlowControl {
-  /** psock: the kernel's msg_tot_len; fexit: bpf/trace/ counts reads at `fn`; none: bound on all redirected bytes. */
-  source: 'psock' | 'fexit' | 'none';
-  fn?: string;
-  error?: string;
-}
-
-/** Flow control as the pins show it (for a process that did not load: status). */
-export function flowControlOf(pins: Pins, kernelHasMsgLen: boolean): FlowControl {
-  if (kernelHasMsgLen) return { source: 'psock' };
-  const fn = pins.links()[0];
-  return fn ? { source: 'fexit', fn } : { source: 'none' };
-}
-
 /**
  * The optional parts as the pins show them, for a process that did not load
  * (status); the kernel's reasons are known only to the loading process
@@ -66,7 +50,6 @@ export function flowControlOf(pins: Pins, kernelHasMsgLen: boolean): FlowControl
 export function partsOf(pins: Pins, kernelHasMsgLen: boolean): Part[] {
   const iters = (names: string[]) => names.every((n) => fs.existsSync(pins.iter(n)));
   const notPinned = NOT_PINNED;
-  const fc = flowControlOf(pins, kernelHasMsgLen);
   const core = (part: CorePartId, prefix: RegExp, objects: string[]): Part => {
     const have = pins.progs().filter((p) => prefix.test(p));
     return have.length
@@ -84,23 +67,8 @@ export function partsOf(pins: Pins, kernelHasMsgLen: boolean): Part[] {
       ? activePart('map-dump', ['pw_svc_iter.o', 'pw_backends_iter.o'])
       : refusedPart('map-dump', ['pw_svc_iter.o', 'pw_backends_iter.o'], notPinned),
     iters(['pw_sock']) ? activePart('drain', ['pw_sock_iter.o']) : refusedPart('drain', ['pw_sock_iter.o'], notPinned),
-    fc.source === 'psock'
-      ? { part: 'read-counter', state: 'not-needed', objects: [], effect: PSOCK_COUNTS }
-      : fc.source === 'fexit'
-        ? activePart('read-counter', [fc.fn!], `fexit on ${fc.fn}`)
-        : refusedPart('read-counter', ['bpf/trace/*.o'], notPinned),
+    readCounterOf(pins, kernelHasMsgLen),
   ];
-}
-
-const PSOCK_COUNTS = "the kernel's psock msg_tot_len counts unread bytes";
-
-/** One line for status and doctor. */
-export function describeFlowControl(fc: FlowControl): string {
-  const bound = `${FLOW_CONTROL.QUEUE_MAX_BYTES >> 20} MiB`;
-  if (fc.source === 'psock') return `a redirected flow moves to TCP when its reader holds ${bound} unread (the kernel's psock msg_tot_len)`;
-  if (fc.source === 'fexit')
-    return `a redirected flow moves to TCP when its reader holds ${bound} unread (reads counted by fexit on ${fc.fn ?? '?'})`;
-  return `NO read counter on this kernel (neither psock msg_tot_len nor fentry${fc.error ? `: ${fc.error}` : ''}): every redirected flow moves to TCP after ${bound}`;
 }
 
 export class Datapath {
@@ -130,7 +98,7 @@ export class Datapath {
   }
 
   /**
-   * The node lock of this datapath (loader/lock.ts): every command that
+   * The node lock of this datapath (host/lock.ts): every command that
    * writes its pins takes it first; readers (dump, status, doctor) never do.
    */
   lock(opts: LockOptions): Promise<PinLock> {
@@ -163,14 +131,9 @@ export class Datapath {
     await this.tc.reattach();
     if (this.pins.hasProg(MSG_PROG)) await bpftool.msgVerdictAttach(this.pins.prog(MSG_PROG), this.pins.map('pw_sock'));
     await this.cgroups.reattach();
-    this.parts = [...core, ...(await this.loadIterators(iterators)), await this.loadFlowControl(traces, checked)];
-    const fc = this.parts.find((p) => p.part === 'read-counter')!;
-    this.flowControl =
-      fc.state === 'not-needed'
-        ? { source: 'psock' }
-        : fc.state === 'active'
-          ? { source: 'fexit', fn: fc.objects[0] }
-          : { source: 'none', error: fc.reason };
+    const readCounter = await loadReadCounter(this.pins, traces, this.kernelReadRefused, (obj) => this.loadObject(obj, checked));
+    this.parts = [...core, ...(await this.loadIterators(iterators)), readCounter];
+    this.flowControl = flowControlFrom(readCounter);
     for (const p of this.parts.filter((x) => x.state === 'refused'))
       log.warn({ part: p.part, objects: p.objects, reason: p.reason }, describePart(p));
     log.info(
@@ -304,51 +267,6 @@ export class Datapath {
     } finally {
       fs.rmSync(stage, { recursive: true, force: true });
     }
-  }
-
-  /**
-   * Flow control (bpf/pw_sk_msg.c). A kernel whose psock keeps msg_tot_len
-   * needs nothing more. Otherwise the read counter (bpf/trace/<fn>.c): the
-   * first object whose kernel function the running kernel has (its load
-   * fails on the others), attached by a link pinned at links/<fn>. A reload
-   * attaches the new program before it replaces the old link's pin
-   * (dropping the pin detaches the old one): no read goes uncounted, a few
-   * count twice, which lets a queue pass the bound by that much. With
-   * neither, pw_sk_msg counts every redirected byte as unread: flows move to
-   * TCP after PW_QUEUE_MAX_BYTES (safe, slower); status and doctor say so.
-   */
-  private async loadFlowControl(traces: string[], checked: Set<string>): Promise<Part> {
-    const objects = traces.map((t) => path.basename(t));
-    // the psock counter is read by pw_sk_msg.o itself; its fallback (no kernel reads) needs a read counter
-    if (kernelStructHasMember('sk_psock', 'msg_tot_len') && this.kernelReadRefused === undefined) {
-      for (const l of this.pins.links()) fs.rmSync(this.pins.link(l), { force: true });
-      return { part: 'read-counter', state: 'not-needed', objects: [], effect: PSOCK_COUNTS };
-    }
-    const errors: [string, string][] = [];
-    for (const obj of traces) {
-      const fn = path.basename(obj, '.o');
-      try {
-        if (testRefused('read-counter')) throw new Error(TEST_REFUSAL);
-        await this.loadObject(obj, checked);
-        fs.mkdirSync(this.pins.linksDir, { recursive: true });
-        const tmp = this.pins.link(`${fn}_new`);
-        fs.rmSync(tmp, { force: true });
-        await run(`attach ${READ_PROG} to ${fn}`, [TRACE_LINK_BIN, this.pins.prog(READ_PROG), tmp]);
-        fs.renameSync(tmp, this.pins.link(fn));
-        for (const other of this.pins.links()) if (other !== fn) fs.rmSync(this.pins.link(other), { force: true });
-        return activePart('read-counter', [fn], `fexit on ${fn}`);
-      } catch (e) {
-        errors.push([`${fn}.o`, kernelReason(e)]);
-      }
-    }
-    for (const l of this.pins.links()) fs.rmSync(this.pins.link(l), { force: true });
-    if (this.pins.hasProg(READ_PROG)) fs.rmSync(this.pins.prog(READ_PROG), { force: true });
-    const psock = this.kernelReadRefused === undefined ? [] : [`psock msg_tot_len read: ${this.kernelReadRefused}`];
-    return refusedPart(
-      'read-counter',
-      objects,
-      [...psock, traces.length ? joinReasons(errors) : 'no bpf/trace objects were built'].join('; '),
-    );
   }
 
   /** A pinned map whose layout or size differs from this build's cannot be reused: say so clearly. */

@@ -1,9 +1,7 @@
-// Kernel and tool feature probes. A missing required feature is a
-// FeatureMissingError; optional ones choose between code paths.
+// The kernel features that choose between code paths (the prerequisites
+// themselves are the doctor's: src/doctor/).
 import os from 'node:os';
 import * as bpftool from './bpftool.js';
-import { doctor, failed } from './doctor.js';
-import { FeatureMissingError } from './errors.js';
 
 export interface Features {
   kernel: string;
@@ -19,18 +17,4 @@ export async function probe(): Promise<Features> {
   const k = await bpftool.featureProbeKernel();
   const redirectPeer = (k.helpers.sched_cls_available_helpers ?? []).includes('bpf_redirect_peer');
   return { kernel: os.release(), redirectPeer, tcAttach: 'clsact' };
-}
-
-/**
- * The agent's start-up check: `podwarp doctor`'s checks without the scratch
- * load (the agent's own load follows). Every failed check in one line.
- */
-export async function requireDatapathFeatures(): Promise<Features> {
-  const bad = failed(await doctor({ load: false }));
-  if (bad.length)
-    throw new FeatureMissingError(
-      bad.map((c) => c.check).join(', '),
-      `${bad.map((c) => `${c.check}: ${c.detail}`).join('; ')} (run \`podwarp doctor\` for every check and its fix)`,
-    );
-  return probe();
 }

@@ -15,7 +15,7 @@
 //   read-counter  bpf/trace/<fn>                  every redirected byte counts as unread (psock kernels need none)
 import path from 'node:path';
 import { FLOW_CONTROL } from '../abi/schema.js';
-import { ToolError, errorMessage } from './errors.js';
+import { ToolError, errorMessage } from '../host/errors.js';
 
 /** Core features: the tc fast path is required; the others are switched off alone when the kernel refuses them. */
 export type CorePartId = 'sockmap' | 'socket-lb' | 'sidecar';

@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { MAPS } from '../abi/schema.js';
-import { ensureBpffs } from './mounts.js';
+import { ensureBpffs } from '../host/mounts.js';
 
 /** The tc program; its pin decides whether a datapath counts as loaded. */
 export const TC_PROG = 'pw_tc_egress';

@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import { decode, encode, type StructValue } from '../abi/codec.js';
 import { FLOW_FLAGS, SOCK_DRAIN, layoutOf, mapDef } from '../abi/schema.js';
 import * as bpftool from './bpftool.js';
-import { log } from './log.js';
+import { log } from '../host/log.js';
 import type { Maps } from './maps.js';
 import type { Pins } from './pins.js';
 

@@ -2,11 +2,11 @@
 // podwarp attached to and whether it created their clsact qdisc, so detach and
 // uninstall remove exactly what podwarp made.
 import { IFACE_FLAGS } from '../abi/schema.js';
-import * as ipr from './ip.js';
-import { log } from './log.js';
+import * as ipr from '../host/ip.js';
+import { log } from '../host/log.js';
 import type { Maps } from './maps.js';
 import { TC_PROG, type Pins } from './pins.js';
-import * as tc from './tc.js';
+import * as tc from '../host/tc.js';
 
 /** Our cls_bpf filter identity on every device: prio 49, handle 0x7077 ("pw"). */
 export const TC_PRIO = 49;

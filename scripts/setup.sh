@@ -44,6 +44,6 @@ fi
 
 # the agent and CLI as plain JS (dist/): bin/podwarp runs it while it is
 # newer than every source file (less memory and a faster start than tsx)
-if [ ! -f dist/.stamp ] || [ ! -f dist/bundle/main.js ] || [ -n "$(find abi src loader -newer dist/.stamp -print -quit)" ]; then
+if [ ! -f dist/.stamp ] || [ ! -f dist/bundle/main.js ] || [ -n "$(find abi src loader host -newer dist/.stamp -print -quit)" ]; then
   npm run --silent build:js
 fi

@@ -15,7 +15,7 @@
 // removes it.
 //
 // One writer per node: before its first write the agent takes the node lock
-// of its pin root (loader/lock.ts). If another agent (a rolling update's new
+// of its pin root (host/lock.ts). If another agent (a rolling update's new
 // pod, one started by hand) or an uninstall holds it, this one says so once,
 // is not ready (/readyz, podwarp_lock_waiting), and writes nothing, not even
 // a socket sweep, until the holder exits; then it loads over the pinned maps
@@ -24,16 +24,16 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Datapath } from '../loader/datapath.js';
-import { FeatureMissingError, InputError, errorMessage } from '../loader/errors.js';
-import { describeHolder, type PinLock } from '../loader/lock.js';
-import { requireDatapathFeatures } from '../loader/features.js';
+import { FeatureMissingError, InputError, errorMessage } from '../host/errors.js';
+import { describeHolder, type PinLock } from '../host/lock.js';
+import { requireDatapathFeatures } from './doctor/probe.js';
 import { build } from '../loader/build.js';
 import { DEFAULT_OPTIONS, sockConfig, type DesiredOptions } from './pods/desired.js';
-import { log } from '../loader/log.js';
+import { log } from '../host/log.js';
 import { AgentMetrics } from './metrics.js';
 import type { Snapshot } from './model.js';
 import { SkipLog, reconcile, reconcilePods, type PodsResult } from './reconciler.js';
-import { namespaceCounts, notAccelerated, writeReport } from './report.js';
+import { namespaceCounts, notAccelerated, writeAgentReport } from './agent-report.js';
 import { ServiceSync, svcOpsTotal } from './services/sync.js';
 import { PodBackoff } from './pods/apply.js';
 import { loadStateFile } from './state/load.js';
@@ -226,7 +226,7 @@ function passFailures(ctx: Ctx, pods: PodsResult): number | undefined {
 
 function report(ctx: Ctx, source: string, pods: PodsResult, snap: Snapshot, sync: ServiceSync): void {
   try {
-    writeReport({
+    writeAgentReport({
       source,
       node: ctx.opts.node,
       pid: process.pid,

@@ -3,8 +3,8 @@
 import path from 'node:path';
 import { Command } from 'commander';
 import { Datapath } from '../loader/datapath.js';
-import { FeatureMissingError, InputError, ToolError, errorMessage } from '../loader/errors.js';
-import { LockBusyError } from '../loader/lock.js';
+import { FeatureMissingError, InputError, ToolError, errorMessage } from '../host/errors.js';
+import { LockBusyError } from '../host/lock.js';
 import { build } from '../loader/build.js';
 import {
   checkFormat,
@@ -19,7 +19,7 @@ import {
   dumpStats,
 } from './commands/dump.js';
 import { status } from './commands/status.js';
-import { LOG_FORMATS, configureLog, humanLogs, log, type LogFormat } from '../loader/log.js';
+import { LOG_FORMATS, configureLog, humanLogs, log, type LogFormat } from '../host/log.js';
 import { ACCELERATE_LABEL } from './model.js';
 import { loadStateFile, writeStateFile } from './state/load.js';
 

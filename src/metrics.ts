@@ -5,7 +5,7 @@ import client from 'prom-client';
 import type { Datapath } from '../loader/datapath.js';
 import type { Part } from '../loader/parts.js';
 import { EP_FLAGS, STAT_GROUPS } from '../abi/schema.js';
-import { log } from '../loader/log.js';
+import { log } from '../host/log.js';
 import type { PodsResult } from './reconciler.js';
 import type { SvcSyncResult } from './services/sync.js';
 

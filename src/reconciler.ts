@@ -1,12 +1,12 @@
 // One pass of the control loop: snapshot → facts → desired → read actual →
 // plan → apply. I/O only at the two ends (facts/actual in, apply out).
 import type { Datapath } from '../loader/datapath.js';
-import { DEFAULT_OPTIONS, desired, withServiceOutcome, type DesiredOptions, type DesiredState } from './pods/desired.js';
-import { gatherFacts } from './facts.js';
-import { log } from '../loader/log.js';
+import { DEFAULT_OPTIONS, desired, withApplyOutcome, withServiceOutcome, type DesiredOptions, type DesiredState } from './pods/desired.js';
+import { gatherFacts } from './facts/gather.js';
+import { log } from '../host/log.js';
 import type { Snapshot } from './model.js';
 import { EP_FLAGS } from '../abi/schema.js';
-import { errorMessage } from '../loader/errors.js';
+import { errorMessage } from '../host/errors.js';
 import { applyPlan, PodBackoff, readActual, type ApplyResult, type PodFailure } from './pods/apply.js';
 import { plan, planSize, type Plan } from './pods/plan.js';
 import { BpfServiceMaps } from './services/maps.js';
@@ -68,18 +68,14 @@ export async function reconcilePods(
 ): Promise<PodsResult> {
   const t0 = performance.now();
   const facts = await gatherFacts(snap);
-  const want = desired(snap, facts, opts);
-  want.config = withServiceOutcome(want.config, opts, svcDropped);
+  const fromSnapshot = desired(snap, facts, opts);
+  const want: DesiredState = { ...fromSnapshot, config: withServiceOutcome(fromSnapshot.config, opts, svcDropped) };
   const have = await readActual(dp);
   const p = plan(want, have);
   const applied = await applyPlan(dp, p, backoff);
   backoff.keepOnly(new Set([...want.endpoints.values()].filter((e) => e.flags & EP_FLAGS.ENABLED).map((e) => e.pod)));
   // what the pass really left: a pod that could not be enabled is disabled, and says why
-  for (const [pod, f] of applied.failed) {
-    want.disabled.set(pod, f.reason);
-    want.partial.delete(pod);
-    for (const [ip, e] of want.endpoints) if (e.pod === pod) want.endpoints.set(ip, { ...e, flags: 0 });
-  }
+  const left = withApplyOutcome(want, applied.failed);
   // connections the fast path could not take whole (one direction on TCP) leave pw_sock: see loader/sockdrain.ts
   try {
     await dp.sockets.drainPassthrough();
@@ -105,7 +101,7 @@ export async function reconcilePods(
       'reconciled pods',
     );
   }
-  return { plan: p, desired: want, failed: applied.failed, errors: applied.errors, missing: facts.missing, ms };
+  return { plan: p, desired: left, failed: applied.failed, errors: applied.errors, missing: facts.missing, ms };
 }
 
 /** A full pass (the local source runs one per change): every service, then the node-local part. */

@@ -10,7 +10,7 @@
  * name changed across kernels, with the same arguments
  *   (struct sock *sk, struct sk_psock *psock, struct msghdr *msg, int len, int flags) → int copied
  * so one .c per name includes this body and the loader loads the first
- * whose function the running kernel has (loader/datapath.ts loadTrace).
+ * whose function the running kernel has (loader/flowcontrol.ts loadReadCounter).
  * Attached by a pinned bpf_link (loader/native/pw_trace_link.c).
  *
  * Maps: pw_flows (read: only sockets a flow redirects into are counted),

@@ -1,9 +1,11 @@
 // `podwarp doctor`: every prerequisite of the agent on this node, pass / warn
-// / fail with how to fix it. The probing is loader/doctor.ts; this file adds
-// the kubelet's pod cgroups (src/facts/cgroups.ts) and renders.
-import { findMount } from '../../loader/mounts.js';
-import { doctor, failed, type Check } from '../../loader/doctor.js';
-import { errorMessage } from '../../loader/errors.js';
+// / fail with how to fix it. The checks are src/doctor/ (probed by
+// probe.ts, judged by checks.ts); this file adds the kubelet's pod cgroups
+// (src/facts/cgroups.ts) and renders.
+import { findMount } from '../../host/mounts.js';
+import { errorMessage } from '../../host/errors.js';
+import { failed, type Check } from '../doctor/checks.js';
+import { doctor } from '../doctor/probe.js';
 import { scanPodCgroups } from '../facts/cgroups.js';
 import { json, table } from '../table.js';
 import type { OutputFormat } from './dump.js';

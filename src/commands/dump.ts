@@ -2,14 +2,14 @@
 // the schema. Works whether or not the agent runs.
 import fs from 'node:fs';
 import type { Datapath } from '../../loader/datapath.js';
-import { InputError } from '../../loader/errors.js';
-import * as ipr from '../../loader/ip.js';
+import { InputError } from '../../host/errors.js';
+import * as ipr from '../../host/ip.js';
 import { decode, flagNames } from '../../abi/codec.js';
 import { sockKeyString } from '../../loader/sockdrain.js';
 import { CT_STATE, FLOW_FLAGS, MAPS, STAT_GROUPS, UDP_CT_STATE, UDP_CT_TIMEOUT_NS, mapDef } from '../../abi/schema.js';
 import { json, table } from '../table.js';
 import { BpfServiceMaps } from '../services/maps.js';
-import { readReport } from '../report.js';
+import { readAgentReport } from '../agent-report.js';
 
 export type OutputFormat = 'table' | 'json';
 
@@ -58,7 +58,7 @@ export async function endpointRows(dp: Datapath): Promise<EndpointRow[]> {
 
 /** IP → pod and reason, from the running agent's report (`podwarp dump endpoints` says why an endpoint is disabled). */
 function reasonsByIp(): Map<string, { pod: string; reason: string }> {
-  const r = readReport();
+  const r = readAgentReport();
   const out = new Map<string, { pod: string; reason: string }>();
   for (const [pod, n] of Object.entries(r?.notAccelerated ?? {})) if (n.ip) out.set(n.ip, { pod, reason: n.reason });
   return out;
@@ -193,7 +193,7 @@ export async function serviceRows(dp: Datapath): Promise<ServiceRow[]> {
     return b ? `${b.ip}:${b.port}` : '(missing)';
   };
   const keys = new Set([...have.masters.keys(), ...have.slots.keys()]);
-  const report = readReport()?.services;
+  const report = readAgentReport()?.services;
   const left = new Map((report?.left ?? []).map((l) => [l.frontend, { name: l.name, reason: l.reason }]));
   const named = new Map((report?.named ?? []).map((n) => [n.frontend, n]));
   return [...keys].sort().map((k) => {

@@ -1,14 +1,15 @@
 // `podwarp status`: what is loaded, pinned and attached where.
 import fs from 'node:fs';
-import { describeFlowControl, flowControlOf, partsOf, type Datapath } from '../../loader/datapath.js';
+import { partsOf, type Datapath } from '../../loader/datapath.js';
+import { describeFlowControl, flowControlOf } from '../../loader/flowcontrol.js';
 import { NOT_PINNED, describePart } from '../../loader/parts.js';
 import { probe } from '../../loader/features.js';
 import { CONFIG_FLAGS, MAPS, mapDef } from '../../abi/schema.js';
 import { flagNames } from '../../abi/codec.js';
 import { json, table } from '../table.js';
 import type { OutputFormat } from './dump.js';
-import { describeHolder } from '../../loader/lock.js';
-import { readReport } from '../report.js';
+import { describeHolder } from '../../host/lock.js';
+import { readAgentReport } from '../agent-report.js';
 import { readConfig } from '../pods/apply.js';
 import { kernelStructHasMember } from '../../loader/kbtf.js';
 
@@ -37,7 +38,7 @@ export async function statusData(dp: Datapath) {
   const config = loaded ? await readConfig(dp) : undefined;
   // per-namespace view: from the agent's report (the maps key endpoints by IP only); endpoints it
   // counted that are no longer in pw_endpoints would show as a mismatch
-  const agent = readReport();
+  const agent = readAgentReport();
   const cgroupListing = dp.cgroups.listingPath() ?? 'unused';
   const flowControl = flowControlOf(dp.pins, kernelStructHasMember('sk_psock', 'msg_tot_len'));
   // the agent's own record has the kernel's reasons; without a running agent, the pins say what is there

@@ -1,6 +1,6 @@
 // Pod cgroups as the kubelet lays them out on the cgroup2 tree: pod UID →
 // pod-level cgroup (below the mount). Plain file-system reads, no process.
-// The caller finds the mount (loader/mounts.ts cgroup2Root); tests pass a
+// The caller finds the mount (host/mounts.ts cgroup2Root); tests pass a
 // fake tree. Recognised (below any prefix, e.g. kind's /kubelet or
 // /kubelet.slice/kubelet-kubepods.slice):
 //   cgroupfs driver: kubepods/pod<uid>, kubepods/{burstable,besteffort}/pod<uid>

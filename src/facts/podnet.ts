@@ -1,9 +1,9 @@
 // Where a pod's network is, seen from the node: the pod's interface (by its
 // IP, inside the pod's netns, entered through a pid of the pod), its MAC, and
-// the host end of its veth. The `ip`/`nsenter` calls are loader/ip.ts's.
+// the host end of its veth. The `ip`/`nsenter` calls are host/ip.ts's.
 import fs from 'node:fs';
-import * as ipr from '../../loader/ip.js';
-import { errorMessage } from '../../loader/errors.js';
+import * as ipr from '../../host/ip.js';
+import { errorMessage } from '../../host/errors.js';
 
 export type DetailedLink = ipr.Link;
 export type RouteEntry = ipr.Route;

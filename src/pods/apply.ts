@@ -1,10 +1,10 @@
 // The node-local half of the control loop's two ends: read the actual state
 // back from the pinned maps and live attachments, and apply a plan to them.
 import { CGROUP_HOOKS, EP_FLAGS } from '../../abi/schema.js';
-import { cgroupId } from '../../loader/cgroup.js';
+import { cgroupId } from '../../host/cgroup.js';
 import type { Datapath } from '../../loader/datapath.js';
-import { errorMessage } from '../../loader/errors.js';
-import { log } from '../../loader/log.js';
+import { errorMessage } from '../../host/errors.js';
+import { log } from '../../host/log.js';
 import type { ApplyFailure, DesiredEndpoint, SockConfig } from './desired.js';
 import type { ActualState, PodEnable, Plan } from './plan.js';
 
@@ -90,11 +90,6 @@ export interface ApplyResult {
   errors: { step: string; err: string }[];
 }
 
-const endpointEntry = (e: DesiredEndpoint, flags = e.flags) => ({
-  key: { ip: e.ip },
-  value: { ifindex: e.ifindex, flags, mac: e.mac, gw_mac: e.gwMac },
-});
-
 /**
  * Applies a plan so that a failure never holds back a change that removes
  * acceleration, and never leaves a pod half-enabled.
@@ -118,113 +113,98 @@ const endpointEntry = (e: DesiredEndpoint, flags = e.flags) => ({
  * pass, or attached by this pass before the entry was written.
  */
 export async function applyPlan(dp: Datapath, p: Plan, backoff = new PodBackoff()): Promise<ApplyResult> {
-  const out: ApplyResult = { failed: new Map(), errors: [] };
-  const step = async (name: string, f: () => Promise<unknown>): Promise<boolean> => {
+  const pass = new ApplyPass(dp, backoff);
+  await removeAcceleration(pass, p);
+  await writeNodeConfig(pass, p);
+  await addAcceleration(pass, p);
+  return pass.out;
+}
+
+/** One apply pass: the datapath, the pods' backoff, and what failed so far. */
+class ApplyPass {
+  readonly out: ApplyResult = { failed: new Map(), errors: [] };
+  constructor(
+    readonly dp: Datapath,
+    readonly backoff: PodBackoff,
+  ) {}
+
+  /** Runs one step; a failure is recorded and logged, and the pass goes on. False when it failed. */
+  async step(name: string, f: () => Promise<unknown>): Promise<boolean> {
     try {
       await f();
       return true;
     } catch (e) {
-      out.errors.push({ step: name, err: errorMessage(e) });
+      this.out.errors.push({ step: name, err: errorMessage(e) });
       log.error({ step: name, err: errorMessage(e) }, 'apply step failed; the rest of the pass goes on');
       return false;
     }
-  };
-  /**
-   * pw_endpoints changes in one batch; if the batch fails, one by one (one bad
-   * entry never holds back the others). Returns the IPs whose change failed.
-   */
-  const writeBatch = async <T>(
-    what: string,
-    items: T[],
-    ipOf: (x: T) => string,
-    label: (x: T) => string,
-    write: (xs: T[]) => Promise<unknown>,
-  ): Promise<Set<string>> => {
-    const failed = new Set<string>();
-    if (items.length === 0) return failed;
-    try {
-      await write(items);
-    } catch {
-      for (const x of items) if (!(await step(`${what} ${label(x)}`, () => write([x])))) failed.add(ipOf(x));
-    }
-    return failed;
-  };
-  const writeEntries = (what: string, upserts: DesiredEndpoint[], flags?: number): Promise<Set<string>> =>
-    writeBatch(
-      what,
-      upserts,
-      (e) => e.ip,
-      (e) => `${e.ip} (${e.pod})`,
-      (es) =>
-        dp.maps.write(
-          'pw_endpoints',
-          es.map((e) => endpointEntry(e, flags ?? e.flags)),
-          [],
-        ),
-    );
-  const drain = (ips: string[]) =>
-    ips.length === 0
-      ? Promise.resolve(true)
-      : step(`drain sockets of ${ips.join(',')}`, () => {
-          const set = new Set(ips);
-          return dp.sockets.drain((k) => set.has(String(k.sip)) || set.has(String(k.dip)));
-        });
+  }
+}
 
-  // 1. removals
-  await writeEntries(
+// ---- 1. removals ----
+
+async function removeAcceleration(pass: ApplyPass, p: Plan): Promise<void> {
+  await writeEndpoints(
+    pass,
     'disable endpoint',
     p.upsert.filter((e) => !(e.flags & EP_FLAGS.ENABLED)),
   );
-  for (const c of p.cgroups.filter((x) => x.hooks === 0)) await step(`detach cgroup hooks of ${c.path}`, () => dp.cgroups.set(c.path, 0));
-  await drain(p.drainIps);
-  await writeBatch(
-    'delete endpoint',
-    p.delete,
-    (ip) => ip,
-    (ip) => ip,
-    (ips) =>
-      dp.maps.write(
-        'pw_endpoints',
-        [],
-        ips.map((ip) => ({ ip })),
-      ),
-  );
-  for (const i of p.detach) await step(`detach tc from ${i.name}`, () => dp.tc.detach(i));
+  for (const c of p.cgroups.filter((x) => x.hooks === 0)) await detachHooks(pass, c.path);
+  await drainSockets(pass, p.drainIps);
+  await deleteEndpoints(pass, p.delete);
+  for (const i of p.detach) await pass.step(`detach tc from ${i.name}`, () => pass.dp.tc.detach(i));
+}
 
-  // 2. node-wide settings
-  if (p.config) await step('write pw_config', () => writeConfig(dp, p.config!));
+// ---- 2. node-wide settings ----
 
-  // 3. additions, pod by pod
-  const enabling = new Set(p.enable.map((x) => `${x.endpoint.iface}#${x.endpoint.ifindex}`));
-  // interfaces of pods that stay off still get the tc program (it counts and passes their traffic)
-  for (const a of p.attach.filter((x) => !enabling.has(`${x.name}#${x.ifindex}`)))
-    await step(`attach tc to ${a.name}`, () => dp.tc.attach(a.name));
+async function writeNodeConfig(pass: ApplyPass, p: Plan): Promise<void> {
+  if (p.config) await pass.step('write pw_config', () => writeConfig(pass.dp, p.config!));
+}
+
+// ---- 3. additions, pod by pod ----
+
+async function addAcceleration(pass: ApplyPass, p: Plan): Promise<void> {
+  await attachTcToPodsLeftOff(pass, p);
   // before any capture hook is attached: each captured pod's own IP (pw_pod_cgroup)
-  const podCgroupsOk = await step('write pw_pod_cgroup', () => syncPodCgroups(dp, p.podCgroups));
+  const podCgroupsOk = await pass.step('write pw_pod_cgroup', () => syncPodCgroups(pass.dp, p.podCgroups));
+  const hooked = await attachPodHooks(pass, p, podCgroupsOk);
+  const demote = [...hooked.demote, ...(await enableEndpoints(pass, p, hooked.ready))];
+  await keepDisabled(pass, demote, hooked.tried);
+}
+
+/** Interfaces of pods that stay off still get the tc program (it counts and passes their traffic). */
+async function attachTcToPodsLeftOff(pass: ApplyPass, p: Plan): Promise<void> {
+  const enabling = new Set(p.enable.map((x) => `${x.endpoint.iface}#${x.endpoint.ifindex}`));
+  for (const a of p.attach.filter((x) => !enabling.has(`${x.name}#${x.ifindex}`)))
+    await pass.step(`attach tc to ${a.name}`, () => pass.dp.tc.attach(a.name));
+}
+
+/**
+ * Each pod to enable, in turn: its tc filter, then its cgroup hooks. `ready`:
+ * pods with every hook in place; `demote`: pods still backing off or whose
+ * step failed (recorded in the backoff and the result); `tried`: pods whose
+ * cgroup hooks this pass tried to attach.
+ */
+async function attachPodHooks(
+  pass: ApplyPass,
+  p: Plan,
+  podCgroupsOk: boolean,
+): Promise<{ ready: DesiredEndpoint[]; demote: PodEnable[]; tried: Set<PodEnable> }> {
   const ready: DesiredEndpoint[] = [];
   const demote: PodEnable[] = [];
-  /** Pods whose cgroup hooks this pass tried to attach. */
   const tried = new Set<PodEnable>();
   for (const x of p.enable) {
     const pod = x.endpoint.pod;
-    const waiting = backoff.waiting(pod);
+    const waiting = pass.backoff.waiting(pod);
     if (waiting) {
-      out.failed.set(pod, waiting);
+      pass.out.failed.set(pod, waiting);
       demote.push(x);
       continue;
     }
-    let failure: [ApplyFailure, unknown] | undefined;
-    if (x.attach) await dp.tc.attach(x.attach.name).catch((e: unknown) => (failure = ['attach-failed', e]));
-    if (!failure && x.cgroup && x.cgroup.hooks & CGROUP_HOOKS.CONNECT4 && !podCgroupsOk)
-      failure = ['cgroup-attach-failed', new Error('its pw_pod_cgroup entry could not be written (its own-IP connects would be captured)')];
-    if (!failure && x.cgroup) {
-      const cg = x.cgroup;
-      tried.add(x);
-      await dp.cgroups.set(cg.path, cg.hooks).catch((e: unknown) => (failure = ['cgroup-attach-failed', e]));
-    }
+    const failure = await attachHooksOf(pass.dp, x, podCgroupsOk, tried);
     if (failure) {
-      const f = backoff.failed(pod, failure[0], errorMessage(failure[1]));
-      out.failed.set(pod, f);
+      const f = pass.backoff.failed(pod, failure[0], errorMessage(failure[1]));
+      pass.out.failed.set(pod, f);
       log.warn(
         { pod, reason: f.reason, err: f.err, attempts: f.attempts, retryInMs: f.retryInMs },
         'pod left on the normal path: its hooks cannot be attached (fail closed; retried with backoff)',
@@ -234,30 +214,146 @@ export async function applyPlan(dp: Datapath, p: Plan, backoff = new PodBackoff(
     }
     ready.push(x.endpoint);
   }
-  for (const ip of await writeEntries(
+  return { ready, demote, tried };
+}
+
+/** One pod's tc filter, then its cgroup hooks (added to `tried` when attempted); the first failure, if any. */
+async function attachHooksOf(
+  dp: Datapath,
+  x: PodEnable,
+  podCgroupsOk: boolean,
+  tried: Set<PodEnable>,
+): Promise<[ApplyFailure, unknown] | undefined> {
+  if (x.attach) {
+    try {
+      await dp.tc.attach(x.attach.name);
+    } catch (e) {
+      return ['attach-failed', e];
+    }
+  }
+  if (!x.cgroup) return undefined;
+  if (x.cgroup.hooks & CGROUP_HOOKS.CONNECT4 && !podCgroupsOk)
+    return ['cgroup-attach-failed', new Error('its pw_pod_cgroup entry could not be written (its own-IP connects would be captured)')];
+  tried.add(x);
+  try {
+    await dp.cgroups.set(x.cgroup.path, x.cgroup.hooks);
+  } catch (e) {
+    return ['cgroup-attach-failed', e];
+  }
+  return undefined;
+}
+
+/**
+ * The pw_endpoints write that enables: the ready pods whose entry differs,
+ * ENABLED, in one batch. A pod whose entry cannot be written is recorded as
+ * failed and returned, to be kept disabled; every other ready pod's backoff
+ * is cleared.
+ */
+async function enableEndpoints(pass: ApplyPass, p: Plan, ready: DesiredEndpoint[]): Promise<PodEnable[]> {
+  const demote: PodEnable[] = [];
+  const failedIps = await writeEndpoints(
+    pass,
     'enable endpoint',
     ready.filter((e) => p.upsert.includes(e)),
-  )) {
+  );
+  for (const ip of failedIps) {
     const e = ready.find((r) => r.ip === ip)!;
-    const x = p.enable.find((y) => y.endpoint === e)!;
-    out.failed.set(e.pod, backoff.failed(e.pod, 'endpoint-write-failed', 'cannot write its pw_endpoints entry'));
-    demote.push(x);
+    pass.out.failed.set(e.pod, pass.backoff.failed(e.pod, 'endpoint-write-failed', 'cannot write its pw_endpoints entry'));
+    demote.push(p.enable.find((y) => y.endpoint === e)!);
   }
-  for (const e of ready) if (!out.failed.has(e.pod)) backoff.ok(e.pod);
-  // fail closed: the pods that could not be enabled are written disabled, their hooks off, their sockets drained
-  // (a pod still backing off costs nothing: its entry is already disabled and its cgroup out of the ledger)
-  await writeEntries(
+  for (const e of ready) if (!pass.out.failed.has(e.pod)) pass.backoff.ok(e.pod);
+  return demote;
+}
+
+/**
+ * Fail closed: the pods that could not be enabled are written disabled, their
+ * hooks off, their sockets drained (a pod still backing off costs nothing: its
+ * entry is already disabled and its cgroup out of the ledger).
+ */
+async function keepDisabled(pass: ApplyPass, demote: PodEnable[], tried: Set<PodEnable>): Promise<void> {
+  await writeEndpoints(
+    pass,
     'keep endpoint disabled',
     demote.filter((x) => !x.heldDisabled).map((x) => x.endpoint),
     0,
   );
   for (const x of demote)
-    if (x.endpoint.cgroup && (tried.has(x) || x.cgroupHooked || x.wasEnabled)) {
-      const path = x.endpoint.cgroup;
-      await step(`detach cgroup hooks of ${path}`, () => dp.cgroups.set(path, 0));
-    }
-  await drain(demote.filter((x) => x.wasEnabled).map((x) => x.endpoint.ip));
-  return out;
+    if (x.endpoint.cgroup && (tried.has(x) || x.cgroupHooked || x.wasEnabled)) await detachHooks(pass, x.endpoint.cgroup);
+  await drainSockets(
+    pass,
+    demote.filter((x) => x.wasEnabled).map((x) => x.endpoint.ip),
+  );
+}
+
+// ---- the steps' kernel writes ----
+
+/** pw_endpoints: these entries written (with `flags`, or each entry's own); the IPs whose write failed. */
+function writeEndpoints(pass: ApplyPass, what: string, entries: DesiredEndpoint[], flags?: number): Promise<Set<string>> {
+  return batchOrEach(
+    pass,
+    what,
+    entries,
+    (e) => e.ip,
+    (e) => `${e.ip} (${e.pod})`,
+    (es) =>
+      pass.dp.maps.write(
+        'pw_endpoints',
+        es.map((e) => ({ key: { ip: e.ip }, value: { ifindex: e.ifindex, flags: flags ?? e.flags, mac: e.mac, gw_mac: e.gwMac } })),
+        [],
+      ),
+  );
+}
+
+/** pw_endpoints: the entries of these IPs deleted; the IPs whose delete failed. */
+function deleteEndpoints(pass: ApplyPass, ips: string[]): Promise<Set<string>> {
+  return batchOrEach(
+    pass,
+    'delete endpoint',
+    ips,
+    (ip) => ip,
+    (ip) => ip,
+    (xs) =>
+      pass.dp.maps.write(
+        'pw_endpoints',
+        [],
+        xs.map((ip) => ({ ip })),
+      ),
+  );
+}
+
+/**
+ * pw_endpoints changes in one batch; if the batch fails, one by one (one bad
+ * entry never holds back the others). Returns the IPs whose change failed.
+ */
+async function batchOrEach<T>(
+  pass: ApplyPass,
+  what: string,
+  items: T[],
+  ipOf: (x: T) => string,
+  label: (x: T) => string,
+  write: (xs: T[]) => Promise<unknown>,
+): Promise<Set<string>> {
+  const failed = new Set<string>();
+  if (items.length === 0) return failed;
+  try {
+    await write(items);
+  } catch {
+    for (const x of items) if (!(await pass.step(`${what} ${label(x)}`, () => write([x])))) failed.add(ipOf(x));
+  }
+  return failed;
+}
+
+function detachHooks(pass: ApplyPass, path: string): Promise<boolean> {
+  return pass.step(`detach cgroup hooks of ${path}`, () => pass.dp.cgroups.set(path, 0));
+}
+
+/** Accelerated sockets of these pod IPs (either end) out of pw_sock, drained. */
+function drainSockets(pass: ApplyPass, ips: string[]): Promise<boolean> {
+  if (ips.length === 0) return Promise.resolve(true);
+  const set = new Set(ips);
+  return pass.step(`drain sockets of ${ips.join(',')}`, () =>
+    pass.dp.sockets.drain((k) => set.has(String(k.sip)) || set.has(String(k.dip))),
+  );
 }
 
 /**

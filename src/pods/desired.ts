@@ -1,7 +1,7 @@
 // desired(snapshot, node facts) → DesiredState. Pure: no I/O, no clock.
 import { CGROUP_HOOKS, CONFIG_FLAGS, EP_FLAGS } from '../../abi/schema.js';
 import { ACCELERATE_ANNOTATION, podKey, policySelects, type Pod, type Snapshot } from '../model.js';
-import type { NodeFacts } from '../facts.js';
+import type { NodeFacts } from '../facts/gather.js';
 
 export interface DesiredEndpoint {
   ip: string;
@@ -115,6 +115,24 @@ export function withServiceOutcome(c: SockConfig, opts: DesiredOptions, dropped:
   return { ...c, flags: (c.flags & ~CONFIG_FLAGS.TC_UDP) | udp, svcDropped: dropped };
 }
 
+/**
+ * What a pass left: `want` with each pod the apply step left off (fail
+ * closed) disabled, with its reason, instead of enabled or partial. Pure: a
+ * new state, `want` unchanged.
+ */
+export function withApplyOutcome(want: DesiredState, failed: ReadonlyMap<string, { reason: ApplyFailure }>): DesiredState {
+  if (failed.size === 0) return want;
+  const endpoints = new Map(want.endpoints);
+  const disabled = new Map(want.disabled);
+  const partial = new Map(want.partial);
+  for (const [pod, f] of failed) {
+    disabled.set(pod, f.reason);
+    partial.delete(pod);
+    for (const [ip, e] of endpoints) if (e.pod === pod) endpoints.set(ip, { ...e, flags: 0 });
+  }
+  return { ...want, endpoints, disabled, partial };
+}
+
 export interface DesiredState {
   /** By pod IP. */
   endpoints: Map<string, DesiredEndpoint>;
@@ -160,7 +178,7 @@ export function desired(snap: Snapshot, facts: NodeFacts, opts: DesiredOptions =
       continue;
     }
     const f = facts.pods.get(k);
-    // a pod known by UID only is found by the node (facts.ts); one with neither cannot be
+    // a pod known by UID only is found by the node (src/facts/gather.ts); one with neither cannot be
     if (!p.hostInterface && !p.uid && !f) {
       out.skipped.set(k, 'no-interface');
       continue;

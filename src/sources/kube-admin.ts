@@ -2,7 +2,7 @@
 // or remove the podwarp.io/accelerate label with a JSON merge patch (only
 // that key changes; other labels and concurrent edits are untouched).
 import { CoreV1Api, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
-import { InputError, errorMessage } from '../../loader/errors.js';
+import { InputError, errorMessage } from '../../host/errors.js';
 import { ACCELERATE_LABEL } from '../model.js';
 import { loadKubeConfig } from './kubernetes.js';
 

@@ -21,8 +21,8 @@ import {
   type V1Service,
 } from '@kubernetes/client-node';
 import fs from 'node:fs';
-import { InputError, errorMessage } from '../../loader/errors.js';
-import { log } from '../../loader/log.js';
+import { InputError, errorMessage } from '../../host/errors.js';
+import { log } from '../../host/log.js';
 import type { NetworkPolicy, Service, Snapshot } from '../model.js';
 import { POLICY_APIS, apiName, policyFrom, trimPolicy, type PolicyApi } from './kube-policies.js';
 import {

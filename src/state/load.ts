@@ -2,8 +2,8 @@
 // whole (JSON Schema via ajv, then cross-references) before anything is used.
 import fs from 'node:fs';
 import YAML from 'yaml';
-import { InputError } from '../../loader/errors.js';
-import { checks } from '../../loader/validate.js';
+import { InputError } from '../../host/errors.js';
+import { checks } from '../../host/validate.js';
 import type { Service, Snapshot } from '../model.js';
 import { affinityTimeout, podKey } from '../model.js';
 import schema from './state.schema.json' with { type: 'json' };

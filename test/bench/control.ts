@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { ResultPromise } from 'execa';
-import { onLines, spawnLong } from '../../loader/exec.js';
+import { onLines, spawnLong } from '../../host/exec.js';
 import { ROOT } from '../../loader/build.js';
 import { prepareTools, scratchDatapath } from '../../devtools/perf.js';
 import { table } from '../../src/table.js';

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CONFIG_FLAGS, CT_STATE, EP_FLAGS, PROTO, TC_REASONS, UDP_CT_STATE, UDP_CT_TIMEOUT_NS } from '../../abi/schema.js';
 import * as bpftool from '../../loader/bpftool.js';
 import type { Datapath } from '../../loader/datapath.js';
-import { ToolError } from '../../loader/errors.js';
+import { ToolError } from '../../host/errors.js';
 import {
   ETH_P_ARP,
   ETH_P_IP,

@@ -20,7 +20,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
-import { run } from '../../loader/exec.js';
+import { run } from '../../host/exec.js';
 import { kubectlPodwarpArgv, pluginEnv } from '../k8s/kubectl-plugin.js';
 import { MIN, ROOT, registerScenarios, type E2eCluster } from './scenarios.js';
 

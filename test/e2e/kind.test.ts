@@ -31,7 +31,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
-import { run } from '../../loader/exec.js';
+import { run } from '../../host/exec.js';
 import { kubectlPodwarpArgv, pluginEnv } from '../k8s/kubectl-plugin.js';
 import { MIN, ROOT, TEST_IMAGE, registerScenarios, type E2eCluster } from './scenarios.js';
 

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { expect, it } from 'vitest';
-import { run, type RunResult } from '../../loader/exec.js';
+import { run, type RunResult } from '../../host/exec.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const MANIFEST = path.join(ROOT, 'deploy', 'podwarp.yaml');

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { run } from '../../loader/exec.js';
+import { run } from '../../host/exec.js';
 import { partsOf } from '../../loader/datapath.js';
 import { kernelStructHasMember } from '../../loader/kbtf.js';
 import { rr, startServer, type Server } from '../../devtools/perf.js';

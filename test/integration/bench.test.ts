@@ -10,10 +10,10 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BenchReport } from '../../devtools/bench.js';
 import { hasChromium, visitReport } from '../../devtools/browser.js';
-import { readReport } from '../../devtools/report.js';
-import { onLines, run } from '../../loader/exec.js';
-import * as ipr from '../../loader/ip.js';
-import { cgroup2Root } from '../../loader/mounts.js';
+import { readBenchReport } from '../../devtools/bench-report.js';
+import { onLines, run } from '../../host/exec.js';
+import * as ipr from '../../host/ip.js';
+import { cgroup2Root } from '../../host/mounts.js';
 import { ROOT } from '../../loader/build.js';
 import { requireRoot, until } from './helpers.js';
 
@@ -54,7 +54,7 @@ describe('podwarp-dev bench', () => {
   it('--quick: bench.json with every round and the medians, bench.html drawn, nothing left behind', async () => {
     const r = await execa(DEV, [...ARGS, '--out', out], { reject: false });
     expect(r.exitCode, r.stderr).toBe(0);
-    const report: BenchReport = readReport(path.join(out, 'bench.json'));
+    const report: BenchReport = readBenchReport(path.join(out, 'bench.json'));
     expect(report.options).toMatchObject({ rounds: 2, seconds: 0.5, quick: true, wirings: ['routed'], services: [] });
     expect(report.groups.map((g) => g.id)).toEqual(['pod-pod-routed', 'sidecar']);
     for (const g of report.groups)

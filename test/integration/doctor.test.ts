@@ -9,8 +9,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { run } from '../../loader/exec.js';
-import { findMount } from '../../loader/mounts.js';
+import { run } from '../../host/exec.js';
+import { findMount } from '../../host/mounts.js';
 import { testRefused } from '../../loader/parts.js';
 import { CLI, kernelAllows, requireRoot } from './helpers.js';
 

@@ -10,7 +10,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { run } from '../../loader/exec.js';
+import { run } from '../../host/exec.js';
 import { startServer, stream, type Server } from '../../devtools/perf.js';
 import { socketRows } from '../../src/commands/dump.js';
 import { readActual } from '../../src/pods/apply.js';

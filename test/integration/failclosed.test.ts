@@ -7,7 +7,7 @@
 // without the fault, same run.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EP_FLAGS } from '../../abi/schema.js';
-import { run } from '../../loader/exec.js';
+import { run } from '../../host/exec.js';
 import { ACCELERATE_LABEL } from '../../src/model.js';
 import { readActual } from '../../src/pods/apply.js';
 import { socketRows } from '../../src/commands/dump.js';

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { run } from '../../loader/exec.js';
+import { run } from '../../host/exec.js';
 import { EP_FLAGS } from '../../abi/schema.js';
 import { ACCELERATE_LABEL } from '../../src/model.js';
 import { conn, rr, startServer, type Server } from '../../devtools/perf.js';

@@ -1,4 +1,4 @@
-// One writer per node (the node lock, loader/lock.ts): a second agent on the
+// One writer per node (the node lock, host/lock.ts): a second agent on the
 // same pins waits, not ready and writing nothing, while the first runs; when
 // the first is killed it takes over, and a stream across the take-over loses
 // no byte. uninstall refuses while an agent runs, and waits with --wait.
@@ -7,7 +7,7 @@ import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ResultPromise } from 'execa';
 import { MAPS } from '../../abi/schema.js';
-import { onLines, run, spawnLong } from '../../loader/exec.js';
+import { onLines, run, spawnLong } from '../../host/exec.js';
 import { startServer, stream, type Server } from '../../devtools/perf.js';
 import { readActual } from '../../src/pods/apply.js';
 import { socketRows } from '../../src/commands/dump.js';

@@ -7,8 +7,8 @@
 // - a dual-stack (AF_INET6) socket dialling ::ffff:a.b.c.d is captured like
 //   an AF_INET one, and the proxy still gets its original destination.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cgroupId } from '../../loader/cgroup.js';
-import { run } from '../../loader/exec.js';
+import { cgroupId } from '../../host/cgroup.js';
+import { run } from '../../host/exec.js';
 import * as iptables from '../../devtools/iptables.js';
 import type { Service, Snapshot } from '../../src/model.js';
 import { PWPERF, conn, sink, startListener, startProxy, startServer, udp, type Server } from '../../devtools/perf.js';

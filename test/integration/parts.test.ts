@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { run } from '../../loader/exec.js';
+import { run } from '../../host/exec.js';
 import { MSG_PROG } from '../../loader/pins.js';
 import type { Part } from '../../loader/parts.js';
 import { sink, startServer, type Server } from '../../devtools/perf.js';

@@ -3,7 +3,7 @@
 // and a churn test while connects hammer the service.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as bpftool from '../../loader/bpftool.js';
-import { cgroupPath } from '../../loader/cgroup.js';
+import { cgroupPath } from '../../host/cgroup.js';
 import * as iptables from '../../devtools/iptables.js';
 import { serviceRows } from '../../src/commands/dump.js';
 import type { Service, Snapshot } from '../../src/model.js';

@@ -4,7 +4,7 @@
 // and the iptables REDIRECT setup Istio uses today, for comparison.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as bpftool from '../../loader/bpftool.js';
-import { cgroupPath } from '../../loader/cgroup.js';
+import { cgroupPath } from '../../host/cgroup.js';
 import * as iptables from '../../devtools/iptables.js';
 import type { Snapshot } from '../../src/model.js';
 import { sink, startProxy, startServer, type Server } from '../../devtools/perf.js';

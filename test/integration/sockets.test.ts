@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as bpftool from '../../loader/bpftool.js';
-import { cgroupPath } from '../../loader/cgroup.js';
+import { cgroupPath } from '../../host/cgroup.js';
 import { socketRows } from '../../src/commands/dump.js';
 import type { Snapshot } from '../../src/model.js';
 import { sink, startServer, stream, type Server } from '../../devtools/perf.js';

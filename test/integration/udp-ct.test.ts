@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as iptables from '../../devtools/iptables.js';
 import { startServer, udp, type Server, type UdpResult } from '../../devtools/perf.js';
 import { installServices, kubeProxyPrefix, podCommand, vip, type SandboxPod } from '../../devtools/sandbox.js';
-import { onLines, run, spawnLong } from '../../loader/exec.js';
+import { onLines, run, spawnLong } from '../../host/exec.js';
 import { CONFIG_FLAGS } from '../../abi/schema.js';
 import { readActual } from '../../src/pods/apply.js';
 import { flowRows } from '../../src/commands/dump.js';

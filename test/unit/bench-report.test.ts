@@ -1,4 +1,4 @@
-// The bench report (devtools/report.ts) rendered in headless Chromium
+// The bench report (devtools/bench-report.ts) rendered in headless Chromium
 // (Debian's chromium, driven by playwright-core): one chart per group and
 // figure holding the medians and every round, one ratio chart per group, all
 // painted, no console errors, no request beyond the file itself. Renders a
@@ -15,11 +15,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BENCH_FORMAT, type BenchReport } from '../../devtools/bench.js';
 import { CHROMIUM, hasChromium, visitReport, type PageVisit } from '../../devtools/browser.js';
 import { contradictions, expectedFor } from '../../devtools/evidence.js';
-import { readReport, renderHtml, writeReport } from '../../devtools/report.js';
+import { readBenchReport, renderHtml, writeBenchReport } from '../../devtools/bench-report.js';
 import { ROOT } from '../../loader/build.js';
 
 const source = process.env.PODWARP_BENCH_JSON ?? path.join(ROOT, 'test/unit/fixtures/bench-quick.json');
-const report: BenchReport = readReport(source);
+const report: BenchReport = readBenchReport(source);
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'podwarp-report-'));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
@@ -74,7 +74,7 @@ describe(`bench report of ${path.relative(ROOT, source)}`, () => {
       const png = path.join(ROOT, 'build', 'bench-report-test.png');
       beforeAll(async () => {
         fs.mkdirSync(path.dirname(png), { recursive: true });
-        const { html } = writeReport(report, dir);
+        const { html } = writeBenchReport(report, dir);
         visit = await visitReport(html, { png });
       }, 120_000);
 

@@ -205,7 +205,7 @@ describe('deploy/kind.yaml', () => {
 describe('Dockerfile', () => {
   const text = fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8');
   it('copies what `podwarp build` and the agent read, builds, and has nsenter and flock (util-linux)', () => {
-    for (const dir of ['bpf', 'abi', 'loader', 'src']) expect(text).toMatch(new RegExp(`^COPY ${dir} \\./${dir}$`, 'm'));
+    for (const dir of ['bpf', 'abi', 'host', 'loader', 'src']) expect(text).toMatch(new RegExp(`^COPY ${dir} \\./${dir}$`, 'm'));
     expect(text).toMatch(/^COPY bin\/podwarp \.\/bin\/podwarp$/m);
     // the image is the product only: no devtools, no test tools
     expect(text).not.toMatch(/^COPY .*(devtools|test\/)/m);

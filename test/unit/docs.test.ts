@@ -10,7 +10,7 @@ import { MAP_TABLE_FILE, anchors, docsProblems, linkProblems, runReportProblems,
 import { ROOT } from '../../loader/build.js';
 
 const tracked = execFileSync('git', ['ls-files'], { cwd: ROOT, encoding: 'utf8' }).split('\n').filter(Boolean);
-const PATH = /(?<![\w/.-])((?:abi|loader|src|devtools|bpf|test|deploy|scripts|bin)\/[\w./-]*\w\.(?:ts|c|h|sh|json|yaml|cjs))\b/g;
+const PATH = /(?<![\w/.-])((?:abi|host|loader|src|devtools|bpf|test|deploy|scripts|bin)\/[\w./-]*\w\.(?:ts|c|h|sh|json|yaml|cjs))\b/g;
 
 /** A scratch repository: files by relative path. */
 function scratch(files: Record<string, string>): string {
@@ -47,7 +47,7 @@ describe('docs', () => {
         const p = m[1]!;
         if (p.includes('*') || p.startsWith('build/') || p.startsWith('bpf/bpf_')) continue; // bpf/bpf_*.h: libbpf's headers
         // generated and run-time paths are named as such
-        if (/^(src|loader|abi)\/.*\.js$/.test(p) || p.endsWith('.o')) continue;
+        if (/^(src|loader|host|abi)\/.*\.js$/.test(p) || p.endsWith('.o')) continue;
         if (!fs.existsSync(path.join(ROOT, p))) missing.push(`${f}: ${p}`);
       }
     }

@@ -1,7 +1,8 @@
 // `podwarp doctor` rules and rendering on injected node facts (no root, no
 // probing): what passes, what fails and why, the exit status, both formats.
 import { describe, expect, it } from 'vitest';
-import { evaluate, readNeeds, type DoctorFacts } from '../../loader/doctor.js';
+import { evaluate, loadChecks, readNeeds, type DoctorFacts } from '../../src/doctor/checks.js';
+import { activePart, refusedPart } from '../../loader/parts.js';
 import { exitCode, render, report } from '../../src/commands/doctor.js';
 import { MAPS } from '../../abi/schema.js';
 
@@ -120,6 +121,66 @@ describe('podwarp doctor rules', () => {
     const r = report(evaluate(f, needs));
     expect(r.failed).toEqual(['attach tc ingress (clsact)']);
     expect(byName(f).get('program type tracing')!.result).toBe('pass');
+  });
+});
+
+describe("the scratch load's findings as checks", () => {
+  const loaded = {
+    programs: 15,
+    skMsg: true,
+    flowControl: { source: 'psock' as const },
+    parts: [activePart('map-dump', ['pw_svc_iter.o']), refusedPart('drain', ['pw_sock_iter.o'], 'EPERM: x')],
+    tc: {},
+    cgroups: [
+      { hook: 'connect4', prog: 'pw_lb_connect4' },
+      { hook: 'connect4', prog: 'pw_proxy_connect4' },
+      { hook: 'sendmsg4', prog: 'pw_lb_sendmsg4' },
+      { hook: 'getsockopt', prog: 'pw_proxy_getsockopt', error: 'Error: EINVAL' },
+      { hook: 'getsockopt', prog: 'pw_lb_x' },
+    ],
+    cgroupListing: 'effective' as const,
+  };
+
+  it('a refused core program is the one row, failed, with the kernel reason', () => {
+    expect(loadChecks({ refused: 'EPERM: BPF program load failed' })).toEqual([
+      expect.objectContaining({
+        check: 'load programs',
+        result: 'fail',
+        detail: 'the kernel refused a core program: EPERM: BPF program load failed',
+      }),
+    ]);
+  });
+
+  it('one row per step: programs, sk_msg, flow control, each part, tc, each cgroup hook (multi), the listing', () => {
+    const c = loadChecks(loaded);
+    expect(c.map((x) => [x.check, x.result])).toEqual([
+      ['load programs', 'pass'],
+      ['attach sk_msg verdict on sockhash', 'pass'],
+      ['sockmap flow control', 'pass'],
+      ['optional part map-dump', 'pass'],
+      ['optional part drain', 'warn'],
+      ['attach tc ingress (clsact)', 'pass'],
+      ['attach cgroup getsockopt', 'fail'],
+      ['attach cgroup connect4', 'pass'],
+      ['attach cgroup sendmsg4', 'pass'],
+      ['cgroup program listing', 'info'],
+    ]);
+    expect(c[0]!.detail).toBe('15 programs verified and pinned (scratch)');
+    expect(c.find((x) => x.check === 'attach cgroup connect4')!.detail).toBe('pw_lb_connect4, pw_proxy_connect4 (multi)');
+    expect(c.find((x) => x.check === 'attach cgroup getsockopt')!.detail).toBe('pw_proxy_getsockopt: Error: EINVAL');
+    expect(c.at(-1)!.detail).toMatch(/^fallback: /);
+  });
+
+  it('no unshare: the tc attach is skipped; a failed one fails; sockmap off: the sk_msg attach is skipped', () => {
+    const c = loadChecks({ ...loaded, skMsg: false, tc: undefined, cgroups: [], cgroupListing: undefined });
+    const by = new Map(c.map((x) => [x.check, x]));
+    expect(by.get('attach tc ingress (clsact)')).toMatchObject({ result: 'skip', detail: 'needs unshare' });
+    expect(by.get('attach sk_msg verdict on sockhash')!.result).toBe('skip');
+    expect(by.has('cgroup program listing')).toBe(false);
+    const failedTc = loadChecks({ ...loaded, tc: { error: 'Error: Unknown filter "bpf"' } }).find(
+      (x) => x.check === 'attach tc ingress (clsact)',
+    );
+    expect(failedTc).toMatchObject({ result: 'fail', detail: 'Error: Unknown filter "bpf"' });
   });
 });
 

@@ -4,10 +4,10 @@
 import type { V1Pod } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { CGROUP_HOOKS, EP_FLAGS } from '../../abi/schema.js';
-import type { NodeFacts } from '../../src/facts.js';
+import type { NodeFacts } from '../../src/facts/gather.js';
 import { policySelects, type NetworkPolicy, type Pod, type Snapshot } from '../../src/model.js';
 import { desired, isAmbient, type DesiredOptions } from '../../src/pods/desired.js';
-import { notAccelerated } from '../../src/report.js';
+import { notAccelerated } from '../../src/agent-report.js';
 import { podFrom, trim } from '../../src/sources/kube-convert.js';
 import { POLICY_APIS, policyFrom, trimPolicy, type PolicyApi } from '../../src/sources/kube-policies.js';
 

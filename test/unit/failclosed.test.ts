@@ -5,8 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { EP_FLAGS } from '../../abi/schema.js';
 import type { Datapath } from '../../loader/datapath.js';
 import { applyPlan, PodBackoff } from '../../src/pods/apply.js';
-import { desired } from '../../src/pods/desired.js';
-import type { NodeFacts } from '../../src/facts.js';
+import { desired, withApplyOutcome } from '../../src/pods/desired.js';
+import type { NodeFacts } from '../../src/facts/gather.js';
 import type { Pod, Snapshot } from '../../src/model.js';
 import { plan, type ActualState } from '../../src/pods/plan.js';
 
@@ -190,5 +190,21 @@ describe('applyPlan: fail closed', () => {
     expect(f.entries.has('10.0.0.4')).toBe(true); // c's delete failed, reported
     expect(r.errors.map((e) => e.step)).toEqual(['delete endpoint 10.0.0.4']);
     expect(enabledIps(f.entries).sort()).toEqual(['10.0.0.2', '10.0.0.3', '10.0.0.4']);
+  });
+});
+
+describe('withApplyOutcome: what a pass left', () => {
+  it('a pod the apply step left off is disabled with its reason, its entry not enabled; the desired state stays as it was', async () => {
+    const want = desired(snap(true), facts);
+    want.partial.set('ns/b', 'mesh-sidecar');
+    const before = structuredClone(want);
+    const r = await applyPlan(fakeDp((c) => c === 'tc attach v-b').dp, plan(want, empty));
+    const left = withApplyOutcome(want, r.failed);
+    expect(left.disabled.get('ns/b')).toBe('attach-failed');
+    expect(left.partial.has('ns/b')).toBe(false);
+    expect(left.endpoints.get('10.0.0.3')!.flags).toBe(0);
+    expect([...left.endpoints.values()].filter((e) => e.flags & EP_FLAGS.ENABLED).map((e) => e.pod)).toEqual(['ns/a', 'ns/c', 'ns/d']);
+    expect(want).toEqual(before);
+    expect(withApplyOutcome(want, new Map())).toBe(want);
   });
 });

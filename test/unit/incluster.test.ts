@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { run } from '../../loader/exec.js';
+import { run } from '../../host/exec.js';
 import { ROOT } from '../../loader/build.js';
 import { KubeSource, loadKubeConfig } from '../../src/sources/kubernetes.js';
 import { FakeApiServer } from '../k8s/apiserver.js';

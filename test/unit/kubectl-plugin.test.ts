@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { run } from '../../loader/exec.js';
+import { run } from '../../host/exec.js';
 import { KUBECTL_PLUGIN } from '../k8s/kubectl-plugin.js';
 
 // one canned pod per line: namespace, name, node, phase, ready, running-since

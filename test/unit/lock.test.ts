@@ -1,12 +1,12 @@
-// The node lock (loader/lock.ts) on a scratch directory: exclusive, the
+// The node lock (host/lock.ts) on a scratch directory: exclusive, the
 // waiter hears who holds it, a killed holder releases it, a removed and
 // re-made directory is locked again, /proc/locks parsing. No root needed.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { LockBusyError, PinLock, describeHolder, lockState, parseProcLocks, procLocksDev, type LockHolder } from '../../loader/lock.js';
-import { spawnHolder } from '../../loader/exec.js';
+import { LockBusyError, PinLock, describeHolder, lockState, parseProcLocks, procLocksDev, type LockHolder } from '../../host/lock.js';
+import { spawnHolder } from '../../host/exec.js';
 
 const dirs: string[] = [];
 const locks: PinLock[] = [];

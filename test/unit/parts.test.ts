@@ -2,9 +2,9 @@
 // part, the kernel's reason as an engineer reads it (never libbpf's memlock
 // guess), the test switch, and how doctor and the mount rules speak of them.
 import { describe, expect, it } from 'vitest';
-import { evaluate, partCheck, readNeeds, type DoctorFacts } from '../../loader/doctor.js';
-import { ToolError } from '../../loader/errors.js';
-import { propagates } from '../../loader/mounts.js';
+import { evaluate, partCheck, readNeeds, type DoctorFacts } from '../../src/doctor/checks.js';
+import { ToolError } from '../../host/errors.js';
+import { propagates } from '../../host/mounts.js';
 import {
   PART_IDS,
   TRACING,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { desired, withServiceOutcome } from '../../src/pods/desired.js';
-import type { NodeFacts } from '../../src/facts.js';
+import type { NodeFacts } from '../../src/facts/gather.js';
 import { EP_FLAGS } from '../../abi/schema.js';
 import type { Pod, Snapshot } from '../../src/model.js';
 import { plan, planSize, type ActualState } from '../../src/pods/plan.js';

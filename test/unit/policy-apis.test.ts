@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { EP_FLAGS } from '../../abi/schema.js';
-import type { NodeFacts } from '../../src/facts.js';
+import type { NodeFacts } from '../../src/facts/gather.js';
 import { ACCELERATE_LABEL } from '../../src/model.js';
 import { desired } from '../../src/pods/desired.js';
 import { KubeSource } from '../../src/sources/kubernetes.js';

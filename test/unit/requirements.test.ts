@@ -6,7 +6,7 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { BPF_SRC, build } from '../../loader/build.js';
 import { helperCallsBySection } from '../../loader/clang.js';
-import { readNeeds, sectionKind, type ProgramNeeds } from '../../loader/doctor.js';
+import { readNeeds, sectionKind, type ProgramNeeds } from '../../src/doctor/checks.js';
 
 /** Helper id → name, from libbpf's bpf_helper_defs.h (libbpf-dev, which the build needs anyway). */
 function helperNames(): Map<number, string> {

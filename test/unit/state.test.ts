@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { InputError } from '../../loader/errors.js';
+import { InputError } from '../../host/errors.js';
 import { loadStateFile, parseState, toSnapshot, writeStateFile, type StateFile } from '../../src/state/load.js';
 
 const loadState = (text: string) => toSnapshot(parseState(text));

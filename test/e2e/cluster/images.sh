@@ -97,7 +97,7 @@ if [[ ! -s $cache/node20-npm$NPM_VERSION.tar ]]; then
 fi
 
 # podwarp from the repo's Dockerfile
-ph=$(hash_of Dockerfile package.json package-lock.json tsconfig.json tsconfig.build.json scripts/bundle.mjs bin bpf loader src $(cd "$repo" && ls -d abi test/bench/pwperf.c test/bench/pwproxy.c 2>/dev/null))
+ph=$(hash_of Dockerfile package.json package-lock.json tsconfig.json tsconfig.build.json scripts/bundle.mjs bin bpf host loader src $(cd "$repo" && ls -d abi test/bench/pwperf.c test/bench/pwproxy.c 2>/dev/null))
 if [[ ! -s $cache/podwarp-$ph.tar ]]; then
   pm load -q -i "$cache/node20-npm$NPM_VERSION.tar" >&2
   t0=$(date +%s)

@@ -54,7 +54,7 @@ export function notAccelerated(pods: Pick<PodsResult, 'desired'>, snap: Snapshot
 }
 
 export const runDir = (): string => process.env.PODWARP_RUN_DIR ?? '/run/podwarp';
-export const reportPath = (): string => path.join(runDir(), 'agent.json');
+export const agentReportPath = (): string => path.join(runDir(), 'agent.json');
 
 export function namespaceCounts(
   pods: Pick<PodsResult, 'desired'>,
@@ -68,8 +68,8 @@ export function namespaceCounts(
   return out;
 }
 
-export function writeReport(r: AgentReport): void {
-  const file = reportPath();
+export function writeAgentReport(r: AgentReport): void {
+  const file = agentReportPath();
   fs.mkdirSync(path.dirname(file), { recursive: true });
   const tmp = `${file}.${process.pid}.tmp`;
   fs.writeFileSync(tmp, JSON.stringify(r, null, 2) + '\n');
@@ -77,9 +77,9 @@ export function writeReport(r: AgentReport): void {
 }
 
 /** The report, if an agent wrote one and is still running. */
-export function readReport(): (AgentReport & { running: boolean }) | undefined {
+export function readAgentReport(): (AgentReport & { running: boolean }) | undefined {
   try {
-    const r = JSON.parse(fs.readFileSync(reportPath(), 'utf8')) as AgentReport;
+    const r = JSON.parse(fs.readFileSync(agentReportPath(), 'utf8')) as AgentReport;
     let running = false;
     try {
       process.kill(r.pid, 0);

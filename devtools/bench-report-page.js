@@ -1,4 +1,4 @@
-// The script of the bench report page (inlined by devtools/report.ts after
+// The script of the bench report page (inlined by devtools/bench-report.ts after
 // Chart.js's UMD bundle): draws, for every group, one chart per figure (the
 // median per path as a bar, every round as a dot) and one chart of the
 // ratios against the group's baseline path. Plain browser JavaScript.

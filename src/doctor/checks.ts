@@ -1,25 +1,17 @@
-// `podwarp doctor`: every prerequisite of the agent, probed on this node.
-// gatherFacts() does the I/O (files, tool versions, `bpftool feature probe`,
-// and optionally a scratch load of the real objects attached to throwaway
-// targets); evaluate() turns facts into checks and is pure, so the rules are
-// unit-tested with injected facts. The agent runs the same checks (without
-// the scratch load: its own load follows) at start-up.
-import crypto from 'node:crypto';
+// `podwarp doctor`'s verdicts: the node's facts (src/doctor/probe.ts
+// probeNode) turned into checks, pass / warn / fail / info / skip with how to
+// fix. Pure, so the rules are unit-tested with injected facts. The agent runs
+// the same checks (without the scratch load: its own load follows) at
+// start-up.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { MAPS } from '../abi/schema.js';
-import * as bpftool from './bpftool.js';
-import { BPF_SRC, build, staleSources } from './build.js';
-import { HOOK_PROGS } from './cgroupattach.js';
-import { Datapath, describeFlowControl } from './datapath.js';
-import { errorMessage } from './errors.js';
-import { run, which } from './exec.js';
-import { bpffsMountedByPodwarp, ensureBpffs, findMount, parseMounts, reachableMounts } from './mounts.js';
-import { isCore, kernelReason, refusedPart, type Part } from './parts.js';
-import { MSG_PROG, TC_PROG } from './pins.js';
-import { TC_HANDLE, TC_PRIO } from './tcattach.js';
-import { findFilter, type TcFilter } from './tc.js';
+import { MAPS } from '../../abi/schema.js';
+import { findMount, parseMounts } from '../../host/mounts.js';
+import { BPF_SRC } from '../../loader/build.js';
+import { describeFlowControl } from '../../loader/flowcontrol.js';
+import { isCore, type Part } from '../../loader/parts.js';
+import { MSG_PROG, TC_PROG } from '../../loader/pins.js';
+import type { KernelProbe, ScratchLoad } from '../../loader/probes.js';
 
 /** pass / warn (runs, with a caveat) / fail (the agent cannot run) / info (nothing needed) / skip (not tried: an earlier check failed). */
 export type CheckResult = 'pass' | 'warn' | 'fail' | 'info' | 'skip';
@@ -32,7 +24,7 @@ export interface Check {
 
 export const KERNEL_FLOOR = [5, 10] as const;
 export const NODE_FLOOR = 20;
-// flock (util-linux) holds the node lock (loader/lock.ts): no agent or uninstall without it
+// flock (util-linux) holds the node lock (host/lock.ts): no agent or uninstall without it
 export const TOOLS = ['bpftool', 'tc', 'ip', 'clang', 'unshare', 'flock'] as const;
 export type Tool = (typeof TOOLS)[number];
 
@@ -44,9 +36,6 @@ export interface ProgramNeeds {
   /** Called only in a branch CO-RE removes on kernels that lack what it reads (the verifier never sees it there). */
   optionalHelpers?: string[];
 }
-
-/** What `bpftool feature probe kernel -j` says (the parts used here). */
-export type KernelProbe = bpftool.KernelFeatures;
 
 export interface DoctorFacts {
   uid: number;
@@ -86,7 +75,7 @@ export function sectionKind(section: string): { progType: string; attach: string
   if (fx) return { progType: 'tracing', attach: `fexit ${fx[1]} (pinned link)` };
   const it = /^iter\/(sockmap|bpf_map_elem)$/.exec(section);
   if (it) return { progType: 'tracing', attach: `iter ${it[1]}` };
-  throw new Error(`bpf/requirements.json: section "${section}" has no program type here (loader/doctor.ts sectionKind)`);
+  throw new Error(`bpf/requirements.json: section "${section}" has no program type here (src/doctor/checks.ts sectionKind)`);
 }
 
 export function readNeeds(file = path.join(BPF_SRC, 'requirements.json')): ProgramNeeds[] {
@@ -317,185 +306,6 @@ export function failed(checks: Check[]): Check[] {
   return checks.filter((c) => c.result === 'fail');
 }
 
-async function version(tool: Tool): Promise<string | undefined> {
-  const bin = await which(tool);
-  if (!bin) return undefined;
-  const arg = tool === 'tc' || tool === 'ip' ? '-V' : tool === 'bpftool' ? 'version' : '--version';
-  const r = await run(`${tool} version`, [tool, arg], { reject: false });
-  return (r.stdout.split('\n')[0] || r.stderr.split('\n')[0] || 'present').trim();
-}
-
-async function tcxSupport(hasBpftool: boolean): Promise<{ kernel: boolean; bpftool: boolean }> {
-  // the kernel has tcx when its symbols are there (names are readable even with kptr_restrict)
-  let kernel = false;
-  try {
-    kernel = /^[0-9a-f]+ [Tt] tcx_link_attach$/m.test(fs.readFileSync('/proc/kallsyms', 'utf8'));
-  } catch {
-    kernel = false;
-  }
-  let tool = false;
-  if (hasBpftool) {
-    const r = await run('bpftool net help', ['bpftool', 'net', 'help'], { reject: false });
-    tool = /tcx_(ingress|egress)/.test(r.stdout + r.stderr);
-  }
-  return { kernel, bpftool: tool };
-}
-
-/** Node facts; `load` adds the scratch load (root, bpffs, bpftool needed). */
-export async function gatherFacts(opts: { load: boolean }): Promise<DoctorFacts> {
-  const tools = Object.fromEntries(await Promise.all(TOOLS.map(async (t) => [t, await version(t)] as const))) as Record<
-    Tool,
-    string | undefined
-  >;
-  const uid = process.getuid?.() ?? -1;
-  let bpffsMounted: string | undefined;
-  let bpffsError: string | undefined;
-  if (uid === 0 && !findMount('bpf')) {
-    // as the agent does: a node without a bpffs gets one
-    try {
-      await ensureBpffs();
-      bpffsMounted = bpffsMountedByPodwarp();
-    } catch (e) {
-      bpffsError = errorMessage(e);
-    }
-  } else bpffsMounted = bpffsMountedByPodwarp();
-  const mounts = reachableMounts(); // /proc/mounts without hidden mounts
-  const f: DoctorFacts = {
-    uid,
-    kernel: os.release(),
-    node: process.version,
-    btf: fs.existsSync('/sys/kernel/btf/vmlinux'),
-    mounts,
-    bpffsMounted,
-    bpffsError,
-    tools,
-    staleSources: staleSources(),
-    toolchainImage: !!process.env.PODWARP_TOOLCHAIN_IMAGE && !!(await which('docker')),
-    tcx: await tcxSupport(!!tools.bpftool),
-  };
-  if (uid === 0 && tools.bpftool) {
-    try {
-      f.probe = await bpftool.featureProbeRaw();
-    } catch (e) {
-      f.probeError = errorMessage(e);
-    }
-  }
-  if (opts.load) {
-    const bpffs = findMount('bpf', mounts);
-    const cg2 = findMount('cgroup2', mounts);
-    const missing = [uid !== 0 && 'root', !tools.bpftool && 'bpftool', !tools.tc && 'tc', !bpffs && 'bpffs', !cg2 && 'cgroup2'].filter(
-      Boolean,
-    );
-    if (missing.length) f.loadSkipped = `needs ${missing.join(', ')}`;
-    else if (f.staleSources.length && !tools.clang && !f.toolchainImage) f.loadSkipped = 'the BPF objects must be built first (clang)';
-    else {
-      const r = await scratchLoad(cg2!, !!tools.unshare);
-      f.load = r.checks;
-      f.parts = r.parts;
-    }
-  }
-  return f;
-}
-
-/**
- * Loads the real objects into a scratch pin directory (the verifier checks
- * every program type, map type and helper), runs the iterators, attaches the
- * tc program to a veth in a throwaway network namespace and every
- * cgroup program to an empty scratch cgroup, then removes all of it.
- */
-async function scratchLoad(cg2: string, haveUnshare: boolean): Promise<{ checks: Check[]; parts?: Part[] }> {
-  const id = `${process.pid}_${crypto.randomBytes(3).toString('hex')}`;
-  const out: Check[] = [];
-  const dp = await Datapath.open(`pwdoctor_${id}`);
-  const cgDir = path.join(cg2, `podwarp-doctor-${id}`);
-  try {
-    const objs = await build();
-    try {
-      await dp.load(objs);
-      out.push({
-        check: 'load programs',
-        result: 'pass',
-        detail: `${dp.pins.progs().length} programs verified and pinned (scratch)`,
-        fix: '',
-      });
-    } catch (e) {
-      out.push({
-        check: 'load programs',
-        result: 'fail',
-        detail: `the kernel refused a core program: ${kernelReason(e)}`,
-        fix: 'a kernel that loads tc, sock_ops, sk_msg and cgroup sock_addr programs (≥ 5.10); the verifier log: PODWARP_LOG_LEVEL=debug',
-      });
-      return { checks: out };
-    }
-    out.push(
-      dp.pins.hasProg(MSG_PROG)
-        ? { check: 'attach sk_msg verdict on sockhash', result: 'pass', detail: `${MSG_PROG} on pw_sock`, fix: '' }
-        : { check: 'attach sk_msg verdict on sockhash', result: 'skip', detail: 'not loaded: the sockmap feature is off (below)', fix: '' },
-    );
-    out.push({
-      check: 'sockmap flow control',
-      result: 'pass',
-      detail: describeFlowControl(dp.flowControl),
-      fix: '',
-    });
-    const iters = fs.existsSync(dp.pins.iterDir) ? fs.readdirSync(dp.pins.iterDir).sort() : [];
-    for (const it of iters) {
-      try {
-        fs.readFileSync(dp.pins.iter(it));
-      } catch (e) {
-        // pinned but failing to run: the part cannot be used (the loader would fall back the same way)
-        const p = dp.parts.find((x) => x.objects.includes(`${it}_iter.o`));
-        if (p) Object.assign(p, refusedPart(p.part, p.objects, `running ${it}_iter: ${kernelReason(e)}`));
-      }
-    }
-    out.push(...dp.parts.map(partCheck));
-    out.push(
-      haveUnshare
-        ? await tcProbe(dp.pins.prog(TC_PROG))
-        : { check: 'attach tc ingress (clsact)', result: 'skip', detail: 'needs unshare', fix: '' },
-    );
-    fs.mkdirSync(cgDir);
-    const byHook = new Map<string, string[]>();
-    // a program of a feature the kernel refused is not pinned: its attach is not tried (the feature's row says why)
-    for (const [hook, , prog] of HOOK_PROGS.filter(([, , p]) => dp.pins.hasProg(p))) {
-      try {
-        await bpftool.cgroupAttach(cgDir, hook, dp.pins.prog(prog));
-        const progId = await dp.maps.progId(prog);
-        const shown = (await bpftool.cgroupShow(cgDir)).some((p) => p.id === progId && p.attach_type === bpftool.CGROUP_ATTACH[hook].shown);
-        await bpftool.cgroupDetach(cgDir, hook, progId);
-        if (!shown) throw new Error(`${prog} attached but not listed on the cgroup`);
-        byHook.set(hook, [...(byHook.get(hook) ?? []), prog]);
-      } catch (e) {
-        out.push({
-          check: `attach cgroup ${hook}`,
-          result: 'fail',
-          detail: `${prog}: ${errorMessage(e)}`,
-          fix: 'a kernel with CONFIG_CGROUP_BPF and this attach type (≥ 5.10)',
-        });
-      }
-    }
-    for (const [hook, progs] of byHook)
-      if (!out.some((c) => c.check === `attach cgroup ${hook}`))
-        out.push({ check: `attach cgroup ${hook}`, result: 'pass', detail: `${progs.join(', ')} (multi)`, fix: '' });
-    // which way bpftool lists a cgroup's programs here (kernels < 6.0 reject the attach-flags query)
-    const listing = bpftool.cgroupListingPath();
-    if (listing)
-      out.push({
-        check: 'cgroup program listing',
-        result: 'info',
-        detail:
-          listing === 'query'
-            ? '`bpftool cgroup show` (BPF_PROG_QUERY with attach flags)'
-            : 'fallback: `bpftool cgroup show … effective` minus the parent (this kernel rejects the attach-flags query, < 6.0)',
-        fix: '',
-      });
-    return { checks: out, parts: dp.parts };
-  } finally {
-    if (fs.existsSync(cgDir)) fs.rmdirSync(cgDir);
-    await dp.uninstall({ force: true, drainTimeoutMs: 0 });
-  }
-}
-
 /** A part as a check: active or not needed passes, refused warns with what podwarp does instead (the agent runs). */
 export function partCheck(p: Part): Check {
   return {
@@ -506,27 +316,57 @@ export function partCheck(p: Part): Check {
   };
 }
 
-/** tc clsact + cls_bpf direct-action on a veth, in a network namespace that dies with the command. */
-async function tcProbe(progPin: string): Promise<Check> {
-  const check = 'attach tc ingress (clsact)';
-  const script = [
-    // a veth pair: the dummy driver is a module some kernels lack
-    'ip link add pwdoc0 type veth peer name pwdoc1',
-    'tc qdisc add dev pwdoc0 clsact',
-    `tc filter add dev pwdoc0 ingress protocol all prio ${TC_PRIO} handle 0x${TC_HANDLE.toString(16)} bpf object-pinned "$1" direct-action`,
-    'tc -j filter show dev pwdoc0 ingress',
-  ].join(' && ');
-  try {
-    const r = await run('probe tc attach', ['unshare', '--net', 'sh', '-c', script, 'sh', progPin]);
-    const f = findFilter(JSON.parse(r.stdout) as TcFilter[], TC_PRIO, TC_HANDLE);
-    if (!f?.options?.['direct-action']) throw new Error(`filter not listed as bpf direct-action: ${r.stdout.slice(0, 200)}`);
-    return { check, result: 'pass', detail: `${TC_PROG} on a veth in a throwaway netns`, fix: '' };
-  } catch (e) {
-    return { check, result: 'fail', detail: errorMessage(e), fix: 'a kernel with CONFIG_NET_SCH_INGRESS (clsact) and CONFIG_NET_CLS_BPF' };
+/** The scratch load's findings (loader/probes.ts probeScratchLoad) as checks. */
+export function loadChecks(l: ScratchLoad): Check[] {
+  if ('refused' in l)
+    return [
+      {
+        check: 'load programs',
+        result: 'fail',
+        detail: `the kernel refused a core program: ${l.refused}`,
+        fix: 'a kernel that loads tc, sock_ops, sk_msg and cgroup sock_addr programs (≥ 5.10); the verifier log: PODWARP_LOG_LEVEL=debug',
+      },
+    ];
+  const out: Check[] = [
+    { check: 'load programs', result: 'pass', detail: `${l.programs} programs verified and pinned (scratch)`, fix: '' },
+    l.skMsg
+      ? { check: 'attach sk_msg verdict on sockhash', result: 'pass', detail: `${MSG_PROG} on pw_sock`, fix: '' }
+      : { check: 'attach sk_msg verdict on sockhash', result: 'skip', detail: 'not loaded: the sockmap feature is off (below)', fix: '' },
+    { check: 'sockmap flow control', result: 'pass', detail: describeFlowControl(l.flowControl), fix: '' },
+    ...l.parts.map(partCheck),
+  ];
+  const tc = 'attach tc ingress (clsact)';
+  out.push(
+    !l.tc
+      ? { check: tc, result: 'skip', detail: 'needs unshare', fix: '' }
+      : l.tc.error
+        ? { check: tc, result: 'fail', detail: l.tc.error, fix: 'a kernel with CONFIG_NET_SCH_INGRESS (clsact) and CONFIG_NET_CLS_BPF' }
+        : { check: tc, result: 'pass', detail: `${TC_PROG} on a veth in a throwaway netns`, fix: '' },
+  );
+  const failedHooks = new Set<string>();
+  for (const c of l.cgroups.filter((x) => x.error)) {
+    failedHooks.add(c.hook);
+    out.push({
+      check: `attach cgroup ${c.hook}`,
+      result: 'fail',
+      detail: `${c.prog}: ${c.error}`,
+      fix: 'a kernel with CONFIG_CGROUP_BPF and this attach type (≥ 5.10)',
+    });
   }
-}
-
-/** The checks, with the scratch load when `load`. */
-export async function doctor(opts: { load: boolean }): Promise<Check[]> {
-  return evaluate(await gatherFacts(opts));
+  const byHook = new Map<string, string[]>();
+  for (const c of l.cgroups.filter((x) => !x.error)) byHook.set(c.hook, [...(byHook.get(c.hook) ?? []), c.prog]);
+  for (const [hook, progs] of byHook)
+    if (!failedHooks.has(hook))
+      out.push({ check: `attach cgroup ${hook}`, result: 'pass', detail: `${progs.join(', ')} (multi)`, fix: '' });
+  if (l.cgroupListing)
+    out.push({
+      check: 'cgroup program listing',
+      result: 'info',
+      detail:
+        l.cgroupListing === 'query'
+          ? '`bpftool cgroup show` (BPF_PROG_QUERY with attach flags)'
+          : 'fallback: `bpftool cgroup show … effective` minus the parent (this kernel rejects the attach-flags query, < 6.0)',
+      fix: '',
+    });
+  return out;
 }

@@ -9,21 +9,12 @@
 // the interface holding the pod IP there and its veth peer on the host; else
 // the on-link /32 route to the pod IP and a neighbour entry. Anything not
 // found is `missing`, with why: the caller retries, nothing is guessed.
-import * as ipr from '../loader/ip.js';
-import { cgroup2Root } from '../loader/mounts.js';
-import { errorMessage } from '../loader/errors.js';
-import { normalizeUid, pidInCgroup, podPids, scanPodCgroups, type PodCgroupScan } from './facts/cgroups.js';
-import {
-  hostLinks,
-  hostRouteDev,
-  hostRoutes,
-  netnsOf,
-  probePodNet,
-  type DetailedLink,
-  type PodNet,
-  type RouteEntry,
-} from './facts/podnet.js';
-import { podKey, type Pod, type Snapshot } from './model.js';
+import * as ipr from '../../host/ip.js';
+import { cgroup2Root } from '../../host/mounts.js';
+import { errorMessage } from '../../host/errors.js';
+import { normalizeUid, pidInCgroup, podPids, scanPodCgroups, type PodCgroupScan } from './cgroups.js';
+import { hostLinks, hostRouteDev, hostRoutes, netnsOf, probePodNet, type DetailedLink, type PodNet, type RouteEntry } from './podnet.js';
+import { podKey, type Pod, type Snapshot } from '../model.js';
 
 export interface PodFacts {
   /** ifindex of the host end of the pod's veth. */

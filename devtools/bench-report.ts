@@ -1,11 +1,11 @@
 // The bench result as files: <dir>/bench.json (every round, medians, ratios,
 // machine facts) and <dir>/bench.html, one self-contained page: the result,
-// Chart.js's UMD bundle and the page script (report-page.js) all inline, so
+// Chart.js's UMD bundle and the page script (bench-report-page.js) all inline, so
 // it opens from disk or as a CI artifact without network access.
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { InputError } from '../loader/errors.js';
+import { InputError } from '../host/errors.js';
 import { BENCH_FORMAT, type BenchGroup, type BenchReport } from './bench.js';
 
 /** Chart.js's minified UMD bundle (devDependency chart.js; the package exports only its ESM/CJS entries). */
@@ -14,7 +14,7 @@ function chartJs(): string {
   return fs.readFileSync(path.join(path.dirname(cjs), 'chart.umd.min.js'), 'utf8');
 }
 
-const PAGE_SCRIPT = new URL('./report-page.js', import.meta.url);
+const PAGE_SCRIPT = new URL('./bench-report-page.js', import.meta.url);
 
 const esc = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 /** JSON inside <script>: no '<' at all, so nothing in it can close the element */
@@ -91,14 +91,14 @@ ${
 ${r.groups.map((g) => groupSection(g, opts.rounds)).join('\n')}
 <script id="bench-data" type="application/json">${jsonText(r)}</script>
 <script>${scriptText('chart.umd.min.js', chartJs())}</script>
-<script>${scriptText('report-page.js', fs.readFileSync(PAGE_SCRIPT, 'utf8'))}</script>
+<script>${scriptText('bench-report-page.js', fs.readFileSync(PAGE_SCRIPT, 'utf8'))}</script>
 </body>
 </html>
 `;
 }
 
 /** Writes <dir>/bench.json and <dir>/bench.html; returns their paths. */
-export function writeReport(r: BenchReport, dir: string): { json: string; html: string } {
+export function writeBenchReport(r: BenchReport, dir: string): { json: string; html: string } {
   fs.mkdirSync(dir, { recursive: true });
   const json = path.join(dir, 'bench.json');
   const html = path.join(dir, 'bench.html');
@@ -107,7 +107,7 @@ export function writeReport(r: BenchReport, dir: string): { json: string; html: 
   return { json, html };
 }
 
-export function readReport(file: string): BenchReport {
+export function readBenchReport(file: string): BenchReport {
   const r = JSON.parse(fs.readFileSync(file, 'utf8')) as BenchReport;
   if (r.format !== BENCH_FORMAT)
     throw new InputError(`${file}: not a podwarp bench result (format ${String(r.format)}, expected ${BENCH_FORMAT})`);

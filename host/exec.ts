@@ -72,7 +72,7 @@ export function spawnLong(argv: string[], opts: { env?: Record<string, string>; 
 
 /**
  * A child that holds something for as long as its stdin stays open (the
- * node lock, loader/lock.ts): stdin is a pipe this process keeps, so the
+ * node lock, host/lock.ts): stdin is a pipe this process keeps, so the
  * child sees EOF when this process exits, however it dies.
  */
 export function spawnHolder(argv: string[]): ResultPromise<{ stdin: 'pipe'; buffer: false; reject: false }> {
