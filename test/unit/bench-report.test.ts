@@ -55,6 +55,26 @@ describe(`bench report of ${path.relative(ROOT, source)}`, () => {
       }
   });
 
+  it("every group's figures stand next to the machine's facts, and the page says hosts compare by ratios", () => {
+    const html = renderHtml(report);
+    const m = report.machine;
+    const sections = html.split('<section id=').slice(1);
+    expect(sections).toHaveLength(report.groups.length);
+    for (const [i, s] of sections.entries()) {
+      const facts = /<p class="facts">([^<]*)<\/p>/.exec(s)?.[1];
+      expect(facts, report.groups[i]!.id).toBeDefined();
+      for (const want of [
+        m.hostname,
+        `kernel ${m.kernel}`,
+        `${m.cores} cores`,
+        `load ${m.loadavg[0]}`,
+        'compare another host by the ratios',
+      ])
+        expect(facts, `${report.groups[i]!.id}: ${want}`).toContain(want);
+    }
+    expect(html).toContain('a figure from another host is compared by its ratios, never as an absolute');
+  });
+
   it('the HTML is one self-contained file: data, Chart.js and the page script inline, nothing loaded from elsewhere', () => {
     const html = renderHtml(report);
     // the markup around the inline scripts (Chart.js's own source names URLs in comments and strings)
