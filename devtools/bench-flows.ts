@@ -283,7 +283,7 @@ export function slowReader(o: FlowsSetup): Promise<BenchGroup> {
     () =>
       withAgentSweep(o.dp, async () => {
         const seen = o.srv.lines().length;
-        const r = await stream(o.client, o.server.ip, o.port, { seconds: o.seconds, paceUs: SLOW_READER_PACE_US });
+        const r = await stream(o.client, o.server.ip, o.port, { seconds: o.seconds, paceUs: SLOW_READER_PACE_US, cpu: o.cpu });
         if (!r.ok) throw new Error(`slow reader: the reader's side failed: ${r.error ?? 'no byte received'}`);
         const w = (await o.srv.line(seen, scaled(10_000))) as { ok: boolean; stream_sent: number; stream_received: number };
         if (!w.ok || w.stream_sent !== r.received || w.stream_received !== r.sent)

@@ -272,9 +272,10 @@ export async function stream(
   pod: SandboxPod,
   ip: string,
   port: number,
-  o: { seconds: number; paceUs?: number; stopFile?: string },
+  o: { seconds: number; paceUs?: number; stopFile?: string; cpu?: number },
 ): Promise<StreamResult & { error?: string }> {
   const args = ['stream', '-c', ip, '-p', String(port), '-d', String(o.seconds), ...(o.paceUs ? ['-i', String(o.paceUs)] : [])];
+  args.push(...cpuArgs(o.cpu));
   // -x: the stream ends early (cleanly, both directions drained and checked) once this file exists
   if (o.stopFile) args.push('-x', o.stopFile);
   const r = await run(`pwperf stream from ${pod.name}`, podCommand(pod, [PWPERF, ...args]), {
