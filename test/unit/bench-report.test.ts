@@ -29,7 +29,9 @@ describe(`bench report of ${path.relative(ROOT, source)}`, () => {
     expect(report.machine.kernel).toMatch(/^\d+\.\d+/);
     expect(report.machine.cores).toBeGreaterThan(0);
     expect(Date.parse(report.started)).toBeLessThanOrEqual(Date.parse(report.finished));
-    expect(report.groups.map((g) => g.id)).toEqual(expect.arrayContaining(['pod-pod-routed', 'sidecar']));
+    expect(report.groups.map((g) => g.id)).toEqual(
+      expect.arrayContaining(['pod-pod-routed', 'sidecar', 'conn-pod-pod', 'conn-clusterip', 'long-transfer', 'slow-reader']),
+    );
     for (const g of report.groups) {
       expect(g.paths.map((p) => p.id)).toContain(g.baseline);
       for (const p of g.paths)
