@@ -10,6 +10,8 @@
     const n = parseInt(hex.slice(1), 16);
     return `rgba(${n >> 16}, ${(n >> 8) & 255}, ${n & 255}, ${alpha})`;
   };
+  const m = report.machine;
+  const host = `${m.hostname}: ${m.kernel}, ${m.cores} cores, load ${m.loadavg[0]}`;
   const fmt = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(2));
   Chart.defaults.animation = false;
   Chart.defaults.font.family = 'system-ui, sans-serif';
@@ -48,7 +50,7 @@
         options: {
           plugins: {
             title: { display: true, text: `${f.label} (${f.unit}, ${f.better} is better)` },
-            subtitle: { display: true, text: 'bar: median · dot: one round' },
+            subtitle: { display: true, text: `bar: median · dot: one round · ${host}` },
             legend: { display: false },
             tooltip: {
               callbacks: {
@@ -80,6 +82,7 @@
         indexAxis: 'y',
         plugins: {
           title: { display: true, text: `median against ${labelOf[g.baseline]} (×)` },
+          subtitle: { display: true, text: `measured on ${host}` },
           legend: { position: 'bottom' },
           tooltip: { callbacks: { label: (ctx) => `${ctx.dataset.label}: ${fmt(ctx.raw)}×` } },
         },

@@ -27,7 +27,12 @@ function scriptText(name: string, code: string): string {
 const fmt = (v: number | undefined) =>
   v === undefined ? '—' : Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(2);
 
-function groupSection(g: BenchGroup, rounds: number): string {
+/** The facts that make a figure mean something: shown next to every group's figures and in every chart. */
+function machineFacts(m: BenchReport['machine']): string {
+  return `host ${m.hostname}: kernel ${m.kernel}, ${m.cores} cores (${m.cpu}), ${m.memoryGiB} GiB, load ${m.loadavg[0]} at the start`;
+}
+
+function groupSection(g: BenchGroup, rounds: number, m: BenchReport['machine']): string {
   const others = g.paths.filter((p) => p.id !== g.baseline);
   const base = g.paths.find((p) => p.id === g.baseline)!;
   const head = `<tr><th>figure (median of ${rounds})</th>${g.paths.map((p) => `<th>${esc(p.label)}</th>`).join('')}${others
@@ -49,6 +54,7 @@ function groupSection(g: BenchGroup, rounds: number): string {
 <h2>${esc(g.title)}</h2>
 <p class="note">${esc(g.what)}</p>
 <table>${head}\n${rows}</table>
+<p class="facts">Measured on ${esc(machineFacts(m))}. Absolute figures hold for this machine only: compare another host by the ratios.</p>
 ${extra ? `<ul>${extra}</ul>` : ''}
 <div class="charts">
 ${canvases}
@@ -60,6 +66,7 @@ export function renderHtml(r: BenchReport): string {
   const m = r.machine;
   const busy = m.loadavg[0]! > m.cores;
   const opts = r.options;
+  const long = opts.longSeconds === undefined ? '' : `, the long transfer ${opts.longSeconds} s`;
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -69,7 +76,7 @@ export function renderHtml(r: BenchReport): string {
 <style>
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; max-width: 1320px; }
 h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 18px; margin: 28px 0 4px; }
-.note { color: #555; } .warn { background: #fff4e0; border-left: 4px solid #e67e22; padding: 6px 10px; }
+.note { color: #555; } .facts { color: #555; font-size: 13px; margin: 2px 0 8px; } .warn { background: #fff4e0; border-left: 4px solid #e67e22; padding: 6px 10px; }
 table { border-collapse: collapse; margin: 8px 0; } th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 .charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 12px; }
@@ -80,15 +87,16 @@ th:first-child, td:first-child { text-align: left; }
 <body>
 <h1>podwarp bench</h1>
 <p>${esc(r.started)} – ${esc(r.finished)} · kernel ${esc(m.kernel)} · ${m.cores} cores (${esc(m.cpu)}) · ${m.memoryGiB} GiB · node ${esc(m.node)} · host ${esc(m.hostname)}</p>
-<p>${opts.rounds} alternating rounds × ${opts.seconds} s per measurement${opts.quick ? ' (--quick)' : ''}; client and server ${
+<p>${opts.rounds} alternating rounds × ${opts.seconds} s per measurement${long}${opts.quick ? ' (--quick)' : ''}; client and server ${
     opts.cpu === null ? 'unpinned' : `pinned to CPU ${opts.cpu}`
-  }. Bars: medians; dots: every round; ratios are medians against the path podwarp replaces.</p>
+  }. Bars: medians; dots: every round; ratios are medians against the path podwarp replaces.
+The absolute figures depend on this machine (its kernel, CPU, memory and load): a figure from another host is compared by its ratios, never as an absolute.</p>
 ${
   busy
     ? `<p class="warn">The machine was busy when the run started (load average ${m.loadavg.join(' / ')} on ${m.cores} cores): these timings are not representative.</p>`
     : `<p class="note">load average at the start: ${m.loadavg.join(' / ')}</p>`
 }
-${r.groups.map((g) => groupSection(g, opts.rounds)).join('\n')}
+${r.groups.map((g) => groupSection(g, opts.rounds, m)).join('\n')}
 <script id="bench-data" type="application/json">${jsonText(r)}</script>
 <script>${scriptText('chart.umd.min.js', chartJs())}</script>
 <script>${scriptText('bench-report-page.js', fs.readFileSync(PAGE_SCRIPT, 'utf8'))}</script>

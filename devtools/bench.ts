@@ -5,6 +5,8 @@
 // and a self-contained HTML report of it (bench-report.ts).
 //   groups: pod→pod TCP in routed and bridge wiring (normal / tc / tc + sockmap),
 //           app→sidecar→pod (iptables REDIRECT / podwarp),
+//           new connections pod→pod and pod→ClusterIP, one long transfer, a slow
+//           reader (normal / tc / tc + sockmap; bench-flows.ts),
 //           ClusterIP connects per number of services (iptables / socket LB)
 import fs from 'node:fs';
 import os from 'node:os';
@@ -19,38 +21,15 @@ import {
   type SidecarComparison,
 } from './compare.js';
 import { measureServices, servicesTable, type ServicesResult } from './bench-services.js';
+import { connClusterIp, connPodPod, longTransfer, slowReader, type FlowsSetup } from './bench-flows.js';
 import { hasIperf3, median, prepareTools, scratchDatapath, startIperf3Server, startProxy, startServer } from './perf.js';
 import * as sandbox from './sandbox.js';
-import type { PathEvidence } from './evidence.js';
+import type { BenchGroup, Figure } from './bench-group.js';
 import { loadStateFile } from '../src/state/load.js';
 
 export const BENCH_FORMAT = 'podwarp-bench/1';
 
-export interface Figure {
-  key: string;
-  label: string;
-  unit: string;
-  better: 'lower' | 'higher';
-}
-
-/** One comparison: the same figures measured on each path, alternating rounds. */
-export interface BenchGroup {
-  id: string;
-  title: string;
-  what: string;
-  /** the path podwarp replaces; ratios are against it */
-  baseline: string;
-  paths: { id: string; label: string }[];
-  figures: Figure[];
-  /** per round: its figures, and how far the path's counters moved (devtools/evidence.ts; the round was refused if they contradict the path) */
-  rounds: { round: number; path: string; values: Record<string, number>; evidence: PathEvidence }[];
-  /** path → figure → median over the rounds */
-  median: Record<string, Record<string, number>>;
-  /** path → figure → median / the baseline's median */
-  ratio: Record<string, Record<string, number>>;
-  /** single measurements that belong to the group (not per round), e.g. map write times */
-  extra?: { label: string; value: number; unit: string }[];
-}
+export type { BenchGroup, Figure };
 
 export interface BenchReport {
   format: typeof BENCH_FORMAT;
@@ -60,6 +39,8 @@ export interface BenchReport {
   options: {
     rounds: number;
     seconds: number;
+    /** the long transfer's length (absent in results written before that group existed) */
+    longSeconds?: number;
     cpu: number | null;
     quick: boolean;
     wirings: sandbox.Wiring[];
@@ -72,6 +53,8 @@ export interface BenchReport {
 export interface BenchOptions {
   rounds: number;
   seconds: number;
+  /** the long transfer's length */
+  longSeconds: number;
   /** pin client and server to this CPU (undefined: unpinned) */
   cpu?: number;
   quick: boolean;
@@ -84,7 +67,7 @@ export interface BenchOptions {
 }
 
 /** --quick: the CI smoke, every group once at a small size. */
-export const QUICK = { rounds: 2, seconds: 0.5, services: [200] };
+export const QUICK = { rounds: 2, seconds: 0.5, longSeconds: 1, services: [200] };
 
 const POD_FIGURES: Figure[] = [
   { key: 'p50_us', label: 'TCP RR latency p50', unit: 'µs', better: 'lower' },
@@ -189,12 +172,16 @@ function hookSignals(): void {
     });
 }
 
-/** pod→pod (and, on the routed sandbox, app→sidecar) on one sandbox; everything removed afterwards, also on failure. */
+/**
+ * pod→pod (and, on the routed sandbox, app→sidecar; with `flows`, the groups
+ * of bench-flows.ts) on one sandbox; everything removed afterwards, also on failure.
+ */
 async function podToPod(
   o: BenchOptions,
   objs: string[],
   wiring: sandbox.Wiring,
-): Promise<{ pod: Comparison; sidecar?: SidecarComparison }> {
+  flows: boolean,
+): Promise<{ pod: Comparison; sidecar?: SidecarComparison; flows: BenchGroup[] }> {
   const { id, dir, dp } = await scratchDatapath('bench');
   let stop: (() => Promise<void>) | undefined;
   let done: Promise<void> | undefined;
@@ -229,7 +216,26 @@ async function podToPod(
       onRound: (r) => o.say(roundLine(r)),
     });
     o.say(comparisonTable(pod) + '\n');
-    if (!o.sidecar || wiring !== 'routed') return { pod };
+    const more: BenchGroup[] = [];
+    if (flows) {
+      const f: FlowsSetup = {
+        dp,
+        m,
+        base: snap,
+        client: m.pods[0]!,
+        server: m.pods[1]!,
+        srv,
+        port: 7300,
+        iperf3Port: ip3 ? 7301 : undefined,
+        rounds: o.rounds,
+        seconds: o.seconds,
+        longSeconds: o.longSeconds,
+        cpu: o.cpu,
+        say: o.say,
+      };
+      for (const group of [connPodPod, connClusterIp, longTransfer, slowReader]) more.push(await group(f));
+    }
+    if (!o.sidecar || wiring !== 'routed') return { pod, flows: more };
     o.say(`== app → sidecar → pod (routed): ${o.rounds} rounds × ${o.seconds}s\n`);
     const proxy = await startProxy(m.pods[0]!, 15001, 1337, o.cpu);
     try {
@@ -247,7 +253,7 @@ async function podToPod(
         onRound: o.say,
       });
       o.say(sidecarTable(sidecar) + '\n');
-      return { pod, sidecar };
+      return { pod, sidecar, flows: more };
     } finally {
       await proxy.stop();
     }
@@ -265,12 +271,15 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const objs = await prepareTools();
   const groups: BenchGroup[] = [];
   let sidecar: SidecarComparison | undefined;
-  for (const wiring of o.wirings) {
-    const r = await podToPod(o, objs, wiring);
+  const flows: BenchGroup[] = [];
+  for (const [i, wiring] of o.wirings.entries()) {
+    const r = await podToPod(o, objs, wiring, i === 0);
     groups.push(podGroup(r.pod, wiring));
     sidecar ??= r.sidecar;
+    flows.push(...r.flows);
   }
   if (sidecar) groups.push(sidecarGroup(sidecar));
+  groups.push(...flows);
   if (o.services.length) {
     const svc = await measureServices({
       objs,
@@ -294,6 +303,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     options: {
       rounds: o.rounds,
       seconds: o.seconds,
+      longSeconds: o.longSeconds,
       cpu: o.cpu ?? null,
       quick: o.quick,
       wirings: o.wirings,

@@ -77,7 +77,11 @@ program
   .option('--out <dir>', 'where bench.json and bench.html go', 'build/bench')
   .option('--rounds <n>', 'alternating rounds per comparison (medians are reported)', '5')
   .option('--seconds <s>', 'seconds per measurement', '3')
-  .option('--quick', `the smoke: ${QUICK.rounds} rounds × ${QUICK.seconds}s, ${QUICK.services.join(',')} services (unless given)`)
+  .option('--long-seconds <s>', 'length of the long transfer', '30')
+  .option(
+    '--quick',
+    `the smoke: ${QUICK.rounds} rounds × ${QUICK.seconds}s, a ${QUICK.longSeconds}s long transfer, ${QUICK.services.join(',')} services (unless given)`,
+  )
   .option('--services <n,…|none>', 'numbers of installed services for the ClusterIP comparison', '1000')
   .option('--wiring <routed,bridge>', 'sandbox wirings for pod→pod (app→sidecar runs on routed)', 'routed,bridge')
   .option('--cpu <n|none>', 'pin client and server to one CPU (none: unpinned)', '0')
@@ -89,6 +93,7 @@ program
         out: string;
         rounds: string;
         seconds: string;
+        longSeconds: string;
         quick?: boolean;
         services: string;
         wiring: string;
@@ -111,10 +116,11 @@ program
         const wirings = o.wiring.split(',').filter(Boolean);
         for (const w of wirings) if (w !== 'routed' && w !== 'bridge') throw new InputError(`--wiring ${w}: expected routed or bridge`);
         // --quick: its sizes, except what the command line sets itself
-        const quick = (k: 'rounds' | 'seconds' | 'services') => o.quick && cmd.getOptionValueSource(k) !== 'cli';
+        const quick = (k: 'rounds' | 'seconds' | 'longSeconds' | 'services') => o.quick && cmd.getOptionValueSource(k) !== 'cli';
         report = await runBench({
           rounds: quick('rounds') ? QUICK.rounds : num('--rounds', o.rounds, 1),
           seconds: quick('seconds') ? QUICK.seconds : num('--seconds', o.seconds, 0.1),
+          longSeconds: quick('longSeconds') ? QUICK.longSeconds : num('--long-seconds', o.longSeconds, 1),
           cpu: o.cpu === 'none' ? undefined : num('--cpu', o.cpu, 0),
           quick: Boolean(o.quick),
           wirings: wirings as ('routed' | 'bridge')[],

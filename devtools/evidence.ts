@@ -61,21 +61,34 @@ export const SIDECAR_PATH: Record<'iptables' | 'podwarp', Expectation> = {
   iptables: { msgRedirectedBytes: false },
   podwarp: { msgRedirectedBytes: true },
 };
+/**
+ * New connections to a ClusterIP (devtools/bench-flows.ts): on the normal path
+ * iptables resolves it and podwarp does nothing; on the others the socket LB
+ * translates and the tc fast path carries the connection, the sockmap its bytes.
+ */
+export const CONN_SVC_PATH: Record<'normal' | 'tc' | 'sockmap', Expectation> = {
+  normal: { lbTranslated: false, tcRedirected: false, msgRedirectedBytes: false },
+  tc: { lbTranslated: true, tcRedirected: true, msgRedirectedBytes: false },
+  sockmap: { lbTranslated: true, msgRedirectedBytes: true },
+};
 /** ClusterIP connects: the socket LB translates at connect(); with iptables it translates nothing. */
 export const SERVICES_PATH: Record<'iptables' | 'socket-lb', Expectation> = {
   iptables: { lbTranslated: false },
   'socket-lb': { lbTranslated: true },
 };
 
-/** The expectation of a bench group's path (devtools/bench.ts group ids). */
+/** The expectation of a bench group's path (group ids of devtools/bench.ts and devtools/bench-flows.ts). */
 export function expectedFor(group: string, path: string): Expectation | undefined {
-  const table: Record<string, Expectation> | undefined = group.startsWith('pod-pod-')
-    ? POD_PATH
-    : group === 'sidecar'
-      ? SIDECAR_PATH
-      : group.startsWith('services')
-        ? SERVICES_PATH
-        : undefined;
+  const table: Record<string, Expectation> | undefined =
+    group.startsWith('pod-pod-') || ['conn-pod-pod', 'long-transfer', 'slow-reader'].includes(group)
+      ? POD_PATH
+      : group === 'conn-clusterip'
+        ? CONN_SVC_PATH
+        : group === 'sidecar'
+          ? SIDECAR_PATH
+          : group.startsWith('services')
+            ? SERVICES_PATH
+            : undefined;
   return table?.[path];
 }
 

@@ -1,6 +1,7 @@
 // Traffic between sandbox pods with pwperf (devtools/tools/pwperf.c): used by the
 // demo, the integration tests and the benchmarks.
 import crypto from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -34,6 +35,8 @@ export interface Server {
   stop(): Promise<void>;
   /** JSON lines the server printed after its first (stream results). */
   lines(): Record<string, unknown>[];
+  /** lines()[index], once the server has printed it (a stream's line comes after the client has seen its end); rejects after `ms`. */
+  line(index: number, ms: number): Promise<Record<string, unknown>>;
 }
 
 /** Starts `pwperf server` in a pod and waits until it listens. */
@@ -50,13 +53,17 @@ export async function startProxy(pod: SandboxPod, port: number, uid: number, cpu
 export async function startListener(pod: SandboxPod, argv: string[]): Promise<Server> {
   const child = spawnLong(podCommand(pod, argv));
   const lines: Record<string, unknown>[] = [];
+  const printed = new EventEmitter();
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${path.basename(argv[0]!)} in ${pod.name} did not start`)), scaled(5000));
     onLines(child.stdout, (line) => {
       if (line.includes('listening')) {
         clearTimeout(timer);
         resolve();
-      } else if (line.startsWith('{')) lines.push(JSON.parse(line) as Record<string, unknown>);
+      } else if (line.startsWith('{')) {
+        lines.push(JSON.parse(line) as Record<string, unknown>);
+        printed.emit('line');
+      }
     });
     void child.then((r) => {
       clearTimeout(timer);
@@ -70,6 +77,24 @@ export async function startListener(pod: SandboxPod, argv: string[]): Promise<Se
       await Promise.race([child, new Promise((r) => setTimeout(r, 2000))]);
     },
     lines: () => lines,
+    line: (index, ms) =>
+      new Promise((resolve, reject) => {
+        const check = () => {
+          if (index >= lines.length) return;
+          done();
+          resolve(lines[index]!);
+        };
+        const timer = setTimeout(() => {
+          done();
+          reject(new Error(`${path.basename(argv[0]!)} in ${pod.name} printed no line ${index + 1} within ${ms} ms`));
+        }, ms);
+        const done = () => {
+          clearTimeout(timer);
+          printed.off('line', check);
+        };
+        printed.on('line', check);
+        check();
+      }),
   };
 }
 
@@ -247,9 +272,10 @@ export async function stream(
   pod: SandboxPod,
   ip: string,
   port: number,
-  o: { seconds: number; paceUs?: number; stopFile?: string },
+  o: { seconds: number; paceUs?: number; stopFile?: string; cpu?: number },
 ): Promise<StreamResult & { error?: string }> {
   const args = ['stream', '-c', ip, '-p', String(port), '-d', String(o.seconds), ...(o.paceUs ? ['-i', String(o.paceUs)] : [])];
+  args.push(...cpuArgs(o.cpu));
   // -x: the stream ends early (cleanly, both directions drained and checked) once this file exists
   if (o.stopFile) args.push('-x', o.stopFile);
   const r = await run(`pwperf stream from ${pod.name}`, podCommand(pod, [PWPERF, ...args]), {
@@ -287,6 +313,7 @@ export async function startIperf3Server(pod: SandboxPod, port: number): Promise<
       await child;
     },
     lines: () => [],
+    line: () => Promise.reject(new Error('iperf3 -s prints no result lines')),
   };
 }
 

@@ -2,8 +2,8 @@
 // side by side in one run (alternating rounds, medians, ratios). Not a timed
 // test. The same as `podwarp-dev bench` without the services group and
 // without the HTML report (devtools/bench.ts does the work).
-//   npm run bench -- [--rounds 5] [--seconds 3] [--cpu 0|none] [--json FILE] [--smoke]
-// --smoke: 1 round of 0.5 s per wiring, to prove the benchmark runs.
+//   npm run bench -- [--rounds 5] [--seconds 3] [--long-seconds 30] [--cpu 0|none] [--json FILE] [--smoke]
+// --smoke: 1 round of 0.5 s per wiring (a 1 s long transfer), to prove the benchmark runs.
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { runBench } from '../../devtools/bench.js';
@@ -12,6 +12,7 @@ const { values } = parseArgs({
   options: {
     rounds: { type: 'string', default: '5' },
     seconds: { type: 'string', default: '3' },
+    'long-seconds': { type: 'string', default: '30' },
     cpu: { type: 'string', default: '0' },
     json: { type: 'string' },
     smoke: { type: 'boolean', default: false },
@@ -20,6 +21,7 @@ const { values } = parseArgs({
 const report = await runBench({
   rounds: values.smoke ? 1 : Number(values.rounds),
   seconds: values.smoke ? 0.5 : Number(values.seconds),
+  longSeconds: values.smoke ? 1 : Number(values['long-seconds']),
   cpu: values.cpu === 'none' ? undefined : Number(values.cpu),
   quick: values.smoke,
   wirings: ['routed', 'bridge'],

@@ -1,7 +1,8 @@
 // `podwarp-dev bench` for real, at the smallest size (--quick, routed wiring,
-// no services group): bench.json holds every round of each path, bench.html
-// renders in headless Chromium (when installed), and nothing of the run is
-// left on the machine; interrupted in the middle of a round (SIGINT), it
+// no services group): bench.json holds every round of each path, the new
+// connections, long-transfer and slow-reader groups too, each round with the
+// counters of its path; bench.html renders in headless Chromium (when
+// installed), and nothing of the run is left on the machine; interrupted in the middle of a round (SIGINT), it
 // still removes everything it made.
 import { execa } from 'execa';
 import fs from 'node:fs';
@@ -11,6 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BenchReport } from '../../devtools/bench.js';
 import { hasChromium, visitReport } from '../../devtools/browser.js';
 import { readBenchReport } from '../../devtools/bench-report.js';
+import { contradictions, expectedFor } from '../../devtools/evidence.js';
+import { hasIperf3 } from '../../devtools/perf.js';
 import { onLines, run } from '../../host/exec.js';
 import * as ipr from '../../host/ip.js';
 import { cgroup2Root } from '../../host/mounts.js';
@@ -19,6 +22,8 @@ import { requireRoot, until } from './helpers.js';
 
 const DEV = path.join(ROOT, 'bin', 'podwarp-dev');
 const ARGS = ['bench', '--quick', '--wiring', 'routed', '--services', 'none'];
+/** the groups of devtools/bench-flows.ts, in their order */
+const FLOWS = ['conn-pod-pod', 'conn-clusterip', 'long-transfer', 'slow-reader'];
 
 /** What a bench run can make, machine-wide: compared before and after. */
 async function benchObjects(): Promise<string[]> {
@@ -55,13 +60,36 @@ describe('podwarp-dev bench', () => {
     const r = await execa(DEV, [...ARGS, '--out', out], { reject: false });
     expect(r.exitCode, r.stderr).toBe(0);
     const report: BenchReport = readBenchReport(path.join(out, 'bench.json'));
-    expect(report.options).toMatchObject({ rounds: 2, seconds: 0.5, quick: true, wirings: ['routed'], services: [] });
-    expect(report.groups.map((g) => g.id)).toEqual(['pod-pod-routed', 'sidecar']);
-    for (const g of report.groups)
+    expect(report.options).toMatchObject({ rounds: 2, seconds: 0.5, longSeconds: 1, quick: true, wirings: ['routed'], services: [] });
+    expect(report.groups.map((g) => g.id)).toEqual(['pod-pod-routed', 'sidecar', ...FLOWS]);
+    for (const g of report.groups) {
       for (const p of g.paths) {
         expect(g.rounds.filter((x) => x.path === p.id)).toHaveLength(2);
         for (const f of g.figures) expect(g.median[p.id]![f.key]).toBeGreaterThan(0);
       }
+      for (const r of g.rounds) expect(contradictions(r.evidence, expectedFor(g.id, r.path)!), `${g.id} ${r.round} ${r.path}`).toEqual([]);
+    }
+    const group = (id: string) => report.groups.find((g) => g.id === id)!;
+    for (const id of FLOWS) {
+      const g = group(id);
+      expect(g.baseline).toBe('normal');
+      // the three paths side by side, rounds alternating
+      expect(g.rounds.map((r) => `${r.round} ${r.path}`)).toEqual(['1 normal', '1 tc', '1 sockmap', '2 normal', '2 tc', '2 sockmap']);
+    }
+    expect(group('conn-clusterip').paths.map((p) => p.label)).toEqual([
+      'iptables DNAT (kube-proxy)',
+      'socket LB + tc',
+      'socket LB + tc + sockmap',
+    ]);
+    // every connect() to the ClusterIP translated by the socket LB (at least conn/s × the seconds of a round), none by iptables' path
+    for (const r of group('conn-clusterip').rounds)
+      if (r.path === 'normal') expect(r.evidence.lbTranslated).toBe(0);
+      else expect(r.evidence.lbTranslated).toBeGreaterThanOrEqual(Math.floor(r.values.conn_per_s! * report.options.seconds));
+    expect(group('long-transfer').figures.map((f) => f.label)).toEqual([
+      'TCP bulk, one 1 s stream (pwperf)',
+      ...((await hasIperf3()) ? ['TCP bulk, one 1 s stream (iperf3)'] : []),
+    ]);
+    expect(group('slow-reader').figures.map((f) => f.key)).toEqual(['goodput_mbs']);
     expect(await newObjects()).toEqual([]);
     // scripts/test.sh installs it (scripts/setup-browser.sh): without it the report is not checked, so the test fails
     expect(hasChromium(), 'headless Chromium (bash scripts/setup-browser.sh) to draw the report').toBe(true);

@@ -29,7 +29,9 @@ describe(`bench report of ${path.relative(ROOT, source)}`, () => {
     expect(report.machine.kernel).toMatch(/^\d+\.\d+/);
     expect(report.machine.cores).toBeGreaterThan(0);
     expect(Date.parse(report.started)).toBeLessThanOrEqual(Date.parse(report.finished));
-    expect(report.groups.map((g) => g.id)).toEqual(expect.arrayContaining(['pod-pod-routed', 'sidecar']));
+    expect(report.groups.map((g) => g.id)).toEqual(
+      expect.arrayContaining(['pod-pod-routed', 'sidecar', 'conn-pod-pod', 'conn-clusterip', 'long-transfer', 'slow-reader']),
+    );
     for (const g of report.groups) {
       expect(g.paths.map((p) => p.id)).toContain(g.baseline);
       for (const p of g.paths)
@@ -53,6 +55,26 @@ describe(`bench report of ${path.relative(ROOT, source)}`, () => {
         expect(want, `${g.id} ${r.path}: a path without an expectation`).toBeDefined();
         expect(contradictions(r.evidence, want!), `${g.id} round ${r.round} ${r.path}`).toEqual([]);
       }
+  });
+
+  it("every group's figures stand next to the machine's facts, and the page says hosts compare by ratios", () => {
+    const html = renderHtml(report);
+    const m = report.machine;
+    const sections = html.split('<section id=').slice(1);
+    expect(sections).toHaveLength(report.groups.length);
+    for (const [i, s] of sections.entries()) {
+      const facts = /<p class="facts">([^<]*)<\/p>/.exec(s)?.[1];
+      expect(facts, report.groups[i]!.id).toBeDefined();
+      for (const want of [
+        m.hostname,
+        `kernel ${m.kernel}`,
+        `${m.cores} cores`,
+        `load ${m.loadavg[0]}`,
+        'compare another host by the ratios',
+      ])
+        expect(facts, `${report.groups[i]!.id}: ${want}`).toContain(want);
+    }
+    expect(html).toContain('a figure from another host is compared by its ratios, never as an absolute');
   });
 
   it('the HTML is one self-contained file: data, Chart.js and the page script inline, nothing loaded from elsewhere', () => {
