@@ -406,12 +406,18 @@ export function registerScenarios(c: E2eCluster): void {
       );
       const rulesBefore = await kubeProxyRules();
 
+      // the socket LB's counters per protocol: read before, between and after the two phases
+      const lb = (a: StatRow[], b: StatRow[]) => ({
+        translated: stat(b, 'pw_lb', 'translated') - stat(a, 'pw_lb', 'translated'),
+        rev_nat: stat(b, 'pw_lb', 'rev_nat') - stat(a, 'pw_lb', 'rev_nat'),
+      });
       const pass = async () => {
-        const before = await stats();
+        const s0 = await stats();
         const tcp = await pwperfJson<ConnOut>(['conn', '-c', vip, '-p', '80', '-n', '60']);
+        const s1 = await stats();
         const udp = await pwperfJson<UdpOut>(['udp', '-c', vip, '-p', '80', '-n', '60']);
-        const after = await stats();
-        return { tcp, udp, translated: stat(after, 'pw_lb', 'translated') - stat(before, 'pw_lb', 'translated') };
+        const s2 = await stats();
+        return { tcp, udp, lb: { tcp: lb(s0, s1), udp: lb(s1, s2) } };
       };
       const viaKubeProxy = await pass();
       await c.podwarpCli(['enable', c.testNs]);
@@ -439,8 +445,14 @@ export function registerScenarios(c: E2eCluster): void {
         expect(Object.keys(r.udp.backends).length, `${name} UDP backends`).toBe(1);
         expect(want, `${name} UDP backend`).toContain(Object.keys(r.udp.backends)[0]);
       }
-      expect(viaKubeProxy.translated, 'socket LB off in a disabled namespace').toBe(0);
-      expect(viaPodwarp.translated, 'socket LB translated the connects and datagrams').toBeGreaterThanOrEqual(60);
+      const none = { translated: 0, rev_nat: 0 };
+      expect(viaKubeProxy.lb, 'socket LB off in a disabled namespace').toEqual({ tcp: none, udp: none });
+      // TCP: each connect() translated, each getpeername() answered with the ClusterIP;
+      // UDP: each datagram translated (sendmsg), each reply's source answered (recvmsg)
+      expect(viaPodwarp.lb, 'socket LB per protocol').toEqual({
+        tcp: { translated: 60, rev_nat: 60 },
+        udp: { translated: 60, rev_nat: 60 },
+      });
       expect(await kubeProxyRules(), "kube-proxy's rules").toEqual(rulesBefore);
 
       await c.podwarpCli(['disable', c.testNs]);
