@@ -15,6 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { expect, it } from 'vitest';
+import { MSG_REASONS } from '../../abi/schema.js';
 import { run, type RunResult } from '../../loader/exec.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -115,7 +116,11 @@ interface StatRow {
 const isPodCgroup = (p: string, uid: string) => p.endsWith(`/pod${uid}`) || p.endsWith(`-pod${uid.replace(/-/g, '_')}.slice`);
 const stat = (rows: StatRow[], program: string, reason: string) =>
   rows.find((s) => s.program === program && s.reason === reason)?.packets ?? 0;
-const skBytes = (rows: StatRow[]) => rows.find((x) => x.program === 'pw_sk_msg' && x.reason === 'redirected')?.bytes ?? 0;
+const msgBytes = (rows: StatRow[], reason: (typeof MSG_REASONS)[number]) =>
+  rows.find((x) => x.program === 'pw_sk_msg' && x.reason === reason)?.bytes ?? 0;
+const skBytes = (rows: StatRow[]) => msgBytes(rows, 'redirected');
+/** Bytes of every message pw_sk_msg saw, whatever its verdict: what the sockets in pw_sock sent. */
+const allMsgBytes = (rows: StatRow[]) => MSG_REASONS.reduce((n, r) => n + msgBytes(rows, r), 0);
 const nonZero = (rows: StatRow[]) =>
   rows
     .filter((s) => s.packets > 0)
@@ -367,6 +372,9 @@ export function registerScenarios(c: E2eCluster): void {
     const after = await stats();
     console.log(`counters before: ${nonZero(before)}\ncounters after:  ${nonZero(after)}`);
     expect(stat(after, 'pw_tc_egress', 'redirected')).toBe(stat(before, 'pw_tc_egress', 'redirected'));
+    // no new socket of theirs enters pw_sock, so sk_msg sees none of the 8 MiB, redirected or not
+    expect(stat(after, 'pw_sockops', 'added_pod'), 'sockets added to pw_sock').toBe(stat(before, 'pw_sockops', 'added_pod'));
+    expect(allMsgBytes(after), 'bytes through sk_msg').toBe(allMsgBytes(before));
   });
 
   step(
