@@ -15,8 +15,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { expect, it } from 'vitest';
-import { MSG_REASONS } from '../../abi/schema.js';
+import { encode, decode, fromHexBytes, toHexBytes } from '../../abi/codec.js';
+import { MSG_REASONS, STAT_GROUPS, mapDef } from '../../abi/schema.js';
 import { run, type RunResult } from '../../loader/exec.js';
+import { parseProcLocks, procLocksDev } from '../../loader/lock.js';
 import type { SocketRow } from '../../src/commands/dump.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -345,6 +347,28 @@ export function registerScenarios(c: E2eCluster): void {
       },
     };
   }
+  /**
+   * The holders of the node lock of a pin root (loader/lock.ts: a flock on
+   * the directory) as this host's /proc/locks shows them (one kernel): the
+   * writer of the node's datapath, whether or not an agent pod answers.
+   */
+  async function nodeLockHolders(pinRoot: string): Promise<() => number[]> {
+    const [dev, ino] = (await run('stat pin root', [...c.inNode, 'stat', '-c', '%d %i', pinRoot])).stdout.trim().split(' ');
+    const key = { dev: procLocksDev(BigInt(dev!)), ino: BigInt(ino!) };
+    return () =>
+      parseProcLocks(fs.readFileSync('/proc/locks', 'utf8'))
+        .filter((l) => !l.waiting && l.dev === key.dev && l.ino === key.ino)
+        .map((l) => l.pid);
+  }
+  /** sk_msg's redirected bytes from pw_stats by map id, with this host's bpftool (one kernel): readable while no agent pod runs. */
+  async function skBytesOfMap(id: number): Promise<number> {
+    const def = mapDef('pw_stats');
+    const g = STAT_GROUPS.find((x) => x.prog === 'pw_sk_msg')!;
+    const key = toHexBytes(encode(def.key, { reason: g.base + MSG_REASONS.indexOf('redirected') }));
+    const r = await run('bpftool map lookup', ['bpftool', '-j', 'map', 'lookup', 'id', String(id), 'key', ...key], { timeoutMs: 30_000 });
+    const e = JSON.parse(r.stdout) as { values: { value: string[] }[] };
+    return e.values.reduce((n, v) => n + Number(decode(def.value, fromHexBytes(v.value)).bytes), 0);
+  }
   /** kube-proxy's rules in the node's netns, without counters: its nat chains (iptables) or its `kube-proxy` table (nftables). */
   async function kubeProxyRules(): Promise<string[]> {
     const nft = c.proxyMode === 'nftables';
@@ -624,8 +648,29 @@ export function registerScenarios(c: E2eCluster): void {
     await s1.end('across the rollout');
 
     // the agent killed (no grace): the datapath stays, traffic goes on
+    const st = await podwarp<{ pinRoot: string; maps: { name: string; id?: number }[] }>(['status']);
+    const statsId = st.maps.find((m) => m.name === 'pw_stats')?.id ?? 0;
+    expect(statsId, 'pw_stats pinned').toBeGreaterThan(0);
+    const holders = await nodeLockHolders(st.pinRoot);
+    const agentHolder = holders();
+    expect(agentHolder, 'the agent holds the node lock').toHaveLength(1);
     const s2 = await acceleratedStream();
     await kubectl(['-n', agentNs, 'delete', 'pod', agentPod, '--grace-period=0', '--force'], { reject: false });
+    // the outage: the killed agent's lock went with it, and the next agent has not taken it yet
+    await until('the killed agent to release the node lock', async () => !holders().includes(agentHolder[0]!), MIN, 20);
+    expect(holders(), 'no agent holds the node lock').toEqual([]);
+    const b0 = await skBytesOfMap(statsId);
+    const b1 = await until(
+      'sk_msg redirecting the stream with no agent',
+      async () => {
+        const b = await skBytesOfMap(statsId);
+        return b > b0 ? b : undefined;
+      },
+      30_000,
+      50,
+    );
+    expect(holders(), 'still no agent while the counter moved').toEqual([]);
+    console.log(`with no agent running: sk_msg redirected +${b1 - b0} bytes`);
     await rollout();
     agentPod = await agentOnNode();
     await s2.end('across the killed agent');
