@@ -27,13 +27,16 @@
  *        ::ffff:IP (dual-stack applications: Java, .NET, Node udp6); reply
  *        sources and getpeername() are compared by their embedded IPv4
  *   (the server answers UDP on the same port too)
- *   pwperf stream -c IP -p PORT -d SECS [-i PACE_US] [-x STOPFILE]
+ *   pwperf stream -c IP -p PORT -d SECS [-i PACE_US [-P]] [-x STOPFILE]
  *        both directions at once for SECS, non-blocking I/O with poll() as
  *        proxies do, writes of varying size; every received byte is checked
  *        against its position in the peer's seeded stream, so a lost,
  *        duplicated or reordered byte is caught where it happens; -x: the
  *        client also stops sending (and drains, as at SECS) once STOPFILE
- *        exists, so a caller ends the stream when its steps are done
+ *        exists, so a caller ends the stream when its steps are done;
+ *        -P: the server paces its writes as the client does (-i), so that
+ *        neither direction outruns the other's reader, which reads between
+ *        its own paced writes (else the server writes unpaced)
  *
  * Exit status is non-zero on any I/O error, short read or data mismatch.
  * It is deliberately small C: a Node client would add tens of µs per round
@@ -60,7 +63,7 @@
 
 #define MAGIC 0x50575046u /* "PWPF" */
 enum { MODE_RR = 1, MODE_SINK = 2, MODE_STREAM = 3, MODE_ID = 4 };
-enum { F_VERIFY = 1 };
+enum { F_VERIFY = 1, F_PACED = 2 };
 
 struct hdr {
 	uint32_t magic, mode, size, flags;
@@ -297,14 +300,10 @@ static int run_stream(int fd, uint64_t send_seed, uint64_t recv_seed, double t_e
 static void serve_conn(int fd, struct hdr h)
 {
 	uint32_t mode = ntohl(h.mode), size = ntohl(h.size), flags = ntohl(h.flags);
-	if (size == 0 || size > (64u << 20))
-		exit(3);
-	char *buf = malloc(size);
-	if (!buf)
-		exit(3);
 	if (mode == MODE_STREAM) {
+		/* F_PACED: the client's pace (µs) is in `size`, and the server writes at it too */
 		struct stream_stats st = {};
-		int rc = run_stream(fd, SEED_S2C, SEED_C2S, 0, 0, &st);
+		int rc = run_stream(fd, SEED_S2C, SEED_C2S, 0, (flags & F_PACED) ? (long)size : 0, &st);
 		/* one line per stream connection, for the caller to match with the client's */
 		printf("{\"stream_received\":%llu,\"stream_sent\":%llu,\"ok\":%s}\n", (unsigned long long)st.received,
 		       (unsigned long long)st.sent, rc ? "false" : "true");
@@ -316,6 +315,11 @@ static void serve_conn(int fd, struct hdr h)
 		close(fd);
 		exit(rc);
 	}
+	if (size == 0 || size > (64u << 20))
+		exit(3);
+	char *buf = malloc(size);
+	if (!buf)
+		exit(3);
 	if (mode == MODE_RR) {
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -775,9 +779,9 @@ static int udp(const char *ip, int port, long n, int connected, int renew, int s
 	return errors || wrong_source || !peer_ok ? 7 : 0;
 }
 
-static int stream(const char *ip, int port, double secs, long pace_us)
+static int stream(const char *ip, int port, double secs, long pace_us, int pace_both)
 {
-	int fd = dial(ip, port, MODE_STREAM, 1, 0);
+	int fd = pace_both ? dial(ip, port, MODE_STREAM, (uint32_t)pace_us, F_PACED) : dial(ip, port, MODE_STREAM, 1, 0);
 	struct stream_stats st = {};
 	double start = now();
 	int rc = run_stream(fd, SEED_C2S, SEED_S2C, start + secs, pace_us, &st);
@@ -803,9 +807,10 @@ int main(int argc, char **argv)
 	}
 	const char *cmd = argv[1];
 	optind = 2;
-	int connected = 0, renew = 0, stepped = 0;
-	while ((opt = getopt(argc, argv, "c:p:s:n:d:w:i:b:va:x:CRS6")) != -1) {
+	int connected = 0, renew = 0, stepped = 0, pace_both = 0;
+	while ((opt = getopt(argc, argv, "c:p:s:n:d:w:i:b:va:x:CRS6P")) != -1) {
 		switch (opt) {
+		case 'P': pace_both = 1; break;
 		case 'x': g_stop_file = optarg; break;
 		case '6': g_v6 = 1; break;
 		case 'S': stepped = 1; break;
@@ -840,7 +845,7 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "udp"))
 		return udp(ip, port, n, connected, renew, stepped);
 	if (!strcmp(cmd, "stream"))
-		return stream(ip, port, secs ? secs : 2, pace);
+		return stream(ip, port, secs ? secs : 2, pace, pace_both);
 	if (!strcmp(cmd, "sink"))
 		return sink(ip, port, bytes, bytes ? 0 : (secs ? secs : 2), size ? size : 131072, verify);
 	fprintf(stderr, "pwperf: unknown command %s\n", cmd);

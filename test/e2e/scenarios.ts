@@ -15,7 +15,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { expect, it } from 'vitest';
+import { encode, decode, fromHexBytes, toHexBytes } from '../../abi/codec.js';
+import { MSG_REASONS, STAT_GROUPS, mapDef } from '../../abi/schema.js';
 import { run, type RunResult } from '../../host/exec.js';
+import { parseProcLocks, procLocksDev } from '../../host/lock.js';
+import type { SocketRow } from '../../src/commands/dump.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const MANIFEST = path.join(ROOT, 'deploy', 'podwarp.yaml');
@@ -115,12 +119,19 @@ interface StatRow {
 const isPodCgroup = (p: string, uid: string) => p.endsWith(`/pod${uid}`) || p.endsWith(`-pod${uid.replace(/-/g, '_')}.slice`);
 const stat = (rows: StatRow[], program: string, reason: string) =>
   rows.find((s) => s.program === program && s.reason === reason)?.packets ?? 0;
-const skBytes = (rows: StatRow[]) => rows.find((x) => x.program === 'pw_sk_msg' && x.reason === 'redirected')?.bytes ?? 0;
+const msgBytes = (rows: StatRow[], reason: (typeof MSG_REASONS)[number]) =>
+  rows.find((x) => x.program === 'pw_sk_msg' && x.reason === reason)?.bytes ?? 0;
+const skBytes = (rows: StatRow[]) => msgBytes(rows, 'redirected');
+/** Bytes of every message pw_sk_msg saw, whatever its verdict: what the sockets in pw_sock sent. */
+const allMsgBytes = (rows: StatRow[]) => MSG_REASONS.reduce((n, r) => n + msgBytes(rows, r), 0);
 const nonZero = (rows: StatRow[]) =>
   rows
     .filter((s) => s.packets > 0)
     .map((s) => `${s.program}/${s.reason}=${s.packets}`)
     .join(' ');
+
+/** The stream's header (struct hdr in pwperf.c): the client's first message, before the stream's bytes. */
+const STREAM_HEADER = 16;
 
 interface Sink {
   ok: boolean;
@@ -128,6 +139,17 @@ interface Sink {
   received: number;
   hash: string;
   server_hash: string;
+}
+interface StreamOut {
+  ok: boolean;
+  sent: number;
+  received: number;
+}
+/** The line `pwperf server` prints for each stream it served: what it received (every byte checked at its position) and sent. */
+interface ServedStream {
+  stream_received: number;
+  stream_sent: number;
+  ok: boolean;
 }
 interface ConnOut {
   connections: number;
@@ -163,8 +185,18 @@ function dnatTargets(rules: string[]): Set<string> {
 export function registerScenarios(c: E2eCluster): void {
   const kubectl = (args: string[], opts: KubectlOpts = {}) => c.kubectl(args, opts);
   const inNs = (args: string[]) => ['-n', c.testNs, ...args];
-  /** One scenario: a test whose failure prints the cluster's state. */
-  const step = (name: string, minutes: number, body: () => Promise<void>) => it(name, () => diagnosed(c, body), minutes * MIN);
+  /** How to stop the streams still running (a running accelerated stream would hold up the uninstall). */
+  const running = new Set<() => Promise<void>>();
+  /** One scenario: a test whose failure prints the cluster's state; the streams it started end with it. */
+  const step = (name: string, minutes: number, body: () => Promise<void>) =>
+    it(
+      name,
+      () =>
+        diagnosed(c, body).finally(async () => {
+          for (const stop of running) await stop();
+        }),
+      minutes * MIN,
+    );
   let agentPod = '';
   let serverIp = '';
   let clientIp = '';
@@ -233,6 +265,109 @@ export function registerScenarios(c: E2eCluster): void {
   async function sinkIntact(ip: string, bytes: number): Promise<void> {
     const s = await pwperfJson<Sink>(['sink', '-c', ip, '-p', String(PORT), '-b', String(bytes), '-v']);
     expect(s.ok && s.received === bytes && s.hash === s.server_hash, JSON.stringify(s)).toBe(true);
+  }
+  /** The lines of the stream connections the server pod served so far (its log). */
+  async function servedStreams(): Promise<ServedStream[]> {
+    const r = await kubectl(inNs(['logs', 'server']));
+    return r.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('{"stream_received"'))
+      .map((l) => JSON.parse(l) as ServedStream);
+  }
+  let streams = 0;
+  /**
+   * A checksummed stream client → server in both directions until `end()`
+   * (pwperf's stop file; at most 240 s), both ends paced (20 ms after each
+   * write of up to 64 KiB, about 1.6 MB/s each way; a reader reads between
+   * its own paced writes, so neither direction gets 16 MiB ahead of its
+   * reader and moves to TCP by flow control). Returns once both of its
+   * sockets are in pw_sock and redirecting: a disruption after that meets an
+   * accelerated stream.
+   */
+  async function acceleratedStream() {
+    const stopFile = `/pwe2e-stream-stop-${++streams}`;
+    const served = (await servedStreams()).length;
+    const before = await stats();
+    const args = ['stream', '-c', serverIp, '-p', String(PORT), '-d', '240', '-i', '20000', '-P', '-x', stopFile];
+    const done = pwperfJson<StreamOut>(args, 5 * MIN);
+    void done.catch(() => undefined); // awaited by end(); a failure meanwhile is not an unhandled rejection
+    const stop = async () => {
+      running.delete(stop);
+      await kubectl(inNs(['exec', 'client', '--', 'touch', stopFile]), { reject: false });
+      await done.catch(() => undefined);
+    };
+    running.add(stop);
+    const isStream = (x: SocketRow) =>
+      (x.local.startsWith(`${clientIp}:`) && x.remote === `${serverIp}:${PORT}`) ||
+      (x.local === `${serverIp}:${PORT}` && x.remote.startsWith(`${clientIp}:`));
+    // each socket's flow is decided at its first message, for good (docs/sockmap.md)
+    const flows = await until(
+      "the stream's two sockets in pw_sock, their flows decided",
+      async () => {
+        const mine = (await podwarp<{ sockets: SocketRow[] }>(['dump', 'sockets'])).sockets.filter(isStream);
+        if (mine.length !== 2 || mine.some((x) => x.flow === 'undecided')) throw new Error(`in pw_sock: ${JSON.stringify(mine)}`);
+        return mine.map((x) => `${x.local} ${x.flow}`);
+      },
+      60_000,
+      250,
+    );
+    expect(
+      flows.filter((f) => !f.endsWith(' redirect')),
+      'stream sockets not redirecting',
+    ).toEqual([]);
+    return {
+      /** Stops the stream: the server got every byte the client sent and the reverse, and sk_msg redirected all of it. */
+      async end(what: string): Promise<void> {
+        await stop();
+        const out = await done;
+        const after = await stats();
+        const lines = await until(
+          `the server's line of the stream ${what}`,
+          async () => {
+            const l = await servedStreams();
+            return l.length > served ? l : undefined;
+          },
+          60_000,
+        );
+        const d = Object.fromEntries(MSG_REASONS.map((r) => [r, msgBytes(after, r) - msgBytes(before, r)]));
+        console.log(
+          `stream ${what}: client ${JSON.stringify(out)}, server ${JSON.stringify(lines.at(-1))}; sk_msg bytes ${JSON.stringify(d)}`,
+        );
+        expect(out.ok, JSON.stringify(out)).toBe(true);
+        expect(lines.length, 'stream connections served').toBe(served + 1);
+        // the server's counts are the client's, crossed: a lost tail either way shows here
+        expect(lines.at(-1), `the server's side of the stream ${what}`).toEqual({
+          stream_received: out.sent,
+          stream_sent: out.received,
+          ok: true,
+        });
+        // sk_msg redirected every message of the stream, its header and both directions, and nothing else
+        const all = Object.fromEntries(MSG_REASONS.map((r) => [r, 0]));
+        expect(d, `sk_msg bytes by verdict ${what}`).toEqual({ ...all, redirected: STREAM_HEADER + out.sent + out.received });
+      },
+    };
+  }
+  /**
+   * The holders of the node lock of a pin root (loader/lock.ts: a flock on
+   * the directory) as this host's /proc/locks shows them (one kernel): the
+   * writer of the node's datapath, whether or not an agent pod answers.
+   */
+  async function nodeLockHolders(pinRoot: string): Promise<() => number[]> {
+    const [dev, ino] = (await run('stat pin root', [...c.inNode, 'stat', '-c', '%d %i', pinRoot])).stdout.trim().split(' ');
+    const key = { dev: procLocksDev(BigInt(dev!)), ino: BigInt(ino!) };
+    return () =>
+      parseProcLocks(fs.readFileSync('/proc/locks', 'utf8'))
+        .filter((l) => !l.waiting && l.dev === key.dev && l.ino === key.ino)
+        .map((l) => l.pid);
+  }
+  /** sk_msg's redirected bytes from pw_stats by map id, with this host's bpftool (one kernel): readable while no agent pod runs. */
+  async function skBytesOfMap(id: number): Promise<number> {
+    const def = mapDef('pw_stats');
+    const g = STAT_GROUPS.find((x) => x.prog === 'pw_sk_msg')!;
+    const key = toHexBytes(encode(def.key, { reason: g.base + MSG_REASONS.indexOf('redirected') }));
+    const r = await run('bpftool map lookup', ['bpftool', '-j', 'map', 'lookup', 'id', String(id), 'key', ...key], { timeoutMs: 30_000 });
+    const e = JSON.parse(r.stdout) as { values: { value: string[] }[] };
+    return e.values.reduce((n, v) => n + Number(decode(def.value, fromHexBytes(v.value)).bytes), 0);
   }
   /** kube-proxy's rules in the node's netns, without counters: its nat chains (iptables) or its `kube-proxy` table (nftables). */
   async function kubeProxyRules(): Promise<string[]> {
@@ -367,6 +502,9 @@ export function registerScenarios(c: E2eCluster): void {
     const after = await stats();
     console.log(`counters before: ${nonZero(before)}\ncounters after:  ${nonZero(after)}`);
     expect(stat(after, 'pw_tc_egress', 'redirected')).toBe(stat(before, 'pw_tc_egress', 'redirected'));
+    // no new socket of theirs enters pw_sock, so sk_msg sees none of the 8 MiB, redirected or not
+    expect(stat(after, 'pw_sockops', 'added_pod'), 'sockets added to pw_sock').toBe(stat(before, 'pw_sockops', 'added_pod'));
+    expect(allMsgBytes(after), 'bytes through sk_msg').toBe(allMsgBytes(before));
   });
 
   step(
@@ -406,12 +544,18 @@ export function registerScenarios(c: E2eCluster): void {
       );
       const rulesBefore = await kubeProxyRules();
 
+      // the socket LB's counters per protocol: read before, between and after the two phases
+      const lb = (a: StatRow[], b: StatRow[]) => ({
+        translated: stat(b, 'pw_lb', 'translated') - stat(a, 'pw_lb', 'translated'),
+        rev_nat: stat(b, 'pw_lb', 'rev_nat') - stat(a, 'pw_lb', 'rev_nat'),
+      });
       const pass = async () => {
-        const before = await stats();
+        const s0 = await stats();
         const tcp = await pwperfJson<ConnOut>(['conn', '-c', vip, '-p', '80', '-n', '60']);
+        const s1 = await stats();
         const udp = await pwperfJson<UdpOut>(['udp', '-c', vip, '-p', '80', '-n', '60']);
-        const after = await stats();
-        return { tcp, udp, translated: stat(after, 'pw_lb', 'translated') - stat(before, 'pw_lb', 'translated') };
+        const s2 = await stats();
+        return { tcp, udp, lb: { tcp: lb(s0, s1), udp: lb(s1, s2) } };
       };
       const viaKubeProxy = await pass();
       await c.podwarpCli(['enable', c.testNs]);
@@ -439,8 +583,14 @@ export function registerScenarios(c: E2eCluster): void {
         expect(Object.keys(r.udp.backends).length, `${name} UDP backends`).toBe(1);
         expect(want, `${name} UDP backend`).toContain(Object.keys(r.udp.backends)[0]);
       }
-      expect(viaKubeProxy.translated, 'socket LB off in a disabled namespace').toBe(0);
-      expect(viaPodwarp.translated, 'socket LB translated the connects and datagrams').toBeGreaterThanOrEqual(60);
+      const none = { translated: 0, rev_nat: 0 };
+      expect(viaKubeProxy.lb, 'socket LB off in a disabled namespace').toEqual({ tcp: none, udp: none });
+      // TCP: each connect() translated, each getpeername() answered with the ClusterIP;
+      // UDP: each datagram translated (sendmsg), each reply's source answered (recvmsg)
+      expect(viaPodwarp.lb, 'socket LB per protocol').toEqual({
+        tcp: { translated: 60, rev_nat: 60 },
+        udp: { translated: 60, rev_nat: 60 },
+      });
       expect(await kubeProxyRules(), "kube-proxy's rules").toEqual(rulesBefore);
 
       await c.podwarpCli(['disable', c.testNs]);
@@ -483,42 +633,47 @@ export function registerScenarios(c: E2eCluster): void {
     await kubectl(['label', 'namespace', c.testNs, `${ACCELERATE_LABEL}-`]);
   });
 
-  step('a rolling update of the DaemonSet (new image tag) and a killed agent under a checksummed stream: no byte lost', 8, async () => {
+  step('a rolling update of the DaemonSet (new image tag) and a killed agent under checksummed streams: no byte lost', 10, async () => {
     expect(server2Ip, 'the service step passed').not.toBe('');
     await kubectl(inNs(['delete', 'networkpolicy', '--all']));
     await kubectl(['label', 'namespace', c.testNs, `${ACCELERATE_LABEL}=true`, '--overwrite']);
     await until('client and server enabled', allEnabled([serverIp, clientIp], true), 90_000);
     // the same image under a new tag: a real rollout, nothing pulled
     await c.tagImage('docker.io/library/podwarp:dev', 'docker.io/library/podwarp:e2e-next');
-    const stream = (secs: number) =>
-      pwperfJson<{ ok: boolean; sent: number; received: number }>(
-        ['stream', '-c', serverIp, '-p', String(PORT), '-d', String(secs), '-i', '200'],
-        3 * MIN,
-      );
-    const before = await stats();
-    const s1 = stream(30);
-    await new Promise((r) => setTimeout(r, 3000));
+    const s1 = await acceleratedStream();
     const container = ds.spec.template.spec.containers[0].name as string;
     await kubectl(['-n', agentNs, 'set', 'image', `daemonset/${ds.metadata.name}`, `${container}=podwarp:e2e-next`]);
     await rollout();
-    const r1 = await s1;
     agentPod = await agentOnNode();
-    const after = await stats();
-    console.log(
-      `stream across the rollout: ${JSON.stringify(r1)}; sk_msg redirected +${stat(after, 'pw_sk_msg', 'redirected') - stat(before, 'pw_sk_msg', 'redirected')}`,
-    );
-    expect(r1.ok, JSON.stringify(r1)).toBe(true);
-    expect(stat(after, 'pw_sk_msg', 'redirected')).toBeGreaterThan(stat(before, 'pw_sk_msg', 'redirected'));
+    await s1.end('across the rollout');
 
     // the agent killed (no grace): the datapath stays, traffic goes on
-    const s2 = stream(20);
-    await new Promise((r) => setTimeout(r, 3000));
+    const st = await podwarp<{ pinRoot: string; maps: { name: string; id?: number }[] }>(['status']);
+    const statsId = st.maps.find((m) => m.name === 'pw_stats')?.id ?? 0;
+    expect(statsId, 'pw_stats pinned').toBeGreaterThan(0);
+    const holders = await nodeLockHolders(st.pinRoot);
+    const agentHolder = holders();
+    expect(agentHolder, 'the agent holds the node lock').toHaveLength(1);
+    const s2 = await acceleratedStream();
     await kubectl(['-n', agentNs, 'delete', 'pod', agentPod, '--grace-period=0', '--force'], { reject: false });
-    const r2 = await s2;
-    console.log(`stream across the killed agent: ${JSON.stringify(r2)}`);
-    expect(r2.ok, JSON.stringify(r2)).toBe(true);
+    // the outage: the killed agent's lock went with it, and the next agent has not taken it yet
+    await until('the killed agent to release the node lock', async () => !holders().includes(agentHolder[0]!), MIN, 20);
+    expect(holders(), 'no agent holds the node lock').toEqual([]);
+    const b0 = await skBytesOfMap(statsId);
+    const b1 = await until(
+      'sk_msg redirecting the stream with no agent',
+      async () => {
+        const b = await skBytesOfMap(statsId);
+        return b > b0 ? b : undefined;
+      },
+      30_000,
+      50,
+    );
+    expect(holders(), 'still no agent while the counter moved').toEqual([]);
+    console.log(`with no agent running: sk_msg redirected +${b1 - b0} bytes`);
     await rollout();
     agentPod = await agentOnNode();
+    await s2.end('across the killed agent');
   });
 
   step('kubectl delete of the DaemonSet + podwarp uninstall (deploy/README.md): nothing of podwarp left on the node', 5, async () => {

@@ -286,6 +286,12 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
           if (reachable.length) expect(nat).toBe(0);
         } else {
           for (const b of [...off.backends, ...on.backends]) expect(reachable).toContain(b);
+          // one socket is one flow: kube-proxy's conntrack entry keeps all its datagrams on one
+          // backend, and so does the socket LB (a hash of the socket); every one was answered (ok)
+          if (reachable.length) {
+            expect(off.backends, `kube-proxy's rules: ${off.detail}`).toHaveLength(1);
+            expect(on.backends, `socket LB: ${on.detail}`).toHaveLength(1);
+          }
           if (proto === 'UDP' && reachable.length) {
             // per datagram by pw_lb_send4 (v4-mapped too), each reply's source by pw_lb_recv4/pw_lb_recv6
             expect(d.translated).toBe(n);
@@ -744,6 +750,10 @@ describe('external IPs and LoadBalancer IPs from a pod: kube-proxy rules and the
       if (proto === 'TCP') {
         expect(off.backends).toEqual(reachable);
         expect(on.backends).toEqual(reachable);
+      } else if (reachable.length) {
+        // one socket is one flow: all its datagrams reach one backend, with kube-proxy's rules as with the socket LB
+        expect(off.backends, `baseline: ${off.detail}`).toHaveLength(1);
+        expect(on.backends, `socket LB: ${on.detail}`).toHaveLength(1);
       }
       // the frontend is in pw_svc with the backends kube-proxy's short-circuit uses, or with none (left, with its reason)
       const rows = await serviceRows(sb.env!.dp);
@@ -753,10 +763,14 @@ describe('external IPs and LoadBalancer IPs from a pod: kube-proxy rules and the
       const key = `${dialled}:${PORT}/${protocol === 'TCP' ? 6 : 17}`;
       expect(sync.leftServices().find((l) => l.frontend === key)?.reason).toBe(sc.left);
       expect(sync.namedFrontends(100).find((f) => f.frontend === key)?.kind).toBe(sc.dial === 'externalIP' ? 'external_ip' : 'lb_ingress');
-      // who answered: the socket LB (connected UDP: same outcome either way, see the note in the brief) or kube-proxy's rule
-      if (!sc.translated) expect(d.translated).toBe(0);
-      else if (proto === 'TCP') expect(d.translated).toBe(n);
-      else if (proto === 'UDP') expect(d.translated).toBeGreaterThan(0);
+      // who answered: the socket LB, or kube-proxy's rule (a left frontend, and connected UDP always: docs/services.md).
+      // Translated: TCP each connect() by pw_lb_conn4 and each getpeername() by pw_lb_peer4; unconnected UDP
+      // each datagram by pw_lb_send4 and each reply's source by pw_lb_recv4
+      const translated = sc.translated && proto !== 'UDP-connected';
+      expect(d.translated).toBe(translated ? n : 0);
+      expect(d.rev_nat).toBe(translated ? n : 0);
+      // every frontend is in pw_svc (a left one with count 0): the one connect() of the UDP socket is counted and left to kube-proxy
+      if (proto === 'UDP-connected') expect(d.udp_connected_left).toBe(1);
     });
   }
 });
