@@ -348,7 +348,7 @@ export function registerScenarios(c: E2eCluster): void {
     };
   }
   /**
-   * The holders of the node lock of a pin root (loader/lock.ts: a flock on
+   * The holders of the node lock of a pin root (host/lock.ts: a flock on
    * the directory) as this host's /proc/locks shows them (one kernel): the
    * writer of the node's datapath, whether or not an agent pod answers.
    */
