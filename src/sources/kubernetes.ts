@@ -37,6 +37,13 @@ import {
 } from './kube-convert.js';
 
 export const ZONE_LABEL = 'topology.kubernetes.io/zone';
+/**
+ * kube-proxy's Service and EndpointSlice informers list only what no other
+ * proxy is named for (service.kubernetes.io/service-proxy-name) and no
+ * headless slice (service.kubernetes.io/headless); podwarp's do the same, so
+ * a Service meant for another proxy is never translated at connect().
+ */
+export const PROXIED_BY_US = '!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless';
 
 export type Kind = 'namespaces' | 'pods' | 'services' | 'endpointslices' | 'networkpolicies';
 export const KINDS: Kind[] = ['namespaces', 'pods', 'services', 'endpointslices', 'networkpolicies'];
@@ -179,8 +186,9 @@ export class KubeSource {
     const net = this.kc.makeApiClient(NetworkingV1Api);
     const node = this.opts.node;
     type Page = { items: KubernetesObject[]; metadata?: { resourceVersion?: string; _continue?: string } };
-    type Params = { limit: number; _continue?: string; fieldSelector?: string };
-    const defs: [Kind, string, (p: Params) => Promise<Page>, string?][] = [
+    type Params = { limit: number; _continue?: string; fieldSelector?: string; labelSelector?: string };
+    // kind, path, list call, field selector, label selector (the watch asks for the same)
+    const defs: [Kind, string, (p: Params) => Promise<Page>, string?, string?][] = [
       ['namespaces', '/api/v1/namespaces', (p) => core.listNamespace(p)],
       [
         'pods',
@@ -188,11 +196,23 @@ export class KubeSource {
         (p) => core.listPodForAllNamespaces({ ...p, fieldSelector: `spec.nodeName=${node}` }),
         `spec.nodeName=${node}`,
       ],
-      ['services', '/api/v1/services', (p) => core.listServiceForAllNamespaces(p)],
-      ['endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', (p) => disc.listEndpointSliceForAllNamespaces(p)],
+      [
+        'services',
+        '/api/v1/services',
+        (p) => core.listServiceForAllNamespaces({ ...p, labelSelector: PROXIED_BY_US }),
+        undefined,
+        PROXIED_BY_US,
+      ],
+      [
+        'endpointslices',
+        '/apis/discovery.k8s.io/v1/endpointslices',
+        (p) => disc.listEndpointSliceForAllNamespaces({ ...p, labelSelector: PROXIED_BY_US }),
+        undefined,
+        PROXIED_BY_US,
+      ],
       ['networkpolicies', '/apis/networking.k8s.io/v1/networkpolicies', (p) => net.listNetworkPolicyForAllNamespaces(p)],
     ];
-    for (const [kind, path, list, fieldSelector] of defs) {
+    for (const [kind, path, list, fieldSelector, labelSelector] of defs) {
       // paged (like client-go's reflector), trimmed page by page: a 10,000-object list never sits in memory whole
       const listFn = async () => {
         const items: KubernetesObject[] = [];
@@ -213,7 +233,7 @@ export class KubeSource {
         new BookmarkWatch(this.kc, (o) => trim(kind, o)),
         listFn,
         false,
-        undefined,
+        labelSelector,
         fieldSelector,
       );
       lw.on('add', (o) => this.event(kind, 'add', o));

@@ -1,4 +1,4 @@
-// KubeSource start-up failures say why, per kind.
+// KubeSource start-up failures say why, per kind; it sees what kube-proxy's informers see.
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -6,6 +6,7 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { KubeSource } from '../../src/sources/kubernetes.js';
+import { FakeApiServer } from '../k8s/apiserver.js';
 
 describe('KubeSource.start()', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pw-kubesource-'));
@@ -61,6 +62,58 @@ describe('KubeSource.start()', () => {
     } finally {
       await src.stop();
       server.close();
+    }
+  });
+});
+
+describe('KubeSource: Services and slices meant for another proxy', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pw-kubesource-proxy-'));
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const OTHER = { 'service.kubernetes.io/service-proxy-name': 'other-proxy' };
+  const svc = (name: string, ip: string, labels?: Record<string, string>) => ({
+    metadata: { name, namespace: 'team-a', ...(labels ? { labels } : {}) },
+    spec: { clusterIP: ip, clusterIPs: [ip], ports: [{ name: 'http', port: 80, protocol: 'TCP' }] },
+  });
+  const slice = (svcName: string, ip: string, labels: Record<string, string> = {}) => ({
+    metadata: { name: `${svcName}-x`, namespace: 'team-a', labels: { 'kubernetes.io/service-name': svcName, ...labels } },
+    addressType: 'IPv4',
+    endpoints: [{ addresses: [ip], conditions: { ready: true } }],
+    ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+  });
+
+  it('are never seen, as by kube-proxy; labelled later they leave, unlabelled they come', async () => {
+    const api = await FakeApiServer.start();
+    api.load('namespaces', [{ metadata: { name: 'team-a' } }]);
+    api.load('services', [svc('mine', '10.96.0.10'), svc('theirs', '10.96.0.11', OTHER)]);
+    api.load('endpointslices', [slice('mine', '10.244.0.10'), slice('theirs', '10.244.0.11', OTHER)]);
+    const changed: string[] = [];
+    const src = new KubeSource(
+      { kubeconfig: api.kubeconfig(dir), node: 'n1' },
+      { onChange: (c) => changed.push(...c.services), onSkip: () => {} },
+    );
+    const waitFor = async (what: string, ok: () => boolean) => {
+      const end = Date.now() + 5000;
+      while (!ok() && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+      expect(ok(), what).toBe(true);
+    };
+    try {
+      await src.start(10_000);
+      expect(src.service('team-a/mine')?.clusterIP).toBe('10.96.0.10');
+      expect(src.service('team-a/mine')?.endpoints.map((e) => e.ip)).toEqual(['10.244.0.10']);
+      expect(src.service('team-a/theirs')).toBeUndefined();
+      expect(src.snapshot().services.map((x) => `${x.namespace}/${x.name}`)).not.toContain('team-a/theirs');
+
+      // another proxy takes "mine": the watch ends it for podwarp (a DELETED for the selector)
+      api.update('services', svc('mine', '10.96.0.10', OTHER));
+      await waitFor('team-a/mine gone once labelled for another proxy', () => src.service('team-a/mine') === undefined);
+      // "theirs" is handed back (the label removed from the Service and its slice)
+      api.update('services', svc('theirs', '10.96.0.11'));
+      api.update('endpointslices', slice('theirs', '10.244.0.11'));
+      await waitFor('team-a/theirs served with its endpoint once unlabelled', () => src.service('team-a/theirs')?.endpoints.length === 1);
+      expect(changed).toEqual(expect.arrayContaining(['team-a/mine', 'team-a/theirs']));
+    } finally {
+      await src.stop();
+      await api.stop();
     }
   });
 });
