@@ -299,3 +299,26 @@ export async function conntrackDeleteUdp(client: string, vip: string, backend?: 
   if (!m) throw new Error(`conntrack -D: ${r.stderr.trim() || `exit ${r.exitCode}`}`);
   return Number(m[1]);
 }
+
+/**
+ * The conntrack entries of `proto` flows from `client` whose original
+ * destination is `dest` (a Service address: only flows kube-proxy's rules
+ * translated have one), each as the address the server saw as its peer (the
+ * reply direction's destination: the client's own address, or the node's
+ * when the flow was masqueraded). `remove` deletes them instead (a clean
+ * slate between two phases of a test) and returns what was deleted.
+ */
+export async function conntrackPeers(proto: 'tcp' | 'udp', client: string, dest: string, remove = false): Promise<string[]> {
+  const r = await run(
+    `${remove ? 'delete' : 'list'} ${proto} conntrack entries ${client} → ${dest}`,
+    ['conntrack', remove ? '-D' : '-L', '-p', proto, '--orig-src', client, '--orig-dst', dest],
+    { reject: false },
+  );
+  // exit 1 with "0 flow entries" when none matched; the entries go to stdout, the count to stderr
+  if (!/\d+ flow entries have been (shown|deleted)/.test(r.stderr + r.stdout))
+    throw new Error(`conntrack: ${r.stderr.trim() || `exit ${r.exitCode}`}`);
+  return r.stdout
+    .split('\n')
+    .filter((l) => l.includes(`src=${client} `))
+    .map((l) => [...l.matchAll(/\bdst=(\S+)/g)][1]?.[1] ?? '?');
+}

@@ -1,6 +1,7 @@
 // The agent's report: what it last made of its source, per namespace, for
 // `podwarp status` (a separate process). A small JSON file in the run
 // directory ($PODWARP_RUN_DIR, default /run/podwarp), replaced atomically.
+import type { KubeProxyView } from './sources/kube-proxy-config.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Part } from '../loader/parts.js';
@@ -42,6 +43,8 @@ export interface AgentReport {
   policyGaps?: string[];
   /** The optional datapath parts of the agent's load, with the kernel's reason for each refused one (loader/parts.ts). */
   parts?: Part[];
+  /** This node's kube-proxy as the agent follows it (src/sources/kube-proxy-config.ts). */
+  kubeProxy?: KubeProxyView;
 }
 
 /** Each local pod that is not accelerated (or only partly: PartialReason), with its IP and reason. */

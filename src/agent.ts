@@ -38,6 +38,7 @@ import { ServiceSync, svcOpsTotal } from './services/sync.js';
 import { PodBackoff } from './pods/apply.js';
 import { loadStateFile } from './state/load.js';
 import { BpfServiceMaps } from './services/maps.js';
+import { DEFAULT_CONFIGZ, kubeProxyView, type KubeProxyView, type MasqueradeAllSetting } from './sources/kube-proxy-config.js';
 
 export interface AgentOptions {
   source?: 'local' | 'kubernetes';
@@ -65,6 +66,14 @@ export interface AgentOptions {
   sweepMs?: number;
   /** host:port for /metrics, /healthz, /readyz ('' = off). */
   metricsAddr?: string;
+  /**
+   * kube-proxy's masqueradeAll (every Service left to kube-proxy when on):
+   * 'auto' (default) reads kube-proxy's /configz with the kubernetes source
+   * and the state file's `kubeProxy.masqueradeAll` with the local one.
+   */
+  masqueradeAll?: MasqueradeAllSetting;
+  /** Where kube-proxy serves /configz (default DEFAULT_CONFIGZ). */
+  kubeProxyConfigz?: string;
 }
 
 interface Ctx {
@@ -79,6 +88,8 @@ interface Ctx {
   queue: (f: () => Promise<void>) => Promise<void>;
   /** Loads (or reuses) the pinned datapath; the source calls it once its input is known to be good. */
   loadDatapath: () => Promise<void>;
+  /** This node's kube-proxy as the agent follows it (the kubernetes source: read at start and at every full pass). */
+  kubeProxy?: KubeProxyView;
 }
 
 export async function runAgent(opts: AgentOptions): Promise<void> {
@@ -243,6 +254,7 @@ function report(ctx: Ctx, source: string, pods: PodsResult, snap: Snapshot, sync
       notAccelerated: notAccelerated(pods, snap),
       policyGaps: snap.policyGaps ?? [],
       parts: ctx.dp.parts,
+      ...(ctx.kubeProxy ? { kubeProxy: ctx.kubeProxy } : {}),
     });
   } catch (e) {
     log.warn({ err: errorMessage(e) }, 'cannot write the agent report (podwarp status shows less)');
@@ -252,7 +264,14 @@ function report(ctx: Ctx, source: string, pods: PodsResult, snap: Snapshot, sync
 async function runLocal(ctx: Ctx): Promise<() => Promise<void>> {
   const { dp, metrics, opts } = ctx;
   const file = opts.stateFile!;
-  let snapshot: Snapshot = loadStateFile(file).snapshot;
+  // --masquerade-all true|false overrides the file's kubeProxy.masqueradeAll
+  const withFlags = (snap: Snapshot): Snapshot => {
+    const setting = opts.masqueradeAll ?? 'auto';
+    const s = setting === 'auto' ? snap : { ...snap, masqueradeAll: setting };
+    ctx.kubeProxy = { masqueradeAll: s.masqueradeAll ?? false, from: setting === 'auto' ? 'state' : 'flag' };
+    return s;
+  };
+  let snapshot: Snapshot = withFlags(loadStateFile(file).snapshot);
   await ctx.loadDatapath();
   const sync = new ServiceSync(new BpfServiceMaps(dp));
   let missing = 0;
@@ -281,7 +300,7 @@ async function runLocal(ctx: Ctx): Promise<() => Promise<void>> {
     timer = setTimeout(() => {
       void ctx.queue(async () => {
         try {
-          snapshot = loadStateFile(file).snapshot;
+          snapshot = withFlags(loadStateFile(file).snapshot);
           await pass();
         } catch (e) {
           // an invalid file keeps the last good state; the maps are untouched
@@ -384,7 +403,24 @@ async function runKubernetes(ctx: Ctx): Promise<() => Promise<void>> {
     throw e;
   }
   log.info({ server: src.server, node: opts.node, objects: src.counts(), ms: Date.now() - t0, ...memory() }, 'caches synced');
+  // kube-proxy's masqueradeAll: every Service is left to it when on (re-read at every full pass)
+  const followKubeProxy = async () => {
+    const v = await kubeProxyView(opts.masqueradeAll ?? 'auto', opts.kubeProxyConfigz ?? DEFAULT_CONFIGZ);
+    const was = ctx.kubeProxy;
+    ctx.kubeProxy = v;
+    sync.node = { ...sync.node, masqueradeAll: v.masqueradeAll };
+    if (was?.masqueradeAll === v.masqueradeAll && was.from === v.from) return;
+    if (v.from === 'unknown')
+      log.warn(
+        { err: v.error },
+        "cannot read kube-proxy's configuration: masqueradeAll is taken as off (set --masquerade-all true|false to say it)",
+      );
+    else if (v.masqueradeAll)
+      log.warn({ from: v.from }, 'kube-proxy masquerades all Service traffic (masqueradeAll): every Service is left to kube-proxy');
+    else log.info({ from: v.from, mode: v.mode }, 'kube-proxy: masqueradeAll off');
+  };
   sync.node = { name: opts.node, zone: src.zone };
+  await followKubeProxy();
   if (src.zoneError)
     log.warn(
       { node: opts.node, err: src.zoneError },
@@ -473,7 +509,15 @@ async function runKubernetes(ctx: Ctx): Promise<() => Promise<void>> {
   if (!opts.once) kickPods(pending.pods ? debounce : (opts.resyncMs ?? 10000));
   const full = opts.once
     ? undefined
-    : setInterval(() => void svcQueue(() => svcPass('full').catch(() => {})), opts.fullResyncMs ?? 300_000);
+    : setInterval(
+        () =>
+          void svcQueue(() =>
+            followKubeProxy()
+              .then(() => svcPass('full'))
+              .catch(() => {}),
+          ),
+        opts.fullResyncMs ?? 300_000,
+      );
   return async () => {
     stopped = true;
     if (svcTimer) clearTimeout(svcTimer);

@@ -22,6 +22,7 @@ import { status } from './commands/status.js';
 import { LOG_FORMATS, configureLog, humanLogs, log, type LogFormat } from '../host/log.js';
 import { ACCELERATE_LABEL } from './model.js';
 import { loadStateFile, writeStateFile } from './state/load.js';
+import { DEFAULT_CONFIGZ } from './sources/kube-proxy-config.js';
 
 export const out = (s: string): void => {
   process.stdout.write(s);
@@ -77,6 +78,12 @@ export function podwarpProgram(name = 'podwarp'): Command {
     .option('--exclude-outbound-ports <list>', 'comma-separated destination ports never sent to the sidecar (≤ 8)', '')
     .option('--no-lb', 'no service load balancing at connect() (kube-proxy rules only)')
     .option('--metrics-addr <host:port>', '/metrics, /healthz, /readyz (empty: off)', '127.0.0.1:9464')
+    .option(
+      '--masquerade-all <auto|true|false>',
+      "kube-proxy's masqueradeAll: every Service is left to kube-proxy when true; auto reads kube-proxy's /configz (kubernetes source) or the state file's kubeProxy.masqueradeAll",
+      'auto',
+    )
+    .option('--kube-proxy-configz <url>', "kube-proxy's /configz, read by --masquerade-all auto", DEFAULT_CONFIGZ)
     .action(
       async (o: {
         source: string;
@@ -96,6 +103,8 @@ export function podwarpProgram(name = 'podwarp'): Command {
         proxyPort: string;
         excludeOutboundPorts: string;
         metricsAddr: string;
+        masqueradeAll: string;
+        kubeProxyConfigz: string;
       }) => {
         const int = (v: string, what: string, max: number) => {
           const n = Number(v);
@@ -121,6 +130,10 @@ export function podwarpProgram(name = 'podwarp'): Command {
             .map((p) => int(p, '--exclude-outbound-ports', 65535)),
         };
         if (sockets.excludedPorts.length > 8) throw new InputError('--exclude-outbound-ports: at most 8 ports');
+        const masq = { auto: 'auto', true: true, false: false }[o.masqueradeAll] as 'auto' | boolean | undefined;
+        if (masq === undefined) throw new InputError(`--masquerade-all: "${o.masqueradeAll}" is not auto, true or false`);
+        if (!/^https?:\/\//.test(o.kubeProxyConfigz))
+          throw new InputError(`--kube-proxy-configz: "${o.kubeProxyConfigz}" is not an http(s) URL`);
         // loaded on use: the Kubernetes client is a large module graph the other commands do not need
         const { runAgent } = await import('./agent.js');
         await runAgent({
@@ -136,6 +149,8 @@ export function podwarpProgram(name = 'podwarp'): Command {
           syncTimeoutMs: int(o.syncTimeout, '--sync-timeout', 86400) * 1000,
           sockets,
           metricsAddr: o.once ? '' : o.metricsAddr,
+          masqueradeAll: masq,
+          kubeProxyConfigz: o.kubeProxyConfigz,
         });
       },
     );

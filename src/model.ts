@@ -137,6 +137,12 @@ export interface Snapshot {
   node?: string;
   /** This node's `topology.kubernetes.io/zone` label (topology-aware routing). */
   zone?: string;
+  /**
+   * This node's kube-proxy masquerades every connection to a Service
+   * (`masqueradeAll`): podwarp leaves every frontend to it
+   * (src/services/desired.ts, reason masquerade_all).
+   */
+  masqueradeAll?: boolean;
   namespaces: Namespace[];
   pods: Pod[];
   networkPolicies: NetworkPolicy[];

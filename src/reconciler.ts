@@ -114,7 +114,7 @@ export async function reconcile(
   backoff = new PodBackoff(),
 ): Promise<ReconcileResult> {
   const t0 = performance.now();
-  sync.node = { name: snap.node, zone: snap.zone };
+  sync.node = { name: snap.node, zone: snap.zone, masqueradeAll: snap.masqueradeAll };
   const svc = await sync.full(snap.services);
   if (svc.droppedNames.length)
     log.error({ services: svc.droppedNames }, 'service maps full: these services are left to kube-proxy (not written at all)');

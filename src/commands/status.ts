@@ -149,6 +149,14 @@ export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
         .join(', ')}\n`;
     if (a.policyGaps?.length)
       out += `WARNING: policy APIs not readable (${a.policyGaps.join(', ')}): no pod is accelerated until they answer\n`;
+    const kp = a.kubeProxy;
+    if (kp) {
+      const from = { flag: '--masquerade-all', configz: "kube-proxy's /configz", state: 'the state file', unknown: 'unknown' }[kp.from];
+      out +=
+        kp.from === 'unknown'
+          ? `kube-proxy: masqueradeAll taken as off (cannot read it: ${kp.error ?? 'no answer'}; --masquerade-all true|false says it)\n`
+          : `kube-proxy: masqueradeAll ${kp.masqueradeAll ? 'on: every Service is left to kube-proxy' : 'off'} (from ${from}${kp.mode ? `, mode ${kp.mode}` : ''})\n`;
+    }
     const left = Object.entries(a.services.leftCounts ?? {}).filter(([, n]) => n > 0);
     if (left.length) out += `left to kube-proxy: ${left.map(([why, n]) => `${n} ${why}`).join(', ')} (podwarp dump services)\n`;
   } else out += '\nagent:    no report (no agent has run here, or its run directory differs: PODWARP_RUN_DIR)\n';

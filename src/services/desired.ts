@@ -32,9 +32,20 @@ export interface BackendAddr {
  *   kube-proxy does not short-circuit it, the traffic goes to the load balancer
  * - source_ranges: a LoadBalancer IP of a Service with loadBalancerSourceRanges:
  *   kube-proxy's firewall decides by the client's address
+ * - masquerade_all: this node's kube-proxy runs with `masqueradeAll`, so it
+ *   masquerades every connection to a Service (the backend sees the node's
+ *   address); every frontend is left to it (src/sources/kube-proxy-config.ts)
  */
-export type LeftReason = 'no_endpoints' | 'no_local_endpoints' | 'external_masquerade' | 'ip_mode_proxy' | 'source_ranges';
-export const LEFT_REASONS: LeftReason[] = ['no_endpoints', 'no_local_endpoints', 'external_masquerade', 'ip_mode_proxy', 'source_ranges'];
+export type LeftReason =
+  'no_endpoints' | 'no_local_endpoints' | 'external_masquerade' | 'ip_mode_proxy' | 'source_ranges' | 'masquerade_all';
+export const LEFT_REASONS: LeftReason[] = [
+  'no_endpoints',
+  'no_local_endpoints',
+  'external_masquerade',
+  'ip_mode_proxy',
+  'source_ranges',
+  'masquerade_all',
+];
 
 /** Which address of the Service a frontend is: the ClusterIP, one of `spec.externalIPs`, one of `status.loadBalancer.ingress[].ip`. */
 export type FrontendKind = 'cluster' | 'external_ip' | 'lb_ingress';
@@ -57,6 +68,8 @@ export interface NodeTopology {
   name?: string;
   /** the node's `topology.kubernetes.io/zone` label */
   zone?: string;
+  /** this node's kube-proxy masquerades all Service traffic (`masqueradeAll`): every frontend is left to it */
+  masqueradeAll?: boolean;
 }
 
 /**
@@ -171,9 +184,11 @@ export function frontendKeys(svc: Service): string[] {
  * through the endpoint's (EndpointSlice's) port of the same name; without
  * one, a numeric targetPort (or the service port) is used; a named targetPort
  * the endpoint does not list cannot be resolved and that endpoint is left
- * out (reported in `unresolved`).
+ * out (reported in `unresolved`). With kube-proxy's `masqueradeAll`, every
+ * frontend is left with masquerade_all: the backend must see the node's
+ * address, which a connect()-time translation cannot give.
  */
-export function desiredServices(snap: Pick<Snapshot, 'services' | 'node' | 'zone'>): {
+export function desiredServices(snap: Pick<Snapshot, 'services' | 'node' | 'zone' | 'masqueradeAll'>): {
   services: Map<string, DesiredService>;
   unresolved: string[];
 } {
@@ -190,8 +205,9 @@ export function desiredServices(snap: Pick<Snapshot, 'services' | 'node' | 'zone
         const proto = PROTO[sp.protocol];
         const fe: Frontend = { ip: addr.ip, port: sp.port, proto };
         const name = `${svc.namespace}/${svc.name}:${sp.name ?? sp.port}`;
-        const backends = addr.left ? [] : backendsOf(svc, sp, use.endpoints, unresolved);
-        const left = addr.left ?? (backends.length ? undefined : (use.left ?? 'no_endpoints'));
+        const leftAll = snap.masqueradeAll ? 'masquerade_all' : addr.left;
+        const backends = leftAll ? [] : backendsOf(svc, sp, use.endpoints, unresolved);
+        const left = leftAll ?? (backends.length ? undefined : (use.left ?? 'no_endpoints'));
         const d: DesiredService = left ? { fe, name, kind: addr.kind, backends, left } : { fe, name, kind: addr.kind, backends };
         if (svc.affinityTimeout) d.affinity = svc.affinityTimeout;
         services.set(feKey(fe), d);

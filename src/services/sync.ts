@@ -155,7 +155,7 @@ export class ServiceSync {
     const bySvc = new Map<string, string[]>();
     const unresolved: string[] = [];
     for (const s of services) {
-      const d = desiredServices({ services: [s], node: node.name, zone: node.zone });
+      const d = desiredServices({ services: [s], node: node.name, zone: node.zone, masqueradeAll: node.masqueradeAll });
       unresolved.push(...d.unresolved);
       bySvc.set(svcKey(s), [...d.services.keys()]);
       for (const [k, v] of d.services) want.set(k, v);

@@ -14,6 +14,7 @@ export interface StateFile {
   apiVersion: 'podwarp.io/v1alpha1';
   kind: 'NodeState';
   node?: string;
+  kubeProxy?: { masqueradeAll?: boolean };
   namespaces: { name: string; accelerate?: boolean; labels?: Record<string, string> }[];
   pods: {
     namespace: string;
@@ -120,6 +121,7 @@ function dedupe(ps: { path: string; message: string }[]): { path: string; messag
 export function toSnapshot(st: StateFile): Snapshot {
   return {
     node: st.node,
+    ...(st.kubeProxy?.masqueradeAll ? { masqueradeAll: true } : {}),
     namespaces: st.namespaces.map((n) => ({ name: n.name, accelerate: n.accelerate ?? false, labels: n.labels ?? {} })),
     pods: st.pods.map((p) => ({
       namespace: p.namespace,

@@ -443,7 +443,10 @@ export function registerScenarios(c: E2eCluster): void {
       expect(ips).toEqual(expect.arrayContaining([serverIp, clientIp]));
       const status = await plugin(['status', '-o', 'json']);
       expect(status.exitCode, status.stderr).toBe(0);
-      expect((JSON.parse(status.stdout) as { loaded: boolean }).loaded).toBe(true);
+      const st = JSON.parse(status.stdout) as { loaded: boolean; agent?: { kubeProxy?: unknown } };
+      expect(st.loaded).toBe(true);
+      // the agent read the node's kube-proxy configuration from its /configz (the default metrics address): masqueradeAll off, its mode
+      expect(st.agent?.kubeProxy).toEqual({ masqueradeAll: false, from: 'configz', mode: c.proxyMode });
       await doctorInAgentPod(plugin);
       // an unknown node: a clear error, non-zero
       const none = await c.kubectlPlugin(['--node', 'no-such-node', 'status']);

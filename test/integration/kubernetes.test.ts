@@ -3,6 +3,8 @@
 // pods laid out like a kubelet's (pod UIDs, pod cgroups, a holder process),
 // real maps, real traffic. Every scenario of issue 5 is one `it`.
 import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../host/exec.js';
@@ -34,6 +36,7 @@ describe('agent --source kubernetes against an API server double', () => {
   let kubeconfig = '';
   let node = '';
   let runDir = '';
+  let configz: http.Server | undefined;
   const agents: Agent[] = [];
   const servers: Server[] = [];
   const WEB = vip(3);
@@ -100,6 +103,11 @@ describe('agent --source kubernetes against an API server double', () => {
     });
     api.create('endpointslices', sliceObj('web-1', [pods()[1]!.ip, pods()[3]!.ip]));
     for (const p of pods().slice(1)) servers.push(await startServer(p, 8080));
+    // kube-proxy's /configz as kube-proxy 1.36 serves it (its internal configuration, Go field names)
+    configz = http.createServer((_req, res) =>
+      res.end(JSON.stringify({ 'kubeproxy.config.k8s.io': { Linux: { MasqueradeAll: false }, Mode: 'nftables' } })),
+    );
+    await new Promise<void>((r) => configz!.listen(0, '127.0.0.1', r));
   });
 
   afterAll(async () => {
@@ -109,11 +117,12 @@ describe('agent --source kubernetes against an API server double', () => {
     }
     for (const s of servers) await s.stop();
     await api?.stop();
+    await new Promise((r) => (configz ? configz.close(r) : r(undefined)));
     expect(await tearDown(env)).toEqual([]);
   });
 
   it("lists, watches and writes this node's pods (disabled) and the services once the caches are synced", async () => {
-    const a = startAgent();
+    const a = startAgent(['--kube-proxy-configz', `http://127.0.0.1:${(configz!.address() as AddressInfo).port}/configz`]);
     await ready(a);
     for (const p of pods()) expect(await enabled(p)).toBe('disabled');
     expect((await endpoints()).size).toBe(pods().length); // 'elsewhere' (another node) is not there
@@ -157,10 +166,17 @@ describe('agent --source kubernetes against an API server double', () => {
         })
       ).stdout,
     ) as {
-      agent: { running: boolean; source: string; namespaces: Record<string, { accelerate: boolean; enabled: number; disabled: number }> };
+      agent: {
+        running: boolean;
+        source: string;
+        namespaces: Record<string, { accelerate: boolean; enabled: number; disabled: number }>;
+        kubeProxy?: unknown;
+      };
     };
     expect(st.agent.running).toBe(true);
     expect(st.agent.source).toBe('kubernetes');
+    // kube-proxy's configuration as read from its /configz (--masquerade-all auto)
+    expect(st.agent.kubeProxy).toEqual({ masqueradeAll: false, from: 'configz', mode: 'nftables' });
     for (const n of ['team-a', 'team-b'])
       expect(st.agent.namespaces[n]).toMatchObject({
         accelerate: true,

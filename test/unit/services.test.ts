@@ -248,6 +248,16 @@ describe('external IPs and LoadBalancer IPs dialled from a pod (kube-proxy short
     // the firewall is for LoadBalancer IPs only
     expect(ips(ranges.get('192.0.2.10:80/6'))).toEqual(['10.1.0.2', '10.1.0.3']);
   });
+  it("kube-proxy's masqueradeAll: every frontend of every kind is left with masquerade_all, none gets a backend", () => {
+    const w = desiredServices({ services: [ext()], node: 'n1', masqueradeAll: true }).services;
+    expect(new Set([...w.values()].map((d) => d.kind))).toEqual(new Set(['cluster', 'external_ip', 'lb_ingress']));
+    for (const [k, d] of w) expect(d, k).toMatchObject({ backends: [], left: 'masquerade_all' });
+    // off (or unset), the same Services are translated
+    expect(ips(desiredServices({ services: [ext()], node: 'n1', masqueradeAll: false }).services.get('10.96.0.10:80/6'))).toEqual([
+      '10.1.0.2',
+      '10.1.0.3',
+    ]);
+  });
   it('sessionAffinity applies to each frontend with the Service timeout', () => {
     const w = want(ext({ affinityTimeout: 60 }));
     expect([...w.values()].map((d) => d.affinity)).toEqual([60, 60, 60]);

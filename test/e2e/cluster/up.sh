@@ -318,7 +318,8 @@ clientConnection: {kubeconfig: "$RUN/kube-proxy.kubeconfig"}
 hostnameOverride: "$NODE"
 mode: $PROXY_MODE
 clusterCIDR: "$CLUSTER_CIDR"
-metricsBindAddress: 127.0.0.1:20249
+# kube-proxy's default metrics address, where the agent reads its /configz (its own netns: nothing else binds it)
+metricsBindAddress: 127.0.0.1:10249
 healthzBindAddress: 127.0.0.1:20256
 # a netns that is not the host's: conntrack table size is the host's to set
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
