@@ -89,6 +89,8 @@ export const SOCKOPS_REASONS = [
   'add_failed', // bpf_sock_hash_update failed otherwise (map full, …)
   'odst_saved', // original destination of a proxied connect keyed by 4-tuple
   'closed', // flow state removed at TCP_CLOSE
+  'revnat_watch', // a connection pw_lb translated to a backend: watched to its close
+  'revnat_closed', // its pw_revnat entry deleted at TCP_CLOSE
 ] as const;
 
 export const MSG_REASONS = [
@@ -390,7 +392,7 @@ const backendVal: StructDef = {
 
 const revNatKey: StructDef = {
   name: 'pw_revnat_key',
-  doc: 'A UDP socket and the backend it talks to.',
+  doc: 'A socket and the backend it was sent to.',
   fields: [
     { name: 'cookie', type: 'u64', doc: 'socket cookie' },
     { name: 'ip', type: 'be32', format: 'ipv4', doc: 'backend address' },
@@ -689,9 +691,10 @@ export const MAPS: MapDef[] = [
     value: revNatVal,
     maxEntries: 65536,
     writer:
-      'bpf/pw_lb_conn4.c, bpf/pw_lb_conn6.c (TCP connect), bpf/pw_lb_send4.c (unconnected UDP, AF_INET and v4-mapped): every translation',
-    reader: 'bpf/pw_lb_recv4.c, bpf/pw_lb_recv6.c (UDP replies), bpf/pw_lb_peer4.c, bpf/pw_lb_peer6.c (getpeername)',
-    doc: 'Reverse translation by socket cookie and backend: UDP replies and getpeername() show the ClusterIP (v4-mapped sockets: ::ffff:ClusterIP).',
+      'bpf/pw_lb_conn4.c, bpf/pw_lb_conn6.c (TCP connect), bpf/pw_lb_send4.c (unconnected UDP, AF_INET and v4-mapped): every translation; bpf/pw_sockops.c deletes a TCP entry when its connection closes',
+    reader:
+      'bpf/pw_lb_recv4.c, bpf/pw_lb_recv6.c (UDP replies), bpf/pw_lb_peer4.c, bpf/pw_lb_peer6.c (getpeername); bpf/pw_sockops.c (is this connection translated?)',
+    doc: 'Reverse translation by socket cookie and backend: UDP replies and getpeername() show the ClusterIP (v4-mapped sockets: ::ffff:ClusterIP). TCP entries live as long as their connection (deleted at close where pw_sockops runs); UDP entries until the LRU evicts them. An evicted entry of a live flow shows the backend address instead of the ClusterIP (docs/services.md#reverse-translation).',
   },
   {
     name: 'pw_cgroups',

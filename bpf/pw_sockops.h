@@ -9,8 +9,14 @@
  * BPF_NOEXIST: a colliding key is never overwritten (the socket just stays
  * on TCP). At close, the socket's flow state goes.
  *
+ * A connection pw_lb translated to a backend (its entry in pw_revnat) is
+ * watched to its close, where that entry is deleted: pw_revnat then holds
+ * the node's live TCP translations and its recent UDP ones, and its LRU
+ * eviction reaches a live connection only when more are open than it holds.
+ *
  * Maps: pw_sock (write), pw_endpoints, pw_config, pw_odst_cookie (read),
- * pw_odst_tuple (write), pw_flows and pw_sock_read (delete at close), pw_stats.
+ * pw_odst_tuple (write), pw_flows and pw_sock_read (delete at close),
+ * pw_revnat (read when established, delete at close), pw_stats.
  */
 #ifndef PW_SOCKOPS_H
 #define PW_SOCKOPS_H
@@ -31,6 +37,13 @@ static __always_inline int pw_sockops_run(struct bpf_sock_ops *skops)
 
 	if (op == BPF_SOCK_OPS_STATE_CB) {
 		if (skops->args[1] == TCP_CLOSE) {
+			/* a connection to a Service: its reverse translation goes with it */
+			struct pw_revnat_key rk = { .cookie = bpf_get_socket_cookie(skops),
+						    .ip = k.dip,
+						    .port = k.dport };
+
+			if (bpf_map_delete_elem(&pw_revnat, &rk) == 0)
+				pw_count(PW_SOCKOPS_REVNAT_CLOSED, 0);
 			bpf_map_delete_elem(&pw_sock_read, &k);
 			if (bpf_map_delete_elem(&pw_flows, &k) == 0)
 				pw_count(PW_SOCKOPS_CLOSED, 0);
@@ -39,6 +52,20 @@ static __always_inline int pw_sockops_run(struct bpf_sock_ops *skops)
 	}
 	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
 		return 1;
+
+	if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
+		/* connect() was translated to this backend (pw_lb): be told at close, so
+		 * that pw_revnat holds live connections only, not the LRU's history */
+		struct pw_revnat_key rk = { .cookie = bpf_get_socket_cookie(skops),
+					    .ip = k.dip,
+					    .port = k.dport };
+
+		if (bpf_map_lookup_elem(&pw_revnat, &rk)) {
+			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+								 BPF_SOCK_OPS_STATE_CB_FLAG);
+			pw_count(PW_SOCKOPS_REVNAT_WATCH, 0);
+		}
+	}
 
 	cfg = pw_cfg();
 	if (cfg && cfg->proxy_port) {

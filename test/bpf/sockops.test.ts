@@ -67,7 +67,7 @@ describe.skipIf(!!skip)(`pw_sockops.h${skip ? ` — skipped: ${skip}` : ''}`, ()
 
   beforeEach(async () => {
     await setConfig(dp, { flags: CONFIG_FLAGS.SOCKMAP_ON, proxyUid: 1337, proxyGid: 1337, proxyPort: PROXY_PORT });
-    await clearMaps(dp, ['pw_endpoints', 'pw_flows', 'pw_sock_read', 'pw_odst_cookie', 'pw_odst_tuple']);
+    await clearMaps(dp, ['pw_endpoints', 'pw_flows', 'pw_sock_read', 'pw_odst_cookie', 'pw_odst_tuple', 'pw_revnat']);
     await dp.maps.write(
       'pw_endpoints',
       [A, B, C].map((ip, i) => ({
@@ -171,6 +171,47 @@ describe.skipIf(!!skip)(`pw_sockops.h${skip ? ` — skipped: ${skip}` : ''}`, ()
       await dp.maps.write('pw_sock_read', [{ key, value: { bytes: 1n } }], []);
       await sockops(SOCK_OPS.STATE_CB, t4(A, 40009, B, 80), [], {}, { newState: TCP_STATE.CLOSE });
       expect(await dp.maps.dump('pw_sock_read')).toEqual([]);
+    });
+  });
+
+  describe('reverse translations (pw_revnat) live as long as their TCP connection', () => {
+    const VIP = { ip: '10.96.0.10', port: 80 };
+    const revnat = (cookie: bigint, ip: string, port: number) => ({ key: { cookie, ip, port }, value: VIP });
+    const revnatKeys = async () =>
+      (await dp.maps.dump('pw_revnat')).map((e) => `${e.key.cookie as bigint}:${e.key.ip as string}:${e.key.port as number}`).sort();
+
+    it('a connect() pw_lb translated (its cookie and peer in pw_revnat) is watched to its close, to a remote backend too', async () => {
+      await dp.maps.write('pw_revnat', [revnat(0x777n, REMOTE, 443)], []);
+      const r = await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, t4(A, 40010, REMOTE, 443), ['revnat_watch', 'not_local'], { cookie: 0x777n });
+      expect({ update: r.calls.hashUpdate, set: r.calls.cbFlagsSet, flags: r.calls.cbFlags }).toEqual({
+        update: 0,
+        set: 1,
+        flags: SOCK_OPS_STATE_CB_FLAG,
+      });
+      // to a local enabled pod: watched and put into pw_sock
+      await dp.maps.write('pw_revnat', [revnat(0x778n, B, 8080)], []);
+      const local = await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, t4(A, 40011, B, 8080), ['revnat_watch', 'added_pod'], { cookie: 0x778n });
+      expect(inserted(local).calls).toBe(1);
+    });
+
+    it('not watched: another socket, another peer of this socket, the accepting side', async () => {
+      await dp.maps.write('pw_revnat', [revnat(0x777n, REMOTE, 443)], []);
+      notInserted(await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, t4(A, 40012, REMOTE, 443), ['not_local'], { cookie: 0x776n }));
+      notInserted(await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, t4(A, 40012, REMOTE, 444), ['not_local'], { cookie: 0x777n }));
+      notInserted(await sockops(SOCK_OPS.PASSIVE_ESTABLISHED_CB, t4(A, 443, REMOTE, 40012), ['not_local'], { cookie: 0x777n }));
+    });
+
+    it("at close the connection's own entry goes (revnat_closed); other sockets' and other peers' stay", async () => {
+      await dp.maps.write('pw_revnat', [revnat(0x777n, REMOTE, 443), revnat(0x777n, REMOTE, 53), revnat(0x779n, REMOTE, 443)], []);
+      notInserted(
+        await sockops(SOCK_OPS.STATE_CB, t4(A, 40013, REMOTE, 443), ['revnat_closed'], { cookie: 0x777n }, { newState: TCP_STATE.CLOSE }),
+      );
+      expect(await revnatKeys()).toEqual([`${0x777n}:${REMOTE}:53`, `${0x779n}:${REMOTE}:443`].sort());
+      // closed again (or a connection that was never translated): nothing to delete, nothing counted
+      await sockops(SOCK_OPS.STATE_CB, t4(A, 40013, REMOTE, 443), [], { cookie: 0x777n }, { newState: TCP_STATE.CLOSE });
+      // a state change that is not a close keeps it
+      await sockops(SOCK_OPS.STATE_CB, t4(A, 40014, REMOTE, 443), [], { cookie: 0x779n }, { newState: TCP_STATE.FIN_WAIT1 });
+      expect((await revnatKeys()).length).toBe(2);
     });
   });
 

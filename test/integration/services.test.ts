@@ -11,7 +11,7 @@ import { conn, rr, startServer, udp, type Server } from '../../devtools/perf.js'
 import { reconcile } from '../../src/reconciler.js';
 import { installServices, kubeProxyPrefix, vip } from '../../devtools/sandbox.js';
 import { loadStateFile } from '../../src/state/load.js';
-import { POD_PROGS, counters, delta, setUp, tearDown, type Env } from './helpers.js';
+import { POD_PROGS, counters, delta, setUp, tearDown, until, type Env } from './helpers.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -87,6 +87,14 @@ describe('service load balancing at connect()', () => {
     expect(Math.min(...spread)).toBeGreaterThan(50); // 100 expected each
     expect(delta(c0, await counters(env!.dp), 'pw_lb').translated).toBe(300);
     expect(await iptables.kubeProxyPackets(kubeProxyPrefix(env!.m))).toBe(nat0);
+    // each translated connection was watched to its close, where its reverse translation went:
+    // pw_revnat holds live connections only, not the history of every connect
+    await until(
+      'all 300 closed connections dropped from pw_revnat',
+      async () => delta(c0, await counters(env!.dp), 'pw_sockops').revnat_closed === 300,
+    );
+    expect(delta(c0, await counters(env!.dp), 'pw_sockops')).toMatchObject({ revnat_watch: 300, revnat_closed: 300 });
+    expect(await env!.dp.maps.dump('pw_revnat')).toEqual([]);
   });
 
   it('answers UDP through the ClusterIP, replies come from the ClusterIP, one backend per socket', async () => {
