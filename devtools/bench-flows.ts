@@ -16,6 +16,7 @@ import { CONN_SVC_PATH, expectPath, POD_PATH, withEvidence, type Expectation, ty
 import { conn, iperf3, median, sink, stream, type Server } from './perf.js';
 import * as sandbox from './sandbox.js';
 import type { Snapshot } from '../src/model.js';
+import { DEFAULT_SWEEP_MS } from '../src/agent.js';
 import { scaled } from './slowdown.js';
 import { table } from '../src/table.js';
 
@@ -188,12 +189,9 @@ export async function connClusterIp(o: FlowsSetup): Promise<BenchGroup> {
   );
 }
 
-/** How often the agent sweeps passthrough sockets out of pw_sock (src/agent.ts, its default). */
-const AGENT_SWEEP_MS = 2000;
-
 /**
  * Runs `f` with the agent's socket sweep beside it, as on a node: every
- * AGENT_SWEEP_MS the connections with a direction on TCP leave pw_sock
+ * DEFAULT_SWEEP_MS the connections with a direction on TCP leave pw_sock
  * (a no-op where the kernel refuses the drain iterator).
  */
 async function withAgentSweep<T>(dp: Datapath, f: () => Promise<T>): Promise<T> {
@@ -202,7 +200,7 @@ async function withAgentSweep<T>(dp: Datapath, f: () => Promise<T>): Promise<T> 
   const sweeps = (async () => {
     while (!stopped) {
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, AGENT_SWEEP_MS);
+        const t = setTimeout(resolve, DEFAULT_SWEEP_MS);
         wake = () => {
           clearTimeout(t);
           resolve();

@@ -40,6 +40,9 @@ import { loadStateFile } from './state/load.js';
 import { BpfServiceMaps } from './services/maps.js';
 import { DEFAULT_CONFIGZ, kubeProxyView, type KubeProxyView, type MasqueradeAllSetting } from './sources/kube-proxy-config.js';
 
+/** How often the agent sweeps passthrough sockets out of pw_sock, unless AgentOptions.sweepMs says otherwise. */
+export const DEFAULT_SWEEP_MS = 2000;
+
 export interface AgentOptions {
   source?: 'local' | 'kubernetes';
   /** Local source. */
@@ -62,7 +65,7 @@ export interface AgentOptions {
   once?: boolean;
   /** Socket acceleration (sockops/sk_msg), service LB and sidecar settings. */
   sockets?: DesiredOptions;
-  /** How often passthrough sockets are swept out of pw_sock. */
+  /** How often passthrough sockets are swept out of pw_sock (default DEFAULT_SWEEP_MS). */
   sweepMs?: number;
   /** host:port for /metrics, /healthz, /readyz ('' = off). */
   metricsAddr?: string;
@@ -187,7 +190,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
         log.error({ err: errorMessage(e) }, 'socket sweep failed');
       }
     });
-  }, opts.sweepMs ?? 2000);
+  }, opts.sweepMs ?? DEFAULT_SWEEP_MS);
 
   let stopSource: () => Promise<void>;
   try {
