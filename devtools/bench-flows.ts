@@ -13,7 +13,7 @@ import type { Datapath } from '../loader/datapath.js';
 import type { BenchGroup, Figure } from './bench-group.js';
 import { MODE_LABEL, MODES, setMode, type Mode } from './compare.js';
 import { CONN_SVC_PATH, expectPath, POD_PATH, withEvidence, type Expectation, type PathEvidence } from './evidence.js';
-import { conn, iperf3, median, sink, stream, type Server } from './perf.js';
+import { conn, iperf3, mediansAndRatios, sink, stream, type Server } from './perf.js';
 import * as sandbox from './sandbox.js';
 import type { Snapshot } from '../src/model.js';
 import { DEFAULT_SWEEP_MS } from '../src/agent.js';
@@ -74,14 +74,14 @@ async function interleave(
       o.say(`round ${round} ${p.label.padEnd(24)}: ${result.line}\n`);
     }
   const baseline = head.paths[0]!.id;
-  const med: BenchGroup['median'] = {};
-  const ratio: BenchGroup['ratio'] = {};
-  for (const p of head.paths)
-    med[p.id] = Object.fromEntries(
-      head.figures.map((f) => [f.key, median(rounds.filter((r) => r.path === p.id).map((r) => r.values[f.key]!))]),
-    );
-  for (const p of head.paths)
-    ratio[p.id] = Object.fromEntries(head.figures.map((f) => [f.key, med[p.id]![f.key]! / med[baseline]![f.key]!]));
+  const { median: med, ratio } = mediansAndRatios(
+    rounds,
+    (r) => r.path,
+    head.paths.map((p) => p.id),
+    head.figures.map((f) => f.key),
+    (r, k) => r.values[k]!,
+    baseline,
+  );
   const g: BenchGroup = {
     ...head,
     baseline,

@@ -7,7 +7,7 @@
 // has it) or one rewrite at connect() (podwarp).
 import fs from 'node:fs';
 import type { Service, Snapshot } from '../src/model.js';
-import { conn, median, scratchDatapath, startServer, type Server } from './perf.js';
+import { conn, mediansAndRatios, scratchDatapath, startServer, type Server } from './perf.js';
 import { expectPath, SERVICES_PATH, withEvidence, type PathEvidence } from './evidence.js';
 import { reconcile } from '../src/reconciler.js';
 import { svcOpsTotal } from '../src/services/sync.js';
@@ -130,8 +130,16 @@ export async function measureServices(o: {
           o.say(`  round ${r} ${mode.padEnd(9)}: ${c.per_second.toFixed(0)} connections/s\n`);
         }
       }
-      const ipt = median(rounds.filter((r) => r.mode === 'iptables').map((r) => r.perSecond));
-      const lb = median(rounds.filter((r) => r.mode === 'socket-lb').map((r) => r.perSecond));
+      const lbm = mediansAndRatios(
+        rounds,
+        (r) => r.mode,
+        ['iptables', 'socket-lb'] as const,
+        ['perSecond'] as const,
+        (r) => r.perSecond,
+        'iptables',
+      );
+      const ipt = lbm.median.iptables.perSecond;
+      const lb = lbm.median['socket-lb'].perSecond;
       results.push({
         services: n,
         backendsPerService: o.backends,
@@ -140,7 +148,7 @@ export async function measureServices(o: {
         oneChangeMs: Math.round(oneMs),
         iptablesConnPerS: Math.round(ipt),
         socketLbConnPerS: Math.round(lb),
-        ratio: lb / ipt,
+        ratio: lbm.ratio['socket-lb'].perSecond,
         rounds,
       });
     }

@@ -5,7 +5,7 @@ import type { Datapath } from '../loader/datapath.js';
 import { expectPath, POD_PATH, SIDECAR_PATH, withEvidence, type PathEvidence } from './evidence.js';
 import * as iptables from './iptables.js';
 import type { Snapshot } from '../src/model.js';
-import { iperf3, median, rr, sink, type Server } from './perf.js';
+import { iperf3, mediansAndRatios, rr, sink, type Server } from './perf.js';
 import { reconcile } from '../src/reconciler.js';
 import type { SandboxPod } from './sandbox.js';
 import { table } from '../src/table.js';
@@ -87,16 +87,14 @@ export async function compare(o: {
     }
   }
   const metrics: Metric[] = ['p50_us', 'p99_us', 'gbps', ...(o.iperf3Port ? (['iperf3_gbps'] as const) : [])];
-  const med: Comparison['median'] = {};
-  const ratio: Comparison['ratio'] = {};
-  for (const mode of modes) {
-    med[mode] = {};
-    for (const k of metrics) med[mode]![k] = median(rounds.filter((r) => r.mode === mode).map((r) => r[k]!));
-  }
-  for (const mode of modes) {
-    ratio[mode] = {};
-    for (const k of metrics) ratio[mode]![k] = med[mode]![k]! / med.normal![k]!;
-  }
+  const { median: med, ratio } = mediansAndRatios(
+    rounds,
+    (r) => r.mode,
+    modes,
+    metrics,
+    (r, k) => r[k]!,
+    'normal',
+  );
   return { modes, rounds, median: med, ratio };
 }
 
@@ -177,12 +175,15 @@ export async function compareSidecar(o: {
       }
     }
   }
-  const med = (mode: 'iptables' | 'podwarp', k: 'p50_us' | 'p99_us') => median(rounds.filter((r) => r.mode === mode).map((r) => r[k]));
-  const m = {
-    iptables: { p50_us: med('iptables', 'p50_us'), p99_us: med('iptables', 'p99_us') },
-    podwarp: { p50_us: med('podwarp', 'p50_us'), p99_us: med('podwarp', 'p99_us') },
-  };
-  return { rounds, median: m, ratio: { p50: m.podwarp.p50_us / m.iptables.p50_us, p99: m.podwarp.p99_us / m.iptables.p99_us } };
+  const m = mediansAndRatios(
+    rounds,
+    (r) => r.mode,
+    ['iptables', 'podwarp'] as const,
+    ['p50_us', 'p99_us'] as const,
+    (r, k) => r[k],
+    'iptables',
+  );
+  return { rounds, median: m.median, ratio: { p50: m.ratio.podwarp.p50_us, p99: m.ratio.podwarp.p99_us } };
 }
 
 export function sidecarTable(c: SidecarComparison): string {

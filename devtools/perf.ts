@@ -332,6 +332,25 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
+/**
+ * Interleaved rounds → the median of each figure per path, and each
+ * median's ratio to the baseline path's: how every bench and demo table
+ * compares paths (ratios of medians, never medians of ratios).
+ */
+export function mediansAndRatios<R, P extends string, K extends string>(
+  rounds: readonly R[],
+  pathOf: (r: R) => P,
+  paths: readonly P[],
+  keys: readonly K[],
+  value: (r: R, k: K) => number,
+  baseline: P,
+): { median: Record<P, Record<K, number>>; ratio: Record<P, Record<K, number>> } {
+  const each = <V>(f: (p: P, k: K) => V) =>
+    Object.fromEntries(paths.map((p) => [p, Object.fromEntries(keys.map((k) => [k, f(p, k)]))])) as Record<P, Record<K, V>>;
+  const med = each((p, k) => median(rounds.filter((r) => pathOf(r) === p).map((r) => value(r, k))));
+  return { median: med, ratio: each((p, k) => med[p][k] / med[baseline][k]) };
+}
+
 /** Built objects and tools, after the kernel feature check (once per run). */
 export async function prepareTools(): Promise<string[]> {
   await requireDatapathFeatures();
