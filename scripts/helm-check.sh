@@ -28,7 +28,8 @@ moddir=$(GOMODCACHE="$PODWARP_CACHE/go/mod" GOFLAGS=-mod=mod "$GO" mod download 
   node -e 'let s="";process.stdin.on("data",(d)=>(s+=d)).on("end",()=>{const j=JSON.parse(s);if(j.Error)throw new Error(j.Error);console.log(j.Dir)})')
 swagger="$moddir/api/openapi-spec/swagger.json"
 [[ -s $swagger ]] || fail "$swagger missing"
-node_modules/.bin/tsx devtools/k8s-schemas.ts --out "$tmp/schemas" --swagger "$swagger" --crd test/helm/crds/monitoring.coreos.com_servicemonitors.yaml
+node_modules/.bin/tsx devtools/k8s-schemas.ts --out "$tmp/schemas" --swagger "$swagger" --crd test/helm/crds/monitoring.coreos.com_servicemonitors.yaml \
+  --crd test/helm/crds/monitoring.coreos.com_prometheusrules.yaml
 validate() { # files…: every object must match its kind's schema; a kind without one fails
   "$kubeconform" -summary -schema-location "$tmp/schemas/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json" "$@"
 }
@@ -44,11 +45,11 @@ ok "helm lint --strict, default and test/helm/values-full.yaml"
 "$helm" template podwarp "$chart" --namespace monitoring-test -f test/helm/values-full.yaml >"$tmp/full.yaml"
 kinds() { grep -E '^kind: ' "$1" | sed 's/^kind: //' | sort | tr '\n' ' '; }
 [[ $(kinds "$tmp/default.yaml") == "ClusterRole ClusterRoleBinding DaemonSet ServiceAccount " ]] || fail "default kinds: $(kinds "$tmp/default.yaml")"
-[[ $(kinds "$tmp/full.yaml") == "ClusterRole ClusterRoleBinding ConfigMap DaemonSet Namespace Service ServiceAccount ServiceMonitor " ]] ||
+[[ $(kinds "$tmp/full.yaml") == "ClusterRole ClusterRoleBinding ConfigMap DaemonSet Namespace PrometheusRule Service ServiceAccount ServiceMonitor " ]] ||
   fail "full kinds: $(kinds "$tmp/full.yaml")"
 for want in 'image: "registry.example.invalid/podwarp:0.1.0"' 'imagePullPolicy: Always' '- "0.0.0.0:9500"' 'containerPort: 9500' \
   'memory: 512Mi' 'value: --max-old-space-size=256' '- --no-lb' 'release: kube-prometheus-stack' 'podwarp-dashboard.json: |-' \
-  'namespace: monitoring-test'; do
+  'namespace: monitoring-test' 'alert: PodwarpPolicyApiUnavailable' 'summary: podwarp'"'"'s agent on {{ $labels.node }} does not answer its metrics scrape'; do
   grep -qF -- "$want" "$tmp/full.yaml" || fail "full rendering lacks: $want"
 done
 ! grep -q hostPort "$tmp/full.yaml" || fail "agent.metrics.hostPort=false still renders a hostPort"
@@ -56,7 +57,7 @@ ok "helm template: default, manifest, full values render the expected objects"
 
 # validate every rendering
 validate "$tmp/default.yaml" "$tmp/manifest.yaml" "$tmp/full.yaml" deploy/podwarp.yaml
-ok "kubeconform: every rendered object matches the Kubernetes $k8s / ServiceMonitor schemas"
+ok "kubeconform: every rendered object matches the Kubernetes $k8s / ServiceMonitor / PrometheusRule schemas"
 
 # the validation rejects mistakes: a misspelled field (DaemonSet, ServiceMonitor), a wrong type, an unknown kind
 must_fail() { # name file
@@ -67,13 +68,15 @@ sed 's/imagePullPolicy:/imagePulPolicy:/' "$tmp/manifest.yaml" >"$tmp/typo-ds.ya
 must_fail "a misspelled DaemonSet field (imagePulPolicy)" "$tmp/typo-ds.yaml"
 sed 's/scrapeTimeout:/scrapeTimout:/' "$tmp/full.yaml" >"$tmp/typo-sm.yaml"
 must_fail "a misspelled ServiceMonitor field (scrapeTimout)" "$tmp/typo-sm.yaml"
+sed 's/^\(\s*\)expr: up{/\1exp: up{/' "$tmp/full.yaml" >"$tmp/typo-pr.yaml"
+must_fail "a misspelled PrometheusRule field (exp)" "$tmp/typo-pr.yaml"
 sed 's/maxUnavailable: 1/maxUnavailable: true/' "$tmp/manifest.yaml" >"$tmp/type.yaml"
 must_fail "a wrong type (maxUnavailable: true)" "$tmp/type.yaml"
 sed 's/^kind: DaemonSet/kind: DaemonSett/' "$tmp/manifest.yaml" >"$tmp/kind.yaml"
 must_fail "an unknown kind (DaemonSett)" "$tmp/kind.yaml"
 
 # values.schema.json rejects mistakes in values
-for bad in image.tagg=x agent.metrics.port=http agent.logFormat=xml serviceMonitor.enabled=yes resources.limits.memory=lots; do
+for bad in image.tagg=x agent.metrics.port=http agent.logFormat=xml serviceMonitor.enabled=yes prometheusRule.enabled=yes resources.limits.memory=lots; do
   if "$helm" template podwarp "$chart" --set "$bad" >/dev/null 2>"$tmp/err"; then fail "values.schema.json accepted --set $bad"; fi
   grep -q 'schema' "$tmp/err" || { cat "$tmp/err" >&2; fail "--set $bad failed, but not on the values schema"; }
 done

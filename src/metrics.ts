@@ -119,7 +119,8 @@ export class AgentMetrics {
   });
 
   constructor(private readonly dp: Datapath) {
-    client.collectDefaultMetrics({ register: this.registry, prefix: 'podwarp_process_' });
+    // the process and runtime metrics under podwarp_ (podwarp_process_cpu_seconds_total, podwarp_nodejs_heap_size_used_bytes, …)
+    client.collectDefaultMetrics({ register: this.registry, prefix: 'podwarp_' });
     // one pw_stats dump per scrape, shared by the two gauges below (their
     // collect() calls start together; the next scrape reads the map again)
     let dump: Promise<Map<number, { packets: bigint; bytes: bigint }>> | undefined;
@@ -128,26 +129,29 @@ export class AgentMetrics {
         .counters('pw_stats')
         .catch(() => new Map<number, { packets: bigint; bytes: bigint }>())
         .finally(() => setImmediate(() => (dump = undefined))));
+    // counters the kernel keeps: each scrape reports pw_stats as it is (a
+    // reloaded datapath starts again from 0, which rate() reads as a reset)
     const fromStats = (name: string, help: string, field: 'packets' | 'bytes') =>
-      new client.Gauge({
+      new client.Counter({
         name,
         help,
         labelNames: ['program', 'reason'],
         registers: [this.registry],
         async collect() {
           const c = await counters();
+          this.reset();
           for (const g of STAT_GROUPS)
-            g.reasons.forEach((r, i) => this.set({ program: g.prog, reason: r }, Number(c.get(g.base + i)?.[field] ?? 0n)));
+            g.reasons.forEach((r, i) => this.inc({ program: g.prog, reason: r }, Number(c.get(g.base + i)?.[field] ?? 0n)));
         },
       });
     fromStats(
-      'podwarp_datapath_events',
-      'Datapath counters from pw_stats (monotonic), by program and reason: packets for tc, messages for sk_msg, events for socket hooks.',
+      'podwarp_datapath_events_total',
+      'Datapath counters from pw_stats, by program and reason: packets for tc, messages for sk_msg, events for socket hooks.',
       'packets',
     );
     fromStats(
-      'podwarp_datapath_bytes',
-      'Bytes counted with podwarp_datapath_events (monotonic), by program and reason: frame bytes for tc, message bytes for sk_msg, 0 for socket hooks.',
+      'podwarp_datapath_bytes_total',
+      'Bytes counted with podwarp_datapath_events_total, by program and reason: frame bytes for tc, message bytes for sk_msg, 0 for socket hooks.',
       'bytes',
     );
   }

@@ -116,7 +116,7 @@ describe('agent process', () => {
     await until('/readyz 200', async () => (await get('/readyz')).status === 200, 30_000);
     const m = (await get('/metrics')).body;
     expect(m).toContain(`podwarp_endpoints{state="enabled"} ${env!.m.pods.length}`);
-    expect(m).toMatch(/podwarp_datapath_events\{program="pw_sk_msg",reason="redirected"\} [1-9]\d*/);
+    expect(m).toMatch(/podwarp_datapath_events_total\{program="pw_sk_msg",reason="redirected"\} [1-9]\d*/);
     expect(m).toMatch(/podwarp_sync_duration_seconds_count [1-9]/);
     expect(m).toContain('podwarp_services_dropped 0');
     // one gauge per part, in the state the pins show (the kernel's reason on refused ones, as the log has it)

@@ -6,29 +6,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { AgentMetrics } from '../../src/metrics.js';
-import type { Datapath } from '../../loader/datapath.js';
 import { STAT_GROUPS } from '../../abi/schema.js';
-import { checkDashboard, checkExpr, type Family } from './promql.js';
+import { agentFamilies as exported, checkDashboard, checkExpr, type Family } from './promql.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const readJson = (rel: string) => JSON.parse(fs.readFileSync(path.join(ROOT, rel), 'utf8')) as Record<string, unknown>;
-
-/** The agent's metric families, from a registry with a datapath double whose pw_stats is empty. */
-async function exported(): Promise<Map<string, Family>> {
-  const dp = { maps: { counters: () => Promise.resolve(new Map()) } } as unknown as Datapath;
-  const m = new AgentMetrics(dp);
-  const out = new Map<string, Family>();
-  const names = new Map(m.registry.getMetricsAsArray().map((x) => [x.name, (x as unknown as { labelNames?: string[] }).labelNames ?? []]));
-  for (const j of await m.registry.getMetricsAsJSON()) {
-    const values = new Map<string, Set<string>>();
-    for (const v of j.values)
-      for (const [k, val] of Object.entries(v.labels ?? {}))
-        if (k !== 'le') (values.get(k) ?? values.set(k, new Set()).get(k)!).add(String(val));
-    out.set(j.name, { name: j.name, type: String(j.type), labels: names.get(j.name) ?? [], values });
-  }
-  return out;
-}
 
 let families: Map<string, Family>;
 beforeAll(async () => {
@@ -39,7 +21,7 @@ describe('the metrics the check knows', () => {
   it('come from the registry: histograms, counters, the datapath gauges with every program and reason', () => {
     expect(families.get('podwarp_change_to_maps_seconds')?.type).toBe('histogram');
     expect(families.get('podwarp_errors_total')?.labels).toEqual(['reason']);
-    const programs = families.get('podwarp_datapath_bytes')?.values.get('program');
+    const programs = families.get('podwarp_datapath_bytes_total')?.values.get('program');
     expect([...(programs ?? [])].sort()).toEqual(STAT_GROUPS.map((g) => g.prog).sort());
   });
 });
@@ -51,10 +33,11 @@ describe('deploy/grafana/podwarp-dashboard.json', () => {
     expect(checkDashboard(dash, families)).toEqual([]);
   });
 
-  it('uses a ${datasource} variable everywhere and an instance variable in every query', () => {
+  it('uses a ${datasource} variable everywhere and the node variable (the ServiceMonitor sets node) in every query', () => {
     const vars = (dash.templating as { list: { name: string; type: string; query: unknown }[] }).list;
     expect(vars.find((v) => v.name === 'datasource')).toMatchObject({ type: 'datasource', query: 'prometheus' });
-    expect(vars.find((v) => v.name === 'instance')?.type).toBe('query');
+    expect(vars.find((v) => v.name === 'node')?.type).toBe('query');
+    expect(vars.map((v) => v.name)).not.toContain('instance');
     type P = { type: string; title: string; datasource?: { uid: string }; targets?: { expr: string; datasource?: { uid: string } }[] };
     const panels = (dash.panels as P[]).filter((p) => p.type !== 'row');
     expect(panels.length).toBeGreaterThan(10);
@@ -62,9 +45,17 @@ describe('deploy/grafana/podwarp-dashboard.json', () => {
       expect(p.datasource?.uid, p.title).toBe('${datasource}');
       for (const t of p.targets ?? []) {
         expect(t.datasource?.uid, p.title).toBe('${datasource}');
-        expect(t.expr, p.title).toContain('instance=~"$instance"');
+        expect(t.expr, p.title).toContain('node=~"$node"');
+        expect(t.expr, p.title).not.toContain('instance');
       }
     }
+  });
+
+  it("has a panel for every metric of the agent's own (the process and runtime ones aside)", () => {
+    const exprs = (dash.panels as { targets?: { expr: string }[] }[]).flatMap((p) => (p.targets ?? []).map((t) => t.expr)).join('\n');
+    const own = [...families.keys()].filter((n) => !/^podwarp_(process_|nodejs_)/.test(n));
+    expect(own.length).toBeGreaterThan(15);
+    expect(own.filter((n) => !new RegExp(`\\b${n}(_bucket|_sum|_count)?\\b`).test(exprs))).toEqual([]);
   });
 
   it('has unique panel ids and a fixed uid (import twice = the same dashboard)', () => {
@@ -87,7 +78,7 @@ describe('the check fails on mistakes', () => {
     expect(about('misspelled metric')).toEqual(['panel "misspelled metric": podwarp_datapth_events: not a series the agent exports']);
     expect(about('misspelled label')).toEqual(['panel "misspelled label": sum by (reasn): the series aggregated have no label reasn']);
     expect(about('misspelled matcher')[0]).toMatch(/podwarp_endpoints: no label sate/);
-    expect(about('unknown program')).toEqual(['panel "unknown program": podwarp_datapath_events: program="pw_tc" is never exported']);
+    expect(about('unknown program')).toEqual(['panel "unknown program": podwarp_datapath_events_total: program="pw_tc" is never exported']);
     expect(about('quantile of a counter')).toContain(
       'panel "quantile of a counter": histogram_quantile reads podwarp_errors_total, not the _bucket series of a histogram',
     );
@@ -95,7 +86,7 @@ describe('the check fails on mistakes', () => {
     expect(about('bucket of a gauge')).toEqual(['panel "bucket of a gauge": podwarp_endpoints_bucket: not a series the agent exports']);
     expect(about('legend label dropped')).toEqual(['panel "legend label dropped": legend {{reason}} is not a label of the result']);
     expect(about('fine')).toEqual([]);
-    expect(problems).toContain('variable instance: podwarp_sync_duration_seconds_count has no label node');
+    expect(problems).toContain('variable node: podwarp_sync_duration_seconds_count has no label nodename');
   });
 
   it('rejects what it cannot read instead of passing it', () => {

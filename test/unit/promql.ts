@@ -3,6 +3,8 @@
 // what `by (…)` keeps, what histogram_quantile reads. Not a full PromQL
 // parser: it knows the subset a dashboard uses and reports anything else as
 // an error, so an unsupported expression fails the check instead of passing.
+import { AgentMetrics } from '../../src/metrics.js';
+import type { Datapath } from '../../loader/datapath.js';
 
 /** One exported metric family: name, type, label names, label values seen. */
 export interface Family {
@@ -13,8 +15,11 @@ export interface Family {
   values: Map<string, Set<string>>;
 }
 
-/** Labels Prometheus attaches to every scraped series. */
-export const TARGET_LABELS = ['instance', 'job'];
+/**
+ * Labels every scraped series carries: Prometheus' instance and job, and the
+ * node name the chart's ServiceMonitor writes from __meta_kubernetes_pod_node_name.
+ */
+export const TARGET_LABELS = ['instance', 'job', 'node'];
 
 type Node =
   | { k: 'sel'; metric: string; matchers: { label: string; op: string; value: string }[] }
@@ -301,4 +306,20 @@ export function checkDashboard(dash: Record<string, unknown>, families: Map<stri
     if (!r.labels.has(m[2]!)) problems.push(`variable ${String(v.name)}: ${m[1]} has no label ${m[2]}`);
   }
   return problems;
+}
+
+/** The agent's metric families, from a registry with a datapath double whose pw_stats is empty. */
+export async function agentFamilies(): Promise<Map<string, Family>> {
+  const dp = { maps: { counters: () => Promise.resolve(new Map()) } } as unknown as Datapath;
+  const m = new AgentMetrics(dp);
+  const out = new Map<string, Family>();
+  const names = new Map(m.registry.getMetricsAsArray().map((x) => [x.name, (x as unknown as { labelNames?: string[] }).labelNames ?? []]));
+  for (const j of await m.registry.getMetricsAsJSON()) {
+    const values = new Map<string, Set<string>>();
+    for (const v of j.values)
+      for (const [k, val] of Object.entries(v.labels ?? {}))
+        if (k !== 'le') (values.get(k) ?? values.set(k, new Set()).get(k)!).add(String(val));
+    out.set(j.name, { name: j.name, type: String(j.type), labels: names.get(j.name) ?? [], values });
+  }
+  return out;
 }
