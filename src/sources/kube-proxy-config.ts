@@ -6,10 +6,12 @@
 // Read from kube-proxy's own `/configz` on its metrics address (default
 // 127.0.0.1:10249; the agent runs in the host's network namespace): the
 // configuration kube-proxy actually runs with, flags and config file merged,
-// whatever installed it. kube-proxy serves its internal configuration
-// there, whose field names are Go's (`Linux.MasqueradeAll` since 1.30,
-// `IPTables.MasqueradeAll` before); a versioned one would be lowerCamelCase,
-// so both spellings are read.
+// whatever installed it. kube-proxy 1.36 serves its v1alpha1 configuration
+// there, `{"kubeproxy.config.k8s.io": {"mode": "nftables", "iptables":
+// {"masqueradeAll": false, …}, …}}` (read from a real kube-proxy 1.36 in the
+// real-cluster e2e); the field may move to `linux.masqueradeAll` (v1alpha2)
+// and an internal configuration would spell it with Go's capitals, so every
+// place and spelling is read.
 
 export interface KubeProxyConfig {
   masqueradeAll: boolean;

@@ -103,9 +103,9 @@ describe('agent --source kubernetes against an API server double', () => {
     });
     api.create('endpointslices', sliceObj('web-1', [pods()[1]!.ip, pods()[3]!.ip]));
     for (const p of pods().slice(1)) servers.push(await startServer(p, 8080));
-    // kube-proxy's /configz as kube-proxy 1.36 serves it (its internal configuration, Go field names)
+    // kube-proxy's /configz as kube-proxy 1.36 serves it (v1alpha1)
     configz = http.createServer((_req, res) =>
-      res.end(JSON.stringify({ 'kubeproxy.config.k8s.io': { Linux: { MasqueradeAll: false }, Mode: 'nftables' } })),
+      res.end(JSON.stringify({ 'kubeproxy.config.k8s.io': { iptables: { masqueradeAll: false }, mode: 'nftables' } })),
     );
     await new Promise<void>((r) => configz!.listen(0, '127.0.0.1', r));
   });

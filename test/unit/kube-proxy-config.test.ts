@@ -8,7 +8,13 @@ import { kubeProxyView, parseConfigz, readKubeProxyConfig } from '../../src/sour
 const configz = (cfg: object) => JSON.stringify({ 'kubeproxy.config.k8s.io': cfg });
 
 describe('parseConfigz()', () => {
-  it('reads the internal configuration kube-proxy serves (Go field names: Linux.MasqueradeAll since 1.30)', () => {
+  it('reads what kube-proxy 1.36 serves (v1alpha1: iptables.masqueradeAll, mode)', () => {
+    // the shape of a real kube-proxy 1.36's /configz (the real-cluster e2e reads it from the agent)
+    const real = { mode: 'nftables', iptables: { masqueradeBit: 14, masqueradeAll: false, localhostNodePorts: true }, nftables: {} };
+    expect(parseConfigz(configz(real))).toEqual({ masqueradeAll: false, mode: 'nftables' });
+    expect(parseConfigz(configz({ ...real, iptables: { masqueradeAll: true } }))).toEqual({ masqueradeAll: true, mode: 'nftables' });
+  });
+  it('reads other layouts and spellings (linux.masqueradeAll of v1alpha2, Go field names of an internal configuration)', () => {
     expect(parseConfigz(configz({ Linux: { MasqueradeAll: true, OOMScoreAdj: -999 }, Mode: 'nftables' }))).toEqual({
       masqueradeAll: true,
       mode: 'nftables',
@@ -18,7 +24,7 @@ describe('parseConfigz()', () => {
       mode: 'iptables',
     });
   });
-  it('reads the older layout (IPTables.MasqueradeAll) and lowerCamelCase (a versioned config)', () => {
+  it('reads IPTables.MasqueradeAll and linux.masqueradeAll too', () => {
     expect(parseConfigz(configz({ IPTables: { MasqueradeAll: true }, Mode: '' }))).toEqual({ masqueradeAll: true });
     expect(parseConfigz(configz({ iptables: { masqueradeAll: true }, mode: 'iptables' }))).toEqual({
       masqueradeAll: true,
