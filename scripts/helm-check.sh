@@ -47,12 +47,18 @@ kinds() { grep -E '^kind: ' "$1" | sed 's/^kind: //' | sort | tr '\n' ' '; }
 [[ $(kinds "$tmp/default.yaml") == "ClusterRole ClusterRoleBinding DaemonSet ServiceAccount " ]] || fail "default kinds: $(kinds "$tmp/default.yaml")"
 [[ $(kinds "$tmp/full.yaml") == "ClusterRole ClusterRoleBinding ConfigMap DaemonSet Namespace PrometheusRule Service ServiceAccount ServiceMonitor " ]] ||
   fail "full kinds: $(kinds "$tmp/full.yaml")"
-for want in 'image: "registry.example.invalid/podwarp:0.1.0"' 'imagePullPolicy: Always' '- "0.0.0.0:9500"' 'containerPort: 9500' \
+for want in 'image: "registry.example.invalid/podwarp@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"' \
+  'serviceAccountName: podwarp-node-agent' 'name: podwarp-node-agent' 'example.invalid/role: node-agent' 'maxUnavailable: 10%' \
+  'mountPath: /etc/podwarp-extra' 'name: podwarp-extra' 'imagePullPolicy: Always' '- "0.0.0.0:9500"' 'containerPort: 9500' \
   'memory: 512Mi' 'value: --max-old-space-size=256' '- --no-lb' 'release: kube-prometheus-stack' 'podwarp-dashboard.json: |-' \
   'namespace: monitoring-test' 'alert: PodwarpPolicyApiUnavailable' 'summary: podwarp'"'"'s agent on {{ $labels.node }} does not answer its metrics scrape'; do
   grep -qF -- "$want" "$tmp/full.yaml" || fail "full rendering lacks: $want"
 done
 ! grep -q hostPort "$tmp/full.yaml" || fail "agent.metrics.hostPort=false still renders a hostPort"
+[[ $(grep -c 'podwarp-node-agent' "$tmp/full.yaml") -eq 3 ]] || fail "serviceAccount.name: the ServiceAccount, the DaemonSet and the binding do not all name podwarp-node-agent"
+"$helm" template podwarp "$chart" --set serviceAccount.create=false --set serviceAccount.name=existing-sa >"$tmp/no-sa.yaml"
+! grep -q '^kind: ServiceAccount' "$tmp/no-sa.yaml" && grep -q 'serviceAccountName: existing-sa' "$tmp/no-sa.yaml" ||
+  fail "serviceAccount.create=false: still renders a ServiceAccount, or the pod does not use existing-sa"
 ok "helm template: default, manifest, full values render the expected objects"
 
 # validate every rendering
@@ -76,7 +82,7 @@ sed 's/^kind: DaemonSet/kind: DaemonSett/' "$tmp/manifest.yaml" >"$tmp/kind.yaml
 must_fail "an unknown kind (DaemonSett)" "$tmp/kind.yaml"
 
 # values.schema.json rejects mistakes in values
-for bad in image.tagg=x agent.metrics.port=http agent.logFormat=xml serviceMonitor.enabled=yes prometheusRule.enabled=yes resources.limits.memory=lots; do
+for bad in image.tagg=x agent.metrics.port=http agent.logFormat=xml serviceMonitor.enabled=yes prometheusRule.enabled=yes resources.limits.memory=lots updateStrategy.rollingUpdate.maxSurge=1 image.digest=latest; do
   if "$helm" template podwarp "$chart" --set "$bad" >/dev/null 2>"$tmp/err"; then fail "values.schema.json accepted --set $bad"; fi
   grep -q 'schema' "$tmp/err" || { cat "$tmp/err" >&2; fail "--set $bad failed, but not on the values schema"; }
 done

@@ -159,6 +159,10 @@ describe('deploy/podwarp.yaml', () => {
       expect(ds.spec.updateStrategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxSurge: 0, maxUnavailable: 1 } });
     });
 
+    it('runs on Linux nodes only', () => {
+      expect(ds.spec.template.spec.nodeSelector).toEqual({ 'kubernetes.io/os': 'linux' });
+    });
+
     it('mounts the host bpffs (Bidirectional), cgroup2, /run/podwarp and /lib/modules (read-only)', () => {
       const vols = new Map((pod.volumes as Obj[]).map((v) => [v.name, v]));
       const mount = (at: string): { m: Obj; hostPath: string } => {

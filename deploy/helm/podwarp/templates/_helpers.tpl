@@ -10,6 +10,15 @@ app.kubernetes.io/name: podwarp
 app.kubernetes.io/component: agent
 {{- end }}
 
+{{/* repository@digest when a digest is given (it pins the image), else repository:tag */}}
 {{- define "podwarp.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag }}
+{{- end }}
+{{- end }}
+
+{{- define "podwarp.serviceAccountName" -}}
+{{ .Values.serviceAccount.name | default "podwarp" }}
 {{- end }}
