@@ -38,6 +38,7 @@ import { ServiceSync, svcOpsTotal } from './services/sync.js';
 import { PodBackoff } from './pods/apply.js';
 import { loadStateFile } from './state/load.js';
 import { BpfServiceMaps } from './services/maps.js';
+import { UNMATCHED_PORT } from './services/desired.js';
 
 export interface AgentOptions {
   source?: 'local' | 'kubernetes';
@@ -403,7 +404,7 @@ async function runKubernetes(ctx: Ctx): Promise<() => Promise<void>> {
         why === 'full' || !sync.ready
           ? await sync.full(src.serviceKeys().flatMap((k) => src.service(k) ?? []))
           : await sync.changed(new Map([...keys].map((k) => [k, src.service(k)])));
-      for (const u of svc.unresolved) ctx.skips.note(`endpoint ${u}`, 'named target port not found in the endpoint ports');
+      for (const u of svc.unresolved) ctx.skips.note(`endpoint ${u}`, UNMATCHED_PORT);
       if (svc.droppedNames.length)
         log.error({ services: svc.droppedNames }, 'service maps full: these services are left to kube-proxy (not written at all)');
       const ms = performance.now() - t;
