@@ -147,6 +147,44 @@ const scenarios: Scenario[] = [
     kubeProxy: [1, 2, 3],
     v6: true,
   },
+  // kube-proxy takes a service port's endpoints only from slice ports of its name and protocol
+  // (pkg/proxy/endpointslicecache.go); a Service whose slices have none is rejected, whatever targetPort says
+  {
+    name: "slices without a port of the service port's name (manually managed, ports: [] or another name): kube-proxy rejects",
+    endpoints: [
+      [1, { ports: [] }],
+      [2, { ports: SLICE_PORTS.map((p) => ({ ...p, name: `${p.name}-other` })) }],
+    ],
+    kubeProxy: 'reject',
+  },
+  {
+    name: "one slice with the port, one without: only the first one's endpoints",
+    endpoints: [
+      [1, {}],
+      [2, { ports: [] }],
+      [3, { ports: [] }],
+    ],
+    kubeProxy: [1],
+  },
+  // one address in two slices: kube-proxy keeps the copy that is not terminating (pkg/proxy/endpointslicecache.go)
+  {
+    name: 'an address in two slices, ready in one and terminating in the other (a rollout): used',
+    endpoints: [
+      [1, { ready: false, terminating: true }],
+      [1, {}],
+      [2, { ready: false, terminating: true }],
+    ],
+    kubeProxy: [1],
+  },
+  {
+    name: 'an address in two slices, not yet ready in one and serving-terminating in the other (a reused pod IP): the terminating copy does not count',
+    endpoints: [
+      [1, { ready: false, terminating: true }],
+      [1, { ready: false }],
+      [2, { ready: false, terminating: true }],
+    ],
+    kubeProxy: [2],
+  },
 ];
 
 const outcome = (n: number, ok: number, refused: number, timeouts: number): Outcome =>
