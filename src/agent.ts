@@ -361,7 +361,8 @@ async function runKubernetes(ctx: Ctx): Promise<() => Promise<void>> {
           pending.podsSince ||= Date.now();
           kickPods();
         }
-        if (c.services.size) {
+        if (c.services.size || c.zone) {
+          // a zone change: the next service pass sees src.zone differ from sync.node's and plans every Service
           for (const k of c.services) pending.services.add(k);
           pending.svcSince ||= Date.now();
           kickSvc();
@@ -389,7 +390,7 @@ async function runKubernetes(ctx: Ctx): Promise<() => Promise<void>> {
   if (src.zoneError)
     log.warn(
       { node: opts.node, err: src.zoneError },
-      'cannot read this Node: its zone is unknown, so Services with topology hints use all their endpoints (kube-proxy narrows them)',
+      'cannot read this Node: its zone is unknown until the watch lists it, so Services with topology hints use all their endpoints meanwhile (kube-proxy narrows them)',
     );
   await ctx.loadDatapath();
 
@@ -400,8 +401,15 @@ async function runKubernetes(ctx: Ctx): Promise<() => Promise<void>> {
     pending.services = new Set();
     pending.svcSince = 0;
     try {
+      // this node's zone label changed (the Node watch): topology hints choose anew for every Service, as kube-proxy re-syncs
+      const zone = src.zone;
+      const rezoned = zone !== sync.node.zone;
+      if (rezoned) {
+        log.info({ node: opts.node, zone: zone ?? null, was: sync.node.zone ?? null }, "planning every Service for this node's new zone");
+        sync.node = { name: opts.node, zone };
+      }
       const svc =
-        why === 'full' || !sync.ready
+        why === 'full' || !sync.ready || rezoned
           ? await sync.full(src.serviceKeys().flatMap((k) => src.service(k) ?? []))
           : await sync.changed(new Map([...keys].map((k) => [k, src.service(k)])));
       for (const u of svc.unresolved) ctx.skips.note(`endpoint ${u}`, UNMATCHED_PORT);

@@ -17,6 +17,8 @@ import {
 /** Marks a pod as running an Istio-style sidecar (besides an `istio-proxy` container). */
 export const SIDECAR_ANNOTATION = 'podwarp.io/sidecar';
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+/** The Node label topology-aware routing compares zone hints with. */
+export const ZONE_LABEL = 'topology.kubernetes.io/zone';
 
 /** The pod annotations podwarp reads (the cache keeps only these: trim()). */
 const KEPT_ANNOTATIONS = new Set([...BANDWIDTH_ANNOTATIONS, ...ISTIO_CAPTURE_ANNOTATIONS]);
@@ -409,6 +411,9 @@ export function trim(kind: string, o: unknown): unknown {
       };
     case 'networkpolicies':
       return { metadata: meta(), spec: { podSelector: x.spec?.podSelector } };
+    case 'nodes':
+      // only the zone label: a Node's status (images, conditions) is large and changes every few seconds
+      return { metadata: meta({ labels: m.labels?.[ZONE_LABEL] !== undefined ? { [ZONE_LABEL]: m.labels[ZONE_LABEL] } : undefined }) };
     default:
       return o;
   }
