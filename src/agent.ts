@@ -39,6 +39,7 @@ import { PodBackoff } from './pods/apply.js';
 import { loadStateFile } from './state/load.js';
 import { BpfServiceMaps } from './services/maps.js';
 import { DEFAULT_CONFIGZ, kubeProxyView, type KubeProxyView, type MasqueradeAllSetting } from './sources/kube-proxy-config.js';
+import { UNMATCHED_PORT } from './services/desired.js';
 
 /** How often the agent sweeps passthrough sockets out of pw_sock, unless AgentOptions.sweepMs says otherwise. */
 export const DEFAULT_SWEEP_MS = 2000;
@@ -382,7 +383,8 @@ async function runKubernetes(ctx: Ctx): Promise<() => Promise<void>> {
           pending.podsSince ||= Date.now();
           kickPods();
         }
-        if (c.services.size) {
+        if (c.services.size || c.zone) {
+          // a zone change: the next service pass sees src.zone differ from sync.node's and plans every Service
           for (const k of c.services) pending.services.add(k);
           pending.svcSince ||= Date.now();
           kickSvc();
@@ -427,7 +429,7 @@ async function runKubernetes(ctx: Ctx): Promise<() => Promise<void>> {
   if (src.zoneError)
     log.warn(
       { node: opts.node, err: src.zoneError },
-      'cannot read this Node: its zone is unknown, so Services with topology hints use all their endpoints (kube-proxy narrows them)',
+      'cannot read this Node: its zone is unknown until the watch lists it, so Services with topology hints use all their endpoints meanwhile (kube-proxy narrows them)',
     );
   await ctx.loadDatapath();
 
@@ -438,11 +440,18 @@ async function runKubernetes(ctx: Ctx): Promise<() => Promise<void>> {
     pending.services = new Set();
     pending.svcSince = 0;
     try {
+      // this node's zone label changed (the Node watch): topology hints choose anew for every Service, as kube-proxy re-syncs
+      const zone = src.zone;
+      const rezoned = zone !== sync.node.zone;
+      if (rezoned) {
+        log.info({ node: opts.node, zone: zone ?? null, was: sync.node.zone ?? null }, "planning every Service for this node's new zone");
+        sync.node = { ...sync.node, name: opts.node, zone };
+      }
       const svc =
-        why === 'full' || !sync.ready
+        why === 'full' || !sync.ready || rezoned
           ? await sync.full(src.serviceKeys().flatMap((k) => src.service(k) ?? []))
           : await sync.changed(new Map([...keys].map((k) => [k, src.service(k)])));
-      for (const u of svc.unresolved) ctx.skips.note(`endpoint ${u}`, 'named target port not found in the endpoint ports');
+      for (const u of svc.unresolved) ctx.skips.note(`endpoint ${u}`, UNMATCHED_PORT);
       if (svc.droppedNames.length)
         log.error({ services: svc.droppedNames }, 'service maps full: these services are left to kube-proxy (not written at all)');
       const ms = performance.now() - t;

@@ -11,6 +11,7 @@ import { applyPlan, PodBackoff, readActual, type ApplyResult, type PodFailure } 
 import { plan, planSize, type Plan } from './pods/plan.js';
 import { BpfServiceMaps } from './services/maps.js';
 import { ServiceSync, svcOpsTotal, type SvcSyncResult } from './services/sync.js';
+import { UNMATCHED_PORT } from './services/desired.js';
 
 export interface ReconcileResult extends PodsResult {
   svc: SvcSyncResult;
@@ -118,7 +119,7 @@ export async function reconcile(
   const svc = await sync.full(snap.services);
   if (svc.droppedNames.length)
     log.error({ services: svc.droppedNames }, 'service maps full: these services are left to kube-proxy (not written at all)');
-  for (const u of svc.unresolved) skips.note(`endpoint ${u}`, 'named target port not found in the endpoint ports');
+  for (const u of svc.unresolved) skips.note(`endpoint ${u}`, UNMATCHED_PORT);
   const pods = await reconcilePods(dp, snap, skips, opts, svc.dropped, backoff);
   skips.forgetExcept(
     new Set(

@@ -74,7 +74,8 @@ export interface NodeTopology {
 
 /**
  * The endpoints kube-proxy (iptables/nftables mode, pkg/proxy/topology.go)
- * sends this node's new connections to, for one Service:
+ * sends this node's new connections to, for one service port (its endpoints
+ * as portEndpoints gives them):
  * - Cluster policy: the ready endpoints, narrowed by topology hints when every
  *   ready endpoint carries one and some hint names this node (forNodes,
  *   PreferSameNode) or this node's zone (forZones, PreferClose / topology-mode
@@ -82,22 +83,22 @@ export interface NodeTopology {
  *   (KEP-1669), without topology.
  * - Local policy (internalTrafficPolicy): the ready endpoints on this node,
  *   else this node's serving-and-terminating ones; none → empty, and
- *   `left` says whether the Service has endpoints elsewhere (kube-proxy drops)
- *   or none at all (kube-proxy rejects).
+ *   `left` says whether the service port has endpoints elsewhere (kube-proxy
+ *   drops) or none at all (kube-proxy rejects).
  * Ready means `ready` (unset = ready), whatever `terminating` says: the
  * EndpointSlice controller sets ready on terminating pods only for
  * publishNotReadyAddresses Services, and kube-proxy uses them then.
  */
-export function usableEndpoints(
-  svc: Pick<Service, 'endpoints' | 'internalTrafficPolicy'>,
+export function usableEndpoints<E extends ServiceEndpoint>(
+  svc: { endpoints: E[]; internalTrafficPolicy?: Service['internalTrafficPolicy'] },
   node: NodeTopology,
-): { endpoints: ServiceEndpoint[]; left?: LeftReason } {
+): { endpoints: E[]; left?: LeftReason } {
   const eps = svc.endpoints;
-  const ready = (e: ServiceEndpoint) => e.ready;
-  const fallback = (e: ServiceEndpoint) => !e.ready && e.serving !== false && e.terminating;
-  const usable = (e: ServiceEndpoint) => ready(e) || fallback(e);
+  const ready = (e: E) => e.ready;
+  const fallback = (e: E) => !e.ready && e.serving !== false && e.terminating;
+  const usable = (e: E) => ready(e) || fallback(e);
   if (svc.internalTrafficPolicy === 'Local') {
-    const local = (e: ServiceEndpoint) => node.name !== undefined && e.nodeName === node.name;
+    const local = (e: E) => node.name !== undefined && e.nodeName === node.name;
     let endpoints = eps.filter((e) => local(e) && ready(e));
     if (!endpoints.length) endpoints = eps.filter((e) => local(e) && fallback(e));
     if (endpoints.length) return { endpoints };
@@ -109,9 +110,49 @@ export function usableEndpoints(
   return endpoints.length ? { endpoints } : { endpoints, left: 'no_endpoints' };
 }
 
+/** An endpoint of one service port: the endpoint with the port number of its slice's matching port. */
+export type PortEndpoint = ServiceEndpoint & { port: number };
+
+/**
+ * The endpoints of one service port, as kube-proxy's EndpointSliceCache
+ * (pkg/proxy/endpointslicecache.go) builds them before any readiness or
+ * topology choice:
+ * - an endpoint belongs to the service port only through a port of its
+ *   EndpointSlice with the same name (unset = "") and protocol; its number is
+ *   that slice port's. No such port (a slice with `ports: []`, a null port,
+ *   another name): not an endpoint of this service port (`unmatched`), whatever
+ *   `targetPort` says. A service port without any endpoint is rejected by
+ *   kube-proxy.
+ * - one address and port listed twice (in two slices during a rollout, or a
+ *   pod IP reused before the terminating pod is gone) is one endpoint: a
+ *   copy that is not terminating replaces an earlier one, a terminating copy
+ *   never replaces one already there. So the running pod's copy wins over the
+ *   terminating pod's, whatever their order; between two copies of the same
+ *   terminating state the result is kube-proxy's slice iteration order
+ *   (undefined there), and podwarp's is the list order: the last
+ *   non-terminating copy, or the first terminating one.
+ */
+export function portEndpoints(
+  endpoints: ServiceEndpoint[],
+  sp: Pick<Service['ports'][number], 'name' | 'protocol'>,
+): { endpoints: PortEndpoint[]; unmatched: ServiceEndpoint[] } {
+  const byAddr = new Map<string, PortEndpoint>();
+  const unmatched: ServiceEndpoint[] = [];
+  for (const e of endpoints) {
+    const p = e.ports.find((q) => (q.name ?? '') === (sp.name ?? '') && q.protocol === sp.protocol);
+    if (!p) {
+      unmatched.push(e);
+      continue;
+    }
+    const key = `${e.ip}:${p.port}`;
+    if (!byAddr.has(key) || !e.terminating) byAddr.set(key, { ...e, port: p.port });
+  }
+  return { endpoints: [...byAddr.values()], unmatched };
+}
+
 /** kube-proxy's topology mode from the hints of the ready endpoints: node hints first, then zone hints, else no narrowing. */
-function narrowByHints(ready: ServiceEndpoint[], node: NodeTopology): ServiceEndpoint[] {
-  const by = (hints: (e: ServiceEndpoint) => string[] | undefined, want: string | undefined) => {
+function narrowByHints<E extends ServiceEndpoint>(ready: E[], node: NodeTopology): E[] {
+  const by = (hints: (e: E) => string[] | undefined, want: string | undefined) => {
     if (!want || !ready.every((e) => hints(e)?.length)) return undefined;
     const close = ready.filter((e) => hints(e)!.includes(want));
     return close.length ? close : undefined;
@@ -173,20 +214,23 @@ export function frontendKeys(svc: Service): string[] {
   return serviceAddresses(svc).flatMap((a) => svc.ports.map((sp) => feKey({ ip: a.ip, port: sp.port, proto: PROTO[sp.protocol] })));
 }
 
+/** Why an endpoint is reported in `unresolved`: kube-proxy sends it nothing for that service port either. */
+export const UNMATCHED_PORT = "its EndpointSlice has no port of the service port's name and protocol: not an endpoint of that port";
+
 /**
- * The usable endpoints (usableEndpoints) of every frontend: the ClusterIP's
- * by the Service's internalTrafficPolicy; an external IP's or LoadBalancer
- * IP's (a pod dialling it, externalTrafficPolicy Local) by the Cluster policy
- * whatever either traffic policy says, as kube-proxy's short-circuit does
- * (pkg/proxy/topology.go computes the Cluster endpoints for any externally
- * accessible Service for that). An external frontend with no usable endpoint
- * is left with no_endpoints (kube-proxy REJECTs it). A port is resolved
- * through the endpoint's (EndpointSlice's) port of the same name; without
- * one, a numeric targetPort (or the service port) is used; a named targetPort
- * the endpoint does not list cannot be resolved and that endpoint is left
- * out (reported in `unresolved`). With kube-proxy's `masqueradeAll`, every
- * frontend is left with masquerade_all: the backend must see the node's
- * address, which a connect()-time translation cannot give.
+ * The usable endpoints of every frontend, per service port: its endpoints
+ * (portEndpoints: through the EndpointSlice port of the same name and
+ * protocol, duplicates resolved as kube-proxy does), then usableEndpoints:
+ * the ClusterIP's by the Service's internalTrafficPolicy; an external IP's or
+ * LoadBalancer IP's (a pod dialling it, externalTrafficPolicy Local) by the
+ * Cluster policy whatever either traffic policy says, as kube-proxy's
+ * short-circuit does (pkg/proxy/topology.go computes the Cluster endpoints
+ * for any externally accessible Service for that). A frontend with no usable
+ * endpoint is left with no_endpoints (kube-proxy REJECTs it), or
+ * no_local_endpoints. Endpoints listed without a port for a service port are
+ * reported in `unresolved` (UNMATCHED_PORT). With kube-proxy's
+ * `masqueradeAll`, every frontend is left with masquerade_all: the backend
+ * must see the node's address, which a connect()-time translation cannot give.
  */
 export function desiredServices(snap: Pick<Snapshot, 'services' | 'node' | 'zone' | 'masqueradeAll'>): {
   services: Map<string, DesiredService>;
@@ -196,17 +240,21 @@ export function desiredServices(snap: Pick<Snapshot, 'services' | 'node' | 'zone
   const unresolved = new Set<string>();
   const node: NodeTopology = { name: snap.node, zone: snap.zone };
   for (const svc of snap.services) {
-    const internal = usableEndpoints(svc, node);
-    let cluster: ReturnType<typeof usableEndpoints> | undefined;
+    const perPort = svc.ports.map((sp) => {
+      const { endpoints, unmatched } = portEndpoints(svc.endpoints, sp);
+      for (const e of unmatched) unresolved.add(`${svc.namespace}/${svc.name}:${sp.name ?? sp.port} → ${e.ip}`);
+      const internal = usableEndpoints({ endpoints, internalTrafficPolicy: svc.internalTrafficPolicy }, node);
+      let cluster: typeof internal | undefined;
+      return { sp, internal, cluster: () => (cluster ??= usableEndpoints({ endpoints }, node)) };
+    });
     for (const addr of serviceAddresses(svc)) {
-      let use = internal;
-      if (addr.kind !== 'cluster') use = cluster ??= usableEndpoints({ endpoints: svc.endpoints }, node);
-      for (const sp of svc.ports) {
+      for (const { sp, internal, cluster } of perPort) {
+        const use = addr.kind === 'cluster' ? internal : cluster();
         const proto = PROTO[sp.protocol];
         const fe: Frontend = { ip: addr.ip, port: sp.port, proto };
         const name = `${svc.namespace}/${svc.name}:${sp.name ?? sp.port}`;
         const leftAll = snap.masqueradeAll ? 'masquerade_all' : addr.left;
-        const backends = leftAll ? [] : backendsOf(svc, sp, use.endpoints, unresolved);
+        const backends = leftAll ? [] : backendsOf(use.endpoints, proto);
         const left = leftAll ?? (backends.length ? undefined : (use.left ?? 'no_endpoints'));
         const d: DesiredService = left ? { fe, name, kind: addr.kind, backends, left } : { fe, name, kind: addr.kind, backends };
         if (svc.affinityTimeout) d.affinity = svc.affinityTimeout;
@@ -217,28 +265,7 @@ export function desiredServices(snap: Pick<Snapshot, 'services' | 'node' | 'zone
   return { services, unresolved: [...unresolved] };
 }
 
-/** One service port's backends from these endpoints, sorted, without duplicates; endpoints whose port cannot be resolved go to `unresolved`. */
-function backendsOf(svc: Service, sp: Service['ports'][number], endpoints: ServiceEndpoint[], unresolved: Set<string>): BackendAddr[] {
-  const proto = PROTO[sp.protocol];
-  const seen = new Set<number>();
-  const backends: BackendAddr[] = [];
-  for (const e of endpoints) {
-    const port = resolvePort(sp, e);
-    if (port === undefined) {
-      unresolved.add(`${svc.namespace}/${svc.name}:${sp.name ?? sp.port} → ${e.ip}`);
-      continue;
-    }
-    const b = { ip: e.ip, port, proto };
-    if (!seen.has(beKey(b))) backends.push(b);
-    seen.add(beKey(b));
-  }
-  return backends.sort(cmpAddr);
-}
-
-function resolvePort(sp: Service['ports'][number], e: Service['endpoints'][number]): number | undefined {
-  const named = e.ports.find((p) => (p.name ?? '') === (sp.name ?? '') && p.protocol === sp.protocol);
-  if (named) return named.port;
-  if (typeof sp.targetPort === 'number') return sp.targetPort;
-  if (sp.targetPort === undefined) return sp.port;
-  return undefined;
+/** One service port's backends from its chosen endpoints, sorted (portEndpoints already made them unique). */
+function backendsOf(endpoints: PortEndpoint[], proto: Proto): BackendAddr[] {
+  return endpoints.map((e) => ({ ip: e.ip, port: e.port, proto })).sort(cmpAddr);
 }

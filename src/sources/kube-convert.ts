@@ -17,6 +17,8 @@ import {
 /** Marks a pod as running an Istio-style sidecar (besides an `istio-proxy` container). */
 export const SIDECAR_ANNOTATION = 'podwarp.io/sidecar';
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+/** The Node label topology-aware routing compares zone hints with. */
+export const ZONE_LABEL = 'topology.kubernetes.io/zone';
 
 /** The pod annotations podwarp reads (the cache keeps only these: trim()). */
 const KEPT_ANNOTATIONS = new Set([...BANDWIDTH_ANNOTATIONS, ...ISTIO_CAPTURE_ANNOTATIONS]);
@@ -209,7 +211,12 @@ function externalOf(spec: NonNullable<V1Service['spec']>, status: V1Service['sta
   return out;
 }
 
-/** The IPv4 endpoints of a Service's slices. Slices of other address types are reported and ignored. */
+/**
+ * The IPv4 endpoints of a Service's slices, each with its slice's valid ports
+ * (the ones kube-proxy uses: TCP/UDP, a port number 1-65535; desired.ts
+ * matches them to the service ports by name and protocol). Slices of other
+ * address types are reported and ignored.
+ */
 export function endpointsFrom(slices: Iterable<V1EndpointSlice>): {
   endpoints: ServiceEndpoint[];
   skips: { slice: string; reason: string }[];
@@ -222,10 +229,12 @@ export function endpointsFrom(slices: Iterable<V1EndpointSlice>): {
       skips.push({ slice: name, reason: `addressType ${String(s.addressType)} is not load-balanced` });
       continue;
     }
+    // kube-proxy skips a slice port with a null or 0 port (and SCTP here): no endpoint of this slice is then an
+    // endpoint of that service port. `ports: []` or none: the slice's endpoints belong to no service port at all.
     const ports: ServiceEndpoint['ports'] = [];
     for (const p of Array.isArray(s.ports) ? s.ports : []) {
       const proto = p?.protocol ?? 'TCP';
-      if ((proto === 'TCP' || proto === 'UDP') && Number.isInteger(p?.port))
+      if ((proto === 'TCP' || proto === 'UDP') && Number.isInteger(p?.port) && p.port! >= 1 && p.port! <= 65535)
         ports.push({ name: p.name || undefined, port: p.port!, protocol: proto });
     }
     const eps =
@@ -402,6 +411,9 @@ export function trim(kind: string, o: unknown): unknown {
       };
     case 'networkpolicies':
       return { metadata: meta(), spec: { podSelector: x.spec?.podSelector } };
+    case 'nodes':
+      // only the zone label: a Node's status (images, conditions) is large and changes every few seconds
+      return { metadata: meta({ labels: m.labels?.[ZONE_LABEL] !== undefined ? { [ZONE_LABEL]: m.labels[ZONE_LABEL] } : undefined }) };
     default:
       return o;
   }

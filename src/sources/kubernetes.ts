@@ -1,6 +1,7 @@
 // The Kubernetes source: @kubernetes/client-node informers (list + watch,
 // relist on 410 Gone, restart with backoff after errors) for this node's
-// Pods, and every Namespace, Service, EndpointSlice and NetworkPolicy.
+// Pods and Node (its zone label), and every Namespace, Service, EndpointSlice
+// and NetworkPolicy.
 // It keeps the informers' caches (no copies) plus two small indexes
 // (EndpointSlices by Service) and tells the agent *what* changed, so a
 // changed EndpointSlice costs one Service's worth of work, not a full pass.
@@ -27,6 +28,7 @@ import type { NetworkPolicy, Service, Snapshot } from '../model.js';
 import { POLICY_APIS, apiName, policyFrom, trimPolicy, type PolicyApi } from './kube-policies.js';
 import {
   SERVICE_NAME_LABEL,
+  ZONE_LABEL,
   dedupeIPs,
   trim,
   endpointsFrom,
@@ -36,7 +38,7 @@ import {
   serviceFrom,
 } from './kube-convert.js';
 
-export const ZONE_LABEL = 'topology.kubernetes.io/zone';
+export { ZONE_LABEL };
 /**
  * kube-proxy's Service and EndpointSlice informers list only what no other
  * proxy is named for (service.kubernetes.io/service-proxy-name) and no
@@ -45,13 +47,20 @@ export const ZONE_LABEL = 'topology.kubernetes.io/zone';
  */
 export const PROXIED_BY_US = '!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless';
 
-export type Kind = 'namespaces' | 'pods' | 'services' | 'endpointslices' | 'networkpolicies';
+export type Kind = 'namespaces' | 'pods' | 'services' | 'endpointslices' | 'networkpolicies' | 'nodes';
+/** The kinds whose caches must be complete before the agent touches the datapath (not `nodes`: the zone is optional). */
 export const KINDS: Kind[] = ['namespaces', 'pods', 'services', 'endpointslices', 'networkpolicies'];
 
-/** What an event invalidates: the node-local part (pods, namespaces, policies) and/or some Services (namespace/name). */
+/**
+ * What an event invalidates: the node-local part (pods, namespaces, policies)
+ * and/or some Services (namespace/name), or every Service (`zone`: this
+ * node's `topology.kubernetes.io/zone` label changed, so topology hints
+ * choose anew).
+ */
 export interface Change {
   pods: boolean;
   services: Set<string>;
+  zone?: boolean;
 }
 
 export interface SourceHooks {
@@ -163,10 +172,8 @@ export class KubeSource {
   /** Core kinds whose watch failed and that have not relisted since. */
   private readonly stale = new Set<Kind>();
   private stopped = false;
-  /** This node's `topology.kubernetes.io/zone` label, read once at start (undefined: none, or the Node could not be read). */
-  zone?: string;
-  /** Why the zone is unknown, when reading the Node failed. */
-  zoneError?: string;
+  /** The zone last reported (a Node event that changes it is a `zone` Change). */
+  private knownZone?: string;
 
   constructor(
     private readonly opts: KubeSourceOptions,
@@ -177,6 +184,23 @@ export class KubeSource {
 
   get server(): string {
     return this.kc.getCurrentCluster()?.server ?? '?';
+  }
+
+  /**
+   * This node's `topology.kubernetes.io/zone` label, from the watched Node
+   * (undefined: no label, or the Node could not be listed yet). A failing
+   * watch keeps the last one seen, as kube-proxy does.
+   */
+  get zone(): string | undefined {
+    const n = this.informers.get('nodes')?.get(this.opts.node);
+    const z = n?.metadata?.labels?.[ZONE_LABEL];
+    return typeof z === 'string' && z !== '' ? z : undefined;
+  }
+
+  /** Why the zone is unknown: the Node's list failed (e.g. RBAC) or it does not exist. */
+  get zoneError(): string | undefined {
+    if (this.listed.has('nodes')) return this.informers.get('nodes')?.get(this.opts.node) ? undefined : `Node ${this.opts.node} not found`;
+    return this.lastError.get('nodes');
   }
 
   /** Starts every informer; resolves once each has listed once (the caches are complete), or rejects after timeoutMs. */
@@ -211,6 +235,8 @@ export class KubeSource {
         PROXIED_BY_US,
       ],
       ['networkpolicies', '/apis/networking.k8s.io/v1/networkpolicies', (p) => net.listNetworkPolicyForAllNamespaces(p)],
+      // this node alone (kube-proxy watches its Node the same way): its zone label decides topology hints
+      ['nodes', '/api/v1/nodes', (p) => core.listNode({ ...p, fieldSelector: `metadata.name=${node}` }), `metadata.name=${node}`],
     ];
     for (const [kind, path, list, fieldSelector, labelSelector] of defs) {
       // paged (like client-go's reflector), trimmed page by page: a 10,000-object list never sits in memory whole
@@ -243,21 +269,15 @@ export class KubeSource {
       this.informers.set(kind, lw);
     }
     await Promise.all([...this.informers.values()].map((lw) => lw.start()));
-    try {
-      // topology-aware routing compares endpoint zone hints with this node's zone, as kube-proxy does
-      const n = await core.readNode({ name: node });
-      const z = n.metadata?.labels?.[ZONE_LABEL];
-      this.zone = z ? z : undefined;
-    } catch (e) {
-      const code = (e as { code?: unknown }).code;
-      this.zoneError = typeof code === 'number' ? `HTTP ${code}` : errorMessage(e).split('\n')[0];
-    }
     const deadline = Date.now() + timeoutMs;
     await this.discover();
     this.schedule(() => this.rediscover(), this.opts.discoveryMs ?? 30_000);
-    while (this.listed.size < KINDS.length) {
+    // every kind listed, and the Node listed or failed once (no zone then: hinted Services use every endpoint)
+    const nodeAnswered = () => this.listed.has('nodes') || this.lastError.has('nodes');
+    while (KINDS.some((k) => !this.listed.has(k)) || !nodeAnswered()) {
       if (this.stopped) throw new Error('source stopped');
       if (Date.now() > deadline) {
+        if (!KINDS.some((k) => !this.listed.has(k))) break;
         const why = KINDS.filter((k) => !this.listed.has(k)).map(
           (k) => `${k}${this.lastError.has(k) ? ` (${this.lastError.get(k)})` : ''}`,
         );
@@ -451,7 +471,13 @@ export class KubeSource {
   private event(kind: Kind, type: 'add' | 'update' | 'delete', o: KubernetesObject): void {
     this.hooks.onEvent?.(kind, type);
     const c: Change = { pods: false, services: new Set() };
-    if (kind === 'services') c.services.add(keyOf(o));
+    if (kind === 'nodes') {
+      const zone = this.zone;
+      if (zone === this.knownZone) return;
+      log.info({ node: this.opts.node, zone: zone ?? null, was: this.knownZone ?? null }, "this node's zone label changed");
+      this.knownZone = zone;
+      c.zone = true;
+    } else if (kind === 'services') c.services.add(keyOf(o));
     else if (kind === 'endpointslices') {
       const sk = keyOf(o);
       const old = this.sliceOwner.get(sk);
@@ -473,9 +499,12 @@ export class KubeSource {
     this.hooks.onChange(c);
   }
 
-  /** Objects in the caches, by kind (a gauge). */
+  /** Objects in the caches, by kind (a gauge; `nodes`: 1 once this node is seen). */
   counts(): Record<Kind, number> {
-    return Object.fromEntries(KINDS.map((k) => [k, this.informers.get(k)?.list().length ?? 0])) as Record<Kind, number>;
+    return Object.fromEntries([...KINDS, 'nodes'].map((k) => [k, this.informers.get(k as Kind)?.list().length ?? 0])) as Record<
+      Kind,
+      number
+    >;
   }
 
   /** The node-local part of the snapshot: this node's pods, every namespace and NetworkPolicy. Services come per key (service()). */

@@ -154,10 +154,26 @@ export function toSnapshot(st: StateFile): Snapshot {
         ip: e.ip,
         ready: e.ready ?? true,
         terminating: e.terminating ?? false,
-        ports: (e.ports ?? []).map((p) => ({ name: p.name, port: p.port, protocol: p.protocol ?? 'TCP' })),
+        ports: (e.ports ?? impliedPorts(s.ports)).map((p) => ({ name: p.name, port: p.port, protocol: p.protocol ?? 'TCP' })),
       })),
     })),
   };
+}
+
+/**
+ * The ports of an endpoint listed without `ports` (a convenience of the state
+ * file: an EndpointSlice always has its own): what the EndpointSlice
+ * controller would write for a pod that declares no named port, one per
+ * service port with a numeric targetPort (that number) or none (the service
+ * port). A named targetPort cannot be resolved without the pod's ports: that
+ * service port gets none, so the endpoint is not one of it.
+ */
+function impliedPorts(
+  ports: NonNullable<StateFile['services']>[number]['ports'],
+): { name?: string; port: number; protocol?: 'TCP' | 'UDP' }[] {
+  return ports.flatMap((p) =>
+    typeof p.targetPort === 'string' ? [] : [{ name: p.name, port: p.targetPort ?? p.port, protocol: p.protocol ?? 'TCP' }],
+  );
 }
 
 /** The external addresses of a state-file Service, as kube-convert takes them from a Service's spec and status. */

@@ -404,6 +404,40 @@ describe('agent --source kubernetes against an API server double', () => {
     await until('external frontends removed', async () => (await counts()).every((x) => x === undefined));
   });
 
+  it("this node's zone label set, changed and removed: the running agent re-plans the hinted Service's backends (topology hints, as kube-proxy)", async () => {
+    const a = agents[0]!;
+    const [near, far] = [pods()[1]!.ip, pods()[3]!.ip];
+    const ZONE = 'topology.kubernetes.io/zone';
+    const nodeObj = (zone?: string): ApiObject => ({
+      metadata: { name: node, labels: { 'kubernetes.io/hostname': node, ...(zone ? { [ZONE]: zone } : {}) } },
+    });
+    // every endpoint hinted (trafficDistribution PreferClose): near for zone-a, far for zone-b
+    api!.update('endpointslices', {
+      ...sliceObj('web-1', [near, far]),
+      endpoints: [near, far].map((ip, i) => ({
+        addresses: [ip],
+        conditions: { ready: true },
+        hints: { forZones: [{ name: i === 0 ? 'zone-a' : 'zone-b' }] },
+      })),
+    });
+    const backendsAre = (what: string, ips: string[]) =>
+      until(what, async () => JSON.stringify(await webBackends()) === JSON.stringify([...ips].sort()));
+    // the agent started before this Node existed: no zone, every ready endpoint
+    await backendsAre('no zone: every endpoint', [near, far]);
+    const rezoned = () => a.lines.filter((l) => l.msg === "planning every Service for this node's new zone").length;
+    const before = rezoned();
+    api!.create('nodes', nodeObj('zone-a'));
+    await backendsAre('zone-a: the endpoint hinted for it', [near]);
+    api!.update('nodes', nodeObj('zone-b'));
+    await backendsAre('zone-b: the endpoint hinted for it', [far]);
+    api!.update('nodes', nodeObj());
+    await backendsAre('the label removed: every endpoint again', [near, far]);
+    // each change was seen by the same agent process, through its Node watch
+    expect(rezoned() - before).toBe(3);
+    expect(a.child.exitCode).toBeNull();
+    api!.update('endpointslices', sliceObj('web-1', [near, far]));
+  });
+
   it('a restarted agent converges without rewriting one unchanged entry', async () => {
     const a1 = agents[0]!;
     // the first agent idle first: no pass of its changed anything for two node-local resyncs

@@ -80,7 +80,12 @@ describe('meshed pods: Istio semantics kept', () => {
   const pods = () => env!.m.pods;
 
   const services = (): Service[] => {
-    const eps = [pods()[1]!, pods()[2]!].map((p) => ({ ip: p.ip, ready: true, terminating: false, ports: [] }));
+    // one slice port per service port, as the EndpointSlice controller writes them
+    const ports = [
+      { name: 'http', port: TARGET, protocol: 'TCP' as const },
+      { name: 'dns', port: TARGET, protocol: 'UDP' as const },
+    ];
+    const eps = [pods()[1]!, pods()[2]!].map((p) => ({ ip: p.ip, ready: true, terminating: false, ports }));
     return [
       {
         namespace: 'team-b',

@@ -46,13 +46,23 @@ interface Observed {
 interface Scenario {
   name: string;
   internalTrafficPolicy?: 'Local';
-  /** pod index (1..3) → endpoint fields */
+  /**
+   * pod index (1..3) → endpoint fields; an index listed twice is one address in
+   * two slices. `ports` are the endpoint's slice ports: unset, the ones the
+   * EndpointSlice controller writes for the Service's ports (SLICE_PORTS).
+   */
   endpoints: [number, Partial<ServiceEndpoint>][];
   /** kube-proxy's rules, written from its behaviour, not from podwarp's code: the backends, else reject/drop */
   kubeProxy: number[] | 'reject' | 'drop';
   /** also run from a dual-stack AF_INET6 socket dialling the v4-mapped ClusterIP */
   v6?: boolean;
 }
+
+/** The slice ports of the endpoint-selection Services' two ports ('p' TCP, 'u' UDP), as the EndpointSlice controller writes them. */
+const SLICE_PORTS: ServiceEndpoint['ports'] = [
+  { name: 'p', port: TARGET, protocol: 'TCP' },
+  { name: 'u', port: TARGET, protocol: 'UDP' },
+];
 
 const scenarios: Scenario[] = [
   {
@@ -137,6 +147,44 @@ const scenarios: Scenario[] = [
     kubeProxy: [1, 2, 3],
     v6: true,
   },
+  // kube-proxy takes a service port's endpoints only from slice ports of its name and protocol
+  // (pkg/proxy/endpointslicecache.go); a Service whose slices have none is rejected, whatever targetPort says
+  {
+    name: "slices without a port of the service port's name (manually managed, ports: [] or another name): kube-proxy rejects",
+    endpoints: [
+      [1, { ports: [] }],
+      [2, { ports: SLICE_PORTS.map((p) => ({ ...p, name: `${p.name}-other` })) }],
+    ],
+    kubeProxy: 'reject',
+  },
+  {
+    name: "one slice with the port, one without: only the first one's endpoints",
+    endpoints: [
+      [1, {}],
+      [2, { ports: [] }],
+      [3, { ports: [] }],
+    ],
+    kubeProxy: [1],
+  },
+  // one address in two slices: kube-proxy keeps the copy that is not terminating (pkg/proxy/endpointslicecache.go)
+  {
+    name: 'an address in two slices, ready in one and terminating in the other (a rollout): used',
+    endpoints: [
+      [1, { ready: false, terminating: true }],
+      [1, {}],
+      [2, { ready: false, terminating: true }],
+    ],
+    kubeProxy: [1],
+  },
+  {
+    name: 'an address in two slices, not yet ready in one and serving-terminating in the other (a reused pod IP): the terminating copy does not count',
+    endpoints: [
+      [1, { ready: false, terminating: true }],
+      [1, { ready: false }],
+      [2, { ready: false, terminating: true }],
+    ],
+    kubeProxy: [2],
+  },
 ];
 
 const outcome = (n: number, ok: number, refused: number, timeouts: number): Outcome =>
@@ -197,7 +245,7 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
     clusterIP: ip,
     ...(sc.internalTrafficPolicy ? { internalTrafficPolicy: sc.internalTrafficPolicy } : {}),
     ports: [{ name: 'p', port: PORT, protocol, targetPort: TARGET }],
-    endpoints: sc.endpoints.map(([i, over]) => ({ ip: pods()[i]!.ip, ready: true, terminating: false, ports: [], ...over })),
+    endpoints: sc.endpoints.map(([i, over]) => ({ ip: pods()[i]!.ip, ready: true, terminating: false, ports: SLICE_PORTS, ...over })),
   });
   const snap = (on: boolean, svc: Service): Snapshot => ({
     ...sb.base!,
@@ -331,7 +379,7 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
           name: 'hairpin',
           clusterIP: ip,
           ports: [{ name: 'p', port: PORT, protocol: proto, targetPort: TARGET }],
-          endpoints: [{ ip: me.ip, ready: true, terminating: false, ports: [] }],
+          endpoints: [{ ip: me.ip, ready: true, terminating: false, ports: [{ name: 'p', port: TARGET, protocol: proto }] }],
         };
         await installServices(sb.env!.m, [
           { vip: ip, port: PORT, proto: proto === 'TCP' ? 'tcp' : 'udp', backends: [{ ip: me.ip, port: TARGET }], masquerade: true },
@@ -370,7 +418,12 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
     clusterIP: ip,
     ...(timeout ? { affinityTimeout: timeout } : {}),
     ports: [{ name: 'p', port: PORT, protocol: l4(f), targetPort: TARGET }],
-    endpoints: backends.map((i) => ({ ip: pods()[i]!.ip, ready: true, terminating: false, ports: [] })),
+    endpoints: backends.map((i) => ({
+      ip: pods()[i]!.ip,
+      ready: true,
+      terminating: false,
+      ports: [{ name: 'p', port: TARGET, protocol: l4(f) }],
+    })),
   });
   const rules = (svc: Service): KubeProxyService => ({
     vip: svc.clusterIP,
@@ -705,7 +758,7 @@ describe('external IPs and LoadBalancer IPs from a pod: kube-proxy rules and the
         { name: 'p', port: PORT, protocol: 'TCP', targetPort: TARGET },
         { name: 'u', port: PORT, protocol: 'UDP', targetPort: TARGET },
       ],
-      endpoints: sc.endpoints.map(([j, o]) => ({ ip: pods()[j]!.ip, ready: true, terminating: false, ports: [], ...o })),
+      endpoints: sc.endpoints.map(([j, o]) => ({ ip: pods()[j]!.ip, ready: true, terminating: false, ports: SLICE_PORTS, ...o })),
       ...(sc.dial === 'externalIP'
         ? { ...sc.over, externalIPs: [dialledOf(i)] }
         : { ...sc.over, loadBalancerIngress: sc.over.loadBalancerIngress!.map((g) => ({ ...g, ip: dialledOf(i) })) }),

@@ -34,7 +34,7 @@ describe('service load balancing at connect()', () => {
     name: 'dns',
     clusterIP: DNS,
     ports: [{ name: 'dns', port: 53, protocol: 'UDP', targetPort: 8080 }],
-    endpoints: ips.map((ip) => ({ ip, ready: true, terminating: false, ports: [] })),
+    endpoints: ips.map((ip) => ({ ip, ready: true, terminating: false, ports: [{ name: 'dns', port: 8080, protocol: 'UDP' as const }] })),
   });
   const snap = (on: boolean, webIps: string[], dnsIps: string[]): Snapshot => ({
     ...base,

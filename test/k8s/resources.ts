@@ -4,6 +4,7 @@
 
 export type Resource =
   | 'namespaces'
+  | 'nodes'
   | 'pods'
   | 'services'
   | 'endpointslices'
@@ -42,6 +43,7 @@ export interface ResourceInfo {
 
 export const RESOURCES: Record<Resource, ResourceInfo> = {
   namespaces: { prefix: '/api/v1', apiVersion: 'v1', kind: 'Namespace', namespaced: false },
+  nodes: { prefix: '/api/v1', apiVersion: 'v1', kind: 'Node', namespaced: false },
   pods: { prefix: '/api/v1', apiVersion: 'v1', kind: 'Pod', namespaced: true },
   services: { prefix: '/api/v1', apiVersion: 'v1', kind: 'Service', namespaced: true },
   endpointslices: {

@@ -50,6 +50,12 @@ export function route(pathname: string): Route | null {
     if (c !== undefined && !['status', 'finalize'].includes(c)) return null;
     return { res: a, name: b, subresource: c, watchPrefix };
   }
+  if (!RESOURCES[ra].namespaced) {
+    // a cluster-scoped resource: /{res}[/{name}[/status]]
+    if (b === undefined) return { res: ra, watchPrefix };
+    if (c !== undefined && c !== 'status') return null;
+    return { res: ra, name: b, subresource: c, watchPrefix };
+  }
   if (b !== undefined) return null; // /pods/{name} without a namespace does not exist
   return { res: a, watchPrefix };
 }

@@ -260,6 +260,21 @@ describe('FakeApiServer over raw HTTP', () => {
     expect(single.json).toMatchObject({ kind: 'Pod', apiVersion: 'v1', metadata: { name: 'p1', namespace: 'a' } });
   });
 
+  it('serves cluster-scoped Nodes: one by name, and listed by metadata.name as kube-proxy and podwarp watch their own', async () => {
+    const s = await startServer();
+    s.create('nodes', { metadata: { name: 'n1', labels: { 'topology.kubernetes.io/zone': 'a' } } });
+    s.create('nodes', { metadata: { name: 'n2' } });
+    const l = await listRaw(`${s.url}/api/v1/nodes?fieldSelector=${encodeURIComponent('metadata.name=n2')}`);
+    expect(l.kind).toBe('NodeList');
+    expect(names(l.items)).toEqual(['/n2']);
+    const one = await req('GET', `${s.url}/api/v1/nodes/n1`);
+    expect(one.status).toBe(200);
+    expect(one.json).toMatchObject({ kind: 'Node', metadata: { name: 'n1', labels: { 'topology.kubernetes.io/zone': 'a' } } });
+    expect((one.json as { metadata: { namespace?: string } }).metadata.namespace).toBeUndefined();
+    expect((await req('GET', `${s.url}/api/v1/nodes/n9`)).status).toBe(404);
+    expect((await req('GET', `${s.url}/api/v1/nodes/n1/proxy`)).status).toBe(404);
+  });
+
   it('paginates with limit and continue', async () => {
     const s = await startServer();
     for (let i = 0; i < 25; i++) s.create('services', { metadata: { name: `svc-${String(i).padStart(2, '0')}`, namespace: 'ns' } });

@@ -51,13 +51,14 @@ describe('deploy/podwarp.yaml', () => {
     expect(one('Namespace').metadata.labels?.['pod-security.kubernetes.io/enforce']).toBe('privileged');
   });
 
-  it('ClusterRole: get/list/watch only, on exactly the resources the informers use (five kinds and the policy APIs), and get on nodes (the zone)', () => {
+  it('ClusterRole: get/list/watch only, on exactly the resources the informers use (five kinds and the policy APIs), and list/watch on nodes (the zone)', () => {
     const role = one('ClusterRole');
     expect(role.apiVersion).toBe('rbac.authorization.k8s.io/v1');
     const granted = new Set<string>();
     for (const rule of role.rules as Obj[]) {
       const nodes = JSON.stringify(rule.resources) === '["nodes"]';
-      expect([...rule.verbs].sort(), JSON.stringify(rule)).toEqual(nodes ? ['get'] : ['get', 'list', 'watch']);
+      // nodes: only this node, listed and watched by field selector (src/sources/kubernetes.ts); never read by name
+      expect([...rule.verbs].sort(), JSON.stringify(rule)).toEqual(nodes ? ['list', 'watch'] : ['get', 'list', 'watch']);
       expect(rule.resourceNames, 'no resourceNames').toBeUndefined();
       expect(rule.nonResourceURLs, 'no nonResourceURLs').toBeUndefined();
       for (const g of rule.apiGroups as string[])

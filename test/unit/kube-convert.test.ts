@@ -185,6 +185,26 @@ describe('serviceFrom() and endpointsFrom()', () => {
     ]);
     expect(r.skips.map((s) => s.slice)).toEqual(['shop/s-IPv4', 'shop/s-IPv6', 'shop/s-FQDN']);
   });
+  it("keeps each slice's valid ports only (kube-proxy skips a null or 0 port): none at all is an empty list, never a guess", () => {
+    const slice = (name: string, ports: unknown): V1EndpointSlice => ({
+      metadata: { name, namespace: 'shop' },
+      addressType: 'IPv4',
+      endpoints: [{ addresses: ['10.1.0.2'] }],
+      ports: ports as V1EndpointSlice['ports'],
+    });
+    const portsOf = (ports: unknown) => endpointsFrom([slice('s', ports)]).endpoints[0]!.ports;
+    expect(
+      portsOf([
+        { name: 'http', port: null },
+        { name: 'zero', port: 0 },
+        { name: 'dns', port: 53, protocol: 'UDP' },
+      ]),
+    ).toEqual([{ name: 'dns', port: 53, protocol: 'UDP' }]);
+    expect(portsOf([{ name: 'sctp', port: 9, protocol: 'SCTP' }, { port: 70000 }])).toEqual([]);
+    expect(portsOf([])).toEqual([]);
+    expect(portsOf(undefined)).toEqual([]);
+    expect(portsOf([{ name: '', port: 80 }])).toEqual([{ name: undefined, port: 80, protocol: 'TCP' }]);
+  });
 });
 
 describe('namespaces and NetworkPolicies', () => {

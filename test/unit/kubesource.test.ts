@@ -5,7 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
-import { KubeSource } from '../../src/sources/kubernetes.js';
+import { desiredServices } from '../../src/services/desired.js';
+import { KubeSource, type Change } from '../../src/sources/kubernetes.js';
 import { FakeApiServer } from '../k8s/apiserver.js';
 
 describe('KubeSource.start()', () => {
@@ -114,6 +115,122 @@ describe('KubeSource: Services and slices meant for another proxy', () => {
     } finally {
       await src.stop();
       await api.stop();
+    }
+  });
+});
+
+describe("KubeSource: this node's zone label is watched (topology hints follow it, as kube-proxy's do)", () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pw-kubesource-zone-'));
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const ZONE = 'topology.kubernetes.io/zone';
+  const nodeObj = (name: string, zone?: string) => ({
+    metadata: { name, labels: { 'kubernetes.io/hostname': name, ...(zone ? { [ZONE]: zone } : {}) } },
+    status: { images: [{ names: ['big'], sizeBytes: 1 }] },
+  });
+  const hinted = {
+    metadata: { name: 'web-x', namespace: 'team-a', labels: { 'kubernetes.io/service-name': 'web' } },
+    addressType: 'IPv4',
+    endpoints: [
+      { addresses: ['10.244.0.1'], conditions: { ready: true }, hints: { forZones: [{ name: 'zone-a' }] } },
+      { addresses: ['10.244.0.2'], conditions: { ready: true }, hints: { forZones: [{ name: 'zone-b' }] } },
+    ],
+    ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+  };
+  const web = {
+    metadata: { name: 'web', namespace: 'team-a' },
+    spec: { clusterIP: '10.96.0.10', clusterIPs: ['10.96.0.10'], ports: [{ name: 'http', port: 80, protocol: 'TCP' }] },
+  };
+
+  it('a zone label change is a zone Change, and the Services planned with the new zone use its endpoints, without a restart', async () => {
+    const api = await FakeApiServer.start();
+    api.load('namespaces', [{ metadata: { name: 'team-a' } }]);
+    api.load('nodes', [nodeObj('n1', 'zone-a'), nodeObj('n2', 'zone-b')]);
+    api.load('services', [web]);
+    api.load('endpointslices', [hinted]);
+    const changes: Change[] = [];
+    const src = new KubeSource(
+      { kubeconfig: api.kubeconfig(dir), node: 'n1', backoffMs: 50 },
+      { onChange: (c) => changes.push(c), onSkip: () => {} },
+    );
+    const waitFor = async (what: string, ok: () => boolean) => {
+      const end = Date.now() + 5000;
+      while (!ok() && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+      expect(ok(), what).toBe(true);
+    };
+    // what the agent's service lane plans from the source (src/agent.ts: sync.node follows src.zone)
+    const backends = () =>
+      desiredServices({ services: [src.service('team-a/web')!], node: 'n1', zone: src.snapshot().zone })
+        .services.get('10.96.0.10:80/6')!
+        .backends.map((b) => b.ip);
+    try {
+      await src.start(10_000);
+      expect(src.zone).toBe('zone-a');
+      expect(src.zoneError).toBeUndefined();
+      expect(backends()).toEqual(['10.244.0.1']);
+      // only this node is listed and watched
+      expect(src.counts().nodes).toBe(1);
+      expect(api.watchCount('nodes')).toBe(1);
+      changes.length = 0;
+
+      api.update('nodes', nodeObj('n2', 'zone-a')); // another node: no event reaches this source
+      api.update('nodes', nodeObj('n1', 'zone-b'));
+      await waitFor('the new zone', () => src.zone === 'zone-b');
+      expect(changes.filter((c) => c.zone)).toHaveLength(1);
+      expect(backends()).toEqual(['10.244.0.2']);
+
+      // a change of another label is no zone change
+      changes.length = 0;
+      api.update('nodes', { ...nodeObj('n1', 'zone-b'), metadata: { ...nodeObj('n1', 'zone-b').metadata, annotations: { x: 'y' } } });
+      await new Promise((r) => setTimeout(r, 200));
+      expect(changes.filter((c) => c.zone)).toEqual([]);
+
+      // the label removed: no zone, every ready endpoint (kube-proxy without a zone ignores zone hints)
+      api.update('nodes', nodeObj('n1'));
+      await waitFor('no zone', () => src.zone === undefined);
+      expect(changes.filter((c) => c.zone)).toHaveLength(1);
+      expect(backends()).toEqual(['10.244.0.1', '10.244.0.2']);
+
+      // a dropped watch resumes, a compacted history relists: the label set meanwhile is seen either way
+      api.dropWatches();
+      api.compact();
+      api.update('nodes', nodeObj('n1', 'zone-a'));
+      await waitFor('the zone after the watch came back', () => src.zone === 'zone-a');
+      expect(backends()).toEqual(['10.244.0.1']);
+    } finally {
+      await src.stop();
+      await api.stop();
+    }
+  });
+
+  it('a Node the source may not list (RBAC) or that does not exist: the source starts without a zone and says why', async () => {
+    const api = await FakeApiServer.start();
+    api.load('namespaces', [{ metadata: { name: 'team-a' } }]);
+    api.failResource('nodes', 403);
+    const src = new KubeSource({ kubeconfig: api.kubeconfig(dir), node: 'n1', backoffMs: 50 }, { onChange: () => {}, onSkip: () => {} });
+    try {
+      await src.start(10_000);
+      expect(src.zone).toBeUndefined();
+      expect(src.zoneError).toMatch(/HTTP 403/);
+      // allowed again, and the Node created: its zone arrives through the retried list and watch
+      api.failResource('nodes', undefined);
+      api.create('nodes', nodeObj('n1', 'zone-c'));
+      const end = Date.now() + 5000;
+      while (src.zone !== 'zone-c' && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+      expect(src.zone).toBe('zone-c');
+      expect(src.zoneError).toBeUndefined();
+    } finally {
+      await src.stop();
+      await api.stop();
+    }
+    const none = await FakeApiServer.start();
+    const src2 = new KubeSource({ kubeconfig: none.kubeconfig(dir), node: 'n1' }, { onChange: () => {}, onSkip: () => {} });
+    try {
+      await src2.start(10_000);
+      expect(src2.zone).toBeUndefined();
+      expect(src2.zoneError).toBe('Node n1 not found');
+    } finally {
+      await src2.stop();
+      await none.stop();
     }
   });
 });

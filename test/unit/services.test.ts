@@ -4,6 +4,7 @@ import {
   beKey,
   desiredServices,
   feKey,
+  portEndpoints,
   serviceAddresses,
   usableEndpoints,
   type BackendAddr,
@@ -12,6 +13,7 @@ import {
 import { applyToMirror } from '../../src/services/mirror.js';
 import { indexServices, planServices, svcPlanSize, type ActualServices } from '../../src/services/plan.js';
 
+const DNS = { name: 'dns', port: 5353, protocol: 'UDP' as const };
 const svc = (over: Partial<Service> = {}): Service => ({
   namespace: 'shop',
   name: 'web',
@@ -21,11 +23,11 @@ const svc = (over: Partial<Service> = {}): Service => ({
     { name: 'dns', port: 53, protocol: 'UDP', targetPort: 5353 },
   ],
   endpoints: [
-    { ip: '10.1.0.3', ready: true, terminating: false, ports: [{ name: 'http', port: 8080, protocol: 'TCP' }] },
-    { ip: '10.1.0.2', ready: true, terminating: false, ports: [{ name: 'http', port: 8081, protocol: 'TCP' }] },
-    { ip: '10.1.0.4', ready: false, terminating: false, ports: [{ name: 'http', port: 8080, protocol: 'TCP' }] },
-    { ip: '10.1.0.5', ready: false, terminating: true, ports: [{ name: 'http', port: 8080, protocol: 'TCP' }] },
-    { ip: '10.1.0.6', ready: true, terminating: false, ports: [] },
+    { ip: '10.1.0.3', ready: true, terminating: false, ports: [{ name: 'http', port: 8080, protocol: 'TCP' }, DNS] },
+    { ip: '10.1.0.2', ready: true, terminating: false, ports: [{ name: 'http', port: 8081, protocol: 'TCP' }, DNS] },
+    { ip: '10.1.0.4', ready: false, terminating: false, ports: [{ name: 'http', port: 8080, protocol: 'TCP' }, DNS] },
+    { ip: '10.1.0.5', ready: false, terminating: true, ports: [{ name: 'http', port: 8080, protocol: 'TCP' }, DNS] },
+    { ip: '10.1.0.6', ready: true, terminating: false, ports: [DNS] },
   ],
   ...over,
 });
@@ -64,19 +66,85 @@ function applied(have: ActualServices, p: ReturnType<typeof planServices>): Actu
 
 describe('desiredServices()', () => {
   const { services, unresolved } = desiredServices(snap([svc()]));
-  it('resolves named target ports through the endpoint ports and skips not-ready and terminating endpoints', () => {
+  type Ep = Service['endpoints'][number];
+  const ep = (ip: string, ports: Ep['ports'], over: Partial<Ep> = {}): Ep => ({ ip, ready: true, terminating: false, ports, ...over });
+  const HTTP = { name: 'http', port: 8080, protocol: 'TCP' as const };
+  const at = (d: DesiredService | undefined) => d?.backends.map((b) => `${b.ip}:${b.port}`);
+
+  it("resolves a service port through the endpoint's slice port of its name and protocol and skips not-ready and terminating endpoints", () => {
     expect(services.get('10.96.0.10:80/6')!.backends).toEqual([
       { ip: '10.1.0.2', port: 8081, proto: 6 },
       { ip: '10.1.0.3', port: 8080, proto: 6 },
     ]);
+    expect(at(services.get('10.96.0.10:53/17'))).toEqual(['10.1.0.2:5353', '10.1.0.3:5353', '10.1.0.6:5353']);
+    // 10.1.0.6's slice has no http port: not an endpoint of that service port (kube-proxy's EndpointSliceCache)
     expect(unresolved).toEqual(['shop/web:http → 10.1.0.6']);
   });
-  it('uses a numeric targetPort when the endpoint lists no port of that name', () => {
-    expect(services.get('10.96.0.10:53/17')!.backends.map((b) => `${b.ip}:${b.port}`)).toEqual([
-      '10.1.0.2:5353',
-      '10.1.0.3:5353',
-      '10.1.0.6:5353',
-    ]);
+
+  it('no slice port of the name and protocol (ports: [], another name, another protocol): no endpoint, whatever targetPort says; kube-proxy rejects', () => {
+    const ports = [{ name: 'http', port: 80, protocol: 'TCP' as const, targetPort: 8080 }];
+    for (const slicePorts of [[], [{ ...HTTP, name: 'web' }], [{ ...HTTP, protocol: 'UDP' as const }]]) {
+      const r = desiredServices(snap([svc({ ports, endpoints: [ep('10.1.0.2', slicePorts), ep('10.1.0.3', slicePorts)] })]));
+      expect(r.services.get('10.96.0.10:80/6'), JSON.stringify(slicePorts)).toMatchObject({ backends: [], left: 'no_endpoints' });
+      expect(r.unresolved).toEqual(['shop/web:http → 10.1.0.2', 'shop/web:http → 10.1.0.3']);
+    }
+    // the slice port's number, not targetPort; only the endpoints whose slice has the port
+    const r = desiredServices(snap([svc({ ports, endpoints: [ep('10.1.0.2', [{ ...HTTP, port: 9090 }]), ep('10.1.0.3', [])] })]));
+    expect(at(r.services.get('10.96.0.10:80/6'))).toEqual(['10.1.0.2:9090']);
+    // an unnamed service port matches an unnamed slice port (the API's "")
+    const plain = svc({
+      ports: [{ port: 80, protocol: 'TCP', targetPort: 8080 }],
+      endpoints: [ep('10.1.0.2', [{ port: 8080, protocol: 'TCP' }])],
+    });
+    expect(at(desiredServices(snap([plain])).services.get('10.96.0.10:80/6'))).toEqual(['10.1.0.2:8080']);
+    // one port without endpoints is rejected while another of the same Service has them
+    const half = svc({ endpoints: [ep('10.1.0.2', [HTTP])] });
+    expect(at(desiredServices(snap([half])).services.get('10.96.0.10:80/6'))).toEqual(['10.1.0.2:8080']);
+    expect(desiredServices(snap([half])).services.get('10.96.0.10:53/17')).toMatchObject({ backends: [], left: 'no_endpoints' });
+  });
+
+  it('an address and port listed twice (two slices) is one endpoint: the non-terminating copy wins whatever the order (kube-proxy)', () => {
+    const ports = [{ name: 'http', port: 80, protocol: 'TCP' as const, targetPort: 'http' }];
+    const want = (endpoints: Ep[]) => desiredServices(snap([svc({ ports, endpoints })])).services.get('10.96.0.10:80/6')!;
+    const ready = ep('10.1.0.2', [HTTP]);
+    const terminating = ep('10.1.0.2', [HTTP], { ready: false, terminating: true });
+    const starting = ep('10.1.0.2', [HTTP], { ready: false });
+    const other = ep('10.1.0.3', [HTTP], { ready: false, terminating: true });
+    // a rollout: ready in one slice, terminating in the other → used once
+    expect(at(want([ready, terminating, other]))).toEqual(['10.1.0.2:8080']);
+    expect(at(want([terminating, ready, other]))).toEqual(['10.1.0.2:8080']);
+    // an IP reused while the old pod terminates: the new (not yet ready) pod's copy counts, so the
+    // terminating copy is no fallback; only the other serving-terminating endpoint is
+    for (const order of [
+      [starting, terminating, other],
+      [terminating, starting, other],
+    ])
+      expect(at(want(order))).toEqual(['10.1.0.3:8080']);
+    expect(want([terminating, starting])).toMatchObject({ backends: [], left: 'no_endpoints' });
+    expect(at(want([terminating]))).toEqual(['10.1.0.2:8080']);
+    // the same address with two port numbers (two slices of one port name) is two endpoints
+    expect(at(want([ready, ep('10.1.0.2', [{ ...HTTP, port: 8081 }])]))).toEqual(['10.1.0.2:8080', '10.1.0.2:8081']);
+    // the winning copy is the whole endpoint: its node decides Local policy
+    const local = (endpoints: Ep[]) =>
+      desiredServices({ services: [svc({ ports, internalTrafficPolicy: 'Local', endpoints })], node: 'n1' }).services.get(
+        '10.96.0.10:80/6',
+      )!;
+    expect(
+      local([
+        { ...terminating, nodeName: 'n1' },
+        { ...ready, nodeName: 'n2' },
+      ]),
+    ).toMatchObject({ backends: [], left: 'no_local_endpoints' });
+  });
+
+  it('portEndpoints(): a terminating copy never replaces one already there, a non-terminating one always does', () => {
+    const t = (serving: boolean) => ep('10.1.0.2', [HTTP], { ready: false, terminating: true, serving });
+    const sp = { name: 'http', protocol: 'TCP' as const };
+    expect(portEndpoints([t(true), t(false)], sp).endpoints).toEqual([{ ...t(true), port: 8080 }]);
+    expect(portEndpoints([t(false), t(true)], sp).endpoints).toEqual([{ ...t(false), port: 8080 }]);
+    const a = ep('10.1.0.2', [HTTP], { nodeName: 'a' });
+    const b = ep('10.1.0.2', [HTTP], { nodeName: 'b' });
+    expect(portEndpoints([a, t(true), b], sp)).toEqual({ endpoints: [{ ...b, port: 8080 }], unmatched: [] });
   });
 });
 
@@ -369,6 +437,7 @@ describe('planServices()', () => {
 });
 
 describe('planServices() with a scope (one changed Service at a time)', () => {
+  const P = { name: 'p', port: 8080, protocol: 'TCP' as const };
   // a small deterministic PRNG so a failure is reproducible
   const rng = (seed: number) => () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
   const mk = (i: number, r: () => number): Service => ({
@@ -383,7 +452,7 @@ describe('planServices() with a scope (one changed Service at a time)', () => {
       ip: `10.1.0.${1 + Math.floor(r() * 8)}`,
       ready: true,
       terminating: false,
-      ports: [],
+      ports: [P],
     })),
   });
 
@@ -421,7 +490,7 @@ describe('planServices() with a scope (one changed Service at a time)', () => {
   });
 
   it('touches only the changed frontend', () => {
-    const a = { ...mk(1, rng(1)), endpoints: ['10.1.0.1', '10.1.0.2'].map((ip) => ({ ip, ready: true, terminating: false, ports: [] })) };
+    const a = { ...mk(1, rng(1)), endpoints: ['10.1.0.1', '10.1.0.2'].map((ip) => ({ ip, ready: true, terminating: false, ports: [P] })) };
     const b = { ...mk(2, rng(2)), endpoints: a.endpoints };
     const have = empty();
     const index = indexServices(have);
@@ -439,7 +508,7 @@ describe('planServices() with a scope (one changed Service at a time)', () => {
 describe('sessionAffinity ClientIP (pw_aff_match and the master entry)', () => {
   const one = (over: Partial<Service> = {}) =>
     svc({ ports: [{ name: 'http', port: 80, protocol: 'TCP', targetPort: 8080 }], endpoints: [], ...over });
-  const ep = (ip: string) => ({ ip, ready: true, terminating: false, ports: [] });
+  const ep = (ip: string) => ({ ip, ready: true, terminating: false, ports: [{ name: 'http', port: 8080, protocol: 'TCP' as const }] });
   const fe = { ip: '10.96.0.10', port: 80, proto: 6 as const };
 
   it('desiredServices() carries the timeout to every port of the Service; None carries nothing', () => {

@@ -21,7 +21,7 @@ const svc = (i: number, ips: string[], port = 80): Service => ({
   name: `s${i}`,
   clusterIP: `10.96.${i >> 8}.${i & 255}`,
   ports: [{ name: 'http', port, protocol: 'TCP', targetPort: 8080 }],
-  endpoints: ips.map((ip) => ({ ip, ready: true, terminating: false, ports: [] })),
+  endpoints: ips.map((ip) => ({ ip, ready: true, terminating: false, ports: [{ name: 'http', port: 8080, protocol: 'TCP' as const }] })),
 });
 const many = (n: number) => Array.from({ length: n }, (_, i) => svc(i, [`10.1.${i >> 8}.${i & 255}`, '10.2.0.1']));
 
@@ -31,7 +31,7 @@ describe('ServiceSync', () => {
     const local = (i: number, nodes: string[]): Service => ({
       ...svc(i, []),
       internalTrafficPolicy: 'Local',
-      endpoints: nodes.map((nodeName, j) => ({ ip: `10.1.${i}.${j + 1}`, ready: true, terminating: false, nodeName, ports: [] })),
+      endpoints: nodes.map((nodeName, j) => ({ ...svc(i, [`10.1.${i}.${j + 1}`]).endpoints[0]!, nodeName })),
     });
     const sync = new ServiceSync(k.maps, { name: 'n1' });
     const r = await sync.full([local(1, ['n1', 'n2']), local(2, ['n2']), svc(3, [])]);

@@ -97,6 +97,26 @@ describe('state file', () => {
     ).toEqual([expect.objectContaining({ path: '/services/0/status/loadBalancer/ingress/0/ipMode' })]);
   });
 
+  it("endpoints without ports get one per service port with a numeric or no targetPort; ports: [] is no port (as a slice's)", () => {
+    const withEndpoints = (eps: string) =>
+      loadState(
+        good
+          .replace(
+            'ports: [{ name: http, port: 80, targetPort: http }]',
+            'ports: [{ name: http, port: 80, targetPort: http }, { name: dns, port: 53, protocol: UDP, targetPort: 5353 }, { port: 9000 }]',
+          )
+          .replace('endpoints: [{ ip: 10.1.0.2, ports: [{ name: http, port: 8080 }] }]', `endpoints: ${eps}`),
+      ).services[0]!.endpoints[0]!.ports;
+    expect(withEndpoints('[{ ip: 10.1.0.2 }]')).toEqual([
+      { name: 'dns', port: 5353, protocol: 'UDP' },
+      { name: undefined, port: 9000, protocol: 'TCP' },
+    ]);
+    expect(withEndpoints('[{ ip: 10.1.0.2, ports: [] }]')).toEqual([]);
+    expect(withEndpoints('[{ ip: 10.1.0.2, ports: [{ name: http, port: 8080 }] }]')).toEqual([
+      { name: 'http', port: 8080, protocol: 'TCP' },
+    ]);
+  });
+
   it('accepts the same content as JSON', () => {
     const st = parseState(good);
     expect(parseState(JSON.stringify(st))).toEqual(st);
