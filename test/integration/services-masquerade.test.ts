@@ -55,7 +55,15 @@ describe("kube-proxy's masqueradeAll: every Service left to kube-proxy, which ma
       { name: 'p', port: PORT, protocol: 'TCP', targetPort: TARGET },
       { name: 'u', port: PORT, protocol: 'UDP', targetPort: TARGET },
     ],
-    endpoints: env!.m.pods.slice(1).map((p) => ({ ip: p.ip, ready: true, terminating: false, ports: [] })),
+    endpoints: env!.m.pods.slice(1).map((p) => ({
+      ip: p.ip,
+      ready: true,
+      terminating: false,
+      ports: [
+        { name: 'p', port: TARGET, protocol: 'TCP' as const },
+        { name: 'u', port: TARGET, protocol: 'UDP' as const },
+      ],
+    })),
   });
   const snap = (accelerate: boolean, masqueradeAll: boolean): Snapshot => ({
     ...base,
