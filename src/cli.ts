@@ -3,7 +3,7 @@
 import path from 'node:path';
 import { Command } from 'commander';
 import { Datapath } from '../loader/datapath.js';
-import { FeatureMissingError, InputError, ToolError, errorMessage } from '../host/errors.js';
+import { InputError } from '../host/errors.js';
 import { LockBusyError } from '../host/lock.js';
 import { build } from '../loader/build.js';
 import {
@@ -19,7 +19,8 @@ import {
   dumpStats,
 } from './commands/dump.js';
 import { status } from './commands/status.js';
-import { LOG_FORMATS, configureLog, humanLogs, log, type LogFormat } from '../host/log.js';
+import { LOG_FORMATS, LOG_LEVELS, configureLog, log, logFailure, type LogFormat } from '../host/log.js';
+import { failureOf } from './cli-errors.js';
 import { ACCELERATE_LABEL } from './model.js';
 import { loadStateFile, writeStateFile } from './state/load.js';
 import { DEFAULT_CONFIGZ } from './sources/kube-proxy-config.js';
@@ -32,7 +33,10 @@ export const out = (s: string): void => {
 export function podwarpProgram(name = 'podwarp'): Command {
   const program = new Command(name)
     .description('eBPF-accelerated datapath manager for Kubernetes nodes')
-    .showHelpAfterError()
+    // errors are runCli's one line (and exit code), not commander's message and the whole help;
+    // help of a command group given without its subcommand goes to stdout, as kubectl's
+    .exitOverride()
+    .configureOutput({ outputError: () => {}, writeErr: (s) => process.stdout.write(s) })
     .option(
       '--log-format <format>',
       'logs on stderr: json (one object per line), pretty (readable), auto (pretty on a terminal)',
@@ -43,6 +47,8 @@ export function podwarpProgram(name = 'podwarp'): Command {
       const o = cmd.opts<{ logFormat: string; logLevel: string }>();
       if (!(LOG_FORMATS as readonly string[]).includes(o.logFormat))
         throw new InputError(`--log-format: "${o.logFormat}" is not one of ${LOG_FORMATS.join(', ')}`);
+      if (!(LOG_LEVELS as readonly string[]).includes(o.logLevel))
+        throw new InputError(`--log-level: "${o.logLevel}" is not one of ${LOG_LEVELS.join(', ')}`);
       configureLog({ format: o.logFormat as LogFormat, level: o.logLevel });
     });
 
@@ -276,22 +282,21 @@ export function podwarpProgram(name = 'podwarp'): Command {
   return program;
 }
 
-/** Parses argv and runs the command; errors become one line on stderr and an exit code. */
+/**
+ * Parses argv and runs the command. A failure is one line on stderr, `NAME: error: MESSAGE`, or
+ * with `--log-format json` (or PODWARP_LOG_FORMAT=json) one JSON line instead; the exit code is 1
+ * for a runtime failure, 2 for usage or invalid input (src/cli-errors.ts).
+ */
 export async function runCli(program: Command, argv = process.argv): Promise<void> {
   try {
     await program.parseAsync(argv);
   } catch (e) {
-    const kind =
-      e instanceof InputError
-        ? 'invalid input'
-        : e instanceof FeatureMissingError
-          ? 'missing feature'
-          : e instanceof ToolError
-            ? 'tool failed'
-            : 'error';
-    // a machine reading JSON logs gets the failure as a log line too; a person gets one line
-    if (!humanLogs()) log.error({ kind, err: errorMessage(e) }, 'podwarp failed');
-    process.stderr.write(`podwarp: ${errorMessage(e)}\n`);
-    process.exitCode = e instanceof InputError ? 2 : 1;
+    const f = failureOf(e);
+    process.exitCode = f.code;
+    if (f.code === 0) return;
+    // the global options are parsed before a usage error in a subcommand is found
+    const format = program.opts<{ logFormat?: string }>().logFormat;
+    if (format === 'json') logFailure({ kind: f.kind, err: f.message, exitCode: f.code }, `${program.name()} failed`);
+    else process.stderr.write(`${program.name()}: error: ${f.message}\n`);
   }
 }

@@ -18,10 +18,18 @@ export function checkFormat(f: string): OutputFormat {
   return f;
 }
 
+/** A read command found nothing to read: a runtime condition (exit 1), not bad input. */
+export class NotLoadedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NotLoadedError';
+  }
+}
+
 function requirePinned(dp: Datapath, map: string): void {
   if (!fs.existsSync(dp.pins.map(map))) {
-    throw new InputError(
-      `map ${map} is not pinned at ${dp.pins.map(map)}: podwarp is not loaded (start the agent, or check PODWARP_PIN_NAME)`,
+    throw new NotLoadedError(
+      `podwarp is not loaded: map ${map} is not pinned at ${dp.pins.map(map)} (start the agent, or check PODWARP_PIN_NAME)`,
     );
   }
 }
