@@ -6,19 +6,9 @@ import { Datapath } from '../loader/datapath.js';
 import { InputError } from '../host/errors.js';
 import { LockBusyError } from '../host/lock.js';
 import { build } from '../loader/build.js';
-import {
-  checkFormat,
-  type OutputFormat,
-  dumpAffinity,
-  dumpBackends,
-  dumpEndpoints,
-  dumpFlows,
-  dumpMap,
-  dumpServices,
-  dumpSockets,
-  dumpStats,
-} from './commands/dump.js';
+import { dumpAffinity, dumpBackends, dumpEndpoints, dumpFlows, dumpMap, dumpServices, dumpSockets, dumpStats } from './commands/dump.js';
 import { status } from './commands/status.js';
+import { OUTPUT_HELP, checkFormat, type OutputFormat } from './table.js';
 import { LOG_FORMATS, LOG_LEVELS, configureLog, log, logFailure, type LogFormat } from '../host/log.js';
 import { failureOf } from './cli-errors.js';
 import { ACCELERATE_LABEL } from './model.js';
@@ -217,19 +207,19 @@ export function podwarpProgram(name = 'podwarp'): Command {
     dump
       .command(name)
       .description(description)
-      .option('-o, --output <format>', 'table | json', 'table')
+      .option('-o, --output <format>', OUTPUT_HELP, 'table')
       .action(async (o: { output: string }) => out(await render(await Datapath.open(), checkFormat(o.output))));
   dump
     .command('map')
     .argument('<name>', 'a map of abi/schema.ts, e.g. pw_revnat, pw_config, pw_cgroups')
     .description('any pinned map, decoded with the schema (per-CPU maps summed)')
-    .option('-o, --output <format>', 'table | json', 'table')
+    .option('-o, --output <format>', OUTPUT_HELP, 'table')
     .action(async (name: string, o: { output: string }) => out(await dumpMap(await Datapath.open(), name, checkFormat(o.output))));
 
   program
     .command('status')
     .description('what is loaded, pinned and attached where')
-    .option('-o, --output <format>', 'table | json', 'table')
+    .option('-o, --output <format>', OUTPUT_HELP, 'table')
     .action(async (o: { output: string }) => out(await status(await Datapath.open(), checkFormat(o.output))));
 
   program
@@ -237,7 +227,7 @@ export function podwarpProgram(name = 'podwarp'): Command {
     .description(
       "check this node's prerequisites (kernel, BTF, mounts, tools, program/map/attach types and helpers probed by the kernel); exit 1 if the agent cannot run",
     )
-    .option('-o, --output <format>', 'table | json', 'table')
+    .option('-o, --output <format>', OUTPUT_HELP, 'table')
     .action(async (o: { output: string }) => {
       const fmt = checkFormat(o.output);
       // the scratch load's progress lines would only interleave with the table: warnings and errors stay
