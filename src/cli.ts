@@ -8,7 +8,8 @@ import { LockBusyError } from '../host/lock.js';
 import { build } from '../loader/build.js';
 import { dumpAffinity, dumpBackends, dumpEndpoints, dumpFlows, dumpMap, dumpServices, dumpSockets, dumpStats } from './commands/dump.js';
 import { status } from './commands/status.js';
-import { OUTPUT_HELP, checkFormat, type OutputFormat } from './table.js';
+import { versionInfo, versionLine, versionText } from './version.js';
+import { OUTPUT_HELP, checkFormat, data, isData, type OutputFormat } from './table.js';
 import { LOG_FORMATS, LOG_LEVELS, configureLog, log, logFailure, type LogFormat } from '../host/log.js';
 import { failureOf } from './cli-errors.js';
 import { ACCELERATE_LABEL } from './model.js';
@@ -27,6 +28,7 @@ export function podwarpProgram(name = 'podwarp'): Command {
     // help of a command group given without its subcommand goes to stdout, as kubectl's
     .exitOverride()
     .configureOutput({ outputError: () => {}, writeErr: (s) => process.stdout.write(s) })
+    .version(versionLine(versionInfo(), name), '--version', 'print the version and exit (podwarp version: in full)')
     .option(
       '--log-format <format>',
       'logs on stderr: json (one object per line), pretty (readable), auto (pretty on a terminal)',
@@ -236,6 +238,16 @@ export function podwarpProgram(name = 'podwarp'): Command {
       const r = await runDoctor(fmt);
       out(r.text);
       process.exitCode = r.code;
+    });
+
+  program
+    .command('version')
+    .description('the version, the git commit it was built from (when known), Node and the oldest kernel it is built for')
+    .option('-o, --output <format>', OUTPUT_HELP, 'table')
+    .action((o: { output: string }) => {
+      const fmt = checkFormat(o.output);
+      const v = versionInfo();
+      out(isData(fmt) ? data(v, fmt) : versionText(v));
     });
 
   program
