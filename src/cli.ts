@@ -8,8 +8,10 @@ import { LockBusyError } from '../host/lock.js';
 import { build } from '../loader/build.js';
 import { dumpAffinity, dumpBackends, dumpEndpoints, dumpFlows, dumpMap, dumpServices, dumpSockets, dumpStats } from './commands/dump.js';
 import { status } from './commands/status.js';
+import { SHELLS, commandTree, completionScript, type Shell } from './completion.js';
+import { MAPS } from '../abi/schema.js';
 import { versionInfo, versionLine, versionText } from './version.js';
-import { OUTPUT_HELP, checkFormat, data, isData, type OutputFormat } from './table.js';
+import { OUTPUT_FORMATS, OUTPUT_HELP, checkFormat, data, isData, type OutputFormat } from './table.js';
 import { LOG_FORMATS, LOG_LEVELS, configureLog, log, logFailure, type LogFormat } from '../host/log.js';
 import { failureOf } from './cli-errors.js';
 import { ACCELERATE_LABEL } from './model.js';
@@ -18,6 +20,21 @@ import { DEFAULT_CONFIGZ } from './sources/kube-proxy-config.js';
 
 export const out = (s: string): void => {
   process.stdout.write(s);
+};
+
+/** Completion: the words an option's value takes, by flag (other value-taking options complete files). */
+export const COMPLETION_VALUES: Record<string, readonly string[]> = {
+  '-o': OUTPUT_FORMATS,
+  '--output': OUTPUT_FORMATS,
+  '--log-format': LOG_FORMATS,
+  '--log-level': LOG_LEVELS,
+  '--source': ['local', 'kubernetes'],
+  '--masquerade-all': ['auto', 'true', 'false'],
+};
+/** Completion: the words of a command's first argument, by command. */
+export const COMPLETION_ARGS: Record<string, string[]> = {
+  'dump map': MAPS.map((m) => m.name),
+  completion: [...SHELLS],
 };
 
 /** The product CLI: build, agent, enable/disable, dump, status, uninstall. */
@@ -238,6 +255,15 @@ export function podwarpProgram(name = 'podwarp'): Command {
       const r = await runDoctor(fmt);
       out(r.text);
       process.exitCode = r.code;
+    });
+
+  program
+    .command('completion')
+    .description('print a completion script: bash (source <(podwarp completion bash)), zsh, fish (podwarp completion fish | source)')
+    .argument('<shell>', SHELLS.join(' | '))
+    .action((shell: string) => {
+      if (!(SHELLS as readonly string[]).includes(shell)) throw new InputError(`completion: "${shell}" is not one of ${SHELLS.join(', ')}`);
+      out(completionScript(shell as Shell, commandTree(program, COMPLETION_ARGS), COMPLETION_VALUES));
     });
 
   program
