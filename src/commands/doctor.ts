@@ -62,9 +62,8 @@ export function render(r: DoctorReport, fmt: OutputFormat): string {
     { width: DOCTOR_WIDTH, shrink: [2], min: 24 },
   );
   let out = fit.text;
-  r.checks.forEach((c, i) => {
+  r.checks.forEach((c) => {
     if (c.result !== 'fail' && c.result !== 'warn') return;
-    if (!fit.cut.has(i) && !c.fix) return;
     out += `\n${wrap(`${c.result.toUpperCase()} ${c.check}: ${c.detail}`, DOCTOR_WIDTH)}\n`;
     if (c.fix) out += `${wrap(`  fix: ${c.fix}`, DOCTOR_WIDTH, '    ')}\n`;
   });
