@@ -51,7 +51,7 @@ export function podwarpProgram(name = 'podwarp'): Command {
       'logs on stderr: json (one object per line), pretty (readable), auto (pretty on a terminal)',
       process.env.PODWARP_LOG_FORMAT ?? 'auto',
     )
-    .option('--log-level <level>', 'trace | debug | info | warn | error | silent', process.env.PODWARP_LOG_LEVEL ?? 'info')
+    .option('--log-level <level>', LOG_LEVELS.join(' | '), process.env.PODWARP_LOG_LEVEL ?? 'info')
     .hook('preAction', (cmd) => {
       const o = cmd.opts<{ logFormat: string; logLevel: string }>();
       if (!(LOG_FORMATS as readonly string[]).includes(o.logFormat))
