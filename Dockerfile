@@ -26,7 +26,9 @@ COPY abi ./abi
 COPY host ./host
 COPY loader ./loader
 COPY src ./src
-COPY scripts/bundle.mjs ./scripts/bundle.mjs
+COPY scripts/bundle.mjs scripts/build-info.mjs ./scripts/
+# the commit `podwarp version` reports (no .git here): --build-arg PODWARP_COMMIT=$(git rev-parse HEAD)
+ARG PODWARP_COMMIT=
 RUN npm run build:js
 
 FROM ${NODE_IMAGE}

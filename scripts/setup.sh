@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what podwarp needs and is missing: Debian/Ubuntu packages (clang,
-# llvm, bpftool, libbpf headers, iproute2, iptables, conntrack, clang-format) and the npm
+# llvm, bpftool, libbpf headers, iproute2, iptables, conntrack, clang-format, zsh and fish for the completion tests) and the npm
 # packages (npm ci: exactly the lock file).
 # Idempotent; run as root.
 set -euo pipefail
@@ -27,6 +27,8 @@ command -v conntrack >/dev/null || missing+=(conntrack) # tests: kube-proxy's UD
 command -v iperf3 >/dev/null || missing+=(iperf3)
 command -v clang-format >/dev/null || missing+=(clang-format)
 command -v nsenter >/dev/null || missing+=(util-linux)
+command -v zsh >/dev/null || missing+=(zsh)   # tests: podwarp completion zsh
+command -v fish >/dev/null || missing+=(fish) # tests: podwarp completion fish
 [ -d "/usr/include/$(uname -m)-linux-gnu/asm" ] || [ -d /usr/include/asm ] || missing+=(linux-libc-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}" >&2

@@ -3,23 +3,17 @@
 import path from 'node:path';
 import { Command } from 'commander';
 import { Datapath } from '../loader/datapath.js';
-import { FeatureMissingError, InputError, ToolError, errorMessage } from '../host/errors.js';
+import { InputError } from '../host/errors.js';
 import { LockBusyError } from '../host/lock.js';
 import { build } from '../loader/build.js';
-import {
-  checkFormat,
-  type OutputFormat,
-  dumpAffinity,
-  dumpBackends,
-  dumpEndpoints,
-  dumpFlows,
-  dumpMap,
-  dumpServices,
-  dumpSockets,
-  dumpStats,
-} from './commands/dump.js';
+import { dumpAffinity, dumpBackends, dumpEndpoints, dumpFlows, dumpMap, dumpServices, dumpSockets, dumpStats } from './commands/dump.js';
 import { status } from './commands/status.js';
-import { LOG_FORMATS, configureLog, humanLogs, log, type LogFormat } from '../host/log.js';
+import { SHELLS, commandTree, completionScript, type Shell } from './completion.js';
+import { MAPS } from '../abi/schema.js';
+import { versionInfo, versionLine, versionText } from './version.js';
+import { OUTPUT_FORMATS, OUTPUT_HELP, checkFormat, data, isData, type OutputFormat } from './table.js';
+import { LOG_FORMATS, LOG_LEVELS, configureLog, log, logFailure, type LogFormat } from '../host/log.js';
+import { failureOf } from './cli-errors.js';
 import { ACCELERATE_LABEL } from './model.js';
 import { loadStateFile, writeStateFile } from './state/load.js';
 import { DEFAULT_CONFIGZ } from './sources/kube-proxy-config.js';
@@ -28,21 +22,42 @@ export const out = (s: string): void => {
   process.stdout.write(s);
 };
 
+/** Completion: the words an option's value takes, by flag (other value-taking options complete files). */
+export const COMPLETION_VALUES: Record<string, readonly string[]> = {
+  '-o': OUTPUT_FORMATS,
+  '--output': OUTPUT_FORMATS,
+  '--log-format': LOG_FORMATS,
+  '--log-level': LOG_LEVELS,
+  '--source': ['local', 'kubernetes'],
+  '--masquerade-all': ['auto', 'true', 'false'],
+};
+/** Completion: the words of a command's first argument, by command. */
+export const COMPLETION_ARGS: Record<string, string[]> = {
+  'dump map': MAPS.map((m) => m.name),
+  completion: [...SHELLS],
+};
+
 /** The product CLI: build, agent, enable/disable, dump, status, uninstall. */
 export function podwarpProgram(name = 'podwarp'): Command {
   const program = new Command(name)
     .description('eBPF-accelerated datapath manager for Kubernetes nodes')
-    .showHelpAfterError()
+    // errors are runCli's one line (and exit code), not commander's message and the whole help;
+    // help of a command group given without its subcommand goes to stdout, as kubectl's
+    .exitOverride()
+    .configureOutput({ outputError: () => {}, writeErr: (s) => process.stdout.write(s) })
+    .version(versionLine(versionInfo(), name), '--version', 'print the version and exit (podwarp version: in full)')
     .option(
       '--log-format <format>',
       'logs on stderr: json (one object per line), pretty (readable), auto (pretty on a terminal)',
       process.env.PODWARP_LOG_FORMAT ?? 'auto',
     )
-    .option('--log-level <level>', 'trace | debug | info | warn | error | silent', process.env.PODWARP_LOG_LEVEL ?? 'info')
+    .option('--log-level <level>', LOG_LEVELS.join(' | '), process.env.PODWARP_LOG_LEVEL ?? 'info')
     .hook('preAction', (cmd) => {
       const o = cmd.opts<{ logFormat: string; logLevel: string }>();
       if (!(LOG_FORMATS as readonly string[]).includes(o.logFormat))
         throw new InputError(`--log-format: "${o.logFormat}" is not one of ${LOG_FORMATS.join(', ')}`);
+      if (!(LOG_LEVELS as readonly string[]).includes(o.logLevel))
+        throw new InputError(`--log-level: "${o.logLevel}" is not one of ${LOG_LEVELS.join(', ')}`);
       configureLog({ format: o.logFormat as LogFormat, level: o.logLevel });
     });
 
@@ -211,19 +226,19 @@ export function podwarpProgram(name = 'podwarp'): Command {
     dump
       .command(name)
       .description(description)
-      .option('-o, --output <format>', 'table | json', 'table')
+      .option('-o, --output <format>', OUTPUT_HELP, 'table')
       .action(async (o: { output: string }) => out(await render(await Datapath.open(), checkFormat(o.output))));
   dump
     .command('map')
     .argument('<name>', 'a map of abi/schema.ts, e.g. pw_revnat, pw_config, pw_cgroups')
     .description('any pinned map, decoded with the schema (per-CPU maps summed)')
-    .option('-o, --output <format>', 'table | json', 'table')
+    .option('-o, --output <format>', OUTPUT_HELP, 'table')
     .action(async (name: string, o: { output: string }) => out(await dumpMap(await Datapath.open(), name, checkFormat(o.output))));
 
   program
     .command('status')
     .description('what is loaded, pinned and attached where')
-    .option('-o, --output <format>', 'table | json', 'table')
+    .option('-o, --output <format>', OUTPUT_HELP, 'table')
     .action(async (o: { output: string }) => out(await status(await Datapath.open(), checkFormat(o.output))));
 
   program
@@ -231,7 +246,7 @@ export function podwarpProgram(name = 'podwarp'): Command {
     .description(
       "check this node's prerequisites (kernel, BTF, mounts, tools, program/map/attach types and helpers probed by the kernel); exit 1 if the agent cannot run",
     )
-    .option('-o, --output <format>', 'table | json', 'table')
+    .option('-o, --output <format>', OUTPUT_HELP, 'table')
     .action(async (o: { output: string }) => {
       const fmt = checkFormat(o.output);
       // the scratch load's progress lines would only interleave with the table: warnings and errors stay
@@ -240,6 +255,25 @@ export function podwarpProgram(name = 'podwarp'): Command {
       const r = await runDoctor(fmt);
       out(r.text);
       process.exitCode = r.code;
+    });
+
+  program
+    .command('completion')
+    .description('print a completion script: bash (source <(podwarp completion bash)), zsh, fish (podwarp completion fish | source)')
+    .argument('<shell>', SHELLS.join(' | '))
+    .action((shell: string) => {
+      if (!(SHELLS as readonly string[]).includes(shell)) throw new InputError(`completion: "${shell}" is not one of ${SHELLS.join(', ')}`);
+      out(completionScript(shell as Shell, commandTree(program, COMPLETION_ARGS), COMPLETION_VALUES));
+    });
+
+  program
+    .command('version')
+    .description('the version, the git commit it was built from (when known), Node and the oldest kernel it is built for')
+    .option('-o, --output <format>', OUTPUT_HELP, 'table')
+    .action((o: { output: string }) => {
+      const fmt = checkFormat(o.output);
+      const v = versionInfo();
+      out(isData(fmt) ? data(v, fmt) : versionText(v));
     });
 
   program
@@ -276,22 +310,21 @@ export function podwarpProgram(name = 'podwarp'): Command {
   return program;
 }
 
-/** Parses argv and runs the command; errors become one line on stderr and an exit code. */
+/**
+ * Parses argv and runs the command. A failure is one line on stderr, `NAME: error: MESSAGE`, or
+ * with `--log-format json` (or PODWARP_LOG_FORMAT=json) one JSON line instead; the exit code is 1
+ * for a runtime failure, 2 for usage or invalid input (src/cli-errors.ts).
+ */
 export async function runCli(program: Command, argv = process.argv): Promise<void> {
   try {
     await program.parseAsync(argv);
   } catch (e) {
-    const kind =
-      e instanceof InputError
-        ? 'invalid input'
-        : e instanceof FeatureMissingError
-          ? 'missing feature'
-          : e instanceof ToolError
-            ? 'tool failed'
-            : 'error';
-    // a machine reading JSON logs gets the failure as a log line too; a person gets one line
-    if (!humanLogs()) log.error({ kind, err: errorMessage(e) }, 'podwarp failed');
-    process.stderr.write(`podwarp: ${errorMessage(e)}\n`);
-    process.exitCode = e instanceof InputError ? 2 : 1;
+    const f = failureOf(e);
+    process.exitCode = f.code;
+    if (f.code === 0) return;
+    // the global options are parsed before a usage error in a subcommand is found
+    const format = program.opts<{ logFormat?: string }>().logFormat;
+    if (format === 'json') logFailure({ kind: f.kind, err: f.message, exitCode: f.code }, `${program.name()} failed`);
+    else process.stderr.write(`${program.name()}: error: ${f.message}\n`);
   }
 }

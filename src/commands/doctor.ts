@@ -7,8 +7,7 @@ import { errorMessage } from '../../host/errors.js';
 import { failed, type Check } from '../doctor/checks.js';
 import { doctor } from '../doctor/probe.js';
 import { scanPodCgroups } from '../facts/cgroups.js';
-import { json, table } from '../table.js';
-import type { OutputFormat } from './dump.js';
+import { data, fitTable, isData, table, wrap, type OutputFormat } from '../table.js';
 
 export interface DoctorReport {
   ok: boolean;
@@ -43,25 +42,41 @@ export function exitCode(r: DoctorReport): number {
   return r.ok ? 0 : 1;
 }
 
-/** Table cells longer than this are cut; the failed checks follow the table in full. */
-const DETAIL_WIDTH = 90;
+/** Width of doctor's table and text (-o table); -o wide prints every cell in full. */
+export const DOCTOR_WIDTH = 100;
 
 export function render(r: DoctorReport, fmt: OutputFormat): string {
-  if (fmt === 'json') return json(r);
-  const cut = (s: string) => (s.length > DETAIL_WIDTH ? s.slice(0, DETAIL_WIDTH - 1) + '…' : s);
+  if (isData(fmt)) return data(r, fmt);
   const count = (x: Check['result']) => r.checks.filter((c) => c.result === x).length;
-  let out = table(
-    ['CHECK', 'RESULT', 'DETAIL', 'FIX'],
-    r.checks.map((c) => [c.check, c.result, cut(c.detail), c.fix || '-']),
+  if (fmt === 'wide')
+    return (
+      table(
+        ['CHECK', 'RESULT', 'DETAIL', 'FIX'],
+        r.checks.map((c) => [c.check, c.result, c.detail, c.fix || '-']),
+      ) + summary(r, count)
+    );
+  // DETAIL cut to fit; a failed check and a warning (what podwarp does without something) follow in full, with the fix
+  const fit = fitTable(
+    ['CHECK', 'RESULT', 'DETAIL'],
+    r.checks.map((c) => [c.check, c.result, c.detail]),
+    { width: DOCTOR_WIDTH, shrink: [2], min: 24 },
   );
-  for (const c of r.checks.filter((x) => x.result === 'fail' && (x.detail.length > DETAIL_WIDTH || x.fix)))
-    out += `\nFAIL ${c.check}: ${c.detail}\n  fix: ${c.fix || '-'}\n`;
-  // a warning says what podwarp does without something: in full, never cut
-  for (const c of r.checks.filter((x) => x.result === 'warn' && x.detail.length > DETAIL_WIDTH)) out += `\nWARN ${c.check}: ${c.detail}\n`;
-  out += `\n${count('pass')} pass, ${count('warn')} warn, ${count('fail')} fail, ${count('skip')} skipped: `;
+  let out = fit.text;
+  r.checks.forEach((c) => {
+    if (c.result !== 'fail' && c.result !== 'warn') return;
+    out += `\n${wrap(`${c.result.toUpperCase()} ${c.check}: ${c.detail}`, DOCTOR_WIDTH)}\n`;
+    if (c.fix) out += `${wrap(`  fix: ${c.fix}`, DOCTOR_WIDTH, '    ')}\n`;
+  });
+  if (fit.cut.size) out += '\n(-o wide: every column in full, and the FIX column)\n';
+  return out + summary(r, count);
+}
+
+/** One line, never wrapped (scripts look for it): the verdict. */
+function summary(r: DoctorReport, count: (x: Check['result']) => number): string {
+  let out = `\n${count('pass')} pass, ${count('warn')} warn, ${count('fail')} fail, ${count('skip')} skipped: `;
   out += r.ok
     ? `the agent can run on this node${count('warn') ? `, with the ${count('warn')} warnings above` : ''}\n`
-    : `the agent cannot run on this node (${r.failed.join(', ')}); fix the failed checks\n`;
+    : `the agent cannot run on this node (${r.failed.join(', ')})\n`;
   return out;
 }
 

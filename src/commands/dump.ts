@@ -7,21 +7,22 @@ import * as ipr from '../../host/ip.js';
 import { decode, flagNames } from '../../abi/codec.js';
 import { sockKeyString } from '../../loader/sockdrain.js';
 import { CT_STATE, FLOW_FLAGS, MAPS, STAT_GROUPS, UDP_CT_STATE, UDP_CT_TIMEOUT_NS, mapDef } from '../../abi/schema.js';
-import { json, table } from '../table.js';
+import { data, isData, table, type OutputFormat } from '../table.js';
 import { BpfServiceMaps } from '../services/maps.js';
 import { readAgentReport } from '../agent-report.js';
 
-export type OutputFormat = 'table' | 'json';
-
-export function checkFormat(f: string): OutputFormat {
-  if (f !== 'table' && f !== 'json') throw new InputError(`unknown output format "${f}" (table, json)`);
-  return f;
+/** A read command found nothing to read: a runtime condition (exit 1), not bad input. */
+export class NotLoadedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NotLoadedError';
+  }
 }
 
 function requirePinned(dp: Datapath, map: string): void {
   if (!fs.existsSync(dp.pins.map(map))) {
-    throw new InputError(
-      `map ${map} is not pinned at ${dp.pins.map(map)}: podwarp is not loaded (start the agent, or check PODWARP_PIN_NAME)`,
+    throw new NotLoadedError(
+      `podwarp is not loaded: map ${map} is not pinned at ${dp.pins.map(map)} (start the agent, or check PODWARP_PIN_NAME)`,
     );
   }
 }
@@ -88,7 +89,7 @@ export async function statRows(dp: Datapath): Promise<StatRow[]> {
 
 export async function dumpEndpoints(dp: Datapath, fmt: OutputFormat): Promise<string> {
   const rows = await endpointRows(dp);
-  if (fmt === 'json') return json(rows);
+  if (isData(fmt)) return data(rows, fmt);
   return (
     table(
       ['IP', 'IFINDEX', 'HOST-IFACE', 'FLAGS', 'POD-MAC', 'GW-MAC', 'NOT ACCELERATED BECAUSE'],
@@ -99,7 +100,7 @@ export async function dumpEndpoints(dp: Datapath, fmt: OutputFormat): Promise<st
 
 export async function dumpStats(dp: Datapath, fmt: OutputFormat): Promise<string> {
   const rows = await statRows(dp);
-  if (fmt === 'json') return json(rows);
+  if (isData(fmt)) return data(rows, fmt);
   // packets for tc, messages for sk_msg, events for the socket and cgroup hooks
   return table(
     ['PROGRAM', 'REASON', 'COUNT', 'BYTES'],
@@ -150,7 +151,7 @@ export async function socketRows(dp: Datapath): Promise<SocketRow[]> {
 
 export async function dumpSockets(dp: Datapath, fmt: OutputFormat): Promise<string> {
   const rows = await socketRows(dp);
-  if (fmt === 'json') return json({ count: rows.length, sockets: rows });
+  if (isData(fmt)) return data({ count: rows.length, sockets: rows }, fmt);
   return (
     table(
       ['LOCAL', 'REMOTE', 'COOKIE', 'FLOW', 'REDIRECTED-BYTES', 'READ-BYTES', 'UNREAD'],
@@ -220,7 +221,7 @@ export async function serviceRows(dp: Datapath): Promise<ServiceRow[]> {
 /** In the style of `cilium bpf lb list`: the frontend with its master entry, then each slot. */
 export async function dumpServices(dp: Datapath, fmt: OutputFormat): Promise<string> {
   const rows = await serviceRows(dp);
-  if (fmt === 'json') return json(rows);
+  if (isData(fmt)) return data(rows, fmt);
   const lines: (string | number)[][] = [];
   for (const r of rows) {
     const count = r.count < 0 ? '(no master entry)' : r.count === 0 ? '(0 backends: left to kube-proxy)' : `(${r.count} backends)`;
@@ -239,7 +240,7 @@ export async function dumpBackends(dp: Datapath, fmt: OutputFormat): Promise<str
   const rows = [...(await new BpfServiceMaps(dp).read()).backends]
     .sort((a, b) => a[0] - b[0])
     .map(([id, b]) => ({ id, address: `${b.ip}:${b.port}`, proto: PROTO_NAME[b.proto] ?? String(b.proto) }));
-  if (fmt === 'json') return json(rows);
+  if (isData(fmt)) return data(rows, fmt);
   return (
     table(
       ['ID', 'ADDRESS', 'PROTO'],
@@ -301,7 +302,7 @@ export async function affinityRows(dp: Datapath): Promise<AffinityRow[]> {
 
 export async function dumpAffinity(dp: Datapath, fmt: OutputFormat): Promise<string> {
   const rows = await affinityRows(dp);
-  if (fmt === 'json') return json(rows);
+  if (isData(fmt)) return data(rows, fmt);
   return (
     table(
       ['SERVICE ADDRESS', 'CLIENT NETNS', 'BACKEND ADDRESS', 'AGE', 'TIMEOUT', 'STATE'],
@@ -343,7 +344,7 @@ const cell = (v: unknown): string => (Array.isArray(v) ? v.join(',') : String(v)
 
 export async function dumpMap(dp: Datapath, name: string, fmt: OutputFormat): Promise<string> {
   const rows = await mapRows(dp, name);
-  if (fmt === 'json') return json(rows);
+  if (isData(fmt)) return data(rows, fmt);
   const def = mapDef(name);
   const shown = (f: { name: string }) => !f.name.startsWith('_pad');
   const kf = def.key.fields.filter(shown).map((f) => f.name);
@@ -404,7 +405,7 @@ export async function flowRows(dp: Datapath): Promise<FlowRow[]> {
 
 export async function dumpFlows(dp: Datapath, fmt: OutputFormat): Promise<string> {
   const rows = await flowRows(dp);
-  if (fmt === 'json') return json(rows);
+  if (isData(fmt)) return data(rows, fmt);
   return (
     table(
       ['PROTO', 'CLIENT', 'SERVER', 'STATE', 'IDLE', 'COUNTS'],

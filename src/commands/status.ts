@@ -6,8 +6,7 @@ import { NOT_PINNED, describePart } from '../../loader/parts.js';
 import { probe } from '../../loader/features.js';
 import { CONFIG_FLAGS, MAPS, mapDef } from '../../abi/schema.js';
 import { flagNames } from '../../abi/codec.js';
-import { json, table } from '../table.js';
-import type { OutputFormat } from './dump.js';
+import { data, isData, table, type OutputFormat } from '../table.js';
 import { describeHolder } from '../../host/lock.js';
 import { readAgentReport } from '../agent-report.js';
 import { readConfig } from '../pods/apply.js';
@@ -68,7 +67,7 @@ export async function statusData(dp: Datapath) {
 
 export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
   const s = await statusData(dp);
-  if (fmt === 'json') return json(s);
+  if (isData(fmt)) return data(s, fmt);
   const f = s.features;
   let out = `pins:     ${s.pinRoot} (${s.loaded ? 'loaded' : 'not loaded'})\n`;
   out += `writer:   ${s.writer.holder ? describeHolder(s.writer.holder) : 'none (nobody holds the node lock)'}${s.writer.waiters ? `; ${s.writer.waiters} waiting for it` : ''}\n`;

@@ -33,6 +33,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { run } from '../../host/exec.js';
 import { kubectlPodwarpArgv, pluginEnv } from '../k8s/kubectl-plugin.js';
+import { checkoutCommit } from '../../src/version.js';
 import { MIN, ROOT, TEST_IMAGE, registerScenarios, type E2eCluster } from './scenarios.js';
 
 const KIND_CONFIG = path.join(ROOT, 'deploy', 'kind.yaml');
@@ -153,7 +154,10 @@ describe.skipIf(!available)(available ? 'kind e2e' : `kind e2e — skipped: ${sk
         run('kind create cluster', [...create, '--kubeconfig', kubeconfig, '--wait', '180s'], { timeoutMs: 8 * MIN }),
         process.env.PODWARP_E2E_NO_BUILD
           ? run('docker image inspect', ['docker', 'image', 'inspect', IMAGE], { timeoutMs: MIN })
-          : run('docker build', ['docker', 'build', '-t', IMAGE, '.'], { cwd: ROOT, timeoutMs: 25 * MIN }),
+          : run('docker build', ['docker', 'build', '--build-arg', `PODWARP_COMMIT=${checkoutCommit(ROOT) ?? ''}`, '-t', IMAGE, '.'], {
+              cwd: ROOT,
+              timeoutMs: 25 * MIN,
+            }),
       ]);
       await load();
     }

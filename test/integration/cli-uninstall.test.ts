@@ -2,6 +2,7 @@
 // what podwarp created (another tool's qdisc and filter stay).
 import fs from 'node:fs';
 import path from 'node:path';
+import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as bpftool from '../../loader/bpftool.js';
 import { run } from '../../host/exec.js';
@@ -55,7 +56,11 @@ describe('CLI and uninstall', () => {
     expect(e.stdout).toContain(`${env!.m.pods.length} endpoints`);
     const s = await cli('dump', 'stats', '-o', 'json');
     expect((JSON.parse(s.stdout) as { reason: string }[]).map((x) => x.reason)).toContain('redirected');
-    expect((await cli('dump', 'stats', '-o', 'yaml')).exitCode).toBe(2);
+    // -o yaml is the same data as -o json; -o wide the table
+    const y = await cli('dump', 'endpoints', '-o', 'yaml');
+    expect([y.exitCode, YAML.parse(y.stdout)]).toEqual([0, JSON.parse((await cli('dump', 'endpoints', '-o', 'json')).stdout)]);
+    expect((await cli('dump', 'endpoints', '-o', 'wide')).stdout).toMatch(/^IP\s+IFINDEX\s+HOST-IFACE/);
+    expect((await cli('dump', 'stats', '-o', 'xml')).exitCode).toBe(2);
   });
 
   it('dump map decodes every map of the schema; dump flows prints the tracked flows', async () => {
@@ -190,9 +195,9 @@ describe('CLI and uninstall', () => {
     expect(again.stdout).toContain('detached 0 interfaces, swept 0 stray filters, detached 0 cgroups, moved 0 sockets to TCP, no pins');
   });
 
-  it('dump after uninstall fails with a clear message', async () => {
+  it('dump after uninstall fails (a runtime condition: exit 1) with one clear line', async () => {
     const r = await cli('dump', 'endpoints');
-    expect(r.exitCode).toBe(2);
-    expect(r.stderr).toContain('podwarp is not loaded');
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toMatch(/^podwarp: error: podwarp is not loaded: map pw_endpoints is not pinned at .*\n$/);
   });
 });

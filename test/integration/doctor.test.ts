@@ -94,8 +94,14 @@ describe('podwarp doctor', () => {
     expect(scratchLeft()).toEqual(before);
     const t = await run('doctor', [CLI, 'doctor'], { reject: false, env: env() });
     expect(t.exitCode).toBe(0);
-    expect(t.stdout).toMatch(/^CHECK\s+RESULT\s+DETAIL\s+FIX\n/);
+    expect(t.stdout).toMatch(/^CHECK\s+RESULT\s+DETAIL\n/);
     expect(t.stdout).toContain('the agent can run on this node');
+    // the table fits 100 columns; -o wide adds FIX and cuts nothing
+    for (const l of t.stdout.split('\n')) expect(l.length, l).toBeLessThanOrEqual(100);
+    const w = await run('doctor', [CLI, 'doctor', '-o', 'wide'], { reject: false, env: env() });
+    expect(w.exitCode).toBe(0);
+    expect(w.stdout).toMatch(/^CHECK\s+RESULT\s+DETAIL\s+FIX\n/);
+    for (const c of rep.checks) expect(w.stdout).toContain(c.detail);
     if (anyRefused) expect(t.stdout).toMatch(/^WARN optional part (map-dump|drain): kernel refused /m);
   });
 
@@ -121,7 +127,8 @@ describe('podwarp doctor', () => {
     const bpffs = findMount('bpf')!;
     const r = await withoutBpffs(bpffs);
     expect(r.exitCode, r.stdout + r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/^bpffs mount\s+pass\s+\/sys\/fs\/bpf: mounted by podwarp \(the node had none; left mounted\)/m);
+    // the table cuts DETAIL to fit 100 columns
+    expect(r.stdout).toMatch(/^bpffs mount\s+pass\s+\/sys\/fs\/bpf: mounted by podwarp \(the node had none/m);
     expect(r.stdout).toContain('the agent can run on this node');
     expect(findMount('bpf'), 'the machine keeps its bpffs').toBe(bpffs);
   });
@@ -140,7 +147,8 @@ describe('podwarp doctor', () => {
     const bin = pathWithout('bpftool');
     const r = await run('doctor without bpftool', [CLI, 'doctor'], { reject: false, env: env({ PATH: bin }) });
     expect(r.exitCode, r.stderr).toBe(1);
-    expect(r.stdout).toMatch(/^bpftool\s+fail\s+not on PATH\s+apt-get install bpftool$/m);
+    expect(r.stdout).toMatch(/^bpftool\s+fail\s+not on PATH$/m);
+    expect(r.stdout).toMatch(/^FAIL bpftool: not on PATH\n {2}fix: apt-get install bpftool$/m);
     expect(r.stdout).toMatch(/^kernel feature probe\s+skip\s+not run: needs bpftool/m);
     expect(r.stdout).toContain('the agent cannot run on this node (bpftool)');
   });
@@ -155,7 +163,7 @@ describe('podwarp doctor', () => {
     });
     expect(r.exitCode).toBe(1);
     const line = r.stderr.split('\n').find((l) => l.startsWith('podwarp: '));
-    expect(line).toMatch(/^podwarp: missing feature bpftool: bpftool: not on PATH .*run `podwarp doctor`/);
+    expect(line).toMatch(/^podwarp: error: missing feature bpftool: bpftool: not on PATH .*run `podwarp doctor`/);
     expect(fs.existsSync(path.join(findMount('bpf')!, `pwtest_doctor_${id}`))).toBe(false);
   });
 });

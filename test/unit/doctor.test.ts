@@ -3,7 +3,8 @@
 import { describe, expect, it } from 'vitest';
 import { evaluate, loadChecks, readNeeds, type DoctorFacts } from '../../src/doctor/checks.js';
 import { activePart, refusedPart } from '../../loader/parts.js';
-import { exitCode, render, report } from '../../src/commands/doctor.js';
+import YAML from 'yaml';
+import { DOCTOR_WIDTH, exitCode, render, report } from '../../src/commands/doctor.js';
 import { MAPS } from '../../abi/schema.js';
 
 const needs = readNeeds();
@@ -185,12 +186,12 @@ describe("the scratch load's findings as checks", () => {
 });
 
 describe('podwarp doctor output', () => {
-  it('table: aligned columns CHECK RESULT DETAIL FIX, failed checks in full below, a summary line', () => {
+  it('table: aligned columns CHECK RESULT DETAIL, failed checks in full below with their fix, a summary line', () => {
     const f = good();
     f.mounts = 'cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n';
     const text = render(report(evaluate(f, needs)), 'table');
     const lines = text.split('\n');
-    expect(lines[0]).toMatch(/^CHECK\s+RESULT\s+DETAIL\s+FIX$/);
+    expect(lines[0]).toMatch(/^CHECK\s+RESULT\s+DETAIL$/);
     const col = lines[0]!.indexOf('RESULT');
     const rows = lines.slice(1, lines.indexOf(''));
     for (const l of rows) expect(l.slice(col).split(/\s+/)[0], l).toMatch(/^(pass|warn|fail|info|skip)$/);
@@ -209,5 +210,38 @@ describe('podwarp doctor output', () => {
     expect(j.ok).toBe(true);
     expect(j.failed).toEqual([]);
     expect(j.checks.map((c) => c.check)).toContain('helper bpf_redirect_peer');
+  });
+
+  it('table fits 100 columns, cutting DETAIL (a warning or failure follows in full); wide adds FIX and cuts nothing', () => {
+    const f = good();
+    f.mounts = 'cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n';
+    const checks = evaluate(f, needs);
+    const long = 'the kernel refused it: ' + 'a long verifier explanation '.repeat(12).trim();
+    checks.push({
+      check: 'scratch part',
+      result: 'warn',
+      detail: long,
+      fix: 'a newer kernel, or run without this part: ' + 'x'.repeat(80),
+    });
+    checks.push({ check: 'pod cgroups', result: 'info', detail: 'i'.repeat(150), fix: '' });
+    const r = report(checks);
+    const text = render(r, 'table');
+    for (const l of text.split('\n')) expect(l.length, l).toBeLessThanOrEqual(DOCTOR_WIDTH);
+    expect(text).toMatch(/^scratch part\s+warn\s+the kernel refused it: a long.*…/m);
+    // the warning's text in full below the table (wrapped), and a pointer to -o wide
+    expect(text.replace(/\n\s*/g, ' ')).toContain(`WARN scratch part: ${long}`);
+    expect(text).toContain('  fix: a newer kernel, or run without this part');
+    expect(text).toContain('-o wide');
+    expect(text).toMatch(/1 fail, \d+ skipped: the agent cannot run on this node \(bpffs mount\)/);
+    const wide = render(r, 'wide');
+    expect(wide).toContain(long);
+    expect(wide).toContain('i'.repeat(150));
+    expect(Math.max(...wide.split('\n').map((l) => l.length))).toBeGreaterThan(DOCTOR_WIDTH);
+    expect(wide.split('\n')[0]).toMatch(/^CHECK\s+RESULT\s+DETAIL\s+FIX$/);
+  });
+
+  it('yaml is the json object', () => {
+    const r = report(evaluate(good(), needs));
+    expect(YAML.parse(render(r, 'yaml'))).toEqual(JSON.parse(render(r, 'json')));
   });
 });

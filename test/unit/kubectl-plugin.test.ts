@@ -13,6 +13,8 @@ import { KUBECTL_PLUGIN } from '../k8s/kubectl-plugin.js';
 // one canned pod per line: namespace, name, node, phase, ready, running-since
 const FAKE_KUBECTL = `#!/bin/sh
 { for a in "$@"; do printf '%s\\037' "$a"; done; echo; } >> "$FAKE_LOG"
+# kubectl's global flags come first, each as --flag=value or a bare --flag
+while [ $# -gt 0 ]; do case $1 in --*) shift ;; *) break ;; esac; done
 if [ "$1" = get ]; then
   ns=; node=
   while [ $# -gt 0 ]; do
@@ -50,7 +52,9 @@ async function plugin(args: string[], env: Record<string, string> = {}) {
     .split('\n')
     .filter(Boolean)
     .map((l) => l.split('\x1f').slice(0, -1));
-  return { ...r, calls, execs: calls.filter((c) => c[0] === 'exec') };
+  // the verb after kubectl's global flags
+  const verb = (c: string[]) => c.find((a) => !a.startsWith('--'));
+  return { ...r, calls, execs: calls.filter((c) => verb(c) === 'exec'), gets: calls.filter((c) => verb(c) === 'get') };
 }
 
 beforeAll(() => {
@@ -65,7 +69,7 @@ describe('kubectl podwarp', () => {
     const r = await plugin(['--node', 'node-b', 'dump', 'endpoints', '-o', 'json']);
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stdout).toBe('podwarp ran in the pod\n');
-    const get = r.calls.find((c) => c[0] === 'get')!;
+    const get = r.gets[0]!;
     expect(get).toEqual(expect.arrayContaining(['pods', '-n', 'podwarp-system', '--field-selector', 'spec.nodeName=node-b']));
     expect(get[get.indexOf('-l') + 1]).toBe('app.kubernetes.io/name=podwarp,app.kubernetes.io/component=agent');
     expect(r.execs).toEqual([
@@ -84,7 +88,7 @@ describe('kubectl podwarp', () => {
     pods([running('podwarp-system', 'podwarp-agent-solo', 'node-a')]);
     const r = await plugin(['status']);
     expect(r.exitCode, r.stderr).toBe(0);
-    expect(r.calls.find((c) => c[0] === 'get')).not.toContain('--field-selector');
+    expect(r.gets[0]).not.toContain('--field-selector');
     expect(r.execs).toEqual([['exec', '-n', 'podwarp-system', 'podwarp-agent-solo', '-c', 'agent', '--', 'podwarp', 'status']]);
   });
 
@@ -117,12 +121,79 @@ describe('kubectl podwarp', () => {
     expect(notReady.execs).toHaveLength(1);
   });
 
-  it('refuses commands other than status, dump and doctor without calling kubectl', async () => {
+  it('refuses commands other than the read ones (status, dump, doctor, version) without calling kubectl: a usage error, 2', async () => {
     pods([running('podwarp-system', 'podwarp-agent-solo', 'node-a')]);
     const r = await plugin(['uninstall', '--force']);
-    expect(r.exitCode).toBe(1);
-    expect(r.stderr).toContain('unknown command "uninstall"');
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toBe('kubectl-podwarp: error: unknown command "uninstall" (the read commands: status, dump, doctor, version)\n');
     expect(r.calls).toEqual([]);
     expect((await plugin([])).exitCode).toBe(2);
+    expect((await plugin(['--node'])).exitCode).toBe(2);
+    const help = await plugin(['--help']);
+    expect([help.exitCode, help.calls]).toEqual([0, []]);
+    expect(help.stdout).toContain('usage: kubectl podwarp');
+  });
+
+  it('runs every read command: status, dump, doctor, version (and --version)', async () => {
+    pods([running('podwarp-system', 'podwarp-agent-solo', 'node-a')]);
+    for (const args of [
+      ['status'],
+      ['dump', 'map', 'pw_config', '-o', 'yaml'],
+      ['doctor', '-o', 'wide'],
+      ['version', '-o', 'json'],
+      ['--version'],
+    ]) {
+      const r = await plugin(args);
+      expect(r.exitCode, `${args.join(' ')}: ${r.stderr}`).toBe(0);
+      expect(r.execs).toEqual([['exec', '-n', 'podwarp-system', 'podwarp-agent-solo', '-c', 'agent', '--', 'podwarp', ...args]]);
+    }
+  });
+
+  it("passes kubectl's global flags (--context, --kubeconfig, -s, -v, --insecure-skip-tls-verify, …) to every kubectl call, not to podwarp", async () => {
+    pods([running('agents', 'pw-a', 'node-a'), running('agents', 'pw-b', 'node-b')]);
+    const r = await plugin([
+      '--context',
+      'prod',
+      '--kubeconfig=/tmp/k config',
+      '-n',
+      'agents',
+      'dump',
+      'endpoints',
+      '--node',
+      'node-b',
+      '-o',
+      'json',
+      '-s',
+      'https://api:6443',
+      '-v',
+      '6',
+      '--insecure-skip-tls-verify',
+      '--as',
+      "it's me",
+    ]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const kflags = [
+      '--context=prod',
+      '--kubeconfig=/tmp/k config',
+      '--server=https://api:6443',
+      '--v=6',
+      '--insecure-skip-tls-verify',
+      "--as=it's me",
+    ];
+    expect(r.gets).toHaveLength(1);
+    expect(r.gets[0]!.slice(0, kflags.length)).toEqual(kflags);
+    expect(r.gets[0]).toEqual(expect.arrayContaining(['-n', 'agents', '--field-selector', 'spec.nodeName=node-b']));
+    expect(r.execs).toEqual([
+      [...kflags, 'exec', '-n', 'agents', 'pw-b', '-c', 'agent', '--', 'podwarp', 'dump', 'endpoints', '-o', 'json'],
+    ]);
+  });
+
+  it('after --, every argument is podwarp`s', async () => {
+    pods([running('podwarp-system', 'podwarp-agent-solo', 'node-a')]);
+    const r = await plugin(['--', 'dump', 'map', '--context']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.execs).toEqual([
+      ['exec', '-n', 'podwarp-system', 'podwarp-agent-solo', '-c', 'agent', '--', 'podwarp', 'dump', 'map', '--context'],
+    ]);
   });
 });

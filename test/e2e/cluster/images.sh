@@ -97,12 +97,13 @@ if [[ ! -s $cache/node20-npm$NPM_VERSION.tar ]]; then
 fi
 
 # podwarp from the repo's Dockerfile
-ph=$(hash_of Dockerfile package.json package-lock.json tsconfig.json tsconfig.build.json scripts/bundle.mjs bin bpf host loader src $(cd "$repo" && ls -d abi test/bench/pwperf.c test/bench/pwproxy.c 2>/dev/null))
+ph=$(hash_of Dockerfile package.json package-lock.json tsconfig.json tsconfig.build.json scripts/bundle.mjs scripts/build-info.mjs bin bpf host loader src $(cd "$repo" && ls -d abi test/bench/pwperf.c test/bench/pwproxy.c 2>/dev/null))
 if [[ ! -s $cache/podwarp-$ph.tar ]]; then
   pm load -q -i "$cache/node20-npm$NPM_VERSION.tar" >&2
   t0=$(date +%s)
   nice -n 10 podman --root "$podman_root/root" --runroot "$run_root" --cgroup-manager cgroupfs --events-backend file \
     build --network host --build-arg NODE_IMAGE=localhost/pwe2e/node:20-bookworm \
+    --build-arg PODWARP_COMMIT="$(git -C "$repo" rev-parse HEAD 2>/dev/null || true)" \
     -t docker.io/library/podwarp:dev -f "$repo/Dockerfile" "$repo" >"$work/podwarp-build.log" 2>&1 \
     || { tail -40 "$work/podwarp-build.log" >&2; exit 1; }
   pm save --format docker-archive -o "$cache/podwarp.tar.tmp" docker.io/library/podwarp:dev && mv "$cache/podwarp.tar.tmp" "$cache/podwarp-$ph.tar"
