@@ -11,6 +11,7 @@ import {
   type DesiredService,
 } from '../../src/services/desired.js';
 import { applyToMirror } from '../../src/services/mirror.js';
+import { udpFlowTimeoutNs } from '../../src/commands/dump.js';
 import { indexServices, planServices, svcPlanSize, type ActualServices } from '../../src/services/plan.js';
 
 const svc = (over: Partial<Service> = {}): Service => ({
@@ -566,6 +567,13 @@ describe('unconnected UDP flow memory: the serving endpoints of UDP frontends (p
     expect({ add: term.servingUpsert, del: term.servingDelete }).toEqual({ add: [], del: [] });
     // the Service deleted: its entries go with it
     expect(applied(have, planServices(new Map(), have, BIG))).toEqual(empty());
+  });
+
+  it("`dump udpflows` applies pw_lb.h's idle timeout: 30 s, 120 s once answered and older than 2 s at its last use", () => {
+    const S = 1_000_000_000n;
+    expect(udpFlowTimeoutNs(1, 0n, 100n * S)).toBe(30n * S); // opened
+    expect(udpFlowTimeoutNs(2, 0n, 2n * S)).toBe(30n * S); // answered within its first 2 s
+    expect(udpFlowTimeoutNs(2, 0n, 2n * S + 1n)).toBe(120n * S);
   });
 
   it('leaves out a Service whose serving endpoints would not fit pw_udp_serve', () => {
