@@ -22,7 +22,7 @@ import * as iptables from '../../devtools/iptables.js';
 import { reconcile } from '../../src/reconciler.js';
 import { installServices, kubeProxyPrefix, updateServices, vip, type SandboxPod } from '../../devtools/sandbox.js';
 import type { KubeProxyService } from '../../devtools/iptables.js';
-import { affinityRows, serviceRows } from '../../src/commands/dump.js';
+import { affinityRows, serviceRows, udpFlowRows } from '../../src/commands/dump.js';
 import { BpfServiceMaps } from '../../src/services/maps.js';
 import { ServiceSync } from '../../src/services/sync.js';
 import type { LeftReason } from '../../src/services/desired.js';
@@ -689,6 +689,10 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
     expect(on.map(({ step, answered }) => ({ step, answered }))).toEqual(off.map(({ step, answered }) => ({ step, answered })));
     expect(on.map((s) => s.deleted)).toEqual([0, 0, 0, 0, 0, 0]);
     expect(nat).toBe(0);
+    // the flow's one entry (replaced when it moved), answered by its replies, and within 2 s of its start: conntrack's 30 s
+    expect((await udpFlowRows(sb.env!.dp)).filter((r) => r.frontend === `${ip}:${PORT}`)).toEqual([
+      expect.objectContaining({ backend: `${pods()[4]!.ip}:${TARGET}`, state: 'answered', timeout: 30, status: 'live' }),
+    ]);
     // every datagram translated by pw_lb_send4; all but the flow's first and the one after its backend stopped serving by the flow memory
     expect({
       translated: d.translated,
@@ -734,8 +738,9 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
       );
       for (const n of Object.values(backends)) expect(n, `${mode}: ${JSON.stringify(backends)}`).toBeGreaterThanOrEqual(N / 5);
     }
-    // every flow was new: translated by the socket LB, none by the flow memory
+    // every flow was new: translated by the socket LB, none by the flow memory; one entry per socket
     expect({ translated: d.translated, hit: d.udp_flow_hit }).toEqual({ translated: N, hit: 0 });
+    expect((await udpFlowRows(sb.env!.dp)).filter((r) => r.frontend === `${ip}:${PORT}`)).toHaveLength(N);
   });
 });
 
