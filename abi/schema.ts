@@ -134,6 +134,9 @@ export const LB_REASONS = [
   'affinity_gone', // ClientIP affinity: the remembered backend is no longer one of the service's: chosen anew
   'udp_connected_left', // connect() of a UDP socket to a service: not translated, kube-proxy's (its conntrack cleanup moves the socket off a removed backend)
   'v4mapped', // an AF_INET6 socket's v4-mapped connect/recvmsg/getpeername translated by pw_lb_conn6/recv6/peer6 (also counted as translated or rev_nat)
+  'udp_flow_hit', // unconnected UDP: the datagram went to the backend its flow (socket, frontend) remembers in pw_udp_flow (also counted as translated)
+  'udp_flow_expired', // unconnected UDP: the flow's entry was idle past conntrack's UDP timeout: chosen anew
+  'udp_flow_gone', // unconnected UDP: the flow's backend no longer serves the frontend (pw_udp_serve), as kube-proxy's conntrack cleanup: chosen anew
 ] as const;
 
 export interface StatGroup {
@@ -199,6 +202,16 @@ export const UDP_CT_STATE = { OPENED: 1, ANSWERED: 2 } as const;
  * (nf_conntrack_udp_timeout_stream). An expired flow starts over as OPENED.
  */
 export const UDP_CT_TIMEOUT_NS = { OPENED: 30_000_000_000, ANSWERED: 120_000_000_000 } as const;
+
+/**
+ * Unconnected UDP flow memory (pw_udp_flow, C: PW_UDP_FLOW_<NAME>). An entry
+ * counts while idle less than conntrack's UDP timeout for its state
+ * (UDP_CT_TIMEOUT_NS): 30 s while no reply was read, 120 s once a reply was
+ * and the flow is older than STREAM_AFTER_NS, as nf_conntrack_proto_udp
+ * extends a flow to the stream timeout only when it is "still active after
+ * two seconds" (a reply within them refreshes it to 30 s).
+ */
+export const UDP_FLOW = { STREAM_AFTER_NS: 2_000_000_000 } as const;
 
 /** Config (pw_config, one entry). */
 export const CONFIG_FLAGS = {
@@ -555,6 +568,81 @@ const AFFINITY_MAPS: MapDef[] = [
   },
 ];
 
+// ---- unconnected UDP flow memory (pw_udp_flow, pw_udp_serve) ----
+// kube-proxy keeps an unconnected UDP flow on its backend through the flow's
+// conntrack entry, and its cleanup (pkg/proxy/conntrack/cleanup.go,
+// CleanStaleEntries) deletes the entry only once the backend's IP is no
+// longer one of the Service port's serving endpoints. pw_udp_flow is that
+// entry per (socket, frontend); pw_udp_serve is that serving set. It is a map
+// of its own, not pw_aff_match: the set is every serving endpoint of the
+// Service port by IP, whatever node, topology hint, traffic policy or
+// terminating state (kube-proxy does not take those into account, so a
+// change of them keeps the flow), while pw_aff_match holds the backend ids
+// new connections may take, and a serving endpoint outside them has no id
+// (it is not in pw_backends).
+
+/** A UDP frontend, 8 bytes: the first fields of pw_udp_serve_key, the last of pw_udp_flow_key. */
+const udpFrontendFields: Field[] = [
+  { name: 'ip', type: 'be32', format: 'ipv4', doc: 'ClusterIP (or external / LoadBalancer IP)' },
+  { name: 'port', type: 'be16', doc: 'service port, network order' },
+  { name: 'proto', type: 'u8', doc: 'IPPROTO_UDP' },
+  { name: '_pad0', type: 'u8', doc: 'explicit padding, zero' },
+];
+
+const udpFlowKey: StructDef = {
+  name: 'pw_udp_flow_key',
+  doc: 'An unconnected UDP socket and a service frontend it sends to.',
+  fields: [{ name: 'cookie', type: 'u64', doc: 'socket cookie' }, ...udpFrontendFields],
+};
+
+const udpFlowVal: StructDef = {
+  name: 'pw_udp_flow',
+  doc: "The backend a flow's datagrams go to, and how recently the flow carried one.",
+  fields: [
+    { name: 'ip', type: 'be32', format: 'ipv4', doc: 'backend (endpoint) address' },
+    { name: 'port', type: 'be16', doc: 'backend port, network order' },
+    { name: 'state', type: 'u16', doc: 'PW_UDP_CT_OPENED (1), PW_UDP_CT_ANSWERED (2: the socket read a reply from the backend)' },
+    { name: 'first_ns', type: 'u64', doc: "CLOCK_MONOTONIC (bpf_ktime_get_ns) of the flow's first datagram" },
+    { name: 'last_ns', type: 'u64', doc: 'CLOCK_MONOTONIC of its last datagram sent or reply read' },
+  ],
+};
+
+const udpServeKey: StructDef = {
+  name: 'pw_udp_serve_key',
+  doc: 'A UDP service frontend and the IP of one of its serving endpoints.',
+  fields: [...udpFrontendFields, { name: 'ep_ip', type: 'be32', format: 'ipv4', doc: 'endpoint IPv4 address' }],
+};
+
+const udpServeVal: StructDef = {
+  name: 'pw_udp_serve',
+  doc: 'Presence only.',
+  fields: [{ name: 'present', type: 'u32', doc: 'always 1' }],
+};
+
+const UDP_FLOW_MAPS: MapDef[] = [
+  {
+    name: 'pw_udp_flow',
+    type: 'lru_hash',
+    key: udpFlowKey,
+    value: udpFlowVal,
+    maxEntries: 65536,
+    writer:
+      'bpf/pw_lb.h: pw_lb_send4 (a new flow: its backend; every datagram: last_ns), pw_lb_recv4, pw_lb_recv6 (a reply read from the backend: ANSWERED, last_ns)',
+    reader: 'bpf/pw_lb.h (pw_lb_send4: which backend a datagram of a known flow goes to)',
+    doc: "Unconnected UDP flow memory, as kube-proxy's conntrack entry: (socket cookie, frontend) → backend address. Every datagram of the flow goes to that backend while the entry is younger than conntrack's UDP timeout (PW_UDP_CT_TIMEOUT_*: 30 s, 120 s once answered and older than 2 s, as nf_conntrack_udp_timeout and nf_conntrack_udp_timeout_stream) and the backend's IP is in pw_udp_serve; else the datagram chooses anew at random and the entry is replaced. LRU: when full, the least recently used flow is evicted and its next datagram chooses anew, like a flow whose conntrack entry expired. One entry per socket and frontend: 65536 by default.",
+  },
+  {
+    name: 'pw_udp_serve',
+    type: 'hash',
+    key: udpServeKey,
+    value: udpServeVal,
+    maxEntries: 65536,
+    writer: 'agent: src/services/sync.ts with the slots (added before the master entry, removed in the prune)',
+    reader: "bpf/pw_lb.h (pw_lb_send4: is a flow's backend still serving)",
+    doc: "Serving endpoints of every UDP frontend by IP, (frontend, endpoint IP) → 1: every endpoint of the Service port whose EndpointSlice condition serving is true (unset: true), on any node, whatever topology hints, traffic policy or terminating say, the set kube-proxy's conntrack cleanup (CleanStaleEntries) keeps UDP flows to. A flow in pw_udp_flow whose backend is not here chooses anew.",
+  },
+];
+
 // ---- maps ----
 
 export const MAPS: MapDef[] = [
@@ -729,6 +817,7 @@ export const MAPS: MapDef[] = [
     doc: "Own pod IP of each pod with podwarp's sidecar capture, pod IP → pod cgroup id. A connect() whose destination is here and whose process has that cgroup as an ancestor (bpf_get_current_ancestor_cgroup_id) dials its own pod: not captured, as Istio's iptables return traffic that leaves through lo.",
   },
   ...AFFINITY_MAPS,
+  ...UDP_FLOW_MAPS,
 ];
 
 export function mapDef(name: string): MapDef {

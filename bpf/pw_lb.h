@@ -7,7 +7,8 @@
  *
  * Maps: pw_svc (read: master entry, then one slot), pw_backends (read),
  * pw_revnat (UDP reverse translation), pw_affinity and pw_aff_match
- * (sessionAffinity ClientIP), pw_stats.
+ * (sessionAffinity ClientIP), pw_udp_flow and pw_udp_serve (unconnected UDP
+ * flow memory), pw_stats.
  * The writer (src/services/sync.ts) orders every update backends → slots →
  * master → prune, so a reader that saw a master count always finds the
  * slots and backends it points to.
@@ -73,24 +74,112 @@ static __always_inline void pw_aff_save(const struct pw_aff_key *ak, __u32 backe
 	bpf_map_update_elem(&pw_affinity, ak, &v, BPF_ANY);
 }
 
+/*
+ * Unconnected UDP flow memory, as kube-proxy's conntrack entry: the first
+ * datagram of a (socket, frontend) flow chooses a backend and pw_udp_flow
+ * remembers it; every later datagram goes there while the entry is younger
+ * than conntrack's UDP timeout and the backend's IP is still one of the
+ * frontend's serving endpoints (pw_udp_serve: kube-proxy's conntrack cleanup,
+ * CleanStaleEntries, deletes a UDP entry only once its endpoint IP stops
+ * serving, whatever scaling, another endpoint's readiness, topology hints or
+ * terminating state do). The timeout is nf_conntrack_proto_udp's: 30 s
+ * (nf_conntrack_udp_timeout) from the last datagram, 120 s
+ * (nf_conntrack_udp_timeout_stream) once the socket read a reply from the
+ * backend and the flow was older than 2 s at its last datagram or reply.
+ */
+static __always_inline int pw_udp_flow_live(const struct pw_udp_flow *f, __u64 now)
+{
+	__u64 ttl = PW_UDP_CT_TIMEOUT_OPENED_NS;
+
+	if (f->state == PW_UDP_CT_ANSWERED &&
+	    f->last_ns - f->first_ns > PW_UDP_FLOW_STREAM_AFTER_NS)
+		ttl = PW_UDP_CT_TIMEOUT_ANSWERED_NS;
+	/* last_ns may be a hair ahead of now (another CPU wrote it since): live */
+	return now <= f->last_ns || now - f->last_ns <= ttl;
+}
+
+/* The remembered backend of flow fk, refreshed, in out; 0 if none, expired or no longer serving. */
+static __always_inline int pw_udp_flow_lookup(const struct pw_udp_flow_key *fk, __u64 now,
+					      struct pw_backend *out)
+{
+	struct pw_udp_serve_key sk = { .ip = fk->ip, .port = fk->port, .proto = fk->proto };
+	struct pw_udp_flow *f = bpf_map_lookup_elem(&pw_udp_flow, fk);
+
+	if (!f)
+		return 0;
+	if (!pw_udp_flow_live(f, now)) {
+		pw_count(PW_LB_UDP_FLOW_EXPIRED, 0);
+		return 0;
+	}
+	sk.ep_ip = f->ip;
+	if (!bpf_map_lookup_elem(&pw_udp_serve, &sk)) {
+		pw_count(PW_LB_UDP_FLOW_GONE, 0);
+		return 0;
+	}
+	out->ip = f->ip;
+	out->port = f->port;
+	out->proto = fk->proto;
+	out->_pad0 = 0;
+	f->last_ns = now;
+	pw_count(PW_LB_UDP_FLOW_HIT, 0);
+	return 1;
+}
+
+/* Remembers a new flow's backend (replacing an expired or gone entry); an LRU map: never full. */
+static __always_inline void pw_udp_flow_save(const struct pw_udp_flow_key *fk,
+					     const struct pw_backend *b, __u64 now)
+{
+	struct pw_udp_flow v = { .ip = b->ip,
+				 .port = b->port,
+				 .state = PW_UDP_CT_OPENED,
+				 .first_ns = now,
+				 .last_ns = now };
+
+	bpf_map_update_elem(&pw_udp_flow, fk, &v, BPF_ANY);
+}
+
+/* A reply of backend (ip, port) read by the socket of flow fk: the flow is answered (conntrack: SEEN_REPLY), refreshed. */
+static __always_inline void pw_udp_flow_answered(const struct pw_udp_flow_key *fk, __be32 ip,
+						 __be16 port)
+{
+	struct pw_udp_flow *f = bpf_map_lookup_elem(&pw_udp_flow, fk);
+	__u64 now;
+
+	if (!f || f->ip != ip || f->port != port)
+		return;
+	now = bpf_ktime_get_ns();
+	if (!pw_udp_flow_live(f, now))
+		return; /* expired: its next datagram chooses anew, as a new conntrack entry */
+	f->state = PW_UDP_CT_ANSWERED;
+	f->last_ns = now;
+}
+
 /* Picks a backend for (ip, port, proto); 0 when it is not a service or has
- * no backend. With ClientIP affinity, the client's remembered backend first;
- * else UDP is stable per socket (hash of the cookie), TCP random per
- * connection. */
+ * no backend. Unconnected UDP: the flow's remembered backend first (even
+ * when the frontend has no backend for new flows here: kube-proxy's
+ * conntrack entry outlives a traffic policy change too). Then, with
+ * ClientIP affinity, the client's remembered backend; else random (TCP:
+ * per connection, UDP: per new flow, then remembered). */
 static __always_inline int pw_lb_pick(struct bpf_sock_addr *ctx, __be32 ip, __be16 port, __u8 proto,
 				      __u64 cookie, struct pw_backend *out)
 {
 	struct pw_svc_key k = { .ip = ip, .port = port, .proto = proto };
 	struct pw_aff_key ak = { .ip = ip, .port = port, .proto = proto };
+	struct pw_udp_flow_key fk = { .cookie = cookie, .ip = ip, .port = port, .proto = proto };
 	struct pw_svc *master, *slot;
 	struct pw_backend *b;
-	__u32 pick, timeout, id;
+	__u32 timeout, id;
 	__u64 now = 0;
 
 	master = bpf_map_lookup_elem(&pw_svc, &k);
 	if (!master) {
 		pw_count(PW_LB_NOT_SERVICE, 0);
 		return 0;
+	}
+	if (proto == PW_IPPROTO_UDP) {
+		now = bpf_ktime_get_ns();
+		if (pw_udp_flow_lookup(&fk, now, out))
+			return 1;
 	}
 	if (master->count == 0) {
 		pw_count(PW_LB_NO_BACKEND, 0);
@@ -106,12 +195,12 @@ static __always_inline int pw_lb_pick(struct bpf_sock_addr *ctx, __be32 ip, __be
 			*out = *b;
 			pw_aff_save(&ak, id, now);
 			pw_count(PW_LB_AFFINITY_HIT, 0);
+			if (proto == PW_IPPROTO_UDP)
+				pw_udp_flow_save(&fk, b, now);
 			return 1;
 		}
 	}
-	pick = proto == PW_IPPROTO_UDP ? (__u32)(cookie ^ (cookie >> 32)) * 2654435761u
-				       : bpf_get_prandom_u32();
-	k.slot = (pick % master->count) + 1;
+	k.slot = (bpf_get_prandom_u32() % master->count) + 1;
 	slot = bpf_map_lookup_elem(&pw_svc, &k);
 	if (!slot) {
 		pw_count(PW_LB_SLOT_MISSING, 0);
@@ -126,6 +215,8 @@ static __always_inline int pw_lb_pick(struct bpf_sock_addr *ctx, __be32 ip, __be
 	*out = *b;
 	if (timeout)
 		pw_aff_save(&ak, id, now);
+	if (proto == PW_IPPROTO_UDP)
+		pw_udp_flow_save(&fk, b, now);
 	return 1;
 }
 
@@ -247,6 +338,13 @@ static __always_inline int pw_lb_reverse(struct bpf_sock_addr *ctx, int v6)
 	rv = bpf_map_lookup_elem(&pw_revnat, &rk);
 	if (!rv)
 		return 1;
+	if (ctx->protocol == PW_IPPROTO_UDP) {
+		struct pw_udp_flow_key fk = {
+			.cookie = rk.cookie, .ip = rv->ip, .port = rv->port, .proto = PW_IPPROTO_UDP
+		};
+
+		pw_udp_flow_answered(&fk, ip, rk.port);
+	}
 	pw_lb_set_addr(ctx, v6, rv->ip, rv->port);
 	pw_count(PW_LB_REV_NAT, 0);
 	if (v6)

@@ -205,7 +205,14 @@ export async function udp(
   pod: SandboxPod,
   ip: string,
   port: number,
-  o: { n: number; connected?: boolean; renew?: boolean; v6?: boolean },
+  o: {
+    n: number;
+    connected?: boolean;
+    renew?: boolean;
+    /** with renew: every new socket follows one that takes a socket cookie (pwperf -K), as a client alternating "look up, connect" */
+    cookieGaps?: boolean;
+    v6?: boolean;
+  },
 ): Promise<UdpResult & { error?: string }> {
   const args = ['udp', '-c', ip, '-p', String(port), '-n', String(o.n), ...udpArgs(o)];
   const r = await run(`pwperf udp from ${pod.name}`, podCommand(pod, [PWPERF, ...args]), { reject: false, timeoutMs: scaled(120_000) });
@@ -213,9 +220,10 @@ export async function udp(
   return r.exitCode === 0 ? res : { ...res, error: r.stderr.trim() || `exit ${r.exitCode}` };
 }
 
-const udpArgs = (o: { connected?: boolean; renew?: boolean; v6?: boolean }) => [
+const udpArgs = (o: { connected?: boolean; renew?: boolean; cookieGaps?: boolean; v6?: boolean }) => [
   ...(o.connected ? ['-C'] : []),
   ...(o.renew ? ['-R'] : []),
+  ...(o.cookieGaps ? ['-K'] : []),
   ...v6Args(o.v6),
 ];
 

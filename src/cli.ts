@@ -6,7 +6,17 @@ import { Datapath } from '../loader/datapath.js';
 import { InputError } from '../host/errors.js';
 import { LockBusyError } from '../host/lock.js';
 import { build } from '../loader/build.js';
-import { dumpAffinity, dumpBackends, dumpEndpoints, dumpFlows, dumpMap, dumpServices, dumpSockets, dumpStats } from './commands/dump.js';
+import {
+  dumpAffinity,
+  dumpBackends,
+  dumpEndpoints,
+  dumpFlows,
+  dumpMap,
+  dumpServices,
+  dumpSockets,
+  dumpStats,
+  dumpUdpFlows,
+} from './commands/dump.js';
 import { status } from './commands/status.js';
 import { SHELLS, commandTree, completionScript, type Shell } from './completion.js';
 import { MAPS } from '../abi/schema.js';
@@ -213,6 +223,11 @@ export function podwarpProgram(name = 'podwarp'): Command {
       'affinity',
       'pw_affinity: sessionAffinity ClientIP, the backend each client pod last used per frontend, its age and state',
       dumpAffinity,
+    ],
+    [
+      'udpflows',
+      "pw_udp_flow: each unconnected UDP flow's backend (socket, Service address), idle time and whether its next datagram still goes there",
+      dumpUdpFlows,
     ],
     ['backends', 'pw_backends: service backends by id', dumpBackends],
     ['stats', 'pw_stats: datapath counters by reason (summed over CPUs)', dumpStats],

@@ -15,10 +15,14 @@
  *        new connections one after another: connect, learn which backend
  *        answered, check getpeername() is the address dialled, close;
  *        prints the connection rate and the count per backend (services)
- *   pwperf udp -c IP -p PORT [-n N] [-C] [-R] [-S]
+ *   pwperf udp -c IP -p PORT [-n N] [-C] [-R [-K]] [-S]
  *        UDP requests (unconnected sendto, or connected with -C): every
  *        reply must come from the address dialled; count per backend;
  *        -R: a new socket (a new flow) for every request;
+ *        -K: each new socket follows another one that takes a socket
+ *        cookie (SO_COOKIE) from the kernel-wide counter, as a client that
+ *        alternates "look up, connect" gives every other cookie to its
+ *        connect() (the socket LB takes one for each);
  *        -S: one socket, one request per line read on stdin (until EOF),
  *        one JSON line per request ({"i","backend","source_ok"} or
  *        {"i","error"}), then the summary: a long-lived socket the caller
@@ -692,6 +696,22 @@ static int conn(const char *ip, int port, long n, double secs)
 	return errors || peer_mismatch ? 7 : 0;
 }
 
+#ifndef SO_COOKIE
+#define SO_COOKIE 57
+#endif
+
+/* A socket that takes the next socket cookie, closed again (pwperf udp -K). */
+static void take_cookie(void)
+{
+	uint64_t cookie;
+	socklen_t len = sizeof(cookie);
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+
+	if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len))
+		die("SO_COOKIE");
+	close(fd);
+}
+
 static int udp_socket(const union addr *want, socklen_t wl, int connected)
 {
 	int fd = client_socket(SOCK_DGRAM);
@@ -726,7 +746,7 @@ static int udp_request(int fd, const union addr *want, socklen_t wl, int connect
 	return 1;
 }
 
-static int udp(const char *ip, int port, long n, int connected, int renew, int stepped)
+static int udp(const char *ip, int port, long n, int connected, int renew, int stepped, int cookies)
 {
 	union addr want;
 	socklen_t wl = addr_make(&want, ip, port);
@@ -735,12 +755,16 @@ static int udp(const char *ip, int port, long n, int connected, int renew, int s
 	char line[64];
 	int fd;
 
+	if (cookies)
+		take_cookie();
 	fd = udp_socket(&want, wl, connected);
 	for (long i = 0; stepped ? fgets(line, sizeof(line), stdin) != NULL : i < (n ? n : 100); i++) {
 		uint8_t rep[64];
 		int source_ok = 0;
 		if (renew && i > 0) {
 			close(fd);
+			if (cookies)
+				take_cookie();
 			fd = udp_socket(&want, wl, connected);
 		}
 		if (!udp_request(fd, &want, wl, connected, i, rep, &source_ok)) {
@@ -807,8 +831,8 @@ int main(int argc, char **argv)
 	}
 	const char *cmd = argv[1];
 	optind = 2;
-	int connected = 0, renew = 0, stepped = 0, pace_both = 0;
-	while ((opt = getopt(argc, argv, "c:p:s:n:d:w:i:b:va:x:CRS6P")) != -1) {
+	int connected = 0, renew = 0, stepped = 0, pace_both = 0, cookies = 0;
+	while ((opt = getopt(argc, argv, "c:p:s:n:d:w:i:b:va:x:CRKS6P")) != -1) {
 		switch (opt) {
 		case 'P': pace_both = 1; break;
 		case 'x': g_stop_file = optarg; break;
@@ -816,6 +840,7 @@ int main(int argc, char **argv)
 		case 'S': stepped = 1; break;
 		case 'C': connected = 1; break;
 		case 'R': renew = 1; break;
+		case 'K': cookies = 1; break;
 		case 'a': {
 			cpu_set_t set;
 			CPU_ZERO(&set);
@@ -843,7 +868,7 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "conn"))
 		return conn(ip, port, n, n ? 0 : (secs ? secs : 2));
 	if (!strcmp(cmd, "udp"))
-		return udp(ip, port, n, connected, renew, stepped);
+		return udp(ip, port, n, connected, renew, stepped, cookies);
 	if (!strcmp(cmd, "stream"))
 		return stream(ip, port, secs ? secs : 2, pace, pace_both);
 	if (!strcmp(cmd, "sink"))

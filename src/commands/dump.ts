@@ -6,7 +6,7 @@ import { InputError } from '../../host/errors.js';
 import * as ipr from '../../host/ip.js';
 import { decode, flagNames } from '../../abi/codec.js';
 import { sockKeyString } from '../../loader/sockdrain.js';
-import { CT_STATE, FLOW_FLAGS, MAPS, STAT_GROUPS, UDP_CT_STATE, UDP_CT_TIMEOUT_NS, mapDef } from '../../abi/schema.js';
+import { CT_STATE, FLOW_FLAGS, MAPS, STAT_GROUPS, UDP_CT_STATE, UDP_CT_TIMEOUT_NS, UDP_FLOW, mapDef } from '../../abi/schema.js';
 import { data, isData, table, type OutputFormat } from '../table.js';
 import { BpfServiceMaps } from '../services/maps.js';
 import { readAgentReport } from '../agent-report.js';
@@ -315,6 +315,75 @@ export async function dumpAffinity(dp: Datapath, fmt: OutputFormat): Promise<str
         r.state,
       ]),
     ) + `${rows.length} affinity entries\n`
+  );
+}
+
+export interface UdpFlowRow {
+  /** socket cookie */
+  socket: string;
+  frontend: string;
+  backend: string;
+  state: 'opened' | 'answered';
+  /** seconds since its last datagram sent or reply read */
+  idleSeconds: number;
+  /** the idle timeout that applies to it now (s): 30, or 120 for an answered stream */
+  timeout: number;
+  /** what its next datagram does: go to the backend, or choose anew (idle too long, backend no longer serving, not a Service any more) */
+  status: 'live' | 'expired' | 'gone' | 'no_service';
+}
+
+/**
+ * The idle timeout of a pw_udp_flow entry, as bpf/pw_lb.h pw_udp_flow_live
+ * applies it: 120 s once answered and older than 2 s at its last use, else 30 s.
+ */
+export function udpFlowTimeoutNs(state: number, firstNs: bigint, lastNs: bigint): bigint {
+  return state === UDP_CT_STATE.ANSWERED && lastNs - firstNs > BigInt(UDP_FLOW.STREAM_AFTER_NS)
+    ? BigInt(UDP_CT_TIMEOUT_NS.ANSWERED)
+    : BigInt(UDP_CT_TIMEOUT_NS.OPENED);
+}
+
+/** pw_udp_flow: each unconnected UDP flow's backend, idle time and whether its next datagram still goes there (pw_svc, pw_udp_serve). */
+export async function udpFlowRows(dp: Datapath): Promise<UdpFlowRow[]> {
+  requirePinned(dp, 'pw_udp_flow');
+  const have = await new BpfServiceMaps(dp).read();
+  const now = process.hrtime.bigint(); // CLOCK_MONOTONIC, as bpf_ktime_get_ns
+  return (await dp.maps.dump('pw_udp_flow'))
+    .map((e) => {
+      const fe = `${String(e.key.ip)}:${Number(e.key.port)}`;
+      const k = `${fe}/${Number(e.key.proto)}`;
+      const st = Number(e.value.state);
+      const first = BigInt(e.value.first_ns as bigint);
+      const last = BigInt(e.value.last_ns as bigint);
+      const idle = now > last ? now - last : 0n;
+      const timeout = udpFlowTimeoutNs(st, first, last);
+      const status: UdpFlowRow['status'] = !have.masters.has(k)
+        ? 'no_service'
+        : idle > timeout
+          ? 'expired'
+          : have.serving.get(k)?.has(String(e.value.ip))
+            ? 'live'
+            : 'gone';
+      return {
+        socket: String(e.key.cookie),
+        frontend: fe,
+        backend: `${String(e.value.ip)}:${Number(e.value.port)}`,
+        state: st === UDP_CT_STATE.ANSWERED ? ('answered' as const) : ('opened' as const),
+        idleSeconds: Math.round(Number(idle) / 1e8) / 10,
+        timeout: Number(timeout / 1_000_000_000n),
+        status,
+      };
+    })
+    .sort((a, b) => a.frontend.localeCompare(b.frontend) || a.socket.localeCompare(b.socket));
+}
+
+export async function dumpUdpFlows(dp: Datapath, fmt: OutputFormat): Promise<string> {
+  const rows = await udpFlowRows(dp);
+  if (isData(fmt)) return data(rows, fmt);
+  return (
+    table(
+      ['SERVICE ADDRESS', 'SOCKET', 'BACKEND ADDRESS', 'STATE', 'IDLE', 'TIMEOUT', 'STATUS'],
+      rows.map((r) => [r.frontend, r.socket, r.backend, r.state, `${r.idleSeconds}s`, `${r.timeout}s`, r.status]),
+    ) + `${rows.length} unconnected UDP flows\n`
   );
 }
 

@@ -61,6 +61,12 @@ export interface DesiredService {
   left?: LeftReason;
   /** sessionAffinity ClientIP: its timeout in seconds (unset: None). */
   affinity?: number;
+  /**
+   * UDP frontends: the IPs of the Service port's serving endpoints (servingIPs),
+   * sorted: a remembered unconnected UDP flow stays on its backend while it is
+   * one of them (pw_udp_serve).
+   */
+  serving?: string[];
 }
 
 /** What the endpoint choice needs to know about this node. */
@@ -158,6 +164,22 @@ function narrowByHints<E extends ServiceEndpoint>(ready: E[], node: NodeTopology
     return close.length ? close : undefined;
   };
   return by((e) => e.forNodes, node.name) ?? by((e) => e.forZones, node.zone) ?? ready;
+}
+
+/**
+ * The endpoint IPs kube-proxy's conntrack cleanup keeps UDP flows of a
+ * Service port to (pkg/proxy/conntrack/cleanup.go, CleanStaleEntries): every
+ * endpoint of the port whose `serving` condition holds (unset: true), on any
+ * node, whatever topology hints, traffic policy, readiness of the others or
+ * `terminating` say ("changes to the service should not affect existing
+ * flows"). By IP alone, as the cleanup matches the reply source. Sorted,
+ * without duplicates; the port's endpoints as portEndpoints gives them (the
+ * slice port of its name and protocol, one copy per address).
+ */
+export function servingIPs(svc: Service, sp: Service['ports'][number]): string[] {
+  const ips = new Set<string>();
+  for (const e of portEndpoints(svc.endpoints, sp).endpoints) if (e.serving !== false) ips.add(e.ip);
+  return [...ips].sort((a, b) => ipNum(a) - ipNum(b));
 }
 
 const ipNum = (ip: string) => ip.split('.').reduce((a, o) => a * 256 + Number(o), 0);
@@ -258,6 +280,7 @@ export function desiredServices(snap: Pick<Snapshot, 'services' | 'node' | 'zone
         const left = leftAll ?? (backends.length ? undefined : (use.left ?? 'no_endpoints'));
         const d: DesiredService = left ? { fe, name, kind: addr.kind, backends, left } : { fe, name, kind: addr.kind, backends };
         if (svc.affinityTimeout) d.affinity = svc.affinityTimeout;
+        if (proto === PROTO.UDP) d.serving = servingIPs(svc, sp);
         services.set(feKey(fe), d);
       }
     }

@@ -31,20 +31,10 @@ export function applyToMirror(have: ActualServices, index: ServiceIndex, p: SvcP
     if (!have.masters.has(k)) index.entries++;
     have.masters.set(k, affinity ? { fe, count, affinity } : { fe, count });
   }
-  for (const { fe, id } of p.matchesUpsert) {
-    const k = feKey(fe);
-    let m = have.matches.get(k);
-    if (!m) have.matches.set(k, (m = new Set()));
-    if (!m.has(id)) index.matchEntries++;
-    m.add(id);
-  }
-  for (const { fe, id } of p.matchesDelete) {
-    const k = feKey(fe);
-    const m = have.matches.get(k);
-    if (!m?.delete(id)) continue;
-    index.matchEntries--;
-    if (m.size === 0) have.matches.delete(k);
-  }
+  for (const { fe, id } of p.matchesUpsert) if (setAdd(have.matches, feKey(fe), id)) index.matchEntries++;
+  for (const { fe, id } of p.matchesDelete) if (setDelete(have.matches, feKey(fe), id)) index.matchEntries--;
+  for (const { fe, ip } of p.servingUpsert) if (setAdd(have.serving, feKey(fe), ip)) index.servingEntries++;
+  for (const { fe, ip } of p.servingDelete) if (setDelete(have.serving, feKey(fe), ip)) index.servingEntries--;
   for (const fe of p.mastersDelete) if (have.masters.delete(feKey(fe))) index.entries--;
   for (const { fe, slot } of p.slotsDelete) {
     const k = feKey(fe);
@@ -61,4 +51,21 @@ export function applyToMirror(have: ActualServices, index: ServiceIndex, p: SvcP
     if (old && index.idByAddr.get(beKey(old)) === id) index.idByAddr.delete(beKey(old));
     have.backends.delete(id);
   }
+}
+
+/** Adds v to the set of k; whether it is new. */
+function setAdd<T>(m: Map<string, Set<T>>, k: string, v: T): boolean {
+  let set = m.get(k);
+  if (!set) m.set(k, (set = new Set()));
+  if (set.has(v)) return false;
+  set.add(v);
+  return true;
+}
+
+/** Removes v from the set of k (an empty set goes); whether it was there. */
+function setDelete<T>(m: Map<string, Set<T>>, k: string, v: T): boolean {
+  const set = m.get(k);
+  if (!set?.delete(v)) return false;
+  if (set.size === 0) m.delete(k);
+  return true;
 }

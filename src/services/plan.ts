@@ -1,11 +1,14 @@
 // The plan from desired services to pw_svc / pw_backends (and pw_aff_match
-// for ClientIP affinity): pure (backend ids, capacity, the diff). ServiceSync
-// (sync.ts) writes it through a ServiceMaps (maps.ts) in the order a
-// concurrent connect() can live with:
-//   1. new backends   2. slots, then affinity matches   3. master entries
-//   (counts, affinity timeout)   4. prune
+// for ClientIP affinity, pw_udp_serve for UDP frontends' serving endpoints):
+// pure (backend ids, capacity, the diff). ServiceSync (sync.ts) writes it
+// through a ServiceMaps (maps.ts) in the order a concurrent connect() can
+// live with:
+//   1. new backends   2. slots, then affinity matches and serving endpoints
+//   3. master entries (counts, affinity timeout)   4. prune
 // (removed masters first, then their slots and stale slots, then matches of
-// backends that left a frontend, then backends no slot points to any more).
+// backends that left a frontend and endpoints that stopped serving, then
+// backends no slot points to any more). A flow stays on an endpoint that
+// stopped serving until the prune: after the slots no longer name it.
 // A reader that saw a master count always finds the slots below it and the
 // backends they name; a match always names a backend that exists.
 import { beKey, type BackendAddr, type DesiredService, type Frontend, type Proto } from './desired.js';
@@ -19,6 +22,8 @@ export interface ActualServices {
   backends: Map<number, BackendAddr>;
   /** feKey → backend ids in pw_aff_match (frontends with affinity) */
   matches: Map<string, Set<number>>;
+  /** feKey → serving endpoint IPs in pw_udp_serve (UDP frontends) */
+  serving: Map<string, Set<string>>;
 }
 
 export interface SvcPlan {
@@ -32,6 +37,9 @@ export interface SvcPlan {
   /** pw_aff_match entries to add (step 2, after the slots) and remove (prune, before backends) */
   matchesUpsert: { fe: Frontend; id: number }[];
   matchesDelete: { fe: Frontend; id: number }[];
+  /** pw_udp_serve entries to add (step 2) and remove (prune) */
+  servingUpsert: { fe: Frontend; ip: string }[];
+  servingDelete: { fe: Frontend; ip: string }[];
   /** services left out whole because the maps would not hold them */
   dropped: string[];
 }
@@ -45,7 +53,9 @@ export function svcPlanSize(p: SvcPlan): number {
     p.slotsDelete.length +
     p.backendsDelete.length +
     p.matchesUpsert.length +
-    p.matchesDelete.length
+    p.matchesDelete.length +
+    p.servingUpsert.length +
+    p.servingDelete.length
   );
 }
 
@@ -60,6 +70,8 @@ export interface ServiceIndex {
   entries: number;
   /** pw_aff_match entries */
   matchEntries: number;
+  /** pw_udp_serve entries */
+  servingEntries: number;
 }
 
 export function indexServices(have: ActualServices): ServiceIndex {
@@ -72,7 +84,9 @@ export function indexServices(have: ActualServices): ServiceIndex {
   }
   let matchEntries = 0;
   for (const m of have.matches.values()) matchEntries += m.size;
-  return { idByAddr, refs, entries, matchEntries };
+  let servingEntries = 0;
+  for (const m of have.serving.values()) servingEntries += m.size;
+  return { idByAddr, refs, entries, matchEntries, servingEntries };
 }
 
 const parseAddr = (k: string): BackendAddr => {
@@ -95,7 +109,12 @@ const parseAddr = (k: string): BackendAddr => {
 export function planServices(
   want: Map<string, DesiredService>,
   have: ActualServices,
-  capacity: { svc: number; backends: number; /** pw_aff_match; absent: unbounded */ match?: number },
+  capacity: {
+    svc: number;
+    backends: number;
+    /** pw_aff_match; absent: unbounded */ match?: number;
+    /** pw_udp_serve; absent: unbounded */ serving?: number;
+  },
   scope?: Set<string>,
   index: ServiceIndex = indexServices(have),
 ): SvcPlan {
@@ -108,12 +127,16 @@ export function planServices(
     backendsDelete: [],
     matchesUpsert: [],
     matchesDelete: [],
+    servingUpsert: [],
+    servingDelete: [],
     dropped: [],
   };
-  const keys = scope ?? new Set([...want.keys(), ...have.masters.keys(), ...have.slots.keys(), ...have.matches.keys()]);
+  const keys =
+    scope ?? new Set([...want.keys(), ...have.masters.keys(), ...have.slots.keys(), ...have.matches.keys(), ...have.serving.keys()]);
   // what fits: entries already there stay counted until pruned, so count the union
   let svcEntries = index.entries;
   let matchEntries = index.matchEntries;
+  let servingEntries = index.servingEntries;
   const addedBackends = new Set<number>();
   const kept = new Map<string, DesiredService>();
   for (const key of [...keys].sort()) {
@@ -122,16 +145,19 @@ export function planServices(
     const extraSvc = (have.masters.has(key) ? 0 : 1) + Math.max(0, s.backends.length - (have.slots.get(key)?.size ?? 0));
     const fresh = s.backends.map(beKey).filter((k) => !index.idByAddr.has(k) && !addedBackends.has(k));
     const extraMatch = s.affinity ? Math.max(0, s.backends.length - (have.matches.get(key)?.size ?? 0)) : 0;
+    const extraServing = Math.max(0, (s.serving?.length ?? 0) - (have.serving.get(key)?.size ?? 0));
     if (
       svcEntries + extraSvc > capacity.svc ||
       index.idByAddr.size + addedBackends.size + fresh.length > capacity.backends ||
-      matchEntries + extraMatch > (capacity.match ?? Infinity)
+      matchEntries + extraMatch > (capacity.match ?? Infinity) ||
+      servingEntries + extraServing > (capacity.serving ?? Infinity)
     ) {
       p.dropped.push(s.name);
       continue;
     }
     svcEntries += extraSvc;
     matchEntries += extraMatch;
+    servingEntries += extraServing;
     for (const k of fresh) addedBackends.add(k);
     kept.set(key, s);
   }
@@ -175,6 +201,11 @@ export function planServices(
     const haveMatch = have.matches.get(key) ?? new Set<number>();
     for (const id of wantMatch) if (!haveMatch.has(id)) p.matchesUpsert.push({ fe: s.fe, id });
     for (const id of haveMatch) if (!wantMatch.has(id)) p.matchesDelete.push({ fe: s.fe, id });
+    // serving endpoints: exactly the frontend's (UDP frontends)
+    const wantServing = new Set(s.serving ?? []);
+    const haveServing = have.serving.get(key) ?? new Set<string>();
+    for (const ip of wantServing) if (!haveServing.has(ip)) p.servingUpsert.push({ fe: s.fe, ip });
+    for (const ip of haveServing) if (!wantServing.has(ip)) p.servingDelete.push({ fe: s.fe, ip });
   }
   for (const key of keys) {
     if (kept.has(key)) continue;
@@ -190,6 +221,11 @@ export function planServices(
     if (matches) {
       const fe = m?.fe ?? parseAddr(key);
       for (const id of matches) p.matchesDelete.push({ fe, id });
+    }
+    const serving = have.serving.get(key);
+    if (serving) {
+      const fe = m?.fe ?? parseAddr(key);
+      for (const ip of serving) p.servingDelete.push({ fe, ip });
     }
   }
   const unreferenced = (id: number) => (index.refs.get(id) ?? 0) + (delta.get(id) ?? 0) <= 0 && !taken.has(id);

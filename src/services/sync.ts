@@ -1,4 +1,4 @@
-// Services → pw_svc / pw_backends, full or one changed Service at a time.
+// Services → pw_svc / pw_backends (and pw_aff_match, pw_udp_serve), full or one changed Service at a time.
 //
 // full():    read both maps back from the kernel, plan every frontend, apply.
 //            Used at start (a restarted agent rewrites nothing unchanged), on
@@ -28,7 +28,9 @@ export interface SvcOps {
   mastersUpsert: number;
   /** pw_aff_match entries added (ClientIP affinity) */
   matchesUpsert: number;
-  /** masters, slots, affinity matches and backends removed */
+  /** pw_udp_serve entries added (serving endpoints of UDP frontends) */
+  servingUpsert: number;
+  /** masters, slots, affinity matches, serving endpoints and backends removed */
   deletes: number;
 }
 
@@ -46,14 +48,16 @@ export interface SvcSyncResult {
   frontends: number;
 }
 
-export const svcOpsTotal = (o: SvcOps): number => o.backendsUpsert + o.slotsUpsert + o.mastersUpsert + o.matchesUpsert + o.deletes;
-const noOps = (): SvcOps => ({ backendsUpsert: 0, slotsUpsert: 0, mastersUpsert: 0, matchesUpsert: 0, deletes: 0 });
+export const svcOpsTotal = (o: SvcOps): number =>
+  o.backendsUpsert + o.slotsUpsert + o.mastersUpsert + o.matchesUpsert + o.servingUpsert + o.deletes;
+const noOps = (): SvcOps => ({ backendsUpsert: 0, slotsUpsert: 0, mastersUpsert: 0, matchesUpsert: 0, servingUpsert: 0, deletes: 0 });
 const addOps = (o: SvcOps, p: SvcPlan) => {
   o.backendsUpsert += p.backendsUpsert.length;
   o.slotsUpsert += p.slotsUpsert.length;
   o.mastersUpsert += p.mastersUpsert.length;
   o.matchesUpsert += p.matchesUpsert.length;
-  o.deletes += p.mastersDelete.length + p.slotsDelete.length + p.matchesDelete.length + p.backendsDelete.length;
+  o.servingUpsert += p.servingUpsert.length;
+  o.deletes += p.mastersDelete.length + p.slotsDelete.length + p.matchesDelete.length + p.servingDelete.length + p.backendsDelete.length;
 };
 const emptyPlan = (): SvcPlan => ({
   backendsUpsert: [],
@@ -64,6 +68,8 @@ const emptyPlan = (): SvcPlan => ({
   backendsDelete: [],
   matchesUpsert: [],
   matchesDelete: [],
+  servingUpsert: [],
+  servingDelete: [],
   dropped: [],
 });
 
@@ -198,7 +204,9 @@ export class ServiceSync {
     const unresolved: string[] = [];
     const wanted = new Set<string>();
     for (const s of services) for (const k of frontendKeys(s)) wanted.add(k);
-    const stale = new Set([...have.masters.keys(), ...have.slots.keys(), ...have.matches.keys()].filter((k) => !wanted.has(k)));
+    const stale = new Set(
+      [...have.masters.keys(), ...have.slots.keys(), ...have.matches.keys(), ...have.serving.keys()].filter((k) => !wanted.has(k)),
+    );
     if (stale.size) {
       const p = planServices(new Map(), have, cap, stale, index);
       await this.apply(p);

@@ -1,11 +1,12 @@
 // pw_lb.h, the socket LB, through the test programs of bpf/tests/lb.c (one
 // per production entry: conn4, conn6, send4, and the reverse translation of
 // recv4/peer4 and recv6/peer6): service selection over the master/slot
-// layout of pw_svc + pw_backends, sessionAffinity ClientIP, and reverse NAT.
-// Each run checks the destination the socket is left with, the counters that
-// moved in pw_stats, and what pw_revnat and pw_affinity hold afterwards.
+// layout of pw_svc + pw_backends, sessionAffinity ClientIP, unconnected UDP
+// flow memory (pw_udp_flow, pw_udp_serve), and reverse NAT. Each run checks
+// the destination the socket is left with, the counters that moved in
+// pw_stats, and what pw_revnat, pw_affinity and pw_udp_flow hold afterwards.
 import { beforeEach, describe, expect, it } from 'vitest';
-import { PROTO } from '../../abi/schema.js';
+import { PROTO, UDP_CT_STATE, UDP_CT_TIMEOUT_NS, UDP_FLOW } from '../../abi/schema.js';
 import type { Datapath } from '../../loader/datapath.js';
 import { clearMaps, moved, reasonCounters } from './helpers.js';
 import {
@@ -66,6 +67,34 @@ const FRONTENDS = [WEB, DNS, EMPTY, NO_SLOT, NO_BACKEND, STICKY, STICKY_UDP, STI
 
 const svcKey = (f: Frontend, slot: number) => ({ ip: f.ip, port: f.port, proto: f.proto, slot });
 const affKey = (f: Frontend, netns: bigint) => ({ netns, ip: f.ip, port: f.port, proto: f.proto });
+const serveKey = (f: Frontend, id: number) => ({ ip: f.ip, port: f.port, proto: f.proto, ep_ip: BACKENDS[id]!.ip });
+const flowKey = (f: Frontend, cookie: bigint) => ({ cookie, ip: f.ip, port: f.port, proto: f.proto });
+
+/** The flows of pw_udp_flow: frontend, cookie, backend, state, times. */
+const udpFlows = async () =>
+  (await dp.maps.dump('pw_udp_flow'))
+    .sort((a, b) => Number(a.key.cookie) - Number(b.key.cookie) || String(a.key.ip).localeCompare(String(b.key.ip)))
+    .map((e) => ({
+      cookie: e.key.cookie,
+      frontend: `${e.key.ip}:${e.key.port}`,
+      backend: `${e.value.ip}:${e.value.port}`,
+      state: Number(e.value.state),
+      first_ns: e.value.first_ns,
+      last_ns: e.value.last_ns,
+    }));
+
+/** Remembers flow (cookie → frontend) on backend `id`, first and last datagram at the given times. */
+const rememberFlow = (f: Frontend, cookie: bigint, id: number, state: number, firstNs: bigint, lastNs: bigint) =>
+  dp.maps.write(
+    'pw_udp_flow',
+    [
+      {
+        key: flowKey(f, cookie),
+        value: { ip: BACKENDS[id]!.ip, port: BACKENDS[id]!.port, state, first_ns: firstNs, last_ns: lastNs },
+      },
+    ],
+    [],
+  );
 
 /** Remembers backend `id` for client `netns` at `lastNs`. */
 const remember = (f: Frontend, netns: bigint, id: number, lastNs: bigint) =>
@@ -112,7 +141,7 @@ describe.skipIf(!!skip)(`pw_lb.h${skip ? ` — skipped: ${skip}` : ''}`, () => {
       Object.entries(BACKENDS).map(([id, b]) => ({ key: { id: Number(id) }, value: { ...b, _pad0: 0 } })),
       [],
     );
-    await clearMaps(dp, ['pw_svc', 'pw_aff_match', 'pw_affinity', 'pw_revnat']);
+    await clearMaps(dp, ['pw_svc', 'pw_aff_match', 'pw_affinity', 'pw_revnat', 'pw_udp_flow', 'pw_udp_serve']);
     await dp.maps.write(
       'pw_svc',
       FRONTENDS.flatMap((f) => [
@@ -125,6 +154,14 @@ describe.skipIf(!!skip)(`pw_lb.h${skip ? ` — skipped: ${skip}` : ''}`, () => {
       'pw_aff_match',
       FRONTENDS.filter((f) => f.timeout).flatMap((f) =>
         f.slots.map((id) => ({ key: { ip: f.ip, port: f.port, proto: f.proto, backend_id: id! }, value: { present: 1 } })),
+      ),
+      [],
+    );
+    // every backend of a UDP frontend serves it
+    await dp.maps.write(
+      'pw_udp_serve',
+      FRONTENDS.filter((f) => f.proto === PROTO.UDP).flatMap((f) =>
+        f.slots.map((id) => ({ key: serveKey(f, id!), value: { present: 1 } })),
       ),
       [],
     );
@@ -184,21 +221,20 @@ describe.skipIf(!!skip)(`pw_lb.h${skip ? ` — skipped: ${skip}` : ''}`, () => {
       expect((await revnat()).length).toBe(1);
     });
 
-    it('sendmsg4, unconnected UDP: the backend is a hash of the socket cookie (stable per socket), not random', async () => {
-      // pick = (u32)(cookie ^ cookie >> 32) * 2654435761; slot = pick % 2 + 1
-      const cases: [bigint, number][] = [
-        [1n, 22], // 2654435761 % 2 = 1
-        [2n, 21], // 1013904226 % 2 = 0
-        [0x100000001n, 21], // the high word folds in: 1 ^ 1 = 0
-        [3n, 22], // 3668339987 % 2 = 1
+    it('sendmsg4, unconnected UDP: a new flow chooses at random (slot = random % count + 1), whatever the socket cookie', async () => {
+      // cookies of one parity: what a client alternating "look up, connect" gets from the kernel-wide counter
+      const cases: [bigint, number, number][] = [
+        [2n, 0, 21],
+        [4n, 1, 22],
+        [6n, 2, 21],
+        [8n, 3, 22],
+        [0x100000001n, 0xffffffff, 22], // 4294967295 % 2 = 1
       ];
-      for (const [cookie, id] of cases) {
-        for (const prandom of [0, 1]) {
-          const r = await lb('send4', udpTo(DNS), { cookie, prandom }, ['translated']);
-          expect({ cookie, dest: dest(r), randoms: r.calls.prandom }).toEqual({ cookie, dest: backend(id), randoms: 0 });
-        }
+      for (const [cookie, prandom, id] of cases) {
+        const r = await lb('send4', udpTo(DNS), { cookie, prandom, now: NOW }, ['translated']);
+        expect({ cookie, dest: dest(r), randoms: r.calls.prandom }).toEqual({ cookie, dest: backend(id), randoms: 1 });
       }
-      expect(await revnat()).toContainEqual({ cookie: 0x100000001n, backend: backend(21), service: '10.96.0.53:53' });
+      expect(await revnat()).toContainEqual({ cookie: 0x100000001n, backend: backend(22), service: '10.96.0.53:53' });
     });
 
     it('connect4 of a UDP socket to a service is left to kube-proxy (udp_connected_left); to anything else, not counted', async () => {
@@ -213,7 +249,7 @@ describe.skipIf(!!skip)(`pw_lb.h${skip ? ` — skipped: ${skip}` : ''}`, () => {
       const connected = { srcIp4: '10.244.3.3', srcPort: 40000, dstIp4: DNS.ip, dstPort: 53, state: TCP_ESTABLISHED };
       let r = await lb('send4', { ...udpTo(DNS), sk: connected }, { cookie: 1n }, []);
       expect(dest(r)).toBe('10.96.0.53:53');
-      r = await lb('send4', { ...udpTo(DNS), sk: { ...connected, dstIp4: '10.96.0.99' } }, { cookie: 1n }, ['translated']);
+      r = await lb('send4', { ...udpTo(DNS), sk: { ...connected, dstIp4: '10.96.0.99' } }, { cookie: 1n, prandom: 1 }, ['translated']);
       expect(dest(r)).toBe(backend(22));
     });
 
@@ -319,17 +355,187 @@ describe.skipIf(!!skip)(`pw_lb.h${skip ? ` — skipped: ${skip}` : ''}`, () => {
       expect(await affinity()).toEqual([{ ...affKey(WEB, A), backend_id: 13, last_ns: NOW - SEC }]);
     });
 
-    it('sendmsg4 UDP: the remembered backend wins over the cookie hash; a new client is remembered with the hash pick', async () => {
+    it('sendmsg4 UDP: a new flow takes the remembered backend over the random draw; a new client is remembered with the random pick', async () => {
       const t = BigInt(STICKY_UDP.timeout!) * SEC;
       await remember(STICKY_UDP, A, 45, NOW - t + SEC);
-      let r = await lb('send4', udpTo(STICKY_UDP), { cookie: 1n, netns: A, now: NOW }, ['affinity_hit', 'translated']);
-      expect(dest(r)).toBe(backend(45)); // cookie 1 alone would pick slot 2 (46)
-      r = await lb('send4', udpTo(STICKY_UDP), { cookie: 1n, netns: B, now: NOW }, ['translated']);
+      let r = await lb('send4', udpTo(STICKY_UDP), { cookie: 1n, netns: A, now: NOW, prandom: 1 }, ['affinity_hit', 'translated']);
+      expect({ dest: dest(r), randoms: r.calls.prandom }).toEqual({ dest: backend(45), randoms: 0 }); // the draw alone: slot 2 (46)
+      r = await lb('send4', udpTo(STICKY_UDP), { cookie: 2n, netns: B, now: NOW, prandom: 1 }, ['translated']);
       expect(dest(r)).toBe(backend(46));
       expect(await affinity()).toEqual([
         { ...affKey(STICKY_UDP, A), backend_id: 45, last_ns: NOW },
         { ...affKey(STICKY_UDP, B), backend_id: 46, last_ns: NOW },
       ]);
+      // both flows remember their backend
+      expect((await udpFlows()).map((f) => [f.cookie, f.backend])).toEqual([
+        [1n, backend(45)],
+        [2n, backend(46)],
+      ]);
+    });
+
+    it("sendmsg4 UDP: a known flow's datagrams follow the flow, not the affinity entry, which they neither read nor refresh (kube-proxy: conntrack before `recent`)", async () => {
+      await rememberFlow(STICKY_UDP, 1n, 46, UDP_CT_STATE.OPENED, NOW - SEC, NOW - SEC);
+      await remember(STICKY_UDP, A, 45, NOW - 5n * SEC);
+      const r = await lb('send4', udpTo(STICKY_UDP), { cookie: 1n, netns: A, now: NOW }, ['udp_flow_hit', 'translated']);
+      expect(dest(r)).toBe(backend(46));
+      expect(await affinity()).toEqual([{ ...affKey(STICKY_UDP, A), backend_id: 45, last_ns: NOW - 5n * SEC }]);
+    });
+  });
+
+  // ---- unconnected UDP flow memory ----
+
+  describe('unconnected UDP flow memory (kube-proxy: the conntrack entry and its cleanup)', () => {
+    const OPENED = UDP_CT_STATE.OPENED;
+    const ANSWERED = UDP_CT_STATE.ANSWERED;
+    const T_OPENED = BigInt(UDP_CT_TIMEOUT_NS.OPENED);
+    const T_ANSWERED = BigInt(UDP_CT_TIMEOUT_NS.ANSWERED);
+    const STREAM = BigInt(UDP_FLOW.STREAM_AFTER_NS);
+    const send = (cookie: bigint, prandom: number, now: bigint, counted: string[], f = DNS) =>
+      lb('send4', udpTo(f), { cookie, prandom, now }, counted);
+    const reply = (cookie: bigint, id: number, now: bigint, counted = ['rev_nat']) =>
+      lb('reverse4', { ip4: BACKENDS[id]!.ip, port: BACKENDS[id]!.port, protocol: PROTO.UDP }, { cookie, now }, counted);
+    /** The master entry (count) and slots of DNS rewritten, as the agent does on a change. */
+    const reslot = async (ids: number[]) => {
+      await clearMaps(dp, ['pw_svc']);
+      await dp.maps.write(
+        'pw_svc',
+        [
+          ...ids.map((id, i) => ({ key: svcKey(DNS, i + 1), value: { backend_id: id, count: 0 } })),
+          { key: svcKey(DNS, 0), value: { backend_id: 0, count: ids.length } },
+        ],
+        [],
+      );
+    };
+
+    it("the first datagram chooses at random and remembers (socket, frontend) → backend; the flow's later ones go there whatever the draw, refreshing it", async () => {
+      let r = await send(7n, 1, NOW, ['translated']);
+      expect({ dest: dest(r), randoms: r.calls.prandom }).toEqual({ dest: backend(22), randoms: 1 });
+      expect(await udpFlows()).toEqual([
+        { cookie: 7n, frontend: '10.96.0.53:53', backend: backend(22), state: OPENED, first_ns: NOW, last_ns: NOW },
+      ]);
+      for (const [i, prandom] of [0, 1, 0, 0].entries()) {
+        const now = NOW + BigInt(i + 1) * SEC;
+        r = await send(7n, prandom, now, ['udp_flow_hit', 'translated']);
+        expect({ prandom, dest: dest(r), randoms: r.calls.prandom }).toEqual({ prandom, dest: backend(22), randoms: 0 });
+        expect((await udpFlows())[0]).toMatchObject({ first_ns: NOW, last_ns: now, state: OPENED });
+      }
+      // the reply's source is still the service: one reverse entry for the socket and its backend
+      expect(await revnat()).toEqual([{ cookie: 7n, backend: backend(22), service: '10.96.0.53:53' }]);
+    });
+
+    it('per socket and per frontend: another socket, or the same socket to another UDP frontend, is a flow of its own', async () => {
+      await send(7n, 1, NOW, ['translated']); // → 22
+      let r = await send(8n, 0, NOW, ['translated']);
+      expect(dest(r)).toBe(backend(21));
+      r = await send(7n, 0, NOW, ['translated'], STICKY_UDP); // affinity frontend, netns 0: a new client
+      expect(dest(r)).toBe(backend(45));
+      expect((await udpFlows()).map((f) => [f.cookie, f.frontend, f.backend])).toEqual([
+        [7n, '10.96.0.41:53', backend(45)],
+        [7n, '10.96.0.53:53', backend(22)],
+        [8n, '10.96.0.53:53', backend(21)],
+      ]);
+    });
+
+    it('scale-up, scale-down of another backend, another backend not ready: the flow keeps its backend (the slots and the count change, the flow does not)', async () => {
+      await send(7n, 0, NOW, ['translated']); // → 21
+      for (const slots of [
+        [21, 22, 11], // scale-up (a third backend; the draw would now be % 3)
+        [11, 21], // 22 scaled down, 21 now in slot 2
+        [22], // 21 out of the slots but still serving (terminating, or hinted elsewhere): kube-proxy keeps its flows
+      ]) {
+        await reslot(slots);
+        const r = await send(7n, 0, NOW + SEC, ['udp_flow_hit', 'translated']);
+        expect({ slots, dest: dest(r) }).toEqual({ slots, dest: backend(21) });
+      }
+      // a new flow takes the slots as they are
+      expect(dest(await send(9n, 0, NOW + SEC, ['translated']))).toBe(backend(22));
+    });
+
+    it('the backend stops serving (its IP leaves pw_udp_serve): udp_flow_gone, chosen anew at random, the new backend remembered', async () => {
+      await send(7n, 0, NOW, ['translated']); // → 21
+      await reslot([22]);
+      await dp.maps.write('pw_udp_serve', [], [serveKey(DNS, 21)]);
+      const r = await send(7n, 0, NOW + SEC, ['udp_flow_gone', 'translated']);
+      expect({ dest: dest(r), randoms: r.calls.prandom }).toEqual({ dest: backend(22), randoms: 1 });
+      expect(await udpFlows()).toEqual([
+        { cookie: 7n, frontend: '10.96.0.53:53', backend: backend(22), state: OPENED, first_ns: NOW + SEC, last_ns: NOW + SEC },
+      ]);
+    });
+
+    it('the serving check is by IP, as kube-proxy matches the reply source: the same IP on another port still serves', async () => {
+      await dp.maps.write(
+        'pw_udp_flow',
+        [{ key: flowKey(DNS, 7n), value: { ip: BACKENDS[21]!.ip, port: 5300, state: OPENED, first_ns: NOW, last_ns: NOW } }],
+        [],
+      );
+      const r = await send(7n, 1, NOW + SEC, ['udp_flow_hit', 'translated']);
+      expect(dest(r)).toBe(`${BACKENDS[21]!.ip}:5300`);
+    });
+
+    it('a frontend with no backend for new flows (count 0: internalTrafficPolicy Local, none here) keeps a flow whose backend still serves; a new flow is left alone', async () => {
+      await send(7n, 0, NOW, ['translated']); // → 21
+      await reslot([]);
+      expect(dest(await send(7n, 0, NOW + SEC, ['udp_flow_hit', 'translated']))).toBe(backend(21));
+      const r = await send(8n, 0, NOW + SEC, ['no_backend']);
+      expect({ dest: dest(r), randoms: r.calls.prandom }).toEqual({ dest: '10.96.0.53:53', randoms: 0 });
+    });
+
+    it('no longer a service (master gone): not_service, left alone, the flow not consulted', async () => {
+      await send(7n, 0, NOW, ['translated']);
+      await clearMaps(dp, ['pw_svc']);
+      const r = await send(7n, 0, NOW + SEC, ['not_service']);
+      expect(dest(r)).toBe('10.96.0.53:53');
+    });
+
+    it("idle timeout, as conntrack's: 30 s unanswered; 120 s once answered and older than 2 s; 30 s when answered within its first 2 s", async () => {
+      const cases: [string, number, bigint, bigint, boolean][] = [
+        // what, state, first datagram age, idle, still the flow
+        ['opened, idle 30 s', OPENED, 100n * SEC, T_OPENED, true],
+        ['opened, idle 30 s + 1 ns', OPENED, 100n * SEC, T_OPENED + 1n, false],
+        ['opened, idle 60 s (an answered stream would keep it)', OPENED, 100n * SEC, 60n * SEC, false],
+        ['answered, idle 120 s', ANSWERED, 300n * SEC, T_ANSWERED, true],
+        ['answered, idle 120 s + 1 ns', ANSWERED, 300n * SEC, T_ANSWERED + 1n, false],
+        ['answered within 2 s of its start (a query and its reply), idle 30 s', ANSWERED, T_OPENED + STREAM, T_OPENED, true],
+        ['answered within 2 s of its start, idle 31 s', ANSWERED, 31n * SEC + STREAM, 31n * SEC, false],
+        ['last used a hair after now (another CPU)', OPENED, SEC, -5n, true],
+      ];
+      for (const [what, state, age, idle, kept] of cases) {
+        await rememberFlow(DNS, 7n, 22, state, NOW - age, NOW - idle);
+        const r = await send(7n, 0, NOW, kept ? ['udp_flow_hit', 'translated'] : ['udp_flow_expired', 'translated']);
+        expect({ what, dest: dest(r) }).toEqual({ what, dest: backend(kept ? 22 : 21) });
+        // expired: a new flow (OPENED, first = now), as a new conntrack entry
+        if (!kept) expect((await udpFlows())[0]).toMatchObject({ state: OPENED, first_ns: NOW, last_ns: NOW });
+      }
+    });
+
+    it("recvmsg: a reply read from the flow's backend marks it answered and refreshes it; a stream then lives 120 s", async () => {
+      await send(7n, 1, NOW, ['translated']); // → 22
+      const back = await reply(7n, 22, NOW + 3n * SEC);
+      expect(dest(back)).toBe('10.96.0.53:53');
+      expect(await udpFlows()).toEqual([
+        { cookie: 7n, frontend: '10.96.0.53:53', backend: backend(22), state: ANSWERED, first_ns: NOW, last_ns: NOW + 3n * SEC },
+      ]);
+      // 100 s idle: an unanswered flow would have expired
+      const r = await send(7n, 0, NOW + 103n * SEC, ['udp_flow_hit', 'translated']);
+      expect(dest(r)).toBe(backend(22));
+    });
+
+    it('recvmsg: a reply of another backend (an older flow of the socket), an expired flow, or another socket changes nothing', async () => {
+      await send(7n, 0, NOW, ['translated']); // → 21
+      await dp.maps.write('pw_udp_serve', [], [serveKey(DNS, 21)]);
+      await send(7n, 1, NOW + SEC, ['udp_flow_gone', 'translated']); // → 22; 21's reverse entry stays
+      await reply(7n, 21, NOW + 2n * SEC); // the late reply of 21: still shown as the service
+      expect((await udpFlows())[0]).toMatchObject({ backend: backend(22), state: OPENED, last_ns: NOW + SEC });
+      await reply(7n, 22, NOW + SEC + T_OPENED + 1n); // expired: not revived
+      expect((await udpFlows())[0]).toMatchObject({ state: OPENED, last_ns: NOW + SEC });
+      await reply(8n, 22, NOW + 2n * SEC, []); // another socket: no reverse entry, nothing
+      expect((await udpFlows())[0]).toMatchObject({ state: OPENED, last_ns: NOW + SEC });
+    });
+
+    it('TCP never reads or writes pw_udp_flow', async () => {
+      await lb('conn4', tcpTo(WEB), { prandom: 0, cookie: 7n, now: NOW }, ['translated']);
+      await lb('reverse4', { ip4: BACKENDS[11]!.ip, port: 8080, protocol: PROTO.TCP }, { cookie: 7n, now: NOW }, ['rev_nat']);
+      expect(await udpFlows()).toEqual([]);
     });
   });
 

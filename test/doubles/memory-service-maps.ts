@@ -1,4 +1,4 @@
-// An independent model of the service maps (pw_svc, pw_backends, pw_aff_match) for
+// An independent model of the service maps (pw_svc, pw_backends, pw_aff_match, pw_udp_serve) for
 // tests of ServiceSync: the ServiceMaps interface of src/services/maps.ts without a kernel.
 import type { ServiceMaps } from '../../src/services/maps.js';
 import type { BackendAddr, Frontend } from '../../src/services/desired.js';
@@ -19,16 +19,18 @@ export class MemoryServiceMaps implements ServiceMaps {
   readonly backends = new Map<number, BackendAddr>();
   /** pw_aff_match: "ip:port/proto#backendId" */
   readonly matches = new Map<string, { fe: Frontend; id: number }>();
+  /** pw_udp_serve: "ip:port/proto#endpointIp" */
+  readonly serving = new Map<string, { fe: Frontend; ip: string }>();
   writes = 0;
   /** Make the next apply() throw before writing anything. */
   failNext = false;
   /** A reader-visible inconsistency seen after some write, if any. */
   violation?: string;
 
-  private readonly cap: { svc: number; backends: number; match: number };
+  private readonly cap: { svc: number; backends: number; match: number; serving: number };
 
-  constructor(cap: { svc: number; backends: number; match?: number } = { svc: 1 << 20, backends: 1 << 20 }) {
-    this.cap = { match: 1 << 20, ...cap };
+  constructor(cap: { svc: number; backends: number; match?: number; serving?: number } = { svc: 1 << 20, backends: 1 << 20 }) {
+    this.cap = { match: 1 << 20, serving: 1 << 20, ...cap };
   }
 
   private static key(fe: Frontend, slot: number): SvcEntryKey {
@@ -36,7 +38,7 @@ export class MemoryServiceMaps implements ServiceMaps {
   }
 
   async read(): Promise<ActualServices> {
-    const have: ActualServices = { masters: new Map(), slots: new Map(), backends: new Map(), matches: new Map() };
+    const have: ActualServices = { masters: new Map(), slots: new Map(), backends: new Map(), matches: new Map(), serving: new Map() };
     for (const e of this.svc.values()) {
       const k = `${e.fe.ip}:${e.fe.port}/${e.fe.proto}`;
       // the master's backend id field is the affinity timeout, as in the kernel's map
@@ -54,10 +56,16 @@ export class MemoryServiceMaps implements ServiceMaps {
       if (!m) have.matches.set(k, (m = new Set()));
       m.add(id);
     }
+    for (const { fe, ip } of this.serving.values()) {
+      const k = `${fe.ip}:${fe.port}/${fe.proto}`;
+      let m = have.serving.get(k);
+      if (!m) have.serving.set(k, (m = new Set()));
+      m.add(ip);
+    }
     return have;
   }
 
-  async capacity(): Promise<{ svc: number; backends: number; match: number }> {
+  async capacity(): Promise<{ svc: number; backends: number; match: number; serving: number }> {
     return this.cap;
   }
 
@@ -71,6 +79,8 @@ export class MemoryServiceMaps implements ServiceMaps {
       this.put(this.svc, MemoryServiceMaps.key(x.fe, x.slot), { fe: { ...x.fe }, slot: x.slot, backendId: x.id, count: 0 }, this.cap.svc);
     for (const x of p.matchesUpsert)
       this.put(this.matches, MemoryServiceMaps.key(x.fe, x.id), { fe: { ...x.fe }, id: x.id }, this.cap.match);
+    for (const x of p.servingUpsert)
+      this.put(this.serving, `${x.fe.ip}:${x.fe.port}/${x.fe.proto}#${x.ip}`, { fe: { ...x.fe }, ip: x.ip }, this.cap.serving);
     for (const x of p.mastersUpsert)
       this.put(
         this.svc,
@@ -81,6 +91,7 @@ export class MemoryServiceMaps implements ServiceMaps {
     for (const fe of p.mastersDelete) this.del(this.svc, MemoryServiceMaps.key(fe, 0));
     for (const x of p.slotsDelete) this.del(this.svc, MemoryServiceMaps.key(x.fe, x.slot));
     for (const x of p.matchesDelete) this.del(this.matches, MemoryServiceMaps.key(x.fe, x.id));
+    for (const x of p.servingDelete) this.del(this.serving, `${x.fe.ip}:${x.fe.port}/${x.fe.proto}#${x.ip}`);
     for (const id of p.backendsDelete) this.del(this.backends, id);
   }
 

@@ -1,6 +1,8 @@
 // Differential: which endpoints a Service resolves to (issue 10, items 2-4),
 // sessionAffinity ClientIP (item 1), dual-stack sockets dialling v4-mapped
-// addresses (item 7) and a connected UDP socket whose backend leaves (item 9).
+// addresses (item 7), a connected UDP socket whose backend leaves (item 9),
+// and a long-lived unconnected UDP socket while its Service changes, and how
+// new unconnected UDP flows spread.
 // Each scenario runs twice on the sandbox: acceleration off, so the
 // client's connects take kube-proxy-style iptables rules written by hand
 // from kube-proxy's documented behaviour, then on (the socket LB). What the
@@ -20,7 +22,7 @@ import * as iptables from '../../devtools/iptables.js';
 import { reconcile } from '../../src/reconciler.js';
 import { installServices, kubeProxyPrefix, updateServices, vip, type SandboxPod } from '../../devtools/sandbox.js';
 import type { KubeProxyService } from '../../devtools/iptables.js';
-import { affinityRows, serviceRows } from '../../src/commands/dump.js';
+import { affinityRows, serviceRows, udpFlowRows } from '../../src/commands/dump.js';
 import { BpfServiceMaps } from '../../src/services/maps.js';
 import { ServiceSync } from '../../src/services/sync.js';
 import type { LeftReason } from '../../src/services/desired.js';
@@ -638,6 +640,166 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
       expect(d.udp_connected_left).toBe(1);
       expect(d.translated).toBe(0);
     });
+  });
+
+  // ---- a long-lived unconnected UDP flow while its Service changes ----
+  // kube-proxy: the flow's conntrack entry keeps every datagram of an
+  // unconnected socket on the backend its first one was DNATed to, whatever
+  // the rules become; its cleanup (pkg/proxy/conntrack/cleanup.go,
+  // CleanStaleEntries) deletes a UDP entry only once its endpoint IP no longer
+  // serves the Service. Off: kube-proxy-style rules (the ready endpoints), and
+  // that cleanup done here as kube-proxy does it: the entries DNATed to each
+  // endpoint that stopped serving. On: the socket LB's flow memory
+  // (pw_udp_flow, pw_udp_serve); the rules and the cleanup run too, as
+  // kube-proxy keeps running beside podwarp.
+  it("unconnected UDP: a long-lived flow keeps its backend through a scale-up, another's scale-down and readiness flip, its own termination while serving; it moves when its own backend stops serving", async () => {
+    const ip = vip(57);
+    const client = pods()[0]!;
+    type Eps = Map<number, Partial<ServiceEndpoint>>;
+    const svcOf = (eps: Eps): Service => ({
+      namespace: 'team-b',
+      name: 'flow',
+      clusterIP: ip,
+      ports: [{ name: 'p', port: PORT, protocol: 'UDP', targetPort: TARGET }],
+      endpoints: [...eps].map(([i, over]) => ({
+        ip: pods()[i]!.ip,
+        ready: true,
+        terminating: false,
+        ports: [{ name: 'p', port: TARGET, protocol: 'UDP' as const }],
+        ...over,
+      })),
+    });
+    // kube-proxy's rules, from its behaviour: the ready endpoints (there always are some here)
+    const rulesOf = (eps: Eps): KubeProxyService => ({
+      vip: ip,
+      port: PORT,
+      proto: 'udp',
+      backends: [...eps].filter(([, e]) => e.ready !== false).map(([i]) => ({ ip: pods()[i]!.ip, port: TARGET })),
+    });
+    const answered = (s: UdpStep): string => {
+      expect(s).toMatchObject({ source_ok: true }); // the reply's source is the ClusterIP
+      return (s as { backend: string }).backend;
+    };
+    /** Per step: who answered the flow's datagrams (own: its first backend), and the conntrack entries the cleanup deleted; packets kube-proxy's rules NATed. */
+    async function run(on: boolean): Promise<{ seen: { step: string; answered: string[]; deleted: number }[]; nat: number }> {
+      const all: Eps = new Map([1, 2, 3].map((i) => [i, {}]));
+      await installServices(sb.env!.m, [rulesOf(all)]);
+      await reconcile(sb.env!.dp, snapOf(on, [svcOf(all)]));
+      await iptables.conntrackDeleteUdp(client.ip, ip); // the flows of an earlier run
+      const nat0 = await iptables.kubeProxyPackets(kubeProxyPrefix(sb.env!.m));
+      const session = udpSession(client, ip, PORT, { connected: false });
+      const seen: { step: string; answered: string[]; deleted: number }[] = [];
+      let own = '';
+      const role = (b: string) => (b === own ? 'own' : `pod-${podOf(b)}`);
+      let closed = false;
+      try {
+        own = answered(await session.request());
+        const o = podOf(own);
+        const [x, y] = [1, 2, 3].filter((i) => i !== o);
+        const steps: [string, (e: Eps) => void][] = [
+          ['start', () => {}],
+          ['scale-up: pod 4 added', (e) => e.set(4, {})],
+          ['scale-down of another backend', (e) => e.delete(x!)],
+          ['another endpoint not ready', (e) => e.set(y!, { ready: false, serving: false })],
+          ['own endpoint terminating, still serving', (e) => e.set(o, { ready: false, terminating: true, serving: true })],
+          ['own endpoint stops serving', (e) => e.set(o, { ready: false, terminating: true, serving: false })],
+        ];
+        const eps: Eps = new Map(all);
+        for (const [step, change] of steps) {
+          const servingBefore = new Set([...eps].filter(([, e]) => e.serving !== false).map(([i]) => i));
+          change(eps);
+          let deleted = 0;
+          if (step !== 'start') {
+            await updateServices(sb.env!.m, [rulesOf(eps)]);
+            if (on) await reconcile(sb.env!.dp, snapOf(true, [svcOf(eps)]));
+            // kube-proxy's cleanup: the entries DNATed to an endpoint IP that no longer serves
+            for (const i of servingBefore)
+              if (eps.get(i)?.serving === false || !eps.has(i)) deleted += await iptables.conntrackDeleteUdp(client.ip, ip, pods()[i]!.ip);
+          }
+          const got: string[] = [];
+          for (let i = 0; i < 3; i++) got.push(role(answered(await session.request())));
+          seen.push({ step, answered: got, deleted });
+        }
+        closed = true;
+        expect(await session.close()).toMatchObject({ replies: 19, errors: 0, wrong_source: 0 });
+        return { seen, nat: (await iptables.kubeProxyPackets(kubeProxyPrefix(sb.env!.m))) - nat0 };
+      } finally {
+        if (!closed) await session.close();
+      }
+    }
+    const { seen: off, nat: natOff } = await run(false);
+    const c0 = await counters(sb.env!.dp);
+    const { seen: on, nat } = await run(true);
+    const d = delta(c0, await counters(sb.env!.dp), 'pw_lb');
+    // kube-proxy NATed the flow's first datagram and its first after the move (new conntrack entries)
+    expect(natOff).toBe(2);
+    const stay = ['own', 'own', 'own'];
+    const moved = ['pod-4', 'pod-4', 'pod-4']; // the one ready endpoint left
+    // kube-proxy: the conntrack entry held the flow until its endpoint stopped serving, then the cleanup deleted it
+    expect(off).toEqual([
+      { step: 'start', answered: stay, deleted: 0 },
+      { step: 'scale-up: pod 4 added', answered: stay, deleted: 0 },
+      { step: 'scale-down of another backend', answered: stay, deleted: 0 },
+      { step: 'another endpoint not ready', answered: stay, deleted: 0 },
+      { step: 'own endpoint terminating, still serving', answered: stay, deleted: 0 },
+      { step: 'own endpoint stops serving', answered: moved, deleted: 1 },
+    ]);
+    // the socket LB: the same observations, and nothing NATed by kube-proxy to clean up
+    expect(on.map(({ step, answered }) => ({ step, answered }))).toEqual(off.map(({ step, answered }) => ({ step, answered })));
+    expect(on.map((s) => s.deleted)).toEqual([0, 0, 0, 0, 0, 0]);
+    expect(nat).toBe(0);
+    // the flow's one entry (replaced when it moved), answered by its replies, and within 2 s of its start: conntrack's 30 s
+    expect((await udpFlowRows(sb.env!.dp)).filter((r) => r.frontend === `${ip}:${PORT}`)).toEqual([
+      expect.objectContaining({ backend: `${pods()[4]!.ip}:${TARGET}`, state: 'answered', timeout: 30, status: 'live' }),
+    ]);
+    // every datagram translated by pw_lb_send4; all but the flow's first and the one after its backend stopped serving by the flow memory
+    expect({
+      translated: d.translated,
+      hit: d.udp_flow_hit,
+      gone: d.udp_flow_gone,
+      expired: d.udp_flow_expired,
+      rev_nat: d.rev_nat,
+    }).toEqual({
+      translated: 19,
+      hit: 17,
+      gone: 1,
+      expired: 0,
+      rev_nat: 19,
+    });
+  });
+
+  // ---- which backend a new unconnected UDP flow takes ----
+  // kube-proxy: `-m statistic --mode random` per new conntrack entry. The
+  // socket LB draws at random too (bpf_get_prandom_u32) for a flow's first
+  // datagram. Every new socket here follows one that takes a socket cookie
+  // (pwperf -K), as a client alternating "look up, connect" does: a choice by
+  // cookie would send every such flow over 2 backends to one of them.
+  it('unconnected UDP: new flows spread over the backends at random, whatever the socket cookies (kube-proxy: statistic random)', async () => {
+    const ip = vip(58);
+    const svc = sticky(ip, 'UDP', undefined, [1, 2], 'spread');
+    const N = 200;
+    await installServices(sb.env!.m, [rules(svc)]);
+    const spread: Record<string, Record<string, number>> = {};
+    let d: Record<string, number> = {};
+    for (const on of [false, true]) {
+      await reconcile(sb.env!.dp, snapOf(on, [svc]));
+      const c0 = await counters(sb.env!.dp);
+      const u = await udp(pods()[0]!, ip, PORT, { n: N, renew: true, cookieGaps: true });
+      expect(u.errors, u.error).toBe(0);
+      expect(u.wrong_source).toBe(0);
+      spread[on ? 'on' : 'off'] = u.backends;
+      if (on) d = delta(c0, await counters(sb.env!.dp), 'pw_lb');
+    }
+    for (const [mode, backends] of Object.entries(spread)) {
+      // each of the 2 backends takes at least 20% (fails by chance with p < 1e-17 when the choice is random)
+      expect(Object.keys(backends).sort(), `${mode}: ${JSON.stringify(backends)}`).toEqual(
+        [1, 2].map((i) => `${pods()[i]!.ip}:${TARGET}`).sort(),
+      );
+      for (const n of Object.values(backends)) expect(n, `${mode}: ${JSON.stringify(backends)}`).toBeGreaterThanOrEqual(N / 5);
+    }
+    // every flow was new: translated by the socket LB, none by the flow memory; one entry per socket
+    expect({ translated: d.translated, hit: d.udp_flow_hit }).toEqual({ translated: N, hit: 0 });
+    expect((await udpFlowRows(sb.env!.dp)).filter((r) => r.frontend === `${ip}:${PORT}`)).toHaveLength(N);
   });
 });
 

@@ -3,6 +3,7 @@ import type { Service, Snapshot } from '../../src/model.js';
 import {
   beKey,
   desiredServices,
+  servingIPs,
   feKey,
   portEndpoints,
   serviceAddresses,
@@ -11,6 +12,7 @@ import {
   type DesiredService,
 } from '../../src/services/desired.js';
 import { applyToMirror } from '../../src/services/mirror.js';
+import { udpFlowTimeoutNs } from '../../src/commands/dump.js';
 import { indexServices, planServices, svcPlanSize, type ActualServices } from '../../src/services/plan.js';
 
 const DNS = { name: 'dns', port: 5353, protocol: 'UDP' as const };
@@ -32,7 +34,7 @@ const svc = (over: Partial<Service> = {}): Service => ({
   ...over,
 });
 const snap = (services: Service[]): Snapshot => ({ namespaces: [], pods: [], networkPolicies: [], services });
-const empty = (): ActualServices => ({ masters: new Map(), slots: new Map(), backends: new Map(), matches: new Map() });
+const empty = (): ActualServices => ({ masters: new Map(), slots: new Map(), backends: new Map(), matches: new Map(), serving: new Map() });
 const BIG = { svc: 1 << 20, backends: 1 << 20 };
 
 /** What the maps hold after applying `p` to `have` (the applier's effect, for tests). */
@@ -42,6 +44,7 @@ function applied(have: ActualServices, p: ReturnType<typeof planServices>): Actu
     slots: new Map([...have.slots].map(([k, v]) => [k, new Map(v)])),
     backends: new Map(have.backends),
     matches: new Map([...have.matches].map(([k, v]) => [k, new Set(v)])),
+    serving: new Map([...have.serving].map(([k, v]) => [k, new Set(v)])),
   };
   const k = (f: { ip: string; port: number; proto: number }) => `${f.ip}:${f.port}/${f.proto}`;
   for (const b of p.backendsUpsert) out.backends.set(b.id, b.b);
@@ -60,6 +63,12 @@ function applied(have: ActualServices, p: ReturnType<typeof planServices>): Actu
   for (const [key, v] of out.slots) if (v.size === 0) out.slots.delete(key);
   for (const m of p.matchesDelete) out.matches.get(k(m.fe))?.delete(m.id);
   for (const [key, v] of out.matches) if (v.size === 0) out.matches.delete(key);
+  for (const m of p.servingUpsert) {
+    if (!out.serving.has(k(m.fe))) out.serving.set(k(m.fe), new Set());
+    out.serving.get(k(m.fe))!.add(m.ip);
+  }
+  for (const m of p.servingDelete) out.serving.get(k(m.fe))?.delete(m.ip);
+  for (const [key, v] of out.serving) if (v.size === 0) out.serving.delete(key);
   for (const id of p.backendsDelete) out.backends.delete(id);
   return out;
 }
@@ -353,6 +362,7 @@ describe('backend ids', () => {
         [2, b('10.9.9.9')],
       ]),
       matches: new Map(),
+      serving: new Map(),
     };
     const want = new Map<string, DesiredService>([
       [feKey(fe), { fe, name: 'ns/a:80', kind: 'cluster', backends: [b('10.0.0.1'), b('10.0.0.2'), b('10.0.0.3')] }],
@@ -391,6 +401,7 @@ describe('planServices()', () => {
       backendsUpsert: [],
       slotsUpsert: [],
       mastersUpsert: [],
+      servingUpsert: [],
       dropped: [],
     });
     expect(svcPlanSize(planServices(want, applied(empty(), p), BIG))).toBe(0);
@@ -440,20 +451,26 @@ describe('planServices() with a scope (one changed Service at a time)', () => {
   const P = { name: 'p', port: 8080, protocol: 'TCP' as const };
   // a small deterministic PRNG so a failure is reproducible
   const rng = (seed: number) => () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
-  const mk = (i: number, r: () => number): Service => ({
+  const mk = (i: number, r: () => number, proto: 'TCP' | 'UDP' = r() < 0.3 ? 'UDP' : 'TCP'): Service => ({
     namespace: 'ns',
     name: `s${i}`,
     clusterIP: `10.96.0.${i}`,
-    ports: [{ name: 'p', port: 80, protocol: 'TCP', targetPort: 8080 }],
+    // some UDP: their serving endpoints (pw_udp_serve) follow the changes too
+    ports: [{ name: 'p', port: 80, protocol: proto, targetPort: 8080 }],
     // some with ClientIP affinity, which may come and go with a change
     ...(r() < 0.4 ? { affinityTimeout: r() < 0.5 ? 10800 : 30 } : {}),
     // backends drawn from a small pool, so services share backends
-    endpoints: Array.from({ length: Math.floor(r() * 5) }, () => ({
-      ip: `10.1.0.${1 + Math.floor(r() * 8)}`,
-      ready: true,
-      terminating: false,
-      ports: [P],
-    })),
+    // some not ready (not serving, or serving while terminating); each lists the slice port of the service port
+    endpoints: Array.from({ length: Math.floor(r() * 5) }, () => {
+      const x = r();
+      return {
+        ip: `10.1.0.${1 + Math.floor(r() * 8)}`,
+        ready: x >= 0.2,
+        terminating: x < 0.1,
+        ...(x < 0.2 ? { serving: x < 0.1 } : {}),
+        ports: [{ ...P, protocol: proto }],
+      };
+    }),
   });
 
   it('keeps the mirror equal to a full pass through 300 random changes, pruning shared backends only when unused', () => {
@@ -486,12 +503,20 @@ describe('planServices() with a scope (one changed Service at a time)', () => {
         expect([...(have.matches.get(k) ?? [])].sort(), `step ${step} ${k}`).toEqual(m.affinity ? ids : []);
       }
       for (const k of have.matches.keys()) expect(have.masters.get(k)?.affinity).toBeGreaterThan(0);
+      // serving endpoints: exactly those of the UDP frontends
+      for (const [k, d] of all())
+        expect([...(have.serving.get(k) ?? [])].sort(), `step ${step} ${k}`).toEqual([...(d.serving ?? [])].sort());
+      for (const k of have.serving.keys()) expect(k.endsWith('/17')).toBe(true);
     }
   });
 
   it('touches only the changed frontend', () => {
-    const a = { ...mk(1, rng(1)), endpoints: ['10.1.0.1', '10.1.0.2'].map((ip) => ({ ip, ready: true, terminating: false, ports: [P] })) };
-    const b = { ...mk(2, rng(2)), endpoints: a.endpoints };
+    const a = {
+      ...mk(1, rng(1)),
+      ports: [{ name: 'p', port: 80, protocol: 'TCP' as const, targetPort: 8080 }],
+      endpoints: ['10.1.0.1', '10.1.0.2'].map((ip) => ({ ip, ready: true, terminating: false, ports: [P] })),
+    };
+    const b = { ...mk(2, rng(2)), ports: a.ports, endpoints: a.endpoints };
     const have = empty();
     const index = indexServices(have);
     applyToMirror(have, index, planServices(desiredServices(snap([a, b])).services, have, BIG, undefined, index));
@@ -559,6 +584,83 @@ describe('sessionAffinity ClientIP (pw_aff_match and the master entry)', () => {
       { ...BIG, match: 1 },
     );
     expect(p.dropped).toEqual(['shop/web:http']);
+    expect(svcPlanSize(p)).toBe(0);
+  });
+});
+
+describe('unconnected UDP flow memory: the serving endpoints of UDP frontends (pw_udp_serve)', () => {
+  const fe = { ip: '10.96.0.10', port: 53, proto: 17 as const };
+  const dns = (endpoints: Service['endpoints'], over: Partial<Service> = {}) =>
+    svc({ ports: [{ name: 'dns', port: 53, protocol: 'UDP', targetPort: 5353 }], endpoints, ...over });
+  // each endpoint lists the slice port of the service port's name and protocol
+  const ep = (ip: string, over: Partial<Service['endpoints'][number]> = {}) => ({
+    ip,
+    ready: true,
+    terminating: false,
+    ports: [{ name: 'dns', port: 5353, protocol: 'UDP' as const }],
+    ...over,
+  });
+  const want = (s: Service, node = 'node-a', zone = 'zone-a') => desiredServices({ services: [s], node, zone }).services;
+
+  it("servingIPs(): every serving endpoint of the port by IP, as kube-proxy's conntrack cleanup keeps them (any node, hint, policy, terminating)", () => {
+    const s = dns(
+      [
+        ep('10.1.0.9', { nodeName: 'node-b', forZones: ['zone-b'] }), // elsewhere, hinted elsewhere: serving
+        ep('10.1.0.1', { nodeName: 'node-a', forZones: ['zone-a'] }),
+        ep('10.1.0.3', { ready: false, terminating: true, serving: true }), // terminating while ready ones exist: serving
+        ep('10.1.0.4', { ready: false, serving: false }), // not ready: not serving
+        ep('10.1.0.5', { ready: false, terminating: true, serving: false }),
+        ep('10.1.0.6', { ready: false }), // serving unset: the API's nil, true (kube-proxy: Serving == nil || *Serving)
+        ep('10.1.0.1', { nodeName: 'node-a', forZones: ['zone-a'] }), // listed twice (another slice): once
+      ],
+      { internalTrafficPolicy: 'Local' },
+    );
+    expect(servingIPs(s, s.ports[0]!)).toEqual(['10.1.0.1', '10.1.0.3', '10.1.0.6', '10.1.0.9']);
+    const d = want(s).get(feKey(fe))!;
+    // new flows: only the local ready endpoint (Local policy); flows already on any serving one stay
+    expect(d.backends.map((b) => b.ip)).toEqual(['10.1.0.1']);
+    expect(d.serving).toEqual(['10.1.0.1', '10.1.0.3', '10.1.0.6', '10.1.0.9']);
+    // an endpoint whose slice has no port of the service port's name is not the port's; TCP frontends carry no set
+    const named = svc({
+      endpoints: [ep('10.1.0.7', { ports: [] }), ep('10.1.0.8', { ports: [{ name: 'dns', port: 5353, protocol: 'UDP' }] })],
+    });
+    const all = desiredServices(snap([named])).services;
+    expect(all.get('10.96.0.10:80/6')!.serving).toBeUndefined();
+    expect(servingIPs(named, { name: 'dns', port: 53, protocol: 'UDP', targetPort: 'dns' })).toEqual(['10.1.0.8']);
+  });
+
+  it("a scale-up, another endpoint's readiness or a hint change touch only the entries of the endpoints that started or stopped serving", () => {
+    const base = [ep('10.1.0.1', { forZones: ['zone-a'] }), ep('10.1.0.2', { forZones: ['zone-a'] })];
+    const have = applied(empty(), planServices(want(dns(base)), empty(), BIG));
+    expect(have.serving.get(feKey(fe))).toEqual(new Set(['10.1.0.1', '10.1.0.2']));
+    // scale-up: one entry added, before the master that counts the new slot (ServiceMaps.apply's order)
+    const up = planServices(want(dns([...base, ep('10.1.0.3', { forZones: ['zone-a'] })])), have, BIG);
+    expect({ add: up.servingUpsert, del: up.servingDelete }).toEqual({ add: [{ fe, ip: '10.1.0.3' }], del: [] });
+    // another endpoint not ready (the controller sets serving false with it): its entry alone goes, in the prune
+    const flip = planServices(want(dns([base[0]!, ep('10.1.0.2', { ready: false, serving: false })])), have, BIG);
+    expect({ add: flip.servingUpsert, del: flip.servingDelete }).toEqual({ add: [], del: [{ fe, ip: '10.1.0.2' }] });
+    // hints move new flows to 10.1.0.2 only: the slots change, the serving set does not
+    const hint = planServices(want(dns([ep('10.1.0.1', { forZones: ['zone-b'] }), base[1]!])), have, BIG);
+    expect(hint.mastersUpsert).toEqual([{ fe, count: 1 }]);
+    expect({ add: hint.servingUpsert, del: hint.servingDelete }).toEqual({ add: [], del: [] });
+    // terminating but serving while another is ready: out of the slots, still serving
+    const term = planServices(want(dns([base[0]!, ep('10.1.0.2', { ready: false, terminating: true, serving: true })])), have, BIG);
+    expect(term.mastersUpsert).toEqual([{ fe, count: 1 }]);
+    expect({ add: term.servingUpsert, del: term.servingDelete }).toEqual({ add: [], del: [] });
+    // the Service deleted: its entries go with it
+    expect(applied(have, planServices(new Map(), have, BIG))).toEqual(empty());
+  });
+
+  it("`dump udpflows` applies pw_lb.h's idle timeout: 30 s, 120 s once answered and older than 2 s at its last use", () => {
+    const S = 1_000_000_000n;
+    expect(udpFlowTimeoutNs(1, 0n, 100n * S)).toBe(30n * S); // opened
+    expect(udpFlowTimeoutNs(2, 0n, 2n * S)).toBe(30n * S); // answered within its first 2 s
+    expect(udpFlowTimeoutNs(2, 0n, 2n * S + 1n)).toBe(120n * S);
+  });
+
+  it('leaves out a Service whose serving endpoints would not fit pw_udp_serve', () => {
+    const p = planServices(want(dns([ep('10.1.0.1'), ep('10.1.0.2')])), empty(), { ...BIG, serving: 1 });
+    expect(p.dropped).toEqual(['shop/web:dns']);
     expect(svcPlanSize(p)).toBe(0);
   });
 });

@@ -87,7 +87,7 @@ describe('ServiceSync', () => {
     const k = fakeKernel();
     const r = await new ServiceSync(k.maps).full(many(250), 100);
     expect(r.frontends).toBe(250);
-    expect(r.ops).toEqual({ backendsUpsert: 251, slotsUpsert: 500, mastersUpsert: 250, matchesUpsert: 0, deletes: 0 });
+    expect(r.ops).toEqual({ backendsUpsert: 251, slotsUpsert: 500, mastersUpsert: 250, matchesUpsert: 0, servingUpsert: 0, deletes: 0 });
     const writes = k.state.writes;
     const again = await new ServiceSync(k.maps).full(many(250), 100);
     expect(svcOpsTotal(again.ops)).toBe(0);
