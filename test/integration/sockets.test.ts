@@ -70,12 +70,18 @@ describe('socket acceleration', () => {
     expect(ops.added_pod).toBe(4); // two connections, both ends
     expect(msg.redirected).toBeGreaterThan(100);
     // nothing left the fast path for any reason but flow control (the unpaced stream's ends
-    // both write as fast as they can; one may fall 16 MiB behind its reader on a busy machine)
-    expect(msg.no_peer! + msg.to_tcp_off! + msg.to_tcp_bulk!).toBe(0);
+    // both write as fast as they can; one may fall 16 MiB behind its reader on a busy machine).
+    // Under emulation (a kernel-matrix VM) one more: a connection's first message may find its
+    // peer not yet in pw_sock, its ACK still waiting in the emulated backlog, and that flow
+    // stays on TCP (no_peer, then passthrough: docs/sockmap.md, "A flow is decided once");
+    // on the host that race must not show
+    const race = SLOWDOWN > 1 ? 1 : 0;
+    expect(msg.to_tcp_off! + msg.to_tcp_bulk!).toBe(0);
+    expect(msg.no_peer).toBeLessThanOrEqual(race);
     // without a read counter (lockdown) every redirected byte counts as unread: the 16 MiB one-way
     // transfer may pass the bound too, besides the stream's two directions
     expect(msg.to_tcp_queue).toBeLessThanOrEqual(env!.dp.flowControl.source === 'none' ? 3 : 2);
-    if (msg.to_tcp_queue === 0) {
+    if (msg.to_tcp_queue === 0 && msg.no_peer === 0) {
       expect(msg.passthrough).toBe(0);
       // and not through the tc program: nothing was sent as packets
       expect(delta(c0, c1).redirected).toBeLessThan(50);
