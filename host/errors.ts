@@ -46,6 +46,14 @@ export class InputError extends Error {
   }
 }
 
+/** A read command found nothing to read (no datapath pinned): a runtime condition (exit 1), not bad input. */
+export class NotLoadedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NotLoadedError';
+  }
+}
+
 export function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }

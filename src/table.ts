@@ -22,10 +22,9 @@ export function data(x: unknown, f: 'json' | 'yaml'): string {
   return f === 'json' ? j : YAML.stringify(JSON.parse(j), { lineWidth: 0 });
 }
 
+/** A table with every cell in full (fitTable without a width). */
 export function table(headers: string[], rows: (string | number | bigint)[][]): string {
-  const cells = [headers, ...rows.map((r) => r.map(String))];
-  const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
-  return cells.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
+  return fitTable(headers, rows, { width: Infinity, shrink: [] }).text;
 }
 
 /**

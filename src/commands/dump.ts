@@ -2,7 +2,7 @@
 // the schema. Works whether or not the agent runs.
 import fs from 'node:fs';
 import type { Datapath } from '../../loader/datapath.js';
-import { InputError } from '../../host/errors.js';
+import { InputError, NotLoadedError } from '../../host/errors.js';
 import * as ipr from '../../host/ip.js';
 import { decode, flagNames } from '../../abi/codec.js';
 import { sockKeyString } from '../../loader/sockdrain.js';
@@ -10,14 +10,6 @@ import { CT_STATE, FLOW_FLAGS, MAPS, STAT_GROUPS, UDP_CT_STATE, UDP_CT_TIMEOUT_N
 import { data, isData, table, type OutputFormat } from '../table.js';
 import { BpfServiceMaps } from '../services/maps.js';
 import { readAgentReport } from '../agent-report.js';
-
-/** A read command found nothing to read: a runtime condition (exit 1), not bad input. */
-export class NotLoadedError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'NotLoadedError';
-  }
-}
 
 function requirePinned(dp: Datapath, map: string): void {
   if (!fs.existsSync(dp.pins.map(map))) {

@@ -177,8 +177,13 @@ function narrowByHints<E extends ServiceEndpoint>(ready: E[], node: NodeTopology
  * slice port of its name and protocol, one copy per address).
  */
 export function servingIPs(svc: Service, sp: Service['ports'][number]): string[] {
+  return servingOf(portEndpoints(svc.endpoints, sp).endpoints);
+}
+
+/** servingIPs of a port's endpoints (portEndpoints). */
+function servingOf(endpoints: PortEndpoint[]): string[] {
   const ips = new Set<string>();
-  for (const e of portEndpoints(svc.endpoints, sp).endpoints) if (e.serving !== false) ips.add(e.ip);
+  for (const e of endpoints) if (e.serving !== false) ips.add(e.ip);
   return [...ips].sort((a, b) => ipNum(a) - ipNum(b));
 }
 
@@ -267,10 +272,11 @@ export function desiredServices(snap: Pick<Snapshot, 'services' | 'node' | 'zone
       for (const e of unmatched) unresolved.add(`${svc.namespace}/${svc.name}:${sp.name ?? sp.port} → ${e.ip}`);
       const internal = usableEndpoints({ endpoints, internalTrafficPolicy: svc.internalTrafficPolicy }, node);
       let cluster: typeof internal | undefined;
-      return { sp, internal, cluster: () => (cluster ??= usableEndpoints({ endpoints }, node)) };
+      const serving = sp.protocol === 'UDP' ? servingOf(endpoints) : undefined;
+      return { sp, internal, serving, cluster: () => (cluster ??= usableEndpoints({ endpoints }, node)) };
     });
     for (const addr of serviceAddresses(svc)) {
-      for (const { sp, internal, cluster } of perPort) {
+      for (const { sp, internal, serving, cluster } of perPort) {
         const use = addr.kind === 'cluster' ? internal : cluster();
         const proto = PROTO[sp.protocol];
         const fe: Frontend = { ip: addr.ip, port: sp.port, proto };
@@ -280,7 +286,7 @@ export function desiredServices(snap: Pick<Snapshot, 'services' | 'node' | 'zone
         const left = leftAll ?? (backends.length ? undefined : (use.left ?? 'no_endpoints'));
         const d: DesiredService = left ? { fe, name, kind: addr.kind, backends, left } : { fe, name, kind: addr.kind, backends };
         if (svc.affinityTimeout) d.affinity = svc.affinityTimeout;
-        if (proto === PROTO.UDP) d.serving = servingIPs(svc, sp);
+        if (serving) d.serving = serving;
         services.set(feKey(fe), d);
       }
     }

@@ -8,7 +8,7 @@ import YAML from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { FeatureMissingError, InputError, ToolError } from '../../host/errors.js';
 import { commanderMessage, failureOf } from '../../src/cli-errors.js';
-import { NotLoadedError } from '../../src/commands/dump.js';
+import { NotLoadedError } from '../../host/errors.js';
 import { checkFormat, data, fitTable, json, wrap } from '../../src/table.js';
 import { buildCommit, checkoutCommit } from '../../src/version.js';
 
