@@ -35,9 +35,15 @@ export interface BackendAddr {
  * - masquerade_all: this node's kube-proxy runs with `masqueradeAll`, so it
  *   masquerades every connection to a Service (the backend sees the node's
  *   address); every frontend is left to it (src/sources/kube-proxy-config.ts)
+ * - udp_affinity: a UDP port with sessionAffinity ClientIP. kube-proxy keeps
+ *   one memory per client for it, shared by connected and unconnected
+ *   sockets; podwarp leaves connected UDP to kube-proxy (its conntrack
+ *   cleanup), so translating the unconnected datagrams would keep a second
+ *   memory that can choose another backend for the same client. The whole
+ *   port is left to kube-proxy: one memory, kube-proxy's.
  */
 export type LeftReason =
-  'no_endpoints' | 'no_local_endpoints' | 'external_masquerade' | 'ip_mode_proxy' | 'source_ranges' | 'masquerade_all';
+  'no_endpoints' | 'no_local_endpoints' | 'external_masquerade' | 'ip_mode_proxy' | 'source_ranges' | 'masquerade_all' | 'udp_affinity';
 export const LEFT_REASONS: LeftReason[] = [
   'no_endpoints',
   'no_local_endpoints',
@@ -45,6 +51,7 @@ export const LEFT_REASONS: LeftReason[] = [
   'ip_mode_proxy',
   'source_ranges',
   'masquerade_all',
+  'udp_affinity',
 ];
 
 /** Which address of the Service a frontend is: the ClusterIP, one of `spec.externalIPs`, one of `status.loadBalancer.ingress[].ip`. */
@@ -281,7 +288,9 @@ export function desiredServices(snap: Pick<Snapshot, 'services' | 'node' | 'zone
         const proto = PROTO[sp.protocol];
         const fe: Frontend = { ip: addr.ip, port: sp.port, proto };
         const name = `${svc.namespace}/${svc.name}:${sp.name ?? sp.port}`;
-        const leftAll = snap.masqueradeAll ? 'masquerade_all' : addr.left;
+        const leftAll = snap.masqueradeAll
+          ? 'masquerade_all'
+          : (addr.left ?? (svc.affinityTimeout && sp.protocol === 'UDP' ? 'udp_affinity' : undefined));
         const backends = leftAll ? [] : backendsOf(use.endpoints, proto);
         const left = leftAll ?? (backends.length ? undefined : (use.left ?? 'no_endpoints'));
         const d: DesiredService = left ? { fe, name, kind: addr.kind, backends, left } : { fe, name, kind: addr.kind, backends };

@@ -542,6 +542,29 @@ describe('sessionAffinity ClientIP (pw_aff_match and the master entry)', () => {
     expect([...desiredServices(snap([svc()])).services.values()].every((x) => x.affinity === undefined)).toBe(true);
   });
 
+  it('a UDP port with affinity is left to kube-proxy whole (udp_affinity: one memory for connected and unconnected sockets); a TCP port is translated', () => {
+    const ports = [
+      { name: 'dns', port: 53, protocol: 'UDP' as const, targetPort: 5353 },
+      { name: 'dns-tcp', port: 53, protocol: 'TCP' as const, targetPort: 5353 },
+    ];
+    const endpoints = ['10.1.0.1', '10.1.0.2'].map((ip) => ({
+      ip,
+      ready: true,
+      terminating: false,
+      ports: [
+        { name: 'dns', port: 5353, protocol: 'UDP' as const },
+        { name: 'dns-tcp', port: 5353, protocol: 'TCP' as const },
+      ],
+    }));
+    const sticky = desiredServices(snap([svc({ ports, endpoints, affinityTimeout: 60 })])).services;
+    expect(sticky.get('10.96.0.10:53/17')).toMatchObject({ backends: [], left: 'udp_affinity', affinity: 60 });
+    expect(sticky.get('10.96.0.10:53/6')?.backends.map((b) => b.ip)).toEqual(['10.1.0.1', '10.1.0.2']);
+    // without affinity the UDP port is translated
+    const plain = desiredServices(snap([svc({ ports, endpoints })])).services;
+    expect(plain.get('10.96.0.10:53/17')?.backends.map((b) => b.ip)).toEqual(['10.1.0.1', '10.1.0.2']);
+    expect(plain.get('10.96.0.10:53/17')?.left).toBeUndefined();
+  });
+
   it('writes a match per backend before the master, which carries the timeout', () => {
     const p = planServices(
       desiredServices(snap([one({ affinityTimeout: 10800, endpoints: [ep('10.1.0.1'), ep('10.1.0.2')] })])).services,
