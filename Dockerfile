@@ -10,6 +10,8 @@
 # bookworm + Node 20), e.g. the registry-less e2e: test/e2e/cluster/images.sh.
 # What the agent runs at run time: bpftool, tc and ip (iproute2), mount (bpffs
 # if the host has none), nsenter (util-linux: pod network namespaces by PID),
+# iptables-save and nft (kube-proxy's sessionAffinity memory, handed over when
+# a pod's acceleration switches: docs/services.md),
 # clang only if the objects built here are out of date. The image holds the
 # product only (abi/, host/, loader/, src/, bpf/): the demo, sandbox and traffic tools
 # (devtools/) run from a checkout.
@@ -35,7 +37,7 @@ FROM ${NODE_IMAGE}
 
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      clang llvm bpftool libbpf-dev linux-libc-dev libc6-dev iproute2 iptables \
+      clang llvm bpftool libbpf-dev linux-libc-dev libc6-dev iproute2 iptables nftables \
       util-linux mount ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 

@@ -137,6 +137,7 @@ export const LB_REASONS = [
   'udp_flow_hit', // unconnected UDP: the datagram went to the backend its flow (socket, frontend) remembers in pw_udp_flow (also counted as translated)
   'udp_flow_expired', // unconnected UDP: the flow's entry was idle past conntrack's UDP timeout: chosen anew
   'udp_flow_gone', // unconnected UDP: the flow's backend no longer serves the frontend (pw_udp_serve), as kube-proxy's conntrack cleanup: chosen anew
+  'affinity_no_client', // ClientIP affinity: the connecting process is in no pod cgroup of pw_lb_client (no client address to key by): not translated, kube-proxy's affinity applies
 ] as const;
 
 export interface StatGroup {
@@ -502,18 +503,31 @@ export const RECORDS: StructDef[] = [SOCK_DRAIN];
 
 const affinityKey: StructDef = {
   name: 'pw_aff_key',
-  doc: 'A client (the network namespace of the connecting socket: one pod) and a service frontend.',
+  doc: 'A client (the pod of the connecting process, by its IP) and a service frontend.',
   fields: [
     {
-      name: 'netns',
-      type: 'u64',
-      doc: 'network namespace cookie of the client (bpf_get_netns_cookie): the pod, whose one IPv4 address kube-proxy keys by',
+      name: 'client',
+      type: 'be32',
+      format: 'ipv4',
+      doc: "the client pod's IPv4 address (pw_lb_client of the connecting process's pod cgroup), the address kube-proxy's `recent` lists and affinity sets key by",
     },
     { name: 'ip', type: 'be32', format: 'ipv4', doc: 'ClusterIP' },
     { name: 'port', type: 'be16', doc: 'service port, network order' },
     { name: 'proto', type: 'u8', doc: 'IPPROTO_TCP or IPPROTO_UDP' },
     { name: '_pad0', type: 'u8', doc: 'explicit padding, zero' },
   ],
+};
+
+const cgroupClientKey: StructDef = {
+  name: 'pw_cgroup_key',
+  doc: 'A pod cgroup.',
+  fields: [{ name: 'id', type: 'u64', doc: 'cgroup id (inode of the pod cgroup directory, cgroup v2)' }],
+};
+
+const cgroupClientVal: StructDef = {
+  name: 'pw_lb_client',
+  doc: 'The IPv4 address of the pod that owns a cgroup.',
+  fields: [{ name: 'ip', type: 'be32', format: 'ipv4', doc: 'pod IP' }],
 };
 
 const affinityVal: StructDef = {
@@ -554,6 +568,16 @@ const AFFINITY_MAPS: MapDef[] = [
     writer: 'bpf/pw_lb.h (pw_lb_conn4, pw_lb_conn6, pw_lb_send4): every translation to a frontend with affinity',
     reader: 'bpf/pw_lb.h; `podwarp dump affinity`',
     doc: 'sessionAffinity ClientIP: the backend each client (pod) last used per frontend, and when. Used again while younger than the timeout and still in pw_aff_match; refreshed on every use, as kube-proxy refreshes its `recent` entry (nftables: affinity set) at each new connection. LRU evicts the oldest.',
+  },
+  {
+    name: 'pw_lb_client',
+    type: 'hash',
+    key: cgroupClientKey,
+    value: cgroupClientVal,
+    maxEntries: 16384,
+    writer: 'agent: src/pods/apply.ts (syncCgroupClients: exactly the pods given the socket LB, written before their hooks are attached)',
+    reader: "bpf/pw_lb.h (pw_lb_client: the connecting pod, walking the process's ancestor cgroups); agent read-back",
+    doc: 'Pod cgroup id → pod IPv4, for the pods with the socket LB: the client address sessionAffinity ClientIP keys by, as kube-proxy does. A connect to a frontend with affinity from a process in no such cgroup is left to kube-proxy (affinity_no_client).',
   },
   {
     name: 'pw_aff_match',

@@ -82,4 +82,8 @@ static __always_inline int pw_v4mapped(__u32 w0, __u32 w1, __u32 w2)
 		__fam == PW_AF_INET || __v6;                                                       \
 	})
 
+/* pod cgroups sit a few levels below the root (kubepods/<qos>/pod<uid>, or a
+ * systemd slice below a prefix such as kind's): walk at most this many */
+#define PW_CGROUP_LEVELS 12
+
 #endif

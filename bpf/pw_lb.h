@@ -6,8 +6,8 @@
  * address ::ffff:a.b.c.d; one program per cgroup hook).
  *
  * Maps: pw_svc (read: master entry, then one slot), pw_backends (read),
- * pw_revnat (UDP reverse translation), pw_affinity and pw_aff_match
- * (sessionAffinity ClientIP), pw_udp_flow and pw_udp_serve (unconnected UDP
+ * pw_revnat (UDP reverse translation), pw_affinity, pw_aff_match and
+ * pw_lb_client (sessionAffinity ClientIP), pw_udp_flow and pw_udp_serve (unconnected UDP
  * flow memory), pw_stats.
  * The writer (src/services/sync.ts) orders every update backends → slots →
  * master → prune, so a reader that saw a master count always finds the
@@ -36,14 +36,36 @@
  * the endpoint chain; nftables: per-endpoint sets with a timeout, `update` at
  * each new connection): a client that used a backend of this frontend less
  * than T seconds ago goes to it again while it is still one of the frontend's
- * backends; every use restarts the timer. The client is the connecting
- * socket's network namespace (one pod, whose one IPv4 address kube-proxy
- * keys by): its source address is not chosen yet at connect(). Time is
+ * backends; every use restarts the timer. The client is the pod's IPv4
+ * address, as kube-proxy keys it: the socket's source address is not chosen
+ * yet at connect(), so the pod is found by the connecting process's cgroup
+ * (pw_lb_client, written by the agent for the pods with the socket LB).
+ * Keyed like kube-proxy's `recent` lists and affinity sets, the memory can be
+ * handed over both ways when a pod's acceleration is switched on or off
+ * (src/services/affinity-handover.ts). Time is
  * CLOCK_MONOTONIC (bpf_ktime_get_ns), like the jiffies xt_recent and
  * nftables timeouts count (neither advances in suspend), and the clock
  * Node's process.hrtime reads, so `podwarp dump affinity` can show ages.
  */
 #define PW_NSEC 1000000000ull
+
+/* The IPv4 address of the pod whose cgroup is an ancestor of the current
+ * process (pw_lb_client), 0 if none is. */
+static __always_inline __be32 pw_lb_client_ip(void)
+{
+#pragma unroll
+	for (int level = 1; level <= PW_CGROUP_LEVELS; level++) {
+		struct pw_cgroup_key ck = { .id = bpf_get_current_ancestor_cgroup_id(level) };
+		struct pw_lb_client *c;
+
+		if (ck.id == 0)
+			return 0; /* below the process's own cgroup: not found */
+		c = bpf_map_lookup_elem(&pw_lb_client, &ck);
+		if (c)
+			return c->ip;
+	}
+	return 0;
+}
 
 /* The remembered backend id of ak, 0 if none, expired or no longer the frontend's. */
 static __always_inline __u32 pw_aff_lookup(const struct pw_aff_key *ak, __u32 timeout_s, __u64 now)
@@ -187,7 +209,12 @@ static __always_inline int pw_lb_pick(struct bpf_sock_addr *ctx, __be32 ip, __be
 	}
 	timeout = master->backend_id; /* the master entry's affinity timeout (s) */
 	if (timeout) {
-		ak.netns = bpf_get_netns_cookie(ctx);
+		ak.client = pw_lb_client_ip();
+		if (!ak.client) {
+			/* no client address to remember by: kube-proxy's rules and memory take it */
+			pw_count(PW_LB_AFFINITY_NO_CLIENT, 0);
+			return 0;
+		}
 		now = bpf_ktime_get_ns();
 		id = pw_aff_lookup(&ak, timeout, now);
 		b = id ? bpf_map_lookup_elem(&pw_backends, &id) : 0;

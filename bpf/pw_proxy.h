@@ -27,10 +27,6 @@
 #include "pw_common.h"
 
 #define PW_DNS_PORT 53
-/* pod cgroups sit a few levels below the root (kubepods/<qos>/pod<uid>, or a
- * systemd slice below a prefix such as kind's): walk at most this many */
-#define PW_CGROUP_LEVELS 12
-
 /* Is ip the address of the pod the current process belongs to? */
 static __always_inline int pw_own_pod_ip(__be32 ip)
 {

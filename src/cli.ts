@@ -22,6 +22,8 @@ import { SHELLS, commandTree, completionScript, type Shell } from './completion.
 import { MAPS } from '../abi/schema.js';
 import { versionInfo, versionLine, versionText } from './version.js';
 import { OUTPUT_FORMATS, OUTPUT_HELP, checkFormat, data, isData, type OutputFormat } from './table.js';
+import { handBackAll } from './services/affinity-handover.js';
+import { errorMessage } from '../host/errors.js';
 import { LOG_FORMATS, LOG_LEVELS, configureLog, log, logFailure, type LogFormat } from '../host/log.js';
 import { failureOf } from './cli-errors.js';
 import { ACCELERATE_LABEL } from './model.js';
@@ -315,10 +317,15 @@ export function podwarpProgram(name = 'podwarp'): Command {
             `uninstall refused: ${e.message}. Stop it first (on a cluster: delete the DaemonSet, deploy/README.md), or pass --wait to wait until it exits`,
           );
         });
+      // every pod goes back to kube-proxy's path: its sessionAffinity memory first (src/services/affinity-handover.ts)
+      const handed = await handBackAll(dp).catch((e: unknown) => {
+        log.warn({ err: errorMessage(e) }, 'sessionAffinity not handed back to kube-proxy: its clients choose anew');
+        return 0;
+      });
       const r = await dp.uninstall({ force: o.force, drainTimeoutMs: Number(o.drainTimeout) * 1000 }).finally(() => lock.release());
       out(
         `detached ${r.detached.length} interfaces, swept ${r.sweptFilters.length} stray filters, detached ${r.cgroupsDetached.length} cgroups, ` +
-          `moved ${r.socketsRemoved} sockets to TCP, ${r.removedPins ? 'removed pins' : 'no pins'}\n`,
+          `moved ${r.socketsRemoved} sockets to TCP, handed ${handed} affinity entries to kube-proxy, ${r.removedPins ? 'removed pins' : 'no pins'}\n`,
       );
     });
 

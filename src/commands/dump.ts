@@ -242,7 +242,7 @@ export async function dumpBackends(dp: Datapath, fmt: OutputFormat): Promise<str
 }
 
 export interface AffinityRow {
-  /** network namespace cookie of the client socket: one pod */
+  /** the client pod's IPv4 address (as kube-proxy keys its affinity) */
   client: string;
   frontend: string;
   proto: 'TCP' | 'UDP';
@@ -279,7 +279,7 @@ export async function affinityRows(dp: Datapath): Promise<AffinityRow[]> {
             ? 'live'
             : 'gone';
       return {
-        client: String(e.key.netns),
+        client: String(e.key.client),
         frontend: fe,
         proto: PROTO_NAME[proto] ?? 'TCP',
         backendId: id,
@@ -297,7 +297,7 @@ export async function dumpAffinity(dp: Datapath, fmt: OutputFormat): Promise<str
   if (isData(fmt)) return data(rows, fmt);
   return (
     table(
-      ['SERVICE ADDRESS', 'CLIENT NETNS', 'BACKEND ADDRESS', 'AGE', 'TIMEOUT', 'STATE'],
+      ['SERVICE ADDRESS', 'CLIENT', 'BACKEND ADDRESS', 'AGE', 'TIMEOUT', 'STATE'],
       rows.map((r) => [
         `${r.frontend} (${r.proto})`,
         r.client,

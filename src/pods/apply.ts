@@ -7,6 +7,7 @@ import { errorMessage } from '../../host/errors.js';
 import { log } from '../../host/log.js';
 import type { ApplyFailure, DesiredEndpoint, SockConfig } from './desired.js';
 import type { ActualState, PodEnable, Plan } from './plan.js';
+import { forgetClients, handBackToKubeProxy, seedFromKubeProxy } from '../services/affinity-handover.js';
 
 /** Slots of pw_config.excluded_ports (abi/schema.ts). */
 const EXCLUDED_PORT_SLOTS = 8;
@@ -114,9 +115,13 @@ export interface ApplyResult {
  */
 export async function applyPlan(dp: Datapath, p: Plan, backoff = new PodBackoff()): Promise<ApplyResult> {
   const pass = new ApplyPass(dp, backoff);
+  // the pods losing the socket LB: their sessionAffinity memory goes to kube-proxy before their hooks go
+  const leaving = await lbClientsLeaving(pass, p);
+  await handBack(pass, leaving);
   await removeAcceleration(pass, p);
   await writeNodeConfig(pass, p);
   await addAcceleration(pass, p);
+  await pass.step('forget the clients that left the socket LB', () => forgetClientsLeft(pass, p, leaving));
   return pass.out;
 }
 
@@ -167,6 +172,10 @@ async function addAcceleration(pass: ApplyPass, p: Plan): Promise<void> {
   await attachTcToPodsLeftOff(pass, p);
   // before any capture hook is attached: each captured pod's own IP (pw_pod_cgroup)
   const podCgroupsOk = await pass.step('write pw_pod_cgroup', () => syncPodCgroups(pass.dp, p.podCgroups));
+  // before any socket LB hook is attached: each pod's client address (pw_lb_client), and the
+  // sessionAffinity memory kube-proxy holds for the pods coming from its path
+  await pass.step('write pw_lb_client', () => syncCgroupClients(pass.dp, p.lbClients));
+  await pass.step('take sessionAffinity over from kube-proxy', () => seedFromKubeProxy(pass.dp, lbEntering(p)));
   const hooked = await attachPodHooks(pass, p, podCgroupsOk);
   const demote = [...hooked.demote, ...(await enableEndpoints(pass, p, hooked.ready))];
   await keepDisabled(pass, demote, hooked.tried);
@@ -271,6 +280,10 @@ async function enableEndpoints(pass: ApplyPass, p: Plan, ready: DesiredEndpoint[
  * entry is already disabled and its cgroup out of the ledger).
  */
 async function keepDisabled(pass: ApplyPass, demote: PodEnable[], tried: Set<PodEnable>): Promise<void> {
+  await handBack(
+    pass,
+    demote.filter((x) => x.wasEnabled && (x.cgroup?.hooks ?? 0) & CGROUP_HOOKS.LB).map((x) => x.endpoint.ip),
+  );
   await writeEndpoints(
     pass,
     'keep endpoint disabled',
@@ -375,6 +388,60 @@ export async function syncPodCgroups(dp: Datapath, want: Map<string, string>): P
   }
   const deletes = [...have.keys()].filter((ip) => !want.has(ip)).map((ip) => ({ ip }));
   if (upserts.length || deletes.length) await dp.maps.write('pw_pod_cgroup', upserts, deletes);
+}
+
+// ---- sessionAffinity across the switch (src/services/affinity-handover.ts) ----
+
+/** Pods with a pw_lb_client entry that this plan takes the socket LB from (gone pods aside: nobody to hand back to). */
+async function lbClientsLeaving(pass: ApplyPass, p: Plan): Promise<string[]> {
+  if (!pass.dp.pins.hasMap('pw_lb_client')) return [];
+  let have: string[] = [];
+  await pass.step('read pw_lb_client', async () => {
+    have = (await pass.dp.maps.dump('pw_lb_client')).map((e) => String(e.value.ip));
+  });
+  const gone = new Set(p.delete);
+  return have.filter((ip) => !p.lbClients.has(ip) && !gone.has(ip));
+}
+
+/** Pods this plan gives the socket LB that did not run with it: enabled now, or enabled before without it. */
+function lbEntering(p: Plan): string[] {
+  return p.enable.filter((x) => (x.cgroup?.hooks ?? 0) & CGROUP_HOOKS.LB && !x.wasEnabled).map((x) => x.endpoint.ip);
+}
+
+async function handBack(pass: ApplyPass, ips: string[]): Promise<void> {
+  if (ips.length) await pass.step('hand sessionAffinity back to kube-proxy', () => handBackToKubeProxy(pass.dp, ips));
+}
+
+/** After the pass: pw_affinity forgets the clients whose hooks are off, pw_lb_client the pods that left the socket LB. */
+async function forgetClientsLeft(pass: ApplyPass, p: Plan, leaving: string[]): Promise<void> {
+  const off = [
+    ...leaving,
+    ...[...pass.out.failed.keys()].flatMap((pod) => p.enable.filter((x) => x.endpoint.pod === pod).map((x) => x.endpoint.ip)),
+  ];
+  await forgetClients(pass.dp, [...p.delete, ...off]);
+  await syncCgroupClients(pass.dp, p.lbClients);
+}
+
+/**
+ * Makes pw_lb_client hold exactly `want` (pod cgroup id → pod IP) for
+ * the pods with the socket LB: with sessionAffinity, pw_lb finds the
+ * connecting pod's address there. Writes only what differs. A cgroup that is
+ * gone is skipped (its hooks step fails).
+ */
+export async function syncCgroupClients(dp: Datapath, want: Map<string, string>): Promise<void> {
+  if (!dp.pins.hasMap('pw_lb_client')) return;
+  const have = new Map((await dp.maps.dump('pw_lb_client')).map((e) => [BigInt(e.key.id as bigint), String(e.value.ip)]));
+  const wantById = new Map<bigint, string>();
+  for (const [ip, rel] of want) {
+    try {
+      wantById.set(cgroupId(rel), ip);
+    } catch {
+      continue;
+    }
+  }
+  const upserts = [...wantById].filter(([id, ip]) => have.get(id) !== ip).map(([id, ip]) => ({ key: { id }, value: { ip } }));
+  const deletes = [...have.keys()].filter((id) => !wantById.has(id)).map((id) => ({ id }));
+  if (upserts.length || deletes.length) await dp.maps.write('pw_lb_client', upserts, deletes);
 }
 
 /** pw_config as the agent last wrote it; undefined before the first write. */

@@ -146,6 +146,8 @@ export interface DesiredState {
   partial: Map<string, PartialReason>;
   /** Pod IP → its cgroup, for each pod given the sidecar capture (pw_pod_cgroup: its connects to its own IP are not captured). */
   podCgroups: Map<string, string>;
+  /** Pod IP → its cgroup, for each pod given the socket LB (pw_lb_client: the client address sessionAffinity keys by). */
+  lbClients: Map<string, string>;
   /** Namespaces with acceleration on. */
   enabledNamespaces: string[];
   /** Pod cgroup (below the cgroup2 mount) → PW_HOOK_* bits to attach. */
@@ -163,6 +165,7 @@ export function desired(snap: Snapshot, facts: NodeFacts, opts: DesiredOptions =
     disabled: new Map(),
     partial: new Map(),
     podCgroups: new Map(),
+    lbClients: new Map(),
     enabledNamespaces: [...nsOn].sort(),
     cgroups: new Map(),
     config: sockConfig(opts),
@@ -219,6 +222,7 @@ export function desired(snap: Snapshot, facts: NodeFacts, opts: DesiredOptions =
       const hooks = sock | (opts.lb === false || meshed ? 0 : CGROUP_HOOKS.LB);
       if (hooks) out.cgroups.set(cgroup, hooks);
       if (hooks & CGROUP_HOOKS.CONNECT4) out.podCgroups.set(p.ip, cgroup);
+      if (hooks & CGROUP_HOOKS.LB) out.lbClients.set(p.ip, cgroup);
     }
   }
   return out;

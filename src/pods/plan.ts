@@ -51,6 +51,8 @@ export interface Plan {
   config?: SockConfig;
   /** pw_pod_cgroup as desired (pod IP → cgroup path): apply diffs it against the map (it needs the cgroup ids). */
   podCgroups: Map<string, string>;
+  /** pw_lb_client as desired (pod IP → cgroup path), the pods with the socket LB. */
+  lbClients: Map<string, string>;
   /**
    * Per pod that desired() enables and that needs any step (its tc filter, its
    * cgroup hooks, its entry): what to do, so that apply can do it pod by pod
@@ -89,6 +91,7 @@ export function plan(want: DesiredState, have: ActualState): Plan {
     drainIps: [],
     enable: [],
     podCgroups: want.podCgroups,
+    lbClients: want.lbClients,
   };
   // a name can be in the ledger twice (pod recreated, veth name reused): match name and ifindex
   const ledger = new Map(have.ifaces.map((i) => [`${i.name}#${i.ifindex}`, i]));

@@ -65,8 +65,15 @@ const STICKY_UDP: Frontend = { ip: '10.96.0.41', port: 53, proto: PROTO.UDP, tim
 const STICKY_ALT: Frontend = { ip: '10.96.0.40', port: 8443, proto: PROTO.TCP, timeout: 10800, count: 2, slots: [41, 42] };
 const FRONTENDS = [WEB, DNS, EMPTY, NO_SLOT, NO_BACKEND, STICKY, STICKY_UDP, STICKY_ALT];
 
+/** Client pods: their pod cgroup id (pw_lb_client) and IP; a process of one sits in a container cgroup below it. */
+const CLIENTS = {
+  A: { pod: 0xa0n, ip: '10.244.9.1' },
+  B: { pod: 0xb0n, ip: '10.244.9.2' },
+};
+/** bpf_get_current_ancestor_cgroup_id of a process in a container of pod c: root, kubepods, the pod, the container. */
+const inPod = (c: { pod: bigint }) => ({ cgroups: [1n, 0x100n, c.pod, c.pod + 1n] });
 const svcKey = (f: Frontend, slot: number) => ({ ip: f.ip, port: f.port, proto: f.proto, slot });
-const affKey = (f: Frontend, netns: bigint) => ({ netns, ip: f.ip, port: f.port, proto: f.proto });
+const affKey = (f: Frontend, client: string) => ({ client, ip: f.ip, port: f.port, proto: f.proto });
 const serveKey = (f: Frontend, id: number) => ({ ip: f.ip, port: f.port, proto: f.proto, ep_ip: BACKENDS[id]!.ip });
 const flowKey = (f: Frontend, cookie: bigint) => ({ cookie, ip: f.ip, port: f.port, proto: f.proto });
 
@@ -96,13 +103,13 @@ const rememberFlow = (f: Frontend, cookie: bigint, id: number, state: number, fi
     [],
   );
 
-/** Remembers backend `id` for client `netns` at `lastNs`. */
-const remember = (f: Frontend, netns: bigint, id: number, lastNs: bigint) =>
-  dp.maps.write('pw_affinity', [{ key: affKey(f, netns), value: { backend_id: id, last_ns: lastNs } }], []);
+/** Remembers backend `id` for client `client` at `lastNs`. */
+const remember = (f: Frontend, client: string, id: number, lastNs: bigint) =>
+  dp.maps.write('pw_affinity', [{ key: affKey(f, client), value: { backend_id: id, last_ns: lastNs } }], []);
 
 const affinity = async () =>
   (await dp.maps.dump('pw_affinity'))
-    .sort((a, b) => Number(a.key.netns) - Number(b.key.netns) || Number(a.key.port) - Number(b.key.port))
+    .sort((a, b) => String(a.key.client).localeCompare(String(b.key.client)) || Number(a.key.port) - Number(b.key.port))
     .map((e) => ({ ...e.key, backend_id: e.value.backend_id, last_ns: e.value.last_ns }));
 
 const revnat = async () =>
@@ -141,7 +148,13 @@ describe.skipIf(!!skip)(`pw_lb.h${skip ? ` — skipped: ${skip}` : ''}`, () => {
       Object.entries(BACKENDS).map(([id, b]) => ({ key: { id: Number(id) }, value: { ...b, _pad0: 0 } })),
       [],
     );
-    await clearMaps(dp, ['pw_svc', 'pw_aff_match', 'pw_affinity', 'pw_revnat', 'pw_udp_flow', 'pw_udp_serve']);
+    await clearMaps(dp, ['pw_svc', 'pw_aff_match', 'pw_affinity', 'pw_revnat', 'pw_udp_flow', 'pw_udp_serve', 'pw_lb_client']);
+    // the client pods' cgroups, as src/pods/apply.ts writes them
+    await dp.maps.write(
+      'pw_lb_client',
+      Object.values(CLIENTS).map((c) => ({ key: { id: c.pod }, value: { ip: c.ip } })),
+      [],
+    );
     await dp.maps.write(
       'pw_svc',
       FRONTENDS.flatMap((f) => [
@@ -277,12 +290,12 @@ describe.skipIf(!!skip)(`pw_lb.h${skip ? ` — skipped: ${skip}` : ''}`, () => {
   // ---- sessionAffinity ClientIP ----
 
   describe('sessionAffinity ClientIP', () => {
-    const A = 0xaaaan; // a client's netns cookie
-    const B = 0xbbbbn;
+    const A = CLIENTS.A.ip;
+    const B = CLIENTS.B.ip;
     const T = BigInt(STICKY.timeout!) * SEC;
 
-    it('a first connect chooses at random and remembers (client netns, frontend) → backend, now', async () => {
-      const r = await lb('conn4', tcpTo(STICKY), { prandom: 1, netns: A, now: NOW, cookie: 1n }, ['translated']);
+    it('a first connect chooses at random and remembers (client pod IP, frontend) → backend, now', async () => {
+      const r = await lb('conn4', tcpTo(STICKY), { prandom: 1, ...inPod(CLIENTS.A), now: NOW, cookie: 1n }, ['translated']);
       expect(dest(r)).toBe(backend(42));
       expect(await affinity()).toEqual([{ ...affKey(STICKY, A), backend_id: 42, last_ns: NOW }]);
     });
@@ -290,7 +303,7 @@ describe.skipIf(!!skip)(`pw_lb.h${skip ? ` — skipped: ${skip}` : ''}`, () => {
     it('the remembered backend is used again while younger than the timeout (the random draw is not taken), and its time refreshed', async () => {
       for (const age of [0n, SEC, T - 1n, T]) {
         await remember(STICKY, A, 41, NOW - age);
-        const r = await lb('conn4', tcpTo(STICKY), { prandom: 1, netns: A, now: NOW }, ['affinity_hit', 'translated']);
+        const r = await lb('conn4', tcpTo(STICKY), { prandom: 1, ...inPod(CLIENTS.A), now: NOW }, ['affinity_hit', 'translated']);
         expect({ age, dest: dest(r), randoms: r.calls.prandom }).toEqual({ age, dest: backend(41), randoms: 0 });
         expect(await affinity()).toEqual([{ ...affKey(STICKY, A), backend_id: 41, last_ns: NOW }]);
       }
@@ -298,14 +311,14 @@ describe.skipIf(!!skip)(`pw_lb.h${skip ? ` — skipped: ${skip}` : ''}`, () => {
 
     it('a time a little ahead of now (written by another CPU since) counts as fresh', async () => {
       await remember(STICKY, A, 41, NOW + 5n);
-      const r = await lb('conn4', tcpTo(STICKY), { prandom: 1, netns: A, now: NOW }, ['affinity_hit', 'translated']);
+      const r = await lb('conn4', tcpTo(STICKY), { prandom: 1, ...inPod(CLIENTS.A), now: NOW }, ['affinity_hit', 'translated']);
       expect(dest(r)).toBe(backend(41));
     });
 
     it('older than the timeout: affinity_expired, chosen anew, the new backend remembered', async () => {
       for (const age of [T + 1n, 2n * T]) {
         await remember(STICKY, A, 41, NOW - age);
-        const r = await lb('conn4', tcpTo(STICKY), { prandom: 1, netns: A, now: NOW }, ['affinity_expired', 'translated']);
+        const r = await lb('conn4', tcpTo(STICKY), { prandom: 1, ...inPod(CLIENTS.A), now: NOW }, ['affinity_expired', 'translated']);
         expect({ age, dest: dest(r), randoms: r.calls.prandom }).toEqual({ age, dest: backend(42), randoms: 1 });
         expect(await affinity()).toEqual([{ ...affKey(STICKY, A), backend_id: 42, last_ns: NOW }]);
       }
@@ -314,11 +327,11 @@ describe.skipIf(!!skip)(`pw_lb.h${skip ? ` — skipped: ${skip}` : ''}`, () => {
     it('a remembered backend no longer in pw_aff_match (removed from the service): affinity_gone, chosen anew', async () => {
       await dp.maps.write('pw_aff_match', [], [{ ip: STICKY.ip, port: STICKY.port, proto: STICKY.proto, backend_id: 41 }]);
       await remember(STICKY, A, 41, NOW - SEC);
-      const r = await lb('conn4', tcpTo(STICKY), { prandom: 0, netns: A, now: NOW }, ['affinity_gone', 'translated']);
+      const r = await lb('conn4', tcpTo(STICKY), { prandom: 0, ...inPod(CLIENTS.A), now: NOW }, ['affinity_gone', 'translated']);
       // the slots still name 41 (the agent removes it from pw_aff_match with the slots): random slot 1
       expect(dest(r)).toBe(backend(41));
       await remember(STICKY, A, 41, NOW - SEC);
-      const again = await lb('conn4', tcpTo(STICKY), { prandom: 1, netns: A, now: NOW }, ['affinity_gone', 'translated']);
+      const again = await lb('conn4', tcpTo(STICKY), { prandom: 1, ...inPod(CLIENTS.A), now: NOW }, ['affinity_gone', 'translated']);
       expect(dest(again)).toBe(backend(42));
       expect(await affinity()).toEqual([{ ...affKey(STICKY, A), backend_id: 42, last_ns: NOW }]);
     });
@@ -330,16 +343,16 @@ describe.skipIf(!!skip)(`pw_lb.h${skip ? ` — skipped: ${skip}` : ''}`, () => {
         [],
       );
       await remember(STICKY, A, 77, NOW - SEC);
-      const r = await lb('conn4', tcpTo(STICKY), { prandom: 0, netns: A, now: NOW }, ['translated']);
+      const r = await lb('conn4', tcpTo(STICKY), { prandom: 0, ...inPod(CLIENTS.A), now: NOW }, ['translated']);
       expect(dest(r)).toBe(backend(41));
       expect(await affinity()).toEqual([{ ...affKey(STICKY, A), backend_id: 41, last_ns: NOW }]);
     });
 
-    it('per client and per frontend: another netns, or another port of the same ClusterIP, has its own entry', async () => {
+    it('per client and per frontend: another client pod, or another port of the same ClusterIP, has its own entry', async () => {
       await remember(STICKY, A, 41, NOW - SEC);
-      let r = await lb('conn4', tcpTo(STICKY), { prandom: 1, netns: B, now: NOW }, ['translated']);
+      let r = await lb('conn4', tcpTo(STICKY), { prandom: 1, ...inPod(CLIENTS.B), now: NOW }, ['translated']);
       expect(dest(r)).toBe(backend(42));
-      r = await lb('conn4', tcpTo(STICKY_ALT), { prandom: 1, netns: A, now: NOW }, ['translated']);
+      r = await lb('conn4', tcpTo(STICKY_ALT), { prandom: 1, ...inPod(CLIENTS.A), now: NOW }, ['translated']);
       expect(dest(r)).toBe(backend(42));
       expect(await affinity()).toEqual([
         { ...affKey(STICKY, A), backend_id: 41, last_ns: NOW - SEC },
@@ -348,9 +361,39 @@ describe.skipIf(!!skip)(`pw_lb.h${skip ? ` — skipped: ${skip}` : ''}`, () => {
       ]);
     });
 
+    it('the client is the pod whose cgroup is an ancestor of the process, at whatever level (pod cgroup, or a container below it)', async () => {
+      await remember(STICKY, A, 41, NOW - SEC);
+      for (const cgroups of [
+        [1n, 0x100n, CLIENTS.A.pod], // a process in the pod cgroup itself
+        [1n, 0x100n, CLIENTS.A.pod, CLIENTS.A.pod + 1n, CLIENTS.A.pod + 2n], // two levels below it
+        [1n, 0x100n, 0x101n, 0x102n, 0x103n, CLIENTS.A.pod], // a deeper pod cgroup (systemd slices under a prefix)
+      ]) {
+        const r = await lb('conn4', tcpTo(STICKY), { prandom: 1, cgroups, now: NOW }, ['affinity_hit', 'translated']);
+        expect({ cgroups, dest: dest(r) }).toEqual({ cgroups, dest: backend(41) });
+      }
+    });
+
+    it('a process in no client pod cgroup: affinity_no_client, not translated (kube-proxy keeps the client), nothing remembered', async () => {
+      for (const cgroups of [[], [1n], [1n, 0x100n, 0xc0n, 0xc1n]]) {
+        for (const [prog, ctx] of [
+          ['conn4', tcpTo(STICKY)],
+          ['send4', udpTo(STICKY_UDP)],
+        ] as const) {
+          const r = await lb(prog, ctx, { prandom: 1, cgroups, now: NOW, cookie: 3n }, ['affinity_no_client']);
+          expect(sockAddrDest(r.ctx)).toMatchObject({ ip4: ctx.ip4, port: ctx.port });
+        }
+      }
+      expect(await affinity()).toEqual([]);
+      expect(await revnat()).toEqual([]);
+      expect(await udpFlows()).toEqual([]);
+      // the same process reaches a frontend without affinity as usual
+      const r = await lb('conn4', tcpTo(WEB), { prandom: 0, cgroups: [1n], now: NOW }, ['translated']);
+      expect(dest(r)).toBe(backend(11));
+    });
+
     it('a frontend without affinity (timeout 0) neither reads nor writes pw_affinity', async () => {
       await remember(WEB, A, 13, NOW - SEC);
-      const r = await lb('conn4', tcpTo(WEB), { prandom: 0, netns: A, now: NOW }, ['translated']);
+      const r = await lb('conn4', tcpTo(WEB), { prandom: 0, ...inPod(CLIENTS.A), now: NOW }, ['translated']);
       expect(dest(r)).toBe(backend(11));
       expect(await affinity()).toEqual([{ ...affKey(WEB, A), backend_id: 13, last_ns: NOW - SEC }]);
     });
@@ -358,9 +401,12 @@ describe.skipIf(!!skip)(`pw_lb.h${skip ? ` — skipped: ${skip}` : ''}`, () => {
     it('sendmsg4 UDP: a new flow takes the remembered backend over the random draw; a new client is remembered with the random pick', async () => {
       const t = BigInt(STICKY_UDP.timeout!) * SEC;
       await remember(STICKY_UDP, A, 45, NOW - t + SEC);
-      let r = await lb('send4', udpTo(STICKY_UDP), { cookie: 1n, netns: A, now: NOW, prandom: 1 }, ['affinity_hit', 'translated']);
+      let r = await lb('send4', udpTo(STICKY_UDP), { cookie: 1n, ...inPod(CLIENTS.A), now: NOW, prandom: 1 }, [
+        'affinity_hit',
+        'translated',
+      ]);
       expect({ dest: dest(r), randoms: r.calls.prandom }).toEqual({ dest: backend(45), randoms: 0 }); // the draw alone: slot 2 (46)
-      r = await lb('send4', udpTo(STICKY_UDP), { cookie: 2n, netns: B, now: NOW, prandom: 1 }, ['translated']);
+      r = await lb('send4', udpTo(STICKY_UDP), { cookie: 2n, ...inPod(CLIENTS.B), now: NOW, prandom: 1 }, ['translated']);
       expect(dest(r)).toBe(backend(46));
       expect(await affinity()).toEqual([
         { ...affKey(STICKY_UDP, A), backend_id: 45, last_ns: NOW },
@@ -376,7 +422,7 @@ describe.skipIf(!!skip)(`pw_lb.h${skip ? ` — skipped: ${skip}` : ''}`, () => {
     it("sendmsg4 UDP: a known flow's datagrams follow the flow, not the affinity entry, which they neither read nor refresh (kube-proxy: conntrack before `recent`)", async () => {
       await rememberFlow(STICKY_UDP, 1n, 46, UDP_CT_STATE.OPENED, NOW - SEC, NOW - SEC);
       await remember(STICKY_UDP, A, 45, NOW - 5n * SEC);
-      const r = await lb('send4', udpTo(STICKY_UDP), { cookie: 1n, netns: A, now: NOW }, ['udp_flow_hit', 'translated']);
+      const r = await lb('send4', udpTo(STICKY_UDP), { cookie: 1n, ...inPod(CLIENTS.A), now: NOW }, ['udp_flow_hit', 'translated']);
       expect(dest(r)).toBe(backend(46));
       expect(await affinity()).toEqual([{ ...affKey(STICKY_UDP, A), backend_id: 45, last_ns: NOW - 5n * SEC }]);
     });
@@ -391,7 +437,7 @@ describe.skipIf(!!skip)(`pw_lb.h${skip ? ` — skipped: ${skip}` : ''}`, () => {
     const T_ANSWERED = BigInt(UDP_CT_TIMEOUT_NS.ANSWERED);
     const STREAM = BigInt(UDP_FLOW.STREAM_AFTER_NS);
     const send = (cookie: bigint, prandom: number, now: bigint, counted: string[], f = DNS) =>
-      lb('send4', udpTo(f), { cookie, prandom, now }, counted);
+      lb('send4', udpTo(f), { cookie, prandom, now, ...inPod(CLIENTS.A) }, counted);
     const reply = (cookie: bigint, id: number, now: bigint, counted = ['rev_nat']) =>
       lb('reverse4', { ip4: BACKENDS[id]!.ip, port: BACKENDS[id]!.port, protocol: PROTO.UDP }, { cookie, now }, counted);
     /** The master entry (count) and slots of DNS rewritten, as the agent does on a change. */
@@ -427,7 +473,7 @@ describe.skipIf(!!skip)(`pw_lb.h${skip ? ` — skipped: ${skip}` : ''}`, () => {
       await send(7n, 1, NOW, ['translated']); // → 22
       let r = await send(8n, 0, NOW, ['translated']);
       expect(dest(r)).toBe(backend(21));
-      r = await send(7n, 0, NOW, ['translated'], STICKY_UDP); // affinity frontend, netns 0: a new client
+      r = await send(7n, 0, NOW, ['translated'], STICKY_UDP); // affinity frontend: client A, not remembered yet
       expect(dest(r)).toBe(backend(45));
       expect((await udpFlows()).map((f) => [f.cookie, f.frontend, f.backend])).toEqual([
         [7n, '10.96.0.41:53', backend(45)],

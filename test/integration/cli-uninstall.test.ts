@@ -174,7 +174,9 @@ describe('CLI and uninstall', () => {
 
     const r = await cli('uninstall');
     expect(r.exitCode).toBe(0);
-    expect(r.stdout).toContain('detached 3 interfaces, swept 1 stray filters, detached 2 cgroups, moved 0 sockets to TCP, removed pins');
+    expect(r.stdout).toContain(
+      'detached 3 interfaces, swept 1 stray filters, detached 2 cgroups, moved 0 sockets to TCP, handed 0 affinity entries to kube-proxy, removed pins',
+    );
     for (const p of env!.m.pods) expect(await bpftool.cgroupShow(cgroupPath(p.cgroup))).toEqual([]);
     expect(fs.existsSync(env!.dp.pinRoot)).toBe(false);
     for (const p of env!.m.pods) {
@@ -192,7 +194,9 @@ describe('CLI and uninstall', () => {
 
     const again = await cli('uninstall');
     expect(again.exitCode).toBe(0);
-    expect(again.stdout).toContain('detached 0 interfaces, swept 0 stray filters, detached 0 cgroups, moved 0 sockets to TCP, no pins');
+    expect(again.stdout).toContain(
+      'detached 0 interfaces, swept 0 stray filters, detached 0 cgroups, moved 0 sockets to TCP, handed 0 affinity entries to kube-proxy, no pins',
+    );
   });
 
   it('dump after uninstall fails (a runtime condition: exit 1) with one clear line', async () => {

@@ -58,6 +58,7 @@ describe.each(['routed', 'bridge'] as const)('tc fast path, %s wiring', (wiring)
       drainIps: [],
       enable: [],
       podCgroups: new Map(),
+      lbClients: new Map(),
     });
   });
 

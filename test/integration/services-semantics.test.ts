@@ -27,6 +27,8 @@ import { BpfServiceMaps } from '../../src/services/maps.js';
 import { ServiceSync } from '../../src/services/sync.js';
 import type { LeftReason } from '../../src/services/desired.js';
 import { loadStateFile } from '../../src/state/load.js';
+import { readAffinityState } from '../../src/sources/kube-proxy-affinity.js';
+import { xtRecentWrite } from '../../host/netfilter.js';
 import { SLOWDOWN, counters, delta, setUp, tearDown, until, type Env } from './helpers.js';
 
 const NODE = 'node-a';
@@ -471,6 +473,16 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
     throw new Error(`${rounds} expiries in a row chose the same backend again (chance (1/3)^${rounds}): affinity never ends`);
   }
   const affinityOf = async (ip: string) => (await affinityRows(sb.env!.dp)).filter((r) => r.frontend === `${ip}:${PORT}`);
+  /** kube-proxy's `recent` lists of the frontend at ip (the sandbox's kube-proxy-style rules), with the clients each holds. */
+  async function listsOf(ip: string): Promise<{ list: string; backend: string; clients: string[] }[]> {
+    const [state] = (await readAffinityState()).filter((x) => x.mode === 'iptables');
+    const fe = [...(state?.frontends.values() ?? [])].find((x) => x.fe.ip === ip);
+    return (fe?.endpoints ?? []).map((e) => ({
+      list: e.list,
+      backend: `${e.backend.ip}:${e.backend.port}`,
+      clients: [...(state!.lists.get(e.list)?.keys() ?? [])],
+    }));
+  }
 
   ([false, true] as const).forEach((v6, k) =>
     (['TCP', 'UDP', 'UDP-connected'] as const).forEach((f, i) => {
@@ -486,32 +498,66 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
         const on = await one(f, ip, n, v6);
         const d = delta(c0, await counters(sb.env!.dp), 'pw_lb');
         for (const b of [off, on]) expect(STICKY).toContain(podOf(b));
-        if (f === 'UDP-connected') {
-          // connected UDP is kube-proxy's (its `recent` match pinned the client): counted, never translated, no entry of ours
-          expect(d.udp_connected_left).toBe(n);
+        // the switch moved nobody: the client's memory was taken over from kube-proxy's list (TCP), or stayed kube-proxy's (UDP)
+        expect(on).toBe(off);
+        if (f !== 'TCP') {
+          // a UDP port with affinity is kube-proxy's whole (udp_affinity): one memory for the client's connected and
+          // unconnected sockets, so each kind reaches the backend the other did; nothing translated, no entry of ours
           expect(d.translated).toBe(0);
+          expect(f === 'UDP' ? d.no_backend : d.udp_connected_left).toBe(n);
           expect(await affinityOf(ip)).toEqual([]);
+          expect((await serviceRows(sb.env!.dp)).find((r) => r.frontend === `${ip}:${PORT}`)?.count).toBe(0);
+          expect(await one(f === 'UDP' ? 'UDP-connected' : 'UDP', ip, n, v6)).toBe(off);
           return;
         }
-        // the socket LB answered: the first flow chose, every later one was sent by the affinity entry
+        // the socket LB answered, every flow sent by the affinity entry taken over from kube-proxy
         expect(d.translated).toBe(n);
-        expect(d.affinity_hit).toBe(n - 1);
-        // v4-mapped: TCP connects by pw_lb_conn6 (and each getpeername() by pw_lb_peer6), UDP replies by pw_lb_recv6
-        expect(d.v4mapped).toBe(v6 ? (f === 'TCP' ? 2 * n : n) : 0);
+        expect(d.affinity_hit).toBe(n);
+        // v4-mapped: each connect by pw_lb_conn6 and each getpeername() by pw_lb_peer6
+        expect(d.v4mapped).toBe(v6 ? 2 * n : 0);
         const [entry, ...more] = await affinityOf(ip);
         expect(more).toHaveLength(0);
         expect(entry).toMatchObject({ backend: on, timeout: 10800, state: 'live' });
         // without affinity the same client spreads (the control: it is the affinity that pins it)
-        if (f === 'TCP') {
-          const plain = sticky(ip, f, undefined, STICKY);
-          await reconcile(sb.env!.dp, snapOf(true, [plain]));
-          expect(Object.keys(await flows(f, ip, 60, v6)).length).toBeGreaterThan(1);
-        }
+        const plain = sticky(ip, f, undefined, STICKY);
+        await reconcile(sb.env!.dp, snapOf(true, [plain]));
+        expect(Object.keys(await flows(f, ip, 60, v6)).length).toBeGreaterThan(1);
       });
     }),
   );
 
-  (['TCP', 'UDP'] as const).forEach((f, i) => {
+  // TCP: a UDP port with affinity is left to kube-proxy whole (udp_affinity; the test above shows it)
+  (['TCP'] as const).forEach((f, i) => {
+    it(`sessionAffinity ClientIP: switching the client's acceleration on and off moves it in neither direction; one memory at a time (${f})`, async () => {
+      const ip = vip(53 + i);
+      const svc = sticky(ip, f, 10800, STICKY);
+      const n = f === 'TCP' ? 10 : 6;
+      const client = pods()[0]!.ip;
+      expect(await listsOf(ip)).toEqual([]); // no rules of this frontend yet: the lists below are the test's own
+      await installServices(sb.env!.m, [rules(svc)]);
+      await reconcile(sb.env!.dp, snapOf(false, [svc]));
+      const first = await one(f, ip, n); // kube-proxy's rules chose, its list remembers
+      for (let round = 1; round <= 2; round++) {
+        // on: pw_affinity takes kube-proxy's memory over, so even the first flow is an affinity hit
+        await reconcile(sb.env!.dp, snapOf(true, [svc]));
+        const c0 = await counters(sb.env!.dp);
+        expect(await one(f, ip, n)).toBe(first);
+        const d = delta(c0, await counters(sb.env!.dp), 'pw_lb');
+        expect({ round, translated: d.translated, hit: d.affinity_hit }).toEqual({ round, translated: n, hit: n });
+        expect((await affinityOf(ip)).map((r) => [r.client, r.backend, r.state])).toEqual([[client, first, 'live']]);
+        // kube-proxy forgets the client meanwhile (as if its entries had been reaped): only podwarp remembers it now
+        for (const l of await listsOf(ip)) xtRecentWrite(l.list, '/');
+        // off: kube-proxy is made to remember the client at its backend, in that endpoint's list only; podwarp forgets it
+        await reconcile(sb.env!.dp, snapOf(false, [svc]));
+        const lists = await listsOf(ip);
+        expect(lists.filter((l) => l.clients.includes(client)).map((l) => l.backend)).toEqual([first]);
+        expect(await affinityOf(ip)).toEqual([]);
+        const c1 = await counters(sb.env!.dp);
+        expect(await one(f, ip, n)).toBe(first);
+        expect(delta(c1, await counters(sb.env!.dp), 'pw_lb').translated).toBe(0); // kube-proxy's rules answered
+      }
+    });
+
     it(`sessionAffinity ClientIP: after timeoutSeconds without a flow the client may reach another backend (${f})`, async () => {
       const ip = vip(45 + i);
       const T = 1; // the smallest timeout the API accepts
@@ -532,7 +578,7 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
     });
   });
 
-  (['TCP', 'UDP'] as const).forEach((f, i) => {
+  (['TCP'] as const).forEach((f, i) => {
     it(`sessionAffinity ClientIP: another backend leaving changes nothing; the client's own leaving sends it to a new one it sticks to (${f})`, async () => {
       const ip = vip(48 + i);
       const FOUR = [1, 2, 3, 4];
@@ -568,6 +614,7 @@ describe('service endpoint selection: kube-proxy rules and the socket LB observe
         expect(next).not.toBe(first);
       }
       expect(d.affinity_gone).toBe(1);
+      // the on run loads kube-proxy's rules anew (empty lists): nothing to take over, its first flow chooses
       expect(d.affinity_hit).toBe(3 * n - 2);
       expect(d.translated).toBe(3 * n);
     });

@@ -48,6 +48,8 @@ function fakeDp(fail: (call: string) => boolean = () => false) {
     if (fail(c)) throw new Error(`injected: ${c}`);
   };
   const dp = {
+    // no service maps pinned: the sessionAffinity hand-over (pw_lb_client, pw_affinity) has nothing to do
+    pins: { hasMap: () => false },
     maps: {
       dump: async () => [],
       write: async (map: string, ups: { key: { ip: string }; value: { flags: number } }[], dels: { ip: string }[]) => {
