@@ -8,7 +8,7 @@
 //   (veth, MAC, cgroup by UID) → kubectl podwarp → label → pod→pod TCP through
 //   tc and the sockmap, checksummed → label removed → a ClusterIP Service over
 //   TCP and UDP, kube-proxy vs the socket LB, podwarp enable/disable → a
-//   NetworkPolicy → a rolling update and a killed agent under checksummed
+//   sticky client (sessionAffinity) through enable/disable → a NetworkPolicy → a rolling update and a killed agent under checksummed
 //   streams → DaemonSet deleted + the uninstall pod: nothing left.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -18,6 +18,7 @@ import { expect, it } from 'vitest';
 import { encode, decode, fromHexBytes, toHexBytes } from '../../abi/codec.js';
 import { MSG_REASONS, STAT_GROUPS, mapDef } from '../../abi/schema.js';
 import { run, type RunResult } from '../../host/exec.js';
+import { parseIptablesAffinity, parseNftAffinity } from '../../src/sources/kube-proxy-affinity.js';
 import { parseProcLocks, procLocksDev } from '../../host/lock.js';
 import type { SocketRow } from '../../src/commands/dump.js';
 
@@ -602,6 +603,111 @@ export function registerScenarios(c: E2eCluster): void {
         await kubectl(['get', 'namespace', c.testNs, '-o', `jsonpath={.metadata.labels.podwarp\\.io/accelerate}`])
       ).stdout.trim();
       expect(label === '' || label === 'false', `label after disable: "${label}"`).toBe(true);
+    },
+  );
+
+  /**
+   * kube-proxy's sessionAffinity memory in the node's netns for the frontend at vip:80/TCP (read as the agent reads
+   * it, src/sources/kube-proxy-affinity.ts): each endpoint's list and the clients it holds.
+   */
+  async function kubeProxyMemory(vip: string): Promise<{ list: string; backend: string; clients: string[] }[]> {
+    const key = `${vip}:80/6`;
+    if (c.proxyMode === 'nftables') {
+      const r = await run('nft', [...c.inNodeNet, 'nft', '-j', 'list', 'table', 'ip', 'kube-proxy'], { timeoutMs: 30_000 });
+      const n = parseNftAffinity(r.stdout);
+      return (n.frontends.get(key)?.endpoints ?? []).map((e) => ({
+        list: e.list,
+        backend: `${e.backend.ip}:${e.backend.port}`,
+        clients: [...(n.lists.get(e.list)?.keys() ?? [])],
+      }));
+    }
+    const save = await run('iptables-save', [...c.inNodeNet, 'iptables-save', '-t', 'nat'], { timeoutMs: 30_000 });
+    const out = [];
+    for (const e of parseIptablesAffinity(save.stdout).get(key)?.endpoints ?? []) {
+      const l = await run('cat', [...c.inNodeNet, 'cat', `/proc/net/xt_recent/${e.list}`], { reject: false });
+      out.push({
+        list: e.list,
+        backend: `${e.backend.ip}:${e.backend.port}`,
+        clients: [...l.stdout.matchAll(/^src=(\S+)/gm)].map((m) => m[1]!),
+      });
+    }
+    return out;
+  }
+  /** Empties those lists in the node's netns (as if kube-proxy's entries had been reaped). */
+  async function flushKubeProxyMemory(vip: string): Promise<void> {
+    for (const l of await kubeProxyMemory(vip)) {
+      const argv =
+        c.proxyMode === 'nftables'
+          ? ['nft', 'flush', 'set', 'ip', 'kube-proxy', l.list]
+          : ['sh', '-c', `echo / > /proc/net/xt_recent/${l.list}`];
+      await run(argv[0]!, [...c.inNodeNet, ...argv], { timeoutMs: 30_000 });
+    }
+  }
+
+  step(
+    'sessionAffinity ClientIP: a sticky client keeps its backend while its namespace is switched on and off (kube-proxy ↔ podwarp hand-over)',
+    6,
+    async () => {
+      expect(server2Ip, 'the service step passed').not.toBe('');
+      const svc = {
+        apiVersion: 'v1',
+        kind: 'Service',
+        metadata: { name: 'sticky', namespace: c.testNs },
+        spec: {
+          selector: { role: 'echo' },
+          sessionAffinity: 'ClientIP',
+          ports: [{ name: 'tcp', protocol: 'TCP', port: 80, targetPort: PORT }],
+        },
+      };
+      await kubectl(['apply', '-f', '-'], { input: JSON.stringify(svc) });
+      const vip = (await kubectl(inNs(['get', 'service', 'sticky', '-o', 'jsonpath={.spec.clusterIP}']))).stdout.trim();
+      const want = [`${serverIp}:${PORT}`, `${server2Ip}:${PORT}`].sort();
+      await until(
+        "kube-proxy's affinity rules for both backends",
+        async () =>
+          (await kubeProxyMemory(vip))
+            .map((l) => l.backend)
+            .sort()
+            .join() === want.join(),
+        90_000,
+      );
+      const N = 20;
+      /** N connections from the client: the one backend they all reached, and what the socket LB counted meanwhile. */
+      const sticky = async () => {
+        const s0 = await stats();
+        const r = await pwperfJson<ConnOut>(['conn', '-c', vip, '-p', '80', '-n', String(N)]);
+        const s1 = await stats();
+        expect(r.errors + r.peer_mismatch, JSON.stringify(r)).toBe(0);
+        expect(Object.values(r.backends), `one backend: ${JSON.stringify(r.backends)}`).toEqual([N]);
+        const d = (reason: string) => stat(s1, 'pw_lb', reason) - stat(s0, 'pw_lb', reason);
+        return { backend: Object.keys(r.backends)[0]!, translated: d('translated'), hit: d('affinity_hit') };
+      };
+      const first = await sticky(); // kube-proxy's rules chose, its list remembers the client
+      expect(first.translated).toBe(0);
+      expect(want).toContain(first.backend);
+      const seen: string[] = [];
+      for (let round = 1; round <= 2; round++) {
+        await c.podwarpCli(['enable', c.testNs]);
+        await until('client and both servers enabled', allEnabled([clientIp, serverIp, server2Ip], true), 90_000);
+        const on = await sticky();
+        // taken over from kube-proxy: even the first connection is an affinity hit
+        expect({ round, ...on }).toEqual({ round, backend: first.backend, translated: N, hit: N });
+        // kube-proxy forgets the client meanwhile: only podwarp remembers it now
+        await flushKubeProxyMemory(vip);
+        await c.podwarpCli(['disable', c.testNs]);
+        await until('all disabled again', allEnabled([clientIp, serverIp, server2Ip], false), 90_000);
+        // handed back: the backend's list, and only it, holds the client again
+        const mem = await kubeProxyMemory(vip);
+        expect(
+          mem.filter((l) => l.clients.includes(clientIp)).map((l) => l.backend),
+          JSON.stringify(mem),
+        ).toEqual([first.backend]);
+        const off = await sticky();
+        expect({ round, ...off }).toEqual({ round, backend: first.backend, translated: 0, hit: 0 });
+        seen.push(on.backend, off.backend);
+      }
+      console.log(`sticky ${vip} (${c.proxyMode} mode): ${first.backend} first, then ${seen.join(' ')}`);
+      await kubectl(inNs(['delete', 'service', 'sticky']));
     },
   );
 
