@@ -29,7 +29,7 @@ export interface StructDef {
   fields: Field[];
 }
 
-export type MapType = 'hash' | 'lru_hash' | 'array' | 'percpu_array' | 'sockhash';
+export type MapType = 'hash' | 'lru_hash' | 'array' | 'percpu_array' | 'sockhash' | 'sk_storage';
 
 export interface MapDef {
   /** ≤ 15 characters, `pw_` prefix. */
@@ -37,7 +37,7 @@ export interface MapDef {
   type: MapType;
   key: StructDef;
   value: StructDef;
-  /** Default size; overridable with config `mapSizes`. */
+  /** Default size; overridable with config `mapSizes`. 0 for sk_storage (one value per socket, no size). */
   maxEntries: number;
   writer: string;
   reader: string;
@@ -91,6 +91,7 @@ export const SOCKOPS_REASONS = [
   'closed', // flow state removed at TCP_CLOSE
   'revnat_watch', // a connection pw_lb translated to a backend: watched to its close
   'revnat_closed', // its pw_revnat entry deleted at TCP_CLOSE
+  'revnat_evicted', // a watched connection's pw_revnat entry was gone at TCP_CLOSE: the LRU evicted it while the connection lived (getpeername() showed the backend)
 ] as const;
 
 export const MSG_REASONS = [
@@ -421,6 +422,24 @@ const revNatVal: StructDef = {
     { name: 'ip', type: 'be32', format: 'ipv4', doc: 'ClusterIP' },
     { name: 'port', type: 'be16', doc: 'service port, network order' },
     { name: '_pad0', type: 'u16', doc: 'explicit padding, zero' },
+  ],
+};
+
+const revNatSkKey: StructDef = {
+  name: 'pw_revnat_sk_key',
+  doc: 'Key of pw_revnat_sk as BTF needs it (an int); the kernel keys the value by socket.',
+  fields: [{ name: 'index', type: 'u32', doc: 'unused: socket storage has no user-visible key' }],
+};
+
+const revNatSkVal: StructDef = {
+  name: 'pw_revnat_sk',
+  doc: 'What pw_sockops knows of a socket pw_lb translated.',
+  fields: [
+    {
+      name: 'watched',
+      type: 'u32',
+      doc: '1: its pw_revnat entry was there at ACTIVE_ESTABLISHED, so a missing entry at close was evicted',
+    },
   ],
 };
 
@@ -783,6 +802,16 @@ export const MAPS: MapDef[] = [
     reader:
       'bpf/pw_lb_recv4.c, bpf/pw_lb_recv6.c (UDP replies), bpf/pw_lb_peer4.c, bpf/pw_lb_peer6.c (getpeername); bpf/pw_sockops.c (is this connection translated?)',
     doc: 'Reverse translation by socket cookie and backend: UDP replies and getpeername() show the ClusterIP (v4-mapped sockets: ::ffff:ClusterIP). TCP entries live as long as their connection (deleted at close where pw_sockops runs); UDP entries until the LRU evicts them. An evicted entry of a live flow shows the backend address instead of the ClusterIP (docs/services.md#reverse-translation).',
+  },
+  {
+    name: 'pw_revnat_sk',
+    type: 'sk_storage',
+    key: revNatSkKey,
+    value: revNatSkVal,
+    maxEntries: 0,
+    writer: 'bpf/pw_sockops.c (ACTIVE_ESTABLISHED of a connection whose pw_revnat entry is there)',
+    reader: 'bpf/pw_sockops.c (TCP_CLOSE: was this connection translated?)',
+    doc: 'Socket storage (BPF_MAP_TYPE_SK_STORAGE): marks a TCP socket pw_sockops watches for its reverse translation. It lives and dies with the socket, so no eviction or stale cookie can make it lie: at close, a marked socket whose pw_revnat entry is gone lost that entry to the LRU while it was open (revnat_evicted). A socket in pw_sock only (pod↔pod, sidecar) is not marked. Not dumpable: `podwarp status` shows no count.',
   },
   {
     name: 'pw_cgroups',

@@ -67,9 +67,10 @@ export class Maps {
     return (await bpftool.mapDump(this.pins.map(name))).map((e) => ({ key: bytes(e.key), value: bytes(e.value ?? []) }));
   }
 
-  /** How many entries a map holds now (an array: its size). */
-  async count(name: string): Promise<number> {
+  /** How many entries a map holds now (an array: its size; socket storage: undefined, the kernel lists it per socket only). */
+  async count(name: string): Promise<number | undefined> {
     const m = mapDef(name);
+    if (m.type === 'sk_storage') return undefined;
     return m.type.includes('array') ? (await this.show(name)).max_entries : (await bpftool.mapDump(this.pins.map(name))).length;
   }
 
