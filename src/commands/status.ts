@@ -4,6 +4,7 @@ import { partsOf, type Datapath } from '../../loader/datapath.js';
 import { describeFlowControl, flowControlOf } from '../../loader/flowcontrol.js';
 import { NOT_PINNED, describePart } from '../../loader/parts.js';
 import { probe } from '../../loader/features.js';
+import { describeSizing } from '../../loader/mapsize.js';
 import { CONFIG_FLAGS, MAPS, mapDef } from '../../abi/schema.js';
 import { flagNames } from '../../abi/codec.js';
 import { data, isData, table, type OutputFormat } from '../table.js';
@@ -156,6 +157,7 @@ export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
           ? `kube-proxy: masqueradeAll taken as off (cannot read it: ${kp.error ?? 'no answer'}; --masquerade-all true|false says it)\n`
           : `kube-proxy: masqueradeAll ${kp.masqueradeAll ? 'on: every Service is left to kube-proxy' : 'off'} (from ${from}${kp.mode ? `, mode ${kp.mode}` : ''})\n`;
     }
+    for (const z of a.mapSizing ?? []) out += `map size: ${describeSizing(z)}\n`;
     const left = Object.entries(a.services.leftCounts ?? {}).filter(([, n]) => n > 0);
     if (left.length) out += `left to kube-proxy: ${left.map(([why, n]) => `${n} ${why}`).join(', ')} (podwarp dump services)\n`;
   } else out += '\nagent:    no report (no agent has run here, or its run directory differs: PODWARP_RUN_DIR)\n';
