@@ -30,7 +30,7 @@ import {
 } from './parts.js';
 import { PinLock, lockState, type LockHolder, type LockOptions } from '../host/lock.js';
 import { log } from '../host/log.js';
-import { Maps } from './maps.js';
+import { COUNTED_MAPS, COUNT_ITER, Maps, countIterName } from './maps.js';
 import { MSG_PROG, Pins } from './pins.js';
 import { SocketDrain } from './sockdrain.js';
 import { TcAttachments } from './tcattach.js';
@@ -265,19 +265,25 @@ export class Datapath {
     const byPart = new Map<PartId, { objects: string[]; reasons: [string, string][] }>();
     for (const it of iterators) {
       const part = partOf(it)!;
-      const name = path.basename(it, '.o').replace(/_iter$/, '');
+      const base = path.basename(it, '.o');
       const e = byPart.get(part) ?? { objects: [], reasons: [] };
       byPart.set(part, e);
       e.objects.push(path.basename(it));
-      const tmp = this.pins.iter(`${name}_new`);
-      fs.rmSync(tmp, { force: true });
-      try {
-        if (testRefused(part)) throw new Error(TEST_REFUSAL);
-        await bpftool.iterPin(it, tmp, this.pins.map(name));
-        fs.renameSync(tmp, this.pins.iter(name));
-      } catch (err) {
-        fs.rmSync(this.pins.iter(name), { force: true });
-        e.reasons.push([path.basename(it), kernelReason(err)]);
+      // the counting iterator is pinned on every LRU map (iter/<map>_count), a dump iterator on its own map
+      const pins: [string, string][] =
+        base === COUNT_ITER ? COUNTED_MAPS.map((m) => [countIterName(m), m]) : [[base.replace(/_iter$/, ''), base.replace(/_iter$/, '')]];
+      for (const [name, map] of pins) {
+        const tmp = this.pins.iter(`${name}_new`);
+        fs.rmSync(tmp, { force: true });
+        try {
+          if (testRefused(part)) throw new Error(TEST_REFUSAL);
+          await bpftool.iterPin(it, tmp, this.pins.map(map));
+          fs.renameSync(tmp, this.pins.iter(name));
+        } catch (err) {
+          fs.rmSync(this.pins.iter(name), { force: true });
+          e.reasons.push([path.basename(it), kernelReason(err)]);
+          break;
+        }
       }
     }
     return [...byPart].map(([part, e]) =>

@@ -10,8 +10,10 @@ import { layoutOf, mapDef } from '../../abi/schema.js';
 import * as bpftool from '../../loader/bpftool.js';
 import { Datapath } from '../../loader/datapath.js';
 import { CONNTRACK_SIZED, readConntrackMax, sizeFromConntrackMax } from '../../loader/mapsize.js';
+import { build } from '../../loader/build.js';
+import { AgentMetrics } from '../../src/metrics.js';
 import { buildTestObjects } from '../bpf/logic.js';
-import { requireRoot } from './helpers.js';
+import { kernelAllows, requireRoot } from './helpers.js';
 
 const open: Datapath[] = [];
 const fresh = async () => {
@@ -60,6 +62,32 @@ describe('maps sized from nf_conntrack_max', () => {
     // a second load (an agent restart) keeps it too
     await dp.load(await buildTestObjects(['sockops']));
     expect(await maxEntries(dp, 'pw_revnat')).toBe(70_000);
+  });
+
+  it('podwarp_map_entries counts what an LRU map holds (counting iterator, or a bpftool dump kept a minute where the kernel refuses it); podwarp_map_max_entries is its size', async () => {
+    // both worlds: a kernel that refuses bpf_map_elem iterators counts through bpftool, cached
+    const iter = await kernelAllows('iter/pw_count_iter.o', 'map-dump');
+    const dp = await fresh();
+    const countIter = (await build()).filter((o) => o.endsWith('iter/pw_count_iter.o'));
+    expect(countIter.length).toBe(1);
+    await dp.load([...(await buildTestObjects(['sockops'])), ...countIter]);
+    const revnat = (cookie: bigint) => ({ key: { cookie, ip: '10.244.1.9', port: 80 }, value: { ip: '10.96.0.10', port: 80 } });
+    await dp.maps.write('pw_revnat', [1n, 2n, 3n].map(revnat), []);
+    expect([dp.maps.countByIter('pw_revnat'), dp.maps.countByIter('pw_udp_flow')]).toEqual(iter.allowed ? [3, 0] : [undefined, undefined]);
+    const metrics = new AgentMetrics(dp);
+    let text = await metrics.registry.metrics();
+    const gauge = (name: string, map: string) => Number(new RegExp(`^${name}\\{map="${map}"\\} (\\S+)$`, 'm').exec(text)?.[1]);
+    expect({
+      revnat: gauge('podwarp_map_entries', 'pw_revnat'),
+      revnatMax: gauge('podwarp_map_max_entries', 'pw_revnat'),
+      ct: gauge('podwarp_map_entries', 'pw_ct'),
+      ctMax: gauge('podwarp_map_max_entries', 'pw_ct'),
+    }).toEqual({ revnat: 3, revnatMax: want.entries, ct: 0, ctMax: mapDef('pw_ct').maxEntries });
+    expect(text).not.toMatch(/podwarp_map_entries\{map="pw_svc"\}/); // hash maps the agent writes: not counted
+    // the next scrape: the iterator reads afresh; bpftool's count is kept for MAP_FILL_FALLBACK_MS
+    await dp.maps.write('pw_revnat', [revnat(4n)], []);
+    text = await metrics.registry.metrics();
+    expect(gauge('podwarp_map_entries', 'pw_revnat')).toBe(iter.allowed ? 4 : 3);
   });
 
   it('an explicit size that differs from the pin is refused, with the sizes and the fix', async () => {
