@@ -648,7 +648,7 @@ const UDP_FLOW_MAPS: MapDef[] = [
     writer:
       'bpf/pw_lb.h: pw_lb_send4 (a new flow: its backend; every datagram: last_ns), pw_lb_recv4, pw_lb_recv6 (a reply read from the backend: ANSWERED, last_ns)',
     reader: 'bpf/pw_lb.h (pw_lb_send4: which backend a datagram of a known flow goes to)',
-    doc: "Unconnected UDP flow memory, as kube-proxy's conntrack entry: (socket cookie, frontend) → backend address. Every datagram of the flow goes to that backend while the entry is younger than conntrack's UDP timeout (PW_UDP_CT_TIMEOUT_*: 30 s, 120 s once answered and older than 2 s, as nf_conntrack_udp_timeout and nf_conntrack_udp_timeout_stream) and the backend's IP is in pw_udp_serve; else the datagram chooses anew at random and the entry is replaced. LRU: when full, the least recently used flow is evicted and its next datagram chooses anew, like a flow whose conntrack entry expired. One entry per socket and frontend: 65536 by default.",
+    doc: "Unconnected UDP flow memory, as kube-proxy's conntrack entry: (socket cookie, frontend) → backend address. Every datagram of the flow goes to that backend while the entry is younger than conntrack's UDP timeout (PW_UDP_CT_TIMEOUT_*: 30 s, 120 s once answered and older than 2 s, as nf_conntrack_udp_timeout and nf_conntrack_udp_timeout_stream) and the backend's IP is in pw_udp_serve; else the datagram chooses anew at random and the entry is replaced. LRU: when full, the least recently used flow is evicted and its next datagram chooses anew, like a flow whose conntrack entry expired. One entry per socket and frontend, created at the size nf_conntrack_max asks (65536 to 1048576; docs/maps.md#when-a-map-is-full).",
   },
   {
     name: 'pw_udp_serve',
@@ -798,10 +798,10 @@ export const MAPS: MapDef[] = [
     value: revNatVal,
     maxEntries: 65536,
     writer:
-      'bpf/pw_lb_conn4.c, bpf/pw_lb_conn6.c (TCP connect), bpf/pw_lb_send4.c (unconnected UDP, AF_INET and v4-mapped): every translation; bpf/pw_sockops.c deletes a TCP entry when its connection closes',
+      "bpf/pw_lb_conn4.c, bpf/pw_lb_conn6.c (TCP connect), bpf/pw_lb_send4.c (unconnected UDP, AF_INET and v4-mapped): every translation; bpf/pw_sockops.c deletes a TCP entry when its connection closes; pw_lb_send4 deletes a UDP flow's entry for its old backend when the flow chooses anew",
     reader:
       'bpf/pw_lb_recv4.c, bpf/pw_lb_recv6.c (UDP replies), bpf/pw_lb_peer4.c, bpf/pw_lb_peer6.c (getpeername); bpf/pw_sockops.c (is this connection translated?)',
-    doc: 'Reverse translation by socket cookie and backend: UDP replies and getpeername() show the ClusterIP (v4-mapped sockets: ::ffff:ClusterIP). TCP entries live as long as their connection (deleted at close where pw_sockops runs); UDP entries until the LRU evicts them. An evicted entry of a live flow shows the backend address instead of the ClusterIP (docs/services.md#reverse-translation).',
+    doc: 'Reverse translation by socket cookie and backend: UDP replies and getpeername() show the ClusterIP (v4-mapped sockets: ::ffff:ClusterIP). TCP entries live as long as their connection (deleted at close where pw_sockops runs); UDP entries until their flow chooses another backend (pw_udp_flow: expired or no longer serving) or the LRU evicts them. An evicted entry of a live flow shows the backend address instead of the ClusterIP (pw_sockops counts it for TCP: revnat_evicted). Created at the size nf_conntrack_max asks (65536 to 1048576; docs/maps.md#when-a-map-is-full).',
   },
   {
     name: 'pw_revnat_sk',
