@@ -8,7 +8,7 @@ import path from 'node:path';
 import { MAPS, layoutOf, mapDef, type MapDef } from '../abi/schema.js';
 import * as bpftool from './bpftool.js';
 import { mapSizes } from './build.js';
-import { CONNTRACK_SIZED, conntrackSizing, describeSizing, readConntrackMax, type MapSizing } from './mapsize.js';
+import { CONNTRACK_SIZED, asPinned, conntrackSizing, describeSizing, readConntrackMax, type MapSizing } from './mapsize.js';
 import { CgroupAttachments } from './cgroupattach.js';
 import { flowControlFrom, loadReadCounter, readCounterOf, type FlowControl } from './flowcontrol.js';
 import { FeatureMissingError, ToolError } from '../host/errors.js';
@@ -165,10 +165,8 @@ export class Datapath {
       const m = mapDef(s.map);
       const pin = this.pins.map(s.map);
       if (s.source === 'explicit') out.push(s);
-      else if (this.pins.hasMap(s.map)) {
-        const have = (await bpftool.mapShow(pin)).max_entries;
-        out.push(have === s.entries ? s : { ...s, pinned: have });
-      } else {
+      else if (this.pins.hasMap(s.map)) out.push(asPinned(s, (await bpftool.mapShow(pin)).max_entries));
+      else {
         await bpftool.mapCreate(pin, {
           type: m.type,
           key: layoutOf(m.key).size,

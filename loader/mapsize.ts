@@ -71,6 +71,11 @@ export function conntrackSizing(explicit: Record<string, number>, conntrackMax: 
   );
 }
 
+/** A sizing as the pin has it: the pinned size noted where it differs (kept: a size applies at creation). */
+export function asPinned(s: MapSizing, pinnedEntries: number | undefined): MapSizing {
+  return pinnedEntries === undefined || pinnedEntries === s.entries ? s : { ...s, pinned: pinnedEntries };
+}
+
 /** The sysctl's text, undefined when the file is absent (nf_conntrack not loaded). */
 export function readConntrackMax(file = CONNTRACK_MAX_PATH): string | undefined {
   try {
