@@ -28,6 +28,7 @@ const C_MAP_TYPE = {
   array: 'BPF_MAP_TYPE_ARRAY',
   percpu_array: 'BPF_MAP_TYPE_PERCPU_ARRAY',
   sockhash: 'BPF_MAP_TYPE_SOCKHASH',
+  sk_storage: 'BPF_MAP_TYPE_SK_STORAGE',
 } as const;
 
 export function maxEntriesMacro(m: MapDef): string {
@@ -45,9 +46,9 @@ function structC(s: StructDef): string {
   return lines.join('\n');
 }
 
-/** Array maps need a plain 4-byte integer key in BTF (the kernel rejects a struct). */
+/** Array and socket storage maps need a plain 4-byte integer key in BTF (the kernel rejects a struct). */
 export function keyCType(m: MapDef): string {
-  if (m.type === 'array' || m.type === 'percpu_array') {
+  if (m.type === 'array' || m.type === 'percpu_array' || m.type === 'sk_storage') {
     const f = m.key.fields;
     if (f.length !== 1 || f[0]?.type !== 'u32' || f[0]?.count) throw new Error(`${m.name}: array map key must be one u32`);
     return '__u32';
@@ -65,6 +66,8 @@ function mapC(m: MapDef, size: number): string {
     'struct {',
     `\t__uint(type, ${C_MAP_TYPE[m.type]});`,
     `\t__uint(max_entries, ${maxEntriesMacro(m)});`,
+    // socket storage is allocated per socket on demand; the kernel requires no preallocation
+    ...(m.type === 'sk_storage' ? ['\t__uint(map_flags, BPF_F_NO_PREALLOC);'] : []),
     `\t__type(key, ${keyCType(m)});`,
     // a sockhash holds sockets; its BTF value is the u64 cookie user space reads back
     m.type === 'sockhash' ? '\t__type(value, __u64);' : `\t__type(value, struct ${m.value.name});`,

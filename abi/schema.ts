@@ -29,7 +29,7 @@ export interface StructDef {
   fields: Field[];
 }
 
-export type MapType = 'hash' | 'lru_hash' | 'array' | 'percpu_array' | 'sockhash';
+export type MapType = 'hash' | 'lru_hash' | 'array' | 'percpu_array' | 'sockhash' | 'sk_storage';
 
 export interface MapDef {
   /** ≤ 15 characters, `pw_` prefix. */
@@ -37,7 +37,7 @@ export interface MapDef {
   type: MapType;
   key: StructDef;
   value: StructDef;
-  /** Default size; overridable with config `mapSizes`. */
+  /** Default size; overridable with config `mapSizes`. 0 for sk_storage (one value per socket, no size). */
   maxEntries: number;
   writer: string;
   reader: string;
@@ -91,6 +91,7 @@ export const SOCKOPS_REASONS = [
   'closed', // flow state removed at TCP_CLOSE
   'revnat_watch', // a connection pw_lb translated to a backend: watched to its close
   'revnat_closed', // its pw_revnat entry deleted at TCP_CLOSE
+  'revnat_evicted', // a watched connection's pw_revnat entry was gone at TCP_CLOSE: the LRU evicted it while the connection lived (getpeername() showed the backend)
 ] as const;
 
 export const MSG_REASONS = [
@@ -425,6 +426,24 @@ const revNatVal: StructDef = {
   ],
 };
 
+const revNatSkKey: StructDef = {
+  name: 'pw_revnat_sk_key',
+  doc: 'Key of pw_revnat_sk as BTF needs it (an int); the kernel keys the value by socket.',
+  fields: [{ name: 'index', type: 'u32', doc: 'unused: socket storage has no user-visible key' }],
+};
+
+const revNatSkVal: StructDef = {
+  name: 'pw_revnat_sk',
+  doc: 'What pw_sockops knows of a socket pw_lb translated.',
+  fields: [
+    {
+      name: 'watched',
+      type: 'u32',
+      doc: '1: its pw_revnat entry was there at ACTIVE_ESTABLISHED, so a missing entry at close was evicted',
+    },
+  ],
+};
+
 const ctKey: StructDef = {
   name: 'pw_ct_key',
   doc: 'A flow, in the direction of its first packet seen (TCP: its SYN).',
@@ -653,7 +672,7 @@ const UDP_FLOW_MAPS: MapDef[] = [
     writer:
       'bpf/pw_lb.h: pw_lb_send4 (a new flow: its backend; every datagram: last_ns), pw_lb_recv4, pw_lb_recv6 (a reply read from the backend: ANSWERED, last_ns)',
     reader: 'bpf/pw_lb.h (pw_lb_send4: which backend a datagram of a known flow goes to)',
-    doc: "Unconnected UDP flow memory, as kube-proxy's conntrack entry: (socket cookie, frontend) → backend address. Every datagram of the flow goes to that backend while the entry is younger than conntrack's UDP timeout (PW_UDP_CT_TIMEOUT_*: 30 s, 120 s once answered and older than 2 s, as nf_conntrack_udp_timeout and nf_conntrack_udp_timeout_stream) and the backend's IP is in pw_udp_serve; else the datagram chooses anew at random and the entry is replaced. LRU: when full, the least recently used flow is evicted and its next datagram chooses anew, like a flow whose conntrack entry expired. One entry per socket and frontend: 65536 by default.",
+    doc: "Unconnected UDP flow memory, as kube-proxy's conntrack entry: (socket cookie, frontend) → backend address. Every datagram of the flow goes to that backend while the entry is younger than conntrack's UDP timeout (PW_UDP_CT_TIMEOUT_*: 30 s, 120 s once answered and older than 2 s, as nf_conntrack_udp_timeout and nf_conntrack_udp_timeout_stream) and the backend's IP is in pw_udp_serve; else the datagram chooses anew at random and the entry is replaced. LRU: when full, the least recently used flow is evicted and its next datagram chooses anew, like a flow whose conntrack entry expired. One entry per socket and frontend, created at the size nf_conntrack_max asks (65536 to 1048576; docs/maps.md#when-a-map-is-full).",
   },
   {
     name: 'pw_udp_serve',
@@ -803,10 +822,20 @@ export const MAPS: MapDef[] = [
     value: revNatVal,
     maxEntries: 65536,
     writer:
-      'bpf/pw_lb_conn4.c, bpf/pw_lb_conn6.c (TCP connect), bpf/pw_lb_send4.c (unconnected UDP, AF_INET and v4-mapped): every translation; bpf/pw_sockops.c deletes a TCP entry when its connection closes',
+      "bpf/pw_lb_conn4.c, bpf/pw_lb_conn6.c (TCP connect), bpf/pw_lb_send4.c (unconnected UDP, AF_INET and v4-mapped): every translation; bpf/pw_sockops.c deletes a TCP entry when its connection closes; pw_lb_send4 deletes a UDP flow's entry for its old backend when the flow chooses anew",
     reader:
       'bpf/pw_lb_recv4.c, bpf/pw_lb_recv6.c (UDP replies), bpf/pw_lb_peer4.c, bpf/pw_lb_peer6.c (getpeername); bpf/pw_sockops.c (is this connection translated?)',
-    doc: 'Reverse translation by socket cookie and backend: UDP replies and getpeername() show the ClusterIP (v4-mapped sockets: ::ffff:ClusterIP). TCP entries live as long as their connection (deleted at close where pw_sockops runs); UDP entries until the LRU evicts them. An evicted entry of a live flow shows the backend address instead of the ClusterIP (docs/services.md#reverse-translation).',
+    doc: 'Reverse translation by socket cookie and backend: UDP replies and getpeername() show the ClusterIP (v4-mapped sockets: ::ffff:ClusterIP). TCP entries live as long as their connection (deleted at close where pw_sockops runs); UDP entries until their flow chooses another backend (pw_udp_flow: expired or no longer serving) or the LRU evicts them. An evicted entry of a live flow shows the backend address instead of the ClusterIP (pw_sockops counts it for TCP: revnat_evicted). Created at the size nf_conntrack_max asks (65536 to 1048576; docs/maps.md#when-a-map-is-full).',
+  },
+  {
+    name: 'pw_revnat_sk',
+    type: 'sk_storage',
+    key: revNatSkKey,
+    value: revNatSkVal,
+    maxEntries: 0,
+    writer: 'bpf/pw_sockops.c (ACTIVE_ESTABLISHED of a connection whose pw_revnat entry is there)',
+    reader: 'bpf/pw_sockops.c (TCP_CLOSE: was this connection translated?)',
+    doc: 'Socket storage (BPF_MAP_TYPE_SK_STORAGE): marks a TCP socket pw_sockops watches for its reverse translation. It lives and dies with the socket, so no eviction or stale cookie can make it lie: at close, a marked socket whose pw_revnat entry is gone lost that entry to the LRU while it was open (revnat_evicted). A socket in pw_sock only (pod↔pod, sidecar) is not marked. Not dumpable: `podwarp status` shows no count.',
   },
   {
     name: 'pw_cgroups',

@@ -120,6 +120,24 @@ static __always_inline int pw_udp_flow_live(const struct pw_udp_flow *f, __u64 n
 	return now <= f->last_ns || now - f->last_ns <= ttl;
 }
 
+/*
+ * A flow that chooses anew (expired, or its backend stopped serving) leaves
+ * its old backend: the socket's reverse translation for that backend goes
+ * too, as kube-proxy's conntrack entry expires or is cleaned up with it (a
+ * late reply of the old backend then shows its own address, as it would
+ * through kube-proxy). Kept when another frontend of the socket wrote it
+ * since (a backend behind two Services): that flow still uses it.
+ */
+static __always_inline void pw_udp_flow_forget(const struct pw_udp_flow_key *fk,
+					       const struct pw_udp_flow *f)
+{
+	struct pw_revnat_key rk = { .cookie = fk->cookie, .ip = f->ip, .port = f->port };
+	struct pw_revnat *rv = bpf_map_lookup_elem(&pw_revnat, &rk);
+
+	if (rv && rv->ip == fk->ip && rv->port == fk->port)
+		bpf_map_delete_elem(&pw_revnat, &rk);
+}
+
 /* The remembered backend of flow fk, refreshed, in out; 0 if none, expired or no longer serving. */
 static __always_inline int pw_udp_flow_lookup(const struct pw_udp_flow_key *fk, __u64 now,
 					      struct pw_backend *out)
@@ -131,11 +149,13 @@ static __always_inline int pw_udp_flow_lookup(const struct pw_udp_flow_key *fk, 
 		return 0;
 	if (!pw_udp_flow_live(f, now)) {
 		pw_count(PW_LB_UDP_FLOW_EXPIRED, 0);
+		pw_udp_flow_forget(fk, f);
 		return 0;
 	}
 	sk.ep_ip = f->ip;
 	if (!bpf_map_lookup_elem(&pw_udp_serve, &sk)) {
 		pw_count(PW_LB_UDP_FLOW_GONE, 0);
+		pw_udp_flow_forget(fk, f);
 		return 0;
 	}
 	out->ip = f->ip;

@@ -14,9 +14,22 @@
  * the node's live TCP translations and its recent UDP ones, and its LRU
  * eviction reaches a live connection only when more are open than it holds.
  *
+ * Such an eviction is what an application notices (getpeername() shows the
+ * backend), so it is counted: revnat_evicted, a watched connection whose
+ * entry is gone at its close. "Watched" needs a marker that outlives no
+ * socket and that nothing evicts: socket storage (pw_revnat_sk,
+ * BPF_MAP_TYPE_SK_STORAGE, sock_ops may use it from 5.10, the same kernel
+ * that gave bpf_sock_ops its sk field). The close callback flag alone cannot
+ * say it (a pw_sock socket asks for it too, and another program in a parent
+ * cgroup may set it), an LRU keyed by cookie could itself be evicted, and
+ * the storage goes with the socket, so a recycled cookie finds none. The
+ * mark is cleared at close: a socket connect()ed again after a close starts
+ * unmarked.
+ *
  * Maps: pw_sock (write), pw_endpoints, pw_config, pw_odst_cookie (read),
  * pw_odst_tuple (write), pw_flows and pw_sock_read (delete at close),
- * pw_revnat (read when established, delete at close), pw_stats.
+ * pw_revnat (read when established, delete at close), pw_revnat_sk (mark
+ * when established, read and clear at close), pw_stats.
  */
 #ifndef PW_SOCKOPS_H
 #define PW_SOCKOPS_H
@@ -41,9 +54,17 @@ static __always_inline int pw_sockops_run(struct bpf_sock_ops *skops)
 			struct pw_revnat_key rk = { .cookie = bpf_get_socket_cookie(skops),
 						    .ip = k.dip,
 						    .port = k.dport };
+			struct bpf_sock *sk = skops->sk;
+			struct pw_revnat_sk *mark =
+				sk ? bpf_sk_storage_get(&pw_revnat_sk, sk, 0, 0) : 0;
 
 			if (bpf_map_delete_elem(&pw_revnat, &rk) == 0)
 				pw_count(PW_SOCKOPS_REVNAT_CLOSED, 0);
+			else if (mark && mark->watched)
+				/* translated, and its entry evicted while it was open */
+				pw_count(PW_SOCKOPS_REVNAT_EVICTED, 0);
+			if (mark)
+				mark->watched = 0;
 			bpf_map_delete_elem(&pw_sock_read, &k);
 			if (bpf_map_delete_elem(&pw_flows, &k) == 0)
 				pw_count(PW_SOCKOPS_CLOSED, 0);
@@ -61,6 +82,14 @@ static __always_inline int pw_sockops_run(struct bpf_sock_ops *skops)
 					    .port = k.dport };
 
 		if (bpf_map_lookup_elem(&pw_revnat, &rk)) {
+			struct bpf_sock *sk = skops->sk;
+			struct pw_revnat_sk *mark =
+				sk ? bpf_sk_storage_get(&pw_revnat_sk, sk, 0,
+							BPF_SK_STORAGE_GET_F_CREATE)
+				   : 0;
+
+			if (mark)
+				mark->watched = 1;
 			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 								 BPF_SOCK_OPS_STATE_CB_FLAG);
 			pw_count(PW_SOCKOPS_REVNAT_WATCH, 0);

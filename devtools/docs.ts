@@ -33,7 +33,14 @@ const cell = (t: string): string => t.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 
 function row(m: MapDef): string {
   const value = m.type === 'sockhash' ? 'socket' : `${m.value.name} { ${fields(m.value)} }`;
-  const cols = [`\`${m.name}\``, `${m.type}, ${m.maxEntries}`, `${m.key.name} { ${fields(m.key)} } → ${value}`, m.doc, m.writer, m.reader];
+  const cols = [
+    `\`${m.name}\``,
+    m.type === 'sk_storage' ? 'sk_storage, per socket' : `${m.type}, ${m.maxEntries}`,
+    `${m.key.name} { ${fields(m.key)} } → ${value}`,
+    m.doc,
+    m.writer,
+    m.reader,
+  ];
   return `| ${cols.map(cell).join(' | ')} |`;
 }
 

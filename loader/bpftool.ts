@@ -106,6 +106,29 @@ export async function mapDump(pin: string): Promise<RawEntry[]> {
   return all.filter((e): e is RawEntry => !(e.value && !Array.isArray(e.value)));
 }
 
+/** `bpftool map create`: a map without BTF (user space and the programs use it by layout), pinned at `pin`. */
+export async function mapCreate(
+  pin: string,
+  m: { type: string; key: number; value: number; entries: number; name: string },
+): Promise<void> {
+  const args = [
+    'map',
+    'create',
+    pin,
+    'type',
+    m.type,
+    'key',
+    String(m.key),
+    'value',
+    String(m.value),
+    'entries',
+    String(m.entries),
+    'name',
+    m.name,
+  ];
+  await run(`create map ${m.name}`, ['bpftool', ...args]);
+}
+
 export async function mapShow(pin: string): Promise<MapInfo> {
   return bpftoolJson('show map', ['map', 'show', 'pinned', pin], mapInfoSchema);
 }

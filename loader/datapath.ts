@@ -8,6 +8,7 @@ import path from 'node:path';
 import { MAPS, layoutOf, mapDef, type MapDef } from '../abi/schema.js';
 import * as bpftool from './bpftool.js';
 import { mapSizes } from './build.js';
+import { CONNTRACK_SIZED, asPinned, conntrackSizing, describeSizing, readConntrackMax, type MapSizing } from './mapsize.js';
 import { CgroupAttachments } from './cgroupattach.js';
 import { flowControlFrom, loadReadCounter, readCounterOf, type FlowControl } from './flowcontrol.js';
 import { FeatureMissingError, ToolError } from '../host/errors.js';
@@ -29,7 +30,7 @@ import {
 } from './parts.js';
 import { PinLock, lockState, type LockHolder, type LockOptions } from '../host/lock.js';
 import { log } from '../host/log.js';
-import { Maps } from './maps.js';
+import { COUNTED_MAPS, COUNT_ITER, Maps, countIterName } from './maps.js';
 import { MSG_PROG, Pins } from './pins.js';
 import { SocketDrain } from './sockdrain.js';
 import { TcAttachments } from './tcattach.js';
@@ -127,6 +128,7 @@ export class Datapath {
     // ~250 `bpftool map show` runs; minutes on an emulated kernel); a map this
     // load pinned comes from this build and needs no check
     const checked = new Set<string>();
+    this.sizing = await this.createSized(checked);
     const core = await this.loadCore(objects, fallbacks, checked);
     await this.tc.reattach();
     if (this.pins.hasProg(MSG_PROG)) await bpftool.msgVerdictAttach(this.pins.prog(MSG_PROG), this.pins.map('pw_sock'));
@@ -144,6 +146,40 @@ export class Datapath {
       },
       'datapath loaded',
     );
+  }
+
+  /** The conntrack-sized maps (loader/mapsize.ts): their size and where it came from, after load(). */
+  sizing: MapSizing[] = [];
+
+  /**
+   * Creates each conntrack-sized map the node has no pin of, at the size
+   * nf_conntrack_max asks (the objects' own size is the schema's default; a
+   * pinned map is what they reuse). One pinned already keeps its size: a
+   * changed sysctl applies at the next `podwarp uninstall`, never by
+   * refusing to load. An explicit size (PODWARP_MAP_SIZES) is the build's,
+   * checked as every map's.
+   */
+  private async createSized(checked: Set<string>): Promise<MapSizing[]> {
+    const out: MapSizing[] = [];
+    for (const s of conntrackSizing(mapSizes(process.env.PODWARP_MAP_SIZES), readConntrackMax())) {
+      const m = mapDef(s.map);
+      const pin = this.pins.map(s.map);
+      if (s.source === 'explicit') out.push(s);
+      else if (this.pins.hasMap(s.map)) out.push(asPinned(s, (await bpftool.mapShow(pin)).max_entries));
+      else {
+        await bpftool.mapCreate(pin, {
+          type: m.type,
+          key: layoutOf(m.key).size,
+          value: layoutOf(m.value).size,
+          entries: s.entries,
+          name: m.name,
+        });
+        checked.add(s.map);
+        out.push(s);
+      }
+    }
+    for (const s of out) log.info({ map: s.map, entries: s.pinned ?? s.entries, source: s.source, pinned: s.pinned }, describeSizing(s));
+    return out;
   }
 
   /** How flow control counts a peer's unread bytes on this kernel, after load(). */
@@ -227,19 +263,25 @@ export class Datapath {
     const byPart = new Map<PartId, { objects: string[]; reasons: [string, string][] }>();
     for (const it of iterators) {
       const part = partOf(it)!;
-      const name = path.basename(it, '.o').replace(/_iter$/, '');
+      const base = path.basename(it, '.o');
       const e = byPart.get(part) ?? { objects: [], reasons: [] };
       byPart.set(part, e);
       e.objects.push(path.basename(it));
-      const tmp = this.pins.iter(`${name}_new`);
-      fs.rmSync(tmp, { force: true });
-      try {
-        if (testRefused(part)) throw new Error(TEST_REFUSAL);
-        await bpftool.iterPin(it, tmp, this.pins.map(name));
-        fs.renameSync(tmp, this.pins.iter(name));
-      } catch (err) {
-        fs.rmSync(this.pins.iter(name), { force: true });
-        e.reasons.push([path.basename(it), kernelReason(err)]);
+      // the counting iterator is pinned on every LRU map (iter/<map>_count), a dump iterator on its own map
+      const pins: [string, string][] =
+        base === COUNT_ITER ? COUNTED_MAPS.map((m) => [countIterName(m), m]) : [[base.replace(/_iter$/, ''), base.replace(/_iter$/, '')]];
+      for (const [name, map] of pins) {
+        const tmp = this.pins.iter(`${name}_new`);
+        fs.rmSync(tmp, { force: true });
+        try {
+          if (testRefused(part)) throw new Error(TEST_REFUSAL);
+          await bpftool.iterPin(it, tmp, this.pins.map(map));
+          fs.renameSync(tmp, this.pins.iter(name));
+        } catch (err) {
+          fs.rmSync(this.pins.iter(name), { force: true });
+          e.reasons.push([path.basename(it), kernelReason(err)]);
+          break;
+        }
       }
     }
     return [...byPart].map(([part, e]) =>
@@ -277,7 +319,9 @@ export class Datapath {
       const info = await bpftool.mapShow(this.pins.map(m.name));
       const want = { key: layoutOf(m.key).size, value: layoutOf(m.value).size };
       const entries = sizes[m.name] ?? m.maxEntries;
-      if (info.max_entries !== entries) {
+      // a conntrack-sized map keeps the size it was created with (createSized), unless one is given
+      const autoSized = (CONNTRACK_SIZED as readonly string[]).includes(m.name) && sizes[m.name] === undefined;
+      if (info.max_entries !== entries && !autoSized) {
         throw new ToolError(
           `pinned map ${m.name} holds ${info.max_entries} entries, this build ${entries} (PODWARP_MAP_SIZES); a map cannot be resized in place: run \`podwarp uninstall\` first`,
           argv,

@@ -2,7 +2,7 @@
 // codecs (abi/). Writes go through one `bpftool batch` per call.
 import fs from 'node:fs';
 import { decode, encode, type StructValue } from '../abi/codec.js';
-import { layoutOf, mapDef } from '../abi/schema.js';
+import { MAPS, layoutOf, mapDef } from '../abi/schema.js';
 import * as bpftool from './bpftool.js';
 import type { Pins } from './pins.js';
 
@@ -29,6 +29,12 @@ export interface Counter {
 }
 
 const bytes = (hex: string[]): Buffer => Buffer.from(hex.map((b) => parseInt(b, 16)));
+
+/** The maps whose fill the agent exports (podwarp_map_entries): the LRU maps, where the kernel evicts when full. */
+export const COUNTED_MAPS = MAPS.filter((m) => m.type === 'lru_hash').map((m) => m.name);
+/** bpf/iter/pw_count_iter.c: pinned on each of COUNTED_MAPS as iter/<map>_count. */
+export const COUNT_ITER = 'pw_count_iter';
+export const countIterName = (map: string): string => `${map}_count`;
 
 export class Maps {
   private info = new Map<string, bpftool.MapInfo>();
@@ -67,10 +73,21 @@ export class Maps {
     return (await bpftool.mapDump(this.pins.map(name))).map((e) => ({ key: bytes(e.key), value: bytes(e.value ?? []) }));
   }
 
-  /** How many entries a map holds now (an array: its size). */
-  async count(name: string): Promise<number> {
+  /** How many entries a map holds now (an array: its size; socket storage: undefined, the kernel lists it per socket only). */
+  async count(name: string): Promise<number | undefined> {
     const m = mapDef(name);
+    if (m.type === 'sk_storage') return undefined;
     return m.type.includes('array') ? (await this.show(name)).max_entries : (await bpftool.mapDump(this.pins.map(name))).length;
+  }
+
+  /**
+   * How many entries a map holds, by its counting iterator (one read, one
+   * byte per entry); undefined where it is not pinned (a kernel that refused
+   * the map-dump part, or not a counted map).
+   */
+  countByIter(name: string): number | undefined {
+    const pin = this.pins.iter(countIterName(name));
+    return fs.existsSync(pin) ? fs.readFileSync(pin).length : undefined;
   }
 
   /** `bpftool prog show` of a pinned program: id, type, tag. */

@@ -10,7 +10,7 @@
 //   sockmap       pw_sockops, pw_sk_msg          pod↔pod TCP on the tc fast path only; no sidecar capture
 //   socket-lb     pw_lb_*                        kube-proxy translates Service addresses
 //   sidecar       pw_proxy_*                     the pod's own iptables redirect
-//   map-dump      bpf/iter/pw_{svc,backends}_iter  maps are read with `bpftool map dump`
+//   map-dump      bpf/iter/pw_{svc,backends,count}_iter  maps are read (and LRU maps counted) with `bpftool map dump`
 //   drain         bpf/iter/pw_sock_iter            a drained socket stays in pw_sock on TCP until it closes
 //   read-counter  bpf/trace/<fn>                  every redirected byte counts as unread (psock kernels need none)
 import path from 'node:path';
@@ -43,7 +43,8 @@ export const WITHOUT: Record<PartId, string> = {
   sockmap: 'pod↔pod TCP takes the tc fast path without socket redirection, and app↔sidecar capture is off (it needs sock_ops)',
   'socket-lb': 'Service addresses are translated by kube-proxy per packet, as without podwarp',
   sidecar: "app↔sidecar traffic takes the pod's own redirect (iptables), as without podwarp",
-  'map-dump': 'map dumps and the agent read-back use `bpftool map dump` (one process per map instead of one read)',
+  'map-dump':
+    'map dumps, the agent read-back and the map fill gauge use `bpftool map dump` (one process per map instead of one read; the gauge at most once a minute)',
   drain:
     'a socket taken out of acceleration (pod disabled, passthrough) stays in pw_sock on the TCP path until it closes; uninstall waits for accelerated sockets to close',
   'read-counter': `no read counter: every redirected byte counts as unread, so a flow moves to TCP after ${FLOW_CONTROL.QUEUE_MAX_BYTES >> 20} MiB`,
@@ -53,7 +54,7 @@ const WITH: Record<PartId, string> = {
   sockmap: 'sock_ops fills pw_sock, sk_msg redirects pod↔pod TCP between sockets',
   'socket-lb': 'Service addresses resolved at connect() by cgroup sock_addr programs',
   sidecar: 'app↔sidecar connects captured by cgroup programs, SO_ORIGINAL_DST answered from a map',
-  'map-dump': 'map dumps read by a bpf_map_elem iterator (one read per map)',
+  'map-dump': 'map dumps and LRU map fill read by a bpf_map_elem iterator (one read per map)',
   drain: 'the sockmap iterator tells when a socket queue is empty: drained sockets leave pw_sock at once',
   'read-counter': 'reads counted by a tracing program (fexit)',
 };

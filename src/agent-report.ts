@@ -5,6 +5,7 @@ import type { KubeProxyView } from './sources/kube-proxy-config.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Part } from '../loader/parts.js';
+import type { MapSizing } from '../loader/mapsize.js';
 import type { PodsResult } from './reconciler.js';
 import { EP_FLAGS } from '../abi/schema.js';
 import { podKey, type Snapshot } from './model.js';
@@ -43,6 +44,8 @@ export interface AgentReport {
   policyGaps?: string[];
   /** The optional datapath parts of the agent's load, with the kernel's reason for each refused one (loader/parts.ts). */
   parts?: Part[];
+  /** The conntrack-sized maps (pw_revnat, pw_udp_flow): their size and where it came from (loader/mapsize.ts). */
+  mapSizing?: MapSizing[];
   /** This node's kube-proxy as the agent follows it (src/sources/kube-proxy-config.ts). */
   kubeProxy?: KubeProxyView;
 }

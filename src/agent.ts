@@ -258,6 +258,7 @@ function report(ctx: Ctx, source: string, pods: PodsResult, snap: Snapshot, sync
       notAccelerated: notAccelerated(pods, snap),
       policyGaps: snap.policyGaps ?? [],
       parts: ctx.dp.parts,
+      mapSizing: ctx.dp.sizing,
       ...(ctx.kubeProxy ? { kubeProxy: ctx.kubeProxy } : {}),
     });
   } catch (e) {

@@ -8,6 +8,52 @@ import { EP_FLAGS, STAT_GROUPS } from '../abi/schema.js';
 import { log } from '../host/log.js';
 import type { PodsResult } from './reconciler.js';
 import type { SvcSyncResult } from './services/sync.js';
+import { COUNTED_MAPS, type Maps } from '../loader/maps.js';
+
+/** Without the counting iterator (map-dump part refused) a count is a `bpftool map dump`: at most once per this. */
+export const MAP_FILL_FALLBACK_MS = 60_000;
+
+export interface MapFillRow {
+  map: string;
+  entries: number;
+  maxEntries: number;
+}
+
+/**
+ * The fill of the LRU maps (COUNTED_MAPS), for podwarp_map_entries and
+ * podwarp_map_max_entries. Each count is one read of the map's counting
+ * iterator (the kernel walks the map, one byte per entry: a millisecond or
+ * so for 262,144 entries), so every scrape reads afresh; without the
+ * iterator the count falls back to `bpftool map dump`, which prints every
+ * entry as JSON, and is then kept for MAP_FILL_FALLBACK_MS.
+ */
+export class MapFill {
+  private fallback = new Map<string, { at: number; entries: number }>();
+
+  constructor(
+    private readonly maps: Pick<Maps, 'countByIter' | 'count' | 'show' | 'pins'>,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  async read(): Promise<MapFillRow[]> {
+    const out: MapFillRow[] = [];
+    for (const map of COUNTED_MAPS) {
+      if (!this.maps.pins.hasMap(map)) continue;
+      const maxEntries = (await this.maps.show(map)).max_entries;
+      let entries = this.maps.countByIter(map);
+      if (entries === undefined) {
+        const c = this.fallback.get(map);
+        if (c && this.now() - c.at < MAP_FILL_FALLBACK_MS) entries = c.entries;
+        else {
+          entries = (await this.maps.count(map)) ?? 0;
+          this.fallback.set(map, { at: this.now(), entries });
+        }
+      }
+      out.push({ map, entries, maxEntries });
+    }
+    return out;
+  }
+}
 
 export class AgentMetrics {
   readonly registry = new client.Registry();
@@ -149,6 +195,32 @@ export class AgentMetrics {
       'Datapath counters from pw_stats, by program and reason: packets for tc, messages for sk_msg, events for socket hooks.',
       'packets',
     );
+    // the LRU maps' fill, one read per scrape shared by the two gauges
+    const fill = new MapFill(this.dp.maps);
+    let fillRead: Promise<MapFillRow[]> | undefined;
+    const fillRows = () =>
+      (fillRead ??= fill
+        .read()
+        .catch(() => [])
+        .finally(() => setImmediate(() => (fillRead = undefined))));
+    const fromFill = (name: string, help: string, field: 'entries' | 'maxEntries') =>
+      new client.Gauge({
+        name,
+        help,
+        labelNames: ['map'],
+        registers: [this.registry],
+        async collect() {
+          const rows = await fillRows();
+          this.reset();
+          for (const r of rows) this.set({ map: r.map }, r[field]);
+        },
+      });
+    fromFill(
+      'podwarp_map_entries',
+      'Entries an LRU map holds now (pw_revnat, pw_udp_flow, pw_ct, …): near podwarp_map_max_entries the kernel evicts the least recently used (pw_revnat: a live flow may then show the backend address; podwarp_datapath_events_total{reason="revnat_evicted"}).',
+      'entries',
+    );
+    fromFill('podwarp_map_max_entries', 'The size of each LRU map of podwarp_map_entries (max_entries of its pin).', 'maxEntries');
     fromStats(
       'podwarp_datapath_bytes_total',
       'Bytes counted with podwarp_datapath_events_total, by program and reason: frame bytes for tc, message bytes for sk_msg, 0 for socket hooks.',

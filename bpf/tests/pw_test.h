@@ -51,7 +51,8 @@ struct pw_mock {
 	/* bpf_msg_redirect_hash: 1 the key is in pw_sock (SK_PASS), 0 it is not (SK_DROP) */
 	__u32 peer_in_sock;
 	__u32 msg_tot_len; /* 3rd read: sk_psock.msg_tot_len */
-	__u32 _pad0;
+	/* bpf_sk_storage_get: the socket's pw_revnat_sk, 0 none, else 1 + its watched */
+	__u32 sk_storage;
 };
 _Static_assert(sizeof(struct pw_mock) == PW_TEST_OFF_CALLS - PW_TEST_OFF_MOCK, "pw_mock layout");
 _Static_assert(offsetof(struct pw_mock, sk_redir) == 136, "pw_mock layout");
@@ -73,7 +74,7 @@ struct pw_calls {
 	__u32 psock_path;      /* sk_msg: unread bytes come from the psock (kernel reads) */
 	__u32 off_user_data;   /* sk_msg: offsetof(struct sock, sk_user_data) in this kernel */
 	__u32 off_msg_tot_len; /* sk_msg: offsetof(struct sk_psock, msg_tot_len) in this kernel */
-	__u32 _pad0;
+	__u32 sk_storage;      /* the socket's pw_revnat_sk after the call, as pw_mock.sk_storage */
 };
 _Static_assert(sizeof(struct pw_calls) == PW_TEST_OFF_CTX - PW_TEST_OFF_CALLS, "pw_calls layout");
 _Static_assert(offsetof(struct pw_calls, redirect_key) == 48, "pw_calls layout");
@@ -165,6 +166,21 @@ static __always_inline long pw_mock_probe_read_kernel(void *dst, __u32 size, con
 	return 0;
 }
 
+/* Socket storage of the one socket of a run: present or not, and its value. */
+static struct pw_revnat_sk pw_mock_sk;
+static __u32 pw_mock_sk_present;
+
+static __always_inline void *pw_mock_sk_storage_get(void *map, void *sk, void *value, __u64 flags)
+{
+	if (!pw_mock_sk_present) {
+		if (!(flags & BPF_SK_STORAGE_GET_F_CREATE))
+			return 0;
+		pw_mock_sk_present = 1;
+		pw_mock_sk.watched = 0;
+	}
+	return &pw_mock_sk;
+}
+
 #define bpf_ktime_get_ns pw_mock_ktime_get_ns
 #define bpf_get_prandom_u32 pw_mock_get_prandom_u32
 #define bpf_get_socket_cookie pw_mock_get_socket_cookie
@@ -175,6 +191,7 @@ static __always_inline long pw_mock_probe_read_kernel(void *dst, __u32 size, con
 #define bpf_sock_ops_cb_flags_set pw_mock_sock_ops_cb_flags_set
 #define bpf_msg_redirect_hash pw_mock_msg_redirect_hash
 #define bpf_probe_read_kernel pw_mock_probe_read_kernel
+#define bpf_sk_storage_get pw_mock_sk_storage_get
 
 /* ---- input and output ---- */
 
@@ -184,12 +201,15 @@ static __always_inline int pw_test_begin(struct __sk_buff *skb, void *ctx, __u32
 	__builtin_memset(&pw_calls, 0, sizeof(pw_calls));
 	if (bpf_skb_load_bytes(skb, PW_TEST_OFF_MOCK, &pw_mock, sizeof(pw_mock)))
 		return -1;
+	pw_mock_sk_present = pw_mock.sk_storage != 0;
+	pw_mock_sk.watched = pw_mock.sk_storage ? pw_mock.sk_storage - 1 : 0;
 	return bpf_skb_load_bytes(skb, PW_TEST_OFF_CTX, ctx, size) ? -1 : 0;
 }
 
 /* Writes the calls and the context after the call into the packet. */
 static __always_inline int pw_test_end(struct __sk_buff *skb, void *ctx, __u32 size)
 {
+	pw_calls.sk_storage = pw_mock_sk_present ? 1 + pw_mock_sk.watched : 0;
 	if (bpf_skb_store_bytes(skb, PW_TEST_OFF_CALLS, &pw_calls, sizeof(pw_calls), 0))
 		return -1;
 	return bpf_skb_store_bytes(skb, PW_TEST_OFF_CTX, ctx, size, 0) ? -1 : 0;

@@ -13,7 +13,8 @@ _Static_assert(offsetof(struct bpf_sock_ops, args) == 4 &&
 		       offsetof(struct bpf_sock_ops, family) == 20 &&
 		       offsetof(struct bpf_sock_ops, remote_port) == 64 &&
 		       offsetof(struct bpf_sock_ops, local_port) == 68 &&
-		       offsetof(struct bpf_sock_ops, bpf_sock_ops_cb_flags) == 84,
+		       offsetof(struct bpf_sock_ops, bpf_sock_ops_cb_flags) == 84 &&
+		       offsetof(struct bpf_sock_ops, sk) == 184,
 	       "struct bpf_sock_ops offsets of test/bpf/logic.ts");
 
 static struct bpf_sock_ops ctx;

@@ -397,6 +397,8 @@ export async function mapRows(dp: Datapath, name: string): Promise<MapRow[]> {
   const def = MAPS.find((m) => m.name === name);
   if (!def) throw new InputError(`unknown map "${name}" (${MAPS.map((m) => m.name).join(', ')})`);
   requirePinned(dp, name);
+  // socket storage has no keys to walk (the kernel answers each socket's value, not a listing)
+  if (def.type === 'sk_storage') return [];
   if (def.type.startsWith('percpu')) return (await dp.maps.dumpPerCpu(name)).map((e) => ({ key: e.key, value: sumValues(e.values) }));
   return (await dp.maps.dump(name)).map((e) => ({ key: e.key, value: e.value }));
 }
@@ -416,7 +418,9 @@ export async function dumpMap(dp: Datapath, name: string, fmt: OutputFormat): Pr
       headers,
       rows.map((r) => [...kf.map((f) => cell(r.key[f])), ...vf.map((f) => cell(r.value[f]))]),
     ) +
-    `${rows.length} entries in ${name} (${def.type}, max ${def.maxEntries})${def.type.startsWith('percpu') ? ', summed over CPUs' : ''}\n`
+    (def.type === 'sk_storage'
+      ? `${name} is socket storage: one value per socket, not listable as a map\n`
+      : `${rows.length} entries in ${name} (${def.type}, max ${def.maxEntries})${def.type.startsWith('percpu') ? ', summed over CPUs' : ''}\n`)
   );
 }
 

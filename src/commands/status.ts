@@ -4,6 +4,8 @@ import { partsOf, type Datapath } from '../../loader/datapath.js';
 import { describeFlowControl, flowControlOf } from '../../loader/flowcontrol.js';
 import { NOT_PINNED, describePart } from '../../loader/parts.js';
 import { probe } from '../../loader/features.js';
+import { asPinned, conntrackSizing, describeSizing, readConntrackMax } from '../../loader/mapsize.js';
+import { mapSizes } from '../../loader/build.js';
 import { CONFIG_FLAGS, MAPS, mapDef } from '../../abi/schema.js';
 import { flagNames } from '../../abi/codec.js';
 import { data, isData, table, type OutputFormat } from '../table.js';
@@ -15,7 +17,7 @@ import { kernelStructHasMember } from '../../loader/kbtf.js';
 export async function statusData(dp: Datapath) {
   const features = await probe();
   const loaded = fs.existsSync(dp.pinRoot);
-  const maps = [];
+  const maps: { name: string; pinned: boolean; id?: number; type?: string; entries?: number; maxEntries?: number }[] = [];
   for (const m of MAPS) {
     if (!fs.existsSync(dp.pins.map(m.name))) {
       maps.push({ name: m.name, pinned: false });
@@ -25,6 +27,9 @@ export async function statusData(dp: Datapath) {
     const entries = await dp.maps.count(m.name);
     maps.push({ name: m.name, pinned: true, id: info.id, type: info.type, entries, maxEntries: info.max_entries });
   }
+  // the conntrack-sized maps: the size this node asks for, and the pin's where an earlier load chose another
+  const pinnedMax = (name: string) => maps.find((m) => m.name === name && m.pinned)?.maxEntries;
+  const mapSizing = conntrackSizing(mapSizes(process.env.PODWARP_MAP_SIZES), readConntrackMax()).map((s) => asPinned(s, pinnedMax(s.map)));
   const progs = [];
   if (fs.existsSync(dp.pins.progsDir)) {
     for (const p of fs.readdirSync(dp.pins.progsDir).sort()) {
@@ -53,6 +58,7 @@ export async function statusData(dp: Datapath) {
     features,
     writer,
     maps,
+    mapSizing,
     programs: progs,
     attachments,
     cgroups,
@@ -79,6 +85,7 @@ export async function status(dp: Datapath, fmt: OutputFormat): Promise<string> {
       m.pinned ? [m.name, m.id ?? '', m.type ?? '', m.entries ?? '', m.maxEntries ?? ''] : [m.name, '-', 'not pinned', '', ''],
     ),
   );
+  for (const z of s.mapSizing) out += `map size: ${describeSizing(z)}\n`;
   out +=
     '\n' +
     table(

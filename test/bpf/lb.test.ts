@@ -566,11 +566,32 @@ describe.skipIf(!!skip)(`pw_lb.h${skip ? ` — skipped: ${skip}` : ''}`, () => {
       expect(dest(r)).toBe(backend(22));
     });
 
+    it("a flow that chooses anew drops its old backend's reverse entry (kube-proxy's conntrack entry goes with it): gone and expired", async () => {
+      await send(7n, 0, NOW, ['translated']); // → 21
+      await dp.maps.write('pw_udp_serve', [], [serveKey(DNS, 21)]);
+      await send(7n, 1, NOW + SEC, ['udp_flow_gone', 'translated']); // → 22
+      expect(await revnat()).toEqual([{ cookie: 7n, backend: backend(22), service: '10.96.0.53:53' }]);
+      // the late reply of 21 is not translated: its own address, as through kube-proxy after the cleanup
+      const late = await reply(7n, 21, NOW + 2n * SEC, []);
+      expect(dest(late)).toBe(backend(21));
+      // expired: the old entry goes, the new pick writes its own (the same backend again: written anew)
+      const r = await send(7n, 1, NOW + 2n * SEC + T_OPENED, ['udp_flow_expired', 'translated']);
+      expect(await revnat()).toEqual([{ cookie: 7n, backend: dest(r), service: '10.96.0.53:53' }]);
+    });
+
+    it("a backend behind two frontends: the flow that leaves it keeps the reverse entry the other frontend's flow wrote since", async () => {
+      await rememberFlow(DNS, 7n, 21, OPENED, NOW - 100n * SEC, NOW - 100n * SEC); // expired
+      const other = { key: { cookie: 7n, ip: BACKENDS[21]!.ip, port: BACKENDS[21]!.port }, value: { ip: '10.96.0.99', port: 53 } };
+      await dp.maps.write('pw_revnat', [other], []);
+      await send(7n, 1, NOW, ['udp_flow_expired', 'translated']); // → 22
+      expect((await revnat()).map((e) => e.service).sort()).toEqual(['10.96.0.53:53', '10.96.0.99:53']);
+    });
+
     it('recvmsg: a reply of another backend (an older flow of the socket), an expired flow, or another socket changes nothing', async () => {
       await send(7n, 0, NOW, ['translated']); // → 21
       await dp.maps.write('pw_udp_serve', [], [serveKey(DNS, 21)]);
-      await send(7n, 1, NOW + SEC, ['udp_flow_gone', 'translated']); // → 22; 21's reverse entry stays
-      await reply(7n, 21, NOW + 2n * SEC); // the late reply of 21: still shown as the service
+      await send(7n, 1, NOW + SEC, ['udp_flow_gone', 'translated']); // → 22; 21's reverse entry goes
+      await reply(7n, 21, NOW + 2n * SEC, []); // the late reply of 21: no reverse entry, no flow change
       expect((await udpFlows())[0]).toMatchObject({ backend: backend(22), state: OPENED, last_ns: NOW + SEC });
       await reply(7n, 22, NOW + SEC + T_OPENED + 1n); // expired: not revived
       expect((await udpFlows())[0]).toMatchObject({ state: OPENED, last_ns: NOW + SEC });

@@ -127,6 +127,8 @@ export interface Mock {
   prandom?: number;
   /** bpf_msg_redirect_hash: the key is in pw_sock (SK_PASS) or not (SK_DROP) */
   peerInSock?: boolean;
+  /** bpf_sk_storage_get: the socket's pw_revnat_sk (unset: the socket has none) */
+  skStorage?: { watched: number };
 }
 
 /** What the mocks were asked (struct pw_calls). Keys as their 12 bytes (struct pw_sock_key). */
@@ -145,6 +147,8 @@ export interface Calls {
   psockPath: boolean;
   offUserData: number;
   offMsgTotLen: number;
+  /** The socket's pw_revnat_sk after the call (undefined: none). */
+  skStorage: { watched: number } | undefined;
 }
 
 function encodeMock(m: Mock): Buffer {
@@ -163,6 +167,7 @@ function encodeMock(m: Mock): Buffer {
   b.writeUInt32LE(m.prandom ?? 0, 160);
   b.writeUInt32LE(m.peerInSock ? 1 : 0, 164);
   b.writeUInt32LE(m.msgTotLen ?? 0, 168);
+  b.writeUInt32LE(m.skStorage ? 1 + m.skStorage.watched : 0, 172);
   return b;
 }
 
@@ -182,6 +187,7 @@ function decodeCalls(b: Buffer): Calls {
     psockPath: b.readUInt32LE(88) === 1,
     offUserData: b.readUInt32LE(92),
     offMsgTotLen: b.readUInt32LE(96),
+    skStorage: b.readUInt32LE(100) ? { watched: b.readUInt32LE(100) - 1 } : undefined,
   };
 }
 
@@ -332,12 +338,14 @@ export const SOCK_OPS_STATE_CB_FLAG = 4;
 export const TCP_STATE = { ESTABLISHED: 1, CLOSE: 7, FIN_WAIT1: 4 } as const;
 
 /** struct bpf_sock_ops: op, args[1] (STATE_CB: the new state), the tuple, bpf_sock_ops_cb_flags. */
-export function sockOps(op: number, t: Tuple, opts: { newState?: number; cbFlags?: number } = {}): Buffer {
+export function sockOps(op: number, t: Tuple, opts: { newState?: number; cbFlags?: number; noSk?: boolean } = {}): Buffer {
   const b = Buffer.alloc(CTX_MAX);
   b.writeUInt32LE(op, 0);
   b.writeUInt32LE(opts.newState ?? 0, 8);
   writeTuple(b, 20, t);
   b.writeUInt32LE(opts.cbFlags ?? 0, 84);
+  // sk (184): a full socket is there; the mocked socket storage never dereferences it
+  if (!opts.noSk) b.writeBigUInt64LE(1n, 184);
   return b;
 }
 

@@ -45,7 +45,7 @@ async function sockops(
   t: Tuple,
   counted: string[],
   mock: Mock = {},
-  opts: { newState?: number; cbFlags?: number } = {},
+  opts: { newState?: number; cbFlags?: number; noSk?: boolean } = {},
 ): Promise<LogicRun> {
   const before = await reasonCounters(dp, 'pw_sockops');
   const r = await runLogic(dp, 'test_sockops', sockOps(op, t, opts), mock);
@@ -199,6 +199,80 @@ describe.skipIf(!!skip)(`pw_sockops.h${skip ? ` — skipped: ${skip}` : ''}`, ()
       notInserted(await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, t4(A, 40012, REMOTE, 443), ['not_local'], { cookie: 0x776n }));
       notInserted(await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, t4(A, 40012, REMOTE, 444), ['not_local'], { cookie: 0x777n }));
       notInserted(await sockops(SOCK_OPS.PASSIVE_ESTABLISHED_CB, t4(A, 443, REMOTE, 40012), ['not_local'], { cookie: 0x777n }));
+    });
+
+    it('a watched connection is marked in its socket storage (pw_revnat_sk); one pw_lb did not translate is not', async () => {
+      await dp.maps.write('pw_revnat', [revnat(0x777n, REMOTE, 443)], []);
+      const r = await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, t4(A, 40015, REMOTE, 443), ['revnat_watch', 'not_local'], { cookie: 0x777n });
+      expect(r.calls.skStorage).toEqual({ watched: 1 });
+      // pod↔pod into pw_sock, not translated: no storage created (its close callback is asked for pw_sock's sake)
+      const pod = await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, t4(A, 40016, B, 8080), ['added_pod'], { cookie: 0x780n });
+      expect({ cb: pod.calls.cbFlagsSet, storage: pod.calls.skStorage }).toEqual({ cb: 1, storage: undefined });
+      // a socket whose storage cannot be had (no full socket): still watched, unmarked
+      const bare = await sockops(
+        SOCK_OPS.ACTIVE_ESTABLISHED_CB,
+        t4(A, 40017, REMOTE, 443),
+        ['revnat_watch', 'not_local'],
+        { cookie: 0x777n },
+        { noSk: true },
+      );
+      expect({ cb: bare.calls.cbFlagsSet, storage: bare.calls.skStorage }).toEqual({ cb: 1, storage: undefined });
+    });
+
+    it('revnat_evicted: a watched connection whose entry the LRU took while it was open; its mark is cleared at close', async () => {
+      // established: watched and marked; then the entry is evicted (deleted here) while the connection lives
+      const t = t4(A, 40018, REMOTE, 443);
+      await dp.maps.write('pw_revnat', [revnat(0x781n, REMOTE, 443)], []);
+      const est = await sockops(SOCK_OPS.ACTIVE_ESTABLISHED_CB, t, ['revnat_watch', 'not_local'], { cookie: 0x781n });
+      await dp.maps.write('pw_revnat', [], [revnat(0x781n, REMOTE, 443).key]);
+      const close = await sockops(
+        SOCK_OPS.STATE_CB,
+        t,
+        ['revnat_evicted'],
+        { cookie: 0x781n, skStorage: est.calls.skStorage },
+        {
+          newState: TCP_STATE.CLOSE,
+        },
+      );
+      expect(close.calls.skStorage).toEqual({ watched: 0 });
+      // the same socket closing again (connect()ed anew elsewhere, untranslated): not counted twice
+      await sockops(SOCK_OPS.STATE_CB, t, [], { cookie: 0x781n, skStorage: close.calls.skStorage }, { newState: TCP_STATE.CLOSE });
+    });
+
+    it('not revnat_evicted: a normal close of a watched connection, a pw_sock flow, a socket never translated', async () => {
+      // watched, entry still there at close: revnat_closed only
+      await dp.maps.write('pw_revnat', [revnat(0x782n, REMOTE, 443)], []);
+      await sockops(
+        SOCK_OPS.STATE_CB,
+        t4(A, 40019, REMOTE, 443),
+        ['revnat_closed'],
+        { cookie: 0x782n, skStorage: { watched: 1 } },
+        {
+          newState: TCP_STATE.CLOSE,
+        },
+      );
+      // a pod↔pod flow in pw_sock (close callback asked, no mark, no pw_revnat entry): closed only
+      const key = { sip: A, dip: B, sport: 40020, dport: 80 };
+      await dp.maps.write('pw_flows', [{ key, value: { flags: 0, bytes: 5n } }], []);
+      await sockops(SOCK_OPS.STATE_CB, t4(A, 40020, B, 80), ['closed'], { cookie: 0x783n }, { newState: TCP_STATE.CLOSE });
+      // storage of another kind of use left unmarked (watched 0), or no full socket at close: nothing
+      await sockops(
+        SOCK_OPS.STATE_CB,
+        t4(A, 40021, REMOTE, 443),
+        [],
+        { cookie: 0x784n, skStorage: { watched: 0 } },
+        { newState: TCP_STATE.CLOSE },
+      );
+      await sockops(
+        SOCK_OPS.STATE_CB,
+        t4(A, 40022, REMOTE, 443),
+        [],
+        { cookie: 0x785n, skStorage: { watched: 1 } },
+        {
+          newState: TCP_STATE.CLOSE,
+          noSk: true,
+        },
+      );
     });
 
     it("at close the connection's own entry goes (revnat_closed); other sockets' and other peers' stay", async () => {

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../host/exec.js';
 import { MSG_PROG } from '../../loader/pins.js';
 import type { Part } from '../../loader/parts.js';
+import { readConntrackMax, sizeFromConntrackMax, type MapSizing } from '../../loader/mapsize.js';
 import { sink, startServer, type Server } from '../../devtools/perf.js';
 import { socketRows } from '../../src/commands/dump.js';
 import { reconcile } from '../../src/reconciler.js';
@@ -36,7 +37,7 @@ const statusJson = async (env: Env) => {
       string
     >,
   });
-  return JSON.parse(r.stdout) as { parts: Part[]; testRefuse?: string };
+  return JSON.parse(r.stdout) as { parts: Part[]; testRefuse?: string; mapSizing: MapSizing[] };
 };
 
 describe('sock_ops and sk_msg refused: the tc fast path stays on', () => {
@@ -89,6 +90,13 @@ describe('sock_ops and sk_msg refused: the tc fast path stays on', () => {
     });
     expect(text.stdout).toMatch(/^sockmap\s+off\s+pod↔pod TCP takes the tc fast path without socket redirection/m);
     expect(text.stdout).toContain('warning: sockmap: off — pw_sockops.o, pw_sk_msg.o not pinned by the last load');
+    // the conntrack-sized maps: where their size came from, read by status itself (no agent report needed)
+    const want = sizeFromConntrackMax(readConntrackMax());
+    expect(s.mapSizing.map((z) => [z.map, z.entries, z.source, z.pinned])).toEqual([
+      ['pw_revnat', want.entries, want.source, undefined],
+      ['pw_udp_flow', want.entries, want.source, undefined],
+    ]);
+    expect(text.stdout).toContain(`map size: pw_revnat ${want.entries} entries (${want.detail})`);
   });
 });
 

@@ -93,8 +93,20 @@ describe('service load balancing at connect()', () => {
       'all 300 closed connections dropped from pw_revnat',
       async () => delta(c0, await counters(env!.dp), 'pw_sockops').revnat_closed === 300,
     );
-    expect(delta(c0, await counters(env!.dp), 'pw_sockops')).toMatchObject({ revnat_watch: 300, revnat_closed: 300 });
+    // a normal close is no eviction
+    expect(delta(c0, await counters(env!.dp), 'pw_sockops')).toMatchObject({ revnat_watch: 300, revnat_closed: 300, revnat_evicted: 0 });
     expect(await env!.dp.maps.dump('pw_revnat')).toEqual([]);
+  });
+
+  it('revnat_evicted: a connection whose pw_revnat entry goes while it is open (as an LRU eviction) is counted at its close', async () => {
+    const c0 = await counters(env!.dp);
+    const open = rr(pods()[0]!, WEB, 80, { seconds: 2 }); // one connection, open for 2 s
+    const entry = await until('the connection translated', async () => (await env!.dp.maps.dump('pw_revnat'))[0]);
+    await env!.dp.maps.write('pw_revnat', [], [entry.key]); // what the LRU does when the map is full
+    expect((await open).n).toBeGreaterThan(0);
+    await until('counted at close', async () => delta(c0, await counters(env!.dp), 'pw_sockops').revnat_evicted === 1);
+    // the connection was also a pod↔pod one in pw_sock: the sockmap's own close callback did not count it twice
+    expect(delta(c0, await counters(env!.dp), 'pw_sockops')).toMatchObject({ revnat_watch: 1, revnat_closed: 0, revnat_evicted: 1 });
   });
 
   it('answers UDP through the ClusterIP, replies come from the ClusterIP, one backend per socket', async () => {

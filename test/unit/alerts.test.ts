@@ -8,6 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import YAML from 'yaml';
+import { COUNTED_MAPS } from '../../loader/maps.js';
 import { agentFamilies, checkExpr, type Family } from './promql.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -57,8 +58,18 @@ describe(FILE, () => {
         'PodwarpPodsFailingToAttach',
         'PodwarpDatapathDegraded',
         'PodwarpServiceMapsFull',
+        'PodwarpMapNearCapacity',
+        'PodwarpReverseTranslationLost',
       ]),
     );
+  });
+
+  it('map fill: an alert per LRU map near its size, and one when a live connection lost its reverse translation', () => {
+    const near = rules.find((r) => r.alert === 'PodwarpMapNearCapacity')!;
+    expect(near.expr).toMatch(/^max by \(node, map\) \(podwarp_map_entries \/ podwarp_map_max_entries\) > 0\.\d+$/);
+    expect(families.get('podwarp_map_entries')!.values.get('map')).toEqual(new Set(COUNTED_MAPS));
+    const lost = rules.find((r) => r.alert === 'PodwarpReverseTranslationLost')!;
+    expect(lost.expr).toContain('reason="revnat_evicted"');
   });
 
   it('reads only exported series and labels; annotations name only labels the result keeps', () => {
@@ -82,10 +93,19 @@ describe(FILE, () => {
         annotations: { summary: '{{ $labels.reason }}', description: 'd' },
       },
       { alert: 'Bare', expr: 'podwarp_lock_held == 0' },
+      {
+        alert: 'NoSuchMap',
+        expr: 'max by (node) (podwarp_map_entries{map="pw_nope"} / podwarp_map_max_entries) > 0.9',
+        for: '5m',
+        labels: { severity: 'warning' },
+        annotations: { summary: '{{ $labels.map }}', description: 'd' },
+      },
     ];
     const problems = bad.flatMap(check);
     expect(problems).toContain('Typo: podwarp_lock_hold: not a series the agent exports');
     expect(problems).toContain('Dropped: annotation summary names $labels.reason, not a label of the result');
+    expect(problems).toContain('NoSuchMap: podwarp_map_entries: map="pw_nope" is never exported');
+    expect(problems).toContain('NoSuchMap: annotation summary names $labels.map, not a label of the result');
     expect(problems).toEqual(
       expect.arrayContaining(['Bare: no severity', 'Bare: summary and description wanted', 'Bare: no for: a single scrape would page']),
     );

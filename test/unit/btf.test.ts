@@ -8,7 +8,7 @@ import { build } from '../../loader/build.js';
 import { keyCType } from '../../abi/cgen.js';
 import { MAPS, SCALAR_SIZE, layoutOf, type StructDef } from '../../abi/schema.js';
 
-const MAP_TYPE_ID = { hash: 1, array: 2, percpu_array: 6, lru_hash: 9, sockhash: 18 } as const;
+const MAP_TYPE_ID = { hash: 1, array: 2, percpu_array: 6, lru_hash: 9, sockhash: 18, sk_storage: 24 } as const;
 /** Highest helper id in Linux 5.10 (bpf_redirect_peer = 155). */
 const MAX_HELPER_5_10 = 155;
 /** Disassembles every object: ~2 s here, 80-170 s in a kernel-matrix VM under TCG on a loaded host. */

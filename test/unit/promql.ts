@@ -310,7 +310,14 @@ export function checkDashboard(dash: Record<string, unknown>, families: Map<stri
 
 /** The agent's metric families, from a registry with a datapath double whose pw_stats is empty. */
 export async function agentFamilies(): Promise<Map<string, Family>> {
-  const dp = { maps: { counters: () => Promise.resolve(new Map()) } } as unknown as Datapath;
+  // every counted map pinned, empty: the map fill gauges export a series per map
+  const maps = {
+    counters: () => Promise.resolve(new Map()),
+    pins: { hasMap: () => true },
+    countByIter: () => 0,
+    show: () => Promise.resolve({ max_entries: 1 }),
+  };
+  const dp = { maps } as unknown as Datapath;
   const m = new AgentMetrics(dp);
   const out = new Map<string, Family>();
   const names = new Map(m.registry.getMetricsAsArray().map((x) => [x.name, (x as unknown as { labelNames?: string[] }).labelNames ?? []]));
