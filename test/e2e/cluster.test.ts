@@ -78,6 +78,7 @@ function readEnv(dir: string): Record<string, string> {
 /** The node of up.sh: a network namespace and a mount namespace on this host. */
 const cluster: E2eCluster = {
   kubectl: (args, opts = {}) => run(`kubectl ${args[0]}`, [env.KUBECTL!, ...args], { timeoutMs: 2 * MIN, ...opts }),
+  kubectlArgv: (args) => [env.KUBECTL!, ...args],
   testNs: `pwe2e-${crypto.randomBytes(3).toString('hex')}`,
   node: '',
   inNodeNet: [],

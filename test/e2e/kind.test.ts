@@ -116,6 +116,7 @@ let nodes: string[] = [];
 const cluster: E2eCluster = {
   kubectl: (args, opts = {}) =>
     run(`kubectl ${args[0]}`, ['kubectl', '--kubeconfig', kubeconfig, ...args], { timeoutMs: 2 * MIN, ...opts }),
+  kubectlArgv: (args) => ['kubectl', '--kubeconfig', kubeconfig, ...args],
   testNs: `pw-e2e-${id}`,
   node: '',
   inNodeNet: [],

@@ -8,7 +8,8 @@
 //   (veth, MAC, cgroup by UID) → kubectl podwarp → label → pod→pod TCP through
 //   tc and the sockmap, checksummed → label removed → a ClusterIP Service over
 //   TCP and UDP, kube-proxy vs the socket LB, podwarp enable/disable → a
-//   sticky client (sessionAffinity) through enable/disable → a NetworkPolicy → a rolling update and a killed agent under checksummed
+//   sticky client (sessionAffinity) through enable/disable → a long-lived UDP
+//   flow through a rollout, off and on → a NetworkPolicy → a rolling update and a killed agent under checksummed
 //   streams → DaemonSet deleted + the uninstall pod: nothing left.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -17,7 +18,7 @@ import YAML from 'yaml';
 import { expect, it } from 'vitest';
 import { encode, decode, fromHexBytes, toHexBytes } from '../../abi/codec.js';
 import { MSG_REASONS, STAT_GROUPS, mapDef } from '../../abi/schema.js';
-import { run, type RunResult } from '../../host/exec.js';
+import { onLines, run, spawnHolder, type RunResult } from '../../host/exec.js';
 import { parseIptablesAffinity, parseNftAffinity } from '../../src/sources/kube-proxy-affinity.js';
 import { parseProcLocks, procLocksDev } from '../../host/lock.js';
 import type { SocketRow } from '../../src/commands/dump.js';
@@ -48,6 +49,8 @@ export interface KubectlOpts {
 export interface E2eCluster {
   /** kubectl with the cluster's admin credentials */
   kubectl(args: string[], opts?: KubectlOpts): Promise<RunResult>;
+  /** the argv of that kubectl, for a command that runs alongside the test (its stdin piped) */
+  kubectlArgv(args: string[]): string[];
   /** the namespace of the test pods (made by the scenarios, deleted by the test file) */
   testNs: string;
   /** the node whose agent and pods the scenarios look at */
@@ -151,6 +154,12 @@ interface ServedStream {
   stream_received: number;
   stream_sent: number;
   ok: boolean;
+}
+/** `podwarp dump services -o json`, the fields read here */
+interface ServiceRowOut {
+  frontend: string;
+  proto: string;
+  slots: { backend: string }[];
 }
 interface ConnOut {
   connections: number;
@@ -708,6 +717,162 @@ export function registerScenarios(c: E2eCluster): void {
       }
       console.log(`sticky ${vip} (${c.proxyMode} mode): ${first.backend} first, then ${seen.join(' ')}`);
       await kubectl(inNs(['delete', 'service', 'sticky']));
+    },
+  );
+
+  /** A long-lived unconnected UDP socket in the client pod (`pwperf udp -S`): one request per call, the caller paces. */
+  function udpSession(vip: string) {
+    const child = spawnHolder(c.kubectlArgv(inNs(['exec', '-i', 'client', '--', 'pwperf', 'udp', '-c', vip, '-p', '80', '-S'])));
+    const lines: string[] = [];
+    const waiting: ((l: string) => void)[] = [];
+    onLines(child.stdout, (l) => (waiting.length ? waiting.shift()!(l) : lines.push(l)));
+    const next = () =>
+      new Promise<string>((resolve, reject) => {
+        const l = lines.shift();
+        if (l !== undefined) return resolve(l);
+        waiting.push(resolve);
+        void child.then((r) => reject(new Error(`pwperf udp -S exited ${r.exitCode}: ${String(r.stderr)}`)));
+      });
+    const stop = async () => {
+      child.stdin.end();
+      await child;
+    };
+    running.add(stop);
+    return {
+      /** the backend that answered, or the error (1 s receive timeout) */
+      async request(): Promise<{ backend?: string; source_ok?: boolean; error?: string }> {
+        child.stdin.write('\n');
+        return JSON.parse(await until('a reply line', next, 30_000)) as { backend?: string; source_ok?: boolean; error?: string };
+      },
+      async close(): Promise<void> {
+        running.delete(stop);
+        await stop();
+      },
+    };
+  }
+
+  step(
+    'a long-lived unconnected UDP flow through a rollout: kept through scale-up, another backend leaving and a readiness flip, moved only when its own backend goes (kube-proxy, then the socket LB)',
+    8,
+    async () => {
+      expect(clientIp, 'the pods step passed').not.toBe('');
+      const flowPod = (name: string) => {
+        const p = testPod(name, ['pwperf', 'server', '-p', String(PORT)]) as any;
+        p.metadata.labels = { app: name, role: 'flow' };
+        // ready while /unready does not exist (the image has no /tmp): the test flips readiness without touching the server
+        p.spec.containers[0].readinessProbe = { exec: { command: ['sh', '-c', 'test ! -e /unready'] }, periodSeconds: 1 };
+        return p;
+      };
+      const up = async (names: string[]) => {
+        await kubectl(['apply', '-f', '-'], { input: JSON.stringify({ apiVersion: 'v1', kind: 'List', items: names.map(flowPod) }) });
+        for (const n of names) await kubectl(inNs(['wait', '--for=condition=Ready', `pod/${n}`, '--timeout=180s']), { timeoutMs: 4 * MIN });
+        return Promise.all(names.map(podIp));
+      };
+      const svc = {
+        apiVersion: 'v1',
+        kind: 'Service',
+        metadata: { name: 'flow', namespace: c.testNs },
+        spec: { selector: { role: 'flow' }, ports: [{ name: 'udp', protocol: 'UDP', port: 80, targetPort: PORT }] },
+      };
+      await kubectl(['apply', '-f', '-'], { input: JSON.stringify(svc) });
+      const vip = (await kubectl(inNs(['get', 'service', 'flow', '-o', 'jsonpath={.spec.clusterIP}']))).stdout.trim();
+      const at = (ip: string) => `${ip}:${PORT}`;
+      /** kube-proxy's UDP rules and podwarp's slots both name exactly these backends (the ready ones) */
+      const settled = (ips: string[]) =>
+        until(
+          `kube-proxy and pw_svc on ${ips.join(' ')}`,
+          async () => {
+            const rules = [...dnatTargets(await kubeProxyRules())].filter(
+              (t) => t.startsWith('udp ') && ips.concat(all).some((i) => t.endsWith(` ${at(i)}`)),
+            );
+            const row = (await podwarp<ServiceRowOut[]>(['dump', 'services'])).find((r) => r.frontend === `${vip}:80` && r.proto === 'UDP');
+            const slots = (row?.slots ?? []).map((x) => x.backend).sort();
+            const want = ips.map(at).sort();
+            return (
+              rules
+                .map((t) => t.slice(4))
+                .sort()
+                .join() === want.join() && slots.join() === want.join()
+            );
+          },
+          90_000,
+        );
+      let all: string[] = [];
+      const phase = async (on: boolean) => {
+        await c.podwarpCli([on ? 'enable' : 'disable', c.testNs]);
+        await until(`client ${on ? 'enabled' : 'disabled'}`, allEnabled([clientIp], on), 90_000);
+        const [a, b] = await up(['flow-a', 'flow-b']);
+        all = [a!, b!];
+        await settled(all);
+        const s0 = await stats();
+        const flow = udpSession(vip);
+        const steps: string[] = [];
+        const ask = async (what: string) => {
+          const r = await flow.request();
+          expect(r.error, `${what}: ${JSON.stringify(r)}`).toBeUndefined();
+          expect(r.source_ok, `${what}: the reply came from the ClusterIP`).toBe(true);
+          steps.push(`${what}→${r.backend}`);
+          return r.backend!;
+        };
+        const mine = await ask('first');
+        const [myPod, otherPod] = mine === at(a!) ? ['flow-a', 'flow-b'] : ['flow-b', 'flow-a'];
+        expect([at(a!), at(b!)]).toContain(mine);
+        // scale-up
+        const [cIp] = await up(['flow-c']);
+        all.push(cIp!);
+        await settled(all);
+        expect(await ask('scale-up')).toBe(mine);
+        // another backend leaves
+        await kubectl(inNs(['delete', 'pod', otherPod, '--grace-period=0', '--force', '--wait=true']), { timeoutMs: 2 * MIN });
+        const left = all.filter((i) => at(i) !== mine && i !== cIp);
+        await settled(all.filter((i) => !left.includes(i)));
+        expect(await ask('another backend gone')).toBe(mine);
+        // another endpoint's readiness flips off and on
+        await kubectl(inNs(['exec', 'flow-c', '--', 'touch', '/unready']));
+        await settled([mine.split(':')[0]!]);
+        expect(await ask('another not ready')).toBe(mine);
+        await kubectl(inNs(['exec', 'flow-c', '--', 'rm', '/unready']));
+        await settled([mine.split(':')[0]!, cIp!]);
+        expect(await ask('another ready again')).toBe(mine);
+        // its own backend goes: the flow moves to the one left (kube-proxy: its conntrack cleanup; podwarp: pw_udp_serve)
+        await kubectl(inNs(['delete', 'pod', myPod, '--grace-period=0', '--force', '--wait=true']), { timeoutMs: 2 * MIN });
+        await settled([cIp!]);
+        // the deleted pod's container may still answer for a moment (a forced delete stops it asynchronously), and
+        // kube-proxy clears the flow's conntrack entry in its next sync: until then the flow may still reach it
+        const answers: (string | undefined)[] = [];
+        await until(
+          'the flow on the backend left',
+          async () => {
+            const r = await flow.request();
+            steps.push(`own gone→${r.backend ?? r.error}`);
+            answers.push(r.backend);
+            return r.backend === at(cIp!);
+          },
+          60_000,
+          250,
+        );
+        for (const a of answers)
+          expect([mine, at(cIp!), undefined], `only its old backend or the one left: ${steps.join(' ')}`).toContain(a);
+        await flow.close();
+        const s1 = await stats();
+        const d = (reason: string) => stat(s1, 'pw_lb', reason) - stat(s0, 'pw_lb', reason);
+        const lb = { translated: d('translated'), hit: d('udp_flow_hit'), gone: d('udp_flow_gone') };
+        console.log(
+          `UDP flow ${vip} (${c.proxyMode} mode, acceleration ${on ? 'on' : 'off'}): ${steps.join(' ')}; pw_lb ${JSON.stringify(lb)}`,
+        );
+        await kubectl(inNs(['delete', 'pod', 'flow-c', '--grace-period=0', '--force', '--wait=true']), { timeoutMs: 2 * MIN });
+        return { steps: steps.length, lb };
+      };
+      const off = await phase(false);
+      expect(off.lb, 'acceleration off: kube-proxy answered every datagram').toEqual({ translated: 0, hit: 0, gone: 0 });
+      const on = await phase(true);
+      // on: every datagram translated; the four between the first and the move sent by the flow memory, the move after udp_flow_gone
+      expect(on.lb.translated).toBe(on.steps);
+      expect(on.lb.gone).toBe(1);
+      expect(on.lb.hit).toBeGreaterThanOrEqual(4);
+      await c.podwarpCli(['disable', c.testNs]);
+      await until('client disabled', allEnabled([clientIp], false), 90_000);
+      await kubectl(inNs(['delete', 'service', 'flow']));
     },
   );
 
