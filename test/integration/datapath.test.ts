@@ -47,7 +47,8 @@ describe.each(['routed', 'bridge'] as const)('tc fast path, %s wiring', (wiring)
         .map((i) => i.name)
         .sort(),
     ).toEqual(env!.m.pods.map((p) => p.hostInterface).sort());
-    // a second pass with nothing changed writes nothing
+    // a second pass with nothing changed writes nothing (lbClients is the desired pw_lb_client, not a diff: every pod
+    // has the socket LB here, sockmap off)
     const again = await reconcile(env!.dp, withAccel(base, { 'team-a': true, 'team-b': true }), undefined, TC_ONLY);
     expect(again.plan).toEqual({
       attach: [],
@@ -58,8 +59,10 @@ describe.each(['routed', 'bridge'] as const)('tc fast path, %s wiring', (wiring)
       drainIps: [],
       enable: [],
       podCgroups: new Map(),
-      lbClients: new Map(),
+      lbClients: new Map(env!.m.pods.map((p) => [p.ip, p.cgroup])),
     });
+    // and pw_lb_client holds them, by cgroup id
+    expect((await env!.dp.maps.dump('pw_lb_client')).map((e) => String(e.value.ip)).sort()).toEqual(env!.m.pods.map((p) => p.ip).sort());
   });
 
   it('redirects a multi-megabyte transfer across namespaces byte-identical, past the host stack', async () => {
