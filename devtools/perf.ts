@@ -239,7 +239,12 @@ export interface UdpSession {
 
 /** A long-lived UDP socket in `pod` (pwperf udp -S) whose requests the caller paces: the Service may change between two. */
 export function udpSession(pod: SandboxPod, ip: string, port: number, o: { connected?: boolean; v6?: boolean }): UdpSession {
-  const child = spawnHolder(podCommand(pod, [PWPERF, 'udp', '-c', ip, '-p', String(port), '-S', ...udpArgs(o)]));
+  return udpSessionOf(podCommand(pod, [PWPERF, 'udp', '-c', ip, '-p', String(port), '-S', ...udpArgs(o)]));
+}
+
+/** The same session from any argv that runs `pwperf udp … -S` with its stdin piped (e.g. `kubectl exec -i`). */
+export function udpSessionOf(argv: string[]): UdpSession {
+  const child = spawnHolder(argv);
   const lines: string[] = [];
   const waiting: ((line: string) => void)[] = [];
   onLines(child.stdout, (line) => {

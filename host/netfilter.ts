@@ -7,10 +7,15 @@ import { run, which } from './exec.js';
 
 const XT_RECENT = '/proc/net/xt_recent';
 
-/** `iptables-save -t nat` of every iptables backend installed (legacy, nft): kube-proxy may use either. */
+/**
+ * `iptables-save -t nat` of every iptables backend installed (legacy, nft): kube-proxy may use either. Plain
+ * `iptables-save` (one of the two under another name) only where neither is installed by its own name.
+ */
 export async function natRulesets(): Promise<string[]> {
   const out: string[] = [];
-  for (const bin of ['iptables-legacy-save', 'iptables-nft-save', 'iptables-save']) {
+  const both = [];
+  for (const bin of ['iptables-legacy-save', 'iptables-nft-save']) if (await which(bin)) both.push(bin);
+  for (const bin of both.length ? both : ['iptables-save']) {
     if (!(await which(bin))) continue;
     const r = await run(`read nat rules (${bin})`, [bin, '-t', 'nat'], { reject: false });
     if (r.exitCode === 0) out.push(r.stdout);

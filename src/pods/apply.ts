@@ -412,14 +412,13 @@ async function handBack(pass: ApplyPass, ips: string[]): Promise<void> {
   if (ips.length) await pass.step('hand sessionAffinity back to kube-proxy', () => handBackToKubeProxy(pass.dp, ips));
 }
 
-/** After the pass: pw_affinity forgets the clients whose hooks are off, pw_lb_client the pods that left the socket LB. */
+/** After the pass: pw_affinity forgets the clients whose hooks are off (pw_lb_client lost the pods that left in the additions' sync). */
 async function forgetClientsLeft(pass: ApplyPass, p: Plan, leaving: string[]): Promise<void> {
   const off = [
     ...leaving,
     ...[...pass.out.failed.keys()].flatMap((pod) => p.enable.filter((x) => x.endpoint.pod === pod).map((x) => x.endpoint.ip)),
   ];
   await forgetClients(pass.dp, [...p.delete, ...off]);
-  await syncCgroupClients(pass.dp, p.lbClients);
 }
 
 /**

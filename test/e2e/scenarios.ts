@@ -18,7 +18,8 @@ import YAML from 'yaml';
 import { expect, it } from 'vitest';
 import { encode, decode, fromHexBytes, toHexBytes } from '../../abi/codec.js';
 import { MSG_REASONS, STAT_GROUPS, mapDef } from '../../abi/schema.js';
-import { onLines, run, spawnHolder, type RunResult } from '../../host/exec.js';
+import { run, type RunResult } from '../../host/exec.js';
+import { udpSessionOf } from '../../devtools/perf.js';
 import { parseIptablesAffinity, parseNftAffinity } from '../../src/sources/kube-proxy-affinity.js';
 import { parseProcLocks, procLocksDev } from '../../host/lock.js';
 import type { SocketRow } from '../../src/commands/dump.js';
@@ -722,28 +723,12 @@ export function registerScenarios(c: E2eCluster): void {
 
   /** A long-lived unconnected UDP socket in the client pod (`pwperf udp -S`): one request per call, the caller paces. */
   function udpSession(vip: string) {
-    const child = spawnHolder(c.kubectlArgv(inNs(['exec', '-i', 'client', '--', 'pwperf', 'udp', '-c', vip, '-p', '80', '-S'])));
-    const lines: string[] = [];
-    const waiting: ((l: string) => void)[] = [];
-    onLines(child.stdout, (l) => (waiting.length ? waiting.shift()!(l) : lines.push(l)));
-    const next = () =>
-      new Promise<string>((resolve, reject) => {
-        const l = lines.shift();
-        if (l !== undefined) return resolve(l);
-        waiting.push(resolve);
-        void child.then((r) => reject(new Error(`pwperf udp -S exited ${r.exitCode}: ${String(r.stderr)}`)));
-      });
-    const stop = async () => {
-      child.stdin.end();
-      await child;
-    };
+    const session = udpSessionOf(c.kubectlArgv(inNs(['exec', '-i', 'client', '--', 'pwperf', 'udp', '-c', vip, '-p', '80', '-S'])));
+    const stop = async () => void (await session.close());
     running.add(stop);
     return {
-      /** the backend that answered, or the error (1 s receive timeout) */
-      async request(): Promise<{ backend?: string; source_ok?: boolean; error?: string }> {
-        child.stdin.write('\n');
-        return JSON.parse(await until('a reply line', next, 30_000)) as { backend?: string; source_ok?: boolean; error?: string };
-      },
+      /** the backend that answered, or the error (1 s receive timeout in pwperf) */
+      request: async (): Promise<{ backend?: string; source_ok?: boolean; error?: string }> => session.request(),
       async close(): Promise<void> {
         running.delete(stop);
         await stop();
